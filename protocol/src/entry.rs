@@ -1,0 +1,505 @@
+//! The signed log entry: its canonical CBOR encoding, signature and hash.
+//!
+//! An entry travels and rests as one byte string, the *envelope*: a CBOR array
+//! `[payload: bstr, signature: bstr(64)]`. The payload is itself canonical CBOR,
+//! `[format, author, seq, prev, timestamp, lamport, body]`, and the signature is ed25519 over
+//! [`DOMAIN_TAG`] followed by the payload bytes. The entry's [`Hash`] is BLAKE3 of the whole
+//! envelope. Bytes are never re-encoded after signing: what was signed is what is stored and sent.
+
+use std::fmt;
+
+use bytes::Bytes;
+use cbor4ii::core::Value;
+use ed25519_dalek::{Signature, Signer, Verifier, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteArray;
+
+use crate::limits::{MAX_ENTRY_BYTES, MAX_NAME_BYTES, MAX_TEXT_BYTES};
+
+pub use ed25519_dalek::SigningKey;
+
+/// Prepended to the payload before signing, so a signature cannot be replayed in another app.
+pub const DOMAIN_TAG: &[u8] = b"p2pchat/entry/v1";
+/// The payload format version this implementation writes and reads.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// An author: the 32-byte ed25519 public key that signs a log.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Author(ByteArray<32>);
+
+impl Author {
+    /// The author of entries signed by `key`.
+    pub fn of(key: &SigningKey) -> Self {
+        Self(ByteArray::new(key.verifying_key().to_bytes()))
+    }
+
+    /// An author from its raw public key bytes (not checked to be a valid curve point).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(ByteArray::new(bytes))
+    }
+
+    /// The raw public key bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// A short, human-comparable fingerprint: the first 6 hex digits of the key.
+    pub fn fingerprint(&self) -> String {
+        hex(&self.0[..3])
+    }
+
+    fn verifying_key(&self) -> Result<VerifyingKey, ed25519_dalek::SignatureError> {
+        VerifyingKey::from_bytes(&self.0)
+    }
+}
+
+impl fmt::Display for Author {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex(&self.0[..]))
+    }
+}
+
+impl fmt::Debug for Author {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Author({})", self.fingerprint())
+    }
+}
+
+/// BLAKE3 hash of an entry's envelope bytes; `prev` links make each log a hash chain.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Hash(ByteArray<32>);
+
+impl Hash {
+    /// Hashes an envelope.
+    pub fn of(envelope: &[u8]) -> Self {
+        Self(ByteArray::new(*blake3::hash(envelope).as_bytes()))
+    }
+
+    /// A hash from its raw bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(ByteArray::new(bytes))
+    }
+
+    /// The raw hash bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Display for Hash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex(&self.0[..]))
+    }
+}
+
+impl fmt::Debug for Hash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Hash({})", hex(&self.0[..4]))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What an entry says.
+///
+/// On the wire a body is a CBOR array whose first element names its kind:
+/// `["profile", name]` or `["text", text]`. Kinds this version does not know are kept,
+/// stored and relayed unchanged as [`Body::Unknown`], so new kinds need no format break.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Body {
+    /// The author's display name; seq 1 is always a profile, a later one renames.
+    Profile {
+        /// The claimed user name.
+        name: String,
+    },
+    /// A chat line.
+    Text {
+        /// The line, without its newline.
+        text: String,
+    },
+    /// A kind this version does not understand.
+    Unknown {
+        /// The kind's name as written on the wire.
+        kind: String,
+    },
+}
+
+impl Body {
+    fn to_value(&self) -> Result<Value, DecodeError> {
+        let (kind, field) = match self {
+            Body::Profile { name } => ("profile", name),
+            Body::Text { text } => ("text", text),
+            Body::Unknown { .. } => return Err(DecodeError::InvalidBody),
+        };
+        Ok(Value::Array(vec![Value::Text(kind.into()), Value::Text(field.clone())]))
+    }
+
+    fn from_value(value: &Value) -> Result<Self, DecodeError> {
+        let Value::Array(items) = value else {
+            return Err(DecodeError::InvalidBody);
+        };
+        let Some(Value::Text(kind)) = items.first() else {
+            return Err(DecodeError::InvalidBody);
+        };
+        let body = match (kind.as_str(), &items[1..]) {
+            ("profile", [Value::Text(name)]) => Body::Profile { name: name.clone() },
+            ("text", [Value::Text(text)]) => Body::Text { text: text.clone() },
+            ("profile" | "text", _) => return Err(DecodeError::InvalidBody),
+            (other, _) => Body::Unknown { kind: other.to_owned() },
+        };
+        body.check_limits()?;
+        Ok(body)
+    }
+
+    /// Checks the body against the size and content rules of its kind.
+    pub fn check_limits(&self) -> Result<(), DecodeError> {
+        match self {
+            Body::Profile { name } => check_name(name),
+            Body::Text { text } if text.len() > MAX_TEXT_BYTES => Err(DecodeError::TextTooLong {
+                len: text.len(),
+            }),
+            Body::Text { .. } | Body::Unknown { .. } => Ok(()),
+        }
+    }
+}
+
+/// Checks that `name` is usable as a user name: 1 to [`MAX_NAME_BYTES`] bytes, no control
+/// characters, no surrounding whitespace.
+pub fn check_name(name: &str) -> Result<(), DecodeError> {
+    if name.is_empty()
+        || name.len() > MAX_NAME_BYTES
+        || name.trim() != name
+        || name.chars().any(char::is_control)
+    {
+        return Err(DecodeError::InvalidName { name: name.to_owned() });
+    }
+    Ok(())
+}
+
+/// The fields of a new entry, before it is signed.
+#[derive(Clone, Debug)]
+pub struct Draft {
+    /// Position in the author's log, from 1.
+    pub seq: u64,
+    /// Hash of the entry at `seq - 1`; `None` only at seq 1.
+    pub prev: Option<Hash>,
+    /// Wall-clock time of writing, in milliseconds since the Unix epoch.
+    pub timestamp: u64,
+    /// Lamport clock: 1 + the largest lamport the writer had seen.
+    pub lamport: u64,
+    /// What the entry says.
+    pub body: Body,
+}
+
+/// The signed part of an envelope, as a CBOR array in this exact field order.
+#[derive(Serialize, Deserialize)]
+struct Payload(u8, Author, u64, Option<Hash>, u64, u64, Value);
+
+/// The envelope: `[payload, signature]`.
+#[derive(Serialize, Deserialize)]
+struct Envelope<'a>(#[serde(borrow)] &'a serde_bytes::Bytes, &'a serde_bytes::Bytes);
+
+/// A decoded, canonically encoded entry, with its envelope bytes kept for storage and sending.
+///
+/// Decoding checks the encoding and limits only; the signature is checked by
+/// [`Entry::signature_is_valid`] (called by the validation rules), so storage can read its own
+/// entries back without paying for it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Entry {
+    envelope: Bytes,
+    payload: Bytes,
+    signature: [u8; 64],
+    hash: Hash,
+    author: Author,
+    seq: u64,
+    prev: Option<Hash>,
+    timestamp: u64,
+    lamport: u64,
+    body: Body,
+}
+
+impl fmt::Debug for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Entry")
+            .field("author", &self.author)
+            .field("seq", &self.seq)
+            .field("lamport", &self.lamport)
+            .field("body", &self.body)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why bytes are not a well-formed entry.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The envelope is larger than [`MAX_ENTRY_BYTES`].
+    #[error("entry is {len} bytes, over the {MAX_ENTRY_BYTES}-byte limit")]
+    TooLarge {
+        /// The envelope's length.
+        len: usize,
+    },
+    /// The bytes are not CBOR of the expected shape.
+    #[error("entry is not valid CBOR of the expected shape: {0}")]
+    Malformed(String),
+    /// The bytes decode, but are not the one canonical encoding of what they hold.
+    #[error("entry is not canonically encoded")]
+    NonCanonical,
+    /// The payload's format version is not [`FORMAT_VERSION`].
+    #[error("entry format version {0} is not supported")]
+    UnsupportedVersion(u8),
+    /// The signature field is not 64 bytes.
+    #[error("signature is not 64 bytes")]
+    InvalidSignatureLength,
+    /// The body is not a well-formed body of its kind.
+    #[error("entry body is malformed")]
+    InvalidBody,
+    /// A text body is longer than [`MAX_TEXT_BYTES`].
+    #[error("text is {len} bytes, over the {MAX_TEXT_BYTES}-byte limit")]
+    TextTooLong {
+        /// The text's length in bytes.
+        len: usize,
+    },
+    /// A profile name breaks the name rules (see [`check_name`]).
+    #[error("{name:?} is not a valid name (1 to {MAX_NAME_BYTES} bytes, no control characters or surrounding spaces)")]
+    InvalidName {
+        /// The rejected name.
+        name: String,
+    },
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, DecodeError> {
+    cbor4ii::serde::to_vec(Vec::new(), value).map_err(|e| DecodeError::Malformed(e.to_string()))
+}
+
+impl Entry {
+    /// Signs `draft` with `key`, producing the entry's one canonical encoding.
+    pub fn sign(key: &SigningKey, draft: Draft) -> Result<Self, DecodeError> {
+        draft.body.check_limits()?;
+        let payload = Payload(
+            FORMAT_VERSION,
+            Author::of(key),
+            draft.seq,
+            draft.prev,
+            draft.timestamp,
+            draft.lamport,
+            draft.body.to_value()?,
+        );
+        let payload = encode(&payload)?;
+        let signature = key.sign(&signed_message(&payload)).to_bytes();
+        let envelope = encode(&Envelope(
+            serde_bytes::Bytes::new(&payload),
+            serde_bytes::Bytes::new(&signature),
+        ))?;
+        Self::decode(Bytes::from(envelope))
+    }
+
+    /// Decodes an envelope, checking its size, shape, canonical encoding and body limits.
+    pub fn decode(envelope: Bytes) -> Result<Self, DecodeError> {
+        if envelope.len() > MAX_ENTRY_BYTES {
+            return Err(DecodeError::TooLarge { len: envelope.len() });
+        }
+        let malformed = |e: cbor4ii::serde::DecodeError<_>| DecodeError::Malformed(e.to_string());
+        let Envelope(payload, signature) = cbor4ii::serde::from_slice(&envelope).map_err(malformed)?;
+        if encode(&Envelope(payload, signature))? != envelope[..] {
+            return Err(DecodeError::NonCanonical);
+        }
+        let signature: [u8; 64] =
+            signature[..].try_into().map_err(|_| DecodeError::InvalidSignatureLength)?;
+        let decoded: Payload = cbor4ii::serde::from_slice(payload).map_err(malformed)?;
+        if encode(&decoded)? != payload[..] {
+            return Err(DecodeError::NonCanonical);
+        }
+        let Payload(version, author, seq, prev, timestamp, lamport, body) = decoded;
+        if version != FORMAT_VERSION {
+            return Err(DecodeError::UnsupportedVersion(version));
+        }
+        let body = Body::from_value(&body)?;
+        let payload = envelope.slice_ref(payload);
+        Ok(Self {
+            hash: Hash::of(&envelope),
+            envelope,
+            payload,
+            signature,
+            author,
+            seq,
+            prev,
+            timestamp,
+            lamport,
+            body,
+        })
+    }
+
+    /// Whether the signature is the author's, over [`DOMAIN_TAG`] and this payload.
+    pub fn signature_is_valid(&self) -> bool {
+        self.author.verifying_key().is_ok_and(|key| {
+            key.verify(&signed_message(&self.payload), &Signature::from_bytes(&self.signature))
+                .is_ok()
+        })
+    }
+
+    /// The envelope bytes: what is stored and sent.
+    pub fn envelope(&self) -> &Bytes {
+        &self.envelope
+    }
+    /// BLAKE3 of the envelope.
+    pub fn hash(&self) -> Hash {
+        self.hash
+    }
+    /// The signing author.
+    pub fn author(&self) -> Author {
+        self.author
+    }
+    /// Position in the author's log, from 1.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+    /// Hash of the previous entry in the author's log.
+    pub fn prev(&self) -> Option<Hash> {
+        self.prev
+    }
+    /// Wall-clock milliseconds since the Unix epoch, as claimed by the author.
+    pub fn timestamp(&self) -> u64 {
+        self.timestamp
+    }
+    /// Lamport clock value, for merged ordering across authors.
+    pub fn lamport(&self) -> u64 {
+        self.lamport
+    }
+    /// What the entry says.
+    pub fn body(&self) -> &Body {
+        &self.body
+    }
+}
+
+fn signed_message(payload: &[u8]) -> Vec<u8> {
+    let mut message = Vec::with_capacity(DOMAIN_TAG.len() + payload.len());
+    message.extend_from_slice(DOMAIN_TAG);
+    message.extend_from_slice(payload);
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn key(seed: u8) -> SigningKey {
+        SigningKey::from_bytes(&[seed; 32])
+    }
+
+    fn text(seq: u64, prev: Option<Hash>, text: &str) -> Draft {
+        Draft { seq, prev, timestamp: 1_700_000_000_000, lamport: seq, body: Body::Text { text: text.into() } }
+    }
+
+    #[test]
+    fn sign_decode_verify_round_trip() {
+        let entry = Entry::sign(&key(1), text(1, None, "hello")).unwrap();
+        let decoded = Entry::decode(entry.envelope().clone()).unwrap();
+        assert_eq!(decoded, entry);
+        assert_eq!(decoded.author(), Author::of(&key(1)));
+        assert_eq!(decoded.body(), &Body::Text { text: "hello".into() });
+        assert!(decoded.signature_is_valid());
+    }
+
+    #[test]
+    fn tampered_payload_fails_verification() {
+        let entry = Entry::sign(&key(1), text(1, None, "hello")).unwrap();
+        let mut bytes = entry.envelope().to_vec();
+        let at = bytes.windows(5).position(|w| w == b"hello").unwrap();
+        bytes[at] = b'j';
+        let tampered = Entry::decode(Bytes::from(bytes)).unwrap();
+        assert!(!tampered.signature_is_valid());
+    }
+
+    #[test]
+    fn signature_without_domain_tag_is_rejected() {
+        let entry = Entry::sign(&key(1), text(1, None, "hello")).unwrap();
+        let untagged = key(1).sign(&entry.payload).to_bytes();
+        let mut forged = entry.clone();
+        forged.signature = untagged;
+        assert!(!forged.signature_is_valid());
+    }
+
+    #[test]
+    fn oversized_text_is_refused_when_signing() {
+        let long = "x".repeat(MAX_TEXT_BYTES + 1);
+        let err = Entry::sign(&key(1), text(1, None, &long)).unwrap_err();
+        assert_eq!(err, DecodeError::TextTooLong { len: MAX_TEXT_BYTES + 1 });
+    }
+
+    #[test]
+    fn oversized_envelope_is_rejected_before_decoding() {
+        let err = Entry::decode(Bytes::from(vec![0u8; MAX_ENTRY_BYTES + 1])).unwrap_err();
+        assert_eq!(err, DecodeError::TooLarge { len: MAX_ENTRY_BYTES + 1 });
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        for name in ["", " bob", "a\u{1b}[2J", &"n".repeat(MAX_NAME_BYTES + 1)] {
+            let draft = Draft { body: Body::Profile { name: name.into() }, ..text(1, None, "") };
+            assert!(matches!(Entry::sign(&key(1), draft), Err(DecodeError::InvalidName { .. })));
+        }
+    }
+
+    #[test]
+    fn non_canonical_integer_is_rejected() {
+        // The payload with seq = 1 written as a two-byte integer (0x18 0x01) instead of 0x01.
+        let entry = Entry::sign(&key(1), text(1, None, "hi")).unwrap();
+        let payload = entry.payload.to_vec();
+        // payload = 0x87 (array 7), 0x01 (version), 0x58 0x20 + 32 key bytes, then seq.
+        assert_eq!(payload[36], 0x01);
+        let mut stretched = payload[..36].to_vec();
+        stretched.extend_from_slice(&[0x18, 0x01]);
+        stretched.extend_from_slice(&payload[37..]);
+        let signature = key(1).sign(&signed_message(&stretched)).to_bytes();
+        let envelope = encode(&Envelope(
+            serde_bytes::Bytes::new(&stretched),
+            serde_bytes::Bytes::new(&signature),
+        ))
+        .unwrap();
+        assert_eq!(Entry::decode(Bytes::from(envelope)), Err(DecodeError::NonCanonical));
+    }
+
+    #[test]
+    fn trailing_bytes_are_rejected() {
+        let entry = Entry::sign(&key(1), text(1, None, "hi")).unwrap();
+        let mut bytes = entry.envelope().to_vec();
+        bytes.push(0);
+        assert!(Entry::decode(Bytes::from(bytes)).is_err());
+    }
+
+    #[test]
+    fn truncated_bytes_are_rejected() {
+        let entry = Entry::sign(&key(1), text(1, None, "hi")).unwrap();
+        let bytes = entry.envelope().slice(..entry.envelope().len() - 3);
+        assert!(matches!(Entry::decode(bytes), Err(DecodeError::Malformed(_))));
+    }
+
+    #[test]
+    fn unknown_body_kinds_survive_decoding() {
+        let payload = Payload(
+            FORMAT_VERSION,
+            Author::of(&key(1)),
+            2,
+            Some(Hash::of(b"x")),
+            5,
+            2,
+            Value::Array(vec![Value::Text("reaction".into()), Value::Integer(7)]),
+        );
+        let payload = encode(&payload).unwrap();
+        let signature = key(1).sign(&signed_message(&payload)).to_bytes();
+        let envelope = encode(&Envelope(
+            serde_bytes::Bytes::new(&payload),
+            serde_bytes::Bytes::new(&signature),
+        ))
+        .unwrap();
+        let entry = Entry::decode(Bytes::from(envelope)).unwrap();
+        assert_eq!(entry.body(), &Body::Unknown { kind: "reaction".into() });
+        assert!(entry.signature_is_valid());
+    }
+}

@@ -1,0 +1,213 @@
+//! The rules an entry must pass before it is stored.
+//!
+//! Storage calls [`check_next`] for an entry that would extend a log, and [`check_known`] for
+//! one at a seq the log already holds. Both are pure: they look only at the entries given.
+
+use crate::entry::{Author, Body, DecodeError, Entry};
+
+/// Why an entry was refused. Each variant is one way an entry can be wrong.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ValidationError {
+    /// The bytes are not a well-formed entry.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The entry is signed by another author than the log it was offered for.
+    #[error("entry by {found:?} offered for the log of {expected:?}")]
+    WrongAuthor {
+        /// The log's author.
+        expected: Author,
+        /// The entry's author.
+        found: Author,
+    },
+    /// The entry's seq is beyond the next one: entries in between are missing.
+    #[error("gap: expected seq {expected}, got {found}")]
+    Gap {
+        /// The seq the log needs next.
+        expected: u64,
+        /// The seq offered.
+        found: u64,
+    },
+    /// `prev` is not the hash of the log's last entry (or is present at seq 1).
+    #[error("seq {seq} does not link to the previous entry")]
+    WrongPrev {
+        /// The offending entry's seq.
+        seq: u64,
+    },
+    /// Seq 1 must be a profile entry.
+    #[error("the first entry of a log must be a profile")]
+    FirstNotProfile,
+    /// The lamport clock must grow along a log.
+    #[error("seq {seq} has a lamport clock no larger than its predecessor's")]
+    LamportNotIncreasing {
+        /// The offending entry's seq.
+        seq: u64,
+    },
+    /// The signature does not verify against the author's key.
+    #[error("seq {seq} has an invalid signature")]
+    BadSignature {
+        /// The offending entry's seq.
+        seq: u64,
+    },
+    /// A second, different, validly signed entry at a seq the log already holds.
+    #[error("fork: two different signed entries at seq {seq}")]
+    Fork {
+        /// The seq with two entries.
+        seq: u64,
+    },
+    /// The author forked before; nothing more is accepted from them.
+    #[error("the author forked their log; no further entries are accepted")]
+    AuthorFrozen,
+}
+
+/// Checks that `entry` is the valid next entry of `author`'s log, whose last entry is `last`.
+///
+/// The signature is checked last, as it is the expensive part.
+pub fn check_next(author: Author, last: Option<&Entry>, entry: &Entry) -> Result<(), ValidationError> {
+    if entry.author() != author {
+        return Err(ValidationError::WrongAuthor { expected: author, found: entry.author() });
+    }
+    let expected = last.map_or(1, |last| last.seq() + 1);
+    if entry.seq() != expected {
+        return Err(ValidationError::Gap { expected, found: entry.seq() });
+    }
+    if entry.prev() != last.map(Entry::hash) {
+        return Err(ValidationError::WrongPrev { seq: entry.seq() });
+    }
+    match last {
+        None if !matches!(entry.body(), Body::Profile { .. }) => {
+            return Err(ValidationError::FirstNotProfile);
+        }
+        Some(last) if entry.lamport() <= last.lamport() => {
+            return Err(ValidationError::LamportNotIncreasing { seq: entry.seq() });
+        }
+        _ => {}
+    }
+    if !entry.signature_is_valid() {
+        return Err(ValidationError::BadSignature { seq: entry.seq() });
+    }
+    Ok(())
+}
+
+/// Compares `entry` with `stored`, the entry the log already holds at the same seq:
+/// `Ok` for the same entry (a duplicate, to be ignored), [`ValidationError::Fork`] for a
+/// different validly signed one.
+pub fn check_known(stored: &Entry, entry: &Entry) -> Result<(), ValidationError> {
+    if stored.author() != entry.author() {
+        return Err(ValidationError::WrongAuthor { expected: stored.author(), found: entry.author() });
+    }
+    if stored.hash() == entry.hash() {
+        return Ok(());
+    }
+    if !entry.signature_is_valid() {
+        return Err(ValidationError::BadSignature { seq: entry.seq() });
+    }
+    Err(ValidationError::Fork { seq: entry.seq() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::{Draft, Hash, SigningKey};
+
+    fn key(seed: u8) -> SigningKey {
+        SigningKey::from_bytes(&[seed; 32])
+    }
+
+    fn entry(key: &SigningKey, seq: u64, prev: Option<Hash>, lamport: u64, body: Body) -> Entry {
+        Entry::sign(key, Draft { seq, prev, timestamp: 1, lamport, body }).unwrap()
+    }
+
+    fn profile(key: &SigningKey) -> Entry {
+        entry(key, 1, None, 1, Body::Profile { name: "alice".into() })
+    }
+
+    fn text_after(key: &SigningKey, last: &Entry, text: &str) -> Entry {
+        let body = Body::Text { text: text.into() };
+        entry(key, last.seq() + 1, Some(last.hash()), last.lamport() + 1, body)
+    }
+
+    #[test]
+    fn valid_chain_passes() {
+        let k = key(1);
+        let first = profile(&k);
+        let second = text_after(&k, &first, "hi");
+        check_next(Author::of(&k), None, &first).unwrap();
+        check_next(Author::of(&k), Some(&first), &second).unwrap();
+    }
+
+    #[test]
+    fn gap_is_rejected() {
+        let k = key(1);
+        let first = profile(&k);
+        let second = text_after(&k, &first, "a");
+        let third = text_after(&k, &second, "b");
+        assert_eq!(
+            check_next(Author::of(&k), Some(&first), &third),
+            Err(ValidationError::Gap { expected: 2, found: 3 })
+        );
+    }
+
+    #[test]
+    fn wrong_prev_is_rejected() {
+        let k = key(1);
+        let first = profile(&k);
+        let bad = entry(&k, 2, Some(Hash::of(b"elsewhere")), 2, Body::Text { text: "x".into() });
+        assert_eq!(check_next(Author::of(&k), Some(&first), &bad), Err(ValidationError::WrongPrev { seq: 2 }));
+        let prev_at_one = entry(&k, 1, Some(Hash::of(b"x")), 1, Body::Profile { name: "a".into() });
+        assert_eq!(check_next(Author::of(&k), None, &prev_at_one), Err(ValidationError::WrongPrev { seq: 1 }));
+    }
+
+    #[test]
+    fn wrong_author_is_rejected() {
+        let first = profile(&key(2));
+        assert!(matches!(
+            check_next(Author::of(&key(1)), None, &first),
+            Err(ValidationError::WrongAuthor { .. })
+        ));
+    }
+
+    #[test]
+    fn first_entry_must_be_a_profile() {
+        let k = key(1);
+        let first = entry(&k, 1, None, 1, Body::Text { text: "hi".into() });
+        assert_eq!(check_next(Author::of(&k), None, &first), Err(ValidationError::FirstNotProfile));
+    }
+
+    #[test]
+    fn lamport_must_grow() {
+        let k = key(1);
+        let first = entry(&k, 1, None, 5, Body::Profile { name: "a".into() });
+        let second = entry(&k, 2, Some(first.hash()), 5, Body::Text { text: "x".into() });
+        assert_eq!(
+            check_next(Author::of(&k), Some(&first), &second),
+            Err(ValidationError::LamportNotIncreasing { seq: 2 })
+        );
+    }
+
+    #[test]
+    fn bad_signature_is_rejected() {
+        // Same author field, signed by someone else: build it by swapping the key bytes in.
+        let honest = profile(&key(1));
+        let forged_bytes = {
+            let forger = profile(&key(2));
+            let mut bytes = forger.envelope().to_vec();
+            let at = bytes.windows(32).position(|w| w == Author::of(&key(2)).as_bytes()).unwrap();
+            bytes[at..at + 32].copy_from_slice(Author::of(&key(1)).as_bytes());
+            bytes
+        };
+        let forged = Entry::decode(forged_bytes.into()).unwrap();
+        assert_eq!(forged.author(), honest.author());
+        assert_eq!(check_next(Author::of(&key(1)), None, &forged), Err(ValidationError::BadSignature { seq: 1 }));
+    }
+
+    #[test]
+    fn duplicate_is_accepted_and_fork_detected() {
+        let k = key(1);
+        let first = profile(&k);
+        let a = text_after(&k, &first, "one");
+        let b = text_after(&k, &first, "two");
+        assert_eq!(check_known(&a, &a.clone()), Ok(()));
+        assert_eq!(check_known(&a, &b), Err(ValidationError::Fork { seq: 2 }));
+    }
+}

@@ -1,0 +1,347 @@
+//! The fjall-backed store of append-only logs.
+//!
+//! One [`Store`] per data directory holds every log the node knows. Keyspaces:
+//!
+//! | keyspace  | key                              | value                          |
+//! |-----------|----------------------------------|--------------------------------|
+//! | `entries` | author (32) ‖ seq (u64 BE)       | envelope bytes                 |
+//! | `heads`   | author (32)                      | last seq (u64 BE)              |
+//! | `order`   | lamport (u64 BE) ‖ author ‖ seq  | empty (merged history index)   |
+//! | `names`   | author (32)                      | latest profile name (UTF-8)    |
+//! | `forks`   | author (32) ‖ seq (u64 BE)       | the second, conflicting entry  |
+//!
+//! Every write is one atomic batch: an entry, its index row and its log's head move together.
+//! Heads are cached in memory, so start-up reads one row per author, not the whole log.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, RwLock};
+
+use bytes::Bytes;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use p2pchat_protocol::validate::{check_known, check_next};
+use p2pchat_protocol::wire::HeadInfo;
+use p2pchat_protocol::{Author, Body, DecodeError, Draft, Entry, Heads, SigningKey, ValidationError};
+
+/// What can go wrong with the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Another process has this data directory open.
+    #[error("the data directory {} is in use by another p2pchat process", path.display())]
+    InUse {
+        /// The data directory.
+        path: PathBuf,
+    },
+    /// The storage engine failed (disk full, I/O error, …). Writes stop after one.
+    #[error("storage failed: {0}")]
+    Engine(#[from] fjall::Error),
+    /// Bytes on disk are not what this version wrote.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// An own entry could not be made (for example, text over the size limit).
+    #[error(transparent)]
+    Invalid(#[from] DecodeError),
+}
+
+/// The result of offering a batch of remote entries to [`Store::insert_remote`].
+#[derive(Debug, Default)]
+pub struct Inserted {
+    /// Entries newly stored, oldest first.
+    pub stored: Vec<Entry>,
+    /// Entries skipped because the store already held them.
+    pub duplicates: usize,
+    /// Why the batch stopped early, if it did; everything before it was stored.
+    pub rejected: Option<ValidationError>,
+}
+
+#[derive(Default)]
+struct Cache {
+    heads: Heads,
+    max_lamport: u64,
+    frozen: BTreeSet<Author>,
+}
+
+/// A data directory's logs. Cheap to share behind an `Arc`; reads run concurrently, writes one
+/// at a time.
+pub struct Store {
+    db: Database,
+    entries: Keyspace,
+    heads: Keyspace,
+    order: Keyspace,
+    names: Keyspace,
+    forks: Keyspace,
+    cache: RwLock<Cache>,
+    writer: Mutex<()>,
+}
+
+fn entry_key(author: &Author, seq: u64) -> [u8; 40] {
+    let mut key = [0; 40];
+    key[..32].copy_from_slice(author.as_bytes());
+    key[32..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn order_key(entry: &Entry) -> [u8; 48] {
+    let mut key = [0; 48];
+    key[..8].copy_from_slice(&entry.lamport().to_be_bytes());
+    key[8..].copy_from_slice(&entry_key(&entry.author(), entry.seq()));
+    key
+}
+
+fn author_from(bytes: &[u8]) -> Result<Author, StoreError> {
+    let bytes: [u8; 32] = bytes.try_into().map_err(|_| StoreError::Corrupt("bad author key".into()))?;
+    Ok(Author::from_bytes(bytes))
+}
+
+fn u64_from(bytes: &[u8]) -> Result<u64, StoreError> {
+    let bytes: [u8; 8] = bytes.try_into().map_err(|_| StoreError::Corrupt("bad integer".into()))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave the store half-written (batches are atomic).
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`. Fails with [`StoreError::InUse`] if
+    /// another process has it open.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = Database::builder(dir).open().map_err(|e| match e {
+            fjall::Error::Locked => StoreError::InUse { path: dir.to_owned() },
+            e => StoreError::Engine(e),
+        })?;
+        let keyspace = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
+        let store = Self {
+            entries: keyspace("entries")?,
+            heads: keyspace("heads")?,
+            order: keyspace("order")?,
+            names: keyspace("names")?,
+            forks: keyspace("forks")?,
+            db,
+            cache: RwLock::default(),
+            writer: Mutex::new(()),
+        };
+        store.load_cache()?;
+        Ok(store)
+    }
+
+    fn load_cache(&self) -> Result<(), StoreError> {
+        let mut cache = Cache::default();
+        for row in self.heads.iter() {
+            let (author, seq) = row.into_inner()?;
+            cache.heads.insert(author_from(&author)?, u64_from(&seq)?);
+        }
+        if let Some(last) = self.order.last_key_value() {
+            cache.max_lamport = u64_from(last.key()?.get(..8).unwrap_or_default())?;
+        }
+        for row in self.forks.iter() {
+            let key = row.key()?;
+            cache.frozen.insert(author_from(key.get(..32).unwrap_or_default())?);
+        }
+        *self.cache.write().unwrap_or_else(std::sync::PoisonError::into_inner) = cache;
+        Ok(())
+    }
+
+    fn cache(&self) -> std::sync::RwLockReadGuard<'_, Cache> {
+        self.cache.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn update_cache(&self, author: Author, stored: &[Entry], frozen: bool) {
+        let mut cache = self.cache.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(last) = stored.last() {
+            cache.heads.insert(author, last.seq());
+        }
+        let max = stored.iter().map(Entry::lamport).max().unwrap_or(0);
+        cache.max_lamport = cache.max_lamport.max(max);
+        if frozen {
+            cache.frozen.insert(author);
+        }
+    }
+
+    /// For each author, the highest seq stored.
+    pub fn heads(&self) -> Heads {
+        self.cache().heads.clone()
+    }
+
+    /// The highest seq stored for `author` (0 when none).
+    pub fn head_seq(&self, author: &Author) -> u64 {
+        self.cache().heads.get(author).copied().unwrap_or(0)
+    }
+
+    /// The largest lamport clock of any stored entry.
+    pub fn max_lamport(&self) -> u64 {
+        self.cache().max_lamport
+    }
+
+    /// Whether `author` forked and is no longer accepted.
+    pub fn is_frozen(&self, author: &Author) -> bool {
+        self.cache().frozen.contains(author)
+    }
+
+    /// Heads with the hash of each log's last entry, as announced in a hello.
+    pub fn head_infos(&self) -> Result<Vec<HeadInfo>, StoreError> {
+        self.heads()
+            .into_iter()
+            .map(|(author, seq)| {
+                let entry = self.get(&author, seq)?.ok_or_else(|| {
+                    StoreError::Corrupt(format!("head {seq} of {author:?} is missing"))
+                })?;
+                Ok(HeadInfo { author, seq, hash: entry.hash() })
+            })
+            .collect()
+    }
+
+    /// The entry at `seq` of `author`'s log.
+    pub fn get(&self, author: &Author, seq: u64) -> Result<Option<Entry>, StoreError> {
+        self.entries.get(entry_key(author, seq))?.map(|bytes| decode_stored(&bytes)).transpose()
+    }
+
+    /// Entries `from, from + 1, …` of `author`'s log: at most `max_entries`, and stopping
+    /// before their envelopes pass `max_bytes` in total (at least one is returned if any exists).
+    pub fn range(
+        &self,
+        author: &Author,
+        from: u64,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        let rows = self.entries.range(entry_key(author, from)..=entry_key(author, u64::MAX));
+        for row in rows.take(max_entries) {
+            let value = row.value()?;
+            bytes += value.len();
+            if bytes > max_bytes && !out.is_empty() {
+                break;
+            }
+            out.push(decode_stored(&value)?);
+        }
+        Ok(out)
+    }
+
+    /// Every stored entry in merged order: by lamport clock, then author, then seq.
+    pub fn history(&self) -> impl Iterator<Item = Result<Entry, StoreError>> + '_ {
+        self.order.iter().map(|row| {
+            let key = row.key()?;
+            let author = author_from(key.get(8..40).unwrap_or_default())?;
+            let seq = u64_from(key.get(40..48).unwrap_or_default())?;
+            self.get(&author, seq)?
+                .ok_or_else(|| StoreError::Corrupt(format!("indexed entry {seq} of {author:?} is missing")))
+        })
+    }
+
+    /// The author's current name: the one in their latest profile entry.
+    pub fn name(&self, author: &Author) -> Result<Option<String>, StoreError> {
+        Ok(self.names.get(author.as_bytes())?.map(|name| String::from_utf8_lossy(&name).into_owned()))
+    }
+
+    /// Every author with a stored log and their current name, if known.
+    pub fn names(&self) -> Result<BTreeMap<Author, String>, StoreError> {
+        self.names
+            .iter()
+            .map(|row| {
+                let (author, name) = row.into_inner()?;
+                Ok((author_from(&author)?, String::from_utf8_lossy(&name).into_owned()))
+            })
+            .collect()
+    }
+
+    /// Signs `body` as the next entry of `key`'s own log and stores it durably (fsynced)
+    /// before returning it.
+    pub fn append_own(&self, key: &SigningKey, body: Body, timestamp: u64) -> Result<Entry, StoreError> {
+        let _writing = lock(&self.writer);
+        let author = Author::of(key);
+        let seq = self.head_seq(&author);
+        let prev = if seq == 0 { None } else { self.get(&author, seq)?.map(|e| e.hash()) };
+        let draft = Draft { seq: seq + 1, prev, timestamp, lamport: self.max_lamport() + 1, body };
+        let entry = Entry::sign(key, draft)?;
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
+        self.put(&mut batch, &entry);
+        batch.insert(&self.heads, author.as_bytes().to_vec(), entry.seq().to_be_bytes().to_vec());
+        batch.commit()?;
+        self.update_cache(author, std::slice::from_ref(&entry), false);
+        Ok(entry)
+    }
+
+    fn put(&self, batch: &mut fjall::OwnedWriteBatch, entry: &Entry) {
+        let key = entry_key(&entry.author(), entry.seq());
+        batch.insert(&self.entries, key.to_vec(), entry.envelope().to_vec());
+        batch.insert(&self.order, order_key(entry).to_vec(), Vec::new());
+        if let Body::Profile { name } = entry.body() {
+            batch.insert(&self.names, entry.author().as_bytes().to_vec(), name.as_bytes().to_vec());
+        }
+    }
+
+    /// Validates consecutive entries of `author`'s log received from a peer, and stores the
+    /// valid prefix as one atomic batch. Entries already held are skipped; a different valid
+    /// entry at a held seq is a fork: it is kept as proof and the author is frozen.
+    pub fn insert_remote(
+        &self,
+        author: Author,
+        envelopes: impl IntoIterator<Item = Bytes>,
+    ) -> Result<Inserted, StoreError> {
+        let _writing = lock(&self.writer);
+        let mut result = Inserted::default();
+        if self.is_frozen(&author) {
+            result.rejected = Some(ValidationError::AuthorFrozen);
+            return Ok(result);
+        }
+        let head = self.head_seq(&author);
+        let mut last = if head == 0 { None } else { self.get(&author, head)? };
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
+        let mut frozen = false;
+        for envelope in envelopes {
+            let entry = match Entry::decode(envelope) {
+                Ok(entry) => entry,
+                Err(e) => {
+                    result.rejected = Some(e.into());
+                    break;
+                }
+            };
+            let last_seq = last.as_ref().map_or(0, Entry::seq);
+            let checked = if entry.seq() != 0 && entry.seq() <= last_seq && entry.author() == author {
+                let known = match result.stored.iter().find(|e| e.seq() == entry.seq()) {
+                    Some(known) => Some(known.clone()),
+                    None => self.get(&author, entry.seq())?,
+                };
+                let known = known.ok_or_else(|| StoreError::Corrupt(format!("entry {} missing", entry.seq())))?;
+                match check_known(&known, &entry) {
+                    Ok(()) => {
+                        result.duplicates += 1;
+                        continue;
+                    }
+                    Err(fork @ ValidationError::Fork { .. }) => {
+                        batch.insert(&self.forks, entry_key(&author, entry.seq()).to_vec(), entry.envelope().to_vec());
+                        frozen = true;
+                        Err(fork)
+                    }
+                    Err(other) => Err(other),
+                }
+            } else {
+                check_next(author, last.as_ref(), &entry)
+            };
+            if let Err(e) = checked {
+                result.rejected = Some(e);
+                break;
+            }
+            self.put(&mut batch, &entry);
+            last = Some(entry.clone());
+            result.stored.push(entry);
+        }
+        if let Some(last) = result.stored.last() {
+            batch.insert(&self.heads, author.as_bytes().to_vec(), last.seq().to_be_bytes().to_vec());
+        }
+        batch.commit()?;
+        self.update_cache(author, &result.stored, frozen);
+        Ok(result)
+    }
+}
+
+fn decode_stored(bytes: &[u8]) -> Result<Entry, StoreError> {
+    Entry::decode(Bytes::copy_from_slice(bytes)).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests;

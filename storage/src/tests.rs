@@ -1,0 +1,202 @@
+use super::*;
+
+fn key(seed: u8) -> SigningKey {
+    SigningKey::from_bytes(&[seed; 32])
+}
+
+fn text(text: &str) -> Body {
+    Body::Text { text: text.into() }
+}
+
+fn profile(name: &str) -> Body {
+    Body::Profile { name: name.into() }
+}
+
+/// Builds a valid log of `n` entries for `key` (a profile, then texts) without a store.
+fn log(key: &SigningKey, n: u64) -> Vec<Entry> {
+    let mut out: Vec<Entry> = Vec::new();
+    for seq in 1..=n {
+        let body = if seq == 1 { profile("alice") } else { text(&format!("line {seq}")) };
+        let prev = out.last().map(Entry::hash);
+        out.push(Entry::sign(key, Draft { seq, prev, timestamp: seq, lamport: seq, body }).unwrap());
+    }
+    out
+}
+
+fn envelopes(entries: &[Entry]) -> Vec<Bytes> {
+    entries.iter().map(|e| e.envelope().clone()).collect()
+}
+
+#[test]
+fn append_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = key(1);
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store.append_own(&k, profile("alice"), 1).unwrap();
+        let second = store.append_own(&k, text("hello"), 2).unwrap();
+        assert_eq!(second.seq(), 2);
+        assert_eq!(second.lamport(), 2);
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let author = Author::of(&k);
+    assert_eq!(store.heads(), Heads::from([(author, 2)]));
+    assert_eq!(store.max_lamport(), 2);
+    assert_eq!(store.get(&author, 2).unwrap().unwrap().body(), &text("hello"));
+    assert_eq!(store.name(&author).unwrap().as_deref(), Some("alice"));
+    let third = store.append_own(&k, text("again"), 3).unwrap();
+    assert_eq!(third.seq(), 3);
+    assert_eq!(third.prev(), Some(store.get(&author, 2).unwrap().unwrap().hash()));
+}
+
+#[test]
+fn remote_batch_is_stored_and_heads_follow() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let k = key(2);
+    let entries = log(&k, 5);
+    let inserted = store.insert_remote(Author::of(&k), envelopes(&entries)).unwrap();
+    assert_eq!(inserted.stored.len(), 5);
+    assert!(inserted.rejected.is_none());
+    assert_eq!(store.head_seq(&Author::of(&k)), 5);
+    let again = store.insert_remote(Author::of(&k), envelopes(&entries[2..])).unwrap();
+    assert_eq!((again.stored.len(), again.duplicates), (0, 3));
+    assert!(again.rejected.is_none());
+}
+
+#[test]
+fn gap_is_rejected_and_nothing_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let k = key(2);
+    let entries = log(&k, 5);
+    store.insert_remote(Author::of(&k), envelopes(&entries[..2])).unwrap();
+    let inserted = store.insert_remote(Author::of(&k), envelopes(&entries[3..])).unwrap();
+    assert!(inserted.stored.is_empty());
+    assert_eq!(inserted.rejected, Some(ValidationError::Gap { expected: 3, found: 4 }));
+    assert_eq!(store.head_seq(&Author::of(&k)), 2);
+}
+
+#[test]
+fn wrong_prev_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let k = key(2);
+    let entries = log(&k, 1);
+    let stray = Entry::sign(
+        &k,
+        Draft { seq: 2, prev: Some(p2pchat_protocol::Hash::of(b"x")), timestamp: 2, lamport: 2, body: text("x") },
+    )
+    .unwrap();
+    let inserted = store.insert_remote(Author::of(&k), [entries[0].envelope().clone(), stray.envelope().clone()]).unwrap();
+    assert_eq!(inserted.stored.len(), 1);
+    assert_eq!(inserted.rejected, Some(ValidationError::WrongPrev { seq: 2 }));
+}
+
+#[test]
+fn bad_signature_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let honest = key(2);
+    // An entry claiming `honest` as author but signed by another key.
+    let mut bytes = log(&key(3), 1)[0].envelope().to_vec();
+    let at = bytes.windows(32).position(|w| w == Author::of(&key(3)).as_bytes()).unwrap();
+    bytes[at..at + 32].copy_from_slice(Author::of(&honest).as_bytes());
+    let inserted = store.insert_remote(Author::of(&honest), [Bytes::from(bytes)]).unwrap();
+    assert_eq!(inserted.rejected, Some(ValidationError::BadSignature { seq: 1 }));
+    assert_eq!(store.head_seq(&Author::of(&honest)), 0);
+}
+
+#[test]
+fn wrong_author_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let inserted = store.insert_remote(Author::of(&key(2)), envelopes(&log(&key(3), 2))).unwrap();
+    assert!(matches!(inserted.rejected, Some(ValidationError::WrongAuthor { .. })));
+    assert!(store.heads().is_empty());
+}
+
+#[test]
+fn bad_entry_in_the_middle_stores_exactly_the_valid_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let k = key(2);
+    let mut batch = envelopes(&log(&k, 6));
+    batch[3] = Bytes::from_static(b"\x82\x40\x40"); // well-formed CBOR, not an entry
+    let inserted = store.insert_remote(Author::of(&k), batch).unwrap();
+    assert_eq!(inserted.stored.len(), 3);
+    assert!(inserted.rejected.is_some());
+    assert_eq!(store.head_seq(&Author::of(&k)), 3);
+    assert!(store.get(&Author::of(&k), 4).unwrap().is_none());
+}
+
+#[test]
+fn fork_keeps_the_first_entry_and_freezes_the_author() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = key(2);
+    let author = Author::of(&k);
+    let entries = log(&k, 2);
+    let other = Entry::sign(
+        &k,
+        Draft { seq: 2, prev: Some(entries[0].hash()), timestamp: 9, lamport: 2, body: text("other") },
+    )
+    .unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store.insert_remote(author, envelopes(&entries)).unwrap();
+        let inserted = store.insert_remote(author, [other.envelope().clone()]).unwrap();
+        assert_eq!(inserted.rejected, Some(ValidationError::Fork { seq: 2 }));
+        assert_eq!(store.get(&author, 2).unwrap().unwrap(), entries[1]);
+        assert!(store.is_frozen(&author));
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert!(store.is_frozen(&author), "the freeze survives a restart");
+    let next = Entry::sign(
+        &k,
+        Draft { seq: 3, prev: Some(entries[1].hash()), timestamp: 10, lamport: 3, body: text("more") },
+    )
+    .unwrap();
+    let inserted = store.insert_remote(author, [next.envelope().clone()]).unwrap();
+    assert_eq!(inserted.rejected, Some(ValidationError::AuthorFrozen));
+}
+
+#[test]
+fn second_open_of_the_same_dir_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = Store::open(dir.path()).unwrap();
+    let second = Store::open(dir.path());
+    assert!(matches!(second, Err(StoreError::InUse { .. })), "got {:?}", second.err());
+    let message = Store::open(dir.path()).err().unwrap().to_string();
+    assert!(message.contains("in use by another p2pchat process"), "{message}");
+}
+
+#[test]
+fn history_is_merged_by_lamport_then_author() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (a, b) = (key(1), key(2));
+    store.append_own(&a, profile("alice"), 1).unwrap(); // lamport 1
+    store.insert_remote(Author::of(&b), envelopes(&log(&b, 3))).unwrap(); // lamports 1..3
+    store.append_own(&a, text("after"), 5).unwrap(); // lamport 4
+    let order: Vec<(u64, Author)> =
+        store.history().map(|e| e.unwrap()).map(|e| (e.lamport(), e.author())).collect();
+    let mut expected = order.clone();
+    expected.sort();
+    assert_eq!(order, expected);
+    assert_eq!(order.len(), 5);
+    assert_eq!(order.last().unwrap(), &(4, Author::of(&a)));
+}
+
+#[test]
+fn range_respects_entry_and_byte_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let k = key(2);
+    let entries = log(&k, 10);
+    store.insert_remote(Author::of(&k), envelopes(&entries)).unwrap();
+    let seqs = |v: Vec<Entry>| v.iter().map(Entry::seq).collect::<Vec<_>>();
+    assert_eq!(seqs(store.range(&Author::of(&k), 4, 3, usize::MAX).unwrap()), vec![4, 5, 6]);
+    assert_eq!(seqs(store.range(&Author::of(&k), 9, 100, usize::MAX).unwrap()), vec![9, 10]);
+    assert_eq!(seqs(store.range(&Author::of(&k), 1, 100, 1).unwrap()), vec![1]);
+    assert!(store.range(&Author::of(&key(9)), 1, 100, usize::MAX).unwrap().is_empty());
+}

@@ -1,0 +1,30 @@
+//! The p2pchat node: a library that the `p2pchat` binary, the tests and other programs use.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), p2pchat_node::NodeError> {
+//! use p2pchat_node::Node;
+//! let node = Node::builder()
+//!     .name("alice")
+//!     .data_dir("/tmp/alice")
+//!     .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+//!     .spawn()
+//!     .await?;
+//! let mut messages = node.messages();
+//! node.send("hello")?;
+//! while let Some(message) = messages.next().await {
+//!     println!("{}> {}", message.name, message.text);
+//! }
+//! # Ok(()) }
+//! ```
+
+mod behaviour;
+mod dial;
+mod event_loop;
+mod feed;
+pub mod identity;
+mod node;
+mod push;
+mod shared;
+
+pub use feed::MessageFeed;
+pub use node::{Event, Message, Node, NodeBuilder, NodeError, PeerSpec};

@@ -51,6 +51,8 @@ pub struct Inserted {
     pub stored: Vec<Entry>,
     /// Entries skipped because the store already held them.
     pub duplicates: usize,
+    /// The highest seq of the batch that the store now holds (stored or duplicate); 0 if none.
+    pub held_through: u64,
     /// Why the batch stopped early, if it did; everything before it was stored.
     pub rejected: Option<ValidationError>,
 }
@@ -310,6 +312,7 @@ impl Store {
                 match check_known(&known, &entry) {
                     Ok(()) => {
                         result.duplicates += 1;
+                        result.held_through = result.held_through.max(entry.seq());
                         continue;
                     }
                     Err(fork @ ValidationError::Fork { .. }) => {
@@ -327,6 +330,7 @@ impl Store {
                 break;
             }
             self.put(&mut batch, &entry);
+            result.held_through = entry.seq();
             last = Some(entry.clone());
             result.stored.push(entry);
         }

@@ -1,0 +1,278 @@
+//! The public handle: build a node, send lines, follow messages and status, shut down.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use libp2p::{Multiaddr, PeerId};
+use p2pchat_protocol::entry::check_name;
+use p2pchat_protocol::{Author, Body, DecodeError};
+use p2pchat_storage::{Store, StoreError};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::event_loop::{Command, EventLoop};
+use crate::feed::MessageFeed;
+use crate::shared::{Shared, SharedRef};
+use crate::{behaviour, identity};
+
+/// Status events, for display. Messages themselves come from [`Node::messages`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The node listens on this address.
+    Listening {
+        /// The address, ending in `/p2p/<peer id>`.
+        address: Multiaddr,
+    },
+    /// A peer connected and said hello.
+    Connected {
+        /// The peer.
+        peer: PeerId,
+        /// The name it claims.
+        name: String,
+    },
+    /// The last connection to a peer closed.
+    Disconnected {
+        /// The peer.
+        peer: PeerId,
+        /// The name it had claimed, if it said hello.
+        name: Option<String>,
+    },
+    /// Something the user should know about: a rejected entry, a fork, a bad peer.
+    Warning {
+        /// What happened, in words.
+        message: String,
+    },
+    /// Something failed that the node cannot fix by itself (a storage error).
+    Error {
+        /// What happened, in words.
+        message: String,
+    },
+}
+
+/// A chat line, as shown to the user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// Who wrote it.
+    pub author: Author,
+    /// The author's current name (or `#fingerprint` if no profile is known yet).
+    pub name: String,
+    /// Its position in the author's log.
+    pub seq: u64,
+    /// Its lamport clock.
+    pub lamport: u64,
+    /// When the author wrote it (milliseconds since the Unix epoch, by their clock).
+    pub timestamp: u64,
+    /// The line.
+    pub text: String,
+}
+
+/// A peer to keep connected to, as given on the command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerSpec {
+    /// A multiaddr, optionally ending in `/p2p/<peer id>`.
+    Addr(Multiaddr),
+    /// A user name, to be found on the LAN.
+    Name(String),
+}
+
+impl std::str::FromStr for PeerSpec {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(if s.starts_with('/') {
+            match s.parse() {
+                Ok(addr) => PeerSpec::Addr(addr),
+                Err(_) => PeerSpec::Name(s.to_owned()),
+            }
+        } else {
+            PeerSpec::Name(s.to_owned())
+        })
+    }
+}
+
+/// Why a node could not start or act.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// No name was given, or it breaks the name rules.
+    #[error("invalid name: {0}")]
+    Name(DecodeError),
+    /// No data directory was given.
+    #[error("no data directory given")]
+    NoDataDir,
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The identity key could not be loaded.
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A line is too long or otherwise not a valid entry.
+    #[error("{0}")]
+    Invalid(DecodeError),
+    /// The network could not be set up (for example, a listen address is unusable).
+    #[error("network: {0}")]
+    Network(String),
+    /// The node has stopped.
+    #[error("the node has stopped")]
+    Stopped,
+}
+
+/// Configures and starts a [`Node`].
+#[derive(Debug, Default)]
+pub struct NodeBuilder {
+    name: Option<String>,
+    data_dir: Option<PathBuf>,
+    listen: Vec<Multiaddr>,
+    peers: Vec<PeerSpec>,
+}
+
+impl NodeBuilder {
+    /// The user name this node claims (required).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Where the identity and logs live (required).
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// An address to listen on (default: none, so the node only dials).
+    pub fn listen(mut self, addr: Multiaddr) -> Self {
+        self.listen.push(addr);
+        self
+    }
+
+    /// A peer to connect to and keep connected.
+    pub fn peer(mut self, peer: PeerSpec) -> Self {
+        self.peers.push(peer);
+        self
+    }
+
+    /// Opens the store, starts listening and dialing, and returns once every listener has an
+    /// address.
+    pub async fn spawn(self) -> Result<Node, NodeError> {
+        let name = self.name.unwrap_or_default();
+        check_name(&name).map_err(NodeError::Name)?;
+        let dir = self.data_dir.ok_or(NodeError::NoDataDir)?;
+        create_private_dir(&dir)?;
+        let key = identity::load_or_create(&dir)?;
+        let store = Store::open(&dir.join("store"))?;
+        let (changed, _) = watch::channel(());
+        let (events, _) = broadcast::channel(1024);
+        let shared = Arc::new(Shared { store, key, changed, peers: Mutex::new(HashMap::new()), events });
+        let own = shared.author();
+        if shared.store.name(&own)?.as_deref() != Some(name.as_str()) {
+            shared.append(Body::Profile { name: name.clone() })?;
+        }
+
+        let mut swarm = behaviour::build_swarm(&shared.key).map_err(|e| NodeError::Network(e.to_string()))?;
+        let mut listeners = Vec::new();
+        for addr in &self.listen {
+            let id = swarm.listen_on(addr.clone()).map_err(|e| NodeError::Network(format!("cannot listen on {addr}: {e}")))?;
+            listeners.push(id);
+        }
+        let peer_id = *swarm.local_peer_id();
+        let (commands, command_rx) = mpsc::channel(64);
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let listen_addrs = Arc::new(Mutex::new(Vec::new()));
+        let event_loop = EventLoop::new(swarm, shared.clone(), command_rx, listen_addrs.clone());
+        let task = tokio::spawn(event_loop.run(self.peers, listeners, ready_tx));
+        ready_rx.await.map_err(|_| NodeError::Stopped)?.map_err(NodeError::Network)?;
+        Ok(Node { shared, peer_id, commands, task, listen_addrs })
+    }
+}
+
+fn create_private_dir(dir: &std::path::Path) -> Result<(), NodeError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| NodeError::DataDir { path: dir.to_owned(), source })
+}
+
+/// A running p2pchat node. Dropping it without [`Node::shutdown`] leaves its task running.
+pub struct Node {
+    shared: SharedRef,
+    peer_id: PeerId,
+    commands: mpsc::Sender<Command>,
+    task: JoinHandle<()>,
+    listen_addrs: Arc<Mutex<Vec<Multiaddr>>>,
+}
+
+impl Node {
+    /// Starts configuring a node.
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder::default()
+    }
+
+    /// The node's libp2p peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// The node's author id (the same key as its peer id).
+    pub fn author(&self) -> Author {
+        self.shared.author()
+    }
+
+    /// The addresses the node listens on, each ending in `/p2p/<peer id>`.
+    pub fn listen_addrs(&self) -> Vec<Multiaddr> {
+        self.listen_addrs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Appends `text` to the node's own log (durably) and sends it to connected peers.
+    pub fn send(&self, text: &str) -> Result<Message, NodeError> {
+        let entry = self.shared.append(Body::Text { text: text.to_owned() }).map_err(|e| match e {
+            StoreError::Invalid(e) => NodeError::Invalid(e),
+            e => NodeError::Store(e),
+        })?;
+        Ok(Message {
+            author: entry.author(),
+            name: self.shared.display_name(&entry.author()),
+            seq: entry.seq(),
+            lamport: entry.lamport(),
+            timestamp: entry.timestamp(),
+            text: text.to_owned(),
+        })
+    }
+
+    /// Every chat message exactly once: stored history in merged order, then each new one.
+    pub fn messages(&self) -> MessageFeed {
+        MessageFeed::new(Arc::downgrade(&self.shared), self.shared.changed.subscribe())
+    }
+
+    /// Status events from now on.
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.shared.events.subscribe()
+    }
+
+    /// For each author, the highest seq this node holds.
+    pub fn heads(&self) -> p2pchat_protocol::Heads {
+        self.shared.store.heads()
+    }
+
+    /// Names of the peers currently connected (that have said hello).
+    pub fn connected_peers(&self) -> Vec<(PeerId, Option<String>)> {
+        self.shared.peers().iter().map(|(peer, state)| (*peer, state.name.clone())).collect()
+    }
+
+    /// Stops the node: closes connections, ends its tasks and releases the data directory.
+    pub async fn shutdown(self) {
+        let _ = self.commands.send(Command::Shutdown).await;
+        let _ = self.task.await;
+    }
+}

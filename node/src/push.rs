@@ -1,0 +1,147 @@
+//! Push streams: each side of a connection opens one long-lived [`PUSH_PROTOCOL`] stream to
+//! the other and sends, as length-prefixed frames, every batch of entries the other lacks.
+//!
+//! The pusher is pull-driven: it compares the store's heads with what the peer is known to
+//! hold, sends the difference in bounded batches, then sleeps until the store changes. Writes
+//! wait for the peer (backpressure) and nothing is queued in memory beyond one batch.
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use libp2p::{PeerId, Stream, StreamProtocol};
+use p2pchat_protocol::limits::{BATCH_BYTE_BUDGET, MAX_BATCH_ENTRIES, MAX_FRAME_BYTES};
+use p2pchat_protocol::sync::missing;
+use p2pchat_protocol::wire::{Batch, PUSH_PROTOCOL, RangeRequest};
+use p2pchat_protocol::{Author, ValidationError};
+use serde_bytes::ByteBuf;
+use tokio::sync::mpsc;
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_util::compat::FuturesAsyncReadCompatExt;
+use tokio_util::compat::FuturesAsyncWriteCompatExt;
+
+use crate::Event;
+use crate::shared::SharedRef;
+
+/// The push protocol as a libp2p protocol name.
+pub fn protocol() -> StreamProtocol {
+    StreamProtocol::new(PUSH_PROTOCOL)
+}
+
+fn codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder().length_field_length(4).max_frame_length(MAX_FRAME_BYTES).new_codec()
+}
+
+/// Sends `peer` everything it lacks, for as long as the stream and the peer last.
+pub async fn push_to(shared: SharedRef, peer: PeerId, stream: Stream) {
+    let mut frames = FramedWrite::new(stream.compat_write(), codec());
+    let mut changed = shared.changed.subscribe();
+    loop {
+        changed.borrow_and_update();
+        let Some(theirs) = shared.peers().get(&peer).map(|state| state.heads.clone()) else {
+            return; // the peer left
+        };
+        let ranges = missing(&shared.store.heads(), &theirs);
+        let mut sent_any = false;
+        for range in ranges.iter().filter(|range| !shared.store.is_frozen(&range.author)) {
+            let entries = match shared.store.range(&range.author, range.from, MAX_BATCH_ENTRIES, BATCH_BYTE_BUDGET) {
+                Ok(entries) if !entries.is_empty() => entries,
+                Ok(_) => continue,
+                Err(e) => {
+                    shared.emit(Event::Error { message: format!("reading the store failed: {e}") });
+                    return;
+                }
+            };
+            let last = entries.last().map_or(0, |e| e.seq());
+            let batch = Batch {
+                author: range.author,
+                entries: entries.iter().map(|e| ByteBuf::from(e.envelope().to_vec())).collect(),
+            };
+            if let Err(e) = frames.send(Bytes::from(batch.encode())).await {
+                tracing::debug!(%peer, "push stream closed: {e}");
+                return;
+            }
+            shared.peer_has(&peer, range.author, last);
+            sent_any = true;
+        }
+        if !sent_any && changed.changed().await.is_err() {
+            return; // the node is shutting down
+        }
+    }
+}
+
+/// A request the reader needs the event loop to send: fetch a log from a peer from `from` on.
+#[derive(Debug)]
+pub struct Fetch {
+    /// Whom to ask.
+    pub peer: PeerId,
+    /// What to ask for.
+    pub request: RangeRequest,
+}
+
+/// Reads batches pushed by `peer` and stores them until the stream ends or misbehaves.
+pub async fn receive_from(shared: SharedRef, peer: PeerId, stream: Stream, fetches: mpsc::Sender<Fetch>) {
+    let mut frames = FramedRead::new(stream.compat(), codec());
+    while let Some(frame) = frames.next().await {
+        let batch = match frame.map_err(|e| e.to_string()).and_then(|f| Batch::decode(&f).map_err(|e| e.to_string())) {
+            Ok(batch) => batch,
+            Err(e) => {
+                shared.emit(Event::Warning { message: format!("dropped a bad push stream from {peer}: {e}") });
+                return;
+            }
+        };
+        if let Some(fetch) = absorb(&shared, peer, batch) {
+            if fetches.send(fetch).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Stores a batch received from `peer`, records what the peer holds, and reports problems.
+/// Returns the range to fetch from the peer when the batch did not join our log (a gap).
+pub fn absorb(shared: &SharedRef, peer: PeerId, batch: Batch) -> Option<Fetch> {
+    let author = batch.author;
+    let inserted = match shared.store.insert_remote(author, batch.entries.into_iter().map(|e| Bytes::from(e.into_vec()))) {
+        Ok(inserted) => inserted,
+        Err(e) => {
+            shared.emit(Event::Error { message: format!("storing entries failed: {e}") });
+            return None;
+        }
+    };
+    shared.peer_has(&peer, author, inserted.held_through);
+    if !inserted.stored.is_empty() {
+        shared.notify_changed();
+    }
+    match inserted.rejected {
+        None => None,
+        Some(ValidationError::Gap { expected, .. }) => Some(Fetch {
+            peer,
+            request: RangeRequest { author, from: expected, limit: MAX_BATCH_ENTRIES as u32 },
+        }),
+        Some(ValidationError::Fork { seq }) => {
+            let name = shared.display_name(&author);
+            shared.emit(Event::Warning {
+                message: format!(
+                    "{name} ({}) signed two different entries at seq {seq}: their log is forked, \
+                     no more of it will be accepted",
+                    author.fingerprint()
+                ),
+            });
+            None
+        }
+        Some(ValidationError::AuthorFrozen) => None,
+        Some(other) => {
+            shared.emit(Event::Warning { message: format!("rejected an entry from peer {peer}: {other}") });
+            None
+        }
+    }
+}
+
+/// The head `peer` should be asked to continue from after a range answer, if it has more.
+pub fn next_fetch(shared: &SharedRef, peer: PeerId, author: Author) -> Option<Fetch> {
+    let ours = shared.store.head_seq(&author);
+    let theirs = shared.peers().get(&peer)?.heads.get(&author).copied()?;
+    (theirs > ours).then(|| Fetch {
+        peer,
+        request: RangeRequest { author, from: ours + 1, limit: MAX_BATCH_ENTRIES as u32 },
+    })
+}

@@ -1,0 +1,96 @@
+//! State shared by the event loop, the per-peer tasks and the node's handles.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use libp2p::PeerId;
+use p2pchat_protocol::wire::{Hello, PROTOCOL_VERSION};
+use p2pchat_protocol::{Author, Body, Entry, Heads, SigningKey};
+use p2pchat_storage::{Store, StoreError};
+use tokio::sync::{broadcast, watch};
+
+use crate::Event;
+
+/// What the node knows about one connected peer.
+#[derive(Debug, Default)]
+pub struct PeerState {
+    /// The name the peer claimed in its hello.
+    pub name: Option<String>,
+    /// For each log, the highest seq the peer is known to hold (from its hello, from what it
+    /// sent us, and from what we sent it). Nothing at or below these is ever sent to it.
+    pub heads: Heads,
+}
+
+/// The node's shared core.
+pub struct Shared {
+    /// Every log the node holds.
+    pub store: Store,
+    /// The node's own key (its author and peer identity).
+    pub key: SigningKey,
+    /// Bumped after every write to the store, waking the pushers and message feeds.
+    pub changed: watch::Sender<()>,
+    /// Connected peers that have said hello.
+    pub peers: Mutex<HashMap<PeerId, PeerState>>,
+    /// Status events for the user interface.
+    pub events: broadcast::Sender<Event>,
+}
+
+impl Shared {
+    /// The node's own author id.
+    pub fn author(&self) -> Author {
+        Author::of(&self.key)
+    }
+
+    /// Locks the peer table.
+    pub fn peers(&self) -> MutexGuard<'_, HashMap<PeerId, PeerState>> {
+        self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Sends a status event (dropped if nobody listens).
+    pub fn emit(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    /// Wakes everything that follows the store.
+    pub fn notify_changed(&self) {
+        self.changed.send_replace(());
+    }
+
+    /// Appends an entry to the node's own log, durably, and wakes the pushers and feeds.
+    pub fn append(&self, body: Body) -> Result<Entry, StoreError> {
+        let entry = self.store.append_own(&self.key, body, now_ms())?;
+        self.notify_changed();
+        Ok(entry)
+    }
+
+    /// The node's hello: who it is and what it holds.
+    pub fn hello(&self) -> Result<Hello, StoreError> {
+        let name = self.store.name(&self.author())?.unwrap_or_default();
+        Ok(Hello { version: PROTOCOL_VERSION, name, heads: self.store.head_infos()? })
+    }
+
+    /// Records that `peer` holds `author`'s log up to at least `seq`.
+    pub fn peer_has(&self, peer: &PeerId, author: Author, seq: u64) {
+        if let Some(state) = self.peers().get_mut(peer) {
+            let head = state.heads.entry(author).or_default();
+            *head = (*head).max(seq);
+        }
+    }
+
+    /// The name to show for `author`: their latest profile name, or a short fingerprint.
+    pub fn display_name(&self, author: &Author) -> String {
+        match self.store.name(author) {
+            Ok(Some(name)) => name,
+            _ => format!("#{}", author.fingerprint()),
+        }
+    }
+}
+
+/// Shared is always used behind an `Arc`.
+pub type SharedRef = Arc<Shared>;
+
+/// Wall-clock time in milliseconds since the Unix epoch (0 if the clock is before 1970).
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,147 @@
+//! Helpers for p2pchat's multi-node and end-to-end tests: start nodes in-process on
+//! 127.0.0.1 (mDNS off), run the real `p2pchat` binary, and wait for output with deadlines.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use libp2p::Multiaddr;
+use p2pchat_node::{Message, MessageFeed, Node, PeerSpec};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+
+/// How long any single wait in a test may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Starts an in-process node named `name` with its data in `dir`, listening on 127.0.0.1,
+/// dialing `peers`.
+pub async fn start_node(name: &str, dir: &Path, peers: &[Multiaddr]) -> anyhow::Result<Node> {
+    let mut builder = Node::builder()
+        .name(name)
+        .data_dir(dir)
+        .listen("/ip4/127.0.0.1/tcp/0".parse()?);
+    for peer in peers {
+        builder = builder.peer(PeerSpec::Addr(peer.clone()));
+    }
+    Ok(builder.spawn().await?)
+}
+
+/// The node's first listen address (with `/p2p/<id>`), to give to another node.
+pub fn address_of(node: &Node) -> Multiaddr {
+    node.listen_addrs().into_iter().next().expect("a node started by start_node listens")
+}
+
+/// Reads `n` messages from `feed`, failing if they take longer than [`DEADLINE`].
+pub async fn take(feed: &mut MessageFeed, n: usize) -> anyhow::Result<Vec<Message>> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let next = tokio::time::timeout(DEADLINE, feed.next())
+            .await
+            .with_context(|| format!("timed out after {} of {n} messages: {:?}", out.len(), texts(&out)))?;
+        out.push(next.context("feed ended")?);
+    }
+    Ok(out)
+}
+
+/// Asserts that `feed` yields nothing more within `quiet`.
+pub async fn expect_silence(feed: &mut MessageFeed, quiet: Duration) -> anyhow::Result<()> {
+    if let Ok(Some(extra)) = tokio::time::timeout(quiet, feed.next()).await {
+        bail!("unexpected extra message {extra:?}");
+    }
+    Ok(())
+}
+
+/// `name> text` for each message, as the binary prints them.
+pub fn texts(messages: &[Message]) -> Vec<String> {
+    messages.iter().map(|m| format!("{}> {}", m.name, m.text)).collect()
+}
+
+/// The `p2pchat` binary, built once per test run.
+pub fn p2pchat_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "--quiet", "-p", "p2pchat-node", "--bin", "p2pchat"])
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building p2pchat failed");
+        // Test executables live in target/<profile>/deps; the binary in target/<profile>.
+        let exe = std::env::current_exe().expect("test executable path");
+        exe.parent().and_then(Path::parent).expect("target dir").join("p2pchat")
+    })
+}
+
+/// A running `p2pchat` process with its stdin, stdout and stderr.
+pub struct Chat {
+    /// The process (killed on drop).
+    pub child: Child,
+    /// Write lines here to send them.
+    pub stdin: ChildStdin,
+    /// `NAME> TEXT` lines.
+    pub stdout: Lines<BufReader<ChildStdout>>,
+    /// `info> …` lines.
+    pub stderr: Lines<BufReader<ChildStderr>>,
+}
+
+impl Chat {
+    /// Starts `p2pchat` with `args` (mDNS off, listening on 127.0.0.1 unless `args` say more).
+    pub fn start(args: &[&str]) -> anyhow::Result<Self> {
+        let mut child = Command::new(p2pchat_binary())
+            .args(args)
+            .arg("--no-mdns")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        Ok(Self {
+            stdin: child.stdin.take().context("stdin")?,
+            stdout: BufReader::new(child.stdout.take().context("stdout")?).lines(),
+            stderr: BufReader::new(child.stderr.take().context("stderr")?).lines(),
+            child,
+        })
+    }
+
+    /// Types a line.
+    pub async fn say(&mut self, line: &str) -> anyhow::Result<()> {
+        self.stdin.write_all(format!("{line}\n").as_bytes()).await?;
+        Ok(self.stdin.flush().await?)
+    }
+
+    /// Waits for the next stdout line.
+    pub async fn next_line(&mut self) -> anyhow::Result<String> {
+        let line = tokio::time::timeout(DEADLINE, self.stdout.next_line()).await.context("timed out waiting for stdout")??;
+        line.context("stdout closed")
+    }
+
+    /// Waits for a stderr line starting with `prefix`, returning it.
+    pub async fn wait_stderr(&mut self, prefix: &str) -> anyhow::Result<String> {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let line = tokio::time::timeout_at(deadline, self.stderr.next_line())
+                .await
+                .with_context(|| format!("timed out waiting for {prefix:?} on stderr"))??
+                .with_context(|| format!("stderr closed before {prefix:?}"))?;
+            if line.starts_with(prefix) {
+                return Ok(line);
+            }
+        }
+    }
+
+    /// Waits for the `info> listening on …` line and returns its address.
+    pub async fn listen_addr(&mut self) -> anyhow::Result<String> {
+        let line = self.wait_stderr("info> listening on ").await?;
+        Ok(line.trim_start_matches("info> listening on ").to_owned())
+    }
+
+    /// Sends SIGINT and waits for the process to exit, returning whether it exited cleanly.
+    pub async fn interrupt(mut self) -> anyhow::Result<bool> {
+        let pid = self.child.id().context("process already exited")?;
+        std::process::Command::new("kill").args(["-INT", &pid.to_string()]).status()?;
+        let status = tokio::time::timeout(DEADLINE, self.child.wait()).await.context("no exit after SIGINT")??;
+        Ok(status.success())
+    }
+}

@@ -1,0 +1,82 @@
+//! Multi-node replication over real libp2p swarms on 127.0.0.1 (mDNS off).
+
+use std::time::Duration;
+
+use p2pchat_tests::{address_of, expect_silence, start_node, take, texts};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_peer_gets_earlier_lines() -> anyhow::Result<()> {
+    let dirs = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let alice = start_node("alice", dirs.0.path(), &[]).await?;
+    for line in ["one", "two", "three"] {
+        alice.send(line)?;
+    }
+    let bob = start_node("bob", dirs.1.path(), &[address_of(&alice)]).await?;
+    let mut feed = bob.messages();
+    assert_eq!(texts(&take(&mut feed, 3).await?), ["alice> one", "alice> two", "alice> three"]);
+    alice.shutdown().await;
+    bob.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connected_peers_see_each_others_new_lines() -> anyhow::Result<()> {
+    let dirs = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let alice = start_node("alice", dirs.0.path(), &[]).await?;
+    let bob = start_node("bob", dirs.1.path(), &[address_of(&alice)]).await?;
+    let (mut alice_feed, mut bob_feed) = (alice.messages(), bob.messages());
+    alice.send("hi bob")?;
+    assert_eq!(texts(&take(&mut bob_feed, 1).await?), ["alice> hi bob"]);
+    bob.send("hi alice")?;
+    assert_eq!(texts(&take(&mut alice_feed, 2).await?), ["alice> hi bob", "bob> hi alice"]);
+    assert_eq!(texts(&take(&mut bob_feed, 1).await?), ["bob> hi alice"]);
+    expect_silence(&mut bob_feed, Duration::from_millis(300)).await?;
+    alice.shutdown().await;
+    bob.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_relay_transitively_including_those_written_while_offline() -> anyhow::Result<()> {
+    let dirs = (tempfile::tempdir()?, tempfile::tempdir()?, tempfile::tempdir()?);
+    let alice = start_node("alice", dirs.0.path(), &[]).await?;
+    let bob = start_node("bob", dirs.1.path(), &[address_of(&alice)]).await?;
+    let mut bob_feed = bob.messages();
+    alice.send("before carol")?;
+    take(&mut bob_feed, 1).await?;
+    // carol knows only bob; alice is never dialed by her.
+    let carol = start_node("carol", dirs.2.path(), &[address_of(&bob)]).await?;
+    let mut carol_feed = carol.messages();
+    assert_eq!(texts(&take(&mut carol_feed, 1).await?), ["alice> before carol"]);
+    alice.send("while carol is here")?;
+    assert_eq!(texts(&take(&mut carol_feed, 1).await?), ["alice> while carol is here"]);
+    carol.send("carol says hi")?;
+    let mut alice_feed = alice.messages();
+    let alice_sees = texts(&take(&mut alice_feed, 3).await?);
+    assert!(alice_sees.contains(&"carol> carol says hi".to_string()), "{alice_sees:?}");
+    assert!(carol.connected_peers().iter().all(|(peer, _)| *peer != alice.peer_id()));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_peer_keeps_history_and_catches_up_once() -> anyhow::Result<()> {
+    let dirs = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let alice = start_node("alice", dirs.0.path(), &[]).await?;
+    let alice_addr = address_of(&alice);
+    let bob = start_node("bob", dirs.1.path(), &[alice_addr.clone()]).await?;
+    alice.send("first")?;
+    bob.send("bob was here")?;
+    take(&mut bob.messages(), 2).await?;
+    bob.shutdown().await;
+
+    alice.send("while bob was away")?;
+    let bob = start_node("bob", dirs.1.path(), &[alice_addr]).await?;
+    let mut feed = bob.messages();
+    let seen = texts(&take(&mut feed, 3).await?);
+    assert_eq!(seen[..2], ["alice> first", "bob> bob was here"]);
+    assert_eq!(seen[2], "alice> while bob was away");
+    expect_silence(&mut feed, Duration::from_millis(500)).await?;
+    alice.shutdown().await;
+    bob.shutdown().await;
+    Ok(())
+}

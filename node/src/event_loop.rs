@@ -98,18 +98,20 @@ impl EventLoop {
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => {
-                    if let SwarmEvent::NewListenAddr { listener_id, .. } = &event {
-                        waiting.remove(listener_id);
-                        if waiting.is_empty() {
-                            ready.take().map(|r| r.send(Ok(())));
+                    let listened = match &event {
+                        SwarmEvent::NewListenAddr { listener_id, .. } => Some((*listener_id, Ok(()))),
+                        SwarmEvent::ListenerClosed { listener_id, reason: Err(e), .. } => {
+                            Some((*listener_id, Err(format!("listening failed: {e}"))))
                         }
-                    }
-                    if let SwarmEvent::ListenerClosed { listener_id, reason: Err(e), .. } = &event {
-                        if waiting.contains(listener_id) {
-                            ready.take().map(|r| r.send(Err(format!("listening failed: {e}"))));
-                        }
-                    }
+                        _ => None,
+                    };
+                    // Handled first, so the address is recorded before `ready` is answered.
                     self.on_swarm_event(event);
+                    if let Some((listener, result)) = listened {
+                        if waiting.remove(&listener) && (waiting.is_empty() || result.is_err()) {
+                            ready.take().map(|r| r.send(result));
+                        }
+                    }
                 }
                 Some((peer, stream)) = incoming.next() => {
                     let fetches = self.fetch_tx.clone();

@@ -46,7 +46,7 @@ impl Cli {
                 .data_dir()
                 .join(&self.name),
         };
-        let mut builder = NodeBuilder::default().name(&self.name).data_dir(data_dir);
+        let mut builder = NodeBuilder::default().name(&self.name).data_dir(data_dir).mdns(!self.no_mdns);
         for addr in &self.listen {
             builder = builder.listen(addr.clone());
         }

@@ -75,6 +75,11 @@ impl Redialer {
         }
     }
 
+    /// Whether `peer` is one of the targets (known by its address's `/p2p/` or by connecting).
+    pub fn is_target(&self, peer: &PeerId) -> bool {
+        self.targets.iter().any(|target| target.peer.as_ref() == Some(peer))
+    }
+
     /// A dial we made failed; try again after the backoff, doubled for next time.
     pub fn dial_failed(&mut self, connection: ConnectionId) {
         for target in &mut self.targets {

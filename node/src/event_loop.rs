@@ -1,19 +1,21 @@
 //! The event loop: owns the swarm, says hello on every connection, answers requests, starts
-//! the push tasks, and keeps the user's peers connected.
+//! the push tasks, finds peers on the LAN and keeps the user's peers connected.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use libp2p::core::transport::ListenerId;
+use libp2p::mdns;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, Message as RrMessage, OutboundRequestId};
-use libp2p::swarm::SwarmEvent;
-use libp2p::core::transport::ListenerId;
+use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm};
 use p2pchat_protocol::limits::{BATCH_BYTE_BUDGET, MAX_BATCH_ENTRIES};
 use p2pchat_protocol::wire::{Batch, Hello, RangeRequest, Request, Response};
 use p2pchat_protocol::Author;
+use p2pchat_storage::Pin;
 use serde_bytes::ByteBuf;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -21,15 +23,31 @@ use tokio::time::Instant;
 
 use crate::behaviour::{Behaviour, BehaviourEvent};
 use crate::dial::Redialer;
+use crate::discovery::{Discovery, keep_connection};
 use crate::push::{self, Fetch};
 use crate::shared::{PeerState, SharedRef};
-use crate::{Event, PeerSpec};
+use crate::{Event, PeerSpec, identity};
+
+/// How often the node says which wanted names it has not found yet.
+const LOOKING_FOR_INTERVAL: Duration = Duration::from_secs(10);
+/// Wait before reopening a push stream that closed while the peer stays connected.
+const PUSH_RETRY_DELAY: Duration = Duration::from_millis(200);
 
 /// Requests from the node's handle to its event loop.
 #[derive(Debug)]
 pub enum Command {
     /// Stop everything and return.
     Shutdown,
+}
+
+/// What the loop is started with.
+pub struct Setup {
+    /// Listeners that must report an address before the node is ready.
+    pub listeners: Vec<ListenerId>,
+    /// Whether mDNS discovery runs.
+    pub mdns: bool,
+    /// Answered once the node is ready, or with why it could not start.
+    pub ready: oneshot::Sender<Result<(), String>>,
 }
 
 /// See the module docs.
@@ -41,11 +59,16 @@ pub struct EventLoop {
     fetch_rx: mpsc::Receiver<Fetch>,
     listen_addrs: Arc<Mutex<Vec<Multiaddr>>>,
     redialer: Redialer,
-    /// Peers that have said hello on their current connection(s).
-    greeted: HashSet<PeerId>,
+    discovery: Discovery,
+    /// Open connections per peer, oldest first, with whether we dialed each.
+    connections: HashMap<PeerId, Vec<(ConnectionId, bool)>>,
+    /// Peers whose hello was accepted: they are synced with and shown as connected.
+    accepted: HashSet<PeerId>,
+    /// Peers already warned about for claiming a name pinned to another key.
+    warned: HashSet<PeerId>,
     /// Range requests in flight: which log each is for.
     fetching: HashMap<OutboundRequestId, (PeerId, Author)>,
-    /// One push task per greeted peer.
+    /// One push task per accepted peer.
     pushers: HashMap<PeerId, tokio::task::AbortHandle>,
     tasks: JoinSet<()>,
 }
@@ -57,8 +80,18 @@ impl EventLoop {
         shared: SharedRef,
         commands: mpsc::Receiver<Command>,
         listen_addrs: Arc<Mutex<Vec<Multiaddr>>>,
+        peers: &[PeerSpec],
     ) -> Self {
         let (fetch_tx, fetch_rx) = mpsc::channel(64);
+        let mut redialer = Redialer::default();
+        let mut names = Vec::new();
+        for peer in peers {
+            match peer {
+                PeerSpec::Addr(addr) => redialer.add(addr.clone()),
+                PeerSpec::Name(name) => names.push(name.clone()),
+            }
+        }
+        let discovery = Discovery::new(*swarm.local_peer_id(), names, peers.is_empty());
         Self {
             swarm,
             shared,
@@ -66,27 +99,29 @@ impl EventLoop {
             fetch_tx,
             fetch_rx,
             listen_addrs,
-            redialer: Redialer::default(),
-            greeted: HashSet::new(),
+            redialer,
+            discovery,
+            connections: HashMap::new(),
+            accepted: HashSet::new(),
+            warned: HashSet::new(),
             fetching: HashMap::new(),
             pushers: HashMap::new(),
             tasks: JoinSet::new(),
         }
     }
 
-    /// Runs until [`Command::Shutdown`]. `ready` is answered once each listener has an address.
-    pub async fn run(mut self, peers: Vec<PeerSpec>, listeners: Vec<ListenerId>, ready: oneshot::Sender<Result<(), String>>) {
-        let mut waiting: HashSet<ListenerId> = listeners.into_iter().collect();
-        let mut ready = Some(ready);
+    /// Runs until [`Command::Shutdown`].
+    pub async fn run(mut self, setup: Setup) {
+        let mut waiting: HashSet<ListenerId> = setup.listeners.into_iter().collect();
+        let mut ready = Some(setup.ready);
         if waiting.is_empty() {
             ready.take().map(|r| r.send(Ok(())));
         }
-        for peer in peers {
-            match peer {
-                PeerSpec::Addr(addr) => self.redialer.add(addr),
-                PeerSpec::Name(name) => self.shared.emit(Event::Warning {
-                    message: format!("cannot find {name:?} by name yet: give its address instead"),
-                }),
+        if !setup.mdns {
+            for name in self.discovery.wanted() {
+                self.shared.emit(Event::Warning {
+                    message: format!("cannot look for {name} by name: mDNS is off (--no-mdns); give an address instead"),
+                });
             }
         }
         let incoming = self.swarm.behaviour().push.new_control().accept(push::protocol());
@@ -95,6 +130,7 @@ impl EventLoop {
             return;
         };
         let mut tick = tokio::time::interval(Duration::from_millis(200));
+        let mut looking_for = tokio::time::interval_at(Instant::now() + Duration::from_secs(3), LOOKING_FOR_INTERVAL);
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => {
@@ -121,18 +157,39 @@ impl EventLoop {
                 command = self.commands.recv() => match command {
                     Some(Command::Shutdown) | None => break,
                 },
-                _ = tick.tick() => {
-                    for dial in self.redialer.due(Instant::now()) {
-                        if let Err(e) = self.swarm.dial(dial) {
-                            tracing::debug!("dial not started: {e}");
-                        }
-                    }
-                }
+                _ = tick.tick() => self.dial_due(),
+                _ = looking_for.tick(), if setup.mdns => self.say_who_is_missing(),
             }
             // Reap finished tasks so the set does not grow.
             while self.tasks.try_join_next().is_some() {}
         }
         self.tasks.shutdown().await;
+    }
+
+    fn dial_due(&mut self) {
+        let now = Instant::now();
+        let mut dials = self.redialer.due(now);
+        let connections = &self.connections;
+        let store = &self.shared.store;
+        dials.extend(self.discovery.due(now, |peer| connections.contains_key(peer), |name| store.pinned(name)));
+        for dial in dials {
+            if let Err(e) = self.swarm.dial(dial) {
+                tracing::debug!("dial not started: {e}");
+            }
+        }
+    }
+
+    fn say_who_is_missing(&mut self) {
+        let peers = self.shared.peers();
+        let connected: Vec<String> = self
+            .accepted
+            .iter()
+            .filter_map(|peer| peers.get(peer).and_then(|state| state.name.clone()))
+            .collect();
+        drop(peers);
+        for name in self.discovery.missing_names(&connected) {
+            self.shared.emit(Event::LookingFor { name: name.to_owned() });
+        }
     }
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
@@ -142,22 +199,54 @@ impl EventLoop {
                 self.listen_addrs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(address.clone());
                 self.shared.emit(Event::Listening { address });
             }
-            SwarmEvent::ConnectionEstablished { peer_id, connection_id, num_established, endpoint, .. } => {
+            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
                 tracing::debug!(%peer_id, ?endpoint, "connection established");
                 self.redialer.connected(peer_id, connection_id);
-                if num_established.get() == 1 {
+                self.discovery.connected(peer_id);
+                let connections = self.connections.entry(peer_id).or_default();
+                connections.push((connection_id, endpoint.is_dialer()));
+                let keep = keep_connection(*self.swarm.local_peer_id(), peer_id, connections);
+                for (id, _) in connections.clone() {
+                    if Some(id) != keep {
+                        tracing::debug!(%peer_id, ?id, "closing a duplicate connection");
+                        self.swarm.close_connection(id);
+                    }
+                }
+                if keep == Some(connection_id) {
                     self.say_hello(peer_id);
                 }
             }
-            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => self.on_peer_gone(peer_id),
+            SwarmEvent::ConnectionClosed { peer_id, connection_id, num_established, .. } => {
+                if let Some(connections) = self.connections.get_mut(&peer_id) {
+                    connections.retain(|(id, _)| *id != connection_id);
+                }
+                if num_established == 0 {
+                    self.connections.remove(&peer_id);
+                    self.on_peer_gone(peer_id);
+                }
+            }
             SwarmEvent::OutgoingConnectionError { connection_id, peer_id, error } => {
                 tracing::debug!(?peer_id, "dial failed: {error}");
                 self.redialer.dial_failed(connection_id);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => self.on_sync_event(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                let now = Instant::now();
+                for (peer, addr) in found {
+                    tracing::debug!(%peer, %addr, "discovered");
+                    self.discovery.discovered(peer, addr, now);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Expired(gone))) => {
+                for (peer, addr) in gone {
+                    self.discovery.expired(peer, &addr);
+                }
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Ping(libp2p::ping::Event { peer, connection, result: Err(e) })) => {
-                tracing::debug!(%peer, "ping failed, closing connection: {e}");
-                self.swarm.close_connection(connection);
+                if !matches!(e, libp2p::ping::Failure::Unsupported) {
+                    tracing::debug!(%peer, "ping failed, closing connection: {e}");
+                    self.swarm.close_connection(connection);
+                }
             }
             _ => {}
         }
@@ -178,8 +267,16 @@ impl EventLoop {
             pusher.abort();
         }
         let state = self.shared.peers().remove(&peer);
-        if self.greeted.remove(&peer) {
-            self.shared.emit(Event::Disconnected { peer, name: state.and_then(|s| s.name) });
+        if self.accepted.remove(&peer) {
+            let name = state.and_then(|s| s.name).map(|name| self.display_claim(&peer, &name));
+            self.shared.emit(Event::Disconnected { peer, name });
+        }
+    }
+
+    fn display_claim(&self, peer: &PeerId, name: &str) -> String {
+        match identity::author_of(peer) {
+            Some(author) => self.shared.qualified(name, &author),
+            None => name.to_owned(),
         }
     }
 
@@ -237,22 +334,40 @@ impl EventLoop {
                 return;
             }
         };
+        let Some(author) = identity::author_of(&peer) else {
+            tracing::debug!(%peer, "peer id is not an ed25519 key; disconnecting");
+            let _ = self.swarm.disconnect_peer_id(peer);
+            return;
+        };
+        self.discovery.learned(peer, &hello.name);
+        self.check_name_claim(peer, author, &hello.name);
+        if !self.should_accept(&peer) {
+            tracing::debug!(%peer, name = hello.name, "not a peer we want; closing the probe");
+            let _ = self.swarm.disconnect_peer_id(peer);
+            return;
+        }
         {
             let mut peers = self.shared.peers();
             let state = peers.entry(peer).or_insert_with(PeerState::default);
             state.name = Some(hello.name.clone());
             p2pchat_protocol::sync::merge(&mut state.heads, &heads);
         }
-        if self.greeted.insert(peer) {
-            self.shared.emit(Event::Connected { peer, name: hello.name });
+        if self.accepted.insert(peer) {
+            let name = self.display_claim(&peer, &hello.name);
+            self.shared.emit(Event::Connected { peer, name });
         }
         if !self.pushers.contains_key(&peer) {
             let shared = self.shared.clone();
             let mut control = self.swarm.behaviour().push.new_control();
             let task = self.tasks.spawn(async move {
-                match control.open_stream(peer, push::protocol()).await {
-                    Ok(stream) => push::push_to(shared, peer, stream).await,
-                    Err(e) => tracing::debug!(%peer, "cannot open push stream: {e}"),
+                // Reopen the stream if it closes while the peer stays (say, a duplicate
+                // connection carrying it was closed); stop once the peer has left.
+                while shared.peers().contains_key(&peer) {
+                    match control.open_stream(peer, push::protocol()).await {
+                        Ok(stream) => push::push_to(shared.clone(), peer, stream).await,
+                        Err(e) => tracing::debug!(%peer, "cannot open push stream: {e}"),
+                    }
+                    tokio::time::sleep(PUSH_RETRY_DELAY).await;
                 }
             });
             self.pushers.insert(peer, task);
@@ -261,7 +376,39 @@ impl EventLoop {
         self.shared.notify_changed();
     }
 
+    /// Pins a first-seen name to the peer's key, and warns when the name belongs to another key.
+    fn check_name_claim(&mut self, peer: PeerId, author: Author, name: &str) {
+        match self.shared.store.pin(name, author) {
+            Ok(Pin::New | Pin::Same) => {}
+            Ok(Pin::Conflict(owner)) => {
+                if self.warned.insert(peer) {
+                    self.shared.emit(Event::Warning {
+                        message: format!(
+                            "{name}#{} claims the name {name}, which belongs to {name}#{}: a different key, \
+                             shown with its fingerprint",
+                            author.fingerprint(),
+                            owner.fingerprint()
+                        ),
+                    });
+                }
+            }
+            Err(e) => self.shared.emit(Event::Error { message: format!("writing the store failed: {e}") }),
+        }
+    }
+
+    /// Peers that dialed us, address targets and peers we want by name are synced with;
+    /// a probe we dialed to learn a name is not.
+    fn should_accept(&self, peer: &PeerId) -> bool {
+        let dialed_by_them = self.connections.get(peer).is_some_and(|c| c.iter().any(|(_, we_dialed)| !we_dialed));
+        dialed_by_them
+            || self.redialer.is_target(peer)
+            || self.discovery.wants(peer, |name| self.shared.store.pinned(name))
+    }
+
     fn answer_range(&self, range: RangeRequest) -> Response {
+        if self.shared.store.is_frozen(&range.author) {
+            return Response::Refused("that log is forked; it is no longer relayed".into());
+        }
         let limit = (range.limit as usize).min(MAX_BATCH_ENTRIES);
         match self.shared.store.range(&range.author, range.from.max(1), limit, BATCH_BYTE_BUDGET) {
             Ok(entries) => Response::Entries(Batch {

@@ -81,6 +81,16 @@ pub fn peer_id_of(author: &Author) -> Option<PeerId> {
     Some(PeerId::from_public_key(&public.into()))
 }
 
+/// The author whose key is `peer`'s identity, if the peer uses an ed25519 key.
+pub fn author_of(peer: &PeerId) -> Option<Author> {
+    let multihash = peer.as_ref();
+    if multihash.code() != 0 {
+        return None; // not an identity multihash: the key is not inlined
+    }
+    let public = libp2p::identity::PublicKey::try_decode_protobuf(multihash.digest()).ok()?;
+    Some(Author::from_bytes(public.try_into_ed25519().ok()?.to_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +110,7 @@ mod tests {
         let key = SigningKey::from_bytes(&[4; 32]);
         let peer = keypair(&key).public().to_peer_id();
         assert_eq!(peer_id_of(&Author::of(&key)), Some(peer));
+        assert_eq!(author_of(&peer), Some(Author::of(&key)));
     }
 
     #[test]

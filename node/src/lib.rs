@@ -7,6 +7,7 @@
 //!     .name("alice")
 //!     .data_dir("/tmp/alice")
 //!     .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+//!     .mdns(false)
 //!     .spawn()
 //!     .await?;
 //! let mut messages = node.messages();
@@ -19,6 +20,7 @@
 
 mod behaviour;
 mod dial;
+mod discovery;
 mod event_loop;
 mod feed;
 pub mod identity;

@@ -89,6 +89,7 @@ async fn run(cli: Cli) -> ExitCode {
                         eprintln!("info> listening on {address}");
                     }
                 }
+                Ok(Event::LookingFor { name }) => eprintln!("info> looking for {} on the LAN…", display(&name)),
                 Ok(Event::Connected { peer, name }) => eprintln!("info> connected to {} ({peer})", display(&name)),
                 Ok(Event::Disconnected { peer, name }) => match name {
                     Some(name) => eprintln!("info> disconnected from {}", display(&name)),

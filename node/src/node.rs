@@ -11,7 +11,7 @@ use p2pchat_storage::{Store, StoreError};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::event_loop::{Command, EventLoop};
+use crate::event_loop::{Command, EventLoop, Setup};
 use crate::feed::MessageFeed;
 use crate::shared::{Shared, SharedRef};
 use crate::{behaviour, identity};
@@ -25,11 +25,16 @@ pub enum Event {
         /// The address, ending in `/p2p/<peer id>`.
         address: Multiaddr,
     },
+    /// A `--peer NAME` has not been found on the LAN yet (repeated every few seconds).
+    LookingFor {
+        /// The wanted name.
+        name: String,
+    },
     /// A peer connected and said hello.
     Connected {
         /// The peer.
         peer: PeerId,
-        /// The name it claims.
+        /// The name it claims (with `#fingerprint` if another key has it too).
         name: String,
     },
     /// The last connection to a peer closed.
@@ -134,6 +139,7 @@ pub struct NodeBuilder {
     data_dir: Option<PathBuf>,
     listen: Vec<Multiaddr>,
     peers: Vec<PeerSpec>,
+    no_mdns: bool,
 }
 
 impl NodeBuilder {
@@ -161,6 +167,12 @@ impl NodeBuilder {
         self
     }
 
+    /// Turns mDNS discovery on or off (default: on).
+    pub fn mdns(mut self, on: bool) -> Self {
+        self.no_mdns = !on;
+        self
+    }
+
     /// Opens the store, starts listening and dialing, and returns once every listener has an
     /// address.
     pub async fn spawn(self) -> Result<Node, NodeError> {
@@ -174,11 +186,11 @@ impl NodeBuilder {
         let (events, _) = broadcast::channel(1024);
         let shared = Arc::new(Shared { store, key, changed, peers: Mutex::new(HashMap::new()), events });
         let own = shared.author();
-        if shared.store.name(&own)?.as_deref() != Some(name.as_str()) {
+        if shared.store.name(&own).as_deref() != Some(name.as_str()) {
             shared.append(Body::Profile { name: name.clone() })?;
         }
 
-        let mut swarm = behaviour::build_swarm(&shared.key).map_err(|e| NodeError::Network(e.to_string()))?;
+        let mut swarm = behaviour::build_swarm(&shared.key, !self.no_mdns).map_err(|e| NodeError::Network(e.to_string()))?;
         let mut listeners = Vec::new();
         for addr in &self.listen {
             let id = swarm.listen_on(addr.clone()).map_err(|e| NodeError::Network(format!("cannot listen on {addr}: {e}")))?;
@@ -188,8 +200,9 @@ impl NodeBuilder {
         let (commands, command_rx) = mpsc::channel(64);
         let (ready_tx, ready_rx) = oneshot::channel();
         let listen_addrs = Arc::new(Mutex::new(Vec::new()));
-        let event_loop = EventLoop::new(swarm, shared.clone(), command_rx, listen_addrs.clone());
-        let task = tokio::spawn(event_loop.run(self.peers, listeners, ready_tx));
+        let event_loop = EventLoop::new(swarm, shared.clone(), command_rx, listen_addrs.clone(), &self.peers);
+        let setup = Setup { listeners, mdns: !self.no_mdns, ready: ready_tx };
+        let task = tokio::spawn(event_loop.run(setup));
         ready_rx.await.map_err(|_| NodeError::Stopped)?.map_err(NodeError::Network)?;
         Ok(Node { shared, peer_id, commands, task, listen_addrs })
     }

@@ -11,7 +11,7 @@ use libp2p::{PeerId, Stream, StreamProtocol};
 use p2pchat_protocol::limits::{BATCH_BYTE_BUDGET, MAX_BATCH_ENTRIES, MAX_FRAME_BYTES};
 use p2pchat_protocol::sync::missing;
 use p2pchat_protocol::wire::{Batch, PUSH_PROTOCOL, RangeRequest};
-use p2pchat_protocol::{Author, ValidationError};
+use p2pchat_protocol::{Author, Entry, ValidationError};
 use serde_bytes::ByteBuf;
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
@@ -100,6 +100,13 @@ pub async fn receive_from(shared: SharedRef, peer: PeerId, stream: Stream, fetch
 /// Returns the range to fetch from the peer when the batch did not join our log (a gap).
 pub fn absorb(shared: &SharedRef, peer: PeerId, batch: Batch) -> Option<Fetch> {
     let author = batch.author;
+    // The peer holds what it sends: record that first, so no pusher woken by the insert below
+    // echoes these entries back to it.
+    if let Some(last) = batch.entries.last().and_then(|e| Entry::decode(Bytes::copy_from_slice(e)).ok()) {
+        if last.author() == author {
+            shared.peer_has(&peer, author, last.seq());
+        }
+    }
     let inserted = match shared.store.insert_remote(author, batch.entries.into_iter().map(|e| Bytes::from(e.into_vec()))) {
         Ok(inserted) => inserted,
         Err(e) => {

@@ -66,7 +66,7 @@ impl Shared {
 
     /// The node's hello: who it is and what it holds.
     pub fn hello(&self) -> Result<Hello, StoreError> {
-        let name = self.store.name(&self.author())?.unwrap_or_default();
+        let name = self.store.name(&self.author()).unwrap_or_default();
         Ok(Hello { version: PROTOCOL_VERSION, name, heads: self.store.head_infos()? })
     }
 
@@ -78,11 +78,24 @@ impl Shared {
         }
     }
 
-    /// The name to show for `author`: their latest profile name, or a short fingerprint.
+    /// The name to show for `author`: their latest profile name, with a short fingerprint when
+    /// the name is ambiguous; a bare fingerprint before any profile is known.
     pub fn display_name(&self, author: &Author) -> String {
         match self.store.name(author) {
-            Ok(Some(name)) => name,
-            _ => format!("#{}", author.fingerprint()),
+            Some(name) => self.qualified(&name, author),
+            None => format!("#{}", author.fingerprint()),
+        }
+    }
+
+    /// `name` as claimed by `author`: as is when only that author has it (and it is pinned to
+    /// them or to no one), `name#fingerprint` when another key claims or owns it too.
+    pub fn qualified(&self, name: &str, author: &Author) -> String {
+        let pinned_elsewhere = self.store.pinned(name).is_some_and(|owner| owner != *author);
+        let shared = self.store.authors_named(name).iter().any(|other| other != author);
+        if pinned_elsewhere || shared {
+            format!("{name}#{}", author.fingerprint())
+        } else {
+            name.to_owned()
         }
     }
 }

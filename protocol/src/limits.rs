@@ -18,3 +18,5 @@ pub const MAX_HELLO_HEADS: usize = 4096;
 pub const MAX_REQUEST_BYTES: usize = 256 * 1024 + MAX_HELLO_HEADS * 96;
 /// Largest request-response answer, in bytes.
 pub const MAX_RESPONSE_BYTES: usize = MAX_FRAME_BYTES + 64 * 1024;
+/// Largest lamport clock accepted (2^53: far beyond any real chat, and never near overflow).
+pub const MAX_LAMPORT: u64 = 1 << 53;

@@ -4,6 +4,7 @@
 //! one at a seq the log already holds. Both are pure: they look only at the entries given.
 
 use crate::entry::{Author, Body, DecodeError, Entry};
+use crate::limits::MAX_LAMPORT;
 
 /// Why an entry was refused. Each variant is one way an entry can be wrong.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -37,6 +38,12 @@ pub enum ValidationError {
     /// Seq 1 must be a profile entry.
     #[error("the first entry of a log must be a profile")]
     FirstNotProfile,
+    /// The lamport clock is beyond [`MAX_LAMPORT`].
+    #[error("seq {seq} has an absurd lamport clock")]
+    LamportTooLarge {
+        /// The offending entry's seq.
+        seq: u64,
+    },
     /// The lamport clock must grow along a log.
     #[error("seq {seq} has a lamport clock no larger than its predecessor's")]
     LamportNotIncreasing {
@@ -82,6 +89,9 @@ pub fn check_next(author: Author, last: Option<&Entry>, entry: &Entry) -> Result
             return Err(ValidationError::LamportNotIncreasing { seq: entry.seq() });
         }
         _ => {}
+    }
+    if entry.lamport() > MAX_LAMPORT {
+        return Err(ValidationError::LamportTooLarge { seq: entry.seq() });
     }
     if !entry.signature_is_valid() {
         return Err(ValidationError::BadSignature { seq: entry.seq() });
@@ -183,6 +193,13 @@ mod tests {
             check_next(Author::of(&k), Some(&first), &second),
             Err(ValidationError::LamportNotIncreasing { seq: 2 })
         );
+    }
+
+    #[test]
+    fn absurd_lamport_is_rejected() {
+        let k = key(1);
+        let first = entry(&k, 1, None, MAX_LAMPORT + 1, Body::Profile { name: "a".into() });
+        assert_eq!(check_next(Author::of(&k), None, &first), Err(ValidationError::LamportTooLarge { seq: 1 }));
     }
 
     #[test]

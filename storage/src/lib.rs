@@ -9,9 +9,11 @@
 //! | `order`   | lamport (u64 BE) ‖ author ‖ seq  | empty (merged history index)   |
 //! | `names`   | author (32)                      | latest profile name (UTF-8)    |
 //! | `forks`   | author (32) ‖ seq (u64 BE)       | the second, conflicting entry  |
+//! | `pins`    | name (UTF-8)                     | author (32) first seen with it |
 //!
 //! Every write is one atomic batch: an entry, its index row and its log's head move together.
-//! Heads are cached in memory, so start-up reads one row per author, not the whole log.
+//! Heads, names and pins are cached in memory, so start-up reads a few rows per author, never
+//! the logs themselves.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -62,7 +64,23 @@ struct Cache {
     heads: Heads,
     max_lamport: u64,
     frozen: BTreeSet<Author>,
+    names: BTreeMap<Author, String>,
+    pins: BTreeMap<String, Author>,
 }
+
+/// The outcome of [`Store::pin`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pin {
+    /// The name was free and is now pinned to the author.
+    New,
+    /// The name was already pinned to this author.
+    Same,
+    /// The name is pinned to another author, who keeps it.
+    Conflict(Author),
+}
+
+/// Pins that a write batch is about to add (so a batch with two claims pins the first).
+type NewPins = BTreeMap<String, Author>;
 
 /// A data directory's logs. Cheap to share behind an `Arc`; reads run concurrently, writes one
 /// at a time.
@@ -73,6 +91,7 @@ pub struct Store {
     order: Keyspace,
     names: Keyspace,
     forks: Keyspace,
+    pins: Keyspace,
     cache: RwLock<Cache>,
     writer: Mutex<()>,
 }
@@ -121,6 +140,7 @@ impl Store {
             order: keyspace("order")?,
             names: keyspace("names")?,
             forks: keyspace("forks")?,
+            pins: keyspace("pins")?,
             db,
             cache: RwLock::default(),
             writer: Mutex::new(()),
@@ -142,6 +162,14 @@ impl Store {
             let key = row.key()?;
             cache.frozen.insert(author_from(key.get(..32).unwrap_or_default())?);
         }
+        for row in self.names.iter() {
+            let (author, name) = row.into_inner()?;
+            cache.names.insert(author_from(&author)?, String::from_utf8_lossy(&name).into_owned());
+        }
+        for row in self.pins.iter() {
+            let (name, author) = row.into_inner()?;
+            cache.pins.insert(String::from_utf8_lossy(&name).into_owned(), author_from(&author)?);
+        }
         *self.cache.write().unwrap_or_else(std::sync::PoisonError::into_inner) = cache;
         Ok(())
     }
@@ -150,8 +178,14 @@ impl Store {
         self.cache.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn update_cache(&self, author: Author, stored: &[Entry], frozen: bool) {
+    fn update_cache(&self, author: Author, stored: &[Entry], frozen: bool, new_pins: NewPins) {
         let mut cache = self.cache.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for entry in stored {
+            if let Body::Profile { name } = entry.body() {
+                cache.names.insert(author, name.clone());
+            }
+        }
+        cache.pins.extend(new_pins);
         if let Some(last) = stored.last() {
             cache.heads.insert(author, last.seq());
         }
@@ -235,19 +269,31 @@ impl Store {
     }
 
     /// The author's current name: the one in their latest profile entry.
-    pub fn name(&self, author: &Author) -> Result<Option<String>, StoreError> {
-        Ok(self.names.get(author.as_bytes())?.map(|name| String::from_utf8_lossy(&name).into_owned()))
+    pub fn name(&self, author: &Author) -> Option<String> {
+        self.cache().names.get(author).cloned()
     }
 
-    /// Every author with a stored log and their current name, if known.
-    pub fn names(&self) -> Result<BTreeMap<Author, String>, StoreError> {
-        self.names
-            .iter()
-            .map(|row| {
-                let (author, name) = row.into_inner()?;
-                Ok((author_from(&author)?, String::from_utf8_lossy(&name).into_owned()))
-            })
-            .collect()
+    /// Every author whose current name is `name`.
+    pub fn authors_named(&self, name: &str) -> Vec<Author> {
+        self.cache().names.iter().filter(|(_, n)| *n == name).map(|(author, _)| *author).collect()
+    }
+
+    /// The author a name is pinned to: the first key seen claiming it (trust on first use).
+    pub fn pinned(&self, name: &str) -> Option<Author> {
+        self.cache().pins.get(name).copied()
+    }
+
+    /// Pins `name` to `author` unless it is pinned already.
+    pub fn pin(&self, name: &str, author: Author) -> Result<Pin, StoreError> {
+        let _writing = lock(&self.writer);
+        if let Some(owner) = self.pinned(name) {
+            return Ok(if owner == author { Pin::Same } else { Pin::Conflict(owner) });
+        }
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
+        batch.insert(&self.pins, name.as_bytes().to_vec(), author.as_bytes().to_vec());
+        batch.commit()?;
+        self.update_cache(author, &[], false, NewPins::from([(name.to_owned(), author)]));
+        Ok(Pin::New)
     }
 
     /// Signs `body` as the next entry of `key`'s own log and stores it durably (fsynced)
@@ -256,23 +302,37 @@ impl Store {
         let _writing = lock(&self.writer);
         let author = Author::of(key);
         let seq = self.head_seq(&author);
-        let prev = if seq == 0 { None } else { self.get(&author, seq)?.map(|e| e.hash()) };
+        let prev = match seq {
+            0 => None,
+            seq => Some(
+                self.get(&author, seq)?
+                    .ok_or_else(|| StoreError::Corrupt(format!("own entry {seq} is missing")))?
+                    .hash(),
+            ),
+        };
         let draft = Draft { seq: seq + 1, prev, timestamp, lamport: self.max_lamport() + 1, body };
         let entry = Entry::sign(key, draft)?;
         let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
-        self.put(&mut batch, &entry);
+        let mut new_pins = NewPins::new();
+        self.put(&mut batch, &entry, &mut new_pins);
         batch.insert(&self.heads, author.as_bytes().to_vec(), entry.seq().to_be_bytes().to_vec());
         batch.commit()?;
-        self.update_cache(author, std::slice::from_ref(&entry), false);
+        self.update_cache(author, std::slice::from_ref(&entry), false, new_pins);
         Ok(entry)
     }
 
-    fn put(&self, batch: &mut fjall::OwnedWriteBatch, entry: &Entry) {
+    /// Adds `entry` to `batch`: the entry, its order row, and for a profile the author's name
+    /// (and a pin, if the name is still free).
+    fn put(&self, batch: &mut fjall::OwnedWriteBatch, entry: &Entry, new_pins: &mut NewPins) {
         let key = entry_key(&entry.author(), entry.seq());
         batch.insert(&self.entries, key.to_vec(), entry.envelope().to_vec());
         batch.insert(&self.order, order_key(entry).to_vec(), Vec::new());
         if let Body::Profile { name } = entry.body() {
             batch.insert(&self.names, entry.author().as_bytes().to_vec(), name.as_bytes().to_vec());
+            if self.pinned(name).is_none() && !new_pins.contains_key(name) {
+                batch.insert(&self.pins, name.as_bytes().to_vec(), entry.author().as_bytes().to_vec());
+                new_pins.insert(name.clone(), entry.author());
+            }
         }
     }
 
@@ -293,6 +353,7 @@ impl Store {
         let head = self.head_seq(&author);
         let mut last = if head == 0 { None } else { self.get(&author, head)? };
         let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
+        let mut new_pins = NewPins::new();
         let mut frozen = false;
         for envelope in envelopes {
             let entry = match Entry::decode(envelope) {
@@ -329,7 +390,7 @@ impl Store {
                 result.rejected = Some(e);
                 break;
             }
-            self.put(&mut batch, &entry);
+            self.put(&mut batch, &entry, &mut new_pins);
             result.held_through = entry.seq();
             last = Some(entry.clone());
             result.stored.push(entry);
@@ -338,7 +399,7 @@ impl Store {
             batch.insert(&self.heads, author.as_bytes().to_vec(), last.seq().to_be_bytes().to_vec());
         }
         batch.commit()?;
-        self.update_cache(author, &result.stored, frozen);
+        self.update_cache(author, &result.stored, frozen, new_pins);
         Ok(result)
     }
 }

@@ -43,7 +43,7 @@ fn append_survives_reopen() {
     assert_eq!(store.heads(), Heads::from([(author, 2)]));
     assert_eq!(store.max_lamport(), 2);
     assert_eq!(store.get(&author, 2).unwrap().unwrap().body(), &text("hello"));
-    assert_eq!(store.name(&author).unwrap().as_deref(), Some("alice"));
+    assert_eq!(store.name(&author).as_deref(), Some("alice"));
     let third = store.append_own(&k, text("again"), 3).unwrap();
     assert_eq!(third.seq(), 3);
     assert_eq!(third.prev(), Some(store.get(&author, 2).unwrap().unwrap().hash()));
@@ -57,10 +57,11 @@ fn remote_batch_is_stored_and_heads_follow() {
     let entries = log(&k, 5);
     let inserted = store.insert_remote(Author::of(&k), envelopes(&entries)).unwrap();
     assert_eq!(inserted.stored.len(), 5);
+    assert_eq!(inserted.held_through, 5);
     assert!(inserted.rejected.is_none());
     assert_eq!(store.head_seq(&Author::of(&k)), 5);
     let again = store.insert_remote(Author::of(&k), envelopes(&entries[2..])).unwrap();
-    assert_eq!((again.stored.len(), again.duplicates), (0, 3));
+    assert_eq!((again.stored.len(), again.duplicates, again.held_through), (0, 3, 5));
     assert!(again.rejected.is_none());
 }
 
@@ -199,4 +200,28 @@ fn range_respects_entry_and_byte_bounds() {
     assert_eq!(seqs(store.range(&Author::of(&k), 9, 100, usize::MAX).unwrap()), vec![9, 10]);
     assert_eq!(seqs(store.range(&Author::of(&k), 1, 100, 1).unwrap()), vec![1]);
     assert!(store.range(&Author::of(&key(9)), 1, 100, usize::MAX).unwrap().is_empty());
+}
+
+#[test]
+fn first_key_seen_for_a_name_is_pinned_and_kept_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bob, mallory) = (key(2), key(3));
+    let bob_log = |key: &SigningKey| {
+        let first = Entry::sign(key, Draft { seq: 1, prev: None, timestamp: 1, lamport: 1, body: profile("bob") }).unwrap();
+        vec![first.envelope().clone()]
+    };
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store.insert_remote(Author::of(&bob), bob_log(&bob)).unwrap();
+        store.insert_remote(Author::of(&mallory), bob_log(&mallory)).unwrap();
+        assert_eq!(store.pinned("bob"), Some(Author::of(&bob)));
+        assert_eq!(store.authors_named("bob").len(), 2, "both keys claim the name");
+        assert_eq!(store.pin("bob", Author::of(&mallory)).unwrap(), Pin::Conflict(Author::of(&bob)));
+        assert_eq!(store.pin("bob", Author::of(&bob)).unwrap(), Pin::Same);
+        assert_eq!(store.pin("carol", Author::of(&mallory)).unwrap(), Pin::New);
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.pinned("bob"), Some(Author::of(&bob)));
+    assert_eq!(store.pinned("carol"), Some(Author::of(&mallory)));
+    assert_eq!(store.name(&Author::of(&mallory)).as_deref(), Some("bob"));
 }

@@ -21,7 +21,8 @@ pub async fn start_node(name: &str, dir: &Path, peers: &[Multiaddr]) -> anyhow::
     let mut builder = Node::builder()
         .name(name)
         .data_dir(dir)
-        .listen("/ip4/127.0.0.1/tcp/0".parse()?);
+        .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+        .mdns(false);
     for peer in peers {
         builder = builder.peer(PeerSpec::Addr(peer.clone()));
     }

@@ -1,0 +1,254 @@
+//! Finding peers on the LAN by user name.
+//!
+//! mDNS tells us which peer ids are around and where; only a hello tells us the name a peer
+//! claims. So the node dials a discovered peer when it is worth it:
+//! - in a *room* (no `--peer` given) every discovered peer is joined;
+//! - a wanted name pinned to a key resolves to that key's peer id, dialed when discovered;
+//! - a wanted name not pinned yet makes the node *probe* discovered peers whose names it does
+//!   not know: dial, read the hello, keep the connection only if the name is wanted.
+//!
+//! After both sides discover each other they tend to dial at once. The peer with the smaller id
+//! dials at once and the other waits [`TIE_BREAK_DELAY`], so one connection is the usual
+//! outcome; [`keep_connection`] settles the rare duplicate the same way on both sides.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use libp2p::swarm::ConnectionId;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::{Multiaddr, PeerId};
+use p2pchat_protocol::Author;
+use tokio::time::Instant;
+
+use crate::identity;
+
+/// How long the peer with the larger id waits before dialing a discovered peer.
+pub const TIE_BREAK_DELAY: Duration = Duration::from_millis(1500);
+/// First wait before redialing a discovered peer that failed or dropped.
+pub const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
+/// Longest wait between redials of a discovered peer.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+struct Found {
+    addrs: Vec<Multiaddr>,
+    next_dial: Instant,
+    backoff: Duration,
+}
+
+/// What the node knows of peers on the LAN; see the module docs.
+#[derive(Debug)]
+pub struct Discovery {
+    local: PeerId,
+    wanted: Vec<String>,
+    room: bool,
+    found: HashMap<PeerId, Found>,
+    names: HashMap<PeerId, String>,
+}
+
+impl Discovery {
+    /// A node with id `local` that wants the peers named `wanted`; `room` joins everyone.
+    pub fn new(local: PeerId, wanted: Vec<String>, room: bool) -> Self {
+        Self { local, wanted, room, found: HashMap::new(), names: HashMap::new() }
+    }
+
+    /// The names given with `--peer`.
+    pub fn wanted(&self) -> &[String] {
+        &self.wanted
+    }
+
+    /// mDNS found `peer` at `addr`.
+    pub fn discovered(&mut self, peer: PeerId, addr: Multiaddr, now: Instant) {
+        let delay = if self.local < peer { Duration::ZERO } else { TIE_BREAK_DELAY };
+        let found = self.found.entry(peer).or_insert_with(|| Found {
+            addrs: Vec::new(),
+            next_dial: now + delay,
+            backoff: INITIAL_BACKOFF,
+        });
+        if !found.addrs.contains(&addr) {
+            found.addrs.push(addr);
+            // A new address (say, the peer restarted on another port) is worth a prompt try.
+            found.next_dial = found.next_dial.min(now + delay);
+        }
+    }
+
+    /// mDNS's record of `peer` at `addr` expired.
+    pub fn expired(&mut self, peer: PeerId, addr: &Multiaddr) {
+        if let Some(found) = self.found.get_mut(&peer) {
+            found.addrs.retain(|a| a != addr);
+            if found.addrs.is_empty() {
+                self.found.remove(&peer);
+            }
+        }
+    }
+
+    /// A hello told us the name `peer` claims.
+    pub fn learned(&mut self, peer: PeerId, name: &str) {
+        self.names.insert(peer, name.to_owned());
+    }
+
+    /// A connection to `peer` is up: the next redial, if ever needed, starts from a short wait.
+    pub fn connected(&mut self, peer: PeerId) {
+        if let Some(found) = self.found.get_mut(&peer) {
+            found.backoff = INITIAL_BACKOFF;
+        }
+    }
+
+    /// Whether we want a connection to `peer`, who claims `name` (if known), given the pins.
+    pub fn wants(&self, peer: &PeerId, pinned: impl Fn(&str) -> Option<Author>) -> bool {
+        if self.room {
+            return true;
+        }
+        let author = identity::author_of(peer);
+        match self.names.get(peer) {
+            Some(name) => {
+                self.wanted.contains(name) && pinned(name).is_none_or(|owner| Some(owner) == author)
+            }
+            None => self.wanted.iter().any(|name| match pinned(name) {
+                Some(owner) => Some(owner) == author,
+                None => true, // an unpinned wanted name: probe to learn who this is
+            }),
+        }
+    }
+
+    /// Dials for discovered peers that are due, wanted and not `connected`.
+    pub fn due(
+        &mut self,
+        now: Instant,
+        connected: impl Fn(&PeerId) -> bool,
+        pinned: impl Fn(&str) -> Option<Author>,
+    ) -> Vec<DialOpts> {
+        let wanted: Vec<PeerId> = self
+            .found
+            .iter()
+            .filter(|(peer, found)| found.next_dial <= now && !connected(peer))
+            .map(|(peer, _)| *peer)
+            .filter(|peer| self.wants(peer, &pinned))
+            .collect();
+        wanted
+            .into_iter()
+            .filter_map(|peer| {
+                let found = self.found.get_mut(&peer)?;
+                found.next_dial = now + found.backoff;
+                found.backoff = (found.backoff * 2).min(MAX_BACKOFF);
+                Some(
+                    DialOpts::peer_id(peer)
+                        .condition(PeerCondition::DisconnectedAndNotDialing)
+                        .addresses(found.addrs.clone())
+                        .build(),
+                )
+            })
+            .collect()
+    }
+
+    /// Wanted names that no connected peer answers to, for "looking for …" notices.
+    pub fn missing_names<'a>(&'a self, connected_names: &[String]) -> Vec<&'a str> {
+        self.wanted.iter().filter(|name| !connected_names.contains(name)).map(String::as_str).collect()
+    }
+}
+
+/// Which of several connections to one peer both sides keep: the oldest one dialed by the peer
+/// with the smaller id, else the oldest. `connections` are in the order they were established,
+/// each with whether we dialed it.
+pub fn keep_connection(local: PeerId, remote: PeerId, connections: &[(ConnectionId, bool)]) -> Option<ConnectionId> {
+    let we_should_dial = local < remote;
+    connections
+        .iter()
+        .find(|(_, we_dialed)| *we_dialed == we_should_dial)
+        .or_else(|| connections.first())
+        .map(|(id, _)| *id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use p2pchat_protocol::SigningKey;
+
+    fn peer(seed: u8) -> PeerId {
+        identity::keypair(&SigningKey::from_bytes(&[seed; 32])).public().to_peer_id()
+    }
+
+    fn addr(port: u16) -> Multiaddr {
+        format!("/ip4/10.0.0.1/tcp/{port}").parse().unwrap()
+    }
+
+    fn no_pins(_: &str) -> Option<Author> {
+        None
+    }
+
+    #[test]
+    fn a_room_joins_everyone_and_the_larger_id_waits() {
+        let (a, b) = (peer(1), peer(2));
+        let (small, large) = if a < b { (a, b) } else { (b, a) };
+        let now = Instant::now();
+        let mut at_small = Discovery::new(small, vec![], true);
+        let mut at_large = Discovery::new(large, vec![], true);
+        at_small.discovered(large, addr(1), now);
+        at_large.discovered(small, addr(2), now);
+        assert_eq!(at_small.due(now, |_| false, no_pins).len(), 1, "smaller id dials at once");
+        assert!(at_large.due(now, |_| false, no_pins).is_empty(), "larger id waits");
+        assert!(at_large.due(now + TIE_BREAK_DELAY, |_| true, no_pins).is_empty(), "not if connected by then");
+        assert_eq!(at_large.due(now + TIE_BREAK_DELAY, |_| false, no_pins).len(), 1, "but if not, it dials");
+    }
+
+    #[test]
+    fn an_unpinned_wanted_name_probes_unknown_peers_only() {
+        let (me, stranger) = (peer(1), peer(2));
+        let mut discovery = Discovery::new(me, vec!["bob".into()], false);
+        assert!(discovery.wants(&stranger, no_pins), "unknown name: probe");
+        discovery.learned(stranger, "carol");
+        assert!(!discovery.wants(&stranger, no_pins), "known to be someone else");
+        discovery.learned(stranger, "bob");
+        assert!(discovery.wants(&stranger, no_pins));
+    }
+
+    #[test]
+    fn a_pinned_name_resolves_only_to_its_key() {
+        let (me, bob, impostor) = (peer(1), peer(2), peer(3));
+        let bob_author = identity::author_of(&bob).unwrap();
+        let pins = |name: &str| (name == "bob").then_some(bob_author);
+        let mut discovery = Discovery::new(me, vec!["bob".into()], false);
+        assert!(discovery.wants(&bob, pins));
+        assert!(!discovery.wants(&impostor, pins), "no probing once bob is pinned");
+        discovery.learned(impostor, "bob");
+        assert!(!discovery.wants(&impostor, pins), "claiming the name is not enough");
+    }
+
+    #[test]
+    fn failed_dials_back_off_and_new_addresses_retry_promptly() {
+        let (small, large) = {
+            let (a, b) = (peer(1), peer(2));
+            if a < b { (a, b) } else { (b, a) }
+        };
+        let now = Instant::now();
+        let mut discovery = Discovery::new(small, vec![], true);
+        discovery.discovered(large, addr(1), now);
+        assert_eq!(discovery.due(now, |_| false, no_pins).len(), 1);
+        assert!(discovery.due(now + INITIAL_BACKOFF / 2, |_| false, no_pins).is_empty());
+        assert_eq!(discovery.due(now + INITIAL_BACKOFF, |_| false, no_pins).len(), 1);
+        discovery.discovered(large, addr(2), now + INITIAL_BACKOFF);
+        assert_eq!(discovery.due(now + INITIAL_BACKOFF, |_| false, no_pins).len(), 1, "new address");
+        discovery.expired(large, &addr(1));
+        discovery.expired(large, &addr(2));
+        assert!(discovery.due(now + MAX_BACKOFF * 2, |_| false, no_pins).is_empty(), "gone from the LAN");
+    }
+
+    #[test]
+    fn both_sides_keep_the_same_connection() {
+        let (a, b) = (peer(1), peer(2));
+        // Two physical connections: P dialed by a, Q dialed by b. Each side has its own ids.
+        let id = ConnectionId::new_unchecked;
+        let (a_p, a_q, b_p, b_q) = (id(1), id(2), id(3), id(4));
+        for (a_order, b_order) in [([(a_p, true), (a_q, false)], [(b_q, true), (b_p, false)]), ([(a_q, false), (a_p, true)], [(b_p, false), (b_q, true)])] {
+            let kept_at_a = keep_connection(a, b, &a_order).unwrap();
+            let kept_at_b = keep_connection(b, a, &b_order).unwrap();
+            assert_eq!(kept_at_a == a_p, kept_at_b == b_p, "both keep P or both keep Q");
+        }
+    }
+
+    #[test]
+    fn looking_for_lists_names_not_connected() {
+        let discovery = Discovery::new(peer(1), vec!["bob".into(), "carol".into()], false);
+        assert_eq!(discovery.missing_names(&["bob".into()]), vec!["carol"]);
+    }
+}

@@ -79,6 +79,11 @@ pub struct Fetch {
 
 /// Reads batches pushed by `peer` and stores them until the stream ends or misbehaves.
 pub async fn receive_from(shared: SharedRef, peer: PeerId, stream: Stream, fetches: mpsc::Sender<Fetch>) {
+    if !shared.peers().contains_key(&peer) {
+        // Not (yet) a peer we sync with, e.g. a probe: the sender retries once accepted.
+        tracing::debug!(%peer, "refusing a push stream from a peer not accepted");
+        return;
+    }
     let mut frames = FramedRead::new(stream.compat(), codec());
     while let Some(frame) = frames.next().await {
         let batch = match frame.map_err(|e| e.to_string()).and_then(|f| Batch::decode(&f).map_err(|e| e.to_string())) {

@@ -1,5 +1,8 @@
 //! Helpers for p2pchat's multi-node and end-to-end tests: start nodes in-process on
-//! 127.0.0.1 (mDNS off), run the real `p2pchat` binary, and wait for output with deadlines.
+//! 127.0.0.1 (mDNS off), run the real `p2pchat` binary (mDNS off, or inside a [`netns::Netns`]),
+//! and wait for output with deadlines.
+
+pub mod netns;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -88,11 +91,22 @@ pub struct Chat {
 }
 
 impl Chat {
-    /// Starts `p2pchat` with `args` (mDNS off, listening on 127.0.0.1 unless `args` say more).
+    /// Starts `p2pchat` with `args` and mDNS off.
     pub fn start(args: &[&str]) -> anyhow::Result<Self> {
-        let mut child = Command::new(p2pchat_binary())
-            .args(args)
-            .arg("--no-mdns")
+        let mut command = Command::new(p2pchat_binary());
+        command.args(args).arg("--no-mdns");
+        Self::spawn(command)
+    }
+
+    /// Starts `p2pchat` with `args` inside the network namespace `netns`, mDNS on.
+    pub fn start_in(netns: &netns::Netns, args: &[&str]) -> anyhow::Result<Self> {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", netns.name()]).arg(p2pchat_binary()).args(args);
+        Self::spawn(command)
+    }
+
+    fn spawn(mut command: Command) -> anyhow::Result<Self> {
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -112,6 +126,18 @@ impl Chat {
         Ok(self.stdin.flush().await?)
     }
 
+    /// Waits for stdout lines until one equals `expected`, returning the lines before it.
+    pub async fn wait_line(&mut self, expected: &str) -> anyhow::Result<Vec<String>> {
+        let mut before = Vec::new();
+        loop {
+            let line = self.next_line().await.with_context(|| format!("waiting for {expected:?} after {before:?}"))?;
+            if line == expected {
+                return Ok(before);
+            }
+            before.push(line);
+        }
+    }
+
     /// Waits for the next stdout line.
     pub async fn next_line(&mut self) -> anyhow::Result<String> {
         let line = tokio::time::timeout(DEADLINE, self.stdout.next_line()).await.context("timed out waiting for stdout")??;
@@ -120,7 +146,12 @@ impl Chat {
 
     /// Waits for a stderr line starting with `prefix`, returning it.
     pub async fn wait_stderr(&mut self, prefix: &str) -> anyhow::Result<String> {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
+        self.wait_stderr_within(prefix, DEADLINE).await
+    }
+
+    /// Waits at most `limit` for a stderr line starting with `prefix`, returning it.
+    pub async fn wait_stderr_within(&mut self, prefix: &str, limit: Duration) -> anyhow::Result<String> {
+        let deadline = tokio::time::Instant::now() + limit;
         loop {
             let line = tokio::time::timeout_at(deadline, self.stderr.next_line())
                 .await
@@ -130,6 +161,23 @@ impl Chat {
                 return Ok(line);
             }
         }
+    }
+
+    /// Reads the stderr lines already printed or printed within `wait`.
+    pub async fn drain_stderr(&mut self, wait: Duration) -> Vec<String> {
+        let mut lines = Vec::new();
+        while let Ok(Ok(Some(line))) = tokio::time::timeout(wait, self.stderr.next_line()).await {
+            lines.push(line);
+        }
+        lines
+    }
+
+    /// The peer id in the `info> listening on …/p2p/<id>` line, and the TCP port.
+    pub async fn identity(&mut self) -> anyhow::Result<(String, u16)> {
+        let addr = self.listen_addr().await?;
+        let peer = addr.rsplit('/').next().unwrap_or_default().to_owned();
+        let port = addr.split('/').nth(4).and_then(|p| p.parse().ok()).context("no tcp port")?;
+        Ok((peer, port))
     }
 
     /// Waits for the `info> listening on …` line and returns its address.

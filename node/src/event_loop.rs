@@ -25,7 +25,7 @@ use crate::behaviour::{Behaviour, BehaviourEvent};
 use crate::dial::Redialer;
 use crate::discovery::{Discovery, keep_connection};
 use crate::push::{self, Fetch};
-use crate::shared::{PeerState, SharedRef};
+use crate::shared::{CatchUp, PeerState, SharedRef};
 use crate::{Event, PeerSpec, identity};
 
 /// How often the node says which wanted names it has not found yet.
@@ -173,8 +173,11 @@ impl EventLoop {
         let store = &self.shared.store;
         dials.extend(self.discovery.due(now, |peer| connections.contains_key(peer), |name| store.pinned(name)));
         for dial in dials {
+            let id = dial.connection_id();
             if let Err(e) = self.swarm.dial(dial) {
+                // No OutgoingConnectionError follows a dial refused at once: back off here.
                 tracing::debug!("dial not started: {e}");
+                self.redialer.dial_failed(id);
             }
         }
     }
@@ -346,15 +349,27 @@ impl EventLoop {
             let _ = self.swarm.disconnect_peer_id(peer);
             return;
         }
+        let first_hello = !self.accepted.contains(&peer);
         {
             let mut peers = self.shared.peers();
             let state = peers.entry(peer).or_insert_with(PeerState::default);
             state.name = Some(hello.name.clone());
             p2pchat_protocol::sync::merge(&mut state.heads, &heads);
+            if first_hello {
+                let store = &self.shared.store;
+                state.catch_up = CatchUp::new(&store.heads(), &heads, |author| store.is_frozen(author));
+            }
         }
-        if self.accepted.insert(peer) {
+        if first_hello {
+            self.accepted.insert(peer);
             let name = self.display_claim(&peer, &hello.name);
             self.shared.emit(Event::Connected { peer, name });
+            let catching_up = self.shared.peers().get(&peer).is_some_and(|state| state.catch_up.is_some());
+            if catching_up {
+                self.shared.report_catch_up();
+            } else {
+                self.shared.emit(Event::SyncComplete { peer, name: hello.name.clone(), received: 0 });
+            }
         }
         if !self.pushers.contains_key(&peer) {
             let shared = self.shared.clone();

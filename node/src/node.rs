@@ -44,6 +44,28 @@ pub enum Event {
         /// The name it had claimed, if it said hello.
         name: Option<String>,
     },
+    /// Catching up on what a peer announced in its hello: `received` of `total` entries are
+    /// now held (reported after each stored batch).
+    SyncProgress {
+        /// The peer.
+        peer: PeerId,
+        /// The name it claims.
+        name: String,
+        /// Entries held so far of those missing at the hello.
+        received: u64,
+        /// Entries missing at the hello.
+        total: u64,
+    },
+    /// The node holds everything a peer announced in its hello (`received` is 0 when it was
+    /// in sync already).
+    SyncComplete {
+        /// The peer.
+        peer: PeerId,
+        /// The name it claims.
+        name: String,
+        /// Entries that were missing at the hello.
+        received: u64,
+    },
     /// Something the user should know about: a rejected entry, a fork, a bad peer.
     Warning {
         /// What happened, in words.

@@ -5,11 +5,14 @@
 //! hold, sends the difference in bounded batches, then sleeps until the store changes. Writes
 //! wait for the peer (backpressure) and nothing is queued in memory beyond one batch.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use libp2p::{PeerId, Stream, StreamProtocol};
 use p2pchat_protocol::limits::{BATCH_BYTE_BUDGET, MAX_BATCH_ENTRIES, MAX_FRAME_BYTES};
-use p2pchat_protocol::sync::missing;
+use p2pchat_protocol::Heads;
+use p2pchat_protocol::sync::{merge, missing};
 use p2pchat_protocol::wire::{Batch, PUSH_PROTOCOL, RangeRequest};
 use p2pchat_protocol::{Author, Entry, ValidationError};
 use serde_bytes::ByteBuf;
@@ -26,19 +29,28 @@ pub fn protocol() -> StreamProtocol {
     StreamProtocol::new(PUSH_PROTOCOL)
 }
 
+/// How long an incoming push stream waits for its peer's hello to be accepted.
+const ACCEPT_WAIT: Duration = Duration::from_secs(2);
+
 fn codec() -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder().length_field_length(4).max_frame_length(MAX_FRAME_BYTES).new_codec()
 }
 
 /// Sends `peer` everything it lacks, for as long as the stream and the peer last.
+///
+/// What the peer holds is known from its hello and from what it sent us; what this stream sent
+/// is added on top, but only for the life of the stream: entries written to a stream that then
+/// failed may not have arrived, so a new stream starts again from what is known for sure.
 pub async fn push_to(shared: SharedRef, peer: PeerId, stream: Stream) {
     let mut frames = FramedWrite::new(stream.compat_write(), codec());
     let mut changed = shared.changed.subscribe();
+    let mut sent = Heads::new();
     loop {
         changed.borrow_and_update();
-        let Some(theirs) = shared.peers().get(&peer).map(|state| state.heads.clone()) else {
+        let Some(mut theirs) = shared.peers().get(&peer).map(|state| state.heads.clone()) else {
             return; // the peer left
         };
+        merge(&mut theirs, &sent);
         let ranges = missing(&shared.store.heads(), &theirs);
         let mut sent_any = false;
         for range in ranges.iter().filter(|range| !shared.store.is_frozen(&range.author)) {
@@ -55,11 +67,12 @@ pub async fn push_to(shared: SharedRef, peer: PeerId, stream: Stream) {
                 author: range.author,
                 entries: entries.iter().map(|e| ByteBuf::from(e.envelope().to_vec())).collect(),
             };
+            tracing::debug!(%peer, author = ?range.author, from = range.from, to = last, "pushing");
             if let Err(e) = frames.send(Bytes::from(batch.encode())).await {
                 tracing::debug!(%peer, "push stream closed: {e}");
                 return;
             }
-            shared.peer_has(&peer, range.author, last);
+            sent.insert(range.author, last);
             sent_any = true;
         }
         if !sent_any && changed.changed().await.is_err() {
@@ -79,10 +92,15 @@ pub struct Fetch {
 
 /// Reads batches pushed by `peer` and stores them until the stream ends or misbehaves.
 pub async fn receive_from(shared: SharedRef, peer: PeerId, stream: Stream, fetches: mpsc::Sender<Fetch>) {
-    if !shared.peers().contains_key(&peer) {
-        // Not (yet) a peer we sync with, e.g. a probe: the sender retries once accepted.
-        tracing::debug!(%peer, "refusing a push stream from a peer not accepted");
-        return;
+    // The peer may accept our hello before we accept its: give that a moment. A peer we do not
+    // sync with (a probe) is refused; the connection is about to close anyway.
+    let deadline = tokio::time::Instant::now() + ACCEPT_WAIT;
+    while !shared.peers().contains_key(&peer) {
+        if tokio::time::Instant::now() >= deadline {
+            tracing::debug!(%peer, "refusing a push stream from a peer not accepted");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut frames = FramedRead::new(stream.compat(), codec());
     while let Some(frame) = frames.next().await {
@@ -112,6 +130,7 @@ pub fn absorb(shared: &SharedRef, peer: PeerId, batch: Batch) -> Option<Fetch> {
             shared.peer_has(&peer, author, last.seq());
         }
     }
+    tracing::debug!(%peer, ?author, entries = batch.entries.len(), "received a batch");
     let inserted = match shared.store.insert_remote(author, batch.entries.into_iter().map(|e| Bytes::from(e.into_vec()))) {
         Ok(inserted) => inserted,
         Err(e) => {
@@ -119,9 +138,11 @@ pub fn absorb(shared: &SharedRef, peer: PeerId, batch: Batch) -> Option<Fetch> {
             return None;
         }
     };
+    tracing::debug!(%peer, ?author, stored = inserted.stored.len(), rejected = ?inserted.rejected, "absorbed");
     shared.peer_has(&peer, author, inserted.held_through);
     if !inserted.stored.is_empty() {
         shared.notify_changed();
+        shared.report_catch_up();
     }
     match inserted.rejected {
         None => None,

@@ -20,6 +20,36 @@ pub struct PeerState {
     /// For each log, the highest seq the peer is known to hold (from its hello, from what it
     /// sent us, and from what we sent it). Nothing at or below these is ever sent to it.
     pub heads: Heads,
+    /// The catch-up on what the peer's hello announced, while it is not complete.
+    pub catch_up: Option<CatchUp>,
+}
+
+/// Progress towards holding everything a peer announced in its hello.
+#[derive(Debug)]
+pub struct CatchUp {
+    /// The heads to reach (only the logs where the peer was ahead).
+    pub target: Heads,
+    /// Entries missing when the hello arrived.
+    pub total: u64,
+}
+
+impl CatchUp {
+    /// What we lack of `theirs`, given our heads; `None` when we lack nothing.
+    pub fn new(ours: &Heads, theirs: &Heads, skip: impl Fn(&p2pchat_protocol::Author) -> bool) -> Option<Self> {
+        let target: Heads = theirs
+            .iter()
+            .filter(|(author, seq)| **seq > ours.get(author).copied().unwrap_or(0) && !skip(author))
+            .map(|(author, seq)| (*author, *seq))
+            .collect();
+        let catch_up = CatchUp { total: 0, target };
+        let total = catch_up.remaining(ours);
+        (total > 0).then_some(CatchUp { total, ..catch_up })
+    }
+
+    /// Entries still missing, given our heads.
+    pub fn remaining(&self, ours: &Heads) -> u64 {
+        self.target.iter().map(|(author, seq)| seq.saturating_sub(ours.get(author).copied().unwrap_or(0))).sum()
+    }
 }
 
 /// The node's shared core.
@@ -55,6 +85,27 @@ impl Shared {
     /// Wakes everything that follows the store.
     pub fn notify_changed(&self) {
         self.changed.send_replace(());
+    }
+
+    /// Reports catch-up progress for every peer with one under way; call after storing entries.
+    pub fn report_catch_up(&self) {
+        let ours = self.store.heads();
+        let mut events = Vec::new();
+        for (peer, state) in self.peers().iter_mut() {
+            let Some(catch_up) = &state.catch_up else { continue };
+            let remaining = catch_up.remaining(&ours);
+            let name = state.name.clone().unwrap_or_default();
+            let received = catch_up.total - remaining.min(catch_up.total);
+            if remaining == 0 {
+                events.push(Event::SyncComplete { peer: *peer, name, received });
+                state.catch_up = None;
+            } else {
+                events.push(Event::SyncProgress { peer: *peer, name, received, total: catch_up.total });
+            }
+        }
+        for event in events {
+            self.emit(event);
+        }
     }
 
     /// Appends an entry to the node's own log, durably, and wakes the pushers and feeds.

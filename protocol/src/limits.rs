@@ -20,3 +20,6 @@ pub const MAX_REQUEST_BYTES: usize = 256 * 1024 + MAX_HELLO_HEADS * 96;
 pub const MAX_RESPONSE_BYTES: usize = MAX_FRAME_BYTES + 64 * 1024;
 /// Largest lamport clock accepted (2^53: far beyond any real chat, and never near overflow).
 pub const MAX_LAMPORT: u64 = 1 << 53;
+/// A node's own clock follows the clocks it has seen only up to this (2^52). Someone relaying an
+/// entry with an absurd clock cannot push everyone else's next entries past [`MAX_LAMPORT`].
+pub const LAMPORT_FOLLOW_LIMIT: u64 = 1 << 52;

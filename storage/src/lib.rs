@@ -21,6 +21,7 @@ use std::sync::{Mutex, MutexGuard, RwLock};
 
 use bytes::Bytes;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use p2pchat_protocol::limits::LAMPORT_FOLLOW_LIMIT;
 use p2pchat_protocol::validate::{check_known, check_next};
 use p2pchat_protocol::wire::HeadInfo;
 use p2pchat_protocol::{Author, Body, DecodeError, Draft, Entry, Heads, SigningKey, ValidationError};
@@ -302,15 +303,16 @@ impl Store {
         let _writing = lock(&self.writer);
         let author = Author::of(key);
         let seq = self.head_seq(&author);
-        let prev = match seq {
+        let last = match seq {
             0 => None,
             seq => Some(
                 self.get(&author, seq)?
-                    .ok_or_else(|| StoreError::Corrupt(format!("own entry {seq} is missing")))?
-                    .hash(),
+                    .ok_or_else(|| StoreError::Corrupt(format!("own entry {seq} is missing")))?,
             ),
         };
-        let draft = Draft { seq: seq + 1, prev, timestamp, lamport: self.max_lamport() + 1, body };
+        let seen = self.max_lamport().min(LAMPORT_FOLLOW_LIMIT);
+        let lamport = last.as_ref().map_or(0, Entry::lamport).max(seen) + 1;
+        let draft = Draft { seq: seq + 1, prev: last.map(|e| e.hash()), timestamp, lamport, body };
         let entry = Entry::sign(key, draft)?;
         let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
         let mut new_pins = NewPins::new();

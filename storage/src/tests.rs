@@ -225,3 +225,18 @@ fn first_key_seen_for_a_name_is_pinned_and_kept_across_restarts() {
     assert_eq!(store.pinned("carol"), Some(Author::of(&mallory)));
     assert_eq!(store.name(&Author::of(&mallory)).as_deref(), Some("bob"));
 }
+
+#[test]
+fn an_absurd_remote_clock_does_not_drag_our_own_past_the_limit() {
+    use p2pchat_protocol::limits::{LAMPORT_FOLLOW_LIMIT, MAX_LAMPORT};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (me, other) = (key(1), key(2));
+    store.append_own(&me, profile("me"), 1).unwrap();
+    let absurd = Entry::sign(&other, Draft { seq: 1, prev: None, timestamp: 1, lamport: MAX_LAMPORT, body: profile("x") }).unwrap();
+    assert!(store.insert_remote(Author::of(&other), [absurd.envelope().clone()]).unwrap().rejected.is_none());
+    let next = store.append_own(&me, text("still fine"), 2).unwrap();
+    assert_eq!(next.lamport(), LAMPORT_FOLLOW_LIMIT + 1);
+    let after = store.append_own(&me, text("and again"), 3).unwrap();
+    assert_eq!(after.lamport(), LAMPORT_FOLLOW_LIMIT + 2, "own clock still grows");
+}

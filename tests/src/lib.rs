@@ -6,14 +6,15 @@ pub mod netns;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use libp2p::Multiaddr;
 use p2pchat_node::{Message, MessageFeed, Node, PeerSpec};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::sync::mpsc;
 
 /// How long any single wait in a test may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(20);
@@ -80,14 +81,18 @@ pub fn p2pchat_binary() -> &'static Path {
 
 /// A running `p2pchat` process with its stdin, stdout and stderr.
 pub struct Chat {
+    /// The `--name` it was started with, for error messages.
+    pub name: String,
     /// The process (killed on drop).
     pub child: Child,
     /// Write lines here to send them.
     pub stdin: ChildStdin,
     /// `NAME> TEXT` lines.
     pub stdout: Lines<BufReader<ChildStdout>>,
-    /// `info> …` lines.
-    pub stderr: Lines<BufReader<ChildStderr>>,
+    /// `info> …` lines (and logs, with `RUST_LOG`), as they come.
+    stderr: mpsc::Receiver<String>,
+    /// Every stderr line so far, for error messages.
+    stderr_log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Chat {
@@ -95,27 +100,40 @@ impl Chat {
     pub fn start(args: &[&str]) -> anyhow::Result<Self> {
         let mut command = Command::new(p2pchat_binary());
         command.args(args).arg("--no-mdns");
-        Self::spawn(command)
+        Self::spawn(command, args)
     }
 
     /// Starts `p2pchat` with `args` inside the network namespace `netns`, mDNS on.
     pub fn start_in(netns: &netns::Netns, args: &[&str]) -> anyhow::Result<Self> {
         let mut command = Command::new("ip");
         command.args(["netns", "exec", netns.name()]).arg(p2pchat_binary()).args(args);
-        Self::spawn(command)
+        Self::spawn(command, args)
     }
 
-    fn spawn(mut command: Command) -> anyhow::Result<Self> {
+    fn spawn(mut command: Command, args: &[&str]) -> anyhow::Result<Self> {
+        let (stderr, stderr_log) = (mpsc::channel(100_000), Arc::new(Mutex::new(Vec::new())));
+        let (stderr_tx, stderr) = stderr;
+        let name = args.iter().skip_while(|a| **a != "--name").nth(1).unwrap_or(&"?").to_string();
         let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()?;
+        let mut lines = BufReader::new(child.stderr.take().context("stderr")?).lines();
+        let log = stderr_log.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(line.clone());
+                let _ = stderr_tx.try_send(line);
+            }
+        });
         Ok(Self {
+            name,
             stdin: child.stdin.take().context("stdin")?,
             stdout: BufReader::new(child.stdout.take().context("stdout")?).lines(),
-            stderr: BufReader::new(child.stderr.take().context("stderr")?).lines(),
+            stderr,
+            stderr_log,
             child,
         })
     }
@@ -130,12 +148,36 @@ impl Chat {
     pub async fn wait_line(&mut self, expected: &str) -> anyhow::Result<Vec<String>> {
         let mut before = Vec::new();
         loop {
-            let line = self.next_line().await.with_context(|| format!("waiting for {expected:?} after {before:?}"))?;
+            let line = self.next_line().await.with_context(|| {
+                format!("{} waiting for {expected:?} after {before:?}{}", self.name, self.stderr_tail())
+            })?;
             if line == expected {
                 return Ok(before);
             }
             before.push(line);
         }
+    }
+
+    /// Waits until every line of `expected` has appeared on stdout, in any order (entries of
+    /// different authors can arrive in any order while catching up).
+    pub async fn wait_lines_unordered(&mut self, expected: &[&str]) -> anyhow::Result<()> {
+        let mut missing: Vec<&str> = expected.to_vec();
+        let mut seen = Vec::new();
+        while !missing.is_empty() {
+            let line = self.next_line().await.with_context(|| {
+                format!("{} still waiting for {missing:?} after {seen:?}{}", self.name, self.stderr_tail())
+            })?;
+            missing.retain(|m| *m != line);
+            seen.push(line);
+        }
+        Ok(())
+    }
+
+    /// The last stderr lines, for error messages.
+    pub fn stderr_tail(&self) -> String {
+        let log = self.stderr_log.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let tail: Vec<&str> = log.iter().rev().take(40).rev().map(String::as_str).collect();
+        format!("\n--- {}'s stderr (last {} lines):\n{}", self.name, tail.len(), tail.join("\n"))
     }
 
     /// Waits for the next stdout line.
@@ -153,10 +195,11 @@ impl Chat {
     pub async fn wait_stderr_within(&mut self, prefix: &str, limit: Duration) -> anyhow::Result<String> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
-            let line = tokio::time::timeout_at(deadline, self.stderr.next_line())
+            let line = tokio::time::timeout_at(deadline, self.stderr.recv())
                 .await
-                .with_context(|| format!("timed out waiting for {prefix:?} on stderr"))??
-                .with_context(|| format!("stderr closed before {prefix:?}"))?;
+                .ok()
+                .flatten()
+                .with_context(|| format!("{} saw no {prefix:?} on stderr{}", self.name, self.stderr_tail()))?;
             if line.starts_with(prefix) {
                 return Ok(line);
             }
@@ -166,7 +209,7 @@ impl Chat {
     /// Reads the stderr lines already printed or printed within `wait`.
     pub async fn drain_stderr(&mut self, wait: Duration) -> Vec<String> {
         let mut lines = Vec::new();
-        while let Ok(Ok(Some(line))) = tokio::time::timeout(wait, self.stderr.next_line()).await {
+        while let Ok(Some(line)) = tokio::time::timeout(wait, self.stderr.recv()).await {
             lines.push(line);
         }
         lines

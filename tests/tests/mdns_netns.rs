@@ -34,8 +34,7 @@ async fn peers_find_each_other_by_name_relay_and_reconnect() -> anyhow::Result<(
 
     // carol wants only bob, and gets alice's lines through him.
     let mut carol = Chat::start_in(&netns, &["--name", "carol", "--peer", "bob", "--data-dir", &c])?;
-    carol.wait_line("alice> hello").await?;
-    carol.wait_line("bob> hi alice").await?;
+    carol.wait_lines_unordered(&["alice> hello", "bob> hi alice"]).await?;
     carol.wait_stderr("info> connected to bob (").await?;
 
     // bob leaves: alice notices within about two seconds, not at mDNS expiry.
@@ -51,8 +50,7 @@ async fn peers_find_each_other_by_name_relay_and_reconnect() -> anyhow::Result<(
     alice.wait_stderr("info> connected to bob (").await?;
     bob.say("back").await?;
     alice.wait_line("bob> back").await?;
-    carol.wait_line("alice> welcome back").await?;
-    carol.wait_line("bob> back").await?;
+    carol.wait_lines_unordered(&["alice> welcome back", "bob> back"]).await?;
     for chat in [alice, bob, carol] {
         assert!(chat.interrupt().await?);
     }

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use p2pchat_node::{Event, Node, PeerSpec};
 use p2pchat_tests::{address_of, expect_silence, start_node, take, texts};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -11,9 +12,22 @@ async fn a_late_peer_gets_earlier_lines() -> anyhow::Result<()> {
     for line in ["one", "two", "three"] {
         alice.send(line)?;
     }
-    let bob = start_node("bob", dirs.1.path(), &[address_of(&alice)]).await?;
+    let bob = Node::builder().name("bob").data_dir(dirs.1.path()).mdns(false).peer(PeerSpec::Addr(address_of(&alice)));
+    let bob = bob.listen("/ip4/127.0.0.1/tcp/0".parse()?).spawn().await?;
+    let mut events = bob.events();
     let mut feed = bob.messages();
     assert_eq!(texts(&take(&mut feed, 3).await?), ["alice> one", "alice> two", "alice> three"]);
+    // Catch-up is reported: alice's profile and three lines were missing, and now are held.
+    loop {
+        match tokio::time::timeout(p2pchat_tests::DEADLINE, events.recv()).await?? {
+            Event::SyncComplete { name, received, .. } => {
+                assert_eq!((name.as_str(), received), ("alice", 4));
+                break;
+            }
+            Event::SyncProgress { received, total, .. } => assert!(received < total && total == 4),
+            _ => {}
+        }
+    }
     alice.shutdown().await;
     bob.shutdown().await;
     Ok(())

@@ -24,9 +24,11 @@ mod discovery;
 mod event_loop;
 mod feed;
 pub mod identity;
+mod import;
 mod node;
 mod push;
 mod shared;
 
 pub use feed::MessageFeed;
+pub use import::{IMPORT_CHUNK, Imported, import};
 pub use node::{Event, Message, Node, NodeBuilder, NodeError, PeerSpec};

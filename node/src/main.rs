@@ -1,16 +1,19 @@
 //! `p2pchat`: a serverless, encrypted LAN chat. See `p2pchat --help`.
 
 mod cli;
+mod output;
 
-use std::io::Write;
+use std::collections::HashSet;
 use std::process::ExitCode;
 
 use clap::Parser;
 use p2pchat_node::{Event, Node, NodeError};
 use tokio::io::AsyncBufReadExt;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::broadcast::error::RecvError;
 
-use cli::{Cli, display};
+use cli::{ChatArgs, Cli, Command};
+use output::Output;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -21,6 +24,31 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
         )
         .init();
+    match cli.command {
+        Some(Command::Import { name, data_dir }) => import(&name, data_dir.as_ref()),
+        None => chat(cli.chat),
+    }
+}
+
+fn import(name: &str, data_dir: Option<&std::path::PathBuf>) -> ExitCode {
+    let result = cli::data_dir(name, data_dir).and_then(|dir| {
+        p2pchat_node::import(name, &dir, std::io::stdin().lock(), |line, reason| {
+            eprintln!("info> error: line {line} skipped: {reason}");
+        })
+    });
+    match result {
+        Ok(imported) => {
+            eprintln!("info> imported {} lines as {name} ({} skipped)", imported.appended, imported.skipped);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("info> error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn chat(args: ChatArgs) -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -28,37 +56,36 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(run(cli));
+    let code = runtime.block_on(run(args));
     // Stdin is read on a blocking thread that may never return; do not wait for it.
     runtime.shutdown_background();
     code
 }
 
-async fn run(cli: Cli) -> ExitCode {
-    let node = match cli.builder().map(|b| b.spawn()) {
-        Ok(spawning) => spawning.await,
+async fn run(args: ChatArgs) -> ExitCode {
+    let output = if args.json { Output::Json } else { Output::Plain };
+    let node = match args.builder() {
+        Ok(builder) => builder.spawn().await,
         Err(e) => Err(e),
     };
     let node = match node {
         Ok(node) => node,
         Err(e) => {
-            eprintln!("info> error: {e}");
+            output.error(&e.to_string());
             return ExitCode::FAILURE;
         }
     };
     let mut events = node.events();
-    let mut printed = std::collections::HashSet::new();
+    let mut printed = HashSet::new();
     for address in node.listen_addrs() {
-        eprintln!("info> listening on {address}");
+        output.event(&Event::Listening { address: address.clone() });
         printed.insert(address);
     }
 
     let mut messages = node.messages();
     let printer = tokio::spawn(async move {
-        let mut stdout = std::io::stdout();
         while let Some(message) = messages.next().await {
-            let line = format!("{}> {}\n", display(&message.name), display(&message.text));
-            if stdout.write_all(line.as_bytes()).and_then(|()| stdout.flush()).is_err() {
+            if !output.message(&message) {
                 break;
             }
         }
@@ -69,7 +96,7 @@ async fn run(cli: Cli) -> ExitCode {
     let (mut sigint, mut sigterm) = match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
         (Ok(int), Ok(term)) => (int, term),
         _ => {
-            eprintln!("info> error: cannot install signal handlers");
+            output.error("cannot install signal handlers");
             return ExitCode::FAILURE;
         }
     };
@@ -77,34 +104,23 @@ async fn run(cli: Cli) -> ExitCode {
         tokio::select! {
             line = lines.next_line(), if stdin_open => match line {
                 Ok(Some(line)) => {
-                    if let Err(code) = send_line(&node, &line) {
+                    if let Err(code) = send_line(&node, output, &line) {
                         break code;
                     }
                 }
                 Ok(None) | Err(_) => stdin_open = false, // keep relaying without input
             },
             event = events.recv() => match event {
-                Ok(Event::Listening { address }) => {
-                    if printed.insert(address.clone()) {
-                        eprintln!("info> listening on {address}");
-                    }
-                }
-                Ok(Event::LookingFor { name }) => eprintln!("info> looking for {} on the LAN…", display(&name)),
-                Ok(Event::Connected { peer, name }) => eprintln!("info> connected to {} ({peer})", display(&name)),
-                Ok(Event::Disconnected { peer, name }) => match name {
-                    Some(name) => eprintln!("info> disconnected from {}", display(&name)),
-                    None => eprintln!("info> disconnected from {peer}"),
-                },
-                Ok(Event::Warning { message }) => eprintln!("info> warning: {}", display(&message)),
+                Ok(Event::Listening { address }) if !printed.insert(address.clone()) => {}
                 Ok(Event::Error { message }) => {
-                    eprintln!("info> error: {message}; stopping");
+                    output.error(&format!("{message}; stopping"));
                     break ExitCode::FAILURE;
                 }
-                Ok(_) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    eprintln!("info> warning: {n} status messages were skipped");
+                Ok(event) => output.event(&event),
+                Err(RecvError::Lagged(n)) => {
+                    output.event(&Event::Warning { message: format!("{n} status messages were skipped") });
                 }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => break ExitCode::FAILURE,
+                Err(RecvError::Closed) => break ExitCode::FAILURE,
             },
             _ = sigint.recv() => break ExitCode::SUCCESS,
             _ = sigterm.recv() => break ExitCode::SUCCESS,
@@ -116,7 +132,7 @@ async fn run(cli: Cli) -> ExitCode {
 }
 
 /// Sends one typed line; a storage failure is fatal (`Err` with the exit code).
-fn send_line(node: &Node, line: &str) -> Result<(), ExitCode> {
+fn send_line(node: &Node, output: Output, line: &str) -> Result<(), ExitCode> {
     let text = line.trim_end_matches('\r');
     if text.trim().is_empty() {
         return Ok(());
@@ -124,11 +140,11 @@ fn send_line(node: &Node, line: &str) -> Result<(), ExitCode> {
     match node.send(text) {
         Ok(_) => Ok(()),
         Err(NodeError::Invalid(e)) => {
-            eprintln!("info> error: line not sent: {e}");
+            output.error(&format!("line not sent: {e}"));
             Ok(())
         }
         Err(e) => {
-            eprintln!("info> error: {e}; stopping");
+            output.error(&format!("{e}; stopping"));
             Err(ExitCode::FAILURE)
         }
     }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use libp2p::{Multiaddr, PeerId};
 use p2pchat_protocol::entry::check_name;
-use p2pchat_protocol::{Author, Body, DecodeError};
+use p2pchat_protocol::{Author, Body, DecodeError, SigningKey};
 use p2pchat_storage::{Store, StoreError};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -199,18 +199,11 @@ impl NodeBuilder {
     /// address.
     pub async fn spawn(self) -> Result<Node, NodeError> {
         let name = self.name.unwrap_or_default();
-        check_name(&name).map_err(NodeError::Name)?;
         let dir = self.data_dir.ok_or(NodeError::NoDataDir)?;
-        create_private_dir(&dir)?;
-        let key = identity::load_or_create(&dir)?;
-        let store = Store::open(&dir.join("store"))?;
+        let (key, store) = open_data_dir(&name, &dir)?;
         let (changed, _) = watch::channel(());
         let (events, _) = broadcast::channel(1024);
         let shared = Arc::new(Shared { store, key, changed, peers: Mutex::new(HashMap::new()), events });
-        let own = shared.author();
-        if shared.store.name(&own).as_deref() != Some(name.as_str()) {
-            shared.append(Body::Profile { name: name.clone() })?;
-        }
 
         let mut swarm = behaviour::build_swarm(&shared.key, !self.no_mdns).map_err(|e| NodeError::Network(e.to_string()))?;
         let mut listeners = Vec::new();
@@ -228,6 +221,19 @@ impl NodeBuilder {
         ready_rx.await.map_err(|_| NodeError::Stopped)?.map_err(NodeError::Network)?;
         Ok(Node { shared, peer_id, commands, task, listen_addrs })
     }
+}
+
+/// Opens (creating on first use) the data directory of user `name`: its key and its store, with
+/// the user's profile entry written if the name is new.
+pub(crate) fn open_data_dir(name: &str, dir: &std::path::Path) -> Result<(SigningKey, Store), NodeError> {
+    check_name(name).map_err(NodeError::Name)?;
+    create_private_dir(dir)?;
+    let key = identity::load_or_create(dir)?;
+    let store = Store::open(&dir.join("store"))?;
+    if store.name(&Author::of(&key)).as_deref() != Some(name) {
+        store.append_own(&key, Body::Profile { name: name.to_owned() }, crate::shared::now_ms())?;
+    }
+    Ok((key, store))
 }
 
 fn create_private_dir(dir: &std::path::Path) -> Result<(), NodeError> {

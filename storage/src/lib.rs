@@ -300,10 +300,23 @@ impl Store {
     /// Signs `body` as the next entry of `key`'s own log and stores it durably (fsynced)
     /// before returning it.
     pub fn append_own(&self, key: &SigningKey, body: Body, timestamp: u64) -> Result<Entry, StoreError> {
+        let mut entries = self.append_own_many(key, [body], timestamp)?;
+        entries.pop().ok_or_else(|| StoreError::Corrupt("append stored nothing".into()))
+    }
+
+    /// Signs `bodies` as the next entries of `key`'s own log and stores them all in one atomic,
+    /// fsynced batch (group commit): one disk sync however many entries. A body that breaks a
+    /// limit fails the whole call and nothing is stored.
+    pub fn append_own_many(
+        &self,
+        key: &SigningKey,
+        bodies: impl IntoIterator<Item = Body>,
+        timestamp: u64,
+    ) -> Result<Vec<Entry>, StoreError> {
         let _writing = lock(&self.writer);
         let author = Author::of(key);
         let seq = self.head_seq(&author);
-        let last = match seq {
+        let mut last = match seq {
             0 => None,
             seq => Some(
                 self.get(&author, seq)?
@@ -311,16 +324,25 @@ impl Store {
             ),
         };
         let seen = self.max_lamport().min(LAMPORT_FOLLOW_LIMIT);
-        let lamport = last.as_ref().map_or(0, Entry::lamport).max(seen) + 1;
-        let draft = Draft { seq: seq + 1, prev: last.map(|e| e.hash()), timestamp, lamport, body };
-        let entry = Entry::sign(key, draft)?;
         let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
         let mut new_pins = NewPins::new();
-        self.put(&mut batch, &entry, &mut new_pins);
-        batch.insert(&self.heads, author.as_bytes().to_vec(), entry.seq().to_be_bytes().to_vec());
+        let mut entries = Vec::new();
+        for body in bodies {
+            let lamport = last.as_ref().map_or(0, Entry::lamport).max(seen) + 1;
+            let seq = last.as_ref().map_or(0, Entry::seq) + 1;
+            let draft = Draft { seq, prev: last.as_ref().map(Entry::hash), timestamp, lamport, body };
+            let entry = Entry::sign(key, draft)?;
+            self.put(&mut batch, &entry, &mut new_pins);
+            last = Some(entry.clone());
+            entries.push(entry);
+        }
+        let Some(last) = last.filter(|_| !entries.is_empty()) else {
+            return Ok(entries);
+        };
+        batch.insert(&self.heads, author.as_bytes().to_vec(), last.seq().to_be_bytes().to_vec());
         batch.commit()?;
-        self.update_cache(author, std::slice::from_ref(&entry), false, new_pins);
-        Ok(entry)
+        self.update_cache(author, &entries, false, new_pins);
+        Ok(entries)
     }
 
     /// Adds `entry` to `batch`: the entry, its order row, and for a profile the author's name

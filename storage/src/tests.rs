@@ -240,3 +240,25 @@ fn an_absurd_remote_clock_does_not_drag_our_own_past_the_limit() {
     let after = store.append_own(&me, text("and again"), 3).unwrap();
     assert_eq!(after.lamport(), LAMPORT_FOLLOW_LIMIT + 2, "own clock still grows");
 }
+
+#[test]
+fn group_commit_appends_a_valid_chain_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let k = key(1);
+    store.append_own(&k, profile("alice"), 1).unwrap();
+    let lines = (0..100).map(|i| text(&format!("line {i}")));
+    let entries = store.append_own_many(&k, lines, 2).unwrap();
+    assert_eq!(entries.len(), 100);
+    assert_eq!(store.head_seq(&Author::of(&k)), 101);
+    // The chain is valid as a peer would check it.
+    let other = tempfile::tempdir().unwrap();
+    let copy = Store::open(other.path()).unwrap();
+    let all = store.range(&Author::of(&k), 1, 1000, usize::MAX).unwrap();
+    let inserted = copy.insert_remote(Author::of(&k), envelopes(&all)).unwrap();
+    assert_eq!((inserted.stored.len(), inserted.rejected), (101, None));
+    // One bad body and nothing is stored.
+    let bad = [text("fine"), text(&"x".repeat(p2pchat_protocol::limits::MAX_TEXT_BYTES + 1))];
+    assert!(store.append_own_many(&k, bad, 3).is_err());
+    assert_eq!(store.head_seq(&Author::of(&k)), 101);
+}

@@ -1,0 +1,77 @@
+//! Filling a user's log from text, without starting the network.
+
+use std::io::BufRead;
+use std::path::Path;
+
+use p2pchat_protocol::Body;
+
+use crate::node::open_data_dir;
+use crate::shared::now_ms;
+use crate::NodeError;
+
+/// Lines appended per group commit (one fsync each).
+pub const IMPORT_CHUNK: usize = 10_000;
+
+/// What an import did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Imported {
+    /// Lines appended as messages.
+    pub appended: u64,
+    /// Lines refused (too long); each is reported through `on_skip`.
+    pub skipped: u64,
+}
+
+/// Appends each non-empty line of `lines` as a message of user `name`, whose data lives in
+/// `dir`, in group commits of [`IMPORT_CHUNK`]. The node must not be running (the data
+/// directory lock makes sure). A line that breaks a limit is skipped and passed to `on_skip`
+/// with its 1-based line number and the reason; every other line is stored.
+pub fn import(
+    name: &str,
+    dir: &Path,
+    lines: impl BufRead,
+    mut on_skip: impl FnMut(u64, &str),
+) -> Result<Imported, NodeError> {
+    let (key, store) = open_data_dir(name, dir)?;
+    let mut imported = Imported::default();
+    let mut chunk = Vec::with_capacity(IMPORT_CHUNK);
+    for (number, line) in lines.lines().enumerate() {
+        let line = line.map_err(|e| NodeError::Network(format!("reading input: {e}")))?;
+        let text = line.trim_end_matches('\r');
+        if text.trim().is_empty() {
+            continue;
+        }
+        let body = Body::Text { text: text.to_owned() };
+        if let Err(e) = body.check_limits() {
+            on_skip(number as u64 + 1, &e.to_string());
+            imported.skipped += 1;
+            continue;
+        }
+        chunk.push(body);
+        if chunk.len() == IMPORT_CHUNK {
+            imported.appended += store.append_own_many(&key, chunk.drain(..), now_ms())?.len() as u64;
+        }
+    }
+    imported.appended += store.append_own_many(&key, chunk, now_ms())?.len() as u64;
+    Ok(imported)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn imports_lines_skipping_blank_and_oversized_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = "x".repeat(p2pchat_protocol::limits::MAX_TEXT_BYTES + 1);
+        let input = format!("one\n\n two \n{long}\nthree\r\n");
+        let mut skipped = Vec::new();
+        let imported = import("alice", dir.path(), input.as_bytes(), |n, _| skipped.push(n)).unwrap();
+        assert_eq!(imported, Imported { appended: 3, skipped: 1 });
+        assert_eq!(skipped, [4]);
+        let (key, store) = open_data_dir("alice", dir.path()).unwrap();
+        let author = p2pchat_protocol::Author::of(&key);
+        assert_eq!(store.head_seq(&author), 4, "profile + three lines");
+        let texts: Vec<_> = store.range(&author, 2, 10, usize::MAX).unwrap().iter().map(|e| e.body().clone()).collect();
+        assert_eq!(texts[1], Body::Text { text: " two ".into() });
+    }
+}

@@ -1,30 +1,44 @@
 //! The message feed: every text entry exactly once, stored history first, then live.
 //!
-//! The feed follows the store rather than a queue of events: it keeps, for each author, the
-//! last seq it has delivered, and on every store change reads what lies beyond. Nothing can be
-//! missed or repeated, however fast entries arrive or however slowly the reader reads.
+//! The feed follows the store rather than a queue of events. It first pages through the merged
+//! history as it stood when the feed started (up to the heads of that moment); then it keeps,
+//! for each author, the last seq it has delivered and, on every store change, reads what lies
+//! beyond. Nothing can be missed or repeated, however fast entries arrive or however slowly the
+//! reader reads, and memory stays at one page.
 
 use std::collections::VecDeque;
 use std::sync::Weak;
 
 use p2pchat_protocol::{Body, Entry, Heads};
-use p2pchat_protocol::limits::MAX_BATCH_ENTRIES;
+use p2pchat_storage::HistoryPos;
 use tokio::sync::watch;
 
 use crate::Message;
 use crate::shared::Shared;
 
+/// Entries read per page of history.
+const PAGE: usize = 1024;
+
+enum Phase {
+    /// Not started: the heads are taken at the first read.
+    Start,
+    /// Paging through the history up to `heads`, after `pos`.
+    History { heads: Heads, pos: Option<HistoryPos> },
+    /// Following the store; everything up to `delivered` has been delivered.
+    Live { delivered: Heads },
+}
+
 /// A stream of chat messages; see the module docs.
 pub struct MessageFeed {
     shared: Weak<Shared>,
     changed: watch::Receiver<()>,
-    delivered: Option<Heads>,
+    phase: Phase,
     queue: VecDeque<Message>,
 }
 
 impl MessageFeed {
     pub(crate) fn new(shared: Weak<Shared>, changed: watch::Receiver<()>) -> Self {
-        Self { shared, changed, delivered: None, queue: VecDeque::new() }
+        Self { shared, changed, phase: Phase::Start, queue: VecDeque::new() }
     }
 
     /// The next message, waiting for one if needed; `None` once the node has stopped or its
@@ -41,37 +55,46 @@ impl MessageFeed {
         }
     }
 
-    /// Reads undelivered entries into the queue; `Some(true)` if it found any.
+    /// Reads undelivered entries into the queue; `Some(true)` if there may be more to read
+    /// without waiting.
     fn refill(&mut self) -> Option<bool> {
         let shared = self.shared.upgrade()?;
-        let heads = shared.store.heads();
-        let mut entries = Vec::new();
-        match &self.delivered {
-            None => {
-                for entry in shared.store.history() {
-                    let entry = entry.ok()?;
-                    if entry.seq() <= heads.get(&entry.author()).copied().unwrap_or(0) {
-                        entries.push(entry);
-                    }
-                }
+        let (entries, more) = match std::mem::replace(&mut self.phase, Phase::Start) {
+            Phase::Start => {
+                self.phase = Phase::History { heads: shared.store.heads(), pos: None };
+                return Some(true);
             }
-            Some(delivered) => {
-                for (author, &head) in &heads {
-                    let mut next = delivered.get(author).copied().unwrap_or(0) + 1;
-                    while next <= head {
-                        let chunk = shared.store.range(author, next, MAX_BATCH_ENTRIES, usize::MAX).ok()?;
+            Phase::History { heads, pos } => {
+                let (page, last) = shared.store.history_page(pos.as_ref(), PAGE).ok()?;
+                let held = |e: &Entry| e.seq() <= heads.get(&e.author()).copied().unwrap_or(0);
+                let entries: Vec<Entry> = page.into_iter().filter(held).collect();
+                self.phase = match last {
+                    Some(pos) => Phase::History { heads, pos: Some(pos) },
+                    None => Phase::Live { delivered: heads },
+                };
+                (entries, true)
+            }
+            Phase::Live { mut delivered } => {
+                // At most a page per refill, so a reader slower than a big catch-up does not
+                // pull the whole backlog into memory.
+                let mut entries = Vec::new();
+                for (author, head) in shared.store.heads() {
+                    let done = delivered.entry(author).or_default();
+                    while *done < head && entries.len() < PAGE {
+                        let chunk = shared.store.range(&author, *done + 1, PAGE - entries.len(), usize::MAX).ok()?;
                         let Some(last) = chunk.last() else { break };
-                        next = last.seq() + 1;
-                        entries.extend(chunk.into_iter().filter(|e| e.seq() <= head));
+                        *done = last.seq();
+                        entries.extend(chunk);
                     }
                 }
                 entries.sort_by_key(|e| (e.lamport(), e.author(), e.seq()));
+                self.phase = Phase::Live { delivered };
+                let found = !entries.is_empty();
+                (entries, found)
             }
-        }
-        self.delivered = Some(heads);
-        let found = !entries.is_empty();
+        };
         self.queue.extend(entries.iter().filter_map(|entry| message(&shared, entry)));
-        Some(found)
+        Some(more)
     }
 }
 

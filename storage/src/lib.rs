@@ -80,6 +80,10 @@ pub enum Pin {
     Conflict(Author),
 }
 
+/// A position in the merged history (see [`Store::history_page`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HistoryPos([u8; 48]);
+
 /// Pins that a write batch is about to add (so a batch with two claims pins the first).
 type NewPins = BTreeMap<String, Author>;
 
@@ -256,6 +260,34 @@ impl Store {
             out.push(decode_stored(&value)?);
         }
         Ok(out)
+    }
+
+    /// Up to `limit` entries of the merged history that come after position `after` (from the
+    /// start if `None`), with the position of the last one returned (to pass as the next
+    /// `after`). Pages keep memory flat however long the history.
+    pub fn history_page(
+        &self,
+        after: Option<&HistoryPos>,
+        limit: usize,
+    ) -> Result<(Vec<Entry>, Option<HistoryPos>), StoreError> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(pos) => Bound::Excluded(pos.0.to_vec()),
+            None => Bound::Unbounded,
+        };
+        let mut entries = Vec::new();
+        let mut last = None;
+        for row in self.order.range::<Vec<u8>, _>((start, Bound::Unbounded)).take(limit) {
+            let key = row.key()?;
+            let pos: [u8; 48] = key[..].try_into().map_err(|_| StoreError::Corrupt("bad order key".into()))?;
+            let author = author_from(&pos[8..40])?;
+            let seq = u64_from(&pos[40..48])?;
+            let entry = self.get(&author, seq)?
+                .ok_or_else(|| StoreError::Corrupt(format!("indexed entry {seq} of {author:?} is missing")))?;
+            entries.push(entry);
+            last = Some(HistoryPos(pos));
+        }
+        Ok((entries, last))
     }
 
     /// Every stored entry in merged order: by lamport clock, then author, then seq.

@@ -262,3 +262,26 @@ fn group_commit_appends_a_valid_chain_or_nothing() {
     assert!(store.append_own_many(&k, bad, 3).is_err());
     assert_eq!(store.head_seq(&Author::of(&k)), 101);
 }
+
+#[test]
+fn history_pages_cover_the_history_once_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (a, b) = (key(1), key(2));
+    store.append_own(&a, profile("alice"), 1).unwrap();
+    store.insert_remote(Author::of(&b), envelopes(&log(&b, 7))).unwrap();
+    store.append_own_many(&a, (0..5).map(|i| text(&format!("{i}"))), 2).unwrap();
+    let all: Vec<Entry> = store.history().map(|e| e.unwrap()).collect();
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let (page, last) = store.history_page(after.as_ref(), 3).unwrap();
+        paged.extend(page);
+        match last {
+            Some(pos) => after = Some(pos),
+            None => break,
+        }
+    }
+    assert_eq!(paged, all);
+    assert_eq!(paged.len(), 13);
+}

@@ -425,10 +425,10 @@ impl EventLoop {
             return Response::Refused("that log is forked; it is no longer relayed".into());
         }
         let limit = (range.limit as usize).min(MAX_BATCH_ENTRIES);
-        match self.shared.store.range(&range.author, range.from.max(1), limit, BATCH_BYTE_BUDGET) {
+        match self.shared.store.range_envelopes(&range.author, range.from.max(1), limit, BATCH_BYTE_BUDGET) {
             Ok(entries) => Response::Entries(Batch {
                 author: range.author,
-                entries: entries.iter().map(|e| ByteBuf::from(e.envelope().to_vec())).collect(),
+                entries: entries.into_iter().map(|(_, envelope)| ByteBuf::from(Vec::from(envelope))).collect(),
             }),
             Err(e) => Response::Refused(format!("store unavailable: {e}")),
         }

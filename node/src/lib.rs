@@ -31,4 +31,4 @@ mod shared;
 
 pub use feed::MessageFeed;
 pub use import::{IMPORT_CHUNK, Imported, import};
-pub use node::{Event, Message, Node, NodeBuilder, NodeError, PeerSpec};
+pub use node::{Event, Message, Node, NodeBuilder, NodeError, PeerSpec, Stats, check_text};

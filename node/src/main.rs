@@ -7,13 +7,17 @@ use std::collections::HashSet;
 use std::process::ExitCode;
 
 use clap::Parser;
-use p2pchat_node::{Event, Node, NodeError};
+use futures::FutureExt;
+use p2pchat_node::{Event, Node, check_text};
 use tokio::io::AsyncBufReadExt;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::broadcast::error::RecvError;
 
 use cli::{ChatArgs, Cli, Command};
 use output::Output;
+
+/// Most typed lines stored in one durable write.
+const GROUP_COMMIT_LINES: usize = 1024;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -104,7 +108,20 @@ async fn run(args: ChatArgs) -> ExitCode {
         tokio::select! {
             line = lines.next_line(), if stdin_open => match line {
                 Ok(Some(line)) => {
-                    if let Err(code) = send_line(&node, output, &line) {
+                    // Lines already waiting (a paste, a pipe) are stored with this one in a
+                    // single durable write.
+                    let mut typed = vec![line];
+                    while typed.len() < GROUP_COMMIT_LINES {
+                        match lines.next_line().now_or_never() {
+                            Some(Ok(Some(line))) => typed.push(line),
+                            Some(Ok(None) | Err(_)) => {
+                                stdin_open = false;
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                    if let Err(code) = send_lines(&node, output, &typed) {
                         break code;
                     }
                 }
@@ -126,26 +143,32 @@ async fn run(args: ChatArgs) -> ExitCode {
             _ = sigterm.recv() => break ExitCode::SUCCESS,
         }
     };
+    let stats = node.stats();
     node.shutdown().await;
     let _ = printer.await;
+    output.stats(&stats);
     code
 }
 
-/// Sends one typed line; a storage failure is fatal (`Err` with the exit code).
-fn send_line(node: &Node, output: Output, line: &str) -> Result<(), ExitCode> {
-    let text = line.trim_end_matches('\r');
-    if text.trim().is_empty() {
+/// Sends typed lines: blank ones are skipped, invalid ones refused with a message, the rest
+/// stored together. A storage failure is fatal (`Err` with the exit code).
+fn send_lines(node: &Node, output: Output, lines: &[String]) -> Result<(), ExitCode> {
+    let mut texts = Vec::with_capacity(lines.len());
+    for line in lines {
+        let text = line.trim_end_matches('\r');
+        if text.trim().is_empty() {
+            continue;
+        }
+        match check_text(text) {
+            Ok(()) => texts.push(text),
+            Err(e) => output.error(&format!("line not sent: {e}")),
+        }
+    }
+    if texts.is_empty() {
         return Ok(());
     }
-    match node.send(text) {
-        Ok(_) => Ok(()),
-        Err(NodeError::Invalid(e)) => {
-            output.error(&format!("line not sent: {e}"));
-            Ok(())
-        }
-        Err(e) => {
-            output.error(&format!("{e}; stopping"));
-            Err(ExitCode::FAILURE)
-        }
-    }
+    node.send_all(&texts).map_err(|e| {
+        output.error(&format!("{e}; stopping"));
+        ExitCode::FAILURE
+    })
 }

@@ -95,6 +95,24 @@ pub struct Message {
     pub text: String,
 }
 
+/// Counts of entries received from peers (see [`Node::stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Entries received, duplicates included.
+    pub received: u64,
+    /// Entries newly stored.
+    pub stored: u64,
+    /// Entries received that were already held.
+    pub duplicates: u64,
+    /// Batches that stopped at an invalid entry.
+    pub rejected_batches: u64,
+}
+
+/// Checks that `text` can be sent as a message (within the size limit).
+pub fn check_text(text: &str) -> Result<(), NodeError> {
+    Body::Text { text: text.to_owned() }.check_limits().map_err(NodeError::Invalid)
+}
+
 /// A peer to keep connected to, as given on the command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PeerSpec {
@@ -203,7 +221,8 @@ impl NodeBuilder {
         let (key, store) = open_data_dir(&name, &dir)?;
         let (changed, _) = watch::channel(());
         let (events, _) = broadcast::channel(1024);
-        let shared = Arc::new(Shared { store, key, changed, peers: Mutex::new(HashMap::new()), events });
+        let peers = Mutex::new(HashMap::new());
+        let shared = Arc::new(Shared { store, key, changed, peers, events, stats: Default::default() });
 
         let mut swarm = behaviour::build_swarm(&shared.key, !self.no_mdns).map_err(|e| NodeError::Network(e.to_string()))?;
         let mut listeners = Vec::new();
@@ -291,6 +310,18 @@ impl Node {
         })
     }
 
+    /// Appends several lines at once, in one durable write (group commit), and sends them.
+    /// Nothing is stored if any line is invalid (check each with [`check_text`] first).
+    pub fn send_all(&self, texts: &[&str]) -> Result<(), NodeError> {
+        let bodies = texts.iter().map(|text| Body::Text { text: (*text).to_owned() });
+        self.shared.store.append_own_many(&self.shared.key, bodies, crate::shared::now_ms()).map_err(|e| match e {
+            StoreError::Invalid(e) => NodeError::Invalid(e),
+            e => NodeError::Store(e),
+        })?;
+        self.shared.notify_changed();
+        Ok(())
+    }
+
     /// Every chat message exactly once: stored history in merged order, then each new one.
     pub fn messages(&self) -> MessageFeed {
         MessageFeed::new(Arc::downgrade(&self.shared), self.shared.changed.subscribe())
@@ -309,6 +340,18 @@ impl Node {
     /// Names of the peers currently connected (that have said hello).
     pub fn connected_peers(&self) -> Vec<(PeerId, Option<String>)> {
         self.shared.peers().iter().map(|(peer, state)| (*peer, state.name.clone())).collect()
+    }
+
+    /// Counts of entries received from peers since the node started.
+    pub fn stats(&self) -> Stats {
+        let counters = &self.shared.stats;
+        let load = |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+        Stats {
+            received: load(&counters.received),
+            stored: load(&counters.stored),
+            duplicates: load(&counters.duplicates),
+            rejected_batches: load(&counters.rejected_batches),
+        }
     }
 
     /// Stops the node: closes connections, ends its tasks and releases the data directory.

@@ -5,7 +5,7 @@
 
 use std::io::Write;
 
-use p2pchat_node::{Event, Message};
+use p2pchat_node::{Event, Message, Stats};
 use serde_json::{Value, json};
 
 use crate::cli::display;
@@ -49,6 +49,18 @@ impl Output {
                     let _ = writeln!(stdout, "{value}").and_then(|()| stdout.flush());
                 }
             }
+        }
+    }
+
+    /// At exit, in JSON mode: what was received from peers.
+    pub fn stats(self, stats: &Stats) {
+        if self == Output::Json {
+            let value = json!({
+                "v": 1, "type": "stats", "received": stats.received, "stored": stats.stored,
+                "duplicates": stats.duplicates, "rejected_batches": stats.rejected_batches,
+            });
+            let mut stdout = std::io::stdout().lock();
+            let _ = writeln!(stdout, "{value}").and_then(|()| stdout.flush());
         }
     }
 

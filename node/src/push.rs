@@ -5,6 +5,7 @@
 //! hold, sends the difference in bounded batches, then sleeps until the store changes. Writes
 //! wait for the peer (backpressure) and nothing is queued in memory beyond one batch.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -54,7 +55,7 @@ pub async fn push_to(shared: SharedRef, peer: PeerId, stream: Stream) {
         let ranges = missing(&shared.store.heads(), &theirs);
         let mut sent_any = false;
         for range in ranges.iter().filter(|range| !shared.store.is_frozen(&range.author)) {
-            let entries = match shared.store.range(&range.author, range.from, MAX_BATCH_ENTRIES, BATCH_BYTE_BUDGET) {
+            let entries = match shared.store.range_envelopes(&range.author, range.from, MAX_BATCH_ENTRIES, BATCH_BYTE_BUDGET) {
                 Ok(entries) if !entries.is_empty() => entries,
                 Ok(_) => continue,
                 Err(e) => {
@@ -62,10 +63,10 @@ pub async fn push_to(shared: SharedRef, peer: PeerId, stream: Stream) {
                     return;
                 }
             };
-            let last = entries.last().map_or(0, |e| e.seq());
+            let last = entries.last().map_or(0, |(seq, _)| *seq);
             let batch = Batch {
                 author: range.author,
-                entries: entries.iter().map(|e| ByteBuf::from(e.envelope().to_vec())).collect(),
+                entries: entries.into_iter().map(|(_, envelope)| ByteBuf::from(Vec::from(envelope))).collect(),
             };
             tracing::debug!(%peer, author = ?range.author, from = range.from, to = last, "pushing");
             if let Err(e) = frames.send(Bytes::from(batch.encode())).await {
@@ -130,7 +131,8 @@ pub fn absorb(shared: &SharedRef, peer: PeerId, batch: Batch) -> Option<Fetch> {
             shared.peer_has(&peer, author, last.seq());
         }
     }
-    tracing::debug!(%peer, ?author, entries = batch.entries.len(), "received a batch");
+    let received = batch.entries.len();
+    tracing::debug!(%peer, ?author, entries = received, "received a batch");
     let inserted = match shared.store.insert_remote(author, batch.entries.into_iter().map(|e| Bytes::from(e.into_vec()))) {
         Ok(inserted) => inserted,
         Err(e) => {
@@ -139,6 +141,13 @@ pub fn absorb(shared: &SharedRef, peer: PeerId, batch: Batch) -> Option<Fetch> {
         }
     };
     tracing::debug!(%peer, ?author, stored = inserted.stored.len(), rejected = ?inserted.rejected, "absorbed");
+    let counters = &shared.stats;
+    counters.received.fetch_add(received as u64, Ordering::Relaxed);
+    counters.stored.fetch_add(inserted.stored.len() as u64, Ordering::Relaxed);
+    counters.duplicates.fetch_add(inserted.duplicates as u64, Ordering::Relaxed);
+    if inserted.rejected.is_some() {
+        counters.rejected_batches.fetch_add(1, Ordering::Relaxed);
+    }
     shared.peer_has(&peer, author, inserted.held_through);
     if !inserted.stored.is_empty() {
         shared.notify_changed();

@@ -1,6 +1,7 @@
 //! State shared by the event loop, the per-peer tasks and the node's handles.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -64,6 +65,21 @@ pub struct Shared {
     pub peers: Mutex<HashMap<PeerId, PeerState>>,
     /// Status events for the user interface.
     pub events: broadcast::Sender<Event>,
+    /// Counters of what was received.
+    pub stats: Counters,
+}
+
+/// Counters of entries received from peers (pushed or fetched).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Entries received in batches, duplicates included.
+    pub received: AtomicU64,
+    /// Entries newly stored.
+    pub stored: AtomicU64,
+    /// Entries received that were already held.
+    pub duplicates: AtomicU64,
+    /// Batches that stopped at an invalid entry.
+    pub rejected_batches: AtomicU64,
 }
 
 impl Shared {

@@ -71,6 +71,20 @@ pub enum ValidationError {
 ///
 /// The signature is checked last, as it is the expensive part.
 pub fn check_next(author: Author, last: Option<&Entry>, entry: &Entry) -> Result<(), ValidationError> {
+    check_link(author, last, entry)?;
+    if !entry.signature_is_valid() {
+        return Err(ValidationError::BadSignature { seq: entry.seq() });
+    }
+    Ok(())
+}
+
+/// Every rule of [`check_next`] but the signature.
+///
+/// For a contiguous run of entries this is enough for all but the newest: each entry's `prev`
+/// is the hash of the whole envelope before it, signature included, so one valid signature on
+/// the newest entry vouches, through the hash chain, for every byte of the run below it. See
+/// [`newest_vouches_for_run`].
+pub fn check_link(author: Author, last: Option<&Entry>, entry: &Entry) -> Result<(), ValidationError> {
     if entry.author() != author {
         return Err(ValidationError::WrongAuthor { expected: author, found: entry.author() });
     }
@@ -93,10 +107,22 @@ pub fn check_next(author: Author, last: Option<&Entry>, entry: &Entry) -> Result
     if entry.lamport() > MAX_LAMPORT {
         return Err(ValidationError::LamportTooLarge { seq: entry.seq() });
     }
-    if !entry.signature_is_valid() {
-        return Err(ValidationError::BadSignature { seq: entry.seq() });
-    }
     Ok(())
+}
+
+/// For a run that passed [`check_link`] entry by entry: how many of its entries are vouched
+/// for by signatures. Checks the newest signature first (one verification for an honest run);
+/// only if it fails are the entries checked one by one, and the count of the valid prefix
+/// returned with the error for the first bad one.
+pub fn newest_vouches_for_run(run: &[Entry]) -> (usize, Option<ValidationError>) {
+    match run.last() {
+        None => (0, None),
+        Some(newest) if newest.signature_is_valid() => (run.len(), None),
+        Some(_) => {
+            let valid = run.iter().take_while(|entry| entry.signature_is_valid()).count();
+            (valid, Some(ValidationError::BadSignature { seq: run[valid].seq() }))
+        }
+    }
 }
 
 /// Compares `entry` with `stored`, the entry the log already holds at the same seq:
@@ -216,6 +242,27 @@ mod tests {
         let forged = Entry::decode(forged_bytes.into()).unwrap();
         assert_eq!(forged.author(), honest.author());
         assert_eq!(check_next(Author::of(&key(1)), None, &forged), Err(ValidationError::BadSignature { seq: 1 }));
+    }
+
+    #[test]
+    fn one_signature_vouches_for_a_run_and_a_bad_one_is_found() {
+        let k = key(1);
+        let first = profile(&k);
+        let second = text_after(&k, &first, "a");
+        let third = text_after(&k, &second, "b");
+        let run = vec![first.clone(), second.clone(), third.clone()];
+        assert_eq!(newest_vouches_for_run(&run), (3, None));
+        // Same author field, another key's signature on the newest: only the prefix stands.
+        let forged = {
+            let other = SigningKey::from_bytes(&[9; 32]);
+            let fake = Entry::sign(&other, Draft { seq: 3, prev: Some(second.hash()), timestamp: 1, lamport: 3, body: Body::Text { text: "x".into() } }).unwrap();
+            let mut bytes = fake.envelope().to_vec();
+            let at = bytes.windows(32).position(|w| w == Author::of(&other).as_bytes()).unwrap();
+            bytes[at..at + 32].copy_from_slice(Author::of(&k).as_bytes());
+            Entry::decode(bytes.into()).unwrap()
+        };
+        check_link(Author::of(&k), Some(&second), &forged).unwrap();
+        assert_eq!(newest_vouches_for_run(&[first, second, forged]), (2, Some(ValidationError::BadSignature { seq: 3 })));
     }
 
     #[test]

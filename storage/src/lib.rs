@@ -22,7 +22,7 @@ use std::sync::{Mutex, MutexGuard, RwLock};
 use bytes::Bytes;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use p2pchat_protocol::limits::LAMPORT_FOLLOW_LIMIT;
-use p2pchat_protocol::validate::{check_known, check_next};
+use p2pchat_protocol::validate::{check_known, check_link, newest_vouches_for_run};
 use p2pchat_protocol::wire::HeadInfo;
 use p2pchat_protocol::{Author, Body, DecodeError, Draft, Entry, Heads, SigningKey, ValidationError};
 
@@ -394,7 +394,9 @@ impl Store {
 
     /// Validates consecutive entries of `author`'s log received from a peer, and stores the
     /// valid prefix as one atomic batch. Entries already held are skipped; a different valid
-    /// entry at a held seq is a fork: it is kept as proof and the author is frozen.
+    /// entry at a held seq is a fork: it is kept as proof and the author is frozen. The new
+    /// entries are checked link by link and their signatures through the newest one (see
+    /// [`newest_vouches_for_run`]).
     pub fn insert_remote(
         &self,
         author: Author,
@@ -408,9 +410,8 @@ impl Store {
         }
         let head = self.head_seq(&author);
         let mut last = if head == 0 { None } else { self.get(&author, head)? };
-        let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
-        let mut new_pins = NewPins::new();
-        let mut frozen = false;
+        let mut fork = None;
+        let mut run: Vec<Entry> = Vec::new();
         for envelope in envelopes {
             let entry = match Entry::decode(envelope) {
                 Ok(entry) => entry,
@@ -420,43 +421,81 @@ impl Store {
                 }
             };
             let last_seq = last.as_ref().map_or(0, Entry::seq);
-            let checked = if entry.seq() != 0 && entry.seq() <= last_seq && entry.author() == author {
-                let known = match result.stored.iter().find(|e| e.seq() == entry.seq()) {
-                    Some(known) => Some(known.clone()),
-                    None => self.get(&author, entry.seq())?,
-                };
-                let known = known.ok_or_else(|| StoreError::Corrupt(format!("entry {} missing", entry.seq())))?;
+            if entry.seq() != 0 && entry.seq() <= last_seq && entry.author() == author {
+                if !run.is_empty() {
+                    // An old entry after new ones: the run is over; stop here.
+                    result.rejected = Some(ValidationError::Gap { expected: last_seq + 1, found: entry.seq() });
+                    break;
+                }
+                let known = self.get(&author, entry.seq())?
+                    .ok_or_else(|| StoreError::Corrupt(format!("entry {} missing", entry.seq())))?;
                 match check_known(&known, &entry) {
                     Ok(()) => {
                         result.duplicates += 1;
                         result.held_through = result.held_through.max(entry.seq());
                         continue;
                     }
-                    Err(fork @ ValidationError::Fork { .. }) => {
-                        batch.insert(&self.forks, entry_key(&author, entry.seq()).to_vec(), entry.envelope().to_vec());
-                        frozen = true;
-                        Err(fork)
+                    Err(e) => {
+                        if matches!(e, ValidationError::Fork { .. }) {
+                            fork = Some(entry);
+                        }
+                        result.rejected = Some(e);
+                        break;
                     }
-                    Err(other) => Err(other),
                 }
-            } else {
-                check_next(author, last.as_ref(), &entry)
-            };
-            if let Err(e) = checked {
+            }
+            if let Err(e) = check_link(author, last.as_ref(), &entry) {
                 result.rejected = Some(e);
                 break;
             }
-            self.put(&mut batch, &entry, &mut new_pins);
-            result.held_through = entry.seq();
             last = Some(entry.clone());
-            result.stored.push(entry);
+            run.push(entry);
         }
-        if let Some(last) = result.stored.last() {
-            batch.insert(&self.heads, author.as_bytes().to_vec(), last.seq().to_be_bytes().to_vec());
+        let (valid, bad_signature) = newest_vouches_for_run(&run);
+        run.truncate(valid);
+        if bad_signature.is_some() {
+            result.rejected = bad_signature;
+        }
+
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
+        let mut new_pins = NewPins::new();
+        for entry in &run {
+            self.put(&mut batch, entry, &mut new_pins);
+        }
+        if let Some(newest) = run.last() {
+            result.held_through = newest.seq();
+            batch.insert(&self.heads, author.as_bytes().to_vec(), newest.seq().to_be_bytes().to_vec());
+        }
+        if let Some(fork) = &fork {
+            batch.insert(&self.forks, entry_key(&author, fork.seq()).to_vec(), fork.envelope().to_vec());
         }
         batch.commit()?;
-        self.update_cache(author, &result.stored, frozen, new_pins);
+        self.update_cache(author, &run, fork.is_some(), new_pins);
+        result.stored = run;
         Ok(result)
+    }
+
+    /// Like [`Store::range`], but the raw envelopes, unchecked: for sending on, where the
+    /// receiver validates anyway.
+    pub fn range_envelopes(
+        &self,
+        author: &Author,
+        from: u64,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Bytes)>, StoreError> {
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        let rows = self.entries.range(entry_key(author, from)..=entry_key(author, u64::MAX));
+        for row in rows.take(max_entries) {
+            let (key, value) = row.into_inner()?;
+            bytes += value.len();
+            if bytes > max_bytes && !out.is_empty() {
+                break;
+            }
+            out.push((u64_from(key.get(32..40).unwrap_or_default())?, Bytes::copy_from_slice(&value)));
+        }
+        Ok(out)
     }
 }
 

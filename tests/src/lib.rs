@@ -68,14 +68,20 @@ pub fn p2pchat_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args(["build", "--quiet", "-p", "p2pchat-node", "--bin", "p2pchat"])
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building p2pchat failed");
-        // Test executables live in target/<profile>/deps; the binary in target/<profile>.
-        let exe = std::env::current_exe().expect("test executable path");
-        exe.parent().and_then(Path::parent).expect("target dir").join("p2pchat")
+        // Test executables live in target/<profile>/deps, the bench in target/<profile>; the
+        // binary is built in the same profile, next to them.
+        let exe = std::env::current_exe().expect("executable path");
+        let mut dir = exe.parent().expect("target dir").to_owned();
+        if dir.ends_with("deps") {
+            dir.pop();
+        }
+        let mut build = std::process::Command::new(cargo);
+        build.args(["build", "--quiet", "-p", "p2pchat-node", "--bin", "p2pchat"]);
+        if dir.ends_with("release") {
+            build.arg("--release");
+        }
+        assert!(build.status().expect("cargo runs").success(), "building p2pchat failed");
+        dir.join("p2pchat")
     })
 }
 

@@ -1,0 +1,480 @@
+//! The benchmark harness: drives real `p2pchat` processes (release build, `--json`, mDNS off)
+//! on 127.0.0.1 through the scenarios of docs/benchmarks.md and prints one JSON line per
+//! scenario. Run it with
+//!
+//!     cargo run --release -p p2pchat-tests --bin bench -- all
+//!
+//! or name scenarios: `catchup live transitive reconnect startup mesh`. Options:
+//! `--n N` (catch-up size, default 100000), `--big N` (size of the reconnect/start-up store,
+//! default 1000000), `--scuttleup DIR` (also run the scuttleup baseline from DIR, a writable
+//! copy of shared/peers/scuttleup with `npm install` done, and print its figures beside ours).
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::mpsc;
+
+/// Longest any scenario step may take.
+const STEP_LIMIT: Duration = Duration::from_secs(300);
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let mut scenarios = Vec::new();
+    let (mut n, mut big, mut scuttleup) = (100_000u64, 1_000_000u64, None);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--n" => n = args.next().context("--n needs a number")?.parse()?,
+            "--big" => big = args.next().context("--big needs a number")?.parse()?,
+            "--scuttleup" => scuttleup = Some(PathBuf::from(args.next().context("--scuttleup needs a dir")?)),
+            "all" => scenarios.extend(["catchup", "live", "transitive", "reconnect", "startup", "mesh"].map(String::from)),
+            other => scenarios.push(other.to_owned()),
+        }
+    }
+    if scenarios.is_empty() {
+        bail!("usage: bench [all|catchup|live|transitive|reconnect|startup|mesh]... [--n N] [--big N] [--scuttleup DIR]");
+    }
+    let work = tempfile::tempdir()?;
+    let bench = Bench { binary: p2pchat_tests::p2pchat_binary().to_owned(), work: work.path().to_owned() };
+    for scenario in &scenarios {
+        let result = match scenario.as_str() {
+            "catchup" => bench.catchup(n).await,
+            "live" => bench.live(1000, Duration::from_millis(10)).await,
+            "transitive" => bench.transitive(10_000).await,
+            "reconnect" => bench.reconnect(big).await,
+            "startup" => bench.startup(big).await,
+            "mesh" => bench.mesh(16, 100).await,
+            other => bail!("unknown scenario {other}"),
+        };
+        let mut line = result.with_context(|| format!("scenario {scenario}"))?;
+        line["machine"] = machine_load();
+        println!("{line}");
+        if let Some(dir) = &scuttleup {
+            if let Some(baseline) = scuttleup_baseline(dir, scenario, n).await? {
+                println!("{baseline}");
+            }
+        }
+        std::io::stdout().flush()?;
+    }
+    Ok(())
+}
+
+struct Bench {
+    binary: PathBuf,
+    work: PathBuf,
+}
+
+/// A `p2pchat --json` process.
+struct Peer {
+    name: String,
+    child: Child,
+    stdin: ChildStdin,
+    events: mpsc::UnboundedReceiver<(Instant, Value)>,
+    addr: String,
+}
+
+impl Bench {
+    fn dir(&self, name: &str) -> PathBuf {
+        self.work.join(name)
+    }
+
+    /// Fills `name`'s log with `n` lines of ~60 bytes, offline.
+    async fn fill(&self, name: &str, n: u64) -> anyhow::Result<Duration> {
+        let mut child = Command::new(&self.binary)
+            .args(["import", "--name", name, "--data-dir"])
+            .arg(self.dir(name))
+            .stdin(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let mut stdin = child.stdin.take().context("stdin")?;
+        let started = Instant::now();
+        let mut text = String::new();
+        for i in 0..n {
+            text.push_str(&line(name, i));
+            text.push('\n');
+            if text.len() > 1 << 20 {
+                stdin.write_all(text.as_bytes()).await?;
+                text.clear();
+            }
+        }
+        stdin.write_all(text.as_bytes()).await?;
+        drop(stdin);
+        if !child.wait().await?.success() {
+            bail!("import failed");
+        }
+        Ok(started.elapsed())
+    }
+
+    async fn start(&self, name: &str, peers: &[&str]) -> anyhow::Result<Peer> {
+        let mut command = Command::new(&self.binary);
+        command.args(["--name", name, "--json", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0", "--data-dir"]);
+        command.arg(self.dir(name));
+        for peer in peers {
+            command.args(["--peer", peer]);
+        }
+        let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).kill_on_drop(true).spawn()?;
+        let stdin = child.stdin.take().context("stdin")?;
+        let mut stdout = BufReader::new(child.stdout.take().context("stdout")?).lines();
+        let (tx, events) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = stdout.next_line().await {
+                let at = Instant::now();
+                if let Ok(value) = serde_json::from_str::<Value>(&line) {
+                    if tx.send((at, value)).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let mut peer = Peer { name: name.to_owned(), child, stdin, events, addr: String::new() };
+        let (_, listening) = peer.wait(|e| e["type"] == "listening").await?;
+        peer.addr = listening["address"].as_str().unwrap_or_default().to_owned();
+        Ok(peer)
+    }
+}
+
+impl Peer {
+    /// Waits for the first event matching `wanted`, returning when it was read.
+    async fn wait(&mut self, wanted: impl Fn(&Value) -> bool) -> anyhow::Result<(Instant, Value)> {
+        let deadline = tokio::time::Instant::now() + STEP_LIMIT;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.events.recv()).await;
+            let (at, event) = next.with_context(|| format!("{}: timed out", self.name))?.context("process ended")?;
+            if event["type"] == "error" {
+                bail!("{}: {}", self.name, event["message"]);
+            }
+            if wanted(&event) {
+                return Ok((at, event));
+            }
+        }
+    }
+
+    /// Waits until `count` messages whose text starts with `prefix` have been printed.
+    async fn wait_messages(&mut self, prefix: &str, count: u64) -> anyhow::Result<Instant> {
+        let mut seen = 0;
+        loop {
+            let (at, _) = self.wait(|e| e["type"] == "message" && e["text"].as_str().is_some_and(|t| t.starts_with(prefix))).await?;
+            seen += 1;
+            if seen == count {
+                return Ok(at);
+            }
+        }
+    }
+
+    async fn say(&mut self, text: &str) -> anyhow::Result<()> {
+        self.stdin.write_all(format!("{text}\n").as_bytes()).await?;
+        Ok(self.stdin.flush().await?)
+    }
+
+    /// Peak resident memory so far, in MB.
+    fn peak_rss_mb(&self) -> f64 {
+        let status = self.child.id().and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok());
+        let kb = status
+            .as_deref()
+            .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        round(kb / 1024.0)
+    }
+
+    /// Stops the process (SIGINT) and returns its final stats event.
+    async fn stop(mut self) -> anyhow::Result<Value> {
+        if let Some(pid) = self.child.id() {
+            std::process::Command::new("kill").args(["-INT", &pid.to_string()]).status()?;
+        }
+        let (_, stats) = self.wait(|e| e["type"] == "stats").await?;
+        tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await??;
+        Ok(stats)
+    }
+}
+
+fn line(name: &str, i: u64) -> String {
+    format!("{name} says line {i:07} of the benchmark, about sixty bytes long.")
+}
+
+fn round(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn ms(d: Duration) -> f64 {
+    round(d.as_secs_f64() * 1000.0)
+}
+
+/// A TCP relay that counts the bytes it carries, to measure what goes on the wire.
+async fn counting_proxy(target: &str) -> anyhow::Result<(String, Arc<AtomicU64>)> {
+    let port = target.split('/').nth(4).context("no port in address")?;
+    let peer_id = target.rsplit('/').next().unwrap_or_default().to_owned();
+    let upstream = format!("127.0.0.1:{port}");
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let local = listener.local_addr()?;
+    let bytes = Arc::new(AtomicU64::new(0));
+    let counter = bytes.clone();
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let (upstream, counter) = (upstream.clone(), counter.clone());
+            tokio::spawn(async move {
+                let Ok(outbound) = TcpStream::connect(&upstream).await else { return };
+                let _ = inbound.set_nodelay(true);
+                let _ = outbound.set_nodelay(true);
+                let (mut ri, mut wi) = inbound.into_split();
+                let (mut ro, mut wo) = outbound.into_split();
+                let (c1, c2) = (counter.clone(), counter);
+                let up = async move { copy_counting(&mut ri, &mut wo, &c1).await };
+                let down = async move { copy_counting(&mut ro, &mut wi, &c2).await };
+                let _ = tokio::join!(up, down);
+            });
+        }
+    });
+    Ok((format!("/ip4/127.0.0.1/tcp/{}/p2p/{peer_id}", local.port()), bytes))
+}
+
+async fn copy_counting(
+    from: &mut (impl tokio::io::AsyncRead + Unpin),
+    to: &mut (impl tokio::io::AsyncWrite + Unpin),
+    counter: &AtomicU64,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return to.shutdown().await;
+        }
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+        to.write_all(&buf[..n]).await?;
+    }
+}
+
+impl Bench {
+    /// A holds `n` lines; an empty B connects; until B has stored all of them.
+    async fn catchup(&self, n: u64) -> anyhow::Result<Value> {
+        let (a, b) = (format!("ca{n}"), format!("cb{n}"));
+        let fill = self.fill(&a, n).await?;
+        let alice = self.start(&a, &[]).await?;
+        let (via, wire) = counting_proxy(&alice.addr).await?;
+        let spawned = Instant::now();
+        let mut bob = self.start(&b, &[&via]).await?;
+        let (connected, _) = bob.wait(|e| e["type"] == "connected").await?;
+        let (done, complete) = bob.wait(|e| e["type"] == "sync_complete").await?;
+        let received = complete["received"].as_u64().unwrap_or(0);
+        let took = done - connected;
+        let (rss_a, rss_b) = (alice.peak_rss_mb(), bob.peak_rss_mb());
+        let wire = wire.load(Ordering::Relaxed);
+        bob.stop().await?;
+        alice.stop().await?;
+        Ok(json!({
+            "scenario": "catchup", "n": n, "received": received,
+            "fill_ms": ms(fill), "fill_per_s": (n as f64 / fill.as_secs_f64()).round(),
+            "connect_ms": ms(connected - spawned), "catchup_ms": ms(took),
+            "entries_per_s": (received as f64 / took.as_secs_f64()).round(),
+            "wire_bytes_per_entry": round(wire as f64 / received.max(1) as f64),
+            "peak_rss_mb": {"a": rss_a, "b": rss_b},
+        }))
+    }
+
+    /// A appends a line every `interval`; the delay until B prints it.
+    async fn live(&self, count: usize, interval: Duration) -> anyhow::Result<Value> {
+        let mut alice = self.start("la", &[]).await?;
+        let mut bob = self.start("lb", &[&alice.addr.clone()]).await?;
+        bob.wait(|e| e["type"] == "sync_complete").await?;
+        let mut sent = Vec::with_capacity(count);
+        let mut ticker = tokio::time::interval(interval);
+        for i in 0..count {
+            ticker.tick().await;
+            sent.push(Instant::now());
+            alice.say(&format!("live {i}")).await?;
+        }
+        let mut delays = Vec::with_capacity(count);
+        let mut got = HashMap::new();
+        while got.len() < count {
+            let (at, event) = bob.wait(|e| e["type"] == "message").await?;
+            if let Some(i) = event["text"].as_str().and_then(|t| t.strip_prefix("live ")).and_then(|i| i.parse::<usize>().ok()) {
+                got.insert(i, at);
+            }
+        }
+        for (i, at) in got {
+            delays.push(at - sent[i]);
+        }
+        delays.sort();
+        let pct = |p: f64| ms(delays[((delays.len() as f64 * p) as usize).min(delays.len() - 1)]);
+        let (rss_a, rss_b) = (alice.peak_rss_mb(), bob.peak_rss_mb());
+        bob.stop().await?;
+        alice.stop().await?;
+        Ok(json!({
+            "scenario": "live", "messages": count, "interval_ms": ms(interval),
+            "p50_ms": pct(0.5), "p90_ms": pct(0.9), "p99_ms": pct(0.99), "max_ms": pct(1.0),
+            "peak_rss_mb": {"a": rss_a, "b": rss_b},
+        }))
+    }
+
+    /// A–B–C in a line; A appends `n` lines while connected; until C has them all.
+    async fn transitive(&self, n: u64) -> anyhow::Result<Value> {
+        let mut alice = self.start("ta", &[]).await?;
+        let mut bob = self.start("tb", &[&alice.addr.clone()]).await?;
+        bob.wait(|e| e["type"] == "sync_complete").await?;
+        let mut carol = self.start("tc", &[&bob.addr.clone()]).await?;
+        carol.wait(|e| e["type"] == "sync_complete").await?;
+        let started = Instant::now();
+        let mut text = String::new();
+        for i in 0..n {
+            text.push_str(&line("ta", i));
+            text.push('\n');
+        }
+        alice.stdin.write_all(text.as_bytes()).await?;
+        alice.stdin.flush().await?;
+        let at_bob = bob.wait_messages("ta says", n).await?;
+        let at_carol = carol.wait_messages("ta says", n).await?;
+        let rss = json!({"a": alice.peak_rss_mb(), "b": bob.peak_rss_mb(), "c": carol.peak_rss_mb()});
+        for peer in [carol, bob, alice] {
+            peer.stop().await?;
+        }
+        let took = at_carol - started;
+        Ok(json!({
+            "scenario": "transitive", "n": n, "b_all_ms": ms(at_bob - started), "c_all_ms": ms(took),
+            "c_entries_per_s": (n as f64 / took.as_secs_f64()).round(), "peak_rss_mb": rss,
+        }))
+    }
+
+    /// Both hold `n` entries; B restarts and reconnects with nothing new: time and bytes to sync.
+    async fn reconnect(&self, n: u64) -> anyhow::Result<Value> {
+        let (a, b) = ("ra", "rb");
+        self.fill(a, n).await?;
+        let alice = self.start(a, &[]).await?;
+        let mut bob = self.start(b, &[&alice.addr.clone()]).await?;
+        bob.wait(|e| e["type"] == "sync_complete").await?;
+        bob.stop().await?;
+        let (via, wire) = counting_proxy(&alice.addr).await?;
+        let mut bob = self.start(b, &[&via]).await?;
+        let (connected, _) = bob.wait(|e| e["type"] == "connected").await?;
+        let (done, complete) = bob.wait(|e| e["type"] == "sync_complete").await?;
+        // Let anything else the two would exchange go over the wire before counting.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let bytes = wire.load(Ordering::Relaxed);
+        let rss = json!({"a": alice.peak_rss_mb(), "b": bob.peak_rss_mb()});
+        bob.stop().await?;
+        alice.stop().await?;
+        Ok(json!({
+            "scenario": "reconnect", "stored": n, "received": complete["received"],
+            "in_sync_ms": ms(done - connected), "wire_bytes": bytes, "peak_rss_mb": rss,
+        }))
+    }
+
+    /// A node with `n` entries stored: time from process start to listening.
+    async fn startup(&self, n: u64) -> anyhow::Result<Value> {
+        let name = "sa";
+        self.fill(name, n).await?;
+        let mut samples = Vec::new();
+        let mut rss = 0.0;
+        for _ in 0..5 {
+            let spawned = Instant::now();
+            let peer = self.start(name, &[]).await?;
+            samples.push(spawned.elapsed());
+            rss = peer.peak_rss_mb();
+            peer.stop().await?;
+        }
+        samples.sort();
+        Ok(json!({
+            "scenario": "startup", "stored": n, "ready_ms_median": ms(samples[samples.len() / 2]),
+            "ready_ms_min": ms(samples[0]), "peak_rss_mb": rss,
+        }))
+    }
+
+    /// `nodes` nodes, each dialing a few others; each appends `lines` at once.
+    async fn mesh(&self, nodes: usize, lines: u64) -> anyhow::Result<Value> {
+        let mut peers: Vec<Peer> = Vec::new();
+        for i in 0..nodes {
+            // Node i dials nodes i-1, i-2 and i-5 (mod the ones already started): every node
+            // ends with 3 to 6 neighbours, and the mesh has many paths.
+            let targets: Vec<String> = [1, 2, 5]
+                .iter()
+                .filter(|&&d| d <= i)
+                .map(|&d| peers[i - d].addr.clone())
+                .collect();
+            let refs: Vec<&str> = targets.iter().map(String::as_str).collect();
+            peers.push(self.start(&format!("m{i:02}"), &refs).await?);
+        }
+        for (i, peer) in peers.iter_mut().enumerate() {
+            let expected = [1, 2, 5].iter().filter(|&&d| d <= i).count();
+            for _ in 0..expected {
+                peer.wait(|e| e["type"] == "sync_complete").await?;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let started = Instant::now();
+        for (i, peer) in peers.iter_mut().enumerate() {
+            let mut text = String::new();
+            for j in 0..lines {
+                text.push_str(&format!("mesh {i:02} line {j}\n"));
+            }
+            peer.stdin.write_all(text.as_bytes()).await?;
+            peer.stdin.flush().await?;
+        }
+        let total = nodes as u64 * lines;
+        let mut last = started;
+        for peer in peers.iter_mut() {
+            last = last.max(peer.wait_messages("mesh ", total).await?);
+        }
+        let rss = peers.iter().map(Peer::peak_rss_mb).fold(0.0, f64::max);
+        let (mut received, mut duplicates) = (0, 0);
+        for peer in peers {
+            let stats = peer.stop().await?;
+            received += stats["received"].as_u64().unwrap_or(0);
+            duplicates += stats["duplicates"].as_u64().unwrap_or(0);
+        }
+        // Each node needs the lines of every other node (profiles were exchanged before).
+        let unique = (nodes as u64 - 1) * total;
+        Ok(json!({
+            "scenario": "mesh", "nodes": nodes, "lines_each": lines, "all_hold_all_ms": ms(last - started),
+            "entries_received": received, "duplicates": duplicates, "unique_needed": unique,
+            "received_over_unique": round(received as f64 / unique as f64), "max_peak_rss_mb": rss,
+        }))
+    }
+}
+
+/// How busy the machine was (all cores) over the last second, for judging noise.
+fn machine_load() -> Value {
+    let read = || -> Option<(u64, u64)> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let cpu: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+        let idle = cpu.get(3)? + cpu.get(4)?;
+        Some((cpu.iter().sum(), idle))
+    };
+    let before = read();
+    std::thread::sleep(Duration::from_millis(300));
+    match (before, read()) {
+        (Some((t0, i0)), Some((t1, i1))) if t1 > t0 => {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+            json!({"busy_cores_after": round(cores * (1.0 - (i1 - i0) as f64 / (t1 - t0) as f64)), "cores": cores})
+        }
+        _ => Value::Null,
+    }
+}
+
+/// Runs the matching scuttleup benchmark from `dir` and returns its JSON line, tagged.
+async fn scuttleup_baseline(dir: &Path, scenario: &str, n: u64) -> anyhow::Result<Option<Value>> {
+    let args: Vec<String> = match scenario {
+        "catchup" => vec!["catchup".into(), n.to_string()],
+        "live" => vec!["live".into(), "1000".into()],
+        "transitive" => vec!["transitive".into(), "10000".into()],
+        _ => return Ok(None),
+    };
+    let out = Command::new("node").arg("bench.js").args(&args).args(["--runs", "1"]).current_dir(dir).output().await?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let Some(line) = text.lines().rev().find(|l| l.starts_with('{')) else {
+        bail!("scuttleup {scenario} printed no result: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let mut value: Value = serde_json::from_str(line)?;
+    value["baseline"] = json!("scuttleup");
+    Ok(Some(value))
+}

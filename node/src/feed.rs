@@ -6,7 +6,7 @@
 //! beyond. Nothing can be missed or repeated, however fast entries arrive or however slowly the
 //! reader reads, and memory stays at one page.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Weak;
 
 use p2pchat_protocol::{Body, Entry, Heads};
@@ -93,19 +93,23 @@ impl MessageFeed {
                 (entries, found)
             }
         };
-        self.queue.extend(entries.iter().filter_map(|entry| message(&shared, entry)));
+        let mut names = HashMap::new();
+        for entry in &entries {
+            let Body::Text { text } = entry.body() else { continue };
+            let name = names.entry(entry.author()).or_insert_with(|| shared.display_name(&entry.author()));
+            self.queue.push_back(message(name, entry, text));
+        }
         Some(more)
     }
 }
 
-fn message(shared: &Shared, entry: &Entry) -> Option<Message> {
-    let Body::Text { text } = entry.body() else { return None };
-    Some(Message {
+fn message(name: &str, entry: &Entry, text: &str) -> Message {
+    Message {
         author: entry.author(),
-        name: shared.display_name(&entry.author()),
+        name: name.to_owned(),
         seq: entry.seq(),
         lamport: entry.lamport(),
         timestamp: entry.timestamp(),
-        text: text.clone(),
-    })
+        text: text.to_owned(),
+    }
 }

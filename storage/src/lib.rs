@@ -101,6 +101,11 @@ pub struct Store {
     writer: Mutex<()>,
 }
 
+/// Block cache size. Reads are mostly sequential (ranges), so a small cache serves.
+const CACHE_BYTES: u64 = 8 << 20;
+/// Memory one keyspace's memtable may hold before it is flushed.
+const MEMTABLE_BYTES: u64 = 8 << 20;
+
 fn entry_key(author: &Author, seq: u64) -> [u8; 40] {
     let mut key = [0; 40];
     key[..32].copy_from_slice(author.as_bytes());
@@ -134,11 +139,15 @@ impl Store {
     /// Opens (creating if needed) the store in `dir`. Fails with [`StoreError::InUse`] if
     /// another process has it open.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = Database::builder(dir).open().map_err(|e| match e {
+        let db = Database::builder(dir)
+            .cache_size(CACHE_BYTES)
+            .open()
+            .map_err(|e| match e {
             fjall::Error::Locked => StoreError::InUse { path: dir.to_owned() },
             e => StoreError::Engine(e),
         })?;
-        let keyspace = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
+        let options = || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES);
+        let keyspace = |name: &str| db.keyspace(name, options);
         let store = Self {
             entries: keyspace("entries")?,
             heads: keyspace("heads")?,
@@ -500,7 +509,7 @@ impl Store {
 }
 
 fn decode_stored(bytes: &[u8]) -> Result<Entry, StoreError> {
-    Entry::decode(Bytes::copy_from_slice(bytes)).map_err(|e| StoreError::Corrupt(e.to_string()))
+    Entry::decode_trusted(Bytes::copy_from_slice(bytes)).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 #[cfg(test)]

@@ -76,7 +76,8 @@ pub fn p2pchat_binary() -> &'static Path {
             dir.pop();
         }
         let mut build = std::process::Command::new(cargo);
-        build.args(["build", "--quiet", "-p", "p2pchat-node", "--bin", "p2pchat"]);
+        build.args(["build", "--quiet", "-p", "p2pchat-node", "--bin", "p2pchat", "--manifest-path"]);
+        build.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml"));
         if dir.ends_with("release") {
             build.arg("--release");
         }

@@ -12,7 +12,8 @@ use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, Message as RrMessage, OutboundRequestId};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm};
-use p2pchat_protocol::limits::{BATCH_BYTE_BUDGET, MAX_BATCH_ENTRIES};
+use p2pchat_protocol::limits::{BATCH_BYTE_BUDGET, MAX_BATCH_ENTRIES, MAX_HELLO_HEADS};
+use p2pchat_protocol::route::Router;
 use p2pchat_protocol::wire::{Batch, Hello, RangeRequest, Request, Response};
 use p2pchat_protocol::Author;
 use p2pchat_storage::Pin;
@@ -24,7 +25,7 @@ use tokio::time::Instant;
 use crate::behaviour::{Behaviour, BehaviourEvent};
 use crate::dial::Redialer;
 use crate::discovery::{Discovery, keep_connection};
-use crate::push::{self, Fetch};
+use crate::push::{self, Fetch, Report};
 use crate::shared::{CatchUp, PeerState, SharedRef};
 use crate::{Event, PeerSpec, identity};
 
@@ -55,8 +56,10 @@ pub struct EventLoop {
     swarm: Swarm<Behaviour>,
     shared: SharedRef,
     commands: mpsc::Receiver<Command>,
-    fetch_tx: mpsc::Sender<Fetch>,
-    fetch_rx: mpsc::Receiver<Fetch>,
+    report_tx: mpsc::Sender<Report>,
+    report_rx: mpsc::Receiver<Report>,
+    /// One source per log; the others are asked to skip it.
+    router: Router<PeerId>,
     listen_addrs: Arc<Mutex<Vec<Multiaddr>>>,
     redialer: Redialer,
     discovery: Discovery,
@@ -82,7 +85,8 @@ impl EventLoop {
         listen_addrs: Arc<Mutex<Vec<Multiaddr>>>,
         peers: &[PeerSpec],
     ) -> Self {
-        let (fetch_tx, fetch_rx) = mpsc::channel(64);
+        let (report_tx, report_rx) = mpsc::channel(256);
+        let router = Router::new(shared.author());
         let mut redialer = Redialer::default();
         let mut names = Vec::new();
         for peer in peers {
@@ -96,8 +100,9 @@ impl EventLoop {
             swarm,
             shared,
             commands,
-            fetch_tx,
-            fetch_rx,
+            report_tx,
+            report_rx,
+            router,
             listen_addrs,
             redialer,
             discovery,
@@ -150,14 +155,19 @@ impl EventLoop {
                     }
                 }
                 Some((peer, stream)) = incoming.next() => {
-                    let fetches = self.fetch_tx.clone();
-                    self.tasks.spawn(push::receive_from(self.shared.clone(), peer, stream, fetches));
+                    let reports = self.report_tx.clone();
+                    self.tasks.spawn(push::receive_from(self.shared.clone(), peer, stream, reports));
                 }
-                Some(fetch) = self.fetch_rx.recv() => self.request_range(fetch),
+                Some(report) = self.report_rx.recv() => self.on_report(report),
                 command = self.commands.recv() => match command {
                     Some(Command::Shutdown) | None => break,
                 },
-                _ = tick.tick() => self.dial_due(),
+                _ = tick.tick() => {
+                    self.dial_due();
+                    let store = &self.shared.store;
+                    let changed = self.router.check_stalls(std::time::Instant::now(), |author| store.head_seq(author));
+                    self.send_skip_lists(changed);
+                }
                 _ = looking_for.tick(), if setup.mdns => self.say_who_is_missing(),
             }
             // Reap finished tasks so the set does not grow.
@@ -266,6 +276,8 @@ impl EventLoop {
 
     fn on_peer_gone(&mut self, peer: PeerId) {
         self.redialer.disconnected(peer);
+        let changed = self.router.left(peer);
+        self.send_skip_lists(changed);
         if let Some(pusher) = self.pushers.remove(&peer) {
             pusher.abort();
         }
@@ -295,6 +307,7 @@ impl EventLoop {
                         }
                     }
                     Request::Range(range) => self.answer_range(range),
+                    Request::Skip(authors) => self.on_skip(peer, authors),
                 };
                 let _ = self.swarm.behaviour_mut().sync.send_response(channel, response);
             }
@@ -312,6 +325,7 @@ impl EventLoop {
                             }
                         }
                     }
+                    Response::Done => {}
                     Response::Refused(reason) => {
                         self.shared.emit(Event::Warning { message: format!("peer {peer} refused a request: {reason}") });
                     }
@@ -362,6 +376,8 @@ impl EventLoop {
         }
         if first_hello {
             self.accepted.insert(peer);
+            let changed = self.router.joined(peer, author, heads.keys().copied());
+            self.send_skip_lists(changed);
             let name = self.display_claim(&peer, &hello.name);
             self.shared.emit(Event::Connected { peer, name });
             let catching_up = self.shared.peers().get(&peer).is_some_and(|state| state.catch_up.is_some());
@@ -418,6 +434,44 @@ impl EventLoop {
         dialed_by_them
             || self.redialer.is_target(peer)
             || self.discovery.wants(peer, |name| self.shared.store.pinned(name))
+    }
+
+    fn on_report(&mut self, report: Report) {
+        match report {
+            Report::Fetch(fetch) => self.request_range(fetch),
+            Report::Received { peer, author } => {
+                if let Some(peer_author) = identity::author_of(&peer) {
+                    let changed = self.router.received(peer, peer_author, author);
+                    self.send_skip_lists(changed);
+                }
+            }
+            Report::Noted { peer, author, seq } => {
+                let ours = self.shared.store.head_seq(&author);
+                self.router.noted(peer, author, seq, ours, std::time::Instant::now());
+            }
+        }
+    }
+
+    /// Tells each of `peers` its current skip list.
+    fn send_skip_lists(&mut self, peers: Vec<PeerId>) {
+        for peer in peers {
+            if self.accepted.contains(&peer) {
+                let skip = self.router.skip_list(&peer);
+                tracing::debug!(%peer, ?skip, "asking to skip");
+                self.swarm.behaviour_mut().sync.send_request(&peer, Request::Skip(skip));
+            }
+        }
+    }
+
+    fn on_skip(&mut self, peer: PeerId, authors: Vec<Author>) -> Response {
+        if authors.len() > MAX_HELLO_HEADS {
+            return Response::Refused(format!("a skip list holds at most {MAX_HELLO_HEADS} logs"));
+        }
+        if let Some(state) = self.shared.peers().get_mut(&peer) {
+            state.skip = authors.into_iter().collect();
+        }
+        self.shared.notify_changed();
+        Response::Done
     }
 
     fn answer_range(&self, range: RangeRequest) -> Response {

@@ -1,5 +1,7 @@
 //! Push streams: each side of a connection opens one long-lived [`PUSH_PROTOCOL`] stream to
-//! the other and sends, as length-prefixed frames, every batch of entries the other lacks.
+//! the other and sends, as length-prefixed frames, every batch of entries the other lacks, or,
+//! for logs the other asked to skip (see [`p2pchat_protocol::route`]), notes of how far it
+//! holds them.
 //!
 //! The pusher is pull-driven: it compares the store's heads with what the peer is known to
 //! hold, sends the difference in bounded batches, then sleeps until the store changes. Writes
@@ -11,10 +13,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use libp2p::{PeerId, Stream, StreamProtocol};
-use p2pchat_protocol::limits::{BATCH_BYTE_BUDGET, MAX_BATCH_ENTRIES, MAX_FRAME_BYTES};
+use p2pchat_protocol::limits::{BATCH_BYTE_BUDGET, MAX_BATCH_ENTRIES, MAX_FRAME_BYTES, MAX_HELLO_HEADS};
 use p2pchat_protocol::Heads;
-use p2pchat_protocol::sync::{merge, missing};
-use p2pchat_protocol::wire::{Batch, PUSH_PROTOCOL, RangeRequest};
+use p2pchat_protocol::sync::{Range, merge, missing};
+use p2pchat_protocol::wire::{Batch, Frame, HeadNote, PUSH_PROTOCOL, RangeRequest};
 use p2pchat_protocol::{Author, Entry, ValidationError};
 use serde_bytes::ByteBuf;
 use tokio::sync::mpsc;
@@ -46,15 +48,32 @@ pub async fn push_to(shared: SharedRef, peer: PeerId, stream: Stream) {
     let mut frames = FramedWrite::new(stream.compat_write(), codec());
     let mut changed = shared.changed.subscribe();
     let mut sent = Heads::new();
+    let mut noted = Heads::new();
     loop {
         changed.borrow_and_update();
         let Some(mut theirs) = shared.peers().get(&peer).map(|state| state.heads.clone()) else {
             return; // the peer left
         };
         merge(&mut theirs, &sent);
+        let skip = shared.peers().get(&peer).map(|state| state.skip.clone()).unwrap_or_default();
         let ranges = missing(&shared.store.heads(), &theirs);
         let mut sent_any = false;
-        for range in ranges.iter().filter(|range| !shared.store.is_frozen(&range.author)) {
+        let notes: Vec<HeadNote> = ranges
+            .iter()
+            .filter(|range| skip.contains(&range.author) && noted.get(&range.author) < Some(&range.to))
+            .map(|range| HeadNote { author: range.author, seq: range.to })
+            .take(MAX_HELLO_HEADS)
+            .collect();
+        if !notes.is_empty() {
+            if let Err(e) = frames.send(Bytes::from(Frame::Notes(notes.clone()).encode())).await {
+                tracing::debug!(%peer, "push stream closed: {e}");
+                return;
+            }
+            noted.extend(notes.iter().map(|note| (note.author, note.seq)));
+            sent_any = true;
+        }
+        let wanted = |range: &&Range| !skip.contains(&range.author) && !shared.store.is_frozen(&range.author);
+        for range in ranges.iter().filter(wanted) {
             let entries = match shared.store.range_envelopes(&range.author, range.from, MAX_BATCH_ENTRIES, BATCH_BYTE_BUDGET) {
                 Ok(entries) if !entries.is_empty() => entries,
                 Ok(_) => continue,
@@ -69,7 +88,7 @@ pub async fn push_to(shared: SharedRef, peer: PeerId, stream: Stream) {
                 entries: entries.into_iter().map(|(_, envelope)| ByteBuf::from(Vec::from(envelope))).collect(),
             };
             tracing::debug!(%peer, author = ?range.author, from = range.from, to = last, "pushing");
-            if let Err(e) = frames.send(Bytes::from(batch.encode())).await {
+            if let Err(e) = frames.send(Bytes::from(Frame::Batch(batch).encode())).await {
                 tracing::debug!(%peer, "push stream closed: {e}");
                 return;
             }
@@ -82,7 +101,30 @@ pub async fn push_to(shared: SharedRef, peer: PeerId, stream: Stream) {
     }
 }
 
-/// A request the reader needs the event loop to send: fetch a log from a peer from `from` on.
+/// What a stream reader tells the event loop.
+#[derive(Debug)]
+pub enum Report {
+    /// Fetch part of a log from a peer (a batch did not join our log).
+    Fetch(Fetch),
+    /// A peer pushed entries of a log (it may be worth skipping, see the router).
+    Received {
+        /// The sender.
+        peer: PeerId,
+        /// Whose log.
+        author: Author,
+    },
+    /// A peer noted how far it holds a log it was asked to skip.
+    Noted {
+        /// The sender.
+        peer: PeerId,
+        /// Whose log.
+        author: Author,
+        /// The highest seq it holds.
+        seq: u64,
+    },
+}
+
+/// A range request to send: fetch a log from a peer from `request.from` on.
 #[derive(Debug)]
 pub struct Fetch {
     /// Whom to ask.
@@ -91,8 +133,9 @@ pub struct Fetch {
     pub request: RangeRequest,
 }
 
-/// Reads batches pushed by `peer` and stores them until the stream ends or misbehaves.
-pub async fn receive_from(shared: SharedRef, peer: PeerId, stream: Stream, fetches: mpsc::Sender<Fetch>) {
+/// Reads frames pushed by `peer`, storing batches and passing notes on, until the stream ends
+/// or misbehaves.
+pub async fn receive_from(shared: SharedRef, peer: PeerId, stream: Stream, reports: mpsc::Sender<Report>) {
     // The peer may accept our hello before we accept its: give that a moment. A peer we do not
     // sync with (a probe) is refused; the connection is about to close anyway.
     let deadline = tokio::time::Instant::now() + ACCEPT_WAIT;
@@ -105,15 +148,29 @@ pub async fn receive_from(shared: SharedRef, peer: PeerId, stream: Stream, fetch
     }
     let mut frames = FramedRead::new(stream.compat(), codec());
     while let Some(frame) = frames.next().await {
-        let batch = match frame.map_err(|e| e.to_string()).and_then(|f| Batch::decode(&f).map_err(|e| e.to_string())) {
-            Ok(batch) => batch,
+        let frame = match frame.map_err(|e| e.to_string()).and_then(|f| Frame::decode(&f).map_err(|e| e.to_string())) {
+            Ok(frame) => frame,
             Err(e) => {
                 shared.emit(Event::Warning { message: format!("dropped a bad push stream from {peer}: {e}") });
                 return;
             }
         };
-        if let Some(fetch) = absorb(&shared, peer, batch) {
-            if fetches.send(fetch).await.is_err() {
+        let reports_out: Vec<Report> = match frame {
+            Frame::Batch(batch) => {
+                let author = batch.author;
+                let fetch = absorb(&shared, peer, batch).map(Report::Fetch);
+                [Report::Received { peer, author }].into_iter().chain(fetch).collect()
+            }
+            Frame::Notes(notes) => notes
+                .into_iter()
+                .map(|note| {
+                    shared.peer_has(&peer, note.author, note.seq);
+                    Report::Noted { peer, author: note.author, seq: note.seq }
+                })
+                .collect(),
+        };
+        for report in reports_out {
+            if reports.send(report).await.is_err() {
                 return;
             }
         }

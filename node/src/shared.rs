@@ -23,6 +23,8 @@ pub struct PeerState {
     pub heads: Heads,
     /// The catch-up on what the peer's hello announced, while it is not complete.
     pub catch_up: Option<CatchUp>,
+    /// Logs the peer asked us not to push (we send notes on them instead).
+    pub skip: std::collections::BTreeSet<p2pchat_protocol::Author>,
 }
 
 /// Progress towards holding everything a peer announced in its hello.

@@ -7,6 +7,7 @@
 
 pub mod entry;
 pub mod limits;
+pub mod route;
 pub mod sync;
 pub mod validate;
 pub mod wire;

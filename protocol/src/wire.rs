@@ -3,8 +3,9 @@
 //! Two libp2p protocols carry them:
 //! - [`SYNC_PROTOCOL`], request-response with CBOR bodies: [`Request`] / [`Response`]
 //!   (a [`Hello`] both ways on connect, and [`RangeRequest`]s to fill gaps);
-//! - [`PUSH_PROTOCOL`], one long-lived stream per peer and direction, carrying [`Batch`]es as
-//!   frames of a 4-byte big-endian length followed by that many bytes of CBOR.
+//! - [`PUSH_PROTOCOL`], one long-lived stream per peer and direction, carrying [`Frame`]s (entry
+//!   batches, or notes on logs the receiver skips) as a 4-byte big-endian length followed by
+//!   that many bytes of CBOR.
 
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
@@ -27,6 +28,10 @@ pub enum Request {
     Hello(Hello),
     /// "Send me this part of a log."
     Range(RangeRequest),
+    /// "Do not push me these logs; send me [`Frame::Notes`] about them instead." Replaces any
+    /// earlier skip list; at most [`MAX_HELLO_HEADS`] authors. A node asks this of every peer
+    /// but the one it chose as the source of each log, so each entry reaches it about once.
+    Skip(Vec<Author>),
 }
 
 /// An answer on [`SYNC_PROTOCOL`].
@@ -37,8 +42,29 @@ pub enum Response {
     /// The answer to a [`Request::Range`]: the entries found, oldest first (possibly fewer than
     /// asked, never more than [`MAX_BATCH_ENTRIES`]).
     Entries(Batch),
+    /// The request was done (the answer to a [`Request::Skip`]).
+    Done,
     /// The request was refused; the text says why.
     Refused(String),
+}
+
+/// One frame on a push stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Frame {
+    /// Entries the receiver lacks.
+    Batch(Batch),
+    /// For logs the receiver asked to skip: how far the sender holds them, so the receiver
+    /// can switch to this sender if its chosen source stalls.
+    Notes(Vec<HeadNote>),
+}
+
+/// How far the sender of a [`Frame::Notes`] holds one log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeadNote {
+    /// Whose log.
+    pub author: Author,
+    /// The highest seq held.
+    pub seq: u64,
 }
 
 /// A peer's introduction: protocol version, claimed name, and heads (its vector clock).
@@ -116,29 +142,33 @@ impl Hello {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FrameError {
-    /// The frame is not CBOR of a [`Batch`].
-    #[error("malformed batch frame: {0}")]
+    /// The frame is not CBOR of a [`Frame`].
+    #[error("malformed push frame: {0}")]
     Malformed(String),
-    /// The batch holds more than [`MAX_BATCH_ENTRIES`] entries.
-    #[error("batch of {0} entries is over the limit of {MAX_BATCH_ENTRIES}")]
-    TooManyEntries(usize),
+    /// The frame holds more than [`MAX_BATCH_ENTRIES`] entries, or more notes than
+    /// [`MAX_HELLO_HEADS`].
+    #[error("frame of {0} items is over the limit")]
+    TooLarge(usize),
 }
 
-impl Batch {
-    /// Encodes the batch as the body of one push frame.
+impl Frame {
+    /// Encodes the frame as the body of one length-prefixed push frame.
     pub fn encode(&self) -> Vec<u8> {
         // Encoding into a Vec fails only when memory runs out, which aborts anyway.
         cbor4ii::serde::to_vec(Vec::new(), self).unwrap_or_default()
     }
 
-    /// Decodes the body of one push frame.
-    pub fn decode(frame: &[u8]) -> Result<Self, FrameError> {
-        let batch: Batch =
-            cbor4ii::serde::from_slice(frame).map_err(|e| FrameError::Malformed(e.to_string()))?;
-        if batch.entries.len() > MAX_BATCH_ENTRIES {
-            return Err(FrameError::TooManyEntries(batch.entries.len()));
+    /// Decodes the body of one push frame, checking its counts.
+    pub fn decode(bytes: &[u8]) -> Result<Self, FrameError> {
+        let frame: Frame =
+            cbor4ii::serde::from_slice(bytes).map_err(|e| FrameError::Malformed(e.to_string()))?;
+        match &frame {
+            Frame::Batch(batch) if batch.entries.len() > MAX_BATCH_ENTRIES => {
+                Err(FrameError::TooLarge(batch.entries.len()))
+            }
+            Frame::Notes(notes) if notes.len() > MAX_HELLO_HEADS => Err(FrameError::TooLarge(notes.len())),
+            _ => Ok(frame),
         }
-        Ok(batch)
     }
 }
 
@@ -147,24 +177,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn batch_round_trips() {
-        let batch = Batch { author: Author::from_bytes([7; 32]), entries: vec![ByteBuf::from(vec![1, 2, 3])] };
-        assert_eq!(Batch::decode(&batch.encode()).unwrap(), batch);
+    fn frames_round_trip() {
+        let author = Author::from_bytes([7; 32]);
+        let batch = Frame::Batch(Batch { author, entries: vec![ByteBuf::from(vec![1, 2, 3])] });
+        assert_eq!(Frame::decode(&batch.encode()).unwrap(), batch);
+        let notes = Frame::Notes(vec![HeadNote { author, seq: 9 }]);
+        assert_eq!(Frame::decode(&notes.encode()).unwrap(), notes);
     }
 
     #[test]
     fn garbage_frame_is_an_error() {
-        assert!(Batch::decode(&[0xff, 0x00, 0x13]).is_err());
-        assert!(Batch::decode(&[]).is_err());
+        assert!(Frame::decode(&[0xff, 0x00, 0x13]).is_err());
+        assert!(Frame::decode(&[]).is_err());
     }
 
     #[test]
-    fn oversized_batch_is_refused() {
-        let batch = Batch {
-            author: Author::from_bytes([7; 32]),
-            entries: vec![ByteBuf::new(); MAX_BATCH_ENTRIES + 1],
-        };
-        assert!(matches!(Batch::decode(&batch.encode()), Err(FrameError::TooManyEntries(_))));
+    fn oversized_frames_are_refused() {
+        let author = Author::from_bytes([7; 32]);
+        let batch = Frame::Batch(Batch { author, entries: vec![ByteBuf::new(); MAX_BATCH_ENTRIES + 1] });
+        assert!(matches!(Frame::decode(&batch.encode()), Err(FrameError::TooLarge(_))));
+        let notes = Frame::Notes(vec![HeadNote { author, seq: 1 }; MAX_HELLO_HEADS + 1]);
+        assert!(matches!(Frame::decode(&notes.encode()), Err(FrameError::TooLarge(_))));
     }
 
     #[test]

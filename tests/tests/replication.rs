@@ -97,3 +97,42 @@ async fn a_restarted_peer_keeps_history_and_catches_up_once() -> anyhow::Result<
     bob.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_node_mesh_sends_each_live_entry_once_to_each_peer() -> anyhow::Result<()> {
+    let dirs = (tempfile::tempdir()?, tempfile::tempdir()?, tempfile::tempdir()?);
+    let alice = start_node("alice", dirs.0.path(), &[]).await?;
+    let bob = start_node("bob", dirs.1.path(), &[address_of(&alice)]).await?;
+    let carol = start_node("carol", dirs.2.path(), &[address_of(&alice), address_of(&bob)]).await?;
+    let nodes = [&alice, &bob, &carol];
+    let mut feeds: Vec<_> = nodes.iter().map(|node| node.messages()).collect();
+    // Warm up: everyone learns every log and picks its sources.
+    for node in nodes {
+        node.send("warm-up")?;
+    }
+    for feed in &mut feeds {
+        take(feed, 3).await?;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before: Vec<_> = nodes.iter().map(|node| node.stats()).collect();
+
+    for i in 0..20 {
+        for node in nodes {
+            node.send(&format!("line {i}"))?;
+        }
+    }
+    for feed in &mut feeds {
+        take(feed, 60).await?;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (node, before) in nodes.iter().zip(before) {
+        let after = node.stats();
+        let received = after.received - before.received;
+        assert_eq!(after.duplicates, before.duplicates, "no duplicate reached {:?}", node.peer_id());
+        assert_eq!(received, 40, "each node gets the 40 lines of the other two exactly once");
+    }
+    for node in [alice, bob, carol] {
+        node.shutdown().await;
+    }
+    Ok(())
+}

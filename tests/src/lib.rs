@@ -3,6 +3,7 @@
 //! and wait for output with deadlines.
 
 pub mod netns;
+pub mod tmux;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

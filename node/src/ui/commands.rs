@@ -130,7 +130,8 @@ pub fn describe(contact: &Contact) -> String {
     } else {
         "not connected"
     };
-    let mut line = format!("{} #{} {state}, {} entries", display(&contact.name), contact.fingerprint(), thousands(contact.held));
+    let entries = if contact.held == 1 { "entry" } else { "entries" };
+    let mut line = format!("{} #{} {state}, {} {entries}", display(&contact.name), contact.fingerprint(), thousands(contact.held));
     if let Some(sync) = contact.sync {
         line.push_str(&format!(", catching up {} / {}", thousands(sync.received), thousands(sync.total)));
     }

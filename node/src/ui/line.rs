@@ -70,7 +70,16 @@ pub async fn run(node: Node, format: Format, mut signals: Signals) -> ExitCode {
                     status.error(&format!("{message}; stopping"));
                     break ExitCode::FAILURE;
                 }
-                Ok(event) => status.event(&event),
+                Ok(event) => {
+                    // A peer's profile arrives around its hello: learn its name now, so a
+                    // rename right after is noticed.
+                    if format == Format::Plain && matches!(event, Event::Connected { .. } | Event::SyncComplete { .. }) {
+                        for notice in names.update(&node.contacts()) {
+                            status.info(&notice);
+                        }
+                    }
+                    status.event(&event);
+                }
                 Err(RecvError::Lagged(n)) => {
                     status.event(&Event::Warning { message: format!("{n} status messages were skipped") });
                 }

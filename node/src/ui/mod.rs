@@ -98,6 +98,11 @@ impl Names {
         }
         notices
     }
+
+    /// The name last seen for `author`.
+    pub fn get(&self, author: &Author) -> Option<&String> {
+        self.0.get(author)
+    }
 }
 
 #[cfg(test)]

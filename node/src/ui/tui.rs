@@ -17,7 +17,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::commands::{self, Input, Reply};
 use super::format::{display, thousands};
 use super::view::{Action, App, Item};
-use super::{Names, Signals};
+use super::Signals;
 
 /// The shortest time between two redraws.
 const FRAME: Duration = Duration::from_millis(30);
@@ -35,8 +35,6 @@ pub async fn run(node: Node, mut signals: Signals) -> ExitCode {
         }
     };
     let mut app = App::new(node.author());
-    let mut names = Names::default();
-    names.update(&node.contacts());
     app.set_contacts(node.contacts());
     let mut shown_addresses = HashSet::new();
     for address in node.listen_addrs() {
@@ -119,13 +117,7 @@ pub async fn run(node: Node, mut signals: Signals) -> ExitCode {
                     app.set_contacts(node.contacts());
                 }
             },
-            _ = refresh.tick() => {
-                let contacts = node.contacts();
-                for notice in names.update(&contacts) {
-                    app.push(Item::Notice(notice));
-                }
-                app.set_contacts(contacts);
-            },
+            _ = refresh.tick() => app.set_contacts(node.contacts()),
             _ = frame.tick(), if dirty => {
                 if let Err(e) = screen.terminal.draw(|frame| app.render(frame)) {
                     break Some(format!("drawing failed: {e}"));

@@ -2,7 +2,6 @@
 //! ratatui's `TestBackend`): messages with scrollback, the people panel, the input line.
 
 use std::cell::Cell;
-use std::collections::HashMap;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind};
 use p2pchat_node::{Contact, Message};
@@ -15,6 +14,7 @@ use ratatui::widgets::{Block, Borders, Paragraph};
 use unicode_width::UnicodeWidthChar;
 
 use super::format::{clock, display, thousands};
+use super::Names;
 use super::input::InputLine;
 
 /// Width of the people panel (shown when the terminal is at least [`PANEL_MIN_WIDTH`] wide).
@@ -55,7 +55,7 @@ pub struct App {
     me: Author,
     items: Vec<Item>,
     /// Current names by key, so a rename shows on earlier messages too.
-    names: HashMap<Author, String>,
+    names: Names,
     contacts: Vec<Contact>,
     input: InputLine,
     /// How many items lie below the view (0: following the newest).
@@ -70,7 +70,7 @@ impl App {
         App {
             me,
             items: Vec::new(),
-            names: HashMap::new(),
+            names: Names::default(),
             contacts: Vec::new(),
             input: InputLine::default(),
             scroll: 0,
@@ -86,9 +86,12 @@ impl App {
         self.items.push(item);
     }
 
-    /// Replaces the people panel's contents (and the names shown on messages).
+    /// Replaces the people panel's contents and the names shown on messages, with a notice
+    /// for each rename.
     pub fn set_contacts(&mut self, contacts: Vec<Contact>) {
-        self.names = contacts.iter().map(|c| (c.author, c.name.clone())).collect();
+        for notice in self.names.update(&contacts) {
+            self.push(Item::Notice(notice));
+        }
         self.contacts = contacts;
     }
 
@@ -360,8 +363,11 @@ mod tests {
     fn a_rename_shows_on_earlier_messages() {
         let mut app = App::new(author(1));
         app.push(message(2, "bob", "before"));
+        app.set_contacts(vec![contact(2, "bob", true, None)]);
         app.set_contacts(vec![contact(2, "robert", true, None)]);
-        assert!(screen(&app, 40, 6).iter().any(|r| r.ends_with("robert> before")));
+        let rows = screen(&app, 40, 6);
+        assert!(rows[1].ends_with("robert> before"), "{rows:#?}");
+        assert!(rows[2].ends_with("-- bob is now known as robert"), "{rows:#?}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use p2pchat_node::{Contact, Node, NodeError};
 
-use super::format::{display, history_line, thousands};
+use super::format::{display, entries, history_line, thousands};
 
 /// What `/help` prints.
 pub const HELP: &[&str] = &[
@@ -130,8 +130,7 @@ pub fn describe(contact: &Contact) -> String {
     } else {
         "not connected"
     };
-    let entries = if contact.held == 1 { "entry" } else { "entries" };
-    let mut line = format!("{} #{} {state}, {} {entries}", display(&contact.name), contact.fingerprint(), thousands(contact.held));
+    let mut line = format!("{} #{} {state}, {}", display(&contact.name), contact.fingerprint(), entries(contact.held));
     if let Some(sync) = contact.sync {
         line.push_str(&format!(", catching up {} / {}", thousands(sync.received), thousands(sync.total)));
     }

@@ -15,12 +15,17 @@ pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(digit);
     }
     out
+}
+
+/// `1 entry`, `43,000 entries`.
+pub fn entries(n: u64) -> String {
+    format!("{} {}", thousands(n), if n == 1 { "entry" } else { "entries" })
 }
 
 /// A timestamp (milliseconds since the Unix epoch, as written by the author's clock) in local

@@ -12,7 +12,7 @@ use tokio::io::AsyncBufReadExt;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::commands::{self, Input, Reply};
-use super::format::{display, thousands};
+use super::format::{display, entries, thousands};
 use super::{Names, Signals, json};
 
 /// How often a progress line may be redrawn.
@@ -160,7 +160,7 @@ impl Status {
                 Event::SyncProgress { name, received, total, .. } => self.draw_progress(name, *received, *total),
                 Event::SyncComplete { name, received, .. } if self.progress.is_some() => {
                     self.clear_progress();
-                    self.info(&format!("caught up with {}: {} entries", display(name), thousands(*received)));
+                    self.info(&format!("caught up with {}: {}", display(name), entries(*received)));
                 }
                 event => {
                     if let Some(line) = plain(event) {

@@ -15,7 +15,7 @@ use ratatui::DefaultTerminal;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::commands::{self, Input, Reply};
-use super::format::{display, thousands};
+use super::format::{display, entries};
 use super::view::{Action, App, Item};
 use super::Signals;
 
@@ -97,7 +97,7 @@ pub async fn run(node: Node, mut signals: Signals) -> ExitCode {
                     }
                     Ok(Event::SyncComplete { name, received, .. }) => {
                         if received > 0 {
-                            app.push(Item::Notice(format!("caught up with {}: {} entries", display(&name), thousands(received))));
+                            app.push(Item::Notice(format!("caught up with {}: {}", display(&name), entries(received))));
                         }
                         true
                     }

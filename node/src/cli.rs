@@ -1,4 +1,4 @@
-//! Command-line arguments and display helpers.
+//! Command-line arguments.
 
 use std::path::PathBuf;
 
@@ -6,8 +6,11 @@ use clap::{Args, Parser, Subcommand};
 use libp2p::Multiaddr;
 use p2pchat_node::{NodeBuilder, NodeError, PeerSpec};
 
-/// A serverless, encrypted LAN chat. Type a line to send it; lines from others appear as
-/// `NAME> TEXT`. Status goes to stderr as `info> …` lines.
+use crate::ui::Mode;
+
+/// A serverless, encrypted LAN chat. In a terminal it opens a chat window; piped, it reads
+/// lines to send from stdin and prints `NAME> TEXT` lines on stdout, with status on stderr as
+/// `info> …` lines. Type /help in the chat for its commands.
 #[derive(Debug, Parser)]
 #[command(
     name = "p2pchat",
@@ -17,7 +20,9 @@ use p2pchat_node::{NodeBuilder, NodeError, PeerSpec};
     after_help = "Examples:\n  p2pchat --name alice --peer bob\n  \
                   p2pchat --name bob --listen /ip4/127.0.0.1/tcp/4001 --no-mdns\n  \
                   p2pchat --name alice --peer /ip4/127.0.0.1/tcp/4001 --no-mdns\n  \
-                  p2pchat import --name alice < lines.txt"
+                  p2pchat --name alice --ui json | jq .\n  \
+                  p2pchat import --name alice < lines.txt\n  \
+                  p2pchat export --name alice > chat.txt"
 )]
 pub struct Cli {
     /// A subcommand; without one, p2pchat chats.
@@ -33,6 +38,7 @@ pub struct Cli {
 pub enum Command {
     /// Append each line of standard input as a message, without going online (fast, one disk
     /// sync per 10,000 lines). Lines over 4096 bytes are skipped and reported.
+    #[command(after_help = "Example:\n  p2pchat import --name alice < lines.txt")]
     Import {
         /// Whose log to append to.
         #[arg(long)]
@@ -41,6 +47,49 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
     },
+    /// Print every message this user holds, from every author, in merged order. Stop the
+    /// user's chat first (one process per data directory); inside a chat, use /history.
+    #[command(after_help = "Examples:\n  p2pchat export --name alice > chat.txt\n  \
+                            p2pchat export --name alice --format ndjson | jq -r .text")]
+    Export {
+        /// Whose data to read.
+        #[arg(long)]
+        name: String,
+        /// The user's data directory (default: as for chatting).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// `text`: `YYYY-MM-DD HH:MM:SS NAME> TEXT` (local time), as /history shows;
+        /// `ndjson`: one `message` event per line (docs/json-events.md).
+        #[arg(long, value_enum, default_value_t = ExportFormat::Text)]
+        format: ExportFormat,
+    },
+    /// Print the user's peer id and key fingerprint (the `#3fa2c1` others may see).
+    #[command(after_help = "Example:\n  p2pchat id --name alice")]
+    Id {
+        /// Whose identity to show.
+        #[arg(long)]
+        name: String,
+        /// The user's data directory (default: as for chatting).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// Print a shell completion script.
+    #[command(after_help = "Examples:\n  p2pchat completions bash > ~/.local/share/bash-completion/completions/p2pchat\n  \
+                            p2pchat completions zsh > ~/.zfunc/_p2pchat")]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Output formats of `p2pchat export`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// Lines as /history shows them.
+    Text,
+    /// NDJSON `message` events.
+    Ndjson,
 }
 
 /// Options for chatting.
@@ -63,8 +112,13 @@ pub struct ChatArgs {
     /// Do not use mDNS (no discovery on the LAN; peers must be given by address).
     #[arg(long)]
     pub no_mdns: bool,
-    /// Print NDJSON events on stdout instead of `NAME> TEXT` lines (see docs/json-events.md).
-    #[arg(long)]
+    /// How to talk to you: `tui` (a chat window), `plain` (`NAME> TEXT` lines), `json`
+    /// (NDJSON events, see docs/json-events.md), or `auto`: the chat window when stdin and
+    /// stdout are terminals, plain lines otherwise.
+    #[arg(long, value_enum, default_value_t = Mode::Auto)]
+    pub ui: Mode,
+    /// Short for `--ui json`.
+    #[arg(long, conflicts_with = "ui")]
     pub json: bool,
 }
 
@@ -77,6 +131,11 @@ pub fn data_dir(name: &str, dir: Option<&PathBuf>) -> Result<PathBuf, NodeError>
 }
 
 impl ChatArgs {
+    /// The user interface asked for.
+    pub fn mode(&self) -> Mode {
+        if self.json { Mode::Json } else { self.ui }
+    }
+
     /// The node configuration these arguments describe.
     pub fn builder(&self) -> Result<NodeBuilder, NodeError> {
         let name = self.name.clone().unwrap_or_default();
@@ -92,20 +151,9 @@ impl ChatArgs {
     }
 }
 
-/// Makes text safe to print on a terminal: control characters (which could fake lines or
-/// move the cursor) are shown as `�`.
-pub fn display(text: &str) -> String {
-    text.chars().map(|c| if c.is_control() { '\u{fffd}' } else { c }).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn control_characters_are_neutralised() {
-        assert_eq!(display("hi\nbob> fake\u{1b}[2J"), "hi\u{fffd}bob> fake\u{fffd}[2J");
-    }
 
     #[test]
     fn the_documented_command_lines_parse() {
@@ -119,5 +167,15 @@ mod tests {
         let import = Cli::try_parse_from(["p2pchat", "import", "--name", "alice"]).unwrap();
         assert!(matches!(import.command, Some(Command::Import { .. })));
         assert!(Cli::try_parse_from(["p2pchat", "--peer", "bob"]).is_err(), "--name is required to chat");
+        assert_eq!(cli.chat.mode(), Mode::Auto);
+        let json = Cli::try_parse_from(["p2pchat", "--name", "a", "--json"]).unwrap();
+        assert_eq!(json.chat.mode(), Mode::Json);
+        let tui = Cli::try_parse_from(["p2pchat", "--name", "a", "--ui", "tui"]).unwrap();
+        assert_eq!(tui.chat.mode(), Mode::Tui);
+        assert!(Cli::try_parse_from(["p2pchat", "--name", "a", "--ui", "tui", "--json"]).is_err());
+        let export = Cli::try_parse_from(["p2pchat", "export", "--name", "alice", "--format", "ndjson"]).unwrap();
+        assert!(matches!(export.command, Some(Command::Export { format: ExportFormat::Ndjson, .. })));
+        assert!(Cli::try_parse_from(["p2pchat", "id", "--name", "alice"]).is_ok());
+        assert!(Cli::try_parse_from(["p2pchat", "completions", "bash"]).is_ok());
     }
 }

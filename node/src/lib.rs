@@ -27,8 +27,10 @@ pub mod identity;
 mod import;
 mod node;
 mod push;
+mod roster;
 mod shared;
 
 pub use feed::MessageFeed;
 pub use import::{IMPORT_CHUNK, Imported, import};
 pub use node::{Event, Message, Node, NodeBuilder, NodeError, PeerSpec, Stats, check_text};
+pub use roster::{Archive, Contact, SyncProgress, identity_of};

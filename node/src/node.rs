@@ -170,6 +170,17 @@ pub enum NodeError {
     /// The node has stopped.
     #[error("the node has stopped")]
     Stopped,
+    /// A new name is pinned to another key here, so peers would see it as someone else's.
+    #[error("the name {name} belongs to another key ({name}#{owner}); pick another")]
+    NameTaken {
+        /// The wanted name.
+        name: String,
+        /// The fingerprint of the key it is pinned to.
+        owner: String,
+    },
+    /// There is no data directory (or no identity in it) for this user yet.
+    #[error("no p2pchat data in {0} (start p2pchat with this --name once to create it)")]
+    NoData(PathBuf),
 }
 
 /// Configures and starts a [`Node`].
@@ -266,7 +277,7 @@ fn create_private_dir(dir: &std::path::Path) -> Result<(), NodeError> {
 
 /// A running p2pchat node. Dropping it without [`Node::shutdown`] leaves its task running.
 pub struct Node {
-    shared: SharedRef,
+    pub(crate) shared: SharedRef,
     peer_id: PeerId,
     commands: mpsc::Sender<Command>,
     task: JoinHandle<()>,

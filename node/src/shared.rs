@@ -150,22 +150,32 @@ impl Shared {
     /// The name to show for `author`: their latest profile name, with a short fingerprint when
     /// the name is ambiguous; a bare fingerprint before any profile is known.
     pub fn display_name(&self, author: &Author) -> String {
-        match self.store.name(author) {
-            Some(name) => self.qualified(&name, author),
-            None => format!("#{}", author.fingerprint()),
-        }
+        display_name(&self.store, author)
     }
 
     /// `name` as claimed by `author`: as is when only that author has it (and it is pinned to
     /// them or to no one), `name#fingerprint` when another key claims or owns it too.
     pub fn qualified(&self, name: &str, author: &Author) -> String {
-        let pinned_elsewhere = self.store.pinned(name).is_some_and(|owner| owner != *author);
-        let shared = self.store.authors_named(name).iter().any(|other| other != author);
-        if pinned_elsewhere || shared {
-            format!("{name}#{}", author.fingerprint())
-        } else {
-            name.to_owned()
-        }
+        qualified(&self.store, name, author)
+    }
+}
+
+/// [`Shared::display_name`] for any store (also used offline, by export).
+pub fn display_name(store: &Store, author: &Author) -> String {
+    match store.name(author) {
+        Some(name) => qualified(store, &name, author),
+        None => format!("#{}", author.fingerprint()),
+    }
+}
+
+/// [`Shared::qualified`] for any store.
+pub fn qualified(store: &Store, name: &str, author: &Author) -> String {
+    let pinned_elsewhere = store.pinned(name).is_some_and(|owner| owner != *author);
+    let shared = store.authors_named(name).iter().any(|other| other != author);
+    if pinned_elsewhere || shared {
+        format!("{name}#{}", author.fingerprint())
+    } else {
+        name.to_owned()
     }
 }
 

@@ -3,6 +3,8 @@
 //! and wait for output with deadlines.
 
 pub mod netns;
+pub mod schema;
+pub mod tmux;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -1,0 +1,248 @@
+//! What the user interfaces need besides sending: who is known and connected, renaming, recent
+//! history, and reading a data directory offline (`p2pchat export`, `p2pchat id`).
+
+use std::collections::{BTreeSet, VecDeque};
+use std::path::{Path, PathBuf};
+
+use libp2p::PeerId;
+use p2pchat_protocol::entry::check_name;
+use p2pchat_protocol::{Author, Body, Entry};
+use p2pchat_storage::{Store, StoreError};
+
+use crate::shared::display_name;
+use crate::{Message, Node, NodeError, identity};
+
+/// Someone this node knows: an author whose log it holds, or a peer connected to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Contact {
+    /// Their key.
+    pub author: Author,
+    /// Their peer id (the same key).
+    pub peer: Option<PeerId>,
+    /// The name to show (`name#fingerprint` when ambiguous, `#fingerprint` before a profile).
+    pub name: String,
+    /// Whether this is the node's own user.
+    pub is_self: bool,
+    /// Whether they are connected to this node directly (their log may still arrive through
+    /// others when they are not).
+    pub connected: bool,
+    /// How many entries of their log this node holds (their head seq).
+    pub held: u64,
+    /// The catch-up on what they announced when they connected, while under way.
+    pub sync: Option<SyncProgress>,
+}
+
+/// Progress of a catch-up from one peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyncProgress {
+    /// Entries held so far of those missing when the peer connected.
+    pub received: u64,
+    /// Entries missing when the peer connected.
+    pub total: u64,
+}
+
+impl Contact {
+    /// The key's short fingerprint, as in `name#fingerprint`.
+    pub fn fingerprint(&self) -> String {
+        self.author.fingerprint()
+    }
+}
+
+impl Node {
+    /// Everyone the node knows: itself first, then connected peers, then the other authors
+    /// whose logs it holds, each group by name.
+    pub fn contacts(&self) -> Vec<Contact> {
+        let shared = &self.shared;
+        let heads = shared.store.heads();
+        let ours = &heads;
+        let me = shared.author();
+        let peers = shared.peers();
+        let connected: Vec<(Author, PeerId, Option<SyncProgress>)> = peers
+            .iter()
+            .filter_map(|(peer, state)| {
+                let sync = state.catch_up.as_ref().map(|c| {
+                    let remaining = c.remaining(ours).min(c.total);
+                    SyncProgress { received: c.total - remaining, total: c.total }
+                });
+                Some((identity::author_of(peer)?, *peer, sync))
+            })
+            .collect();
+        drop(peers);
+        let authors: BTreeSet<Author> = heads.keys().copied().chain(connected.iter().map(|(a, _, _)| *a)).collect();
+        let mut contacts: Vec<Contact> = authors
+            .into_iter()
+            .map(|author| {
+                let link = connected.iter().find(|(a, _, _)| *a == author);
+                Contact {
+                    author,
+                    peer: link.map(|(_, peer, _)| *peer).or_else(|| identity::peer_id_of(&author)),
+                    name: shared.display_name(&author),
+                    is_self: author == me,
+                    connected: link.is_some(),
+                    held: heads.get(&author).copied().unwrap_or(0),
+                    sync: link.and_then(|(_, _, sync)| *sync),
+                }
+            })
+            .collect();
+        contacts.sort_by(|a, b| (!a.is_self, !a.connected, &a.name).cmp(&(!b.is_self, !b.connected, &b.name)));
+        contacts
+    }
+
+    /// The contacts that answer to `name`: by their name, or as shown (`name#fingerprint`).
+    pub fn whois(&self, name: &str) -> Vec<Contact> {
+        self.contacts()
+            .into_iter()
+            .filter(|c| {
+                let claimed = self.shared.store.name(&c.author).unwrap_or_default();
+                c.name == name || claimed == name || format!("{claimed}#{}", c.fingerprint()) == name
+            })
+            .collect()
+    }
+
+    /// Renames the node's user: appends a profile entry, which peers receive like any other.
+    /// Refused if the name breaks the name rules or is pinned to another key here.
+    pub fn rename(&self, name: &str) -> Result<(), NodeError> {
+        check_name(name).map_err(NodeError::Name)?;
+        let me = self.shared.author();
+        if let Some(owner) = self.shared.store.pinned(name).filter(|owner| *owner != me) {
+            return Err(NodeError::NameTaken { name: name.to_owned(), owner: owner.fingerprint() });
+        }
+        if self.shared.store.name(&me).as_deref() == Some(name) {
+            return Ok(());
+        }
+        self.shared.append(Body::Profile { name: name.to_owned() }).map_err(store_error)?;
+        Ok(())
+    }
+
+    /// The last `n` messages, in merged order, as [`Node::messages`] shows them.
+    pub fn history(&self, n: usize) -> Result<Vec<Message>, NodeError> {
+        last_messages(&self.shared.store, n)
+    }
+}
+
+/// A user's data directory, opened without going online: to export messages or show the
+/// identity. The chat must not be running on it (the store's lock makes sure).
+pub struct Archive {
+    store: Store,
+}
+
+impl Archive {
+    /// Opens the store in `dir`; an error if there is none yet.
+    pub fn open(dir: &Path) -> Result<Self, NodeError> {
+        let path = dir.join("store");
+        if !path.is_dir() {
+            return Err(NodeError::NoData(dir.to_owned()));
+        }
+        Ok(Archive { store: Store::open(&path)? })
+    }
+
+    /// Every message of every log held, in merged order (lamport clock, then author, then seq).
+    pub fn messages(&self) -> impl Iterator<Item = Result<Message, NodeError>> + '_ {
+        self.store
+            .history()
+            .filter_map(|entry| entry.map_err(store_error).map(|entry| text_message(&self.store, &entry)).transpose())
+    }
+}
+
+/// The user's peer id and key fingerprint, from the identity in `dir` (never creates one).
+pub fn identity_of(dir: &Path) -> Result<(PeerId, String), NodeError> {
+    if !dir.join(identity::IDENTITY_FILE).is_file() {
+        return Err(NodeError::NoData(PathBuf::from(dir)));
+    }
+    let key = identity::load_or_create(dir)?;
+    Ok((identity::keypair(&key).public().to_peer_id(), Author::of(&key).fingerprint()))
+}
+
+/// The last `n` text messages of `store`'s merged history.
+fn last_messages(store: &Store, n: usize) -> Result<Vec<Message>, NodeError> {
+    let mut last = VecDeque::with_capacity(n.min(4096));
+    for entry in store.history() {
+        let entry = entry.map_err(store_error)?;
+        if n > 0 && matches!(entry.body(), Body::Text { .. }) {
+            if last.len() == n {
+                last.pop_front();
+            }
+            last.push_back(entry);
+        }
+    }
+    Ok(last.iter().filter_map(|entry| text_message(store, entry)).collect())
+}
+
+/// The message a text entry shows as (names as they are now); `None` for other kinds.
+pub(crate) fn text_message(store: &Store, entry: &Entry) -> Option<Message> {
+    let Body::Text { text } = entry.body() else { return None };
+    Some(Message {
+        author: entry.author(),
+        name: display_name(store, &entry.author()),
+        seq: entry.seq(),
+        lamport: entry.lamport(),
+        timestamp: entry.timestamp(),
+        text: text.clone(),
+    })
+}
+
+fn store_error(e: StoreError) -> NodeError {
+    match e {
+        StoreError::Invalid(e) => NodeError::Invalid(e),
+        e => NodeError::Store(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn node(name: &str, dir: &Path) -> Node {
+        Node::builder()
+            .name(name)
+            .data_dir(dir)
+            .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+            .mdns(false)
+            .spawn()
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn rename_history_and_contacts() {
+        let dir = tempfile::tempdir().unwrap();
+        let alice = node("alice", dir.path()).await;
+        for text in ["one", "two", "three"] {
+            alice.send(text).unwrap();
+        }
+        let texts = |messages: Vec<Message>| messages.into_iter().map(|m| m.text).collect::<Vec<_>>();
+        assert_eq!(texts(alice.history(2).unwrap()), ["two", "three"]);
+        assert_eq!(texts(alice.history(10).unwrap()), ["one", "two", "three"]);
+        assert!(alice.history(0).unwrap().is_empty());
+
+        assert!(matches!(alice.rename(""), Err(NodeError::Name(_))));
+        alice.rename("alicia").unwrap();
+        let contacts = alice.contacts();
+        assert_eq!(contacts.len(), 1);
+        assert_eq!(contacts[0].name, "alicia");
+        assert!(contacts[0].is_self && !contacts[0].connected);
+        assert_eq!(contacts[0].held, 5, "profile, three lines, new profile");
+        assert_eq!(alice.history(1).unwrap()[0].name, "alicia", "history shows names as they are now");
+        assert_eq!(alice.whois("alicia").len(), 1);
+        assert!(alice.whois("alice").is_empty());
+        // The old name stays pinned to alice's own key, so she may take it back.
+        alice.rename("alice").unwrap();
+        alice.shutdown().await;
+
+        let archive = Archive::open(dir.path()).unwrap();
+        let all: Vec<Message> = archive.messages().collect::<Result<_, _>>().unwrap();
+        assert_eq!(texts(all.clone()), ["one", "two", "three"]);
+        assert!(all.iter().all(|m| m.name == "alice"));
+        let (peer, fingerprint) = identity_of(dir.path()).unwrap();
+        assert_eq!(identity::author_of(&peer).map(|a| a.fingerprint()), Some(fingerprint));
+    }
+
+    #[test]
+    fn a_missing_data_dir_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nobody");
+        let error = Archive::open(&missing).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.contains("no p2pchat data in") && error.contains("nobody"), "{error}");
+        assert!(matches!(identity_of(&missing), Err(NodeError::NoData(_))));
+    }
+}

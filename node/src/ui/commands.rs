@@ -1,0 +1,176 @@
+//! Slash commands, the same in the terminal UI and in plain mode.
+
+use p2pchat_node::{Contact, Node, NodeError};
+
+use super::format::{display, entries, history_line, thousands};
+
+/// What `/help` prints.
+pub const HELP: &[&str] = &[
+    "/help              this list",
+    "/peers             everyone known: name, fingerprint, connected or not, entries held",
+    "/whois NAME        who answers to NAME (also NAME#fingerprint)",
+    "/nick NEWNAME      rename yourself; peers see the new name",
+    "/history [N]       the last N messages (default 20), with dates",
+    "/quit              leave (Ctrl-C works too)",
+    "//text             send a line that starts with /",
+];
+
+/// How many messages `/history` shows without a count.
+pub const DEFAULT_HISTORY: usize = 20;
+
+/// A parsed slash command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// List the commands.
+    Help,
+    /// List the contacts.
+    Peers,
+    /// Describe who answers to a name.
+    Whois(String),
+    /// Rename the user.
+    Nick(String),
+    /// Show the last N messages.
+    History(usize),
+    /// Leave.
+    Quit,
+}
+
+/// What a typed line is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// A message to send (a leading `//` has become `/`).
+    Message(String),
+    /// A command to run.
+    Command(Command),
+    /// A line that starts with `/` but is not a valid command: why, in words.
+    Invalid(String),
+}
+
+/// Reads a typed line: a message, or a command.
+pub fn parse(line: &str) -> Input {
+    if let Some(escaped) = line.strip_prefix("//") {
+        return Input::Message(format!("/{escaped}"));
+    }
+    let Some(command) = line.strip_prefix('/') else { return Input::Message(line.to_owned()) };
+    let mut words = command.split_whitespace();
+    let name = words.next().unwrap_or_default();
+    let argument = words.next();
+    let extra = words.next().is_some();
+    let usage = |usage: &str| Input::Invalid(format!("usage: {usage}"));
+    let command = match (name, argument, extra) {
+        ("help", None, _) => Command::Help,
+        ("peers", None, _) => Command::Peers,
+        ("quit" | "exit", None, _) => Command::Quit,
+        ("whois", Some(name), false) => Command::Whois(name.to_owned()),
+        ("whois", ..) => return usage("/whois NAME"),
+        ("nick", Some(name), false) => Command::Nick(name.to_owned()),
+        ("nick", ..) => return usage("/nick NEWNAME (one word)"),
+        ("history", None, _) => Command::History(DEFAULT_HISTORY),
+        ("history", Some(n), false) => match n.parse() {
+            Ok(n) => Command::History(n),
+            Err(_) => return usage("/history [N], N a number of messages"),
+        },
+        ("history", ..) => return usage("/history [N]"),
+        ("help" | "peers" | "quit" | "exit", Some(_), _) => return usage(&format!("/{name} (no arguments)")),
+        _ => {
+            return Input::Invalid(format!(
+                "unknown command /{}: nothing was sent (/help lists the commands; //text sends a line starting with /)",
+                display(name)
+            ));
+        }
+    };
+    Input::Command(command)
+}
+
+/// The result of running a command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// Lines to show the user.
+    Lines(Vec<String>),
+    /// Something went wrong: why, in words.
+    Error(String),
+    /// The user wants to leave.
+    Quit,
+}
+
+/// Runs `command` on `node`. Only a storage failure is an `Err`: the node cannot go on.
+pub fn run(node: &Node, command: &Command) -> Result<Reply, NodeError> {
+    Ok(match command {
+        Command::Help => Reply::Lines(HELP.iter().map(|line| (*line).to_owned()).collect()),
+        Command::Peers => Reply::Lines(node.contacts().iter().map(describe).collect()),
+        Command::Whois(name) => match node.whois(name).as_slice() {
+            [] => Reply::Error(format!("nobody called {} is known", display(name))),
+            found => Reply::Lines(
+                found.iter().map(|c| format!("{}, peer id {}", describe(c), c.peer.map(|p| p.to_string()).unwrap_or_default())).collect(),
+            ),
+        },
+        Command::Nick(name) => match node.rename(name) {
+            Ok(()) => Reply::Lines(vec![format!("you are now {}", display(name))]),
+            Err(e @ (NodeError::Name(_) | NodeError::NameTaken { .. })) => Reply::Error(e.to_string()),
+            Err(e) => return Err(e),
+        },
+        Command::History(n) => {
+            let messages = node.history(*n)?;
+            if messages.is_empty() {
+                Reply::Lines(vec!["no messages yet".to_owned()])
+            } else {
+                Reply::Lines(messages.iter().map(history_line).collect())
+            }
+        }
+        Command::Quit => Reply::Quit,
+    })
+}
+
+/// One line about a contact: `bob #91d0e4 connected, 43 entries, catching up 4,300 / 10,000`.
+pub fn describe(contact: &Contact) -> String {
+    let state = if contact.is_self {
+        "you"
+    } else if contact.connected {
+        "connected"
+    } else {
+        "not connected"
+    };
+    let mut line = format!("{} #{} {state}, {}", display(&contact.name), contact.fingerprint(), entries(contact.held));
+    if let Some(sync) = contact.sync {
+        line.push_str(&format!(", catching up {} / {}", thousands(sync.received), thousands(sync.total)));
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command(line: &str) -> Command {
+        match parse(line) {
+            Input::Command(command) => command,
+            other => panic!("{line:?} parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn commands_parse() {
+        assert_eq!(command("/help"), Command::Help);
+        assert_eq!(command("/peers"), Command::Peers);
+        assert_eq!(command("/whois bob#91d0e4"), Command::Whois("bob#91d0e4".into()));
+        assert_eq!(command("/nick  carol "), Command::Nick("carol".into()));
+        assert_eq!(command("/history"), Command::History(DEFAULT_HISTORY));
+        assert_eq!(command("/history 5"), Command::History(5));
+        assert_eq!(command("/quit"), Command::Quit);
+    }
+
+    #[test]
+    fn lines_that_are_not_commands_are_messages() {
+        assert_eq!(parse("hello /peers"), Input::Message("hello /peers".into()));
+        assert_eq!(parse("//peers is a command"), Input::Message("/peers is a command".into()));
+    }
+
+    #[test]
+    fn mistakes_are_explained_and_never_sent() {
+        let Input::Invalid(why) = parse("/frobnicate now") else { panic!("an unknown command is refused") };
+        assert!(why.contains("unknown command /frobnicate") && why.contains("/help"), "{why}");
+        for line in ["/nick", "/nick two words", "/whois", "/history lots", "/quit now", "/"] {
+            assert!(matches!(parse(line), Input::Invalid(_)), "{line:?} is refused");
+        }
+    }
+}

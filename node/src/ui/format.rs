@@ -1,0 +1,73 @@
+//! Text shown to people: safe strings, times, counts, and the one-line form of a message that
+//! `/history` and `p2pchat export --format text` share.
+
+use chrono::{DateTime, Local};
+use p2pchat_node::Message;
+
+/// Makes text safe to print on a terminal: control characters (which could fake lines or
+/// move the cursor) are shown as `�`.
+pub fn display(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { '\u{fffd}' } else { c }).collect()
+}
+
+/// `43000` as `43,000`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+/// `1 entry`, `43,000 entries`.
+pub fn entries(n: u64) -> String {
+    format!("{} {}", thousands(n), if n == 1 { "entry" } else { "entries" })
+}
+
+/// A timestamp (milliseconds since the Unix epoch, as written by the author's clock) in local
+/// time, formatted with `pattern`; question marks if the clock was absurd.
+fn local(ms: u64, pattern: &str, unknown: &str) -> String {
+    i64::try_from(ms)
+        .ok()
+        .and_then(DateTime::from_timestamp_millis)
+        .map_or_else(|| unknown.to_owned(), |t| t.with_timezone(&Local).format(pattern).to_string())
+}
+
+/// `HH:MM` in local time.
+pub fn clock(ms: u64) -> String {
+    local(ms, "%H:%M", "??:??")
+}
+
+/// `YYYY-MM-DD HH:MM:SS NAME> TEXT`, local time, control characters neutralised.
+pub fn history_line(message: &Message) -> String {
+    let time = local(message.timestamp, "%Y-%m-%d %H:%M:%S", "????-??-?? ??:??:??");
+    format!("{time} {}> {}", display(&message.name), display(&message.text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_neutralised() {
+        assert_eq!(display("hi\nbob> fake\u{1b}[2J"), "hi\u{fffd}bob> fake\u{fffd}[2J");
+    }
+
+    #[test]
+    fn counts_are_grouped_by_thousands() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(43_000), "43,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+
+    #[test]
+    fn absurd_clocks_do_not_panic() {
+        assert_eq!(clock(u64::MAX), "??:??");
+        assert_eq!(clock(0).len(), 5);
+    }
+}

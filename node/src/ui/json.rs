@@ -1,0 +1,44 @@
+//! NDJSON events, schema version 1, documented in docs/json-events.md (with a JSON Schema in
+//! docs/json-events.schema.json): one object per line, each with `"v": 1` and a `"type"`.
+
+use p2pchat_node::{Event, Message, Stats};
+use serde_json::{Value, json};
+
+/// A chat message as a `message` event (also each line of `p2pchat export --format ndjson`).
+pub fn message(message: &Message) -> Value {
+    json!({
+        "v": 1, "type": "message", "author": message.author.to_string(), "name": message.name,
+        "seq": message.seq, "lamport": message.lamport, "timestamp": message.timestamp,
+        "text": message.text,
+    })
+}
+
+/// A status event, if it has a JSON form.
+pub fn event(event: &Event) -> Option<Value> {
+    Some(match event {
+        Event::Listening { address } => json!({"v": 1, "type": "listening", "address": address.to_string()}),
+        Event::LookingFor { name } => json!({"v": 1, "type": "looking_for", "name": name}),
+        Event::Connected { peer, name } => json!({"v": 1, "type": "connected", "peer": peer.to_string(), "name": name}),
+        Event::Disconnected { peer, name } => {
+            json!({"v": 1, "type": "disconnected", "peer": peer.to_string(), "name": name})
+        }
+        Event::SyncProgress { peer, name, received, total } => json!({
+            "v": 1, "type": "sync_progress", "peer": peer.to_string(), "name": name,
+            "received": received, "total": total,
+        }),
+        Event::SyncComplete { peer, name, received } => json!({
+            "v": 1, "type": "sync_complete", "peer": peer.to_string(), "name": name, "received": received,
+        }),
+        Event::Warning { message } => json!({"v": 1, "type": "warning", "message": message}),
+        Event::Error { message } => json!({"v": 1, "type": "error", "message": message}),
+        _ => return None,
+    })
+}
+
+/// What the node received from peers, as the final `stats` event.
+pub fn stats(stats: &Stats) -> Value {
+    json!({
+        "v": 1, "type": "stats", "received": stats.received, "stored": stats.stored,
+        "duplicates": stats.duplicates, "rejected_batches": stats.rejected_batches,
+    })
+}

@@ -1,0 +1,129 @@
+//! The user interfaces over a running [`Node`]: a terminal UI ([`tui`]), plain lines and NDJSON
+//! events ([`line`]), and the slash commands they share ([`commands`]).
+
+pub mod commands;
+pub mod format;
+pub mod input;
+pub mod json;
+pub mod line;
+pub mod tui;
+pub mod view;
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::ValueEnum;
+use p2pchat_node::{Contact, Node};
+use p2pchat_protocol::Author;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+/// How to talk to the user.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// The terminal UI when stdin and stdout are terminals, plain lines otherwise.
+    #[default]
+    Auto,
+    /// The terminal UI.
+    Tui,
+    /// `NAME> TEXT` lines on stdout, `info> …` on stderr.
+    Plain,
+    /// NDJSON events on stdout (docs/json-events.md).
+    Json,
+}
+
+impl Mode {
+    /// `Auto` made concrete for this process's stdin and stdout.
+    pub fn resolve(self) -> Mode {
+        match self {
+            Mode::Auto if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() => Mode::Tui,
+            Mode::Auto => Mode::Plain,
+            mode => mode,
+        }
+    }
+}
+
+/// Runs the chat on `node` in `mode` until the user quits or SIGINT/SIGTERM, then shuts the
+/// node down.
+pub async fn run(node: Node, mode: Mode) -> ExitCode {
+    let signals = match Signals::new() {
+        Ok(signals) => signals,
+        Err(e) => {
+            eprintln!("info> error: cannot install signal handlers: {e}");
+            node.shutdown().await;
+            return ExitCode::FAILURE;
+        }
+    };
+    match mode.resolve() {
+        Mode::Tui => tui::run(node, signals).await,
+        Mode::Json => line::run(node, line::Format::Json, signals).await,
+        Mode::Plain | Mode::Auto => line::run(node, line::Format::Plain, signals).await,
+    }
+}
+
+/// SIGINT and SIGTERM, which both mean "quit cleanly".
+pub struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        Ok(Signals { interrupt: signal(SignalKind::interrupt())?, terminate: signal(SignalKind::terminate())? })
+    }
+
+    /// Waits for either signal.
+    pub async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+}
+
+/// The names last seen for each key, to tell the user about renames.
+#[derive(Debug, Default)]
+pub struct Names(HashMap<Author, String>);
+
+impl Names {
+    /// Records the current names; returns `OLD is now known as NEW` for each that changed
+    /// (not for a first profile replacing a bare `#fingerprint`).
+    pub fn update(&mut self, contacts: &[Contact]) -> Vec<String> {
+        let mut notices = Vec::new();
+        for contact in contacts {
+            let old = self.0.insert(contact.author, contact.name.clone());
+            if let Some(old) = old.filter(|old| *old != contact.name && !old.starts_with('#')) {
+                notices.push(format!("{} is now known as {}", format::display(&old), format::display(&contact.name)));
+            }
+        }
+        notices
+    }
+
+    /// The name last seen for `author`.
+    pub fn get(&self, author: &Author) -> Option<&String> {
+        self.0.get(author)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renames_are_noticed_once() {
+        let contact = |name: &str| Contact {
+            author: Author::from_bytes([7; 32]),
+            peer: None,
+            name: name.into(),
+            is_self: false,
+            connected: true,
+            held: 1,
+            sync: None,
+        };
+        let mut names = Names::default();
+        assert!(names.update(&[contact("#070707")]).is_empty());
+        assert!(names.update(&[contact("bob")]).is_empty(), "a first profile is not a rename");
+        assert_eq!(names.update(&[contact("robert")]), ["bob is now known as robert"]);
+        assert!(names.update(&[contact("robert")]).is_empty());
+    }
+}

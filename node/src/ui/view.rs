@@ -1,0 +1,413 @@
+//! The terminal UI's state and drawing, with no terminal attached (so it is tested with
+//! ratatui's `TestBackend`): messages with scrollback, the people panel, the input line.
+
+use std::cell::Cell;
+
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind};
+use p2pchat_node::{Contact, Message};
+use p2pchat_protocol::Author;
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Position, Rect};
+use ratatui::style::{Color, Modifier, Style, Stylize};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Paragraph};
+use unicode_width::UnicodeWidthChar;
+
+use super::format::{clock, display, thousands};
+use super::Names;
+use super::input::InputLine;
+
+/// Width of the people panel (shown when the terminal is at least [`PANEL_MIN_WIDTH`] wide).
+const PANEL_WIDTH: u16 = 30;
+/// The narrowest terminal that still gets a people panel.
+const PANEL_MIN_WIDTH: u16 = 72;
+/// Rows scrolled per mouse wheel step.
+const WHEEL_STEP: usize = 3;
+/// Columns before a message's text (`HH:MM `), where wrapped lines continue.
+const INDENT: usize = 6;
+/// Colours for names, picked by key so a person keeps theirs.
+const NAME_COLOURS: [Color; 6] = [Color::Cyan, Color::Green, Color::Magenta, Color::Blue, Color::LightRed, Color::LightYellow];
+
+/// One line of the conversation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Item {
+    /// A chat message.
+    Message(Message),
+    /// Status: someone connected, the answer to a command.
+    Notice(String),
+    /// Something to look at: a fork, a name claimed by another key.
+    Warning(String),
+    /// Something that went wrong: a refused line, an unknown command.
+    Error(String),
+}
+
+/// What a key asks the caller to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// The user pressed Enter on this line.
+    Submit(String),
+    /// The user wants to leave.
+    Quit,
+}
+
+/// Everything the terminal UI shows.
+pub struct App {
+    me: Author,
+    items: Vec<Item>,
+    /// Current names by key, so a rename shows on earlier messages too.
+    names: Names,
+    contacts: Vec<Contact>,
+    input: InputLine,
+    /// How many items lie below the view (0: following the newest).
+    scroll: usize,
+    /// Items wholly visible in the last drawing, to page by.
+    page: Cell<usize>,
+}
+
+impl App {
+    /// An empty view for the user with key `me`.
+    pub fn new(me: Author) -> Self {
+        App {
+            me,
+            items: Vec::new(),
+            names: Names::default(),
+            contacts: Vec::new(),
+            input: InputLine::default(),
+            scroll: 0,
+            page: Cell::new(1),
+        }
+    }
+
+    /// Adds a line at the bottom. A view scrolled back stays where it is.
+    pub fn push(&mut self, item: Item) {
+        if self.scroll > 0 {
+            self.scroll += 1;
+        }
+        self.items.push(item);
+    }
+
+    /// Replaces the people panel's contents and the names shown on messages, with a notice
+    /// for each rename.
+    pub fn set_contacts(&mut self, contacts: Vec<Contact>) {
+        for notice in self.names.update(&contacts) {
+            self.push(Item::Notice(notice));
+        }
+        self.contacts = contacts;
+    }
+
+    /// Handles a key press.
+    pub fn on_key(&mut self, key: KeyEvent) -> Option<Action> {
+        if key.kind != KeyEventKind::Press {
+            return None;
+        }
+        let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+        match key.code {
+            KeyCode::Char('c') if ctrl => return Some(Action::Quit),
+            KeyCode::Char('d') if ctrl && self.input.text().is_empty() => return Some(Action::Quit),
+            KeyCode::Char('a') if ctrl => self.input.home(),
+            KeyCode::Char('e') if ctrl => self.input.end(),
+            KeyCode::Char('u') if ctrl => self.input.kill_to_start(),
+            KeyCode::Char('k') if ctrl => self.input.kill_to_end(),
+            KeyCode::Char('w') if ctrl => self.input.delete_word(),
+            KeyCode::Char(_) if ctrl => {}
+            KeyCode::Char(c) => self.input.insert(c),
+            KeyCode::Enter => {
+                let line = self.input.submit();
+                if !line.trim().is_empty() {
+                    self.scroll = 0;
+                    return Some(Action::Submit(line));
+                }
+            }
+            KeyCode::Backspace => self.input.backspace(),
+            KeyCode::Delete => self.input.delete(),
+            KeyCode::Left => self.input.left(),
+            KeyCode::Right => self.input.right(),
+            KeyCode::Home => self.input.home(),
+            KeyCode::End => self.input.end(),
+            KeyCode::Up if key.modifiers.contains(KeyModifiers::SHIFT) => self.scroll_up(1),
+            KeyCode::Down if key.modifiers.contains(KeyModifiers::SHIFT) => self.scroll_down(1),
+            KeyCode::Up => self.input.previous(),
+            KeyCode::Down => self.input.next(),
+            KeyCode::PageUp => self.scroll_up(self.page.get().saturating_sub(1).max(1)),
+            KeyCode::PageDown => self.scroll_down(self.page.get().saturating_sub(1).max(1)),
+            KeyCode::Esc => self.scroll = 0,
+            _ => {}
+        }
+        None
+    }
+
+    /// Handles the mouse wheel.
+    pub fn on_mouse(&mut self, mouse: MouseEvent) {
+        match mouse.kind {
+            MouseEventKind::ScrollUp => self.scroll_up(WHEEL_STEP),
+            MouseEventKind::ScrollDown => self.scroll_down(WHEEL_STEP),
+            _ => {}
+        }
+    }
+
+    fn scroll_up(&mut self, items: usize) {
+        self.scroll = (self.scroll + items).min(self.items.len().saturating_sub(1));
+    }
+
+    fn scroll_down(&mut self, items: usize) {
+        self.scroll = self.scroll.saturating_sub(items);
+    }
+
+    /// Draws the whole screen.
+    pub fn render(&self, frame: &mut Frame) {
+        let [title, body, input] =
+            Layout::vertical([Constraint::Length(1), Constraint::Min(1), Constraint::Length(2)]).areas(frame.area());
+        self.render_title(frame, title);
+        if body.width >= PANEL_MIN_WIDTH {
+            let [messages, people] = Layout::horizontal([Constraint::Min(1), Constraint::Length(PANEL_WIDTH)]).areas(body);
+            self.render_messages(frame, messages);
+            self.render_people(frame, people);
+        } else {
+            self.render_messages(frame, body);
+        }
+        self.render_input(frame, input);
+    }
+
+    fn render_title(&self, frame: &mut Frame, area: Rect) {
+        let me = self.names.get(&self.me).map_or("", String::as_str);
+        let online = self.contacts.iter().filter(|c| c.connected).count();
+        let left = format!(" p2pchat · {} · {online} connected", display(me));
+        let right = "PgUp/PgDn scroll · /help · Ctrl-C quit ";
+        let gap = (area.width as usize).saturating_sub(left.chars().count() + right.chars().count());
+        let text = if gap > 0 { format!("{left}{}{right}", " ".repeat(gap)) } else { left };
+        frame.render_widget(Paragraph::new(text).style(Style::new().add_modifier(Modifier::REVERSED)), area);
+    }
+
+    /// Draws the newest items that fit (or those above the scroll position), reading only
+    /// those: a long history costs nothing until it is scrolled to.
+    fn render_messages(&self, frame: &mut Frame, area: Rect) {
+        let (width, mut height) = (area.width as usize, area.height as usize);
+        let end = self.items.len() - self.scroll.min(self.items.len());
+        let below = self.items.len() - end;
+        if below > 0 {
+            height = height.saturating_sub(1);
+        }
+        let mut rows: Vec<Line> = Vec::with_capacity(height);
+        let mut whole = 0;
+        for item in self.items[..end].iter().rev() {
+            let mut wrapped = wrap(self.line_of(item), width);
+            while rows.len() < height {
+                match wrapped.pop() {
+                    Some(row) => rows.push(row),
+                    None => break,
+                }
+            }
+            if !wrapped.is_empty() || rows.len() >= height {
+                whole += usize::from(wrapped.is_empty());
+                break;
+            }
+            whole += 1;
+        }
+        self.page.set(whole.max(1));
+        rows.reverse();
+        if below > 0 {
+            let hint = format!("── {} newer below · PgDn or Esc ──", thousands(below as u64));
+            rows.push(Line::from(hint).style(Style::new().fg(Color::Black).bg(Color::Yellow)));
+        }
+        frame.render_widget(Paragraph::new(rows), area);
+    }
+
+    fn line_of(&self, item: &Item) -> Line<'static> {
+        match item {
+            Item::Message(message) => {
+                let name = self.names.get(&message.author).unwrap_or(&message.name);
+                let mut style = Style::new().fg(NAME_COLOURS[message.author.as_bytes()[0] as usize % NAME_COLOURS.len()]);
+                if message.author == self.me {
+                    style = style.add_modifier(Modifier::BOLD);
+                }
+                Line::from(vec![
+                    Span::from(format!("{} ", clock(message.timestamp))).dark_gray(),
+                    Span::styled(display(name), style),
+                    Span::from(format!("> {}", display(&message.text))),
+                ])
+            }
+            Item::Notice(text) => Line::from(format!("   -- {}", display(text))).dark_gray(),
+            Item::Warning(text) => Line::from(format!("    ! warning: {}", display(text))).yellow(),
+            Item::Error(text) => Line::from(format!("    ! {}", display(text))).light_red(),
+        }
+    }
+
+    fn render_people(&self, frame: &mut Frame, area: Rect) {
+        let online = self.contacts.iter().filter(|c| c.connected).count();
+        let mut lines = Vec::new();
+        for contact in &self.contacts {
+            let (dot, style) = match (contact.is_self, contact.connected) {
+                (true, _) => ("●", Style::new().bold()),
+                (false, true) => ("●", Style::new().green()),
+                (false, false) => ("○", Style::new().dark_gray()),
+            };
+            let you = if contact.is_self { " (you)" } else { "" };
+            lines.push(Line::from(format!("{dot} {}{you}", display(&contact.name))).style(style));
+            if let Some(sync) = contact.sync {
+                let progress = format!("  {} / {}", thousands(sync.received), thousands(sync.total));
+                lines.push(Line::from(progress).yellow());
+            }
+        }
+        let block = Block::new().borders(Borders::LEFT).title(format!(" people ({online} connected) "));
+        frame.render_widget(Paragraph::new(lines).block(block), area);
+    }
+
+    fn render_input(&self, frame: &mut Frame, area: Rect) {
+        let block = Block::new().borders(Borders::TOP).border_style(Style::new().dark_gray());
+        let inner = block.inner(area);
+        frame.render_widget(block, area);
+        let text: Vec<char> = self.input.text().chars().collect();
+        let room = (inner.width as usize).saturating_sub(3).max(1);
+        // Scroll sideways so the cursor stays in view.
+        let cursor = self.input.cursor();
+        let mut start = 0;
+        let mut before: usize = text[..cursor].iter().map(|c| c.width().unwrap_or(0)).sum();
+        while before >= room && start < cursor {
+            before -= text[start].width().unwrap_or(0);
+            start += 1;
+        }
+        let line = if text.is_empty() {
+            Line::from(vec![Span::from("> "), Span::from("type a message, or /help").dark_gray()])
+        } else {
+            Line::from(format!("> {}", display(&text[start..].iter().collect::<String>())))
+        };
+        frame.render_widget(Paragraph::new(line), inner);
+        frame.set_cursor_position(Position::new(inner.x + 2 + before as u16, inner.y));
+    }
+}
+
+/// Breaks a line into rows of at most `width` columns; rows after the first are indented.
+fn wrap(line: Line<'static>, width: usize) -> Vec<Line<'static>> {
+    let width = width.max(INDENT + 1);
+    let mut rows = Vec::new();
+    let mut row: Vec<Span> = Vec::new();
+    let mut used = 0;
+    for span in line.spans {
+        let style = span.style.patch(line.style);
+        let mut piece = String::new();
+        for c in span.content.chars() {
+            let w = c.width().unwrap_or(0);
+            if used + w > width {
+                row.push(Span::styled(std::mem::take(&mut piece), style));
+                rows.push(Line::from(std::mem::take(&mut row)));
+                row.push(Span::from(" ".repeat(INDENT)));
+                used = INDENT;
+            }
+            piece.push(c);
+            used += w;
+        }
+        row.push(Span::styled(piece, style));
+    }
+    rows.push(Line::from(row));
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use p2pchat_node::SyncProgress;
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+
+    fn author(n: u8) -> Author {
+        Author::from_bytes([n; 32])
+    }
+
+    fn message(from: u8, name: &str, text: &str) -> Item {
+        Item::Message(Message { author: author(from), name: name.into(), seq: 1, lamport: 1, timestamp: 0, text: text.into() })
+    }
+
+    fn contact(n: u8, name: &str, connected: bool, sync: Option<SyncProgress>) -> Contact {
+        Contact { author: author(n), peer: None, name: name.into(), is_self: n == 1, connected, held: 1, sync }
+    }
+
+    fn screen(app: &App, width: u16, height: u16) -> Vec<String> {
+        let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+        terminal.draw(|frame| app.render(frame)).unwrap();
+        let buffer = terminal.backend().buffer();
+        (0..height)
+            .map(|y| (0..width).map(|x| buffer[(x, y)].symbol()).collect::<String>().trim_end().to_owned())
+            .collect()
+    }
+
+    fn typed(app: &mut App, text: &str) {
+        for c in text.chars() {
+            app.on_key(KeyEvent::from(KeyCode::Char(c)));
+        }
+    }
+
+    #[test]
+    fn messages_people_and_input_are_drawn() {
+        let mut app = App::new(author(1));
+        app.set_contacts(vec![
+            contact(1, "alice", false, None),
+            contact(2, "bob", true, Some(SyncProgress { received: 43_000, total: 100_000 })),
+            contact(3, "carol", false, None),
+        ]);
+        app.push(message(2, "bob", "hi alice"));
+        app.push(Item::Warning("bob#020202 claims the name bob".into()));
+        typed(&mut app, "half a li");
+        let rows = screen(&app, 80, 10);
+        assert!(rows[0].starts_with(" p2pchat · alice · 1 connected") && rows[0].ends_with("Ctrl-C quit"), "{rows:#?}");
+        assert!(rows.iter().any(|r| r.contains(":00 bob> hi alice")), "{rows:#?}");
+        assert!(rows.iter().any(|r| r.contains("! warning: bob#020202 claims the name bob")), "{rows:#?}");
+        assert!(rows[1].contains("│ people (1 connected)"), "{rows:#?}");
+        assert!(rows[2].ends_with("│● alice (you)"), "{rows:#?}");
+        assert!(rows[3].ends_with("│● bob"), "{rows:#?}");
+        assert!(rows[4].ends_with("│  43,000 / 100,000"), "{rows:#?}");
+        assert!(rows[5].ends_with("│○ carol"), "{rows:#?}");
+        assert_eq!(rows[9], "> half a li");
+    }
+
+    #[test]
+    fn a_rename_shows_on_earlier_messages() {
+        let mut app = App::new(author(1));
+        app.push(message(2, "bob", "before"));
+        app.set_contacts(vec![contact(2, "bob", true, None)]);
+        app.set_contacts(vec![contact(2, "robert", true, None)]);
+        let rows = screen(&app, 40, 6);
+        assert!(rows[1].ends_with("robert> before"), "{rows:#?}");
+        assert!(rows[2].ends_with("-- bob is now known as robert"), "{rows:#?}");
+    }
+
+    #[test]
+    fn scrollback_pages_through_a_long_history_and_new_lines_do_not_move_it() {
+        let mut app = App::new(author(1));
+        for n in 0..100_000 {
+            app.push(message(2, "bob", &format!("line {n}")));
+        }
+        let rows = screen(&app, 40, 8);
+        assert!(rows[5].ends_with("bob> line 99999"), "{rows:#?}");
+        app.on_key(KeyEvent::from(KeyCode::PageUp));
+        let rows = screen(&app, 40, 8);
+        assert!(rows[5].starts_with("── 4 newer below"), "{rows:#?}");
+        assert!(rows[4].ends_with("bob> line 99995"), "{rows:#?}");
+        app.push(message(2, "bob", "new"));
+        assert_eq!(screen(&app, 40, 8)[4], rows[4], "the view stays put while scrolled back");
+        app.on_key(KeyEvent::from(KeyCode::Esc));
+        assert!(screen(&app, 40, 8)[5].ends_with("bob> new"));
+    }
+
+    #[test]
+    fn long_lines_wrap_and_a_tiny_terminal_does_not_panic() {
+        let mut app = App::new(author(1));
+        app.push(message(2, "bob", &"x".repeat(50)));
+        let rows = screen(&app, 30, 6);
+        assert!(rows[1].ends_with("bob> xxxxxxxxxxxxxxxxxxx"), "{rows:#?}");
+        assert_eq!(rows[2], format!("      {}", "x".repeat(24)));
+        assert_eq!(rows[3], format!("      {}", "x".repeat(7)));
+        screen(&app, 1, 1);
+        screen(&app, 0, 0);
+    }
+
+    #[test]
+    fn enter_submits_and_ctrl_c_quits() {
+        let mut app = App::new(author(1));
+        typed(&mut app, "hello");
+        assert_eq!(app.on_key(KeyEvent::from(KeyCode::Enter)), Some(Action::Submit("hello".into())));
+        assert_eq!(screen(&app, 40, 6)[5], "> type a message, or /help");
+        assert_eq!(app.on_key(KeyEvent::from(KeyCode::Enter)), None, "an empty line is not sent");
+        let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
+        assert_eq!(app.on_key(ctrl_c), Some(Action::Quit));
+    }
+}

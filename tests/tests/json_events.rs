@@ -1,0 +1,71 @@
+//! `--ui json`: every event type appears in a two-node scenario, and every line validates
+//! against the documented schema (docs/json-events.schema.json).
+
+use std::collections::BTreeSet;
+
+use anyhow::Context;
+use p2pchat_tests::Chat;
+use p2pchat_tests::schema::validate;
+use serde_json::Value;
+
+/// Reads JSON lines from `chat`'s stdout until one has type `wanted` and `matches`; returns
+/// every line read.
+async fn until(chat: &mut Chat, wanted: &str, matches: impl Fn(&Value) -> bool) -> anyhow::Result<Vec<Value>> {
+    let mut seen = Vec::new();
+    loop {
+        let line = chat.next_line().await.with_context(|| format!("{} waiting for {wanted} after {seen:?}", chat.name))?;
+        let value: Value = serde_json::from_str(&line).with_context(|| format!("not JSON: {line}"))?;
+        let done = value["type"] == wanted && matches(&value);
+        seen.push(value);
+        if done {
+            return Ok(seen);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_type_appears_and_matches_the_schema() -> anyhow::Result<()> {
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/json-events.schema.json"
+    ))?)?;
+    let dirs = (tempfile::tempdir()?, tempfile::tempdir()?, tempfile::tempdir()?);
+    let dir = |d: &tempfile::TempDir| d.path().to_str().map(str::to_owned).unwrap_or_default();
+    let listen = ["--listen", "/ip4/127.0.0.1/tcp/0", "--ui", "json"];
+    let mut events = Vec::new();
+
+    let mut alice = Chat::start(&[&["--name", "alice", "--data-dir", &dir(&dirs.0)], &listen[..]].concat())?;
+    let seen = until(&mut alice, "listening", |_| true).await?;
+    let address = seen[seen.len() - 1]["address"].as_str().unwrap_or_default().to_owned();
+    events.extend(seen);
+    alice.say("hello").await?;
+    events.extend(until(&mut alice, "message", |m| m["text"] == "hello").await?);
+
+    // Bob catches up on alice's log (progress, then complete), says something, and sends a line
+    // that is too long (an error).
+    let mut bob = Chat::start(&[&["--name", "bob", "--data-dir", &dir(&dirs.1), "--peer", &address], &listen[..]].concat())?;
+    events.extend(until(&mut bob, "sync_complete", |e| e["received"].as_u64() > Some(0)).await?);
+    bob.say("hi alice").await?;
+    events.extend(until(&mut bob, "message", |m| m["text"] == "hi alice").await?);
+    bob.say(&"x".repeat(5000)).await?;
+    events.extend(until(&mut bob, "error", |_| true).await?);
+    events.extend(until(&mut alice, "message", |m| m["text"] == "hi alice").await?);
+    assert!(bob.interrupt().await?);
+    events.extend(until(&mut alice, "disconnected", |_| true).await?);
+
+    // Another key calling itself bob: alice warns.
+    let impostor = Chat::start(&[&["--name", "bob", "--data-dir", &dir(&dirs.2), "--peer", &address], &listen[..]].concat())?;
+    events.extend(until(&mut alice, "warning", |w| w["message"].as_str().is_some_and(|m| m.contains("claims the name bob"))).await?);
+    assert!(impostor.interrupt().await?);
+    assert!(alice.interrupt().await?);
+
+    for event in &events {
+        validate(&schema, event).map_err(|why| anyhow::anyhow!("{event} does not match the schema: {why}"))?;
+    }
+    let types: BTreeSet<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    let expected = [
+        "connected", "disconnected", "error", "listening", "message", "sync_complete", "sync_progress", "warning",
+    ];
+    assert_eq!(types, BTreeSet::from(expected), "looking_for needs mDNS, which this test keeps off");
+    Ok(())
+}

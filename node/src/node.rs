@@ -229,7 +229,9 @@ impl NodeBuilder {
     pub async fn spawn(self) -> Result<Node, NodeError> {
         let name = self.name.unwrap_or_default();
         let dir = self.data_dir.ok_or(NodeError::NoDataDir)?;
+        let started = std::time::Instant::now();
         let (key, store) = open_data_dir(&name, &dir)?;
+        tracing::debug!(elapsed = ?started.elapsed(), "store open");
         let (changed, _) = watch::channel(());
         let (events, _) = broadcast::channel(1024);
         let peers = Mutex::new(HashMap::new());
@@ -249,6 +251,7 @@ impl NodeBuilder {
         let setup = Setup { listeners, mdns: !self.no_mdns, ready: ready_tx };
         let task = tokio::spawn(event_loop.run(setup));
         ready_rx.await.map_err(|_| NodeError::Stopped)?.map_err(NodeError::Network)?;
+        tracing::debug!(elapsed = ?started.elapsed(), "listening");
         Ok(Node { shared, peer_id, commands, task, listen_addrs })
     }
 }

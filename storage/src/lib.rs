@@ -103,6 +103,8 @@ pub struct Store {
 
 /// Block cache size. Reads are mostly sequential (ranges), so a small cache serves.
 const CACHE_BYTES: u64 = 8 << 20;
+/// Journal kept on disk before memtables are flushed: what a start-up after a crash replays.
+const JOURNAL_BYTES: u64 = 64 << 20;
 /// Memory one keyspace's memtable may hold before it is flushed.
 const MEMTABLE_BYTES: u64 = 8 << 20;
 
@@ -141,6 +143,7 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let db = Database::builder(dir)
             .cache_size(CACHE_BYTES)
+            .max_journaling_size(JOURNAL_BYTES)
             .open()
             .map_err(|e| match e {
             fjall::Error::Locked => StoreError::InUse { path: dir.to_owned() },

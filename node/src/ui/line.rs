@@ -19,6 +19,9 @@ use super::{Names, Signals, json};
 /// Most typed lines stored in one durable write.
 const GROUP_COMMIT_LINES: usize = 1024;
 
+/// How long the message printer may take to finish after the node stopped.
+const PRINTER_GRACE: Duration = Duration::from_secs(1);
+
 /// How often a progress line may be redrawn.
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
@@ -115,8 +118,10 @@ pub async fn run(node: Node, format: Format, mut signals: Signals) -> ExitCode {
     status.clear_progress();
     let stats = node.stats();
     node.shutdown().await;
-    let _ = printer.await; // it ends once the node has stopped
-    if format == Format::Json {
+    // The printer ends once the node has stopped, unless stdout is blocked (a reader that
+    // stopped reading): do not let that keep us from exiting.
+    let printed_all = tokio::time::timeout(PRINTER_GRACE, printer).await.is_ok();
+    if format == Format::Json && printed_all {
         println!("{}", json::stats(&stats));
     }
     code

@@ -295,25 +295,23 @@ impl Bench {
             sent.push(Instant::now());
             alice.say(&format!("live {i}")).await?;
         }
-        let mut delays = Vec::with_capacity(count);
-        let mut got = HashMap::new();
-        while got.len() < count {
-            let (at, event) = bob.wait(|e| e["type"] == "message").await?;
-            if let Some(i) = event["text"].as_str().and_then(|t| t.strip_prefix("live ")).and_then(|i| i.parse::<usize>().ok()) {
-                got.insert(i, at);
-            }
-        }
-        for (i, at) in got {
-            delays.push(at - sent[i]);
-        }
-        delays.sort();
-        let pct = |p: f64| ms(delays[((delays.len() as f64 * p) as usize).min(delays.len() - 1)]);
+        let at_bob = live_arrivals(&mut bob, count).await?;
+        let at_alice = live_arrivals(&mut alice, count).await?;
+        let delays = |arrivals: &HashMap<usize, Instant>| {
+            let mut delays: Vec<Duration> = arrivals.iter().map(|(i, at)| *at - sent[*i]).collect();
+            delays.sort();
+            delays
+        };
+        let (delays, own) = (delays(&at_bob), delays(&at_alice));
+        let pct = |delays: &[Duration], p: f64| ms(delays[((delays.len() as f64 * p) as usize).min(delays.len() - 1)]);
         let (rss_a, rss_b) = (alice.peak_rss_mb(), bob.peak_rss_mb());
         bob.stop().await?;
         alice.stop().await?;
         Ok(json!({
             "scenario": "live", "messages": count, "interval_ms": ms(interval),
-            "p50_ms": pct(0.5), "p90_ms": pct(0.9), "p99_ms": pct(0.99), "max_ms": pct(1.0),
+            "p50_ms": pct(&delays, 0.5), "p90_ms": pct(&delays, 0.9), "p99_ms": pct(&delays, 0.99),
+            "max_ms": pct(&delays, 1.0),
+            "own_echo_p50_ms": pct(&own, 0.5), "own_echo_p99_ms": pct(&own, 0.99),
             "peak_rss_mb": {"a": rss_a, "b": rss_b},
         }))
     }
@@ -356,7 +354,7 @@ impl Bench {
         bob.stop().await?;
         let (via, wire) = counting_proxy(&alice.addr).await?;
         let mut bob = self.start(b, &[&via]).await?;
-        let (connected, _) = bob.wait(|e| e["type"] == "connected").await?;
+        let ready = Instant::now(); // `start` returns once B listens
         let (done, complete) = bob.wait(|e| e["type"] == "sync_complete").await?;
         // Let anything else the two would exchange go over the wire before counting.
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -366,7 +364,7 @@ impl Bench {
         alice.stop().await?;
         Ok(json!({
             "scenario": "reconnect", "stored": n, "received": complete["received"],
-            "in_sync_ms": ms(done - connected), "wire_bytes": bytes, "peak_rss_mb": rss,
+            "ready_to_in_sync_ms": ms(done - ready), "wire_bytes": bytes, "peak_rss_mb": rss,
         }))
     }
 
@@ -440,6 +438,18 @@ impl Bench {
             "received_over_unique": round(received as f64 / unique as f64), "max_peak_rss_mb": rss,
         }))
     }
+}
+
+/// When each `live N` message was printed by `peer`.
+async fn live_arrivals(peer: &mut Peer, count: usize) -> anyhow::Result<HashMap<usize, Instant>> {
+    let mut got = HashMap::new();
+    while got.len() < count {
+        let (at, event) = peer.wait(|e| e["type"] == "message").await?;
+        if let Some(i) = event["text"].as_str().and_then(|t| t.strip_prefix("live ")).and_then(|i| i.parse::<usize>().ok()) {
+            got.insert(i, at);
+        }
+    }
+    Ok(got)
 }
 
 /// How busy the machine was (all cores) over the last second, for judging noise.

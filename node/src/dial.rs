@@ -49,15 +49,15 @@ impl Redialer {
     pub fn due(&mut self, now: Instant) -> Vec<DialOpts> {
         let mut dials = Vec::new();
         for target in &mut self.targets {
-            if let State::Waiting { until } = target.state {
-                if until <= now {
-                    let opts = match target.peer {
-                        Some(peer) => DialOpts::peer_id(peer).addresses(vec![target.addr.clone()]).build(),
-                        None => DialOpts::unknown_peer_id().address(target.addr.clone()).build(),
-                    };
-                    target.state = State::Dialing(opts.connection_id());
-                    dials.push(opts);
-                }
+            if let State::Waiting { until } = target.state
+                && until <= now
+            {
+                let opts = match target.peer {
+                    Some(peer) => DialOpts::peer_id(peer).addresses(vec![target.addr.clone()]).build(),
+                    None => DialOpts::unknown_peer_id().address(target.addr.clone()).build(),
+                };
+                target.state = State::Dialing(opts.connection_id());
+                dials.push(opts);
             }
         }
         dials

@@ -1,7 +1,7 @@
 //! The event loop: owns the swarm, says hello on every connection, answers requests, starts
 //! the push tasks, finds peers on the LAN and keeps the user's peers connected.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,7 +26,7 @@ use crate::behaviour::{Behaviour, BehaviourEvent};
 use crate::dial::Redialer;
 use crate::discovery::{Discovery, keep_connection};
 use crate::push::{self, Fetch, Report};
-use crate::shared::{CatchUp, PeerState, SharedRef};
+use crate::shared::{CatchUp, SharedRef};
 use crate::{Event, PeerSpec, identity};
 
 /// How often the node says which wanted names it has not found yet.
@@ -67,6 +67,8 @@ pub struct EventLoop {
     connections: HashMap<PeerId, Vec<(ConnectionId, bool)>>,
     /// Peers whose hello was accepted: they are synced with and shown as connected.
     accepted: HashSet<PeerId>,
+    /// Skip lists received from peers before their hello was accepted.
+    early_skips: HashMap<PeerId, BTreeSet<Author>>,
     /// Peers already warned about for claiming a name pinned to another key.
     warned: HashSet<PeerId>,
     /// Range requests in flight: which log each is for.
@@ -108,6 +110,7 @@ impl EventLoop {
             discovery,
             connections: HashMap::new(),
             accepted: HashSet::new(),
+            early_skips: HashMap::new(),
             warned: HashSet::new(),
             fetching: HashMap::new(),
             pushers: HashMap::new(),
@@ -148,10 +151,11 @@ impl EventLoop {
                     };
                     // Handled first, so the address is recorded before `ready` is answered.
                     self.on_swarm_event(event);
-                    if let Some((listener, result)) = listened {
-                        if waiting.remove(&listener) && (waiting.is_empty() || result.is_err()) {
-                            ready.take().map(|r| r.send(result));
-                        }
+                    if let Some((listener, result)) = listened
+                        && waiting.remove(&listener)
+                        && (waiting.is_empty() || result.is_err())
+                    {
+                        ready.take().map(|r| r.send(result));
                     }
                 }
                 Some((peer, stream)) = incoming.next() => {
@@ -255,11 +259,11 @@ impl EventLoop {
                     self.discovery.expired(peer, &addr);
                 }
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Ping(libp2p::ping::Event { peer, connection, result: Err(e) })) => {
-                if !matches!(e, libp2p::ping::Failure::Unsupported) {
-                    tracing::debug!(%peer, "ping failed, closing connection: {e}");
-                    self.swarm.close_connection(connection);
-                }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(libp2p::ping::Event { peer, connection, result: Err(e) }))
+                if !matches!(e, libp2p::ping::Failure::Unsupported) =>
+            {
+                tracing::debug!(%peer, "ping failed, closing connection: {e}");
+                self.swarm.close_connection(connection);
             }
             _ => {}
         }
@@ -281,6 +285,7 @@ impl EventLoop {
         if let Some(pusher) = self.pushers.remove(&peer) {
             pusher.abort();
         }
+        self.early_skips.remove(&peer);
         let state = self.shared.peers().remove(&peer);
         if self.accepted.remove(&peer) {
             let name = state.and_then(|s| s.name).map(|name| self.display_claim(&peer, &name));
@@ -366,10 +371,11 @@ impl EventLoop {
         let first_hello = !self.accepted.contains(&peer);
         {
             let mut peers = self.shared.peers();
-            let state = peers.entry(peer).or_insert_with(PeerState::default);
+            let state = peers.entry(peer).or_default();
             state.name = Some(hello.name.clone());
             p2pchat_protocol::sync::merge(&mut state.heads, &heads);
             if first_hello {
+                state.skip = self.early_skips.remove(&peer).unwrap_or_default();
                 let store = &self.shared.store;
                 state.catch_up = CatchUp::new(&store.heads(), &heads, |author| store.is_frozen(author));
             }
@@ -467,8 +473,12 @@ impl EventLoop {
         if authors.len() > MAX_HELLO_HEADS {
             return Response::Refused(format!("a skip list holds at most {MAX_HELLO_HEADS} logs"));
         }
-        if let Some(state) = self.shared.peers().get_mut(&peer) {
-            state.skip = authors.into_iter().collect();
+        match self.shared.peers().get_mut(&peer) {
+            Some(state) => state.skip = authors.into_iter().collect(),
+            // It accepted our hello before we accepted its: keep the list for then.
+            None => {
+                self.early_skips.insert(peer, authors.into_iter().collect());
+            }
         }
         self.shared.notify_changed();
         Response::Done

@@ -61,6 +61,7 @@ pub async fn push_to(shared: SharedRef, peer: PeerId, stream: Stream) {
         let notes: Vec<HeadNote> = ranges
             .iter()
             .filter(|range| skip.contains(&range.author) && noted.get(&range.author) < Some(&range.to))
+            .filter(|range| !shared.store.is_frozen(&range.author))
             .map(|range| HeadNote { author: range.author, seq: range.to })
             .take(MAX_HELLO_HEADS)
             .collect();
@@ -183,10 +184,10 @@ pub fn absorb(shared: &SharedRef, peer: PeerId, batch: Batch) -> Option<Fetch> {
     let author = batch.author;
     // The peer holds what it sends: record that first, so no pusher woken by the insert below
     // echoes these entries back to it.
-    if let Some(last) = batch.entries.last().and_then(|e| Entry::decode(Bytes::copy_from_slice(e)).ok()) {
-        if last.author() == author {
-            shared.peer_has(&peer, author, last.seq());
-        }
+    if let Some(last) = batch.entries.last().and_then(|e| Entry::decode(Bytes::copy_from_slice(e)).ok())
+        && last.author() == author
+    {
+        shared.peer_has(&peer, author, last.seq());
     }
     let received = batch.entries.len();
     tracing::debug!(%peer, ?author, entries = received, "received a batch");

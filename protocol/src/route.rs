@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use crate::entry::Author;
+use crate::limits::MAX_HELLO_HEADS;
 
 /// How long a peer may note that it is ahead of us before we switch to it as the source.
 pub const STALL_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -42,7 +43,12 @@ impl<P: Copy + Ord> Router<P> {
 
     /// The logs `peer` is asked to skip: those with another source.
     pub fn skip_list(&self, peer: &P) -> Vec<Author> {
-        self.sources.iter().filter(|(_, source)| *source != peer).map(|(author, _)| *author).collect()
+        self.sources
+            .iter()
+            .filter(|(_, source)| *source != peer)
+            .map(|(author, _)| *author)
+            .take(MAX_HELLO_HEADS)
+            .collect()
     }
 
     /// The chosen source of `author`'s log, if any.
@@ -98,8 +104,13 @@ impl<P: Copy + Ord> Router<P> {
 
     /// `peer` noted holding `author`'s log up to `seq`, while we hold `ours`.
     pub fn noted(&mut self, peer: P, author: Author, seq: u64, ours: u64, now: Instant) {
-        if seq > ours && self.sources.get(&author) != Some(&peer) {
-            self.stalls.entry(author).or_insert(Stall { peer, seq, since: now });
+        if author == self.own || seq <= ours || self.sources.get(&author) == Some(&peer) {
+            return;
+        }
+        let stall = self.stalls.entry(author).or_insert(Stall { peer, seq, since: now });
+        // A later note from the same peer raises the mark but keeps the clock running.
+        if stall.peer == peer {
+            stall.seq = stall.seq.max(seq);
         }
     }
 
@@ -188,6 +199,21 @@ mod tests {
         assert_eq!(router.source(&author(9)), Some(2));
         assert!(!router.skip_list(&2).contains(&author(9)));
         assert!(router.skip_list(&1).contains(&author(9)));
+    }
+
+    #[test]
+    fn later_notes_raise_the_mark_and_own_log_is_never_noted() {
+        let mut router = Router::new(author(ME));
+        let t0 = Instant::now();
+        router.joined(1, author(1), [author(9)]);
+        router.joined(2, author(2), [author(9)]);
+        router.noted(2, author(9), 5, 4, t0);
+        router.noted(2, author(9), 10, 4, t0 + STALL_TIMEOUT / 2);
+        // We caught up with the first note but not the second: the source has stalled.
+        assert_eq!(router.check_stalls(t0 + STALL_TIMEOUT, |_| 5), vec![1, 2]);
+        router.noted(2, author(ME), 99, 1, t0);
+        assert_eq!(router.source(&author(ME)), None);
+        assert!(router.check_stalls(t0 + STALL_TIMEOUT * 3, |_| 1).is_empty());
     }
 
     #[test]

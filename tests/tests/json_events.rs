@@ -57,14 +57,19 @@ async fn every_event_type_appears_and_matches_the_schema() -> anyhow::Result<()>
     let impostor = Chat::start(&[&["--name", "bob", "--data-dir", &dir(&dirs.2), "--peer", &address], &listen[..]].concat())?;
     events.extend(until(&mut alice, "warning", |w| w["message"].as_str().is_some_and(|m| m.contains("claims the name bob"))).await?);
     assert!(impostor.interrupt().await?);
-    assert!(alice.interrupt().await?);
+    // Stopping, alice ends with her stats.
+    let pid = alice.child.id().unwrap_or_default().to_string();
+    std::process::Command::new("kill").args(["-INT", &pid]).status()?;
+    events.extend(until(&mut alice, "stats", |s| s["received"].as_u64() > Some(0)).await?);
+    assert!(alice.child.wait().await?.success());
 
     for event in &events {
         validate(&schema, event).map_err(|why| anyhow::anyhow!("{event} does not match the schema: {why}"))?;
     }
     let types: BTreeSet<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
     let expected = [
-        "connected", "disconnected", "error", "listening", "message", "sync_complete", "sync_progress", "warning",
+        "connected", "disconnected", "error", "listening", "message", "stats", "sync_complete", "sync_progress",
+        "warning",
     ];
     assert_eq!(types, BTreeSet::from(expected), "looking_for needs mDNS, which this test keeps off");
     Ok(())

@@ -77,7 +77,7 @@ async fn a_restarted_peer_keeps_history_and_catches_up_once() -> anyhow::Result<
     let dirs = (tempfile::tempdir()?, tempfile::tempdir()?);
     let alice = start_node("alice", dirs.0.path(), &[]).await?;
     let alice_addr = address_of(&alice);
-    let bob = start_node("bob", dirs.1.path(), &[alice_addr.clone()]).await?;
+    let bob = start_node("bob", dirs.1.path(), std::slice::from_ref(&alice_addr)).await?;
     alice.send("first")?;
     bob.send("bob was here")?;
     take(&mut bob.messages(), 2).await?;

@@ -59,10 +59,10 @@ async fn main() -> anyhow::Result<()> {
         let mut line = result.with_context(|| format!("scenario {scenario}"))?;
         line["machine"] = machine_load();
         println!("{line}");
-        if let Some(dir) = &scuttleup {
-            if let Some(baseline) = scuttleup_baseline(dir, scenario, n).await? {
-                println!("{baseline}");
-            }
+        if let Some(dir) = &scuttleup
+            && let Some(baseline) = scuttleup_baseline(dir, scenario, n).await?
+        {
+            println!("{baseline}");
         }
         std::io::stdout().flush()?;
     }
@@ -129,10 +129,10 @@ impl Bench {
         tokio::spawn(async move {
             while let Ok(Some(line)) = stdout.next_line().await {
                 let at = Instant::now();
-                if let Ok(value) = serde_json::from_str::<Value>(&line) {
-                    if tx.send((at, value)).is_err() {
-                        break;
-                    }
+                if let Ok(value) = serde_json::from_str::<Value>(&line)
+                    && tx.send((at, value)).is_err()
+                {
+                    break;
                 }
             }
         });

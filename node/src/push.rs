@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use libp2p::{PeerId, Stream, StreamProtocol};
 use p2pchat_protocol::limits::{BATCH_BYTE_BUDGET, MAX_BATCH_ENTRIES, MAX_FRAME_BYTES, MAX_HELLO_HEADS};
 use p2pchat_protocol::Heads;
@@ -20,11 +20,11 @@ use p2pchat_protocol::wire::{Batch, Frame, HeadNote, PUSH_PROTOCOL, RangeRequest
 use p2pchat_protocol::{Author, Entry, ValidationError};
 use serde_bytes::ByteBuf;
 use tokio::sync::mpsc;
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
-use tokio_util::compat::FuturesAsyncReadCompatExt;
+use tokio_util::codec::{FramedWrite, LengthDelimitedCodec};
 use tokio_util::compat::FuturesAsyncWriteCompatExt;
 
 use crate::Event;
+use crate::frames::{FRAME_TIMEOUT, read_frame};
 use crate::shared::SharedRef;
 
 /// The push protocol as a libp2p protocol name.
@@ -113,6 +113,13 @@ pub enum Report {
         /// Whose log.
         author: Author,
     },
+    /// A peer sent what no honest peer sends (a forged entry, a bad frame): disconnect it.
+    Misbehaved {
+        /// The sender.
+        peer: PeerId,
+        /// What it did, in words.
+        reason: String,
+    },
     /// A peer noted how far it holds a log it was asked to skip.
     Noted {
         /// The sender.
@@ -146,20 +153,32 @@ pub async fn receive_from(shared: SharedRef, peer: PeerId, stream: Stream, repor
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut frames = FramedRead::new(stream.compat(), codec());
-    while let Some(frame) = frames.next().await {
-        let frame = match frame.map_err(|e| e.to_string()).and_then(|f| Frame::decode(&f).map_err(|e| e.to_string())) {
-            Ok(frame) => frame,
+    let mut stream = stream;
+    loop {
+        let frame = match read_frame(&mut stream, FRAME_TIMEOUT).await {
+            Ok(Some(bytes)) => Frame::decode(&bytes).map_err(|e| e.to_string()),
+            Ok(None) => return,
+            Err(e) if e.is_misbehaviour() => Err(e.to_string()),
             Err(e) => {
-                shared.emit(Event::Warning { message: format!("dropped a bad push stream from {peer}: {e}") });
+                shared.emit(Event::Warning { message: format!("dropped the push stream from {peer}: {e}") });
+                return;
+            }
+        };
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(reason) => {
+                let _ = reports.send(Report::Misbehaved { peer, reason: format!("a bad push frame ({reason})") }).await;
                 return;
             }
         };
         let reports_out: Vec<Report> = match frame {
             Frame::Batch(batch) => {
                 let author = batch.author;
-                let fetch = absorb(&shared, peer, batch).map(Report::Fetch);
-                [Report::Received { peer, author }].into_iter().chain(fetch).collect()
+                let next = match absorb(&shared, peer, batch) {
+                    Ok(fetch) => fetch.map(Report::Fetch),
+                    Err(Misbehaviour(reason)) => Some(Report::Misbehaved { peer, reason }),
+                };
+                [Report::Received { peer, author }].into_iter().chain(next).collect()
             }
             Frame::Notes(notes) => notes
                 .into_iter()
@@ -177,9 +196,16 @@ pub async fn receive_from(shared: SharedRef, peer: PeerId, stream: Stream, repor
     }
 }
 
+/// What a peer did that no honest peer does, in words. Honest peers relay only entries they
+/// validated, so an undecodable entry, a forged signature or an entry filed under another
+/// author's log can only come from a peer that is broken or hostile.
+#[derive(Debug)]
+pub struct Misbehaviour(pub String);
+
 /// Stores a batch received from `peer`, records what the peer holds, and reports problems.
-/// Returns the range to fetch from the peer when the batch did not join our log (a gap).
-pub fn absorb(shared: &SharedRef, peer: PeerId, batch: Batch) -> Option<Fetch> {
+/// Returns the range to fetch from the peer when the batch did not join our log (a gap), or
+/// the peer's misbehaviour (the valid prefix of the batch is stored all the same).
+pub fn absorb(shared: &SharedRef, peer: PeerId, batch: Batch) -> Result<Option<Fetch>, Misbehaviour> {
     let author = batch.author;
     // The peer holds what it sends: record that first, so no pusher woken by the insert below
     // echoes these entries back to it.
@@ -194,7 +220,7 @@ pub fn absorb(shared: &SharedRef, peer: PeerId, batch: Batch) -> Option<Fetch> {
         Ok(inserted) => inserted,
         Err(e) => {
             shared.emit(Event::Error { message: format!("storing entries failed: {e}") });
-            return None;
+            return Ok(None);
         }
     };
     tracing::debug!(%peer, ?author, stored = inserted.stored.len(), rejected = ?inserted.rejected, "absorbed");
@@ -211,11 +237,11 @@ pub fn absorb(shared: &SharedRef, peer: PeerId, batch: Batch) -> Option<Fetch> {
         shared.report_catch_up();
     }
     match inserted.rejected {
-        None => None,
-        Some(ValidationError::Gap { expected, .. }) => Some(Fetch {
+        None => Ok(None),
+        Some(ValidationError::Gap { expected, .. }) => Ok(Some(Fetch {
             peer,
             request: RangeRequest { author, from: expected, limit: MAX_BATCH_ENTRIES as u32 },
-        }),
+        })),
         Some(ValidationError::Fork { seq }) => {
             let name = shared.display_name(&author);
             shared.emit(Event::Warning {
@@ -225,12 +251,17 @@ pub fn absorb(shared: &SharedRef, peer: PeerId, batch: Batch) -> Option<Fetch> {
                     author.fingerprint()
                 ),
             });
-            None
+            Ok(None)
         }
-        Some(ValidationError::AuthorFrozen) => None,
+        Some(ValidationError::AuthorFrozen) => Ok(None),
+        Some(
+            forged @ (ValidationError::Decode(_)
+            | ValidationError::BadSignature { .. }
+            | ValidationError::WrongAuthor { .. }),
+        ) => Err(Misbehaviour(format!("an invalid entry ({forged})"))),
         Some(other) => {
             shared.emit(Event::Warning { message: format!("rejected an entry from peer {peer}: {other}") });
-            None
+            Ok(None)
         }
     }
 }

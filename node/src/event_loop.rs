@@ -396,18 +396,17 @@ impl EventLoop {
     /// hints, and a peer announcing entries it does not send is not asked again and again.
     fn on_range_answer(&mut self, peer: PeerId, batch: Batch) {
         let author = batch.author;
-        let before = self.shared.store.head_seq(&author);
-        let follow_up = match push::absorb(&self.shared, peer, batch) {
-            Ok(fetch) => fetch,
+        let absorbed = match push::absorb(&self.shared, peer, batch) {
+            Ok(absorbed) => absorbed,
             Err(push::Misbehaviour(reason)) => return self.penalise(peer, &reason),
         };
-        let after = self.shared.store.head_seq(&author);
-        if after == before {
-            self.shared.peer_lacks_beyond(&peer, author, after);
+        if absorbed.stored == 0 {
+            let ours = self.shared.store.head_seq(&author);
+            self.shared.peer_lacks_beyond(&peer, author, ours);
             self.shared.report_catch_up();
             return;
         }
-        if let Some(fetch) = follow_up.or_else(|| push::next_fetch(&self.shared, peer, author)) {
+        if let Some(fetch) = absorbed.fetch.or_else(|| push::next_fetch(&self.shared, peer, author)) {
             self.request_range(fetch);
         }
     }

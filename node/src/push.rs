@@ -17,6 +17,7 @@ use p2pchat_protocol::limits::{BATCH_BYTE_BUDGET, MAX_BATCH_ENTRIES, MAX_FRAME_B
 use p2pchat_protocol::Heads;
 use p2pchat_protocol::sync::{Range, merge, missing};
 use p2pchat_protocol::wire::{Batch, Frame, HeadNote, PUSH_PROTOCOL, RangeRequest};
+use p2pchat_protocol::validate::is_far_future;
 use p2pchat_protocol::{Author, Entry, ValidationError};
 use serde_bytes::ByteBuf;
 use tokio::sync::mpsc;
@@ -25,7 +26,7 @@ use tokio_util::compat::FuturesAsyncWriteCompatExt;
 
 use crate::Event;
 use crate::frames::{FRAME_TIMEOUT, read_frame};
-use crate::shared::SharedRef;
+use crate::shared::{SharedRef, now_ms};
 
 /// The push protocol as a libp2p protocol name.
 pub fn protocol() -> StreamProtocol {
@@ -175,7 +176,7 @@ pub async fn receive_from(shared: SharedRef, peer: PeerId, stream: Stream, repor
             Frame::Batch(batch) => {
                 let author = batch.author;
                 let next = match absorb(&shared, peer, batch) {
-                    Ok(fetch) => fetch.map(Report::Fetch),
+                    Ok(absorbed) => absorbed.fetch.map(Report::Fetch),
                     Err(Misbehaviour(reason)) => Some(Report::Misbehaved { peer, reason }),
                 };
                 [Report::Received { peer, author }].into_iter().chain(next).collect()
@@ -202,10 +203,19 @@ pub async fn receive_from(shared: SharedRef, peer: PeerId, stream: Stream, repor
 #[derive(Debug)]
 pub struct Misbehaviour(pub String);
 
+/// What [`absorb`] did with a batch.
+#[derive(Debug, Default)]
+pub struct Absorbed {
+    /// How many entries were newly stored.
+    pub stored: usize,
+    /// The range to fetch from the peer when the batch did not join our log (a gap).
+    pub fetch: Option<Fetch>,
+}
+
 /// Stores a batch received from `peer`, records what the peer holds, and reports problems.
-/// Returns the range to fetch from the peer when the batch did not join our log (a gap), or
-/// the peer's misbehaviour (the valid prefix of the batch is stored all the same).
-pub fn absorb(shared: &SharedRef, peer: PeerId, batch: Batch) -> Result<Option<Fetch>, Misbehaviour> {
+/// Returns what was stored and what to fetch, or the peer's misbehaviour (the valid prefix of
+/// the batch is stored all the same).
+pub fn absorb(shared: &SharedRef, peer: PeerId, batch: Batch) -> Result<Absorbed, Misbehaviour> {
     let author = batch.author;
     // The peer holds what it sends: record that first, so no pusher woken by the insert below
     // echoes these entries back to it.
@@ -220,7 +230,7 @@ pub fn absorb(shared: &SharedRef, peer: PeerId, batch: Batch) -> Result<Option<F
         Ok(inserted) => inserted,
         Err(e) => {
             shared.emit(Event::Error { message: format!("storing entries failed: {e}") });
-            return Ok(None);
+            return Ok(Absorbed::default());
         }
     };
     tracing::debug!(%peer, ?author, stored = inserted.stored.len(), rejected = ?inserted.rejected, "absorbed");
@@ -236,12 +246,23 @@ pub fn absorb(shared: &SharedRef, peer: PeerId, batch: Batch) -> Result<Option<F
         shared.notify_changed();
         shared.report_catch_up();
     }
-    match inserted.rejected {
-        None => Ok(None),
-        Some(ValidationError::Gap { expected, .. }) => Ok(Some(Fetch {
+    if let Some(future) = inserted.stored.iter().find(|entry| is_far_future(entry, now_ms())) {
+        let name = shared.display_name(&author);
+        shared.emit(Event::Warning {
+            message: format!(
+                "{name}'s clock is ahead: seq {} is dated {} minutes in the future (kept, and ordered as sent)",
+                future.seq(),
+                future.timestamp().saturating_sub(now_ms()) / 60_000
+            ),
+        });
+    }
+    let stored = inserted.stored.len();
+    let fetch = match inserted.rejected {
+        None => None,
+        Some(ValidationError::Gap { expected, .. }) => Some(Fetch {
             peer,
             request: RangeRequest { author, from: expected, limit: MAX_BATCH_ENTRIES as u32 },
-        })),
+        }),
         Some(ValidationError::Fork { seq }) => {
             let name = shared.display_name(&author);
             shared.emit(Event::Warning {
@@ -251,19 +272,20 @@ pub fn absorb(shared: &SharedRef, peer: PeerId, batch: Batch) -> Result<Option<F
                     author.fingerprint()
                 ),
             });
-            Ok(None)
+            None
         }
-        Some(ValidationError::AuthorFrozen) => Ok(None),
+        Some(ValidationError::AuthorFrozen) => None,
         Some(
             forged @ (ValidationError::Decode(_)
             | ValidationError::BadSignature { .. }
             | ValidationError::WrongAuthor { .. }),
-        ) => Err(Misbehaviour(format!("an invalid entry ({forged})"))),
+        ) => return Err(Misbehaviour(format!("an invalid entry ({forged})"))),
         Some(other) => {
             shared.emit(Event::Warning { message: format!("rejected an entry from peer {peer}: {other}") });
-            Ok(None)
+            None
         }
-    }
+    };
+    Ok(Absorbed { stored, fetch })
 }
 
 /// The head `peer` should be asked to continue from after a range answer, if it has more.

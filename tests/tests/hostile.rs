@@ -227,3 +227,35 @@ async fn entries_from_a_clock_in_the_future_are_kept_and_flagged() -> anyhow::Re
     bob.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_freezes_its_author_and_everyone_else_syncs_on() -> anyhow::Result<()> {
+    let dirs = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let (alice, bob) = honest_pair(&dirs).await?;
+    let mut events = alice.events();
+    let mut frank = Adversary::spawn("frank")?;
+    let peer = frank.connect(&address_of(&alice)).await?;
+    frank.hello(peer, "frank", vec![]).await?;
+    let mut stream = frank.open_push(peer).await?;
+    // Two valid logs that share seq 1 and differ from seq 2 on.
+    let first = frank.log("frank", &["one", "then"]);
+    let second = frank.log("frank", &["uno", "luego"]);
+    let envelopes = |log: &[p2pchat_protocol::Entry]| log.iter().map(|e| e.envelope().to_vec()).collect::<Vec<_>>();
+    write(&mut stream, &batch_frame(frank.author(), envelopes(&first[..2]))).await?;
+    write(&mut stream, &batch_frame(frank.author(), envelopes(&second[1..2]))).await?;
+    let warning = warned(&mut events, "forked").await?;
+    assert!(warning.contains("frank") && warning.contains("seq 2"), "{warning}");
+    // Frozen: the first entry stays, and nothing more is taken, not even from the first branch.
+    write(&mut stream, &batch_frame(frank.author(), envelopes(&first[2..]))).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(alice.heads().get(&frank.author()), Some(&2));
+    let mut feed = alice.messages();
+    let shown = texts(&take(&mut feed, 2).await?);
+    assert!(shown.contains(&"frank> one".to_owned()) && !shown.iter().any(|line| line.contains("uno")), "{shown:?}");
+    // A fork is the author's doing, not the relay's: the connection stays, and bob syncs on.
+    assert!(!frank.disconnected_within(Duration::from_millis(300)).await);
+    still_chatting(&alice, &bob, "after the fork").await?;
+    alice.shutdown().await;
+    bob.shutdown().await;
+    Ok(())
+}

@@ -56,3 +56,48 @@ async fn only_nodes_with_the_room_key_exchange_anything() -> anyhow::Result<()> 
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keygen_room_and_room_key_from_the_command_line() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    use p2pchat_tests::{Chat, p2pchat_binary};
+    let dir = tempfile::tempdir()?;
+    let key = dir.path().join("team.key");
+    let key_arg = key.to_str().unwrap_or_default();
+    let keygen = || std::process::Command::new(p2pchat_binary()).args(["keygen-room", key_arg]).output();
+    let made = keygen()?;
+    assert!(made.status.success() && String::from_utf8_lossy(&made.stderr).contains("wrote a room key"));
+    assert_eq!(std::fs::metadata(&key)?.permissions().mode() & 0o777, 0o600);
+    let again = keygen()?;
+    assert!(!again.status.success(), "an existing key is never overwritten");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("cannot create room key"));
+
+    let data = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    let listen = ["--listen", "/ip4/127.0.0.1/tcp/0"];
+    let not_a_key = data("not-a-key"); // a directory, not a key file
+    std::fs::create_dir_all(&not_a_key)?;
+    let mut broken = Chat::start(&[&["--name", "x", "--data-dir", &data("x"), "--room-key", &not_a_key], &listen[..]].concat())?;
+    broken.wait_stderr("info> error: cannot read room key").await?;
+    assert!(!broken.child.wait().await?.success());
+
+    let (alice_dir, bob_dir, eve_dir) = (data("alice"), data("bob"), data("eve"));
+    let mut alice = Chat::start(&[&["--name", "alice", "--data-dir", &alice_dir, "--room-key", key_arg], &listen[..]].concat())?;
+    let alice_addr = alice.listen_addr().await?;
+    alice.say("members only").await?;
+    alice.wait_line("alice> members only").await?;
+    let peer = ["--peer", &alice_addr];
+    let mut bob = Chat::start(&[&["--name", "bob", "--data-dir", &bob_dir, "--room-key", key_arg], &listen[..], &peer[..]].concat())?;
+    bob.wait_line("alice> members only").await?;
+    let mut eve = Chat::start(&[&["--name", "eve", "--data-dir", &eve_dir], &listen[..], &peer[..]].concat())?;
+    eve.say("anyone?").await?;
+    eve.wait_line("eve> anyone?").await?;
+    bob.say("hi alice").await?;
+    alice.wait_line("bob> hi alice").await?;
+    let eve_saw = tokio::time::timeout(Duration::from_secs(2), eve.next_line()).await;
+    assert!(eve_saw.is_err(), "eve, without the key, saw {eve_saw:?}");
+    assert!(eve.drain_stderr(Duration::from_millis(100)).await.iter().all(|line| !line.contains("connected to")));
+    for chat in [alice, bob, eve] {
+        assert!(chat.interrupt().await?);
+    }
+    Ok(())
+}

@@ -252,6 +252,7 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
                 tracing::debug!(%peer_id, ?endpoint, "connection established");
+                self.redialer.connected(peer_id, connection_id);
                 if self.banned.get(&peer_id).is_some_and(|until| *until > Instant::now()) {
                     tracing::debug!(%peer_id, "closing a connection from a banned peer");
                     self.swarm.close_connection(connection_id);
@@ -260,7 +261,6 @@ impl EventLoop {
                 if !self.accepted.contains(&peer_id) {
                     self.awaiting_hello.entry(peer_id).or_insert_with(Instant::now);
                 }
-                self.redialer.connected(peer_id, connection_id);
                 self.discovery.connected(peer_id);
                 let connections = self.connections.entry(peer_id).or_default();
                 connections.push((connection_id, endpoint.is_dialer()));
@@ -276,9 +276,6 @@ impl EventLoop {
                 }
             }
             SwarmEvent::ConnectionClosed { peer_id, connection_id, num_established, .. } => {
-                if num_established == 0 && !self.connections.contains_key(&peer_id) {
-                    return; // a banned peer's connection, closed at once
-                }
                 if let Some(connections) = self.connections.get_mut(&peer_id) {
                     connections.retain(|(id, _)| *id != connection_id);
                 }

@@ -159,10 +159,10 @@ impl Shared {
             if let Some(head) = state.heads.get_mut(&author) {
                 *head = (*head).min(seq);
             }
-            if let Some(catch_up) = &mut state.catch_up {
-                if let Some(target) = catch_up.target.get_mut(&author) {
-                    *target = (*target).min(seq);
-                }
+            if let Some(catch_up) = &mut state.catch_up
+                && let Some(target) = catch_up.target.get_mut(&author)
+            {
+                *target = (*target).min(seq);
             }
         }
     }

@@ -15,10 +15,10 @@ use tokio::io::AsyncReadExt;
 /// Waits for a warning whose text contains `needle`.
 async fn warned(events: &mut tokio::sync::broadcast::Receiver<Event>, needle: &str) -> anyhow::Result<String> {
     loop {
-        if let Event::Warning { message } = tokio::time::timeout(DEADLINE, events.recv()).await?? {
-            if message.contains(needle) {
-                return Ok(message);
-            }
+        if let Event::Warning { message } = tokio::time::timeout(DEADLINE, events.recv()).await??
+            && message.contains(needle)
+        {
+            return Ok(message);
         }
     }
 }

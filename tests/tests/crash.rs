@@ -11,6 +11,9 @@ use p2pchat_tests::{Chat, verify_store};
 use rand::Rng;
 use tokio::io::AsyncWriteExt;
 
+/// Lines sent in each cycle of the append test (so 50 cycles stay a log of at most 20,000).
+const LINES_PER_CYCLE: usize = 400;
+
 /// alice's log in the catch-up test: her profile and 20,000 lines.
 const LOG: u64 = 20_001;
 
@@ -41,8 +44,12 @@ async fn killed_while_appending_it_loses_no_acknowledged_line() -> anyhow::Resul
     for cycle in 0..cycles() {
         let mut chat = Chat::start(&["--name", "alice", "--data-dir", &path(&dir), "--listen", "/ip4/127.0.0.1/tcp/0"])?;
         chat.listen_addr().await?;
-        // Lines are written as fast as alice takes them, while her stdout is read.
-        let input: Vec<u8> = (0..20_000).flat_map(|i| format!("cycle {cycle} line {i}\n").into_bytes()).collect();
+        // Even cycles paste 400 lines at once (stored in group commits), odd cycles type about one
+        // every 2 ms (one durable append each); stdout is read meanwhile. The kill comes at a
+        // random moment in the first 600 ms.
+        let input: Vec<u8> = (0..LINES_PER_CYCLE).flat_map(|i| format!("cycle {cycle} line {i}\n").into_bytes()).collect();
+        let chunk = if cycle % 2 == 0 { input.len() } else { input.len() / LINES_PER_CYCLE };
+        let mut typing = tokio::time::interval(Duration::from_millis(2));
         let mut written = 0;
         let kill_at = tokio::time::Instant::now() + Duration::from_millis(rand::thread_rng().gen_range(20..600));
         let mut printed = Vec::new();
@@ -52,7 +59,11 @@ async fn killed_while_appending_it_loses_no_acknowledged_line() -> anyhow::Resul
                     Some(line) => printed.push(line),
                     None => anyhow::bail!("alice exited by herself{}", chat.stderr_tail()),
                 },
-                n = chat.stdin.write(&input[written..]), if written < input.len() => written += n?,
+                _ = typing.tick(), if written < input.len() => {
+                    let end = (written + chunk).min(input.len());
+                    chat.stdin.write_all(&input[written..end]).await?;
+                    written = end;
+                }
                 _ = tokio::time::sleep_until(kill_at) => break,
             }
         }
@@ -70,6 +81,7 @@ async fn killed_while_appending_it_loses_no_acknowledged_line() -> anyhow::Resul
         own_head = head;
     }
     assert!(!acknowledged.is_empty(), "no line was ever acknowledged: the kills came too early");
+    eprintln!("appending: {} kills, {} lines acknowledged, all on disk; own log valid up to seq {own_head}", cycles(), acknowledged.len());
     Ok(())
 }
 
@@ -100,7 +112,6 @@ async fn killed_while_catching_up_it_resumes_without_corruption() -> anyhow::Res
         assert!(now >= held, "cycle {cycle}: bob's store went back from {held} to {now}");
         let texts: HashSet<&str> = verified.texts.iter().map(|(_, text)| text.as_str()).collect();
         assert_eq!(texts.len(), verified.texts.len(), "cycle {cycle}: a line stored twice");
-        eprintln!("cycle {cycle}: bob holds {now} of alice's {LOG} entries");
         if now < LOG {
             partial += 1;
             held = now;
@@ -109,6 +120,7 @@ async fn killed_while_catching_up_it_resumes_without_corruption() -> anyhow::Res
         }
     }
     assert!(partial > 0, "no kill landed during a catch-up");
+    eprintln!("catching up: {} kills, {partial} during a catch-up, every store valid after each", cycles());
     // Restarted for good, bob ends with all of alice's log, every chain valid.
     let bob_args = ["--name", "bob", "--data-dir", &path(&bob_dir), "--listen", "/ip4/127.0.0.1/tcp/0", "--peer", &alice_addr];
     let mut bob = Chat::start(&bob_args)?;

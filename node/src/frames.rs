@@ -36,11 +36,11 @@ impl FrameReadError {
     }
 }
 
-/// Reads one frame (`u32` big-endian length, then that many bytes); `None` at a clean end of
-/// stream.
+/// Reads one frame (`u32` big-endian length, then that many bytes); `None` when the stream
+/// ends or breaks between frames, where nothing is lost.
 pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, timeout: Duration) -> Result<Option<Vec<u8>>, FrameReadError> {
     let mut prefix = [0u8; 4];
-    if reader.read(&mut prefix[..1]).await? == 0 {
+    if matches!(reader.read(&mut prefix[..1]).await, Ok(0) | Err(_)) {
         return Ok(None);
     }
     let rest = async {

@@ -25,7 +25,7 @@ use tokio_util::codec::{FramedWrite, LengthDelimitedCodec};
 use tokio_util::compat::FuturesAsyncWriteCompatExt;
 
 use crate::Event;
-use crate::frames::{FRAME_TIMEOUT, read_frame};
+use crate::frames::{FRAME_TIMEOUT, FrameReadError, read_frame};
 use crate::shared::{SharedRef, now_ms};
 
 /// The push protocol as a libp2p protocol name.
@@ -160,8 +160,13 @@ pub async fn receive_from(shared: SharedRef, peer: PeerId, stream: Stream, repor
             Ok(Some(bytes)) => Frame::decode(&bytes).map_err(|e| e.to_string()),
             Ok(None) => return,
             Err(e) if e.is_misbehaviour() => Err(e.to_string()),
-            Err(e) => {
+            Err(e @ FrameReadError::Stalled(_)) => {
+                // The sender reopens a stream; a peer that keeps stalling only slows itself.
                 shared.emit(Event::Warning { message: format!("dropped the push stream from {peer}: {e}") });
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(%peer, "push stream ended: {e}");
                 return;
             }
         };
@@ -250,7 +255,8 @@ pub fn absorb(shared: &SharedRef, peer: PeerId, batch: Batch) -> Result<Absorbed
         let name = shared.display_name(&author);
         shared.emit(Event::Warning {
             message: format!(
-                "{name}'s clock is ahead: seq {} is dated {} minutes in the future (kept, and ordered as sent)",
+                "{name}'s clock is ahead: seq {} is dated {} minutes in the future (kept; messages are \
+                 ordered by lamport clock, not by date)",
                 future.seq(),
                 future.timestamp().saturating_sub(now_ms()) / 60_000
             ),

@@ -1,7 +1,8 @@
 //! A full disk: `p2pchat` runs on a small tmpfs, mounted in a private mount namespace (so the
 //! host sees nothing), and is fed lines until the store cannot write. It must stop with a clear
 //! error and a non-zero exit, every line it printed as stored must be on disk, and once space
-//! is freed a restart works. Needs root (like the mDNS tests): in CI it must run; elsewhere it
+//! is freed a restart works. A node whose disk fills while it receives a long log stops the same
+//! way, leaving a valid store. Needs root (like the mDNS tests): in CI it must run; elsewhere it
 //! skips with the reason printed.
 
 use std::collections::HashSet;
@@ -24,6 +25,19 @@ rm "$MNT/filler"
 (echo "after the disk filled"; sleep 3) | timeout --preserve-status -s INT 10 "$BIN" --name alice --data-dir "$MNT/alice" \
     --no-mdns --listen /ip4/127.0.0.1/tcp/0 > "$OUT/restarted" 2>&1
 echo $? > "$OUT/restart_exit"
+
+# Receiving: bob (on the real disk) serves the same 15 MB as his log to carol, on a 4 MiB tmpfs.
+"$BIN" import --name bob --data-dir "$OUT/bob" < "$OUT/input" 2> /dev/null || exit 92
+"$BIN" --name bob --data-dir "$OUT/bob" --no-mdns --listen /ip4/127.0.0.1/tcp/0     < /dev/null > /dev/null 2> "$OUT/bob_stderr" &
+BOB=$!
+for _ in $(seq 100); do grep -q "listening on" "$OUT/bob_stderr" && break; sleep 0.1; done
+ADDR=$(sed -n 's/^info> listening on //p' "$OUT/bob_stderr" | head -n 1)
+mkdir -p "$MNT/carol"
+mount -t tmpfs -o size=4m tmpfs "$MNT/carol" || exit 90
+timeout 60 "$BIN" --name carol --data-dir "$MNT/carol/data" --no-mdns --listen /ip4/127.0.0.1/tcp/0     --peer "$ADDR" < /dev/null > /dev/null 2> "$OUT/carol_stderr"
+echo $? > "$OUT/carol_exit"
+kill $BOB
+cp -r "$MNT/carol/data" "$OUT/carol"
 "#;
 
 #[test]
@@ -42,7 +56,7 @@ fn a_full_disk_stops_the_node_cleanly_and_loses_nothing_acknowledged() -> anyhow
         .env("OUT", out.path())
         .env("BIN", p2pchat_binary())
         .status()?;
-    assert!(status.success(), "the script failed ({status}): 90 = no tmpfs, 91 = export failed");
+    assert!(status.success(), "the script failed ({status}): 90 = no tmpfs, 91 = export failed, 92 = import failed");
     let read = |name: &str| std::fs::read_to_string(out.path().join(name));
 
     assert_ne!(read("exit")?.trim(), "0", "a full disk is a non-zero exit");
@@ -54,6 +68,14 @@ fn a_full_disk_stops_the_node_cleanly_and_loses_nothing_acknowledged() -> anyhow
         read("export")?.lines().filter_map(|line| line.split_once(' ').map(|(_, rest)| rest)).filter_map(|rest| rest.split_once(' ')).map(|(_, line)| line.to_owned()).collect();
     let lost: Vec<&String> = printed.iter().filter(|line| !exported.contains(*line)).collect();
     assert!(lost.is_empty(), "{} acknowledged lines are not on disk, first: {:.40}", lost.len(), lost[0]);
+
+    // Receiving: the node stops as well, and what it stored is a valid prefix of bob's log.
+    assert_ne!(read("carol_exit")?.trim(), "0", "a full disk while receiving is a non-zero exit");
+    let carol = read("carol_stderr")?;
+    assert!(carol.contains("info> error: storing entries failed") && carol.contains("No space left"), "{carol:.2000}");
+    let verified = p2pchat_tests::verify_store(&out.path().join("carol"))?;
+    let received = verified.texts.len();
+    assert!(received > 0 && received < 5_000, "carol stored {received} of bob's lines before the disk filled");
 
     let restarted = read("restarted")?;
     let tail = &restarted[restarted.char_indices().rev().nth(400).map_or(0, |(at, _)| at)..];

@@ -14,13 +14,21 @@ use tokio::io::AsyncReadExt;
 
 /// Waits for a warning whose text contains `needle`.
 async fn warned(events: &mut tokio::sync::broadcast::Receiver<Event>, needle: &str) -> anyhow::Result<String> {
-    loop {
-        if let Event::Warning { message } = tokio::time::timeout(DEADLINE, events.recv()).await??
-            && message.contains(needle)
-        {
-            return Ok(message);
+    warned_within(events, needle, DEADLINE).await
+}
+
+/// Waits at most `within` for a warning whose text contains `needle`.
+async fn warned_within(events: &mut tokio::sync::broadcast::Receiver<Event>, needle: &str, within: Duration) -> anyhow::Result<String> {
+    tokio::time::timeout(within, async {
+        loop {
+            if let Event::Warning { message } = events.recv().await?
+                && message.contains(needle)
+            {
+                return Ok(message);
+            }
         }
-    }
+    })
+    .await?
 }
 
 /// alice (listening) and bob (connected to her), the honest pair every test checks on.
@@ -255,6 +263,36 @@ async fn a_fork_freezes_its_author_and_everyone_else_syncs_on() -> anyhow::Resul
     // A fork is the author's doing, not the relay's: the connection stays, and bob syncs on.
     assert!(!frank.disconnected_within(Duration::from_millis(300)).await);
     still_chatting(&alice, &bob, "after the fork").await?;
+    alice.shutdown().await;
+    bob.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stalls_mid_frame_loses_its_stream_while_others_sync_on() -> anyhow::Result<()> {
+    let dirs = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let (alice, bob) = honest_pair(&dirs).await?;
+    let mut events = alice.events();
+    let mut slow = Adversary::spawn("slow")?;
+    let peer = slow.connect(&address_of(&alice)).await?;
+    slow.hello(peer, "slow", vec![]).await?;
+    let mut stream = slow.open_push(peer).await?;
+    // A frame announced as 256 bytes, of which one arrives.
+    write(&mut stream, &[0, 0, 1, 0, 0xa1]).await?;
+    still_chatting(&alice, &bob, "while slow stalls").await?;
+    let warning = warned_within(&mut events, "stalled", Duration::from_secs(45)).await?;
+    assert!(warning.contains(&slow.peer_id.to_string()), "{warning}");
+    // A stall is not misbehaviour: the connection stays, and a new stream is read.
+    let mut stream = slow.open_push(peer).await?;
+    let log = slow.log("slow", &["finally"]);
+    write(&mut stream, &batch_frame(slow.author(), log.iter().map(|e| e.envelope().to_vec()).collect())).await?;
+    let mut feed = alice.messages();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while alice.heads().get(&slow.author()) != Some(&2) {
+        assert!(tokio::time::Instant::now() < deadline, "the new stream was not read");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(texts(&take(&mut feed, alice_history_len(&alice)).await?).contains(&"slow> finally".to_owned()));
     alice.shutdown().await;
     bob.shutdown().await;
     Ok(())

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use libp2p::Multiaddr;
-use p2pchat_node::{NodeBuilder, NodeError, PeerSpec};
+use p2pchat_node::{NodeBuilder, NodeError, PeerSpec, RoomKey};
 
 use crate::ui::Mode;
 
@@ -73,6 +73,14 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
     },
+    /// Create a private room's key file (mode 0600). Give it to each member over a safe channel;
+    /// nodes started with `--room-key FILE` talk only to nodes holding the same key.
+    #[command(name = "keygen-room", after_help = "Example:\n  p2pchat keygen-room ~/team.key\n  \
+                            p2pchat --name alice --room-key ~/team.key")]
+    KeygenRoom {
+        /// Where to write the key (an existing file is never overwritten).
+        file: PathBuf,
+    },
     /// Print a shell completion script.
     #[command(after_help = "Examples:\n  p2pchat completions bash > ~/.local/share/bash-completion/completions/p2pchat\n  \
                             p2pchat completions zsh > ~/.zfunc/_p2pchat")]
@@ -109,6 +117,10 @@ pub struct ChatArgs {
     /// ~/.local/share/p2pchat/NAME).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Join the private room whose key is in FILE (see `p2pchat keygen-room`): connect only to
+    /// peers holding the same key. Without it, the open LAN room.
+    #[arg(long, value_name = "FILE")]
+    pub room_key: Option<PathBuf>,
     /// Do not use mDNS (no discovery on the LAN; peers must be given by address).
     #[arg(long)]
     pub no_mdns: bool,
@@ -147,6 +159,9 @@ impl ChatArgs {
         for peer in &self.peers {
             builder = builder.peer(peer.clone());
         }
+        if let Some(path) = &self.room_key {
+            builder = builder.room_key(RoomKey::load(path)?);
+        }
         Ok(builder)
     }
 }
@@ -177,5 +192,9 @@ mod tests {
         assert!(matches!(export.command, Some(Command::Export { format: ExportFormat::Ndjson, .. })));
         assert!(Cli::try_parse_from(["p2pchat", "id", "--name", "alice"]).is_ok());
         assert!(Cli::try_parse_from(["p2pchat", "completions", "bash"]).is_ok());
+        let keygen = Cli::try_parse_from(["p2pchat", "keygen-room", "team.key"]).unwrap();
+        assert!(matches!(keygen.command, Some(Command::KeygenRoom { .. })));
+        let room = Cli::try_parse_from(["p2pchat", "--name", "a", "--room-key", "team.key"]).unwrap();
+        assert_eq!(room.chat.room_key, Some(PathBuf::from("team.key")));
     }
 }

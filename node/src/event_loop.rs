@@ -33,6 +33,11 @@ use crate::{Event, PeerSpec, identity};
 const LOOKING_FOR_INTERVAL: Duration = Duration::from_secs(10);
 /// Wait before reopening a push stream that closed while the peer stays connected.
 const PUSH_RETRY_DELAY: Duration = Duration::from_millis(200);
+/// How long a connected peer has to send a hello we accept before it is disconnected, so
+/// connections that never say hello cannot pile up.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a peer that misbehaved is kept out: its connections are closed as they open.
+const BAN_TIME: Duration = Duration::from_secs(60);
 
 /// Requests from the node's handle to its event loop.
 #[derive(Debug)]
@@ -75,6 +80,12 @@ pub struct EventLoop {
     fetching: HashMap<OutboundRequestId, (PeerId, Author)>,
     /// One push task per accepted peer.
     pushers: HashMap<PeerId, tokio::task::AbortHandle>,
+    /// One push stream reader per peer: a newer stream from a peer replaces the older one.
+    receivers: HashMap<PeerId, tokio::task::AbortHandle>,
+    /// Connected peers not accepted yet, with when their first connection opened.
+    awaiting_hello: HashMap<PeerId, Instant>,
+    /// Peers that misbehaved, with when they may connect again.
+    banned: HashMap<PeerId, Instant>,
     tasks: JoinSet<()>,
 }
 
@@ -114,6 +125,9 @@ impl EventLoop {
             warned: HashSet::new(),
             fetching: HashMap::new(),
             pushers: HashMap::new(),
+            receivers: HashMap::new(),
+            awaiting_hello: HashMap::new(),
+            banned: HashMap::new(),
             tasks: JoinSet::new(),
         }
     }
@@ -160,7 +174,10 @@ impl EventLoop {
                 }
                 Some((peer, stream)) = incoming.next() => {
                     let reports = self.report_tx.clone();
-                    self.tasks.spawn(push::receive_from(self.shared.clone(), peer, stream, reports));
+                    let task = self.tasks.spawn(push::receive_from(self.shared.clone(), peer, stream, reports));
+                    if let Some(older) = self.receivers.insert(peer, task) {
+                        older.abort();
+                    }
                 }
                 Some(report) = self.report_rx.recv() => self.on_report(report),
                 command = self.commands.recv() => match command {
@@ -168,6 +185,7 @@ impl EventLoop {
                 },
                 _ = tick.tick() => {
                     self.dial_due();
+                    self.drop_silent_peers();
                     let store = &self.shared.store;
                     let changed = self.router.check_stalls(std::time::Instant::now(), |author| store.head_seq(author));
                     self.send_skip_lists(changed);
@@ -196,6 +214,26 @@ impl EventLoop {
         }
     }
 
+    /// Disconnects peers that did not send an acceptable hello in time, and forgets old bans.
+    fn drop_silent_peers(&mut self) {
+        let now = Instant::now();
+        let silent: Vec<PeerId> =
+            self.awaiting_hello.iter().filter(|(_, since)| now - **since > HELLO_TIMEOUT).map(|(peer, _)| *peer).collect();
+        for peer in silent {
+            tracing::debug!(%peer, "no hello in time; disconnecting");
+            self.awaiting_hello.remove(&peer);
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+        self.banned.retain(|_, until| *until > now);
+    }
+
+    /// Disconnects a peer that sent what no honest peer sends, and keeps it out for a while.
+    fn penalise(&mut self, peer: PeerId, reason: &str) {
+        self.shared.emit(Event::Warning { message: format!("peer {peer} sent {reason}; disconnecting it") });
+        self.banned.insert(peer, Instant::now() + BAN_TIME);
+        let _ = self.swarm.disconnect_peer_id(peer);
+    }
+
     fn say_who_is_missing(&mut self) {
         let peers = self.shared.peers();
         let connected: Vec<String> = self
@@ -219,6 +257,14 @@ impl EventLoop {
             SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
                 tracing::debug!(%peer_id, ?endpoint, "connection established");
                 self.redialer.connected(peer_id, connection_id);
+                if self.banned.get(&peer_id).is_some_and(|until| *until > Instant::now()) {
+                    tracing::debug!(%peer_id, "closing a connection from a banned peer");
+                    self.swarm.close_connection(connection_id);
+                    return;
+                }
+                if !self.accepted.contains(&peer_id) {
+                    self.awaiting_hello.entry(peer_id).or_insert_with(Instant::now);
+                }
                 self.discovery.connected(peer_id);
                 let connections = self.connections.entry(peer_id).or_default();
                 connections.push((connection_id, endpoint.is_dialer()));
@@ -286,6 +332,10 @@ impl EventLoop {
             pusher.abort();
         }
         self.early_skips.remove(&peer);
+        if let Some(receiver) = self.receivers.remove(&peer) {
+            receiver.abort();
+        }
+        self.awaiting_hello.remove(&peer);
         let state = self.shared.peers().remove(&peer);
         if self.accepted.remove(&peer) {
             let name = state.and_then(|s| s.name).map(|name| self.display_claim(&peer, &name));
@@ -323,11 +373,7 @@ impl EventLoop {
                     Response::Entries(batch) => {
                         let author = batch.author;
                         if fetched.is_some_and(|(p, a)| p == peer && a == author) {
-                            let follow_up = push::absorb(&self.shared, peer, batch)
-                                .or_else(|| push::next_fetch(&self.shared, peer, author));
-                            if let Some(fetch) = follow_up {
-                                self.request_range(fetch);
-                            }
+                            self.on_range_answer(peer, batch);
                         }
                     }
                     Response::Done => {}
@@ -344,6 +390,26 @@ impl EventLoop {
                 tracing::debug!(%peer, "inbound request failed: {error}");
             }
             request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    /// Stores a range answer and asks for more while it brings something new. An answer that
+    /// brings nothing new ends the fetch, and the peer's claimed head is taken back: heads are
+    /// hints, and a peer announcing entries it does not send is not asked again and again.
+    fn on_range_answer(&mut self, peer: PeerId, batch: Batch) {
+        let author = batch.author;
+        let absorbed = match push::absorb(&self.shared, peer, batch) {
+            Ok(absorbed) => absorbed,
+            Err(push::Misbehaviour(reason)) => return self.penalise(peer, &reason),
+        };
+        if absorbed.stored == 0 {
+            let ours = self.shared.store.head_seq(&author);
+            self.shared.peer_lacks_beyond(&peer, author, ours);
+            self.shared.report_catch_up();
+            return;
+        }
+        if let Some(fetch) = absorbed.fetch.or_else(|| push::next_fetch(&self.shared, peer, author)) {
+            self.request_range(fetch);
         }
     }
 
@@ -382,6 +448,7 @@ impl EventLoop {
         }
         if first_hello {
             self.accepted.insert(peer);
+            self.awaiting_hello.remove(&peer);
             let changed = self.router.joined(peer, author, heads.keys().copied());
             self.send_skip_lists(changed);
             let name = self.display_claim(&peer, &hello.name);
@@ -445,6 +512,7 @@ impl EventLoop {
     fn on_report(&mut self, report: Report) {
         match report {
             Report::Fetch(fetch) => self.request_range(fetch),
+            Report::Misbehaved { peer, reason } => self.penalise(peer, &reason),
             Report::Received { peer, author } => {
                 if let Some(peer_author) = identity::author_of(&peer) {
                     let changed = self.router.received(peer, peer_author, author);

@@ -23,14 +23,17 @@ mod dial;
 mod discovery;
 mod event_loop;
 mod feed;
+mod frames;
 pub mod identity;
 mod import;
 mod node;
 mod push;
+mod room;
 mod roster;
 mod shared;
 
 pub use feed::MessageFeed;
 pub use import::{IMPORT_CHUNK, Imported, import};
 pub use node::{Event, Message, Node, NodeBuilder, NodeError, PeerSpec, Stats, check_text};
+pub use room::{RoomKey, RoomKeyError};
 pub use roster::{Archive, Contact, SyncProgress, identity_of};

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use p2pchat_node::{Archive, NodeError};
+use p2pchat_node::{Archive, NodeError, RoomKey};
 
 use cli::{ChatArgs, Cli, Command, ExportFormat};
 
@@ -25,6 +25,7 @@ fn main() -> ExitCode {
         Some(Command::Import { name, data_dir }) => import(&name, data_dir.as_ref()),
         Some(Command::Export { name, data_dir, format }) => export(&name, data_dir.as_ref(), format),
         Some(Command::Id { name, data_dir }) => id(&name, data_dir.as_ref()),
+        Some(Command::KeygenRoom { file }) => keygen_room(&file),
         Some(Command::Completions { shell }) => {
             clap_complete::generate(shell, &mut Cli::command(), "p2pchat", &mut std::io::stdout());
             Ok(())
@@ -69,6 +70,18 @@ fn export(name: &str, data_dir: Option<&PathBuf>, format: ExportFormat) -> Resul
 fn id(name: &str, data_dir: Option<&PathBuf>) -> Result<(), NodeError> {
     let (peer, fingerprint) = p2pchat_node::identity_of(&cli::data_dir(name, data_dir)?)?;
     println!("peer id: {peer}\nfingerprint: #{fingerprint}");
+    Ok(())
+}
+
+fn keygen_room(file: &std::path::Path) -> Result<(), NodeError> {
+    let key = RoomKey::create(file)?;
+    eprintln!(
+        "info> wrote a room key to {} (fingerprint {}); give it to each member over a safe channel \
+         and start p2pchat with --room-key {}",
+        file.display(),
+        key.fingerprint(),
+        file.display()
+    );
     Ok(())
 }
 

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::event_loop::{Command, EventLoop, Setup};
 use crate::feed::MessageFeed;
+use crate::room::RoomKey;
 use crate::shared::{Shared, SharedRef};
 use crate::{behaviour, identity};
 
@@ -158,6 +159,9 @@ pub enum NodeError {
     /// The identity key could not be loaded.
     #[error(transparent)]
     Identity(#[from] identity::IdentityError),
+    /// The room key could not be read or written.
+    #[error(transparent)]
+    RoomKey(#[from] crate::room::RoomKeyError),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -191,6 +195,7 @@ pub struct NodeBuilder {
     listen: Vec<Multiaddr>,
     peers: Vec<PeerSpec>,
     no_mdns: bool,
+    room: Option<RoomKey>,
 }
 
 impl NodeBuilder {
@@ -224,6 +229,13 @@ impl NodeBuilder {
         self
     }
 
+    /// Makes the node a member of a private room: it connects only to peers holding the same
+    /// key (default: none, the open LAN room).
+    pub fn room_key(mut self, key: RoomKey) -> Self {
+        self.room = Some(key);
+        self
+    }
+
     /// Opens the store, starts listening and dialing, and returns once every listener has an
     /// address.
     pub async fn spawn(self) -> Result<Node, NodeError> {
@@ -237,7 +249,7 @@ impl NodeBuilder {
         let peers = Mutex::new(HashMap::new());
         let shared = Arc::new(Shared { store, key, changed, peers, events, stats: Default::default() });
 
-        let mut swarm = behaviour::build_swarm(&shared.key, !self.no_mdns).map_err(|e| NodeError::Network(e.to_string()))?;
+        let mut swarm = behaviour::build_swarm(&shared.key, !self.no_mdns, self.room).map_err(|e| NodeError::Network(e.to_string()))?;
         let mut listeners = Vec::new();
         for addr in &self.listen {
             let id = swarm.listen_on(addr.clone()).map_err(|e| NodeError::Network(format!("cannot listen on {addr}: {e}")))?;

@@ -11,21 +11,22 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use libp2p::{PeerId, Stream, StreamProtocol};
 use p2pchat_protocol::limits::{BATCH_BYTE_BUDGET, MAX_BATCH_ENTRIES, MAX_FRAME_BYTES, MAX_HELLO_HEADS};
 use p2pchat_protocol::Heads;
 use p2pchat_protocol::sync::{Range, merge, missing};
 use p2pchat_protocol::wire::{Batch, Frame, HeadNote, PUSH_PROTOCOL, RangeRequest};
+use p2pchat_protocol::validate::is_far_future;
 use p2pchat_protocol::{Author, Entry, ValidationError};
 use serde_bytes::ByteBuf;
 use tokio::sync::mpsc;
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
-use tokio_util::compat::FuturesAsyncReadCompatExt;
+use tokio_util::codec::{FramedWrite, LengthDelimitedCodec};
 use tokio_util::compat::FuturesAsyncWriteCompatExt;
 
 use crate::Event;
-use crate::shared::SharedRef;
+use crate::frames::{FRAME_TIMEOUT, FrameReadError, read_frame};
+use crate::shared::{SharedRef, now_ms};
 
 /// The push protocol as a libp2p protocol name.
 pub fn protocol() -> StreamProtocol {
@@ -114,6 +115,13 @@ pub enum Report {
         /// Whose log.
         author: Author,
     },
+    /// A peer sent what no honest peer sends (a forged entry, a bad frame): disconnect it.
+    Misbehaved {
+        /// The sender.
+        peer: PeerId,
+        /// What it did, in words.
+        reason: String,
+    },
     /// A peer noted how far it holds a log it was asked to skip.
     Noted {
         /// The sender.
@@ -147,20 +155,37 @@ pub async fn receive_from(shared: SharedRef, peer: PeerId, stream: Stream, repor
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut frames = FramedRead::new(stream.compat(), codec());
-    while let Some(frame) = frames.next().await {
-        let frame = match frame.map_err(|e| e.to_string()).and_then(|f| Frame::decode(&f).map_err(|e| e.to_string())) {
-            Ok(frame) => frame,
+    let mut stream = stream;
+    loop {
+        let frame = match read_frame(&mut stream, FRAME_TIMEOUT).await {
+            Ok(Some(bytes)) => Frame::decode(&bytes).map_err(|e| e.to_string()),
+            Ok(None) => return,
+            Err(e) if e.is_misbehaviour() => Err(e.to_string()),
+            Err(e @ FrameReadError::Stalled(_)) => {
+                // The sender reopens a stream; a peer that keeps stalling only slows itself.
+                shared.emit(Event::Warning { message: format!("dropped the push stream from {peer}: {e}") });
+                return;
+            }
             Err(e) => {
-                shared.emit(Event::Warning { message: format!("dropped a bad push stream from {peer}: {e}") });
+                tracing::debug!(%peer, "push stream ended: {e}");
+                return;
+            }
+        };
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(reason) => {
+                let _ = reports.send(Report::Misbehaved { peer, reason: format!("a bad push frame ({reason})") }).await;
                 return;
             }
         };
         let reports_out: Vec<Report> = match frame {
             Frame::Batch(batch) => {
                 let author = batch.author;
-                let fetch = absorb(&shared, peer, batch).map(Report::Fetch);
-                [Report::Received { peer, author }].into_iter().chain(fetch).collect()
+                let next = match absorb(&shared, peer, batch) {
+                    Ok(absorbed) => absorbed.fetch.map(Report::Fetch),
+                    Err(Misbehaviour(reason)) => Some(Report::Misbehaved { peer, reason }),
+                };
+                [Report::Received { peer, author }].into_iter().chain(next).collect()
             }
             Frame::Notes(notes) => notes
                 .into_iter()
@@ -178,9 +203,25 @@ pub async fn receive_from(shared: SharedRef, peer: PeerId, stream: Stream, repor
     }
 }
 
+/// What a peer did that no honest peer does, in words. Honest peers relay only entries they
+/// validated, so an undecodable entry, a forged signature or an entry filed under another
+/// author's log can only come from a peer that is broken or hostile.
+#[derive(Debug)]
+pub struct Misbehaviour(pub String);
+
+/// What [`absorb`] did with a batch.
+#[derive(Debug, Default)]
+pub struct Absorbed {
+    /// How many entries were newly stored.
+    pub stored: usize,
+    /// The range to fetch from the peer when the batch did not join our log (a gap).
+    pub fetch: Option<Fetch>,
+}
+
 /// Stores a batch received from `peer`, records what the peer holds, and reports problems.
-/// Returns the range to fetch from the peer when the batch did not join our log (a gap).
-pub fn absorb(shared: &SharedRef, peer: PeerId, batch: Batch) -> Option<Fetch> {
+/// Returns what was stored and what to fetch, or the peer's misbehaviour (the valid prefix of
+/// the batch is stored all the same).
+pub fn absorb(shared: &SharedRef, peer: PeerId, batch: Batch) -> Result<Absorbed, Misbehaviour> {
     let author = batch.author;
     // The peer holds what it sends: record that first, so no pusher woken by the insert below
     // echoes these entries back to it.
@@ -195,7 +236,7 @@ pub fn absorb(shared: &SharedRef, peer: PeerId, batch: Batch) -> Option<Fetch> {
         Ok(inserted) => inserted,
         Err(e) => {
             shared.emit(Event::Error { message: format!("storing entries failed: {e}") });
-            return None;
+            return Ok(Absorbed::default());
         }
     };
     tracing::debug!(%peer, ?author, stored = inserted.stored.len(), rejected = ?inserted.rejected, "absorbed");
@@ -211,7 +252,19 @@ pub fn absorb(shared: &SharedRef, peer: PeerId, batch: Batch) -> Option<Fetch> {
         shared.notify_changed();
         shared.report_catch_up();
     }
-    match inserted.rejected {
+    if let Some(future) = inserted.stored.iter().find(|entry| is_far_future(entry, now_ms())) {
+        let name = shared.display_name(&author);
+        shared.emit(Event::Warning {
+            message: format!(
+                "{name}'s clock is ahead: seq {} is dated {} minutes in the future (kept; messages are \
+                 ordered by lamport clock, not by date)",
+                future.seq(),
+                future.timestamp().saturating_sub(now_ms()) / 60_000
+            ),
+        });
+    }
+    let stored = inserted.stored.len();
+    let fetch = match inserted.rejected {
         None => None,
         Some(ValidationError::Gap { expected, .. }) => Some(Fetch {
             peer,
@@ -229,11 +282,17 @@ pub fn absorb(shared: &SharedRef, peer: PeerId, batch: Batch) -> Option<Fetch> {
             None
         }
         Some(ValidationError::AuthorFrozen) => None,
+        Some(
+            forged @ (ValidationError::Decode(_)
+            | ValidationError::BadSignature { .. }
+            | ValidationError::WrongAuthor { .. }),
+        ) => return Err(Misbehaviour(format!("an invalid entry ({forged})"))),
         Some(other) => {
             shared.emit(Event::Warning { message: format!("rejected an entry from peer {peer}: {other}") });
             None
         }
-    }
+    };
+    Ok(Absorbed { stored, fetch })
 }
 
 /// The head `peer` should be asked to continue from after a range answer, if it has more.

@@ -51,7 +51,11 @@ impl CatchUp {
 
     /// Entries still missing, given our heads.
     pub fn remaining(&self, ours: &Heads) -> u64 {
-        self.target.iter().map(|(author, seq)| seq.saturating_sub(ours.get(author).copied().unwrap_or(0))).sum()
+        // Saturating: heads in a hello are only claims, and may be absurd (u64::MAX).
+        self.target
+            .iter()
+            .map(|(author, seq)| seq.saturating_sub(ours.get(author).copied().unwrap_or(0)))
+            .fold(0, u64::saturating_add)
     }
 }
 
@@ -144,6 +148,22 @@ impl Shared {
         if let Some(state) = self.peers().get_mut(peer) {
             let head = state.heads.entry(author).or_default();
             *head = (*head).max(seq);
+        }
+    }
+
+    /// Takes back what `peer` claimed to hold of `author`'s log beyond `seq`: it was asked for
+    /// more and sent none. Heads in a hello are hints; a peer that does not back them up is
+    /// not waited for.
+    pub fn peer_lacks_beyond(&self, peer: &PeerId, author: Author, seq: u64) {
+        if let Some(state) = self.peers().get_mut(peer) {
+            if let Some(head) = state.heads.get_mut(&author) {
+                *head = (*head).min(seq);
+            }
+            if let Some(catch_up) = &mut state.catch_up
+                && let Some(target) = catch_up.target.get_mut(&author)
+            {
+                *target = (*target).min(seq);
+            }
         }
     }
 

@@ -23,3 +23,7 @@ pub const MAX_LAMPORT: u64 = 1 << 53;
 /// A node's own clock follows the clocks it has seen only up to this (2^52). Someone relaying an
 /// entry with an absurd clock cannot push everyone else's next entries past [`MAX_LAMPORT`].
 pub const LAMPORT_FOLLOW_LIMIT: u64 = 1 << 52;
+/// How far ahead of the receiver's clock an entry's timestamp may be before it is flagged (10
+/// minutes). Such entries are still accepted, and ordered by lamport clock like any other: the
+/// flag only tells the user that the author's clock is wrong.
+pub const MAX_CLOCK_AHEAD_MS: u64 = 10 * 60 * 1000;

@@ -4,7 +4,7 @@
 //! one at a seq the log already holds. Both are pure: they look only at the entries given.
 
 use crate::entry::{Author, Body, DecodeError, Entry};
-use crate::limits::MAX_LAMPORT;
+use crate::limits::{MAX_CLOCK_AHEAD_MS, MAX_LAMPORT};
 
 /// Why an entry was refused. Each variant is one way an entry can be wrong.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -65,6 +65,12 @@ pub enum ValidationError {
     /// The author forked before; nothing more is accepted from them.
     #[error("the author forked their log; no further entries are accepted")]
     AuthorFrozen,
+}
+
+/// Whether `entry` is dated more than [`MAX_CLOCK_AHEAD_MS`] after `now_ms` (the receiver's
+/// clock): not an error, only worth a warning. Timestamps are never used for ordering.
+pub fn is_far_future(entry: &Entry, now_ms: u64) -> bool {
+    entry.timestamp() > now_ms.saturating_add(MAX_CLOCK_AHEAD_MS)
 }
 
 /// Checks that `entry` is the valid next entry of `author`'s log, whose last entry is `last`.
@@ -263,6 +269,18 @@ mod tests {
         };
         check_link(Author::of(&k), Some(&second), &forged).unwrap();
         assert_eq!(newest_vouches_for_run(&[first, second, forged]), (2, Some(ValidationError::BadSignature { seq: 3 })));
+    }
+
+    #[test]
+    fn far_future_timestamps_are_flagged_not_refused() {
+        let k = key(1);
+        let now = 1_700_000_000_000;
+        let dated = |timestamp| Entry::sign(&k, Draft { seq: 1, prev: None, timestamp, lamport: 1, body: Body::Profile { name: "a".into() } }).unwrap();
+        assert!(!is_far_future(&dated(now + MAX_CLOCK_AHEAD_MS), now));
+        assert!(is_far_future(&dated(now + MAX_CLOCK_AHEAD_MS + 1), now));
+        assert!(!is_far_future(&dated(0), now), "the past is not flagged");
+        assert!(!is_far_future(&dated(u64::MAX), u64::MAX - 1), "no overflow");
+        check_next(Author::of(&k), None, &dated(u64::MAX)).unwrap();
     }
 
     #[test]

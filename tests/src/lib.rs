@@ -2,6 +2,7 @@
 //! 127.0.0.1 (mDNS off), run the real `p2pchat` binary (mDNS off, or inside a [`netns::Netns`]),
 //! and wait for output with deadlines.
 
+pub mod adversary;
 pub mod netns;
 pub mod schema;
 pub mod tmux;
@@ -245,4 +246,50 @@ impl Chat {
         let status = tokio::time::timeout(DEADLINE, self.child.wait()).await.context("no exit after SIGINT")??;
         Ok(status.success())
     }
+}
+
+/// What [`verify_store`] found in a data directory.
+#[derive(Debug, Default)]
+pub struct Verified {
+    /// Each log's length.
+    pub heads: p2pchat_protocol::Heads,
+    /// Every text entry, as `(author, text)`.
+    pub texts: Vec<(p2pchat_protocol::Author, String)>,
+}
+
+/// Opens the store of the data directory `dir` (its process must have exited) and checks that
+/// every log is a valid chain from seq 1 to its head: full decoding (canonical form, limits),
+/// links and lamport order of every entry, and the newest entry's signature, which vouches for
+/// the whole chain below it through the `prev` hashes (as for a batch from a peer).
+pub fn verify_store(dir: &Path) -> anyhow::Result<Verified> {
+    use p2pchat_protocol::limits::{BATCH_BYTE_BUDGET, MAX_BATCH_ENTRIES};
+    use p2pchat_protocol::{Body, Entry, validate};
+    let store = p2pchat_storage::Store::open(&dir.join("store"))?;
+    let mut verified = Verified { heads: store.heads(), ..Default::default() };
+    for (author, head) in &verified.heads {
+        let mut last: Option<Entry> = None;
+        let mut from = 1;
+        while from <= *head {
+            let rows = store.range_envelopes(author, from, MAX_BATCH_ENTRIES, BATCH_BYTE_BUDGET)?;
+            if rows.is_empty() {
+                bail!("{author}'s log ends at seq {} but its head says {head}", from - 1);
+            }
+            for (seq, envelope) in rows {
+                let entry = Entry::decode(envelope).with_context(|| format!("{author} seq {seq} does not decode"))?;
+                validate::check_link(*author, last.as_ref(), &entry).with_context(|| format!("{author} seq {seq}"))?;
+                if let Body::Text { text } = entry.body() {
+                    verified.texts.push((*author, text.clone()));
+                }
+                from = seq + 1;
+                last = Some(entry);
+            }
+        }
+        if from != head + 1 {
+            bail!("{author}'s log runs past its head {head}");
+        }
+        if !last.is_some_and(|newest| newest.signature_is_valid()) {
+            bail!("{author}'s newest entry is not validly signed");
+        }
+    }
+    Ok(verified)
 }

@@ -27,7 +27,8 @@ pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const PING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long a new connection may take to set up (room key, Noise, Yamux) before it is dropped,
-/// so a peer that stalls mid-handshake cannot hold a pending slot.
+/// so a peer that stalls mid-handshake cannot hold a pending slot (the swarm builder's
+/// connection timeout, set here explicitly).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections being set up at once, each way (further ones are refused until one finishes).
 pub const MAX_PENDING_CONNECTIONS: u32 = 32;
@@ -81,8 +82,7 @@ pub fn build_swarm(key: &SigningKey, mdns: bool, room: Option<RoomKey>) -> anyho
             Ok(tcp
                 .upgrade(Version::V1Lazy)
                 .authenticate(noise::Config::new(keypair)?)
-                .multiplex(yamux)
-                .timeout(HANDSHAKE_TIMEOUT))
+                .multiplex(yamux))
         })?
         .with_behaviour(|keypair| {
             let mdns = match mdns {
@@ -118,6 +118,7 @@ pub fn build_swarm(key: &SigningKey, mdns: bool, room: Option<RoomKey>) -> anyho
             })
         })?
         .with_swarm_config(|config| config.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+        .with_connection_timeout(HANDSHAKE_TIMEOUT)
         .build();
     Ok(swarm)
 }

@@ -297,3 +297,35 @@ async fn a_peer_that_stalls_mid_frame_loses_its_stream_while_others_sync_on() ->
     bob.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_push_streams_keeps_one_reader_and_the_node_responsive() -> anyhow::Result<()> {
+    use futures::AsyncReadExt;
+    let dirs = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let (alice, bob) = honest_pair(&dirs).await?;
+    let mut gus = Adversary::spawn("gus")?;
+    let peer = gus.connect(&address_of(&alice)).await?;
+    gus.hello(peer, "gus", vec![]).await?;
+    let mut streams = Vec::new();
+    for _ in 0..40 {
+        streams.push(gus.open_push(peer).await?);
+    }
+    // Only the newest is read: the node has closed every older one.
+    for (i, stream) in streams.iter_mut().take(39).enumerate() {
+        let mut buf = [0u8; 1];
+        let closed = tokio::time::timeout(DEADLINE, stream.read(&mut buf)).await;
+        assert!(matches!(closed, Ok(Ok(0) | Err(_))), "stream {i} is still open: {closed:?}");
+    }
+    let newest = streams.last_mut().expect("40 streams");
+    let log = gus.log("gus", &["on the newest stream"]);
+    write(newest, &batch_frame(gus.author(), log.iter().map(|e| e.envelope().to_vec()).collect())).await?;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while alice.heads().get(&gus.author()) != Some(&2) {
+        assert!(tokio::time::Instant::now() < deadline, "the newest stream was not read");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    still_chatting(&alice, &bob, "after a stream flood").await?;
+    alice.shutdown().await;
+    bob.shutdown().await;
+    Ok(())
+}

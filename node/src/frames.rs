@@ -14,6 +14,9 @@ use p2pchat_protocol::limits::MAX_FRAME_BYTES;
 /// How long the rest of a frame may take once its first byte has arrived.
 pub const FRAME_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Bytes reserved for a frame's body before any of it has arrived.
+const INITIAL_CAPACITY: usize = 64 * 1024;
+
 /// Why a frame could not be read.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -49,7 +52,8 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, timeout: Duration)
         if len > MAX_FRAME_BYTES {
             return Err(FrameReadError::TooLarge(len));
         }
-        let mut body = Vec::new();
+        // Room for a typical frame up front; a large one grows only as its bytes arrive.
+        let mut body = Vec::with_capacity(len.min(INITIAL_CAPACITY));
         (&mut *reader).take(len as u64).read_to_end(&mut body).await?;
         if body.len() < len {
             return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());

@@ -155,7 +155,8 @@ pub async fn receive_from(shared: SharedRef, peer: PeerId, stream: Stream, repor
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut stream = stream;
+    // Buffered, so a small frame (length prefix and body) takes one read from the stream.
+    let mut stream = futures::io::BufReader::new(stream);
     loop {
         let frame = match read_frame(&mut stream, FRAME_TIMEOUT).await {
             Ok(Some(bytes)) => Frame::decode(&bytes).map_err(|e| e.to_string()),

@@ -11,9 +11,9 @@ use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{StreamProtocol, Swarm, SwarmBuilder, mdns, noise, ping, tcp, yamux};
+use p2pchat_protocol::SigningKey;
 use p2pchat_protocol::limits::{MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES};
 use p2pchat_protocol::wire::{Request, Response, SYNC_PROTOCOL};
-use p2pchat_protocol::SigningKey;
 
 use crate::identity;
 use crate::room::RoomKey;
@@ -66,28 +66,41 @@ pub struct Behaviour {
 
 /// Builds the swarm: TCP (+ the private network layer if `room` is given) + Noise + Yamux, with
 /// the node key as its identity; mDNS if `mdns`.
-pub fn build_swarm(key: &SigningKey, mdns: bool, room: Option<RoomKey>) -> anyhow::Result<Swarm<Behaviour>> {
+pub fn build_swarm(
+    key: &SigningKey,
+    mdns: bool,
+    room: Option<RoomKey>,
+) -> anyhow::Result<Swarm<Behaviour>> {
     let swarm = SwarmBuilder::with_existing_identity(identity::keypair(key))
         .with_tokio()
-        .with_other_transport(|keypair| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
-            let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
-            let tcp = tcp.and_then(move |socket, _| async move {
-                match room {
-                    Some(room) => PnetConfig::new(room.psk()).handshake(socket).await.map(Either::Left),
-                    None => Ok(Either::Right(socket)),
-                }
-            });
-            let mut yamux = yamux::Config::default();
-            yamux.set_max_num_streams(MAX_STREAMS_PER_CONNECTION);
-            Ok(tcp
-                .upgrade(Version::V1Lazy)
-                .authenticate(noise::Config::new(keypair)?)
-                .multiplex(yamux))
-        })?
+        .with_other_transport(
+            |keypair| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+                let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
+                let tcp = tcp.and_then(move |socket, _| async move {
+                    match room {
+                        Some(room) => PnetConfig::new(room.psk())
+                            .handshake(socket)
+                            .await
+                            .map(Either::Left),
+                        None => Ok(Either::Right(socket)),
+                    }
+                });
+                let mut yamux = yamux::Config::default();
+                yamux.set_max_num_streams(MAX_STREAMS_PER_CONNECTION);
+                Ok(tcp
+                    .upgrade(Version::V1Lazy)
+                    .authenticate(noise::Config::new(keypair)?)
+                    .multiplex(yamux))
+            },
+        )?
         .with_behaviour(|keypair| {
             let mdns = match mdns {
                 true => Some(mdns::tokio::Behaviour::new(
-                    mdns::Config { ttl: MDNS_TTL, query_interval: MDNS_QUERY_INTERVAL, ..Default::default() },
+                    mdns::Config {
+                        ttl: MDNS_TTL,
+                        query_interval: MDNS_QUERY_INTERVAL,
+                        ..Default::default()
+                    },
                     keypair.public().to_peer_id(),
                 )?),
                 false => None,
@@ -112,7 +125,9 @@ pub fn build_swarm(key: &SigningKey, mdns: bool, room: Option<RoomKey>) -> anyho
                 ),
                 push: libp2p_stream::Behaviour::new(),
                 ping: ping::Behaviour::new(
-                    ping::Config::new().with_interval(PING_INTERVAL).with_timeout(Duration::from_secs(2)),
+                    ping::Config::new()
+                        .with_interval(PING_INTERVAL)
+                        .with_timeout(Duration::from_secs(2)),
                 ),
                 mdns: Toggle::from(mdns),
             })

@@ -75,15 +75,20 @@ pub enum Command {
     },
     /// Create a private room's key file (mode 0600). Give it to each member over a safe channel;
     /// nodes started with `--room-key FILE` talk only to nodes holding the same key.
-    #[command(name = "keygen-room", after_help = "Example:\n  p2pchat keygen-room ~/team.key\n  \
-                            p2pchat --name alice --room-key ~/team.key")]
+    #[command(
+        name = "keygen-room",
+        after_help = "Example:\n  p2pchat keygen-room ~/team.key\n  \
+                            p2pchat --name alice --room-key ~/team.key"
+    )]
     KeygenRoom {
         /// Where to write the key (an existing file is never overwritten).
         file: PathBuf,
     },
     /// Print a shell completion script.
-    #[command(after_help = "Examples:\n  p2pchat completions bash > ~/.local/share/bash-completion/completions/p2pchat\n  \
-                            p2pchat completions zsh > ~/.zfunc/_p2pchat")]
+    #[command(
+        after_help = "Examples:\n  p2pchat completions bash > ~/.local/share/bash-completion/completions/p2pchat\n  \
+                            p2pchat completions zsh > ~/.zfunc/_p2pchat"
+    )]
     Completions {
         /// The shell.
         #[arg(value_enum)]
@@ -138,7 +143,10 @@ pub struct ChatArgs {
 pub fn data_dir(name: &str, dir: Option<&PathBuf>) -> Result<PathBuf, NodeError> {
     match dir {
         Some(dir) => Ok(dir.clone()),
-        None => Ok(directories::ProjectDirs::from("", "", "p2pchat").ok_or(NodeError::NoDataDir)?.data_dir().join(name)),
+        None => Ok(directories::ProjectDirs::from("", "", "p2pchat")
+            .ok_or(NodeError::NoDataDir)?
+            .data_dir()
+            .join(name)),
     }
 }
 
@@ -152,7 +160,10 @@ impl ChatArgs {
     pub fn builder(&self) -> Result<NodeBuilder, NodeError> {
         let name = self.name.clone().unwrap_or_default();
         let data_dir = data_dir(&name, self.data_dir.as_ref())?;
-        let mut builder = NodeBuilder::default().name(name).data_dir(data_dir).mdns(!self.no_mdns);
+        let mut builder = NodeBuilder::default()
+            .name(name)
+            .data_dir(data_dir)
+            .mdns(!self.no_mdns);
         for addr in &self.listen {
             builder = builder.listen(addr.clone());
         }
@@ -173,28 +184,50 @@ mod tests {
     #[test]
     fn the_documented_command_lines_parse() {
         let cli = Cli::try_parse_from([
-            "p2pchat", "--name", "alice", "--peer", "bob", "--peer", "/ip4/127.0.0.1/tcp/4001", "--no-mdns",
+            "p2pchat",
+            "--name",
+            "alice",
+            "--peer",
+            "bob",
+            "--peer",
+            "/ip4/127.0.0.1/tcp/4001",
+            "--no-mdns",
         ])
         .unwrap();
         assert_eq!(cli.chat.peers[0], PeerSpec::Name("bob".into()));
         assert!(matches!(cli.chat.peers[1], PeerSpec::Addr(_)));
-        assert_eq!(cli.chat.listen, vec!["/ip4/0.0.0.0/tcp/0".parse::<Multiaddr>().unwrap()]);
+        assert_eq!(
+            cli.chat.listen,
+            vec!["/ip4/0.0.0.0/tcp/0".parse::<Multiaddr>().unwrap()]
+        );
         let import = Cli::try_parse_from(["p2pchat", "import", "--name", "alice"]).unwrap();
         assert!(matches!(import.command, Some(Command::Import { .. })));
-        assert!(Cli::try_parse_from(["p2pchat", "--peer", "bob"]).is_err(), "--name is required to chat");
+        assert!(
+            Cli::try_parse_from(["p2pchat", "--peer", "bob"]).is_err(),
+            "--name is required to chat"
+        );
         assert_eq!(cli.chat.mode(), Mode::Auto);
         let json = Cli::try_parse_from(["p2pchat", "--name", "a", "--json"]).unwrap();
         assert_eq!(json.chat.mode(), Mode::Json);
         let tui = Cli::try_parse_from(["p2pchat", "--name", "a", "--ui", "tui"]).unwrap();
         assert_eq!(tui.chat.mode(), Mode::Tui);
         assert!(Cli::try_parse_from(["p2pchat", "--name", "a", "--ui", "tui", "--json"]).is_err());
-        let export = Cli::try_parse_from(["p2pchat", "export", "--name", "alice", "--format", "ndjson"]).unwrap();
-        assert!(matches!(export.command, Some(Command::Export { format: ExportFormat::Ndjson, .. })));
+        let export =
+            Cli::try_parse_from(["p2pchat", "export", "--name", "alice", "--format", "ndjson"])
+                .unwrap();
+        assert!(matches!(
+            export.command,
+            Some(Command::Export {
+                format: ExportFormat::Ndjson,
+                ..
+            })
+        ));
         assert!(Cli::try_parse_from(["p2pchat", "id", "--name", "alice"]).is_ok());
         assert!(Cli::try_parse_from(["p2pchat", "completions", "bash"]).is_ok());
         let keygen = Cli::try_parse_from(["p2pchat", "keygen-room", "team.key"]).unwrap();
         assert!(matches!(keygen.command, Some(Command::KeygenRoom { .. })));
-        let room = Cli::try_parse_from(["p2pchat", "--name", "a", "--room-key", "team.key"]).unwrap();
+        let room =
+            Cli::try_parse_from(["p2pchat", "--name", "a", "--room-key", "team.key"]).unwrap();
         assert_eq!(room.chat.room_key, Some(PathBuf::from("team.key")));
     }
 }

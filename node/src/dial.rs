@@ -41,8 +41,15 @@ impl Redialer {
             Protocol::P2p(peer) => Some(peer),
             _ => None,
         });
-        let state = State::Waiting { until: Instant::now() };
-        self.targets.push(Target { addr, peer, state, backoff: INITIAL_BACKOFF });
+        let state = State::Waiting {
+            until: Instant::now(),
+        };
+        self.targets.push(Target {
+            addr,
+            peer,
+            state,
+            backoff: INITIAL_BACKOFF,
+        });
     }
 
     /// Dials for every target whose wait is over; the caller hands them to the swarm.
@@ -53,8 +60,12 @@ impl Redialer {
                 && until <= now
             {
                 let opts = match target.peer {
-                    Some(peer) => DialOpts::peer_id(peer).addresses(vec![target.addr.clone()]).build(),
-                    None => DialOpts::unknown_peer_id().address(target.addr.clone()).build(),
+                    Some(peer) => DialOpts::peer_id(peer)
+                        .addresses(vec![target.addr.clone()])
+                        .build(),
+                    None => DialOpts::unknown_peer_id()
+                        .address(target.addr.clone())
+                        .build(),
                 };
                 target.state = State::Dialing(opts.connection_id());
                 dials.push(opts);
@@ -77,14 +88,18 @@ impl Redialer {
 
     /// Whether `peer` is one of the targets (known by its address's `/p2p/` or by connecting).
     pub fn is_target(&self, peer: &PeerId) -> bool {
-        self.targets.iter().any(|target| target.peer.as_ref() == Some(peer))
+        self.targets
+            .iter()
+            .any(|target| target.peer.as_ref() == Some(peer))
     }
 
     /// A dial we made failed; try again after the backoff, doubled for next time.
     pub fn dial_failed(&mut self, connection: ConnectionId) {
         for target in &mut self.targets {
             if matches!(target.state, State::Dialing(id) if id == connection) {
-                target.state = State::Waiting { until: Instant::now() + target.backoff };
+                target.state = State::Waiting {
+                    until: Instant::now() + target.backoff,
+                };
                 target.backoff = (target.backoff * 2).min(MAX_BACKOFF);
             }
         }
@@ -94,7 +109,9 @@ impl Redialer {
     pub fn disconnected(&mut self, peer: PeerId) {
         for target in &mut self.targets {
             if matches!(target.state, State::Connected(p) if p == peer) {
-                target.state = State::Waiting { until: Instant::now() + target.backoff };
+                target.state = State::Waiting {
+                    until: Instant::now() + target.backoff,
+                };
                 target.backoff = (target.backoff * 2).min(MAX_BACKOFF);
             }
         }
@@ -112,18 +129,28 @@ mod tests {
         let now = Instant::now();
         let first = redialer.due(now);
         assert_eq!(first.len(), 1);
-        assert!(redialer.due(now).is_empty(), "no second dial while one is pending");
+        assert!(
+            redialer.due(now).is_empty(),
+            "no second dial while one is pending"
+        );
         redialer.dial_failed(first[0].connection_id());
         assert!(redialer.due(now).is_empty(), "waits for the backoff");
         let retry = redialer.due(now + INITIAL_BACKOFF + Duration::from_millis(1));
         assert_eq!(retry.len(), 1);
         redialer.dial_failed(retry[0].connection_id());
-        assert!(redialer.due(now + INITIAL_BACKOFF * 2).is_empty(), "backoff doubled");
+        assert!(
+            redialer.due(now + INITIAL_BACKOFF * 2).is_empty(),
+            "backoff doubled"
+        );
         let peer = PeerId::random();
         let again = redialer.due(now + INITIAL_BACKOFF * 4);
         redialer.connected(peer, again[0].connection_id());
         assert_eq!(redialer.targets[0].backoff, INITIAL_BACKOFF);
         redialer.disconnected(peer);
-        assert_eq!(redialer.due(Instant::now() + INITIAL_BACKOFF * 2).len(), 1, "redials after a drop");
+        assert_eq!(
+            redialer.due(Instant::now() + INITIAL_BACKOFF * 2).len(),
+            1,
+            "redials after a drop"
+        );
     }
 }

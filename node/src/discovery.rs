@@ -49,7 +49,13 @@ pub struct Discovery {
 impl Discovery {
     /// A node with id `local` that wants the peers named `wanted`; `room` joins everyone.
     pub fn new(local: PeerId, wanted: Vec<String>, room: bool) -> Self {
-        Self { local, wanted, room, found: HashMap::new(), names: HashMap::new() }
+        Self {
+            local,
+            wanted,
+            room,
+            found: HashMap::new(),
+            names: HashMap::new(),
+        }
     }
 
     /// The names given with `--peer`.
@@ -59,7 +65,11 @@ impl Discovery {
 
     /// mDNS found `peer` at `addr`.
     pub fn discovered(&mut self, peer: PeerId, addr: Multiaddr, now: Instant) {
-        let delay = if self.local < peer { Duration::ZERO } else { TIE_BREAK_DELAY };
+        let delay = if self.local < peer {
+            Duration::ZERO
+        } else {
+            TIE_BREAK_DELAY
+        };
         let found = self.found.entry(peer).or_insert_with(|| Found {
             addrs: Vec::new(),
             next_dial: now + delay,
@@ -143,14 +153,22 @@ impl Discovery {
 
     /// Wanted names that no connected peer answers to, for "looking for …" notices.
     pub fn missing_names<'a>(&'a self, connected_names: &[String]) -> Vec<&'a str> {
-        self.wanted.iter().filter(|name| !connected_names.contains(name)).map(String::as_str).collect()
+        self.wanted
+            .iter()
+            .filter(|name| !connected_names.contains(name))
+            .map(String::as_str)
+            .collect()
     }
 }
 
 /// Which of several connections to one peer both sides keep: the oldest one dialed by the peer
 /// with the smaller id, else the oldest. `connections` are in the order they were established,
 /// each with whether we dialed it.
-pub fn keep_connection(local: PeerId, remote: PeerId, connections: &[(ConnectionId, bool)]) -> Option<ConnectionId> {
+pub fn keep_connection(
+    local: PeerId,
+    remote: PeerId,
+    connections: &[(ConnectionId, bool)],
+) -> Option<ConnectionId> {
     let we_should_dial = local < remote;
     connections
         .iter()
@@ -165,7 +183,9 @@ mod tests {
     use p2pchat_protocol::SigningKey;
 
     fn peer(seed: u8) -> PeerId {
-        identity::keypair(&SigningKey::from_bytes(&[seed; 32])).public().to_peer_id()
+        identity::keypair(&SigningKey::from_bytes(&[seed; 32]))
+            .public()
+            .to_peer_id()
     }
 
     fn addr(port: u16) -> Multiaddr {
@@ -185,10 +205,28 @@ mod tests {
         let mut at_large = Discovery::new(large, vec![], true);
         at_small.discovered(large, addr(1), now);
         at_large.discovered(small, addr(2), now);
-        assert_eq!(at_small.due(now, |_| false, no_pins).len(), 1, "smaller id dials at once");
-        assert!(at_large.due(now, |_| false, no_pins).is_empty(), "larger id waits");
-        assert!(at_large.due(now + TIE_BREAK_DELAY, |_| true, no_pins).is_empty(), "not if connected by then");
-        assert_eq!(at_large.due(now + TIE_BREAK_DELAY, |_| false, no_pins).len(), 1, "but if not, it dials");
+        assert_eq!(
+            at_small.due(now, |_| false, no_pins).len(),
+            1,
+            "smaller id dials at once"
+        );
+        assert!(
+            at_large.due(now, |_| false, no_pins).is_empty(),
+            "larger id waits"
+        );
+        assert!(
+            at_large
+                .due(now + TIE_BREAK_DELAY, |_| true, no_pins)
+                .is_empty(),
+            "not if connected by then"
+        );
+        assert_eq!(
+            at_large
+                .due(now + TIE_BREAK_DELAY, |_| false, no_pins)
+                .len(),
+            1,
+            "but if not, it dials"
+        );
     }
 
     #[test]
@@ -197,7 +235,10 @@ mod tests {
         let mut discovery = Discovery::new(me, vec!["bob".into()], false);
         assert!(discovery.wants(&stranger, no_pins), "unknown name: probe");
         discovery.learned(stranger, "carol");
-        assert!(!discovery.wants(&stranger, no_pins), "known to be someone else");
+        assert!(
+            !discovery.wants(&stranger, no_pins),
+            "known to be someone else"
+        );
         discovery.learned(stranger, "bob");
         assert!(discovery.wants(&stranger, no_pins));
     }
@@ -209,9 +250,15 @@ mod tests {
         let pins = |name: &str| (name == "bob").then_some(bob_author);
         let mut discovery = Discovery::new(me, vec!["bob".into()], false);
         assert!(discovery.wants(&bob, pins));
-        assert!(!discovery.wants(&impostor, pins), "no probing once bob is pinned");
+        assert!(
+            !discovery.wants(&impostor, pins),
+            "no probing once bob is pinned"
+        );
         discovery.learned(impostor, "bob");
-        assert!(!discovery.wants(&impostor, pins), "claiming the name is not enough");
+        assert!(
+            !discovery.wants(&impostor, pins),
+            "claiming the name is not enough"
+        );
     }
 
     #[test]
@@ -224,13 +271,33 @@ mod tests {
         let mut discovery = Discovery::new(small, vec![], true);
         discovery.discovered(large, addr(1), now);
         assert_eq!(discovery.due(now, |_| false, no_pins).len(), 1);
-        assert!(discovery.due(now + INITIAL_BACKOFF / 2, |_| false, no_pins).is_empty());
-        assert_eq!(discovery.due(now + INITIAL_BACKOFF, |_| false, no_pins).len(), 1);
+        assert!(
+            discovery
+                .due(now + INITIAL_BACKOFF / 2, |_| false, no_pins)
+                .is_empty()
+        );
+        assert_eq!(
+            discovery
+                .due(now + INITIAL_BACKOFF, |_| false, no_pins)
+                .len(),
+            1
+        );
         discovery.discovered(large, addr(2), now + INITIAL_BACKOFF);
-        assert_eq!(discovery.due(now + INITIAL_BACKOFF, |_| false, no_pins).len(), 1, "new address");
+        assert_eq!(
+            discovery
+                .due(now + INITIAL_BACKOFF, |_| false, no_pins)
+                .len(),
+            1,
+            "new address"
+        );
         discovery.expired(large, &addr(1));
         discovery.expired(large, &addr(2));
-        assert!(discovery.due(now + MAX_BACKOFF * 2, |_| false, no_pins).is_empty(), "gone from the LAN");
+        assert!(
+            discovery
+                .due(now + MAX_BACKOFF * 2, |_| false, no_pins)
+                .is_empty(),
+            "gone from the LAN"
+        );
     }
 
     #[test]
@@ -239,10 +306,17 @@ mod tests {
         // Two physical connections: P dialed by a, Q dialed by b. Each side has its own ids.
         let id = ConnectionId::new_unchecked;
         let (a_p, a_q, b_p, b_q) = (id(1), id(2), id(3), id(4));
-        for (a_order, b_order) in [([(a_p, true), (a_q, false)], [(b_q, true), (b_p, false)]), ([(a_q, false), (a_p, true)], [(b_p, false), (b_q, true)])] {
+        for (a_order, b_order) in [
+            ([(a_p, true), (a_q, false)], [(b_q, true), (b_p, false)]),
+            ([(a_q, false), (a_p, true)], [(b_p, false), (b_q, true)]),
+        ] {
             let kept_at_a = keep_connection(a, b, &a_order).unwrap();
             let kept_at_b = keep_connection(b, a, &b_order).unwrap();
-            assert_eq!(kept_at_a == a_p, kept_at_b == b_p, "both keep P or both keep Q");
+            assert_eq!(
+                kept_at_a == a_p,
+                kept_at_b == b_p,
+                "both keep P or both keep Q"
+            );
         }
     }
 

@@ -12,10 +12,10 @@ use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, Message as RrMessage, OutboundRequestId};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm};
+use p2pchat_protocol::Author;
 use p2pchat_protocol::limits::{BATCH_BYTE_BUDGET, MAX_BATCH_ENTRIES, MAX_HELLO_HEADS};
 use p2pchat_protocol::route::Router;
 use p2pchat_protocol::wire::{Batch, Hello, RangeRequest, Request, Response};
-use p2pchat_protocol::Author;
 use p2pchat_storage::Pin;
 use serde_bytes::ByteBuf;
 use tokio::sync::{mpsc, oneshot};
@@ -146,13 +146,23 @@ impl EventLoop {
                 });
             }
         }
-        let incoming = self.swarm.behaviour().push.new_control().accept(push::protocol());
+        let incoming = self
+            .swarm
+            .behaviour()
+            .push
+            .new_control()
+            .accept(push::protocol());
         let Ok(mut incoming) = incoming else {
-            ready.take().map(|r| r.send(Err("push protocol registered twice".into())));
+            ready
+                .take()
+                .map(|r| r.send(Err("push protocol registered twice".into())));
             return;
         };
         let mut tick = tokio::time::interval(Duration::from_millis(200));
-        let mut looking_for = tokio::time::interval_at(Instant::now() + Duration::from_secs(3), LOOKING_FOR_INTERVAL);
+        let mut looking_for = tokio::time::interval_at(
+            Instant::now() + Duration::from_secs(3),
+            LOOKING_FOR_INTERVAL,
+        );
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => {
@@ -203,7 +213,11 @@ impl EventLoop {
         let mut dials = self.redialer.due(now);
         let connections = &self.connections;
         let store = &self.shared.store;
-        dials.extend(self.discovery.due(now, |peer| connections.contains_key(peer), |name| store.pinned(name)));
+        dials.extend(self.discovery.due(
+            now,
+            |peer| connections.contains_key(peer),
+            |name| store.pinned(name),
+        ));
         for dial in dials {
             let id = dial.connection_id();
             if let Err(e) = self.swarm.dial(dial) {
@@ -217,8 +231,12 @@ impl EventLoop {
     /// Disconnects peers that did not send an acceptable hello in time, and forgets old bans.
     fn drop_silent_peers(&mut self) {
         let now = Instant::now();
-        let silent: Vec<PeerId> =
-            self.awaiting_hello.iter().filter(|(_, since)| now - **since > HELLO_TIMEOUT).map(|(peer, _)| *peer).collect();
+        let silent: Vec<PeerId> = self
+            .awaiting_hello
+            .iter()
+            .filter(|(_, since)| now - **since > HELLO_TIMEOUT)
+            .map(|(peer, _)| *peer)
+            .collect();
         for peer in silent {
             tracing::debug!(%peer, "no hello in time; disconnecting");
             self.awaiting_hello.remove(&peer);
@@ -229,7 +247,9 @@ impl EventLoop {
 
     /// Disconnects a peer that sent what no honest peer sends, and keeps it out for a while.
     fn penalise(&mut self, peer: PeerId, reason: &str) {
-        self.shared.emit(Event::Warning { message: format!("peer {peer} sent {reason}; disconnecting it") });
+        self.shared.emit(Event::Warning {
+            message: format!("peer {peer} sent {reason}; disconnecting it"),
+        });
         self.banned.insert(peer, Instant::now() + BAN_TIME);
         let _ = self.swarm.disconnect_peer_id(peer);
     }
@@ -243,7 +263,9 @@ impl EventLoop {
             .collect();
         drop(peers);
         for name in self.discovery.missing_names(&connected) {
-            self.shared.emit(Event::LookingFor { name: name.to_owned() });
+            self.shared.emit(Event::LookingFor {
+                name: name.to_owned(),
+            });
         }
     }
 
@@ -251,19 +273,33 @@ impl EventLoop {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 let address = address.with(Protocol::P2p(*self.swarm.local_peer_id()));
-                self.listen_addrs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(address.clone());
+                self.listen_addrs
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(address.clone());
                 self.shared.emit(Event::Listening { address });
             }
-            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
+            } => {
                 tracing::debug!(%peer_id, ?endpoint, "connection established");
                 self.redialer.connected(peer_id, connection_id);
-                if self.banned.get(&peer_id).is_some_and(|until| *until > Instant::now()) {
+                if self
+                    .banned
+                    .get(&peer_id)
+                    .is_some_and(|until| *until > Instant::now())
+                {
                     tracing::debug!(%peer_id, "closing a connection from a banned peer");
                     self.swarm.close_connection(connection_id);
                     return;
                 }
                 if !self.accepted.contains(&peer_id) {
-                    self.awaiting_hello.entry(peer_id).or_insert_with(Instant::now);
+                    self.awaiting_hello
+                        .entry(peer_id)
+                        .or_insert_with(Instant::now);
                 }
                 self.discovery.connected(peer_id);
                 let connections = self.connections.entry(peer_id).or_default();
@@ -279,7 +315,12 @@ impl EventLoop {
                     self.say_hello(peer_id);
                 }
             }
-            SwarmEvent::ConnectionClosed { peer_id, connection_id, num_established, .. } => {
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                num_established,
+                ..
+            } => {
                 if let Some(connections) = self.connections.get_mut(&peer_id) {
                     connections.retain(|(id, _)| *id != connection_id);
                 }
@@ -288,7 +329,11 @@ impl EventLoop {
                     self.on_peer_gone(peer_id);
                 }
             }
-            SwarmEvent::OutgoingConnectionError { connection_id, peer_id, error } => {
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                peer_id,
+                error,
+            } => {
                 tracing::debug!(?peer_id, "dial failed: {error}");
                 self.redialer.dial_failed(connection_id);
             }
@@ -305,9 +350,11 @@ impl EventLoop {
                     self.discovery.expired(peer, &addr);
                 }
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Ping(libp2p::ping::Event { peer, connection, result: Err(e) }))
-                if !matches!(e, libp2p::ping::Failure::Unsupported) =>
-            {
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(libp2p::ping::Event {
+                peer,
+                connection,
+                result: Err(e),
+            })) if !matches!(e, libp2p::ping::Failure::Unsupported) => {
                 tracing::debug!(%peer, "ping failed, closing connection: {e}");
                 self.swarm.close_connection(connection);
             }
@@ -318,9 +365,14 @@ impl EventLoop {
     fn say_hello(&mut self, peer: PeerId) {
         match self.shared.hello() {
             Ok(hello) => {
-                self.swarm.behaviour_mut().sync.send_request(&peer, Request::Hello(hello));
+                self.swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_request(&peer, Request::Hello(hello));
             }
-            Err(e) => self.shared.emit(Event::Error { message: format!("reading the store failed: {e}") }),
+            Err(e) => self.shared.emit(Event::Error {
+                message: format!("reading the store failed: {e}"),
+            }),
         }
     }
 
@@ -338,7 +390,9 @@ impl EventLoop {
         self.awaiting_hello.remove(&peer);
         let state = self.shared.peers().remove(&peer);
         if self.accepted.remove(&peer) {
-            let name = state.and_then(|s| s.name).map(|name| self.display_claim(&peer, &name));
+            let name = state
+                .and_then(|s| s.name)
+                .map(|name| self.display_claim(&peer, &name));
             self.shared.emit(Event::Disconnected { peer, name });
         }
     }
@@ -352,7 +406,14 @@ impl EventLoop {
 
     fn on_sync_event(&mut self, event: request_response::Event<Request, Response>) {
         match event {
-            request_response::Event::Message { peer, message: RrMessage::Request { request, channel, .. }, .. } => {
+            request_response::Event::Message {
+                peer,
+                message:
+                    RrMessage::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
                 let response = match request {
                     Request::Hello(hello) => {
                         self.on_hello(peer, hello);
@@ -364,9 +425,21 @@ impl EventLoop {
                     Request::Range(range) => self.answer_range(range),
                     Request::Skip(authors) => self.on_skip(peer, authors),
                 };
-                let _ = self.swarm.behaviour_mut().sync.send_response(channel, response);
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_response(channel, response);
             }
-            request_response::Event::Message { peer, message: RrMessage::Response { request_id, response }, .. } => {
+            request_response::Event::Message {
+                peer,
+                message:
+                    RrMessage::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
                 let fetched = self.fetching.remove(&request_id);
                 match response {
                     Response::Hello(hello) => self.on_hello(peer, hello),
@@ -378,11 +451,18 @@ impl EventLoop {
                     }
                     Response::Done => {}
                     Response::Refused(reason) => {
-                        self.shared.emit(Event::Warning { message: format!("peer {peer} refused a request: {reason}") });
+                        self.shared.emit(Event::Warning {
+                            message: format!("peer {peer} refused a request: {reason}"),
+                        });
                     }
                 }
             }
-            request_response::Event::OutboundFailure { peer, request_id, error, .. } => {
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
                 self.fetching.remove(&request_id);
                 tracing::debug!(%peer, "request failed: {error}");
             }
@@ -408,7 +488,10 @@ impl EventLoop {
             self.shared.report_catch_up();
             return;
         }
-        if let Some(fetch) = absorbed.fetch.or_else(|| push::next_fetch(&self.shared, peer, author)) {
+        if let Some(fetch) = absorbed
+            .fetch
+            .or_else(|| push::next_fetch(&self.shared, peer, author))
+        {
             self.request_range(fetch);
         }
     }
@@ -417,7 +500,9 @@ impl EventLoop {
         let heads = match hello.check() {
             Ok(heads) => heads,
             Err(e) => {
-                self.shared.emit(Event::Warning { message: format!("peer {peer} sent a bad hello ({e}); disconnecting") });
+                self.shared.emit(Event::Warning {
+                    message: format!("peer {peer} sent a bad hello ({e}); disconnecting"),
+                });
                 let _ = self.swarm.disconnect_peer_id(peer);
                 return;
             }
@@ -443,7 +528,8 @@ impl EventLoop {
             if first_hello {
                 state.skip = self.early_skips.remove(&peer).unwrap_or_default();
                 let store = &self.shared.store;
-                state.catch_up = CatchUp::new(&store.heads(), &heads, |author| store.is_frozen(author));
+                state.catch_up =
+                    CatchUp::new(&store.heads(), &heads, |author| store.is_frozen(author));
             }
         }
         if first_hello {
@@ -453,11 +539,19 @@ impl EventLoop {
             self.send_skip_lists(changed);
             let name = self.display_claim(&peer, &hello.name);
             self.shared.emit(Event::Connected { peer, name });
-            let catching_up = self.shared.peers().get(&peer).is_some_and(|state| state.catch_up.is_some());
+            let catching_up = self
+                .shared
+                .peers()
+                .get(&peer)
+                .is_some_and(|state| state.catch_up.is_some());
             if catching_up {
                 self.shared.report_catch_up();
             } else {
-                self.shared.emit(Event::SyncComplete { peer, name: hello.name.clone(), received: 0 });
+                self.shared.emit(Event::SyncComplete {
+                    peer,
+                    name: hello.name.clone(),
+                    received: 0,
+                });
             }
         }
         if !self.pushers.contains_key(&peer) {
@@ -496,17 +590,24 @@ impl EventLoop {
                     });
                 }
             }
-            Err(e) => self.shared.emit(Event::Error { message: format!("writing the store failed: {e}") }),
+            Err(e) => self.shared.emit(Event::Error {
+                message: format!("writing the store failed: {e}"),
+            }),
         }
     }
 
     /// Peers that dialed us, address targets and peers we want by name are synced with;
     /// a probe we dialed to learn a name is not.
     fn should_accept(&self, peer: &PeerId) -> bool {
-        let dialed_by_them = self.connections.get(peer).is_some_and(|c| c.iter().any(|(_, we_dialed)| !we_dialed));
+        let dialed_by_them = self
+            .connections
+            .get(peer)
+            .is_some_and(|c| c.iter().any(|(_, we_dialed)| !we_dialed));
         dialed_by_them
             || self.redialer.is_target(peer)
-            || self.discovery.wants(peer, |name| self.shared.store.pinned(name))
+            || self
+                .discovery
+                .wants(peer, |name| self.shared.store.pinned(name))
     }
 
     fn on_report(&mut self, report: Report) {
@@ -521,7 +622,8 @@ impl EventLoop {
             }
             Report::Noted { peer, author, seq } => {
                 let ours = self.shared.store.head_seq(&author);
-                self.router.noted(peer, author, seq, ours, std::time::Instant::now());
+                self.router
+                    .noted(peer, author, seq, ours, std::time::Instant::now());
             }
         }
     }
@@ -532,7 +634,10 @@ impl EventLoop {
             if self.accepted.contains(&peer) {
                 let skip = self.router.skip_list(&peer);
                 tracing::debug!(%peer, ?skip, "asking to skip");
-                self.swarm.behaviour_mut().sync.send_request(&peer, Request::Skip(skip));
+                self.swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_request(&peer, Request::Skip(skip));
             }
         }
     }
@@ -557,10 +662,18 @@ impl EventLoop {
             return Response::Refused("that log is forked; it is no longer relayed".into());
         }
         let limit = (range.limit as usize).min(MAX_BATCH_ENTRIES);
-        match self.shared.store.range_envelopes(&range.author, range.from.max(1), limit, BATCH_BYTE_BUDGET) {
+        match self.shared.store.range_envelopes(
+            &range.author,
+            range.from.max(1),
+            limit,
+            BATCH_BYTE_BUDGET,
+        ) {
             Ok(entries) => Response::Entries(Batch {
                 author: range.author,
-                entries: entries.into_iter().map(|(_, envelope)| ByteBuf::from(Vec::from(envelope))).collect(),
+                entries: entries
+                    .into_iter()
+                    .map(|(_, envelope)| ByteBuf::from(Vec::from(envelope)))
+                    .collect(),
             }),
             Err(e) => Response::Refused(format!("store unavailable: {e}")),
         }
@@ -568,10 +681,18 @@ impl EventLoop {
 
     fn request_range(&mut self, fetch: Fetch) {
         let author = fetch.request.author;
-        if self.fetching.values().any(|&(p, a)| p == fetch.peer && a == author) {
+        if self
+            .fetching
+            .values()
+            .any(|&(p, a)| p == fetch.peer && a == author)
+        {
             return; // already asking this peer for this log
         }
-        let id = self.swarm.behaviour_mut().sync.send_request(&fetch.peer, Request::Range(fetch.request));
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .sync
+            .send_request(&fetch.peer, Request::Range(fetch.request));
         self.fetching.insert(id, (fetch.peer, author));
     }
 }

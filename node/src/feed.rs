@@ -23,7 +23,10 @@ enum Phase {
     /// Not started: the heads are taken at the first read.
     Start,
     /// Paging through the history up to `heads`, after `pos`.
-    History { heads: Heads, pos: Option<HistoryPos> },
+    History {
+        heads: Heads,
+        pos: Option<HistoryPos>,
+    },
     /// Following the store; everything up to `delivered` has been delivered.
     Live { delivered: Heads },
 }
@@ -38,7 +41,12 @@ pub struct MessageFeed {
 
 impl MessageFeed {
     pub(crate) fn new(shared: Weak<Shared>, changed: watch::Receiver<()>) -> Self {
-        Self { shared, changed, phase: Phase::Start, queue: VecDeque::new() }
+        Self {
+            shared,
+            changed,
+            phase: Phase::Start,
+            queue: VecDeque::new(),
+        }
     }
 
     /// The next message, waiting for one if needed; `None` once the node has stopped or its
@@ -61,7 +69,10 @@ impl MessageFeed {
         let shared = self.shared.upgrade()?;
         let (entries, more) = match std::mem::replace(&mut self.phase, Phase::Start) {
             Phase::Start => {
-                self.phase = Phase::History { heads: shared.store.heads(), pos: None };
+                self.phase = Phase::History {
+                    heads: shared.store.heads(),
+                    pos: None,
+                };
                 return Some(true);
             }
             Phase::History { heads, pos } => {
@@ -69,7 +80,10 @@ impl MessageFeed {
                 let held = |e: &Entry| e.seq() <= heads.get(&e.author()).copied().unwrap_or(0);
                 let entries: Vec<Entry> = page.into_iter().filter(held).collect();
                 self.phase = match last {
-                    Some(pos) => Phase::History { heads, pos: Some(pos) },
+                    Some(pos) => Phase::History {
+                        heads,
+                        pos: Some(pos),
+                    },
                     None => Phase::Live { delivered: heads },
                 };
                 (entries, true)
@@ -81,7 +95,10 @@ impl MessageFeed {
                 for (author, head) in shared.store.heads() {
                     let done = delivered.entry(author).or_default();
                     while *done < head && entries.len() < PAGE {
-                        let chunk = shared.store.range(&author, *done + 1, PAGE - entries.len(), usize::MAX).ok()?;
+                        let chunk = shared
+                            .store
+                            .range(&author, *done + 1, PAGE - entries.len(), usize::MAX)
+                            .ok()?;
                         let Some(last) = chunk.last() else { break };
                         *done = last.seq();
                         entries.extend(chunk);
@@ -95,8 +112,12 @@ impl MessageFeed {
         };
         let mut names = HashMap::new();
         for entry in &entries {
-            let Body::Text { text } = entry.body() else { continue };
-            let name = names.entry(entry.author()).or_insert_with(|| shared.display_name(&entry.author()));
+            let Body::Text { text } = entry.body() else {
+                continue;
+            };
+            let name = names
+                .entry(entry.author())
+                .or_insert_with(|| shared.display_name(&entry.author()));
             self.queue.push_back(message(name, entry, text));
         }
         Some(more)

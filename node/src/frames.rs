@@ -41,7 +41,10 @@ impl FrameReadError {
 
 /// Reads one frame (`u32` big-endian length, then that many bytes); `None` when the stream
 /// ends or breaks between frames, where nothing is lost.
-pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, timeout: Duration) -> Result<Option<Vec<u8>>, FrameReadError> {
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    timeout: Duration,
+) -> Result<Option<Vec<u8>>, FrameReadError> {
     let mut prefix = [0u8; 4];
     if matches!(reader.read(&mut prefix[..1]).await, Ok(0) | Err(_)) {
         return Ok(None);
@@ -54,13 +57,19 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, timeout: Duration)
         }
         // Room for a typical frame up front; a large one grows only as its bytes arrive.
         let mut body = Vec::with_capacity(len.min(INITIAL_CAPACITY));
-        (&mut *reader).take(len as u64).read_to_end(&mut body).await?;
+        (&mut *reader)
+            .take(len as u64)
+            .read_to_end(&mut body)
+            .await?;
         if body.len() < len {
             return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
         }
         Ok(body)
     };
-    tokio::time::timeout(timeout, rest).await.map_err(|_| FrameReadError::Stalled(timeout))?.map(Some)
+    tokio::time::timeout(timeout, rest)
+        .await
+        .map_err(|_| FrameReadError::Stalled(timeout))?
+        .map(Some)
 }
 
 #[cfg(test)]
@@ -76,7 +85,11 @@ mod tests {
     struct Stalled;
 
     impl AsyncRead for Stalled {
-        fn poll_read(self: Pin<&mut Self>, _: &mut Context<'_>, _: &mut [u8]) -> Poll<std::io::Result<usize>> {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut [u8],
+        ) -> Poll<std::io::Result<usize>> {
             Poll::Pending
         }
     }
@@ -89,24 +102,41 @@ mod tests {
     async fn frames_are_read_in_turn_until_the_end() {
         let mut reader = Cursor::new([framed(b"one"), framed(b""), framed(b"three")].concat());
         let timeout = Duration::from_secs(1);
-        assert_eq!(read_frame(&mut reader, timeout).await.unwrap().unwrap(), b"one");
-        assert_eq!(read_frame(&mut reader, timeout).await.unwrap().unwrap(), b"");
-        assert_eq!(read_frame(&mut reader, timeout).await.unwrap().unwrap(), b"three");
+        assert_eq!(
+            read_frame(&mut reader, timeout).await.unwrap().unwrap(),
+            b"one"
+        );
+        assert_eq!(
+            read_frame(&mut reader, timeout).await.unwrap().unwrap(),
+            b""
+        );
+        assert_eq!(
+            read_frame(&mut reader, timeout).await.unwrap().unwrap(),
+            b"three"
+        );
         assert!(read_frame(&mut reader, timeout).await.unwrap().is_none());
     }
 
     #[tokio::test]
     async fn an_oversized_length_is_refused_before_reading_the_body() {
-        let mut reader = Cursor::new(((MAX_FRAME_BYTES + 1) as u32).to_be_bytes().to_vec()).chain(Stalled);
-        let error = read_frame(&mut reader, Duration::from_secs(5)).await.unwrap_err();
-        assert!(matches!(error, FrameReadError::TooLarge(len) if len == MAX_FRAME_BYTES + 1), "{error}");
+        let mut reader =
+            Cursor::new(((MAX_FRAME_BYTES + 1) as u32).to_be_bytes().to_vec()).chain(Stalled);
+        let error = read_frame(&mut reader, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, FrameReadError::TooLarge(len) if len == MAX_FRAME_BYTES + 1),
+            "{error}"
+        );
         assert!(error.is_misbehaviour());
     }
 
     #[tokio::test]
     async fn a_frame_that_stalls_midway_times_out() {
         let mut reader = Cursor::new([0, 0, 0, 10, 1, 2]).chain(Stalled);
-        let error = read_frame(&mut reader, Duration::from_millis(100)).await.unwrap_err();
+        let error = read_frame(&mut reader, Duration::from_millis(100))
+            .await
+            .unwrap_err();
         assert!(matches!(error, FrameReadError::Stalled(_)), "{error}");
         assert!(!error.is_misbehaviour());
     }
@@ -114,6 +144,9 @@ mod tests {
     #[tokio::test]
     async fn a_truncated_frame_is_an_error() {
         let mut reader = Cursor::new(vec![0, 0, 0, 10, 1, 2]);
-        assert!(matches!(read_frame(&mut reader, Duration::from_secs(1)).await, Err(FrameReadError::Io(_))));
+        assert!(matches!(
+            read_frame(&mut reader, Duration::from_secs(1)).await,
+            Err(FrameReadError::Io(_))
+        ));
     }
 }

@@ -40,13 +40,20 @@ pub enum IdentityError {
 /// Loads the key from `dir`, creating it (mode 0600) on first run.
 pub fn load_or_create(dir: &Path) -> Result<SigningKey, IdentityError> {
     let path = dir.join(IDENTITY_FILE);
-    let io = |source| IdentityError::Io { path: path.display().to_string(), source };
+    let io = |source| IdentityError::Io {
+        path: path.display().to_string(),
+        source,
+    };
     match fs::read(&path) {
         Ok(bytes) => {
-            let secret: [u8; 32] = bytes.as_slice().try_into().map_err(|_| IdentityError::Corrupt {
-                path: path.display().to_string(),
-                len: bytes.len(),
-            })?;
+            let secret: [u8; 32] =
+                bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| IdentityError::Corrupt {
+                        path: path.display().to_string(),
+                        len: bytes.len(),
+                    })?;
             let mode = fs::metadata(&path).map_err(io)?.permissions().mode();
             if mode & 0o077 != 0 {
                 fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).map_err(io)?;
@@ -88,7 +95,9 @@ pub fn author_of(peer: &PeerId) -> Option<Author> {
         return None; // not an identity multihash: the key is not inlined
     }
     let public = libp2p::identity::PublicKey::try_decode_protobuf(multihash.digest()).ok()?;
-    Some(Author::from_bytes(public.try_into_ed25519().ok()?.to_bytes()))
+    Some(Author::from_bytes(
+        public.try_into_ed25519().ok()?.to_bytes(),
+    ))
 }
 
 #[cfg(test)]
@@ -99,7 +108,10 @@ mod tests {
     fn key_is_created_private_and_reused() {
         let dir = tempfile::tempdir().unwrap();
         let first = load_or_create(dir.path()).unwrap();
-        let mode = fs::metadata(dir.path().join(IDENTITY_FILE)).unwrap().permissions().mode();
+        let mode = fs::metadata(dir.path().join(IDENTITY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let second = load_or_create(dir.path()).unwrap();
         assert_eq!(first.to_bytes(), second.to_bytes());

@@ -5,9 +5,9 @@ use std::path::Path;
 
 use p2pchat_protocol::Body;
 
+use crate::NodeError;
 use crate::node::open_data_dir;
 use crate::shared::now_ms;
-use crate::NodeError;
 
 /// Lines appended per group commit (one fsync each).
 pub const IMPORT_CHUNK: usize = 10_000;
@@ -40,7 +40,9 @@ pub fn import(
         if text.trim().is_empty() {
             continue;
         }
-        let body = Body::Text { text: text.to_owned() };
+        let body = Body::Text {
+            text: text.to_owned(),
+        };
         if let Err(e) = body.check_limits() {
             on_skip(number as u64 + 1, &e.to_string());
             imported.skipped += 1;
@@ -48,7 +50,9 @@ pub fn import(
         }
         chunk.push(body);
         if chunk.len() == IMPORT_CHUNK {
-            imported.appended += store.append_own_many(&key, chunk.drain(..), now_ms())?.len() as u64;
+            imported.appended += store
+                .append_own_many(&key, chunk.drain(..), now_ms())?
+                .len() as u64;
         }
     }
     imported.appended += store.append_own_many(&key, chunk, now_ms())?.len() as u64;
@@ -65,13 +69,32 @@ mod tests {
         let long = "x".repeat(p2pchat_protocol::limits::MAX_TEXT_BYTES + 1);
         let input = format!("one\n\n two \n{long}\nthree\r\n");
         let mut skipped = Vec::new();
-        let imported = import("alice", dir.path(), input.as_bytes(), |n, _| skipped.push(n)).unwrap();
-        assert_eq!(imported, Imported { appended: 3, skipped: 1 });
+        let imported = import("alice", dir.path(), input.as_bytes(), |n, _| {
+            skipped.push(n)
+        })
+        .unwrap();
+        assert_eq!(
+            imported,
+            Imported {
+                appended: 3,
+                skipped: 1
+            }
+        );
         assert_eq!(skipped, [4]);
         let (key, store) = open_data_dir("alice", dir.path()).unwrap();
         let author = p2pchat_protocol::Author::of(&key);
         assert_eq!(store.head_seq(&author), 4, "profile + three lines");
-        let texts: Vec<_> = store.range(&author, 2, 10, usize::MAX).unwrap().iter().map(|e| e.body().clone()).collect();
-        assert_eq!(texts[1], Body::Text { text: " two ".into() });
+        let texts: Vec<_> = store
+            .range(&author, 2, 10, usize::MAX)
+            .unwrap()
+            .iter()
+            .map(|e| e.body().clone())
+            .collect();
+        assert_eq!(
+            texts[1],
+            Body::Text {
+                text: " two ".into()
+            }
+        );
     }
 }

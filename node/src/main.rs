@@ -23,11 +23,20 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Some(Command::Import { name, data_dir }) => import(&name, data_dir.as_ref()),
-        Some(Command::Export { name, data_dir, format }) => export(&name, data_dir.as_ref(), format),
+        Some(Command::Export {
+            name,
+            data_dir,
+            format,
+        }) => export(&name, data_dir.as_ref(), format),
         Some(Command::Id { name, data_dir }) => id(&name, data_dir.as_ref()),
         Some(Command::KeygenRoom { file }) => keygen_room(&file),
         Some(Command::Completions { shell }) => {
-            clap_complete::generate(shell, &mut Cli::command(), "p2pchat", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "p2pchat",
+                &mut std::io::stdout(),
+            );
             Ok(())
         }
         None => return chat(cli.chat),
@@ -46,7 +55,10 @@ fn import(name: &str, data_dir: Option<&PathBuf>) -> Result<(), NodeError> {
     let imported = p2pchat_node::import(name, &dir, std::io::stdin().lock(), |line, reason| {
         eprintln!("info> error: line {line} skipped: {reason}");
     })?;
-    eprintln!("info> imported {} lines as {name} ({} skipped)", imported.appended, imported.skipped);
+    eprintln!(
+        "info> imported {} lines as {name} ({} skipped)",
+        imported.appended, imported.skipped
+    );
     Ok(())
 }
 
@@ -102,7 +114,10 @@ fn chat(args: ChatArgs) -> ExitCode {
             Ok(node) => ui::run(node, args.mode()).await,
             Err(e) => {
                 if args.mode() == ui::Mode::Json {
-                    println!("{}", serde_json::json!({"v": 1, "type": "error", "message": e.to_string()}));
+                    println!(
+                        "{}",
+                        serde_json::json!({"v": 1, "type": "error", "message": e.to_string()})
+                    );
                 } else {
                     eprintln!("info> error: {e}");
                 }

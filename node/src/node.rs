@@ -111,7 +111,11 @@ pub struct Stats {
 
 /// Checks that `text` can be sent as a message (within the size limit).
 pub fn check_text(text: &str) -> Result<(), NodeError> {
-    Body::Text { text: text.to_owned() }.check_limits().map_err(NodeError::Invalid)
+    Body::Text {
+        text: text.to_owned(),
+    }
+    .check_limits()
+    .map_err(NodeError::Invalid)
 }
 
 /// A peer to keep connected to, as given on the command line.
@@ -247,36 +251,74 @@ impl NodeBuilder {
         let (changed, _) = watch::channel(());
         let (events, _) = broadcast::channel(1024);
         let peers = Mutex::new(HashMap::new());
-        let shared = Arc::new(Shared { store, key, changed, peers, events, stats: Default::default() });
+        let shared = Arc::new(Shared {
+            store,
+            key,
+            changed,
+            peers,
+            events,
+            stats: Default::default(),
+        });
 
-        let mut swarm = behaviour::build_swarm(&shared.key, !self.no_mdns, self.room).map_err(|e| NodeError::Network(e.to_string()))?;
+        let mut swarm = behaviour::build_swarm(&shared.key, !self.no_mdns, self.room)
+            .map_err(|e| NodeError::Network(e.to_string()))?;
         let mut listeners = Vec::new();
         for addr in &self.listen {
-            let id = swarm.listen_on(addr.clone()).map_err(|e| NodeError::Network(format!("cannot listen on {addr}: {e}")))?;
+            let id = swarm
+                .listen_on(addr.clone())
+                .map_err(|e| NodeError::Network(format!("cannot listen on {addr}: {e}")))?;
             listeners.push(id);
         }
         let peer_id = *swarm.local_peer_id();
         let (commands, command_rx) = mpsc::channel(64);
         let (ready_tx, ready_rx) = oneshot::channel();
         let listen_addrs = Arc::new(Mutex::new(Vec::new()));
-        let event_loop = EventLoop::new(swarm, shared.clone(), command_rx, listen_addrs.clone(), &self.peers);
-        let setup = Setup { listeners, mdns: !self.no_mdns, ready: ready_tx };
+        let event_loop = EventLoop::new(
+            swarm,
+            shared.clone(),
+            command_rx,
+            listen_addrs.clone(),
+            &self.peers,
+        );
+        let setup = Setup {
+            listeners,
+            mdns: !self.no_mdns,
+            ready: ready_tx,
+        };
         let task = tokio::spawn(event_loop.run(setup));
-        ready_rx.await.map_err(|_| NodeError::Stopped)?.map_err(NodeError::Network)?;
+        ready_rx
+            .await
+            .map_err(|_| NodeError::Stopped)?
+            .map_err(NodeError::Network)?;
         tracing::debug!(elapsed = ?started.elapsed(), "listening");
-        Ok(Node { shared, peer_id, commands, task, listen_addrs })
+        Ok(Node {
+            shared,
+            peer_id,
+            commands,
+            task,
+            listen_addrs,
+        })
     }
 }
 
 /// Opens (creating on first use) the data directory of user `name`: its key and its store, with
 /// the user's profile entry written if the name is new.
-pub(crate) fn open_data_dir(name: &str, dir: &std::path::Path) -> Result<(SigningKey, Store), NodeError> {
+pub(crate) fn open_data_dir(
+    name: &str,
+    dir: &std::path::Path,
+) -> Result<(SigningKey, Store), NodeError> {
     check_name(name).map_err(NodeError::Name)?;
     create_private_dir(dir)?;
     let key = identity::load_or_create(dir)?;
     let store = Store::open(&dir.join("store"))?;
     if store.name(&Author::of(&key)).as_deref() != Some(name) {
-        store.append_own(&key, Body::Profile { name: name.to_owned() }, crate::shared::now_ms())?;
+        store.append_own(
+            &key,
+            Body::Profile {
+                name: name.to_owned(),
+            },
+            crate::shared::now_ms(),
+        )?;
     }
     Ok((key, store))
 }
@@ -287,7 +329,10 @@ fn create_private_dir(dir: &std::path::Path) -> Result<(), NodeError> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|source| NodeError::DataDir { path: dir.to_owned(), source })
+        .map_err(|source| NodeError::DataDir {
+            path: dir.to_owned(),
+            source,
+        })
 }
 
 /// A running p2pchat node. Dropping it without [`Node::shutdown`] leaves its task running.
@@ -317,15 +362,23 @@ impl Node {
 
     /// The addresses the node listens on, each ending in `/p2p/<peer id>`.
     pub fn listen_addrs(&self) -> Vec<Multiaddr> {
-        self.listen_addrs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.listen_addrs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Appends `text` to the node's own log (durably) and sends it to connected peers.
     pub fn send(&self, text: &str) -> Result<Message, NodeError> {
-        let entry = self.shared.append(Body::Text { text: text.to_owned() }).map_err(|e| match e {
-            StoreError::Invalid(e) => NodeError::Invalid(e),
-            e => NodeError::Store(e),
-        })?;
+        let entry = self
+            .shared
+            .append(Body::Text {
+                text: text.to_owned(),
+            })
+            .map_err(|e| match e {
+                StoreError::Invalid(e) => NodeError::Invalid(e),
+                e => NodeError::Store(e),
+            })?;
         Ok(Message {
             author: entry.author(),
             name: self.shared.display_name(&entry.author()),
@@ -339,18 +392,26 @@ impl Node {
     /// Appends several lines at once, in one durable write (group commit), and sends them.
     /// Nothing is stored if any line is invalid (check each with [`check_text`] first).
     pub fn send_all(&self, texts: &[&str]) -> Result<(), NodeError> {
-        let bodies = texts.iter().map(|text| Body::Text { text: (*text).to_owned() });
-        self.shared.store.append_own_many(&self.shared.key, bodies, crate::shared::now_ms()).map_err(|e| match e {
-            StoreError::Invalid(e) => NodeError::Invalid(e),
-            e => NodeError::Store(e),
-        })?;
+        let bodies = texts.iter().map(|text| Body::Text {
+            text: (*text).to_owned(),
+        });
+        self.shared
+            .store
+            .append_own_many(&self.shared.key, bodies, crate::shared::now_ms())
+            .map_err(|e| match e {
+                StoreError::Invalid(e) => NodeError::Invalid(e),
+                e => NodeError::Store(e),
+            })?;
         self.shared.notify_changed();
         Ok(())
     }
 
     /// Every chat message exactly once: stored history in merged order, then each new one.
     pub fn messages(&self) -> MessageFeed {
-        MessageFeed::new(Arc::downgrade(&self.shared), self.shared.changed.subscribe())
+        MessageFeed::new(
+            Arc::downgrade(&self.shared),
+            self.shared.changed.subscribe(),
+        )
     }
 
     /// Status events from now on.
@@ -365,13 +426,19 @@ impl Node {
 
     /// Names of the peers currently connected (that have said hello).
     pub fn connected_peers(&self) -> Vec<(PeerId, Option<String>)> {
-        self.shared.peers().iter().map(|(peer, state)| (*peer, state.name.clone())).collect()
+        self.shared
+            .peers()
+            .iter()
+            .map(|(peer, state)| (*peer, state.name.clone()))
+            .collect()
     }
 
     /// Counts of entries received from peers since the node started.
     pub fn stats(&self) -> Stats {
         let counters = &self.shared.stats;
-        let load = |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+        let load = |counter: &std::sync::atomic::AtomicU64| {
+            counter.load(std::sync::atomic::Ordering::Relaxed)
+        };
         Stats {
             received: load(&counters.received),
             stored: load(&counters.stored),

@@ -13,11 +13,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::SinkExt;
 use libp2p::{PeerId, Stream, StreamProtocol};
-use p2pchat_protocol::limits::{BATCH_BYTE_BUDGET, MAX_BATCH_ENTRIES, MAX_FRAME_BYTES, MAX_HELLO_HEADS};
 use p2pchat_protocol::Heads;
+use p2pchat_protocol::limits::{
+    BATCH_BYTE_BUDGET, MAX_BATCH_ENTRIES, MAX_FRAME_BYTES, MAX_HELLO_HEADS,
+};
 use p2pchat_protocol::sync::{Range, merge, missing};
-use p2pchat_protocol::wire::{Batch, Frame, HeadNote, PUSH_PROTOCOL, RangeRequest};
 use p2pchat_protocol::validate::is_far_future;
+use p2pchat_protocol::wire::{Batch, Frame, HeadNote, PUSH_PROTOCOL, RangeRequest};
 use p2pchat_protocol::{Author, Entry, ValidationError};
 use serde_bytes::ByteBuf;
 use tokio::sync::mpsc;
@@ -37,7 +39,10 @@ pub fn protocol() -> StreamProtocol {
 const ACCEPT_WAIT: Duration = Duration::from_secs(2);
 
 fn codec() -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder().length_field_length(4).max_frame_length(MAX_FRAME_BYTES).new_codec()
+    LengthDelimitedCodec::builder()
+        .length_field_length(4)
+        .max_frame_length(MAX_FRAME_BYTES)
+        .new_codec()
 }
 
 /// Sends `peer` everything it lacks, for as long as the stream and the peer last.
@@ -56,38 +61,62 @@ pub async fn push_to(shared: SharedRef, peer: PeerId, stream: Stream) {
             return; // the peer left
         };
         merge(&mut theirs, &sent);
-        let skip = shared.peers().get(&peer).map(|state| state.skip.clone()).unwrap_or_default();
+        let skip = shared
+            .peers()
+            .get(&peer)
+            .map(|state| state.skip.clone())
+            .unwrap_or_default();
         let ranges = missing(&shared.store.heads(), &theirs);
         let mut sent_any = false;
         let notes: Vec<HeadNote> = ranges
             .iter()
-            .filter(|range| skip.contains(&range.author) && noted.get(&range.author) < Some(&range.to))
+            .filter(|range| {
+                skip.contains(&range.author) && noted.get(&range.author) < Some(&range.to)
+            })
             .filter(|range| !shared.store.is_frozen(&range.author))
-            .map(|range| HeadNote { author: range.author, seq: range.to })
+            .map(|range| HeadNote {
+                author: range.author,
+                seq: range.to,
+            })
             .take(MAX_HELLO_HEADS)
             .collect();
         if !notes.is_empty() {
-            if let Err(e) = frames.send(Bytes::from(Frame::Notes(notes.clone()).encode())).await {
+            if let Err(e) = frames
+                .send(Bytes::from(Frame::Notes(notes.clone()).encode()))
+                .await
+            {
                 tracing::debug!(%peer, "push stream closed: {e}");
                 return;
             }
             noted.extend(notes.iter().map(|note| (note.author, note.seq)));
             sent_any = true;
         }
-        let wanted = |range: &&Range| !skip.contains(&range.author) && !shared.store.is_frozen(&range.author);
+        let wanted = |range: &&Range| {
+            !skip.contains(&range.author) && !shared.store.is_frozen(&range.author)
+        };
         for range in ranges.iter().filter(wanted) {
-            let entries = match shared.store.range_envelopes(&range.author, range.from, MAX_BATCH_ENTRIES, BATCH_BYTE_BUDGET) {
+            let entries = match shared.store.range_envelopes(
+                &range.author,
+                range.from,
+                MAX_BATCH_ENTRIES,
+                BATCH_BYTE_BUDGET,
+            ) {
                 Ok(entries) if !entries.is_empty() => entries,
                 Ok(_) => continue,
                 Err(e) => {
-                    shared.emit(Event::Error { message: format!("reading the store failed: {e}") });
+                    shared.emit(Event::Error {
+                        message: format!("reading the store failed: {e}"),
+                    });
                     return;
                 }
             };
             let last = entries.last().map_or(0, |(seq, _)| *seq);
             let batch = Batch {
                 author: range.author,
-                entries: entries.into_iter().map(|(_, envelope)| ByteBuf::from(Vec::from(envelope))).collect(),
+                entries: entries
+                    .into_iter()
+                    .map(|(_, envelope)| ByteBuf::from(Vec::from(envelope)))
+                    .collect(),
             };
             tracing::debug!(%peer, author = ?range.author, from = range.from, to = last, "pushing");
             if let Err(e) = frames.send(Bytes::from(Frame::Batch(batch).encode())).await {
@@ -144,7 +173,12 @@ pub struct Fetch {
 
 /// Reads frames pushed by `peer`, storing batches and passing notes on, until the stream ends
 /// or misbehaves.
-pub async fn receive_from(shared: SharedRef, peer: PeerId, stream: Stream, reports: mpsc::Sender<Report>) {
+pub async fn receive_from(
+    shared: SharedRef,
+    peer: PeerId,
+    stream: Stream,
+    reports: mpsc::Sender<Report>,
+) {
     // The peer may accept our hello before we accept its: give that a moment. A peer we do not
     // sync with (a probe) is refused; the connection is about to close anyway.
     let deadline = tokio::time::Instant::now() + ACCEPT_WAIT;
@@ -164,7 +198,9 @@ pub async fn receive_from(shared: SharedRef, peer: PeerId, stream: Stream, repor
             Err(e) if e.is_misbehaviour() => Err(e.to_string()),
             Err(e @ FrameReadError::Stalled(_)) => {
                 // The sender reopens a stream; a peer that keeps stalling only slows itself.
-                shared.emit(Event::Warning { message: format!("dropped the push stream from {peer}: {e}") });
+                shared.emit(Event::Warning {
+                    message: format!("dropped the push stream from {peer}: {e}"),
+                });
                 return;
             }
             Err(e) => {
@@ -175,7 +211,12 @@ pub async fn receive_from(shared: SharedRef, peer: PeerId, stream: Stream, repor
         let frame = match frame {
             Ok(frame) => frame,
             Err(reason) => {
-                let _ = reports.send(Report::Misbehaved { peer, reason: format!("a bad push frame ({reason})") }).await;
+                let _ = reports
+                    .send(Report::Misbehaved {
+                        peer,
+                        reason: format!("a bad push frame ({reason})"),
+                    })
+                    .await;
                 return;
             }
         };
@@ -186,13 +227,20 @@ pub async fn receive_from(shared: SharedRef, peer: PeerId, stream: Stream, repor
                     Ok(absorbed) => absorbed.fetch.map(Report::Fetch),
                     Err(Misbehaviour(reason)) => Some(Report::Misbehaved { peer, reason }),
                 };
-                [Report::Received { peer, author }].into_iter().chain(next).collect()
+                [Report::Received { peer, author }]
+                    .into_iter()
+                    .chain(next)
+                    .collect()
             }
             Frame::Notes(notes) => notes
                 .into_iter()
                 .map(|note| {
                     shared.peer_has(&peer, note.author, note.seq);
-                    Report::Noted { peer, author: note.author, seq: note.seq }
+                    Report::Noted {
+                        peer,
+                        author: note.author,
+                        seq: note.seq,
+                    }
                 })
                 .collect(),
         };
@@ -226,25 +274,39 @@ pub fn absorb(shared: &SharedRef, peer: PeerId, batch: Batch) -> Result<Absorbed
     let author = batch.author;
     // The peer holds what it sends: record that first, so no pusher woken by the insert below
     // echoes these entries back to it.
-    if let Some(last) = batch.entries.last().and_then(|e| Entry::decode(Bytes::copy_from_slice(e)).ok())
+    if let Some(last) = batch
+        .entries
+        .last()
+        .and_then(|e| Entry::decode(Bytes::copy_from_slice(e)).ok())
         && last.author() == author
     {
         shared.peer_has(&peer, author, last.seq());
     }
     let received = batch.entries.len();
     tracing::debug!(%peer, ?author, entries = received, "received a batch");
-    let inserted = match shared.store.insert_remote(author, batch.entries.into_iter().map(|e| Bytes::from(e.into_vec()))) {
+    let inserted = match shared.store.insert_remote(
+        author,
+        batch.entries.into_iter().map(|e| Bytes::from(e.into_vec())),
+    ) {
         Ok(inserted) => inserted,
         Err(e) => {
-            shared.emit(Event::Error { message: format!("storing entries failed: {e}") });
+            shared.emit(Event::Error {
+                message: format!("storing entries failed: {e}"),
+            });
             return Ok(Absorbed::default());
         }
     };
     tracing::debug!(%peer, ?author, stored = inserted.stored.len(), rejected = ?inserted.rejected, "absorbed");
     let counters = &shared.stats;
-    counters.received.fetch_add(received as u64, Ordering::Relaxed);
-    counters.stored.fetch_add(inserted.stored.len() as u64, Ordering::Relaxed);
-    counters.duplicates.fetch_add(inserted.duplicates as u64, Ordering::Relaxed);
+    counters
+        .received
+        .fetch_add(received as u64, Ordering::Relaxed);
+    counters
+        .stored
+        .fetch_add(inserted.stored.len() as u64, Ordering::Relaxed);
+    counters
+        .duplicates
+        .fetch_add(inserted.duplicates as u64, Ordering::Relaxed);
     if inserted.rejected.is_some() {
         counters.rejected_batches.fetch_add(1, Ordering::Relaxed);
     }
@@ -253,7 +315,11 @@ pub fn absorb(shared: &SharedRef, peer: PeerId, batch: Batch) -> Result<Absorbed
         shared.notify_changed();
         shared.report_catch_up();
     }
-    if let Some(future) = inserted.stored.iter().find(|entry| is_far_future(entry, now_ms())) {
+    if let Some(future) = inserted
+        .stored
+        .iter()
+        .find(|entry| is_far_future(entry, now_ms()))
+    {
         let name = shared.display_name(&author);
         shared.emit(Event::Warning {
             message: format!(
@@ -269,7 +335,11 @@ pub fn absorb(shared: &SharedRef, peer: PeerId, batch: Batch) -> Result<Absorbed
         None => None,
         Some(ValidationError::Gap { expected, .. }) => Some(Fetch {
             peer,
-            request: RangeRequest { author, from: expected, limit: MAX_BATCH_ENTRIES as u32 },
+            request: RangeRequest {
+                author,
+                from: expected,
+                limit: MAX_BATCH_ENTRIES as u32,
+            },
         }),
         Some(ValidationError::Fork { seq }) => {
             let name = shared.display_name(&author);
@@ -289,7 +359,9 @@ pub fn absorb(shared: &SharedRef, peer: PeerId, batch: Batch) -> Result<Absorbed
             | ValidationError::WrongAuthor { .. }),
         ) => return Err(Misbehaviour(format!("an invalid entry ({forged})"))),
         Some(other) => {
-            shared.emit(Event::Warning { message: format!("rejected an entry from peer {peer}: {other}") });
+            shared.emit(Event::Warning {
+                message: format!("rejected an entry from peer {peer}: {other}"),
+            });
             None
         }
     };
@@ -302,6 +374,10 @@ pub fn next_fetch(shared: &SharedRef, peer: PeerId, author: Author) -> Option<Fe
     let theirs = shared.peers().get(&peer)?.heads.get(&author).copied()?;
     (theirs > ours).then(|| Fetch {
         peer,
-        request: RangeRequest { author, from: ours + 1, limit: MAX_BATCH_ENTRIES as u32 },
+        request: RangeRequest {
+            author,
+            from: ours + 1,
+            limit: MAX_BATCH_ENTRIES as u32,
+        },
     })
 }

@@ -54,18 +54,33 @@ impl RoomKey {
 
     /// Reads a key file.
     pub fn load(path: &Path) -> Result<Self, RoomKeyError> {
-        let text = fs::read_to_string(path).map_err(|source| RoomKeyError::Read { path: path.to_owned(), source })?;
+        let text = fs::read_to_string(path).map_err(|source| RoomKeyError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         text.parse::<PreSharedKey>()
             .map(Self)
-            .map_err(|e| RoomKeyError::Invalid { path: path.to_owned(), reason: e.to_string() })
+            .map_err(|e| RoomKeyError::Invalid {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            })
     }
 
     /// Writes a new random key to `path` (mode 0600), refusing to overwrite an existing file.
     pub fn create(path: &Path) -> Result<Self, RoomKeyError> {
         let key = Self::generate();
-        let write = |source| RoomKeyError::Write { path: path.to_owned(), source };
-        let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(write)?;
-        file.write_all(key.0.to_key_file().as_bytes()).map_err(write)?;
+        let write = |source| RoomKeyError::Write {
+            path: path.to_owned(),
+            source,
+        };
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(write)?;
+        file.write_all(key.0.to_key_file().as_bytes())
+            .map_err(write)?;
         file.sync_all().map_err(write)?;
         Ok(key)
     }
@@ -92,8 +107,14 @@ mod tests {
         let path = dir.path().join("room.key");
         let key = RoomKey::create(&path).unwrap();
         assert_eq!(RoomKey::load(&path).unwrap(), key);
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-        assert!(matches!(RoomKey::create(&path), Err(RoomKeyError::Write { .. })), "never overwritten");
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(
+            matches!(RoomKey::create(&path), Err(RoomKeyError::Write { .. })),
+            "never overwritten"
+        );
         assert_ne!(RoomKey::generate(), key);
     }
 
@@ -103,7 +124,10 @@ mod tests {
         let path = dir.path().join("room.key");
         fs::write(&path, "not a key").unwrap();
         let error = RoomKey::load(&path).unwrap_err().to_string();
-        assert!(error.contains("is not a room key") && error.contains("keygen-room"), "{error}");
+        assert!(
+            error.contains("is not a room key") && error.contains("keygen-room"),
+            "{error}"
+        );
         let missing = RoomKey::load(&dir.path().join("missing")).unwrap_err();
         assert!(matches!(missing, RoomKeyError::Read { .. }));
     }

@@ -62,20 +62,29 @@ impl Node {
             .filter_map(|(peer, state)| {
                 let sync = state.catch_up.as_ref().map(|c| {
                     let remaining = c.remaining(ours).min(c.total);
-                    SyncProgress { received: c.total - remaining, total: c.total }
+                    SyncProgress {
+                        received: c.total - remaining,
+                        total: c.total,
+                    }
                 });
                 Some((identity::author_of(peer)?, *peer, sync))
             })
             .collect();
         drop(peers);
-        let authors: BTreeSet<Author> = heads.keys().copied().chain(connected.iter().map(|(a, _, _)| *a)).collect();
+        let authors: BTreeSet<Author> = heads
+            .keys()
+            .copied()
+            .chain(connected.iter().map(|(a, _, _)| *a))
+            .collect();
         let mut contacts: Vec<Contact> = authors
             .into_iter()
             .map(|author| {
                 let link = connected.iter().find(|(a, _, _)| *a == author);
                 Contact {
                     author,
-                    peer: link.map(|(_, peer, _)| *peer).or_else(|| identity::peer_id_of(&author)),
+                    peer: link
+                        .map(|(_, peer, _)| *peer)
+                        .or_else(|| identity::peer_id_of(&author)),
                     name: shared.display_name(&author),
                     is_self: author == me,
                     connected: link.is_some(),
@@ -84,7 +93,9 @@ impl Node {
                 }
             })
             .collect();
-        contacts.sort_by(|a, b| (!a.is_self, !a.connected, &a.name).cmp(&(!b.is_self, !b.connected, &b.name)));
+        contacts.sort_by(|a, b| {
+            (!a.is_self, !a.connected, &a.name).cmp(&(!b.is_self, !b.connected, &b.name))
+        });
         contacts
     }
 
@@ -94,7 +105,9 @@ impl Node {
             .into_iter()
             .filter(|c| {
                 let claimed = self.shared.store.name(&c.author).unwrap_or_default();
-                c.name == name || claimed == name || format!("{claimed}#{}", c.fingerprint()) == name
+                c.name == name
+                    || claimed == name
+                    || format!("{claimed}#{}", c.fingerprint()) == name
             })
             .collect()
     }
@@ -105,12 +118,19 @@ impl Node {
         check_name(name).map_err(NodeError::Name)?;
         let me = self.shared.author();
         if let Some(owner) = self.shared.store.pinned(name).filter(|owner| *owner != me) {
-            return Err(NodeError::NameTaken { name: name.to_owned(), owner: owner.fingerprint() });
+            return Err(NodeError::NameTaken {
+                name: name.to_owned(),
+                owner: owner.fingerprint(),
+            });
         }
         if self.shared.store.name(&me).as_deref() == Some(name) {
             return Ok(());
         }
-        self.shared.append(Body::Profile { name: name.to_owned() }).map_err(store_error)?;
+        self.shared
+            .append(Body::Profile {
+                name: name.to_owned(),
+            })
+            .map_err(store_error)?;
         Ok(())
     }
 
@@ -133,14 +153,19 @@ impl Archive {
         if !path.is_dir() {
             return Err(NodeError::NoData(dir.to_owned()));
         }
-        Ok(Archive { store: Store::open(&path)? })
+        Ok(Archive {
+            store: Store::open(&path)?,
+        })
     }
 
     /// Every message of every log held, in merged order (lamport clock, then author, then seq).
     pub fn messages(&self) -> impl Iterator<Item = Result<Message, NodeError>> + '_ {
-        self.store
-            .history()
-            .filter_map(|entry| entry.map_err(store_error).map(|entry| text_message(&self.store, &entry)).transpose())
+        self.store.history().filter_map(|entry| {
+            entry
+                .map_err(store_error)
+                .map(|entry| text_message(&self.store, &entry))
+                .transpose()
+        })
     }
 }
 
@@ -150,7 +175,10 @@ pub fn identity_of(dir: &Path) -> Result<(PeerId, String), NodeError> {
         return Err(NodeError::NoData(PathBuf::from(dir)));
     }
     let key = identity::load_or_create(dir)?;
-    Ok((identity::keypair(&key).public().to_peer_id(), Author::of(&key).fingerprint()))
+    Ok((
+        identity::keypair(&key).public().to_peer_id(),
+        Author::of(&key).fingerprint(),
+    ))
 }
 
 /// The last `n` text messages of `store`'s merged history.
@@ -165,12 +193,17 @@ fn last_messages(store: &Store, n: usize) -> Result<Vec<Message>, NodeError> {
             last.push_back(entry);
         }
     }
-    Ok(last.iter().filter_map(|entry| text_message(store, entry)).collect())
+    Ok(last
+        .iter()
+        .filter_map(|entry| text_message(store, entry))
+        .collect())
 }
 
 /// The message a text entry shows as (names as they are now); `None` for other kinds.
 pub(crate) fn text_message(store: &Store, entry: &Entry) -> Option<Message> {
-    let Body::Text { text } = entry.body() else { return None };
+    let Body::Text { text } = entry.body() else {
+        return None;
+    };
     Some(Message {
         author: entry.author(),
         name: display_name(store, &entry.author()),
@@ -210,7 +243,8 @@ mod tests {
         for text in ["one", "two", "three"] {
             alice.send(text).unwrap();
         }
-        let texts = |messages: Vec<Message>| messages.into_iter().map(|m| m.text).collect::<Vec<_>>();
+        let texts =
+            |messages: Vec<Message>| messages.into_iter().map(|m| m.text).collect::<Vec<_>>();
         assert_eq!(texts(alice.history(2).unwrap()), ["two", "three"]);
         assert_eq!(texts(alice.history(10).unwrap()), ["one", "two", "three"]);
         assert!(alice.history(0).unwrap().is_empty());
@@ -222,7 +256,11 @@ mod tests {
         assert_eq!(contacts[0].name, "alicia");
         assert!(contacts[0].is_self && !contacts[0].connected);
         assert_eq!(contacts[0].held, 5, "profile, three lines, new profile");
-        assert_eq!(alice.history(1).unwrap()[0].name, "alicia", "history shows names as they are now");
+        assert_eq!(
+            alice.history(1).unwrap()[0].name,
+            "alicia",
+            "history shows names as they are now"
+        );
         assert_eq!(alice.whois("alicia").len(), 1);
         assert!(alice.whois("alice").is_empty());
         // The old name stays pinned to alice's own key, so she may take it back.
@@ -234,15 +272,24 @@ mod tests {
         assert_eq!(texts(all.clone()), ["one", "two", "three"]);
         assert!(all.iter().all(|m| m.name == "alice"));
         let (peer, fingerprint) = identity_of(dir.path()).unwrap();
-        assert_eq!(identity::author_of(&peer).map(|a| a.fingerprint()), Some(fingerprint));
+        assert_eq!(
+            identity::author_of(&peer).map(|a| a.fingerprint()),
+            Some(fingerprint)
+        );
     }
 
     #[test]
     fn a_missing_data_dir_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nobody");
-        let error = Archive::open(&missing).err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(error.contains("no p2pchat data in") && error.contains("nobody"), "{error}");
+        let error = Archive::open(&missing)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            error.contains("no p2pchat data in") && error.contains("nobody"),
+            "{error}"
+        );
         assert!(matches!(identity_of(&missing), Err(NodeError::NoData(_))));
     }
 }

@@ -38,7 +38,11 @@ pub struct CatchUp {
 
 impl CatchUp {
     /// What we lack of `theirs`, given our heads; `None` when we lack nothing.
-    pub fn new(ours: &Heads, theirs: &Heads, skip: impl Fn(&p2pchat_protocol::Author) -> bool) -> Option<Self> {
+    pub fn new(
+        ours: &Heads,
+        theirs: &Heads,
+        skip: impl Fn(&p2pchat_protocol::Author) -> bool,
+    ) -> Option<Self> {
         let target: Heads = theirs
             .iter()
             .filter(|(author, seq)| **seq > ours.get(author).copied().unwrap_or(0) && !skip(author))
@@ -96,7 +100,9 @@ impl Shared {
 
     /// Locks the peer table.
     pub fn peers(&self) -> MutexGuard<'_, HashMap<PeerId, PeerState>> {
-        self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.peers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Sends a status event (dropped if nobody listens).
@@ -114,15 +120,26 @@ impl Shared {
         let ours = self.store.heads();
         let mut events = Vec::new();
         for (peer, state) in self.peers().iter_mut() {
-            let Some(catch_up) = &state.catch_up else { continue };
+            let Some(catch_up) = &state.catch_up else {
+                continue;
+            };
             let remaining = catch_up.remaining(&ours);
             let name = state.name.clone().unwrap_or_default();
             let received = catch_up.total - remaining.min(catch_up.total);
             if remaining == 0 {
-                events.push(Event::SyncComplete { peer: *peer, name, received });
+                events.push(Event::SyncComplete {
+                    peer: *peer,
+                    name,
+                    received,
+                });
                 state.catch_up = None;
             } else {
-                events.push(Event::SyncProgress { peer: *peer, name, received, total: catch_up.total });
+                events.push(Event::SyncProgress {
+                    peer: *peer,
+                    name,
+                    received,
+                    total: catch_up.total,
+                });
             }
         }
         for event in events {
@@ -140,7 +157,11 @@ impl Shared {
     /// The node's hello: who it is and what it holds.
     pub fn hello(&self) -> Result<Hello, StoreError> {
         let name = self.store.name(&self.author()).unwrap_or_default();
-        Ok(Hello { version: PROTOCOL_VERSION, name, heads: self.store.head_infos()? })
+        Ok(Hello {
+            version: PROTOCOL_VERSION,
+            name,
+            heads: self.store.head_infos()?,
+        })
     }
 
     /// Records that `peer` holds `author`'s log up to at least `seq`.
@@ -191,7 +212,10 @@ pub fn display_name(store: &Store, author: &Author) -> String {
 /// [`Shared::qualified`] for any store.
 pub fn qualified(store: &Store, name: &str, author: &Author) -> String {
     let pinned_elsewhere = store.pinned(name).is_some_and(|owner| owner != *author);
-    let shared = store.authors_named(name).iter().any(|other| other != author);
+    let shared = store
+        .authors_named(name)
+        .iter()
+        .any(|other| other != author);
     if pinned_elsewhere || shared {
         format!("{name}#{}", author.fingerprint())
     } else {
@@ -204,5 +228,7 @@ pub type SharedRef = Arc<Shared>;
 
 /// Wall-clock time in milliseconds since the Unix epoch (0 if the clock is before 1970).
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -142,7 +142,10 @@ impl Body {
             Body::Text { text } => ("text", text),
             Body::Unknown { .. } => return Err(DecodeError::InvalidBody),
         };
-        Ok(Value::Array(vec![Value::Text(kind.into()), Value::Text(field.clone())]))
+        Ok(Value::Array(vec![
+            Value::Text(kind.into()),
+            Value::Text(field.clone()),
+        ]))
     }
 
     fn from_value(value: &Value) -> Result<Self, DecodeError> {
@@ -156,7 +159,9 @@ impl Body {
             ("profile", [Value::Text(name)]) => Body::Profile { name: name.clone() },
             ("text", [Value::Text(text)]) => Body::Text { text: text.clone() },
             ("profile" | "text", _) => return Err(DecodeError::InvalidBody),
-            (other, _) => Body::Unknown { kind: other.to_owned() },
+            (other, _) => Body::Unknown {
+                kind: other.to_owned(),
+            },
         };
         body.check_limits()?;
         Ok(body)
@@ -166,9 +171,9 @@ impl Body {
     pub fn check_limits(&self) -> Result<(), DecodeError> {
         match self {
             Body::Profile { name } => check_name(name),
-            Body::Text { text } if text.len() > MAX_TEXT_BYTES => Err(DecodeError::TextTooLong {
-                len: text.len(),
-            }),
+            Body::Text { text } if text.len() > MAX_TEXT_BYTES => {
+                Err(DecodeError::TextTooLong { len: text.len() })
+            }
             Body::Text { .. } | Body::Unknown { .. } => Ok(()),
         }
     }
@@ -182,7 +187,9 @@ pub fn check_name(name: &str) -> Result<(), DecodeError> {
         || name.trim() != name
         || name.chars().any(char::is_control)
     {
-        return Err(DecodeError::InvalidName { name: name.to_owned() });
+        return Err(DecodeError::InvalidName {
+            name: name.to_owned(),
+        });
     }
     Ok(())
 }
@@ -208,7 +215,10 @@ struct Payload(u8, Author, u64, Option<Hash>, u64, u64, Value);
 
 /// The envelope: `[payload, signature]`.
 #[derive(Serialize, Deserialize)]
-struct Envelope<'a>(#[serde(borrow)] &'a serde_bytes::Bytes, &'a serde_bytes::Bytes);
+struct Envelope<'a>(
+    #[serde(borrow)] &'a serde_bytes::Bytes,
+    &'a serde_bytes::Bytes,
+);
 
 /// A decoded, canonically encoded entry, with its envelope bytes kept for storage and sending.
 ///
@@ -272,7 +282,9 @@ pub enum DecodeError {
         len: usize,
     },
     /// A profile name breaks the name rules (see [`check_name`]).
-    #[error("{name:?} is not a valid name (1 to {MAX_NAME_BYTES} bytes, no control characters or surrounding spaces)")]
+    #[error(
+        "{name:?} is not a valid name (1 to {MAX_NAME_BYTES} bytes, no control characters or surrounding spaces)"
+    )]
     InvalidName {
         /// The rejected name.
         name: String,
@@ -318,15 +330,19 @@ impl Entry {
 
     fn decode_checked(envelope: Bytes, check_canonical: bool) -> Result<Self, DecodeError> {
         if envelope.len() > MAX_ENTRY_BYTES {
-            return Err(DecodeError::TooLarge { len: envelope.len() });
+            return Err(DecodeError::TooLarge {
+                len: envelope.len(),
+            });
         }
         let malformed = |e: cbor4ii::serde::DecodeError<_>| DecodeError::Malformed(e.to_string());
-        let Envelope(payload, signature) = cbor4ii::serde::from_slice(&envelope).map_err(malformed)?;
+        let Envelope(payload, signature) =
+            cbor4ii::serde::from_slice(&envelope).map_err(malformed)?;
         if check_canonical && encode(&Envelope(payload, signature))? != envelope[..] {
             return Err(DecodeError::NonCanonical);
         }
-        let signature: [u8; 64] =
-            signature[..].try_into().map_err(|_| DecodeError::InvalidSignatureLength)?;
+        let signature: [u8; 64] = signature[..]
+            .try_into()
+            .map_err(|_| DecodeError::InvalidSignatureLength)?;
         let decoded: Payload = cbor4ii::serde::from_slice(payload).map_err(malformed)?;
         if check_canonical && encode(&decoded)? != payload[..] {
             return Err(DecodeError::NonCanonical);
@@ -354,8 +370,11 @@ impl Entry {
     /// Whether the signature is the author's, over [`DOMAIN_TAG`] and this payload.
     pub fn signature_is_valid(&self) -> bool {
         self.author.verifying_key().is_ok_and(|key| {
-            key.verify(&signed_message(&self.payload), &Signature::from_bytes(&self.signature))
-                .is_ok()
+            key.verify(
+                &signed_message(&self.payload),
+                &Signature::from_bytes(&self.signature),
+            )
+            .is_ok()
         })
     }
 
@@ -409,7 +428,13 @@ mod tests {
     }
 
     fn text(seq: u64, prev: Option<Hash>, text: &str) -> Draft {
-        Draft { seq, prev, timestamp: 1_700_000_000_000, lamport: seq, body: Body::Text { text: text.into() } }
+        Draft {
+            seq,
+            prev,
+            timestamp: 1_700_000_000_000,
+            lamport: seq,
+            body: Body::Text { text: text.into() },
+        }
     }
 
     #[test]
@@ -418,7 +443,12 @@ mod tests {
         let decoded = Entry::decode(entry.envelope().clone()).unwrap();
         assert_eq!(decoded, entry);
         assert_eq!(decoded.author(), Author::of(&key(1)));
-        assert_eq!(decoded.body(), &Body::Text { text: "hello".into() });
+        assert_eq!(
+            decoded.body(),
+            &Body::Text {
+                text: "hello".into()
+            }
+        );
         assert!(decoded.signature_is_valid());
     }
 
@@ -452,20 +482,36 @@ mod tests {
     fn oversized_text_is_refused_when_signing() {
         let long = "x".repeat(MAX_TEXT_BYTES + 1);
         let err = Entry::sign(&key(1), text(1, None, &long)).unwrap_err();
-        assert_eq!(err, DecodeError::TextTooLong { len: MAX_TEXT_BYTES + 1 });
+        assert_eq!(
+            err,
+            DecodeError::TextTooLong {
+                len: MAX_TEXT_BYTES + 1
+            }
+        );
     }
 
     #[test]
     fn oversized_envelope_is_rejected_before_decoding() {
         let err = Entry::decode(Bytes::from(vec![0u8; MAX_ENTRY_BYTES + 1])).unwrap_err();
-        assert_eq!(err, DecodeError::TooLarge { len: MAX_ENTRY_BYTES + 1 });
+        assert_eq!(
+            err,
+            DecodeError::TooLarge {
+                len: MAX_ENTRY_BYTES + 1
+            }
+        );
     }
 
     #[test]
     fn bad_names_are_refused() {
         for name in ["", " bob", "a\u{1b}[2J", &"n".repeat(MAX_NAME_BYTES + 1)] {
-            let draft = Draft { body: Body::Profile { name: name.into() }, ..text(1, None, "") };
-            assert!(matches!(Entry::sign(&key(1), draft), Err(DecodeError::InvalidName { .. })));
+            let draft = Draft {
+                body: Body::Profile { name: name.into() },
+                ..text(1, None, "")
+            };
+            assert!(matches!(
+                Entry::sign(&key(1), draft),
+                Err(DecodeError::InvalidName { .. })
+            ));
         }
     }
 
@@ -485,7 +531,10 @@ mod tests {
             serde_bytes::Bytes::new(&signature),
         ))
         .unwrap();
-        assert_eq!(Entry::decode(Bytes::from(envelope)), Err(DecodeError::NonCanonical));
+        assert_eq!(
+            Entry::decode(Bytes::from(envelope)),
+            Err(DecodeError::NonCanonical)
+        );
     }
 
     #[test]
@@ -500,7 +549,10 @@ mod tests {
     fn truncated_bytes_are_rejected() {
         let entry = Entry::sign(&key(1), text(1, None, "hi")).unwrap();
         let bytes = entry.envelope().slice(..entry.envelope().len() - 3);
-        assert!(matches!(Entry::decode(bytes), Err(DecodeError::Malformed(_))));
+        assert!(matches!(
+            Entry::decode(bytes),
+            Err(DecodeError::Malformed(_))
+        ));
     }
 
     #[test]
@@ -522,7 +574,12 @@ mod tests {
         ))
         .unwrap();
         let entry = Entry::decode(Bytes::from(envelope)).unwrap();
-        assert_eq!(entry.body(), &Body::Unknown { kind: "reaction".into() });
+        assert_eq!(
+            entry.body(),
+            &Body::Unknown {
+                kind: "reaction".into()
+            }
+        );
         assert!(entry.signature_is_valid());
     }
 }

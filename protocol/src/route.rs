@@ -38,7 +38,12 @@ pub struct Router<P> {
 impl<P: Copy + Ord> Router<P> {
     /// A router for the node whose own log is `own` (never routed: it is written here).
     pub fn new(own: Author) -> Self {
-        Self { own, peers: BTreeSet::new(), sources: BTreeMap::new(), stalls: BTreeMap::new() }
+        Self {
+            own,
+            peers: BTreeSet::new(),
+            sources: BTreeMap::new(),
+            stalls: BTreeMap::new(),
+        }
     }
 
     /// The logs `peer` is asked to skip: those with another source.
@@ -59,7 +64,12 @@ impl<P: Copy + Ord> Router<P> {
     /// `peer`, whose own log is `peer_author`, joined and announced logs `announced`.
     /// Returns the peers whose skip lists changed (the new peer's always counts as changed
     /// when it is not empty).
-    pub fn joined(&mut self, peer: P, peer_author: Author, announced: impl IntoIterator<Item = Author>) -> Vec<P> {
+    pub fn joined(
+        &mut self,
+        peer: P,
+        peer_author: Author,
+        announced: impl IntoIterator<Item = Author>,
+    ) -> Vec<P> {
         self.peers.insert(peer);
         let mut changed = BTreeSet::new();
         for author in announced.into_iter().chain([peer_author]) {
@@ -107,7 +117,11 @@ impl<P: Copy + Ord> Router<P> {
         if author == self.own || seq <= ours || self.sources.get(&author) == Some(&peer) {
             return;
         }
-        let stall = self.stalls.entry(author).or_insert(Stall { peer, seq, since: now });
+        let stall = self.stalls.entry(author).or_insert(Stall {
+            peer,
+            seq,
+            since: now,
+        });
         // A later note from the same peer raises the mark but keeps the clock running.
         if stall.peer == peer {
             stall.seq = stall.seq.max(seq);
@@ -139,7 +153,12 @@ impl<P: Copy + Ord> Router<P> {
     pub fn left(&mut self, peer: P) -> Vec<P> {
         self.peers.remove(&peer);
         self.stalls.retain(|_, stall| stall.peer != peer);
-        let orphans: Vec<Author> = self.sources.iter().filter(|(_, s)| **s == peer).map(|(a, _)| *a).collect();
+        let orphans: Vec<Author> = self
+            .sources
+            .iter()
+            .filter(|(_, s)| **s == peer)
+            .map(|(a, _)| *a)
+            .collect();
         let heir = self.peers.first().copied();
         for author in &orphans {
             match heir {
@@ -169,11 +188,24 @@ mod tests {
         let mut router = Router::new(author(ME));
         assert!(router.joined(1, author(1), [author(9)]).is_empty());
         assert_eq!(router.source(&author(9)), Some(1));
-        assert_eq!(router.joined(2, author(2), [author(9), author(ME)]), vec![1, 2]);
-        assert_eq!(router.skip_list(&2), vec![author(1), author(9)], "logs sourced elsewhere");
+        assert_eq!(
+            router.joined(2, author(2), [author(9), author(ME)]),
+            vec![1, 2]
+        );
+        assert_eq!(
+            router.skip_list(&2),
+            vec![author(1), author(9)],
+            "logs sourced elsewhere"
+        );
         assert_eq!(router.skip_list(&1), vec![author(2)]);
-        assert!(router.received(2, author(2), author(9)).is_empty(), "already sourced");
-        assert!(!router.skip_list(&1).contains(&author(ME)), "our own log is never routed");
+        assert!(
+            router.received(2, author(2), author(9)).is_empty(),
+            "already sourced"
+        );
+        assert!(
+            !router.skip_list(&1).contains(&author(ME)),
+            "our own log is never routed"
+        );
     }
 
     #[test]
@@ -194,7 +226,12 @@ mod tests {
         router.joined(1, author(1), [author(9)]);
         router.joined(2, author(2), [author(9)]);
         router.noted(2, author(9), 10, 4, t0);
-        assert!(router.check_stalls(t0 + STALL_TIMEOUT / 2, |_| 4).is_empty(), "not yet");
+        assert!(
+            router
+                .check_stalls(t0 + STALL_TIMEOUT / 2, |_| 4)
+                .is_empty(),
+            "not yet"
+        );
         assert_eq!(router.check_stalls(t0 + STALL_TIMEOUT, |_| 4), vec![1, 2]);
         assert_eq!(router.source(&author(9)), Some(2));
         assert!(!router.skip_list(&2).contains(&author(9)));
@@ -213,7 +250,11 @@ mod tests {
         assert_eq!(router.check_stalls(t0 + STALL_TIMEOUT, |_| 5), vec![1, 2]);
         router.noted(2, author(ME), 99, 1, t0);
         assert_eq!(router.source(&author(ME)), None);
-        assert!(router.check_stalls(t0 + STALL_TIMEOUT * 3, |_| 1).is_empty());
+        assert!(
+            router
+                .check_stalls(t0 + STALL_TIMEOUT * 3, |_| 1)
+                .is_empty()
+        );
     }
 
     #[test]

@@ -27,7 +27,11 @@ pub fn missing(ours: &Heads, theirs: &Heads) -> Vec<Range> {
     ours.iter()
         .filter_map(|(&author, &our_seq)| {
             let their_seq = theirs.get(&author).copied().unwrap_or(0);
-            (our_seq > their_seq).then_some(Range { author, from: their_seq + 1, to: our_seq })
+            (our_seq > their_seq).then_some(Range {
+                author,
+                from: their_seq + 1,
+                to: our_seq,
+            })
         })
         .collect()
 }
@@ -62,15 +66,36 @@ mod tests {
     fn disjoint_authors_are_sent_whole() {
         let ours = heads(&[(1, 3)]);
         let theirs = heads(&[(2, 4)]);
-        assert_eq!(missing(&ours, &theirs), vec![Range { author: author(1), from: 1, to: 3 }]);
-        assert_eq!(missing(&theirs, &ours), vec![Range { author: author(2), from: 1, to: 4 }]);
+        assert_eq!(
+            missing(&ours, &theirs),
+            vec![Range {
+                author: author(1),
+                from: 1,
+                to: 3
+            }]
+        );
+        assert_eq!(
+            missing(&theirs, &ours),
+            vec![Range {
+                author: author(2),
+                from: 1,
+                to: 4
+            }]
+        );
     }
 
     #[test]
     fn partial_overlap_sends_only_the_tail() {
         let ours = heads(&[(1, 10)]);
         let theirs = heads(&[(1, 7)]);
-        assert_eq!(missing(&ours, &theirs), vec![Range { author: author(1), from: 8, to: 10 }]);
+        assert_eq!(
+            missing(&ours, &theirs),
+            vec![Range {
+                author: author(1),
+                from: 8,
+                to: 10
+            }]
+        );
         assert_eq!(missing(&theirs, &ours), vec![]);
     }
 
@@ -86,10 +111,28 @@ mod tests {
     fn both_ahead_on_different_authors() {
         let ours = heads(&[(1, 5), (2, 1)]);
         let theirs = heads(&[(1, 2), (2, 6), (3, 1)]);
-        assert_eq!(missing(&ours, &theirs), vec![Range { author: author(1), from: 3, to: 5 }]);
+        assert_eq!(
+            missing(&ours, &theirs),
+            vec![Range {
+                author: author(1),
+                from: 3,
+                to: 5
+            }]
+        );
         assert_eq!(
             missing(&theirs, &ours),
-            vec![Range { author: author(2), from: 2, to: 6 }, Range { author: author(3), from: 1, to: 1 }]
+            vec![
+                Range {
+                    author: author(2),
+                    from: 2,
+                    to: 6
+                },
+                Range {
+                    author: author(3),
+                    from: 1,
+                    to: 1
+                }
+            ]
         );
     }
 

@@ -76,7 +76,11 @@ pub fn is_far_future(entry: &Entry, now_ms: u64) -> bool {
 /// Checks that `entry` is the valid next entry of `author`'s log, whose last entry is `last`.
 ///
 /// The signature is checked last, as it is the expensive part.
-pub fn check_next(author: Author, last: Option<&Entry>, entry: &Entry) -> Result<(), ValidationError> {
+pub fn check_next(
+    author: Author,
+    last: Option<&Entry>,
+    entry: &Entry,
+) -> Result<(), ValidationError> {
     check_link(author, last, entry)?;
     if !entry.signature_is_valid() {
         return Err(ValidationError::BadSignature { seq: entry.seq() });
@@ -90,13 +94,23 @@ pub fn check_next(author: Author, last: Option<&Entry>, entry: &Entry) -> Result
 /// is the hash of the whole envelope before it, signature included, so one valid signature on
 /// the newest entry vouches, through the hash chain, for every byte of the run below it. See
 /// [`newest_vouches_for_run`].
-pub fn check_link(author: Author, last: Option<&Entry>, entry: &Entry) -> Result<(), ValidationError> {
+pub fn check_link(
+    author: Author,
+    last: Option<&Entry>,
+    entry: &Entry,
+) -> Result<(), ValidationError> {
     if entry.author() != author {
-        return Err(ValidationError::WrongAuthor { expected: author, found: entry.author() });
+        return Err(ValidationError::WrongAuthor {
+            expected: author,
+            found: entry.author(),
+        });
     }
     let expected = last.map_or(1, |last| last.seq() + 1);
     if entry.seq() != expected {
-        return Err(ValidationError::Gap { expected, found: entry.seq() });
+        return Err(ValidationError::Gap {
+            expected,
+            found: entry.seq(),
+        });
     }
     if entry.prev() != last.map(Entry::hash) {
         return Err(ValidationError::WrongPrev { seq: entry.seq() });
@@ -125,8 +139,16 @@ pub fn newest_vouches_for_run(run: &[Entry]) -> (usize, Option<ValidationError>)
         None => (0, None),
         Some(newest) if newest.signature_is_valid() => (run.len(), None),
         Some(_) => {
-            let valid = run.iter().take_while(|entry| entry.signature_is_valid()).count();
-            (valid, Some(ValidationError::BadSignature { seq: run[valid].seq() }))
+            let valid = run
+                .iter()
+                .take_while(|entry| entry.signature_is_valid())
+                .count();
+            (
+                valid,
+                Some(ValidationError::BadSignature {
+                    seq: run[valid].seq(),
+                }),
+            )
         }
     }
 }
@@ -136,7 +158,10 @@ pub fn newest_vouches_for_run(run: &[Entry]) -> (usize, Option<ValidationError>)
 /// different validly signed one.
 pub fn check_known(stored: &Entry, entry: &Entry) -> Result<(), ValidationError> {
     if stored.author() != entry.author() {
-        return Err(ValidationError::WrongAuthor { expected: stored.author(), found: entry.author() });
+        return Err(ValidationError::WrongAuthor {
+            expected: stored.author(),
+            found: entry.author(),
+        });
     }
     if stored.hash() == entry.hash() {
         return Ok(());
@@ -157,16 +182,40 @@ mod tests {
     }
 
     fn entry(key: &SigningKey, seq: u64, prev: Option<Hash>, lamport: u64, body: Body) -> Entry {
-        Entry::sign(key, Draft { seq, prev, timestamp: 1, lamport, body }).unwrap()
+        Entry::sign(
+            key,
+            Draft {
+                seq,
+                prev,
+                timestamp: 1,
+                lamport,
+                body,
+            },
+        )
+        .unwrap()
     }
 
     fn profile(key: &SigningKey) -> Entry {
-        entry(key, 1, None, 1, Body::Profile { name: "alice".into() })
+        entry(
+            key,
+            1,
+            None,
+            1,
+            Body::Profile {
+                name: "alice".into(),
+            },
+        )
     }
 
     fn text_after(key: &SigningKey, last: &Entry, text: &str) -> Entry {
         let body = Body::Text { text: text.into() };
-        entry(key, last.seq() + 1, Some(last.hash()), last.lamport() + 1, body)
+        entry(
+            key,
+            last.seq() + 1,
+            Some(last.hash()),
+            last.lamport() + 1,
+            body,
+        )
     }
 
     #[test]
@@ -186,7 +235,10 @@ mod tests {
         let third = text_after(&k, &second, "b");
         assert_eq!(
             check_next(Author::of(&k), Some(&first), &third),
-            Err(ValidationError::Gap { expected: 2, found: 3 })
+            Err(ValidationError::Gap {
+                expected: 2,
+                found: 3
+            })
         );
     }
 
@@ -194,10 +246,28 @@ mod tests {
     fn wrong_prev_is_rejected() {
         let k = key(1);
         let first = profile(&k);
-        let bad = entry(&k, 2, Some(Hash::of(b"elsewhere")), 2, Body::Text { text: "x".into() });
-        assert_eq!(check_next(Author::of(&k), Some(&first), &bad), Err(ValidationError::WrongPrev { seq: 2 }));
-        let prev_at_one = entry(&k, 1, Some(Hash::of(b"x")), 1, Body::Profile { name: "a".into() });
-        assert_eq!(check_next(Author::of(&k), None, &prev_at_one), Err(ValidationError::WrongPrev { seq: 1 }));
+        let bad = entry(
+            &k,
+            2,
+            Some(Hash::of(b"elsewhere")),
+            2,
+            Body::Text { text: "x".into() },
+        );
+        assert_eq!(
+            check_next(Author::of(&k), Some(&first), &bad),
+            Err(ValidationError::WrongPrev { seq: 2 })
+        );
+        let prev_at_one = entry(
+            &k,
+            1,
+            Some(Hash::of(b"x")),
+            1,
+            Body::Profile { name: "a".into() },
+        );
+        assert_eq!(
+            check_next(Author::of(&k), None, &prev_at_one),
+            Err(ValidationError::WrongPrev { seq: 1 })
+        );
     }
 
     #[test]
@@ -213,14 +283,23 @@ mod tests {
     fn first_entry_must_be_a_profile() {
         let k = key(1);
         let first = entry(&k, 1, None, 1, Body::Text { text: "hi".into() });
-        assert_eq!(check_next(Author::of(&k), None, &first), Err(ValidationError::FirstNotProfile));
+        assert_eq!(
+            check_next(Author::of(&k), None, &first),
+            Err(ValidationError::FirstNotProfile)
+        );
     }
 
     #[test]
     fn lamport_must_grow() {
         let k = key(1);
         let first = entry(&k, 1, None, 5, Body::Profile { name: "a".into() });
-        let second = entry(&k, 2, Some(first.hash()), 5, Body::Text { text: "x".into() });
+        let second = entry(
+            &k,
+            2,
+            Some(first.hash()),
+            5,
+            Body::Text { text: "x".into() },
+        );
         assert_eq!(
             check_next(Author::of(&k), Some(&first), &second),
             Err(ValidationError::LamportNotIncreasing { seq: 2 })
@@ -230,8 +309,17 @@ mod tests {
     #[test]
     fn absurd_lamport_is_rejected() {
         let k = key(1);
-        let first = entry(&k, 1, None, MAX_LAMPORT + 1, Body::Profile { name: "a".into() });
-        assert_eq!(check_next(Author::of(&k), None, &first), Err(ValidationError::LamportTooLarge { seq: 1 }));
+        let first = entry(
+            &k,
+            1,
+            None,
+            MAX_LAMPORT + 1,
+            Body::Profile { name: "a".into() },
+        );
+        assert_eq!(
+            check_next(Author::of(&k), None, &first),
+            Err(ValidationError::LamportTooLarge { seq: 1 })
+        );
     }
 
     #[test]
@@ -241,13 +329,19 @@ mod tests {
         let forged_bytes = {
             let forger = profile(&key(2));
             let mut bytes = forger.envelope().to_vec();
-            let at = bytes.windows(32).position(|w| w == Author::of(&key(2)).as_bytes()).unwrap();
+            let at = bytes
+                .windows(32)
+                .position(|w| w == Author::of(&key(2)).as_bytes())
+                .unwrap();
             bytes[at..at + 32].copy_from_slice(Author::of(&key(1)).as_bytes());
             bytes
         };
         let forged = Entry::decode(forged_bytes.into()).unwrap();
         assert_eq!(forged.author(), honest.author());
-        assert_eq!(check_next(Author::of(&key(1)), None, &forged), Err(ValidationError::BadSignature { seq: 1 }));
+        assert_eq!(
+            check_next(Author::of(&key(1)), None, &forged),
+            Err(ValidationError::BadSignature { seq: 1 })
+        );
     }
 
     #[test]
@@ -261,25 +355,56 @@ mod tests {
         // Same author field, another key's signature on the newest: only the prefix stands.
         let forged = {
             let other = SigningKey::from_bytes(&[9; 32]);
-            let fake = Entry::sign(&other, Draft { seq: 3, prev: Some(second.hash()), timestamp: 1, lamport: 3, body: Body::Text { text: "x".into() } }).unwrap();
+            let fake = Entry::sign(
+                &other,
+                Draft {
+                    seq: 3,
+                    prev: Some(second.hash()),
+                    timestamp: 1,
+                    lamport: 3,
+                    body: Body::Text { text: "x".into() },
+                },
+            )
+            .unwrap();
             let mut bytes = fake.envelope().to_vec();
-            let at = bytes.windows(32).position(|w| w == Author::of(&other).as_bytes()).unwrap();
+            let at = bytes
+                .windows(32)
+                .position(|w| w == Author::of(&other).as_bytes())
+                .unwrap();
             bytes[at..at + 32].copy_from_slice(Author::of(&k).as_bytes());
             Entry::decode(bytes.into()).unwrap()
         };
         check_link(Author::of(&k), Some(&second), &forged).unwrap();
-        assert_eq!(newest_vouches_for_run(&[first, second, forged]), (2, Some(ValidationError::BadSignature { seq: 3 })));
+        assert_eq!(
+            newest_vouches_for_run(&[first, second, forged]),
+            (2, Some(ValidationError::BadSignature { seq: 3 }))
+        );
     }
 
     #[test]
     fn far_future_timestamps_are_flagged_not_refused() {
         let k = key(1);
         let now = 1_700_000_000_000;
-        let dated = |timestamp| Entry::sign(&k, Draft { seq: 1, prev: None, timestamp, lamport: 1, body: Body::Profile { name: "a".into() } }).unwrap();
+        let dated = |timestamp| {
+            Entry::sign(
+                &k,
+                Draft {
+                    seq: 1,
+                    prev: None,
+                    timestamp,
+                    lamport: 1,
+                    body: Body::Profile { name: "a".into() },
+                },
+            )
+            .unwrap()
+        };
         assert!(!is_far_future(&dated(now + MAX_CLOCK_AHEAD_MS), now));
         assert!(is_far_future(&dated(now + MAX_CLOCK_AHEAD_MS + 1), now));
         assert!(!is_far_future(&dated(0), now), "the past is not flagged");
-        assert!(!is_far_future(&dated(u64::MAX), u64::MAX - 1), "no overflow");
+        assert!(
+            !is_far_future(&dated(u64::MAX), u64::MAX - 1),
+            "no overflow"
+        );
         check_next(Author::of(&k), None, &dated(u64::MAX)).unwrap();
     }
 

@@ -134,7 +134,11 @@ impl Hello {
             return Err(HelloError::TooManyHeads(self.heads.len()));
         }
         check_name(&self.name)?;
-        Ok(self.heads.iter().map(|head| (head.author, head.seq)).collect())
+        Ok(self
+            .heads
+            .iter()
+            .map(|head| (head.author, head.seq))
+            .collect())
     }
 }
 
@@ -166,7 +170,9 @@ impl Frame {
             Frame::Batch(batch) if batch.entries.len() > MAX_BATCH_ENTRIES => {
                 Err(FrameError::TooLarge(batch.entries.len()))
             }
-            Frame::Notes(notes) if notes.len() > MAX_HELLO_HEADS => Err(FrameError::TooLarge(notes.len())),
+            Frame::Notes(notes) if notes.len() > MAX_HELLO_HEADS => {
+                Err(FrameError::TooLarge(notes.len()))
+            }
             _ => Ok(frame),
         }
     }
@@ -179,7 +185,10 @@ mod tests {
     #[test]
     fn frames_round_trip() {
         let author = Author::from_bytes([7; 32]);
-        let batch = Frame::Batch(Batch { author, entries: vec![ByteBuf::from(vec![1, 2, 3])] });
+        let batch = Frame::Batch(Batch {
+            author,
+            entries: vec![ByteBuf::from(vec![1, 2, 3])],
+        });
         assert_eq!(Frame::decode(&batch.encode()).unwrap(), batch);
         let notes = Frame::Notes(vec![HeadNote { author, seq: 9 }]);
         assert_eq!(Frame::decode(&notes.encode()).unwrap(), notes);
@@ -194,15 +203,28 @@ mod tests {
     #[test]
     fn oversized_frames_are_refused() {
         let author = Author::from_bytes([7; 32]);
-        let batch = Frame::Batch(Batch { author, entries: vec![ByteBuf::new(); MAX_BATCH_ENTRIES + 1] });
-        assert!(matches!(Frame::decode(&batch.encode()), Err(FrameError::TooLarge(_))));
+        let batch = Frame::Batch(Batch {
+            author,
+            entries: vec![ByteBuf::new(); MAX_BATCH_ENTRIES + 1],
+        });
+        assert!(matches!(
+            Frame::decode(&batch.encode()),
+            Err(FrameError::TooLarge(_))
+        ));
         let notes = Frame::Notes(vec![HeadNote { author, seq: 1 }; MAX_HELLO_HEADS + 1]);
-        assert!(matches!(Frame::decode(&notes.encode()), Err(FrameError::TooLarge(_))));
+        assert!(matches!(
+            Frame::decode(&notes.encode()),
+            Err(FrameError::TooLarge(_))
+        ));
     }
 
     #[test]
     fn hello_rules() {
-        let mut hello = Hello { version: PROTOCOL_VERSION, name: "bob".into(), heads: vec![] };
+        let mut hello = Hello {
+            version: PROTOCOL_VERSION,
+            name: "bob".into(),
+            heads: vec![],
+        };
         assert!(hello.check().unwrap().is_empty());
         hello.version = 2;
         assert_eq!(hello.check(), Err(HelloError::Version(2)));
@@ -210,8 +232,15 @@ mod tests {
         hello.name = String::new();
         assert!(matches!(hello.check(), Err(HelloError::Name(_))));
         hello.name = "bob".into();
-        let head = HeadInfo { author: Author::from_bytes([1; 32]), seq: 1, hash: Hash::of(b"") };
+        let head = HeadInfo {
+            author: Author::from_bytes([1; 32]),
+            seq: 1,
+            hash: Hash::of(b""),
+        };
         hello.heads = vec![head; MAX_HELLO_HEADS + 1];
-        assert_eq!(hello.check(), Err(HelloError::TooManyHeads(MAX_HELLO_HEADS + 1)));
+        assert_eq!(
+            hello.check(),
+            Err(HelloError::TooManyHeads(MAX_HELLO_HEADS + 1))
+        );
     }
 }

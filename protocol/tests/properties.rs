@@ -15,7 +15,8 @@ fn key(seed: u8) -> SigningKey {
 fn body() -> impl Strategy<Value = Body> {
     prop_oneof![
         "[a-z]{1,20}".prop_map(|name| Body::Profile { name }),
-        any::<String>().prop_filter_map("over the text limit", |text| (text.len() <= 4096).then_some(Body::Text { text })),
+        any::<String>().prop_filter_map("over the text limit", |text| (text.len() <= 4096)
+            .then_some(Body::Text { text })),
     ]
 }
 
@@ -100,5 +101,8 @@ fn deep_nesting_is_an_error_not_a_crash() {
     envelope.extend([0x58, 0x40]);
     envelope.extend([0; 64]);
     let error = Entry::decode(Bytes::from(envelope)).unwrap_err();
-    assert!(matches!(error, p2pchat_protocol::DecodeError::Malformed(_)), "{error}");
+    assert!(
+        matches!(error, p2pchat_protocol::DecodeError::Malformed(_)),
+        "{error}"
+    );
 }

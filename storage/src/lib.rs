@@ -24,7 +24,9 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use p2pchat_protocol::limits::LAMPORT_FOLLOW_LIMIT;
 use p2pchat_protocol::validate::{check_known, check_link, newest_vouches_for_run};
 use p2pchat_protocol::wire::HeadInfo;
-use p2pchat_protocol::{Author, Body, DecodeError, Draft, Entry, Heads, SigningKey, ValidationError};
+use p2pchat_protocol::{
+    Author, Body, DecodeError, Draft, Entry, Heads, SigningKey, ValidationError,
+};
 
 /// What can go wrong with the store.
 #[derive(Debug, thiserror::Error)]
@@ -123,18 +125,24 @@ fn order_key(entry: &Entry) -> [u8; 48] {
 }
 
 fn author_from(bytes: &[u8]) -> Result<Author, StoreError> {
-    let bytes: [u8; 32] = bytes.try_into().map_err(|_| StoreError::Corrupt("bad author key".into()))?;
+    let bytes: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("bad author key".into()))?;
     Ok(Author::from_bytes(bytes))
 }
 
 fn u64_from(bytes: &[u8]) -> Result<u64, StoreError> {
-    let bytes: [u8; 8] = bytes.try_into().map_err(|_| StoreError::Corrupt("bad integer".into()))?;
+    let bytes: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("bad integer".into()))?;
     Ok(u64::from_be_bytes(bytes))
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock cannot leave the store half-written (batches are atomic).
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Store {
@@ -146,9 +154,11 @@ impl Store {
             .max_journaling_size(JOURNAL_BYTES)
             .open()
             .map_err(|e| match e {
-            fjall::Error::Locked => StoreError::InUse { path: dir.to_owned() },
-            e => StoreError::Engine(e),
-        })?;
+                fjall::Error::Locked => StoreError::InUse {
+                    path: dir.to_owned(),
+                },
+                e => StoreError::Engine(e),
+            })?;
         let options = || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES);
         let keyspace = |name: &str| db.keyspace(name, options);
         let store = Self {
@@ -177,26 +187,42 @@ impl Store {
         }
         for row in self.forks.iter() {
             let key = row.key()?;
-            cache.frozen.insert(author_from(key.get(..32).unwrap_or_default())?);
+            cache
+                .frozen
+                .insert(author_from(key.get(..32).unwrap_or_default())?);
         }
         for row in self.names.iter() {
             let (author, name) = row.into_inner()?;
-            cache.names.insert(author_from(&author)?, String::from_utf8_lossy(&name).into_owned());
+            cache.names.insert(
+                author_from(&author)?,
+                String::from_utf8_lossy(&name).into_owned(),
+            );
         }
         for row in self.pins.iter() {
             let (name, author) = row.into_inner()?;
-            cache.pins.insert(String::from_utf8_lossy(&name).into_owned(), author_from(&author)?);
+            cache.pins.insert(
+                String::from_utf8_lossy(&name).into_owned(),
+                author_from(&author)?,
+            );
         }
-        *self.cache.write().unwrap_or_else(std::sync::PoisonError::into_inner) = cache;
+        *self
+            .cache
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = cache;
         Ok(())
     }
 
     fn cache(&self) -> std::sync::RwLockReadGuard<'_, Cache> {
-        self.cache.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.cache
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn update_cache(&self, author: Author, stored: &[Entry], frozen: bool, new_pins: NewPins) {
-        let mut cache = self.cache.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut cache = self
+            .cache
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for entry in stored {
             if let Body::Profile { name } = entry.body() {
                 cache.names.insert(author, name.clone());
@@ -241,14 +267,21 @@ impl Store {
                 let entry = self.get(&author, seq)?.ok_or_else(|| {
                     StoreError::Corrupt(format!("head {seq} of {author:?} is missing"))
                 })?;
-                Ok(HeadInfo { author, seq, hash: entry.hash() })
+                Ok(HeadInfo {
+                    author,
+                    seq,
+                    hash: entry.hash(),
+                })
             })
             .collect()
     }
 
     /// The entry at `seq` of `author`'s log.
     pub fn get(&self, author: &Author, seq: u64) -> Result<Option<Entry>, StoreError> {
-        self.entries.get(entry_key(author, seq))?.map(|bytes| decode_stored(&bytes)).transpose()
+        self.entries
+            .get(entry_key(author, seq))?
+            .map(|bytes| decode_stored(&bytes))
+            .transpose()
     }
 
     /// Entries `from, from + 1, …` of `author`'s log: at most `max_entries`, and stopping
@@ -262,7 +295,9 @@ impl Store {
     ) -> Result<Vec<Entry>, StoreError> {
         let mut out = Vec::new();
         let mut bytes = 0;
-        let rows = self.entries.range(entry_key(author, from)..=entry_key(author, u64::MAX));
+        let rows = self
+            .entries
+            .range(entry_key(author, from)..=entry_key(author, u64::MAX));
         for row in rows.take(max_entries) {
             let value = row.value()?;
             bytes += value.len();
@@ -289,13 +324,20 @@ impl Store {
         };
         let mut entries = Vec::new();
         let mut last = None;
-        for row in self.order.range::<Vec<u8>, _>((start, Bound::Unbounded)).take(limit) {
+        for row in self
+            .order
+            .range::<Vec<u8>, _>((start, Bound::Unbounded))
+            .take(limit)
+        {
             let key = row.key()?;
-            let pos: [u8; 48] = key[..].try_into().map_err(|_| StoreError::Corrupt("bad order key".into()))?;
+            let pos: [u8; 48] = key[..]
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("bad order key".into()))?;
             let author = author_from(&pos[8..40])?;
             let seq = u64_from(&pos[40..48])?;
-            let entry = self.get(&author, seq)?
-                .ok_or_else(|| StoreError::Corrupt(format!("indexed entry {seq} of {author:?} is missing")))?;
+            let entry = self.get(&author, seq)?.ok_or_else(|| {
+                StoreError::Corrupt(format!("indexed entry {seq} of {author:?} is missing"))
+            })?;
             entries.push(entry);
             last = Some(HistoryPos(pos));
         }
@@ -308,8 +350,9 @@ impl Store {
             let key = row.key()?;
             let author = author_from(key.get(8..40).unwrap_or_default())?;
             let seq = u64_from(key.get(40..48).unwrap_or_default())?;
-            self.get(&author, seq)?
-                .ok_or_else(|| StoreError::Corrupt(format!("indexed entry {seq} of {author:?} is missing")))
+            self.get(&author, seq)?.ok_or_else(|| {
+                StoreError::Corrupt(format!("indexed entry {seq} of {author:?} is missing"))
+            })
         })
     }
 
@@ -320,7 +363,12 @@ impl Store {
 
     /// Every author whose current name is `name`.
     pub fn authors_named(&self, name: &str) -> Vec<Author> {
-        self.cache().names.iter().filter(|(_, n)| *n == name).map(|(author, _)| *author).collect()
+        self.cache()
+            .names
+            .iter()
+            .filter(|(_, n)| *n == name)
+            .map(|(author, _)| *author)
+            .collect()
     }
 
     /// The author a name is pinned to: the first key seen claiming it (trust on first use).
@@ -332,20 +380,40 @@ impl Store {
     pub fn pin(&self, name: &str, author: Author) -> Result<Pin, StoreError> {
         let _writing = lock(&self.writer);
         if let Some(owner) = self.pinned(name) {
-            return Ok(if owner == author { Pin::Same } else { Pin::Conflict(owner) });
+            return Ok(if owner == author {
+                Pin::Same
+            } else {
+                Pin::Conflict(owner)
+            });
         }
         let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
-        batch.insert(&self.pins, name.as_bytes().to_vec(), author.as_bytes().to_vec());
+        batch.insert(
+            &self.pins,
+            name.as_bytes().to_vec(),
+            author.as_bytes().to_vec(),
+        );
         batch.commit()?;
-        self.update_cache(author, &[], false, NewPins::from([(name.to_owned(), author)]));
+        self.update_cache(
+            author,
+            &[],
+            false,
+            NewPins::from([(name.to_owned(), author)]),
+        );
         Ok(Pin::New)
     }
 
     /// Signs `body` as the next entry of `key`'s own log and stores it durably (fsynced)
     /// before returning it.
-    pub fn append_own(&self, key: &SigningKey, body: Body, timestamp: u64) -> Result<Entry, StoreError> {
+    pub fn append_own(
+        &self,
+        key: &SigningKey,
+        body: Body,
+        timestamp: u64,
+    ) -> Result<Entry, StoreError> {
         let mut entries = self.append_own_many(key, [body], timestamp)?;
-        entries.pop().ok_or_else(|| StoreError::Corrupt("append stored nothing".into()))
+        entries
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt("append stored nothing".into()))
     }
 
     /// Signs `bodies` as the next entries of `key`'s own log and stores them all in one atomic,
@@ -374,7 +442,13 @@ impl Store {
         for body in bodies {
             let lamport = last.as_ref().map_or(0, Entry::lamport).max(seen) + 1;
             let seq = last.as_ref().map_or(0, Entry::seq) + 1;
-            let draft = Draft { seq, prev: last.as_ref().map(Entry::hash), timestamp, lamport, body };
+            let draft = Draft {
+                seq,
+                prev: last.as_ref().map(Entry::hash),
+                timestamp,
+                lamport,
+                body,
+            };
             let entry = Entry::sign(key, draft)?;
             self.put(&mut batch, &entry, &mut new_pins);
             last = Some(entry.clone());
@@ -383,7 +457,11 @@ impl Store {
         let Some(last) = last.filter(|_| !entries.is_empty()) else {
             return Ok(entries);
         };
-        batch.insert(&self.heads, author.as_bytes().to_vec(), last.seq().to_be_bytes().to_vec());
+        batch.insert(
+            &self.heads,
+            author.as_bytes().to_vec(),
+            last.seq().to_be_bytes().to_vec(),
+        );
         batch.commit()?;
         self.update_cache(author, &entries, false, new_pins);
         Ok(entries)
@@ -396,9 +474,17 @@ impl Store {
         batch.insert(&self.entries, key.to_vec(), entry.envelope().to_vec());
         batch.insert(&self.order, order_key(entry).to_vec(), Vec::new());
         if let Body::Profile { name } = entry.body() {
-            batch.insert(&self.names, entry.author().as_bytes().to_vec(), name.as_bytes().to_vec());
+            batch.insert(
+                &self.names,
+                entry.author().as_bytes().to_vec(),
+                name.as_bytes().to_vec(),
+            );
             if self.pinned(name).is_none() && !new_pins.contains_key(name) {
-                batch.insert(&self.pins, name.as_bytes().to_vec(), entry.author().as_bytes().to_vec());
+                batch.insert(
+                    &self.pins,
+                    name.as_bytes().to_vec(),
+                    entry.author().as_bytes().to_vec(),
+                );
                 new_pins.insert(name.clone(), entry.author());
             }
         }
@@ -421,7 +507,11 @@ impl Store {
             return Ok(result);
         }
         let head = self.head_seq(&author);
-        let mut last = if head == 0 { None } else { self.get(&author, head)? };
+        let mut last = if head == 0 {
+            None
+        } else {
+            self.get(&author, head)?
+        };
         let mut fork = None;
         let mut run: Vec<Entry> = Vec::new();
         for envelope in envelopes {
@@ -436,10 +526,14 @@ impl Store {
             if entry.seq() != 0 && entry.seq() <= last_seq && entry.author() == author {
                 if !run.is_empty() {
                     // An old entry after new ones: the run is over; stop here.
-                    result.rejected = Some(ValidationError::Gap { expected: last_seq + 1, found: entry.seq() });
+                    result.rejected = Some(ValidationError::Gap {
+                        expected: last_seq + 1,
+                        found: entry.seq(),
+                    });
                     break;
                 }
-                let known = self.get(&author, entry.seq())?
+                let known = self
+                    .get(&author, entry.seq())?
                     .ok_or_else(|| StoreError::Corrupt(format!("entry {} missing", entry.seq())))?;
                 match check_known(&known, &entry) {
                     Ok(()) => {
@@ -476,10 +570,18 @@ impl Store {
         }
         if let Some(newest) = run.last() {
             result.held_through = newest.seq();
-            batch.insert(&self.heads, author.as_bytes().to_vec(), newest.seq().to_be_bytes().to_vec());
+            batch.insert(
+                &self.heads,
+                author.as_bytes().to_vec(),
+                newest.seq().to_be_bytes().to_vec(),
+            );
         }
         if let Some(fork) = &fork {
-            batch.insert(&self.forks, entry_key(&author, fork.seq()).to_vec(), fork.envelope().to_vec());
+            batch.insert(
+                &self.forks,
+                entry_key(&author, fork.seq()).to_vec(),
+                fork.envelope().to_vec(),
+            );
         }
         batch.commit()?;
         self.update_cache(author, &run, fork.is_some(), new_pins);
@@ -498,21 +600,27 @@ impl Store {
     ) -> Result<Vec<(u64, Bytes)>, StoreError> {
         let mut out = Vec::new();
         let mut bytes = 0;
-        let rows = self.entries.range(entry_key(author, from)..=entry_key(author, u64::MAX));
+        let rows = self
+            .entries
+            .range(entry_key(author, from)..=entry_key(author, u64::MAX));
         for row in rows.take(max_entries) {
             let (key, value) = row.into_inner()?;
             bytes += value.len();
             if bytes > max_bytes && !out.is_empty() {
                 break;
             }
-            out.push((u64_from(key.get(32..40).unwrap_or_default())?, Bytes::copy_from_slice(&value)));
+            out.push((
+                u64_from(key.get(32..40).unwrap_or_default())?,
+                Bytes::copy_from_slice(&value),
+            ));
         }
         Ok(out)
     }
 }
 
 fn decode_stored(bytes: &[u8]) -> Result<Entry, StoreError> {
-    Entry::decode_trusted(Bytes::copy_from_slice(bytes)).map_err(|e| StoreError::Corrupt(e.to_string()))
+    Entry::decode_trusted(Bytes::copy_from_slice(bytes))
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 #[cfg(test)]

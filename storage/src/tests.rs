@@ -16,9 +16,25 @@ fn profile(name: &str) -> Body {
 fn log(key: &SigningKey, n: u64) -> Vec<Entry> {
     let mut out: Vec<Entry> = Vec::new();
     for seq in 1..=n {
-        let body = if seq == 1 { profile("alice") } else { text(&format!("line {seq}")) };
+        let body = if seq == 1 {
+            profile("alice")
+        } else {
+            text(&format!("line {seq}"))
+        };
         let prev = out.last().map(Entry::hash);
-        out.push(Entry::sign(key, Draft { seq, prev, timestamp: seq, lamport: seq, body }).unwrap());
+        out.push(
+            Entry::sign(
+                key,
+                Draft {
+                    seq,
+                    prev,
+                    timestamp: seq,
+                    lamport: seq,
+                    body,
+                },
+            )
+            .unwrap(),
+        );
     }
     out
 }
@@ -42,11 +58,17 @@ fn append_survives_reopen() {
     let author = Author::of(&k);
     assert_eq!(store.heads(), Heads::from([(author, 2)]));
     assert_eq!(store.max_lamport(), 2);
-    assert_eq!(store.get(&author, 2).unwrap().unwrap().body(), &text("hello"));
+    assert_eq!(
+        store.get(&author, 2).unwrap().unwrap().body(),
+        &text("hello")
+    );
     assert_eq!(store.name(&author).as_deref(), Some("alice"));
     let third = store.append_own(&k, text("again"), 3).unwrap();
     assert_eq!(third.seq(), 3);
-    assert_eq!(third.prev(), Some(store.get(&author, 2).unwrap().unwrap().hash()));
+    assert_eq!(
+        third.prev(),
+        Some(store.get(&author, 2).unwrap().unwrap().hash())
+    );
 }
 
 #[test]
@@ -55,13 +77,20 @@ fn remote_batch_is_stored_and_heads_follow() {
     let store = Store::open(dir.path()).unwrap();
     let k = key(2);
     let entries = log(&k, 5);
-    let inserted = store.insert_remote(Author::of(&k), envelopes(&entries)).unwrap();
+    let inserted = store
+        .insert_remote(Author::of(&k), envelopes(&entries))
+        .unwrap();
     assert_eq!(inserted.stored.len(), 5);
     assert_eq!(inserted.held_through, 5);
     assert!(inserted.rejected.is_none());
     assert_eq!(store.head_seq(&Author::of(&k)), 5);
-    let again = store.insert_remote(Author::of(&k), envelopes(&entries[2..])).unwrap();
-    assert_eq!((again.stored.len(), again.duplicates, again.held_through), (0, 3, 5));
+    let again = store
+        .insert_remote(Author::of(&k), envelopes(&entries[2..]))
+        .unwrap();
+    assert_eq!(
+        (again.stored.len(), again.duplicates, again.held_through),
+        (0, 3, 5)
+    );
     assert!(again.rejected.is_none());
 }
 
@@ -71,10 +100,20 @@ fn gap_is_rejected_and_nothing_stored() {
     let store = Store::open(dir.path()).unwrap();
     let k = key(2);
     let entries = log(&k, 5);
-    store.insert_remote(Author::of(&k), envelopes(&entries[..2])).unwrap();
-    let inserted = store.insert_remote(Author::of(&k), envelopes(&entries[3..])).unwrap();
+    store
+        .insert_remote(Author::of(&k), envelopes(&entries[..2]))
+        .unwrap();
+    let inserted = store
+        .insert_remote(Author::of(&k), envelopes(&entries[3..]))
+        .unwrap();
     assert!(inserted.stored.is_empty());
-    assert_eq!(inserted.rejected, Some(ValidationError::Gap { expected: 3, found: 4 }));
+    assert_eq!(
+        inserted.rejected,
+        Some(ValidationError::Gap {
+            expected: 3,
+            found: 4
+        })
+    );
     assert_eq!(store.head_seq(&Author::of(&k)), 2);
 }
 
@@ -86,12 +125,26 @@ fn wrong_prev_is_rejected() {
     let entries = log(&k, 1);
     let stray = Entry::sign(
         &k,
-        Draft { seq: 2, prev: Some(p2pchat_protocol::Hash::of(b"x")), timestamp: 2, lamport: 2, body: text("x") },
+        Draft {
+            seq: 2,
+            prev: Some(p2pchat_protocol::Hash::of(b"x")),
+            timestamp: 2,
+            lamport: 2,
+            body: text("x"),
+        },
     )
     .unwrap();
-    let inserted = store.insert_remote(Author::of(&k), [entries[0].envelope().clone(), stray.envelope().clone()]).unwrap();
+    let inserted = store
+        .insert_remote(
+            Author::of(&k),
+            [entries[0].envelope().clone(), stray.envelope().clone()],
+        )
+        .unwrap();
     assert_eq!(inserted.stored.len(), 1);
-    assert_eq!(inserted.rejected, Some(ValidationError::WrongPrev { seq: 2 }));
+    assert_eq!(
+        inserted.rejected,
+        Some(ValidationError::WrongPrev { seq: 2 })
+    );
 }
 
 #[test]
@@ -101,10 +154,18 @@ fn bad_signature_is_rejected() {
     let honest = key(2);
     // An entry claiming `honest` as author but signed by another key.
     let mut bytes = log(&key(3), 1)[0].envelope().to_vec();
-    let at = bytes.windows(32).position(|w| w == Author::of(&key(3)).as_bytes()).unwrap();
+    let at = bytes
+        .windows(32)
+        .position(|w| w == Author::of(&key(3)).as_bytes())
+        .unwrap();
     bytes[at..at + 32].copy_from_slice(Author::of(&honest).as_bytes());
-    let inserted = store.insert_remote(Author::of(&honest), [Bytes::from(bytes)]).unwrap();
-    assert_eq!(inserted.rejected, Some(ValidationError::BadSignature { seq: 1 }));
+    let inserted = store
+        .insert_remote(Author::of(&honest), [Bytes::from(bytes)])
+        .unwrap();
+    assert_eq!(
+        inserted.rejected,
+        Some(ValidationError::BadSignature { seq: 1 })
+    );
     assert_eq!(store.head_seq(&Author::of(&honest)), 0);
 }
 
@@ -112,8 +173,13 @@ fn bad_signature_is_rejected() {
 fn wrong_author_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let inserted = store.insert_remote(Author::of(&key(2)), envelopes(&log(&key(3), 2))).unwrap();
-    assert!(matches!(inserted.rejected, Some(ValidationError::WrongAuthor { .. })));
+    let inserted = store
+        .insert_remote(Author::of(&key(2)), envelopes(&log(&key(3), 2)))
+        .unwrap();
+    assert!(matches!(
+        inserted.rejected,
+        Some(ValidationError::WrongAuthor { .. })
+    ));
     assert!(store.heads().is_empty());
 }
 
@@ -139,13 +205,21 @@ fn fork_keeps_the_first_entry_and_freezes_the_author() {
     let entries = log(&k, 2);
     let other = Entry::sign(
         &k,
-        Draft { seq: 2, prev: Some(entries[0].hash()), timestamp: 9, lamport: 2, body: text("other") },
+        Draft {
+            seq: 2,
+            prev: Some(entries[0].hash()),
+            timestamp: 9,
+            lamport: 2,
+            body: text("other"),
+        },
     )
     .unwrap();
     {
         let store = Store::open(dir.path()).unwrap();
         store.insert_remote(author, envelopes(&entries)).unwrap();
-        let inserted = store.insert_remote(author, [other.envelope().clone()]).unwrap();
+        let inserted = store
+            .insert_remote(author, [other.envelope().clone()])
+            .unwrap();
         assert_eq!(inserted.rejected, Some(ValidationError::Fork { seq: 2 }));
         assert_eq!(store.get(&author, 2).unwrap().unwrap(), entries[1]);
         assert!(store.is_frozen(&author));
@@ -154,10 +228,18 @@ fn fork_keeps_the_first_entry_and_freezes_the_author() {
     assert!(store.is_frozen(&author), "the freeze survives a restart");
     let next = Entry::sign(
         &k,
-        Draft { seq: 3, prev: Some(entries[1].hash()), timestamp: 10, lamport: 3, body: text("more") },
+        Draft {
+            seq: 3,
+            prev: Some(entries[1].hash()),
+            timestamp: 10,
+            lamport: 3,
+            body: text("more"),
+        },
     )
     .unwrap();
-    let inserted = store.insert_remote(author, [next.envelope().clone()]).unwrap();
+    let inserted = store
+        .insert_remote(author, [next.envelope().clone()])
+        .unwrap();
     assert_eq!(inserted.rejected, Some(ValidationError::AuthorFrozen));
 }
 
@@ -166,9 +248,16 @@ fn second_open_of_the_same_dir_fails_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let _first = Store::open(dir.path()).unwrap();
     let second = Store::open(dir.path());
-    assert!(matches!(second, Err(StoreError::InUse { .. })), "got {:?}", second.err());
+    assert!(
+        matches!(second, Err(StoreError::InUse { .. })),
+        "got {:?}",
+        second.err()
+    );
     let message = Store::open(dir.path()).err().unwrap().to_string();
-    assert!(message.contains("in use by another p2pchat process"), "{message}");
+    assert!(
+        message.contains("in use by another p2pchat process"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -177,10 +266,15 @@ fn history_is_merged_by_lamport_then_author() {
     let store = Store::open(dir.path()).unwrap();
     let (a, b) = (key(1), key(2));
     store.append_own(&a, profile("alice"), 1).unwrap(); // lamport 1
-    store.insert_remote(Author::of(&b), envelopes(&log(&b, 3))).unwrap(); // lamports 1..3
+    store
+        .insert_remote(Author::of(&b), envelopes(&log(&b, 3)))
+        .unwrap(); // lamports 1..3
     store.append_own(&a, text("after"), 5).unwrap(); // lamport 4
-    let order: Vec<(u64, Author)> =
-        store.history().map(|e| e.unwrap()).map(|e| (e.lamport(), e.author())).collect();
+    let order: Vec<(u64, Author)> = store
+        .history()
+        .map(|e| e.unwrap())
+        .map(|e| (e.lamport(), e.author()))
+        .collect();
     let mut expected = order.clone();
     expected.sort();
     assert_eq!(order, expected);
@@ -194,12 +288,28 @@ fn range_respects_entry_and_byte_bounds() {
     let store = Store::open(dir.path()).unwrap();
     let k = key(2);
     let entries = log(&k, 10);
-    store.insert_remote(Author::of(&k), envelopes(&entries)).unwrap();
+    store
+        .insert_remote(Author::of(&k), envelopes(&entries))
+        .unwrap();
     let seqs = |v: Vec<Entry>| v.iter().map(Entry::seq).collect::<Vec<_>>();
-    assert_eq!(seqs(store.range(&Author::of(&k), 4, 3, usize::MAX).unwrap()), vec![4, 5, 6]);
-    assert_eq!(seqs(store.range(&Author::of(&k), 9, 100, usize::MAX).unwrap()), vec![9, 10]);
-    assert_eq!(seqs(store.range(&Author::of(&k), 1, 100, 1).unwrap()), vec![1]);
-    assert!(store.range(&Author::of(&key(9)), 1, 100, usize::MAX).unwrap().is_empty());
+    assert_eq!(
+        seqs(store.range(&Author::of(&k), 4, 3, usize::MAX).unwrap()),
+        vec![4, 5, 6]
+    );
+    assert_eq!(
+        seqs(store.range(&Author::of(&k), 9, 100, usize::MAX).unwrap()),
+        vec![9, 10]
+    );
+    assert_eq!(
+        seqs(store.range(&Author::of(&k), 1, 100, 1).unwrap()),
+        vec![1]
+    );
+    assert!(
+        store
+            .range(&Author::of(&key(9)), 1, 100, usize::MAX)
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
@@ -207,16 +317,37 @@ fn first_key_seen_for_a_name_is_pinned_and_kept_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let (bob, mallory) = (key(2), key(3));
     let bob_log = |key: &SigningKey| {
-        let first = Entry::sign(key, Draft { seq: 1, prev: None, timestamp: 1, lamport: 1, body: profile("bob") }).unwrap();
+        let first = Entry::sign(
+            key,
+            Draft {
+                seq: 1,
+                prev: None,
+                timestamp: 1,
+                lamport: 1,
+                body: profile("bob"),
+            },
+        )
+        .unwrap();
         vec![first.envelope().clone()]
     };
     {
         let store = Store::open(dir.path()).unwrap();
-        store.insert_remote(Author::of(&bob), bob_log(&bob)).unwrap();
-        store.insert_remote(Author::of(&mallory), bob_log(&mallory)).unwrap();
+        store
+            .insert_remote(Author::of(&bob), bob_log(&bob))
+            .unwrap();
+        store
+            .insert_remote(Author::of(&mallory), bob_log(&mallory))
+            .unwrap();
         assert_eq!(store.pinned("bob"), Some(Author::of(&bob)));
-        assert_eq!(store.authors_named("bob").len(), 2, "both keys claim the name");
-        assert_eq!(store.pin("bob", Author::of(&mallory)).unwrap(), Pin::Conflict(Author::of(&bob)));
+        assert_eq!(
+            store.authors_named("bob").len(),
+            2,
+            "both keys claim the name"
+        );
+        assert_eq!(
+            store.pin("bob", Author::of(&mallory)).unwrap(),
+            Pin::Conflict(Author::of(&bob))
+        );
         assert_eq!(store.pin("bob", Author::of(&bob)).unwrap(), Pin::Same);
         assert_eq!(store.pin("carol", Author::of(&mallory)).unwrap(), Pin::New);
     }
@@ -233,12 +364,32 @@ fn an_absurd_remote_clock_does_not_drag_our_own_past_the_limit() {
     let store = Store::open(dir.path()).unwrap();
     let (me, other) = (key(1), key(2));
     store.append_own(&me, profile("me"), 1).unwrap();
-    let absurd = Entry::sign(&other, Draft { seq: 1, prev: None, timestamp: 1, lamport: MAX_LAMPORT, body: profile("x") }).unwrap();
-    assert!(store.insert_remote(Author::of(&other), [absurd.envelope().clone()]).unwrap().rejected.is_none());
+    let absurd = Entry::sign(
+        &other,
+        Draft {
+            seq: 1,
+            prev: None,
+            timestamp: 1,
+            lamport: MAX_LAMPORT,
+            body: profile("x"),
+        },
+    )
+    .unwrap();
+    assert!(
+        store
+            .insert_remote(Author::of(&other), [absurd.envelope().clone()])
+            .unwrap()
+            .rejected
+            .is_none()
+    );
     let next = store.append_own(&me, text("still fine"), 2).unwrap();
     assert_eq!(next.lamport(), LAMPORT_FOLLOW_LIMIT + 1);
     let after = store.append_own(&me, text("and again"), 3).unwrap();
-    assert_eq!(after.lamport(), LAMPORT_FOLLOW_LIMIT + 2, "own clock still grows");
+    assert_eq!(
+        after.lamport(),
+        LAMPORT_FOLLOW_LIMIT + 2,
+        "own clock still grows"
+    );
 }
 
 #[test]
@@ -258,7 +409,10 @@ fn group_commit_appends_a_valid_chain_or_nothing() {
     let inserted = copy.insert_remote(Author::of(&k), envelopes(&all)).unwrap();
     assert_eq!((inserted.stored.len(), inserted.rejected), (101, None));
     // One bad body and nothing is stored.
-    let bad = [text("fine"), text(&"x".repeat(p2pchat_protocol::limits::MAX_TEXT_BYTES + 1))];
+    let bad = [
+        text("fine"),
+        text(&"x".repeat(p2pchat_protocol::limits::MAX_TEXT_BYTES + 1)),
+    ];
     assert!(store.append_own_many(&k, bad, 3).is_err());
     assert_eq!(store.head_seq(&Author::of(&k)), 101);
 }
@@ -269,8 +423,12 @@ fn history_pages_cover_the_history_once_in_order() {
     let store = Store::open(dir.path()).unwrap();
     let (a, b) = (key(1), key(2));
     store.append_own(&a, profile("alice"), 1).unwrap();
-    store.insert_remote(Author::of(&b), envelopes(&log(&b, 7))).unwrap();
-    store.append_own_many(&a, (0..5).map(|i| text(&format!("{i}"))), 2).unwrap();
+    store
+        .insert_remote(Author::of(&b), envelopes(&log(&b, 7)))
+        .unwrap();
+    store
+        .append_own_many(&a, (0..5).map(|i| text(&format!("{i}"))), 2)
+        .unwrap();
     let all: Vec<Entry> = store.history().map(|e| e.unwrap()).collect();
     let mut paged = Vec::new();
     let mut after = None;

@@ -18,7 +18,15 @@ enum Step {
     Append(usize),
     /// `len` entries of `author`'s log from `start`, as `from` holds them, reach `to`: reversed
     /// and/or sent twice when asked.
-    Deliver { from: usize, to: usize, author: usize, start: u64, len: usize, reversed: bool, twice: bool },
+    Deliver {
+        from: usize,
+        to: usize,
+        author: usize,
+        start: u64,
+        len: usize,
+        reversed: bool,
+        twice: bool,
+    },
     /// The node's process stops and starts again (the store is closed and reopened).
     Restart(usize),
 }
@@ -42,7 +50,9 @@ fn open(dir: &tempfile::TempDir) -> Store {
 }
 
 fn at(stores: &[Option<Store>], node: usize) -> &Store {
-    stores[node].as_ref().expect("every store is open between steps")
+    stores[node]
+        .as_ref()
+        .expect("every store is open between steps")
 }
 
 /// Sends `to` everything `from` has that it lacks, in bounded batches, oldest first.
@@ -50,10 +60,20 @@ fn sync(from: &Store, to: &Store) {
     for range in missing(&from.heads(), &to.heads()) {
         let mut next = range.from;
         while next <= range.to {
-            let batch = from.range_envelopes(&range.author, next, MAX_BATCH_ENTRIES, BATCH_BYTE_BUDGET).expect("a range reads");
-            let Some(&(last, _)) = batch.last() else { break };
-            let inserted = to.insert_remote(range.author, batch.into_iter().map(|(_, e)| e)).expect("an insert writes");
-            assert!(inserted.rejected.is_none(), "healing was refused: {:?}", inserted.rejected);
+            let batch = from
+                .range_envelopes(&range.author, next, MAX_BATCH_ENTRIES, BATCH_BYTE_BUDGET)
+                .expect("a range reads");
+            let Some(&(last, _)) = batch.last() else {
+                break;
+            };
+            let inserted = to
+                .insert_remote(range.author, batch.into_iter().map(|(_, e)| e))
+                .expect("an insert writes");
+            assert!(
+                inserted.rejected.is_none(),
+                "healing was refused: {:?}",
+                inserted.rejected
+            );
             next = last + 1;
         }
     }

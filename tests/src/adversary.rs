@@ -15,7 +15,10 @@ use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol, SwarmBuilder, noise, ping, tcp, yamux};
 use p2pchat_protocol::limits::{MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES};
-use p2pchat_protocol::wire::{Batch, Frame, HeadInfo, Hello, PROTOCOL_VERSION, PUSH_PROTOCOL, Request, Response, SYNC_PROTOCOL};
+use p2pchat_protocol::wire::{
+    Batch, Frame, HeadInfo, Hello, PROTOCOL_VERSION, PUSH_PROTOCOL, Request, Response,
+    SYNC_PROTOCOL,
+};
 use p2pchat_protocol::{Author, Body, Draft, Entry, SigningKey};
 use tokio::sync::{mpsc, oneshot};
 
@@ -72,7 +75,11 @@ impl Adversary {
             .set_response_size_maximum(MAX_RESPONSE_BYTES as u64);
         let mut swarm = SwarmBuilder::with_existing_identity(p2pchat_node::identity::keypair(&key))
             .with_tokio()
-            .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)?
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )?
             .with_behaviour(|_| Behaviour {
                 sync: request_response::Behaviour::with_codec(
                     codec,
@@ -82,13 +89,19 @@ impl Adversary {
                 push: libp2p_stream::Behaviour::new(),
                 ping: ping::Behaviour::default(),
             })?
-            .with_swarm_config(|config| config.with_idle_connection_timeout(Duration::from_secs(3600)))
+            .with_swarm_config(|config| {
+                config.with_idle_connection_timeout(Duration::from_secs(3600))
+            })
             .build();
         let peer_id = *swarm.local_peer_id();
         let control = swarm.behaviour().push.new_control();
         let (commands, mut command_rx) = mpsc::channel::<Command>(16);
         let (seen_tx, seen) = mpsc::channel(256);
-        let hello = name.map(|name| Hello { version: PROTOCOL_VERSION, name: name.to_owned(), heads: vec![] });
+        let hello = name.map(|name| Hello {
+            version: PROTOCOL_VERSION,
+            name: name.to_owned(),
+            heads: vec![],
+        });
         let mut unanswered = Vec::new(); // a silent adversary holds requests open, unanswered
         let ranges_asked = Arc::new(AtomicUsize::new(0));
         let ranges = ranges_asked.clone();
@@ -147,7 +160,14 @@ impl Adversary {
                 }
             }
         });
-        Ok(Self { key, peer_id, control, commands, seen, ranges_asked })
+        Ok(Self {
+            key,
+            peer_id,
+            control,
+            commands,
+            seen,
+            ranges_asked,
+        })
     }
 
     /// How many range requests the node sent it (each answered with no entries).
@@ -170,20 +190,44 @@ impl Adversary {
     }
 
     /// Sends a request and waits for its answer (`None` if it failed).
-    pub async fn request(&self, peer: PeerId, request: Request) -> anyhow::Result<Option<Response>> {
+    pub async fn request(
+        &self,
+        peer: PeerId,
+        request: Request,
+    ) -> anyhow::Result<Option<Response>> {
         let (reply, answer) = oneshot::channel();
-        self.commands.send(Command::Request(peer, request, reply)).await?;
-        Ok(tokio::time::timeout(DEADLINE, answer).await.context("no answer in time")??)
+        self.commands
+            .send(Command::Request(peer, request, reply))
+            .await?;
+        Ok(tokio::time::timeout(DEADLINE, answer)
+            .await
+            .context("no answer in time")??)
     }
 
     /// Says hello with `name` and `heads`, returning the node's answer.
-    pub async fn hello(&self, peer: PeerId, name: &str, heads: Vec<HeadInfo>) -> anyhow::Result<Option<Response>> {
-        self.request(peer, Request::Hello(Hello { version: PROTOCOL_VERSION, name: name.to_owned(), heads })).await
+    pub async fn hello(
+        &self,
+        peer: PeerId,
+        name: &str,
+        heads: Vec<HeadInfo>,
+    ) -> anyhow::Result<Option<Response>> {
+        self.request(
+            peer,
+            Request::Hello(Hello {
+                version: PROTOCOL_VERSION,
+                name: name.to_owned(),
+                heads,
+            }),
+        )
+        .await
     }
 
     /// Opens a push stream to `peer` (call after a hello the node accepts).
     pub async fn open_push(&mut self, peer: PeerId) -> anyhow::Result<Stream> {
-        Ok(self.control.open_stream(peer, StreamProtocol::new(PUSH_PROTOCOL)).await?)
+        Ok(self
+            .control
+            .open_stream(peer, StreamProtocol::new(PUSH_PROTOCOL))
+            .await?)
     }
 
     /// Waits up to `within` for the node to close the adversary's last connection to it.
@@ -200,7 +244,10 @@ impl Adversary {
 
     /// The next connection event, within `within`.
     pub async fn next_seen(&mut self, within: Duration) -> anyhow::Result<Seen> {
-        tokio::time::timeout(within, self.seen.recv()).await.context("nothing happened in time")?.context("swarm stopped")
+        tokio::time::timeout(within, self.seen.recv())
+            .await
+            .context("nothing happened in time")?
+            .context("swarm stopped")
     }
 
     /// The adversary's own log: a profile named `name`, then `texts`, validly signed.
@@ -211,12 +258,22 @@ impl Adversary {
     /// [`Adversary::log`] with entry `seq` dated `start + seq` (milliseconds since the epoch).
     pub fn log_dated(&self, name: &str, texts: &[&str], start: u64) -> Vec<Entry> {
         let mut entries: Vec<Entry> = Vec::new();
-        let bodies = std::iter::once(Body::Profile { name: name.to_owned() })
-            .chain(texts.iter().map(|text| Body::Text { text: (*text).to_owned() }));
+        let bodies = std::iter::once(Body::Profile {
+            name: name.to_owned(),
+        })
+        .chain(texts.iter().map(|text| Body::Text {
+            text: (*text).to_owned(),
+        }));
         for (i, body) in bodies.enumerate() {
             let prev = entries.last().map(Entry::hash);
             let seq = i as u64 + 1;
-            let draft = Draft { seq, prev, timestamp: start + seq, lamport: seq, body };
+            let draft = Draft {
+                seq,
+                prev,
+                timestamp: start + seq,
+                lamport: seq,
+                body,
+            };
             entries.push(Entry::sign(&self.key, draft).expect("a small entry signs"));
         }
         entries
@@ -225,7 +282,14 @@ impl Adversary {
 
 /// A push frame (length prefix included) holding `entries` as a batch of `author`'s log.
 pub fn batch_frame(author: Author, envelopes: Vec<Vec<u8>>) -> Vec<u8> {
-    let body = Frame::Batch(Batch { author, entries: envelopes.into_iter().map(serde_bytes::ByteBuf::from).collect() }).encode();
+    let body = Frame::Batch(Batch {
+        author,
+        entries: envelopes
+            .into_iter()
+            .map(serde_bytes::ByteBuf::from)
+            .collect(),
+    })
+    .encode();
     raw_frame(&body)
 }
 

@@ -38,7 +38,10 @@ pub async fn start_node(name: &str, dir: &Path, peers: &[Multiaddr]) -> anyhow::
 
 /// The node's first listen address (with `/p2p/<id>`), to give to another node.
 pub fn address_of(node: &Node) -> Multiaddr {
-    node.listen_addrs().into_iter().next().expect("a node started by start_node listens")
+    node.listen_addrs()
+        .into_iter()
+        .next()
+        .expect("a node started by start_node listens")
 }
 
 /// Reads `n` messages from `feed`, failing if they take longer than [`DEADLINE`].
@@ -47,7 +50,13 @@ pub async fn take(feed: &mut MessageFeed, n: usize) -> anyhow::Result<Vec<Messag
     while out.len() < n {
         let next = tokio::time::timeout(DEADLINE, feed.next())
             .await
-            .with_context(|| format!("timed out after {} of {n} messages: {:?}", out.len(), texts(&out)))?;
+            .with_context(|| {
+                format!(
+                    "timed out after {} of {n} messages: {:?}",
+                    out.len(),
+                    texts(&out)
+                )
+            })?;
         out.push(next.context("feed ended")?);
     }
     Ok(out)
@@ -63,7 +72,10 @@ pub async fn expect_silence(feed: &mut MessageFeed, quiet: Duration) -> anyhow::
 
 /// `name> text` for each message, as the binary prints them.
 pub fn texts(messages: &[Message]) -> Vec<String> {
-    messages.iter().map(|m| format!("{}> {}", m.name, m.text)).collect()
+    messages
+        .iter()
+        .map(|m| format!("{}> {}", m.name, m.text))
+        .collect()
 }
 
 /// The `p2pchat` binary, built once per test run.
@@ -79,12 +91,23 @@ pub fn p2pchat_binary() -> &'static Path {
             dir.pop();
         }
         let mut build = std::process::Command::new(cargo);
-        build.args(["build", "--quiet", "-p", "p2pchat-node", "--bin", "p2pchat", "--manifest-path"]);
+        build.args([
+            "build",
+            "--quiet",
+            "-p",
+            "p2pchat-node",
+            "--bin",
+            "p2pchat",
+            "--manifest-path",
+        ]);
         build.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml"));
         if dir.ends_with("release") {
             build.arg("--release");
         }
-        assert!(build.status().expect("cargo runs").success(), "building p2pchat failed");
+        assert!(
+            build.status().expect("cargo runs").success(),
+            "building p2pchat failed"
+        );
         dir.join("p2pchat")
     })
 }
@@ -116,14 +139,22 @@ impl Chat {
     /// Starts `p2pchat` with `args` inside the network namespace `netns`, mDNS on.
     pub fn start_in(netns: &netns::Netns, args: &[&str]) -> anyhow::Result<Self> {
         let mut command = Command::new("ip");
-        command.args(["netns", "exec", netns.name()]).arg(p2pchat_binary()).args(args);
+        command
+            .args(["netns", "exec", netns.name()])
+            .arg(p2pchat_binary())
+            .args(args);
         Self::spawn(command, args)
     }
 
     fn spawn(mut command: Command, args: &[&str]) -> anyhow::Result<Self> {
         let (stderr, stderr_log) = (mpsc::channel(100_000), Arc::new(Mutex::new(Vec::new())));
         let (stderr_tx, stderr) = stderr;
-        let name = args.iter().skip_while(|a| **a != "--name").nth(1).unwrap_or(&"?").to_string();
+        let name = args
+            .iter()
+            .skip_while(|a| **a != "--name")
+            .nth(1)
+            .unwrap_or(&"?")
+            .to_string();
         let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -134,7 +165,9 @@ impl Chat {
         let log = stderr_log.clone();
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
-                log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(line.clone());
+                log.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(line.clone());
                 let _ = stderr_tx.try_send(line);
             }
         });
@@ -159,7 +192,11 @@ impl Chat {
         let mut before = Vec::new();
         loop {
             let line = self.next_line().await.with_context(|| {
-                format!("{} waiting for {expected:?} after {before:?}{}", self.name, self.stderr_tail())
+                format!(
+                    "{} waiting for {expected:?} after {before:?}{}",
+                    self.name,
+                    self.stderr_tail()
+                )
             })?;
             if line == expected {
                 return Ok(before);
@@ -175,7 +212,11 @@ impl Chat {
         let mut seen = Vec::new();
         while !missing.is_empty() {
             let line = self.next_line().await.with_context(|| {
-                format!("{} still waiting for {missing:?} after {seen:?}{}", self.name, self.stderr_tail())
+                format!(
+                    "{} still waiting for {missing:?} after {seen:?}{}",
+                    self.name,
+                    self.stderr_tail()
+                )
             })?;
             missing.retain(|m| *m != line);
             seen.push(line);
@@ -185,14 +226,30 @@ impl Chat {
 
     /// The last stderr lines, for error messages.
     pub fn stderr_tail(&self) -> String {
-        let log = self.stderr_log.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let tail: Vec<&str> = log.iter().rev().take(40).rev().map(String::as_str).collect();
-        format!("\n--- {}'s stderr (last {} lines):\n{}", self.name, tail.len(), tail.join("\n"))
+        let log = self
+            .stderr_log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let tail: Vec<&str> = log
+            .iter()
+            .rev()
+            .take(40)
+            .rev()
+            .map(String::as_str)
+            .collect();
+        format!(
+            "\n--- {}'s stderr (last {} lines):\n{}",
+            self.name,
+            tail.len(),
+            tail.join("\n")
+        )
     }
 
     /// Waits for the next stdout line.
     pub async fn next_line(&mut self) -> anyhow::Result<String> {
-        let line = tokio::time::timeout(DEADLINE, self.stdout.next_line()).await.context("timed out waiting for stdout")??;
+        let line = tokio::time::timeout(DEADLINE, self.stdout.next_line())
+            .await
+            .context("timed out waiting for stdout")??;
         line.context("stdout closed")
     }
 
@@ -202,14 +259,24 @@ impl Chat {
     }
 
     /// Waits at most `limit` for a stderr line starting with `prefix`, returning it.
-    pub async fn wait_stderr_within(&mut self, prefix: &str, limit: Duration) -> anyhow::Result<String> {
+    pub async fn wait_stderr_within(
+        &mut self,
+        prefix: &str,
+        limit: Duration,
+    ) -> anyhow::Result<String> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let line = tokio::time::timeout_at(deadline, self.stderr.recv())
                 .await
                 .ok()
                 .flatten()
-                .with_context(|| format!("{} saw no {prefix:?} on stderr{}", self.name, self.stderr_tail()))?;
+                .with_context(|| {
+                    format!(
+                        "{} saw no {prefix:?} on stderr{}",
+                        self.name,
+                        self.stderr_tail()
+                    )
+                })?;
             if line.starts_with(prefix) {
                 return Ok(line);
             }
@@ -229,7 +296,11 @@ impl Chat {
     pub async fn identity(&mut self) -> anyhow::Result<(String, u16)> {
         let addr = self.listen_addr().await?;
         let peer = addr.rsplit('/').next().unwrap_or_default().to_owned();
-        let port = addr.split('/').nth(4).and_then(|p| p.parse().ok()).context("no tcp port")?;
+        let port = addr
+            .split('/')
+            .nth(4)
+            .and_then(|p| p.parse().ok())
+            .context("no tcp port")?;
         Ok((peer, port))
     }
 
@@ -242,8 +313,12 @@ impl Chat {
     /// Sends SIGINT and waits for the process to exit, returning whether it exited cleanly.
     pub async fn interrupt(mut self) -> anyhow::Result<bool> {
         let pid = self.child.id().context("process already exited")?;
-        std::process::Command::new("kill").args(["-INT", &pid.to_string()]).status()?;
-        let status = tokio::time::timeout(DEADLINE, self.child.wait()).await.context("no exit after SIGINT")??;
+        std::process::Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()?;
+        let status = tokio::time::timeout(DEADLINE, self.child.wait())
+            .await
+            .context("no exit after SIGINT")??;
         Ok(status.success())
     }
 }
@@ -265,18 +340,26 @@ pub fn verify_store(dir: &Path) -> anyhow::Result<Verified> {
     use p2pchat_protocol::limits::{BATCH_BYTE_BUDGET, MAX_BATCH_ENTRIES};
     use p2pchat_protocol::{Body, Entry, validate};
     let store = p2pchat_storage::Store::open(&dir.join("store"))?;
-    let mut verified = Verified { heads: store.heads(), ..Default::default() };
+    let mut verified = Verified {
+        heads: store.heads(),
+        ..Default::default()
+    };
     for (author, head) in &verified.heads {
         let mut last: Option<Entry> = None;
         let mut from = 1;
         while from <= *head {
             let rows = store.range_envelopes(author, from, MAX_BATCH_ENTRIES, BATCH_BYTE_BUDGET)?;
             if rows.is_empty() {
-                bail!("{author}'s log ends at seq {} but its head says {head}", from - 1);
+                bail!(
+                    "{author}'s log ends at seq {} but its head says {head}",
+                    from - 1
+                );
             }
             for (seq, envelope) in rows {
-                let entry = Entry::decode(envelope).with_context(|| format!("{author} seq {seq} does not decode"))?;
-                validate::check_link(*author, last.as_ref(), &entry).with_context(|| format!("{author} seq {seq}"))?;
+                let entry = Entry::decode(envelope)
+                    .with_context(|| format!("{author} seq {seq} does not decode"))?;
+                validate::check_link(*author, last.as_ref(), &entry)
+                    .with_context(|| format!("{author} seq {seq}"))?;
                 if let Body::Text { text } = entry.body() {
                     verified.texts.push((*author, text.clone()));
                 }

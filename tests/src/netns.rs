@@ -43,9 +43,16 @@ pub fn skip_unless_available() -> anyhow::Result<bool> {
 }
 
 fn ip(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("ip").args(args).output().context("running ip")?;
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip")?;
     if !out.status.success() {
-        bail!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -61,7 +68,9 @@ impl Netns {
         let ns = netns.name.as_str();
         let subnet = format!("10.213.{}.1/24", n % 250);
         ip(&["-n", ns, "link", "set", "lo", "up"])?;
-        ip(&["-n", ns, "link", "add", "va", "type", "veth", "peer", "name", "vb"])?;
+        ip(&[
+            "-n", ns, "link", "add", "va", "type", "veth", "peer", "name", "vb",
+        ])?;
         ip(&["-n", ns, "addr", "add", &subnet, "dev", "va"])?;
         ip(&["-n", ns, "link", "set", "va", "up"])?;
         ip(&["-n", ns, "link", "set", "vb", "up"])?;
@@ -79,7 +88,15 @@ impl Netns {
     /// socket with local port `port_a` and peer port `port_b` (and its mirror image).
     pub fn connections_between(&self, port_a: u16, port_b: u16) -> anyhow::Result<usize> {
         let out = Command::new("ip")
-            .args(["netns", "exec", &self.name, "ss", "-Htn", "state", "established"])
+            .args([
+                "netns",
+                "exec",
+                &self.name,
+                "ss",
+                "-Htn",
+                "state",
+                "established",
+            ])
             .output()
             .context("running ss")?;
         let text = String::from_utf8_lossy(&out.stdout);

@@ -12,7 +12,9 @@ pub fn validate(schema: &Value, value: &Value) -> Result<(), String> {
 }
 
 fn check(schema: &Value, value: &Value, at: &str) -> Result<(), String> {
-    let Some(schema) = schema.as_object() else { return Err(format!("{at}: schema is not an object")) };
+    let Some(schema) = schema.as_object() else {
+        return Err(format!("{at}: schema is not an object"));
+    };
     for (keyword, rule) in schema {
         match keyword.as_str() {
             k if ANNOTATIONS.contains(&k) => {}
@@ -29,7 +31,11 @@ fn check(schema: &Value, value: &Value, at: &str) -> Result<(), String> {
             "const" if value != rule => return Err(format!("{at}: {value} is not {rule}")),
             "const" => {}
             "minimum" => {
-                if value.as_f64().zip(rule.as_f64()).is_some_and(|(v, min)| v < min) {
+                if value
+                    .as_f64()
+                    .zip(rule.as_f64())
+                    .is_some_and(|(v, min)| v < min)
+                {
                     return Err(format!("{at}: {value} is below {rule}"));
                 }
             }
@@ -40,14 +46,21 @@ fn check(schema: &Value, value: &Value, at: &str) -> Result<(), String> {
                 }
             }
             "required" => {
-                for field in rule.as_array().into_iter().flatten().filter_map(Value::as_str) {
+                for field in rule
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                {
                     if value.as_object().is_some_and(|o| !o.contains_key(field)) {
                         return Err(format!("{at}: {field:?} is missing"));
                     }
                 }
             }
             "properties" => {
-                let (Some(object), Some(properties)) = (value.as_object(), rule.as_object()) else { continue };
+                let (Some(object), Some(properties)) = (value.as_object(), rule.as_object()) else {
+                    continue;
+                };
                 for (field, sub) in properties {
                     if let Some(v) = object.get(field) {
                         check(sub, v, &format!("{at}.{field}"))?;
@@ -64,14 +77,22 @@ fn check(schema: &Value, value: &Value, at: &str) -> Result<(), String> {
             }
             "oneOf" => {
                 let options = rule.as_array().map(Vec::as_slice).unwrap_or_default();
-                let results: Vec<Result<(), String>> = options.iter().map(|o| check(o, value, at)).collect();
+                let results: Vec<Result<(), String>> =
+                    options.iter().map(|o| check(o, value, at)).collect();
                 let matched = results.iter().filter(|r| r.is_ok()).count();
                 if matched != 1 {
                     let why: Vec<String> = results.into_iter().filter_map(Result::err).collect();
-                    return Err(format!("{at}: {value} matches {matched} of the oneOf options ({})", why.join("; ")));
+                    return Err(format!(
+                        "{at}: {value} matches {matched} of the oneOf options ({})",
+                        why.join("; ")
+                    ));
                 }
             }
-            other => return Err(format!("{at}: the checker does not know the keyword {other:?}")),
+            other => {
+                return Err(format!(
+                    "{at}: the checker does not know the keyword {other:?}"
+                ));
+            }
         }
     }
     Ok(())
@@ -102,9 +123,18 @@ mod tests {
             "properties": {"v": {"const": 1}, "n": {"type": "integer", "minimum": 0}, "s": {"type": ["string", "null"], "minLength": 1}}
         }]});
         assert!(validate(&schema, &json!({"v": 1, "n": 3, "s": null})).is_ok());
-        for bad in [json!({"v": 2, "n": 3}), json!({"v": 1}), json!({"v": 1, "n": -1}), json!({"v": 1, "n": 1, "x": 0}), json!({"v": 1, "n": 1, "s": ""})] {
+        for bad in [
+            json!({"v": 2, "n": 3}),
+            json!({"v": 1}),
+            json!({"v": 1, "n": -1}),
+            json!({"v": 1, "n": 1, "x": 0}),
+            json!({"v": 1, "n": 1, "s": ""}),
+        ] {
             assert!(validate(&schema, &bad).is_err(), "{bad} must not validate");
         }
-        assert!(validate(&json!({"pattern": "x"}), &json!("x")).is_err(), "unknown keywords are refused");
+        assert!(
+            validate(&json!({"pattern": "x"}), &json!("x")).is_err(),
+            "unknown keywords are refused"
+        );
     }
 }

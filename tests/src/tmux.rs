@@ -18,20 +18,34 @@ impl Tmux {
     pub fn new() -> anyhow::Result<Option<Self>> {
         if Command::new("tmux").arg("-V").output().is_err() {
             if std::env::var("CI").is_ok_and(|ci| ci == "true") {
-                bail!("tmux is not installed, and CI=true: the terminal UI tests must run (.ci/run installs it)");
+                bail!(
+                    "tmux is not installed, and CI=true: the terminal UI tests must run (.ci/run installs it)"
+                );
             }
-            eprintln!("skipped: tmux is not installed (apt-get install tmux to run the terminal UI tests)");
+            eprintln!(
+                "skipped: tmux is not installed (apt-get install tmux to run the terminal UI tests)"
+            );
             return Ok(None);
         }
         static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let socket = format!("p2pchat-test-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let socket = format!(
+            "p2pchat-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
         Ok(Some(Tmux { socket }))
     }
 
     fn tmux(&self, args: &[&str]) -> anyhow::Result<String> {
-        let output = Command::new("tmux").args(["-L", &self.socket, "-f", "/dev/null"]).args(args).output()?;
+        let output = Command::new("tmux")
+            .args(["-L", &self.socket, "-f", "/dev/null"])
+            .args(args)
+            .output()?;
         if !output.status.success() {
-            bail!("tmux {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+            bail!(
+                "tmux {args:?} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
         }
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
@@ -39,7 +53,17 @@ impl Tmux {
     /// Opens a `width`×`height` window named `session` running a shell.
     pub fn open(&self, session: &str, width: u16, height: u16) -> anyhow::Result<()> {
         let (width, height) = (width.to_string(), height.to_string());
-        self.tmux(&["new-session", "-d", "-s", session, "-x", &width, "-y", &height, "sh"])?;
+        self.tmux(&[
+            "new-session",
+            "-d",
+            "-s",
+            session,
+            "-x",
+            &width,
+            "-y",
+            &height,
+            "sh",
+        ])?;
         Ok(())
     }
 
@@ -63,7 +87,11 @@ impl Tmux {
 
     /// What the window shows now, one string per row.
     pub fn screen(&self, session: &str) -> anyhow::Result<Vec<String>> {
-        Ok(self.tmux(&["capture-pane", "-p", "-t", session])?.lines().map(str::to_owned).collect())
+        Ok(self
+            .tmux(&["capture-pane", "-p", "-t", session])?
+            .lines()
+            .map(str::to_owned)
+            .collect())
     }
 
     /// Waits until the screen satisfies `ready`, returning it; fails with the last screen after
@@ -81,7 +109,10 @@ impl Tmux {
                 return Ok(screen);
             }
             if tokio::time::Instant::now() > deadline {
-                bail!("{session}'s screen never showed {what}:\n{}", screen.join("\n"));
+                bail!(
+                    "{session}'s screen never showed {what}:\n{}",
+                    screen.join("\n")
+                );
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
@@ -89,9 +120,11 @@ impl Tmux {
 
     /// Waits until some row of the screen contains `text`.
     pub async fn wait_text(&self, session: &str, text: &str) -> anyhow::Result<Vec<String>> {
-        self.wait_for(session, &format!("{text:?}"), |screen| screen.iter().any(|row| row.contains(text)))
-            .await
-            .context("waiting for text")
+        self.wait_for(session, &format!("{text:?}"), |screen| {
+            screen.iter().any(|row| row.contains(text))
+        })
+        .await
+        .context("waiting for text")
     }
 }
 

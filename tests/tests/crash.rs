@@ -18,7 +18,10 @@ const LINES_PER_CYCLE: usize = 400;
 const LOG: u64 = 20_001;
 
 fn cycles() -> usize {
-    std::env::var("P2PCHAT_CRASH_CYCLES").ok().and_then(|n| n.parse().ok()).unwrap_or(4)
+    std::env::var("P2PCHAT_CRASH_CYCLES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(4)
 }
 
 fn path(dir: &tempfile::TempDir) -> String {
@@ -42,16 +45,30 @@ async fn killed_while_appending_it_loses_no_acknowledged_line() -> anyhow::Resul
     let mut acknowledged: HashSet<String> = HashSet::new();
     let mut own_head = 0;
     for cycle in 0..cycles() {
-        let mut chat = Chat::start(&["--name", "alice", "--data-dir", &path(&dir), "--listen", "/ip4/127.0.0.1/tcp/0"])?;
+        let mut chat = Chat::start(&[
+            "--name",
+            "alice",
+            "--data-dir",
+            &path(&dir),
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+        ])?;
         chat.listen_addr().await?;
         // Even cycles paste 400 lines at once (stored in group commits), odd cycles type about one
         // every 2 ms (one durable append each); stdout is read meanwhile. The kill comes at a
         // random moment in the first 600 ms.
-        let input: Vec<u8> = (0..LINES_PER_CYCLE).flat_map(|i| format!("cycle {cycle} line {i}\n").into_bytes()).collect();
-        let chunk = if cycle % 2 == 0 { input.len() } else { input.len() / LINES_PER_CYCLE };
+        let input: Vec<u8> = (0..LINES_PER_CYCLE)
+            .flat_map(|i| format!("cycle {cycle} line {i}\n").into_bytes())
+            .collect();
+        let chunk = if cycle % 2 == 0 {
+            input.len()
+        } else {
+            input.len() / LINES_PER_CYCLE
+        };
         let mut typing = tokio::time::interval(Duration::from_millis(2));
         let mut written = 0;
-        let kill_at = tokio::time::Instant::now() + Duration::from_millis(rand::thread_rng().gen_range(20..600));
+        let kill_at = tokio::time::Instant::now()
+            + Duration::from_millis(rand::thread_rng().gen_range(20..600));
         let mut printed = Vec::new();
         loop {
             tokio::select! {
@@ -70,18 +87,40 @@ async fn killed_while_appending_it_loses_no_acknowledged_line() -> anyhow::Resul
         printed.extend(kill(chat).await?);
         // Lines from earlier cycles are printed again at start (history): count this cycle's.
         let prefix = format!("alice> cycle {cycle} ");
-        acknowledged.extend(printed.iter().filter(|line| line.starts_with(&prefix)).cloned());
+        acknowledged.extend(
+            printed
+                .iter()
+                .filter(|line| line.starts_with(&prefix))
+                .cloned(),
+        );
 
         let verified = verify_store(dir.path())?;
-        let held: HashSet<String> = verified.texts.iter().map(|(_, text)| format!("alice> {text}")).collect();
+        let held: HashSet<String> = verified
+            .texts
+            .iter()
+            .map(|(_, text)| format!("alice> {text}"))
+            .collect();
         let lost: Vec<&String> = acknowledged.difference(&held).collect();
-        assert!(lost.is_empty(), "cycle {cycle}: acknowledged lines lost: {lost:?}");
+        assert!(
+            lost.is_empty(),
+            "cycle {cycle}: acknowledged lines lost: {lost:?}"
+        );
         let head = verified.heads.values().copied().max().unwrap_or(0);
-        assert!(head >= own_head, "cycle {cycle}: own log shrank from {own_head} to {head}");
+        assert!(
+            head >= own_head,
+            "cycle {cycle}: own log shrank from {own_head} to {head}"
+        );
         own_head = head;
     }
-    assert!(!acknowledged.is_empty(), "no line was ever acknowledged: the kills came too early");
-    eprintln!("appending: {} kills, {} lines acknowledged, all on disk; own log valid up to seq {own_head}", cycles(), acknowledged.len());
+    assert!(
+        !acknowledged.is_empty(),
+        "no line was ever acknowledged: the kills came too early"
+    );
+    eprintln!(
+        "appending: {} kills, {} lines acknowledged, all on disk; own log valid up to seq {own_head}",
+        cycles(),
+        acknowledged.len()
+    );
     Ok(())
 }
 
@@ -102,16 +141,39 @@ async fn killed_while_catching_up_it_resumes_without_corruption() -> anyhow::Res
     let mut held = 0;
     let mut partial = 0;
     for cycle in 0..cycles() {
-        let bob_args = ["--name", "bob", "--data-dir", &path(&bob_dir), "--listen", "/ip4/127.0.0.1/tcp/0", "--peer", &alice_addr];
+        let bob_args = [
+            "--name",
+            "bob",
+            "--data-dir",
+            &path(&bob_dir),
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--peer",
+            &alice_addr,
+        ];
         let mut bob = Chat::start(&bob_args)?;
         bob.listen_addr().await?;
-        tokio::time::sleep(Duration::from_millis(rand::thread_rng().gen_range(0..1_000))).await;
+        tokio::time::sleep(Duration::from_millis(
+            rand::thread_rng().gen_range(0..1_000),
+        ))
+        .await;
         kill(bob).await?;
         let verified = verify_store(bob_dir.path())?;
         let now = verified.heads.get(&alice_author).copied().unwrap_or(0);
-        assert!(now >= held, "cycle {cycle}: bob's store went back from {held} to {now}");
-        let texts: HashSet<&str> = verified.texts.iter().map(|(_, text)| text.as_str()).collect();
-        assert_eq!(texts.len(), verified.texts.len(), "cycle {cycle}: a line stored twice");
+        assert!(
+            now >= held,
+            "cycle {cycle}: bob's store went back from {held} to {now}"
+        );
+        let texts: HashSet<&str> = verified
+            .texts
+            .iter()
+            .map(|(_, text)| text.as_str())
+            .collect();
+        assert_eq!(
+            texts.len(),
+            verified.texts.len(),
+            "cycle {cycle}: a line stored twice"
+        );
         if now < LOG {
             partial += 1;
             held = now;
@@ -120,9 +182,21 @@ async fn killed_while_catching_up_it_resumes_without_corruption() -> anyhow::Res
         }
     }
     assert!(partial > 0, "no kill landed during a catch-up");
-    eprintln!("catching up: {} kills, {partial} during a catch-up, every store valid after each", cycles());
+    eprintln!(
+        "catching up: {} kills, {partial} during a catch-up, every store valid after each",
+        cycles()
+    );
     // Restarted for good, bob ends with all of alice's log, every chain valid.
-    let bob_args = ["--name", "bob", "--data-dir", &path(&bob_dir), "--listen", "/ip4/127.0.0.1/tcp/0", "--peer", &alice_addr];
+    let bob_args = [
+        "--name",
+        "bob",
+        "--data-dir",
+        &path(&bob_dir),
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--peer",
+        &alice_addr,
+    ];
     let mut bob = Chat::start(&bob_args)?;
     let deadline = tokio::time::Instant::now() + p2pchat_tests::DEADLINE;
     loop {
@@ -136,8 +210,20 @@ async fn killed_while_catching_up_it_resumes_without_corruption() -> anyhow::Res
     assert!(bob.interrupt().await?);
     alice.shutdown().await;
     let verified = verify_store(bob_dir.path())?;
-    assert_eq!(verified.heads.get(&alice_author), Some(&LOG), "alice's profile and every line");
-    let texts: HashSet<&str> = verified.texts.iter().map(|(_, text)| text.as_str()).collect();
-    assert_eq!((verified.texts.len(), texts.len()), (LOG as usize - 1, LOG as usize - 1), "each line once");
+    assert_eq!(
+        verified.heads.get(&alice_author),
+        Some(&LOG),
+        "alice's profile and every line"
+    );
+    let texts: HashSet<&str> = verified
+        .texts
+        .iter()
+        .map(|(_, text)| text.as_str())
+        .collect();
+    assert_eq!(
+        (verified.texts.len(), texts.len()),
+        (LOG as usize - 1, LOG as usize - 1),
+        "each line once"
+    );
     Ok(())
 }

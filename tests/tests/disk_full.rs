@@ -48,7 +48,9 @@ fn a_full_disk_stops_the_node_cleanly_and_loses_nothing_acknowledged() -> anyhow
     let out = tempfile::tempdir()?;
     let mnt = tempfile::tempdir()?;
     // 5,000 lines of about 3 KB: far more than the 7 MiB left.
-    let input: String = (0..5_000).map(|i| format!("line {i} {}\n", "x".repeat(3_000))).collect();
+    let input: String = (0..5_000)
+        .map(|i| format!("line {i} {}\n", "x".repeat(3_000)))
+        .collect();
     std::fs::write(out.path().join("input"), input)?;
     let status = Command::new("unshare")
         .args(["--mount", "--propagation", "private", "sh", "-c", SCRIPT])
@@ -56,30 +58,69 @@ fn a_full_disk_stops_the_node_cleanly_and_loses_nothing_acknowledged() -> anyhow
         .env("OUT", out.path())
         .env("BIN", p2pchat_binary())
         .status()?;
-    assert!(status.success(), "the script failed ({status}): 90 = no tmpfs, 91 = export failed, 92 = import failed");
+    assert!(
+        status.success(),
+        "the script failed ({status}): 90 = no tmpfs, 91 = export failed, 92 = import failed"
+    );
     let read = |name: &str| std::fs::read_to_string(out.path().join(name));
 
     assert_ne!(read("exit")?.trim(), "0", "a full disk is a non-zero exit");
     let stderr = read("stderr")?;
-    assert!(stderr.contains("info> error:") && stderr.contains("No space left on device"), "{stderr:.2000}");
+    assert!(
+        stderr.contains("info> error:") && stderr.contains("No space left on device"),
+        "{stderr:.2000}"
+    );
     let printed: Vec<String> = read("printed")?.lines().map(str::to_owned).collect();
-    assert!(printed.len() > 100, "the disk filled too early to tell: {} lines", printed.len());
-    let exported: HashSet<String> =
-        read("export")?.lines().filter_map(|line| line.split_once(' ').map(|(_, rest)| rest)).filter_map(|rest| rest.split_once(' ')).map(|(_, line)| line.to_owned()).collect();
-    let lost: Vec<&String> = printed.iter().filter(|line| !exported.contains(*line)).collect();
-    assert!(lost.is_empty(), "{} acknowledged lines are not on disk, first: {:.40}", lost.len(), lost[0]);
+    assert!(
+        printed.len() > 100,
+        "the disk filled too early to tell: {} lines",
+        printed.len()
+    );
+    let exported: HashSet<String> = read("export")?
+        .lines()
+        .filter_map(|line| line.split_once(' ').map(|(_, rest)| rest))
+        .filter_map(|rest| rest.split_once(' '))
+        .map(|(_, line)| line.to_owned())
+        .collect();
+    let lost: Vec<&String> = printed
+        .iter()
+        .filter(|line| !exported.contains(*line))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged lines are not on disk, first: {:.40}",
+        lost.len(),
+        lost[0]
+    );
 
     // Receiving: the node stops as well, and what it stored is a valid prefix of bob's log.
-    assert_ne!(read("carol_exit")?.trim(), "0", "a full disk while receiving is a non-zero exit");
+    assert_ne!(
+        read("carol_exit")?.trim(),
+        "0",
+        "a full disk while receiving is a non-zero exit"
+    );
     let carol = read("carol_stderr")?;
-    assert!(carol.contains("info> error: storing entries failed") && carol.contains("No space left"), "{carol:.2000}");
+    assert!(
+        carol.contains("info> error: storing entries failed") && carol.contains("No space left"),
+        "{carol:.2000}"
+    );
     let verified = p2pchat_tests::verify_store(&out.path().join("carol"))?;
     let received = verified.texts.len();
-    assert!(received > 0 && received < 5_000, "carol stored {received} of bob's lines before the disk filled");
+    assert!(
+        received > 0 && received < 5_000,
+        "carol stored {received} of bob's lines before the disk filled"
+    );
 
     let restarted = read("restarted")?;
-    let tail = &restarted[restarted.char_indices().rev().nth(400).map_or(0, |(at, _)| at)..];
-    assert!(restarted.contains("alice> after the disk filled"), "restart failed: …{tail}");
+    let tail = &restarted[restarted
+        .char_indices()
+        .rev()
+        .nth(400)
+        .map_or(0, |(at, _)| at)..];
+    assert!(
+        restarted.contains("alice> after the disk filled"),
+        "restart failed: …{tail}"
+    );
     assert_eq!(read("restart_exit")?.trim(), "0", "…{tail}");
     Ok(())
 }

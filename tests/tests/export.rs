@@ -8,10 +8,25 @@ const TIME: usize = "2025-01-02 03:04:05 ".len();
 
 fn export(name: &str, dir: &str, format: &str) -> anyhow::Result<Vec<String>> {
     let output = std::process::Command::new(p2pchat_binary())
-        .args(["export", "--name", name, "--data-dir", dir, "--format", format])
+        .args([
+            "export",
+            "--name",
+            name,
+            "--data-dir",
+            dir,
+            "--format",
+            format,
+        ])
         .output()?;
-    anyhow::ensure!(output.status.success(), "export failed: {}", String::from_utf8_lossy(&output.stderr));
-    Ok(String::from_utf8(output.stdout)?.lines().map(str::to_owned).collect())
+    anyhow::ensure!(
+        output.status.success(),
+        "export failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8(output.stdout)?
+        .lines()
+        .map(str::to_owned)
+        .collect())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -20,13 +35,25 @@ async fn export_and_history_show_both_authors_in_merged_order() -> anyhow::Resul
     let dir = |d: &tempfile::TempDir| d.path().to_str().map(str::to_owned).unwrap_or_default();
     let (alice_dir, bob_dir) = (dir(&dirs.0), dir(&dirs.1));
     let listen = ["--listen", "/ip4/127.0.0.1/tcp/0"];
-    let mut alice = Chat::start(&[&["--name", "alice", "--data-dir", &alice_dir], &listen[..]].concat())?;
+    let mut alice =
+        Chat::start(&[&["--name", "alice", "--data-dir", &alice_dir], &listen[..]].concat())?;
     let address = alice.listen_addr().await?;
-    let mut bob = Chat::start(&[&["--name", "bob", "--data-dir", &bob_dir, "--peer", &address], &listen[..]].concat())?;
+    let mut bob = Chat::start(
+        &[
+            &["--name", "bob", "--data-dir", &bob_dir, "--peer", &address],
+            &listen[..],
+        ]
+        .concat(),
+    )?;
     bob.wait_stderr("info> connected to alice").await?;
 
     // Each line is seen by both before the next is typed, so the merged order is this one.
-    let conversation = [("alice", "hi bob"), ("bob", "hi alice"), ("alice", "how are you?"), ("bob", "fine, thanks")];
+    let conversation = [
+        ("alice", "hi bob"),
+        ("bob", "hi alice"),
+        ("alice", "how are you?"),
+        ("bob", "fine, thanks"),
+    ];
     for (who, text) in conversation {
         let speaker = if who == "alice" { &mut alice } else { &mut bob };
         speaker.say(text).await?;
@@ -37,7 +64,12 @@ async fn export_and_history_show_both_authors_in_merged_order() -> anyhow::Resul
     bob.say("/history 3").await?;
     let mut history = Vec::new();
     for _ in 0..3 {
-        history.push(bob.wait_stderr("info> 20").await?.trim_start_matches("info> ").to_owned());
+        history.push(
+            bob.wait_stderr("info> 20")
+                .await?
+                .trim_start_matches("info> ")
+                .to_owned(),
+        );
     }
     bob.say("/history x").await?;
     bob.wait_stderr("info> error: usage: /history [N]").await?;
@@ -45,21 +77,52 @@ async fn export_and_history_show_both_authors_in_merged_order() -> anyhow::Resul
     assert!(alice.interrupt().await?);
 
     let text = export("bob", &bob_dir, "text")?;
-    let expected: Vec<String> = conversation.iter().map(|(who, text)| format!("{who}> {text}")).collect();
-    let without_time: Vec<&str> = text.iter().map(|line| line.get(TIME..).unwrap_or_default()).collect();
+    let expected: Vec<String> = conversation
+        .iter()
+        .map(|(who, text)| format!("{who}> {text}"))
+        .collect();
+    let without_time: Vec<&str> = text
+        .iter()
+        .map(|line| line.get(TIME..).unwrap_or_default())
+        .collect();
     assert_eq!(without_time, expected);
-    assert_eq!(history, text[1..], "/history 3 shows the last three exported lines");
-    assert_eq!(export("alice", &alice_dir, "text")?, text, "both hold the same history");
+    assert_eq!(
+        history,
+        text[1..],
+        "/history 3 shows the last three exported lines"
+    );
+    assert_eq!(
+        export("alice", &alice_dir, "text")?,
+        text,
+        "both hold the same history"
+    );
 
     let ndjson = export("bob", &bob_dir, "ndjson")?;
-    let parsed: Vec<Value> = ndjson.iter().map(|line| serde_json::from_str(line)).collect::<Result<_, _>>()?;
-    let texts: Vec<String> =
-        parsed.iter().map(|m| format!("{}> {}", m["name"].as_str().unwrap_or("?"), m["text"].as_str().unwrap_or("?"))).collect();
+    let parsed: Vec<Value> = ndjson
+        .iter()
+        .map(|line| serde_json::from_str(line))
+        .collect::<Result<_, _>>()?;
+    let texts: Vec<String> = parsed
+        .iter()
+        .map(|m| {
+            format!(
+                "{}> {}",
+                m["name"].as_str().unwrap_or("?"),
+                m["text"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
     assert_eq!(texts, expected);
     assert!(parsed.iter().all(|m| m["v"] == 1 && m["type"] == "message"));
 
     let missing = std::process::Command::new(p2pchat_binary())
-        .args(["export", "--name", "nobody", "--data-dir", &format!("{bob_dir}/nobody")])
+        .args([
+            "export",
+            "--name",
+            "nobody",
+            "--data-dir",
+            &format!("{bob_dir}/nobody"),
+        ])
         .output()?;
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no p2pchat data in"));

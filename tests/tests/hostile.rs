@@ -13,12 +13,19 @@ use p2pchat_tests::{DEADLINE, address_of, start_node, take, texts};
 use tokio::io::AsyncReadExt;
 
 /// Waits for a warning whose text contains `needle`.
-async fn warned(events: &mut tokio::sync::broadcast::Receiver<Event>, needle: &str) -> anyhow::Result<String> {
+async fn warned(
+    events: &mut tokio::sync::broadcast::Receiver<Event>,
+    needle: &str,
+) -> anyhow::Result<String> {
     warned_within(events, needle, DEADLINE).await
 }
 
 /// Waits at most `within` for a warning whose text contains `needle`.
-async fn warned_within(events: &mut tokio::sync::broadcast::Receiver<Event>, needle: &str, within: Duration) -> anyhow::Result<String> {
+async fn warned_within(
+    events: &mut tokio::sync::broadcast::Receiver<Event>,
+    needle: &str,
+    within: Duration,
+) -> anyhow::Result<String> {
     tokio::time::timeout(within, async {
         loop {
             if let Event::Warning { message } = events.recv().await?
@@ -32,7 +39,9 @@ async fn warned_within(events: &mut tokio::sync::broadcast::Receiver<Event>, nee
 }
 
 /// alice (listening) and bob (connected to her), the honest pair every test checks on.
-async fn honest_pair(dirs: &(tempfile::TempDir, tempfile::TempDir)) -> anyhow::Result<(Node, Node)> {
+async fn honest_pair(
+    dirs: &(tempfile::TempDir, tempfile::TempDir),
+) -> anyhow::Result<(Node, Node)> {
     let alice = start_node("alice", dirs.0.path(), &[]).await?;
     let bob = start_node("bob", dirs.1.path(), &[address_of(&alice)]).await?;
     let mut feed = alice.messages();
@@ -53,29 +62,51 @@ async fn still_chatting(alice: &Node, bob: &Node, text: &str) -> anyhow::Result<
 
 fn alice_history_len(alice: &Node) -> usize {
     // Text entries held: every log's length minus its profile.
-    alice.heads().values().map(|seq| seq.saturating_sub(1) as usize).sum()
+    alice
+        .heads()
+        .values()
+        .map(|seq| seq.saturating_sub(1) as usize)
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_forged_signature_gets_the_sender_disconnected_and_its_valid_prefix_kept() -> anyhow::Result<()> {
+async fn a_forged_signature_gets_the_sender_disconnected_and_its_valid_prefix_kept()
+-> anyhow::Result<()> {
     let dirs = (tempfile::tempdir()?, tempfile::tempdir()?);
     let (alice, bob) = honest_pair(&dirs).await?;
     let mut events = alice.events();
     let mut mallory = Adversary::spawn("mallory")?;
     let peer = mallory.connect(&address_of(&alice)).await?;
-    assert!(matches!(mallory.hello(peer, "mallory", vec![]).await?, Some(Response::Hello(_))));
+    assert!(matches!(
+        mallory.hello(peer, "mallory", vec![]).await?,
+        Some(Response::Hello(_))
+    ));
     let mut stream = mallory.open_push(peer).await?;
     let log = mallory.log("mallory", &["one", "two"]);
-    let envelopes = vec![log[0].envelope().to_vec(), log[1].envelope().to_vec(), forge_signature(log[2].envelope())];
+    let envelopes = vec![
+        log[0].envelope().to_vec(),
+        log[1].envelope().to_vec(),
+        forge_signature(log[2].envelope()),
+    ];
     write(&mut stream, &batch_frame(mallory.author(), envelopes)).await?;
 
-    assert!(mallory.disconnected_within(DEADLINE).await, "the forger is disconnected");
+    assert!(
+        mallory.disconnected_within(DEADLINE).await,
+        "the forger is disconnected"
+    );
     let warning = warned(&mut events, "disconnecting").await?;
     assert!(warning.contains("invalid signature"), "{warning}");
-    assert_eq!(alice.heads().get(&mallory.author()), Some(&2), "the valid prefix is kept, the forgery is not");
+    assert_eq!(
+        alice.heads().get(&mallory.author()),
+        Some(&2),
+        "the valid prefix is kept, the forgery is not"
+    );
     // Banned for a while: a new connection is closed at once.
     mallory.connect(&address_of(&alice)).await?;
-    assert_eq!(mallory.next_seen(DEADLINE).await?, Seen::Disconnected(alice.peer_id()));
+    assert_eq!(
+        mallory.next_seen(DEADLINE).await?,
+        Seen::Disconnected(alice.peer_id())
+    );
     still_chatting(&alice, &bob, "unaffected").await?;
     alice.shutdown().await;
     bob.shutdown().await;
@@ -104,8 +135,14 @@ async fn bad_frames_get_the_sender_disconnected_and_nothing_stored() -> anyhow::
         mallory.hello(peer, "mallory", vec![]).await?;
         let mut stream = mallory.open_push(peer).await?;
         write(&mut stream, &frame).await?;
-        assert!(mallory.disconnected_within(DEADLINE).await, "case {case}: the sender is disconnected");
-        assert!(!alice.heads().contains_key(&mallory.author()), "case {case}: nothing stored");
+        assert!(
+            mallory.disconnected_within(DEADLINE).await,
+            "case {case}: the sender is disconnected"
+        );
+        assert!(
+            !alice.heads().contains_key(&mallory.author()),
+            "case {case}: nothing stored"
+        );
     }
     still_chatting(&alice, &bob, "after five bad frames").await?;
     alice.shutdown().await;
@@ -117,39 +154,83 @@ async fn bad_frames_get_the_sender_disconnected_and_nothing_stored() -> anyhow::
 async fn absurd_hellos_are_refused_or_taken_as_hints() -> anyhow::Result<()> {
     let dirs = (tempfile::tempdir()?, tempfile::tempdir()?);
     let (alice, bob) = honest_pair(&dirs).await?;
-    let head = |seed: u8| HeadInfo { author: Author::from_bytes([seed; 32]), seq: u64::MAX, hash: Hash::of(&[seed]) };
+    let head = |seed: u8| HeadInfo {
+        author: Author::from_bytes([seed; 32]),
+        seq: u64::MAX,
+        hash: Hash::of(&[seed]),
+    };
 
     // Too many heads: refused, disconnected.
     let mut mallory = Adversary::spawn("mallory")?;
     let peer = mallory.connect(&address_of(&alice)).await?;
-    let _ = mallory.hello(peer, "mallory", vec![head(1); MAX_HELLO_HEADS + 1]).await;
-    assert!(mallory.disconnected_within(DEADLINE).await, "a hello over the heads limit is refused");
+    let _ = mallory
+        .hello(peer, "mallory", vec![head(1); MAX_HELLO_HEADS + 1])
+        .await;
+    assert!(
+        mallory.disconnected_within(DEADLINE).await,
+        "a hello over the heads limit is refused"
+    );
 
     // A request over the codec's size limit (8,000 heads, about 760 KB) is refused by length.
     let mut bulky = Adversary::spawn("bulky")?;
     let peer = bulky.connect(&address_of(&alice)).await?;
-    assert_eq!(bulky.hello(peer, "bulky", vec![head(3); 8_000]).await?, None, "no answer to an oversized request");
+    assert_eq!(
+        bulky.hello(peer, "bulky", vec![head(3); 8_000]).await?,
+        None,
+        "no answer to an oversized request"
+    );
 
     // Heads at u64::MAX (whose sum overflows): hints, not facts. The liar stays connected, its
     // own log is stored when it sends it, and it is asked for the rest only once.
     let mut liar = Adversary::spawn("liar")?;
     let peer = liar.connect(&address_of(&alice)).await?;
     let mut heads = vec![head(1), head(2)];
-    heads.push(HeadInfo { author: liar.author(), seq: u64::MAX, hash: Hash::of(b"x") });
-    assert!(matches!(liar.hello(peer, "liar", heads).await?, Some(Response::Hello(_))));
+    heads.push(HeadInfo {
+        author: liar.author(),
+        seq: u64::MAX,
+        hash: Hash::of(b"x"),
+    });
+    assert!(matches!(
+        liar.hello(peer, "liar", heads).await?,
+        Some(Response::Hello(_))
+    ));
     let mut stream = liar.open_push(peer).await?;
     let log = liar.log("liar", &["a", "b", "c"]);
     // Seq 3 and 4 only: a gap, so alice asks for seq 1; the liar answers with no entries, which
     // ends the fetch (before, alice asked again and again: the liar claims far more).
-    write(&mut stream, &batch_frame(liar.author(), vec![log[2].envelope().to_vec(), log[3].envelope().to_vec()])).await?;
-    write(&mut stream, &batch_frame(liar.author(), vec![log[0].envelope().to_vec(), log[1].envelope().to_vec()])).await?;
+    write(
+        &mut stream,
+        &batch_frame(
+            liar.author(),
+            vec![log[2].envelope().to_vec(), log[3].envelope().to_vec()],
+        ),
+    )
+    .await?;
+    write(
+        &mut stream,
+        &batch_frame(
+            liar.author(),
+            vec![log[0].envelope().to_vec(), log[1].envelope().to_vec()],
+        ),
+    )
+    .await?;
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while alice.heads().get(&liar.author()) != Some(&2) {
-        assert!(tokio::time::Instant::now() < deadline, "the liar's valid entries were not stored");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the liar's valid entries were not stored"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(!liar.disconnected_within(Duration::from_millis(500)).await, "lying heads are not misbehaviour");
-    assert_eq!(liar.ranges_asked(), 1, "an answer that brings nothing ends the fetch");
+    assert!(
+        !liar.disconnected_within(Duration::from_millis(500)).await,
+        "lying heads are not misbehaviour"
+    );
+    assert_eq!(
+        liar.ranges_asked(),
+        1,
+        "an answer that brings nothing ends the fetch"
+    );
     still_chatting(&alice, &bob, "after absurd hellos").await?;
     alice.shutdown().await;
     bob.shutdown().await;
@@ -157,8 +238,13 @@ async fn absurd_hellos_are_refused_or_taken_as_hints() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stalled_handshakes_and_silent_peers_are_dropped_while_honest_peers_chat() -> anyhow::Result<()> {
-    let dirs = (tempfile::tempdir()?, tempfile::tempdir()?, tempfile::tempdir()?);
+async fn stalled_handshakes_and_silent_peers_are_dropped_while_honest_peers_chat()
+-> anyhow::Result<()> {
+    let dirs = (
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+    );
     let alice = start_node("alice", dirs.0.path(), &[]).await?;
     let bob = start_node("bob", dirs.1.path(), &[address_of(&alice)]).await?;
     let port = address_of(&alice)
@@ -185,11 +271,17 @@ async fn stalled_handshakes_and_silent_peers_are_dropped_while_honest_peers_chat
     // Honest peers chat through it.
     let mut alice_feed = alice.messages();
     bob.send("through the flood")?;
-    assert_eq!(texts(&take(&mut alice_feed, 1).await?), ["bob> through the flood"]);
+    assert_eq!(
+        texts(&take(&mut alice_feed, 1).await?),
+        ["bob> through the flood"]
+    );
 
     // Every silent peer is dropped (hello timeout), every stalled handshake too (setup timeout).
     for peer in &mut silent {
-        assert!(peer.disconnected_within(DEADLINE).await, "a peer that never says hello is dropped");
+        assert!(
+            peer.disconnected_within(DEADLINE).await,
+            "a peer that never says hello is dropped"
+        );
     }
     for mut socket in stalled {
         let mut buf = [0u8; 64];
@@ -207,7 +299,10 @@ async fn stalled_handshakes_and_silent_peers_are_dropped_while_honest_peers_chat
     // And a newcomer gets in and catches up.
     let carol = start_node("carol", dirs.2.path(), &[address_of(&alice)]).await?;
     let mut carol_feed = carol.messages();
-    assert_eq!(texts(&take(&mut carol_feed, 1).await?), ["bob> through the flood"]);
+    assert_eq!(
+        texts(&take(&mut carol_feed, 1).await?),
+        ["bob> through the flood"]
+    );
     for node in [alice, bob, carol] {
         node.shutdown().await;
     }
@@ -223,13 +318,30 @@ async fn entries_from_a_clock_in_the_future_are_kept_and_flagged() -> anyhow::Re
     let peer = dana.connect(&address_of(&alice)).await?;
     dana.hello(peer, "dana", vec![]).await?;
     let mut stream = dana.open_push(peer).await?;
-    let next_year = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64 + 365 * 86_400_000;
+    let next_year = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64
+        + 365 * 86_400_000;
     let log = dana.log_dated("dana", &["from the future"], next_year);
-    write(&mut stream, &batch_frame(dana.author(), log.iter().map(|e| e.envelope().to_vec()).collect())).await?;
+    write(
+        &mut stream,
+        &batch_frame(
+            dana.author(),
+            log.iter().map(|e| e.envelope().to_vec()).collect(),
+        ),
+    )
+    .await?;
     let warning = warned(&mut events, "clock is ahead").await?;
     assert!(warning.contains("dana"), "{warning}");
-    assert_eq!(alice.heads().get(&dana.author()), Some(&2), "accepted all the same");
-    assert!(!dana.disconnected_within(Duration::from_millis(300)).await, "a wrong clock is not misbehaviour");
+    assert_eq!(
+        alice.heads().get(&dana.author()),
+        Some(&2),
+        "accepted all the same"
+    );
+    assert!(
+        !dana.disconnected_within(Duration::from_millis(300)).await,
+        "a wrong clock is not misbehaviour"
+    );
     still_chatting(&alice, &bob, "after the future").await?;
     alice.shutdown().await;
     bob.shutdown().await;
@@ -248,18 +360,40 @@ async fn a_fork_freezes_its_author_and_everyone_else_syncs_on() -> anyhow::Resul
     // Two valid logs that share seq 1 and differ from seq 2 on.
     let first = frank.log("frank", &["one", "then"]);
     let second = frank.log("frank", &["uno", "luego"]);
-    let envelopes = |log: &[p2pchat_protocol::Entry]| log.iter().map(|e| e.envelope().to_vec()).collect::<Vec<_>>();
-    write(&mut stream, &batch_frame(frank.author(), envelopes(&first[..2]))).await?;
-    write(&mut stream, &batch_frame(frank.author(), envelopes(&second[1..2]))).await?;
+    let envelopes = |log: &[p2pchat_protocol::Entry]| {
+        log.iter()
+            .map(|e| e.envelope().to_vec())
+            .collect::<Vec<_>>()
+    };
+    write(
+        &mut stream,
+        &batch_frame(frank.author(), envelopes(&first[..2])),
+    )
+    .await?;
+    write(
+        &mut stream,
+        &batch_frame(frank.author(), envelopes(&second[1..2])),
+    )
+    .await?;
     let warning = warned(&mut events, "forked").await?;
-    assert!(warning.contains("frank") && warning.contains("seq 2"), "{warning}");
+    assert!(
+        warning.contains("frank") && warning.contains("seq 2"),
+        "{warning}"
+    );
     // Frozen: the first entry stays, and nothing more is taken, not even from the first branch.
-    write(&mut stream, &batch_frame(frank.author(), envelopes(&first[2..]))).await?;
+    write(
+        &mut stream,
+        &batch_frame(frank.author(), envelopes(&first[2..])),
+    )
+    .await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(alice.heads().get(&frank.author()), Some(&2));
     let mut feed = alice.messages();
     let shown = texts(&take(&mut feed, 2).await?);
-    assert!(shown.contains(&"frank> one".to_owned()) && !shown.iter().any(|line| line.contains("uno")), "{shown:?}");
+    assert!(
+        shown.contains(&"frank> one".to_owned()) && !shown.iter().any(|line| line.contains("uno")),
+        "{shown:?}"
+    );
     // A fork is the author's doing, not the relay's: the connection stays, and bob syncs on.
     assert!(!frank.disconnected_within(Duration::from_millis(300)).await);
     still_chatting(&alice, &bob, "after the fork").await?;
@@ -269,7 +403,8 @@ async fn a_fork_freezes_its_author_and_everyone_else_syncs_on() -> anyhow::Resul
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_that_stalls_mid_frame_loses_its_stream_while_others_sync_on() -> anyhow::Result<()> {
+async fn a_peer_that_stalls_mid_frame_loses_its_stream_while_others_sync_on() -> anyhow::Result<()>
+{
     let dirs = (tempfile::tempdir()?, tempfile::tempdir()?);
     let (alice, bob) = honest_pair(&dirs).await?;
     let mut events = alice.events();
@@ -285,14 +420,27 @@ async fn a_peer_that_stalls_mid_frame_loses_its_stream_while_others_sync_on() ->
     // A stall is not misbehaviour: the connection stays, and a new stream is read.
     let mut stream = slow.open_push(peer).await?;
     let log = slow.log("slow", &["finally"]);
-    write(&mut stream, &batch_frame(slow.author(), log.iter().map(|e| e.envelope().to_vec()).collect())).await?;
+    write(
+        &mut stream,
+        &batch_frame(
+            slow.author(),
+            log.iter().map(|e| e.envelope().to_vec()).collect(),
+        ),
+    )
+    .await?;
     let mut feed = alice.messages();
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while alice.heads().get(&slow.author()) != Some(&2) {
-        assert!(tokio::time::Instant::now() < deadline, "the new stream was not read");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new stream was not read"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(texts(&take(&mut feed, alice_history_len(&alice)).await?).contains(&"slow> finally".to_owned()));
+    assert!(
+        texts(&take(&mut feed, alice_history_len(&alice)).await?)
+            .contains(&"slow> finally".to_owned())
+    );
     alice.shutdown().await;
     bob.shutdown().await;
     Ok(())
@@ -314,14 +462,27 @@ async fn a_flood_of_push_streams_keeps_one_reader_and_the_node_responsive() -> a
     for (i, stream) in streams.iter_mut().take(39).enumerate() {
         let mut buf = [0u8; 1];
         let closed = tokio::time::timeout(DEADLINE, stream.read(&mut buf)).await;
-        assert!(matches!(closed, Ok(Ok(0) | Err(_))), "stream {i} is still open: {closed:?}");
+        assert!(
+            matches!(closed, Ok(Ok(0) | Err(_))),
+            "stream {i} is still open: {closed:?}"
+        );
     }
     let newest = streams.last_mut().expect("40 streams");
     let log = gus.log("gus", &["on the newest stream"]);
-    write(newest, &batch_frame(gus.author(), log.iter().map(|e| e.envelope().to_vec()).collect())).await?;
+    write(
+        newest,
+        &batch_frame(
+            gus.author(),
+            log.iter().map(|e| e.envelope().to_vec()).collect(),
+        ),
+    )
+    .await?;
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while alice.heads().get(&gus.author()) != Some(&2) {
-        assert!(tokio::time::Instant::now() < deadline, "the newest stream was not read");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the newest stream was not read"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     still_chatting(&alice, &bob, "after a stream flood").await?;

@@ -10,11 +10,19 @@ use serde_json::Value;
 
 /// Reads JSON lines from `chat`'s stdout until one has type `wanted` and `matches`; returns
 /// every line read.
-async fn until(chat: &mut Chat, wanted: &str, matches: impl Fn(&Value) -> bool) -> anyhow::Result<Vec<Value>> {
+async fn until(
+    chat: &mut Chat,
+    wanted: &str,
+    matches: impl Fn(&Value) -> bool,
+) -> anyhow::Result<Vec<Value>> {
     let mut seen = Vec::new();
     loop {
-        let line = chat.next_line().await.with_context(|| format!("{} waiting for {wanted} after {seen:?}", chat.name))?;
-        let value: Value = serde_json::from_str(&line).with_context(|| format!("not JSON: {line}"))?;
+        let line = chat
+            .next_line()
+            .await
+            .with_context(|| format!("{} waiting for {wanted} after {seen:?}", chat.name))?;
+        let value: Value =
+            serde_json::from_str(&line).with_context(|| format!("not JSON: {line}"))?;
         let done = value["type"] == wanted && matches(&value);
         seen.push(value);
         if done {
@@ -29,22 +37,53 @@ async fn every_event_type_appears_and_matches_the_schema() -> anyhow::Result<()>
         env!("CARGO_MANIFEST_DIR"),
         "/../docs/json-events.schema.json"
     ))?)?;
-    let dirs = (tempfile::tempdir()?, tempfile::tempdir()?, tempfile::tempdir()?);
+    let dirs = (
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+    );
     let dir = |d: &tempfile::TempDir| d.path().to_str().map(str::to_owned).unwrap_or_default();
     let listen = ["--listen", "/ip4/127.0.0.1/tcp/0", "--ui", "json"];
     let mut events = Vec::new();
 
-    let mut alice = Chat::start(&[&["--name", "alice", "--data-dir", &dir(&dirs.0)], &listen[..]].concat())?;
+    let mut alice = Chat::start(
+        &[
+            &["--name", "alice", "--data-dir", &dir(&dirs.0)],
+            &listen[..],
+        ]
+        .concat(),
+    )?;
     let seen = until(&mut alice, "listening", |_| true).await?;
-    let address = seen[seen.len() - 1]["address"].as_str().unwrap_or_default().to_owned();
+    let address = seen[seen.len() - 1]["address"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     events.extend(seen);
     alice.say("hello").await?;
     events.extend(until(&mut alice, "message", |m| m["text"] == "hello").await?);
 
     // Bob catches up on alice's log (progress, then complete), says something, and sends a line
     // that is too long (an error).
-    let mut bob = Chat::start(&[&["--name", "bob", "--data-dir", &dir(&dirs.1), "--peer", &address], &listen[..]].concat())?;
-    events.extend(until(&mut bob, "sync_complete", |e| e["received"].as_u64() > Some(0)).await?);
+    let mut bob = Chat::start(
+        &[
+            &[
+                "--name",
+                "bob",
+                "--data-dir",
+                &dir(&dirs.1),
+                "--peer",
+                &address,
+            ],
+            &listen[..],
+        ]
+        .concat(),
+    )?;
+    events.extend(
+        until(&mut bob, "sync_complete", |e| {
+            e["received"].as_u64() > Some(0)
+        })
+        .await?,
+    );
     bob.say("hi alice").await?;
     events.extend(until(&mut bob, "message", |m| m["text"] == "hi alice").await?);
     bob.say(&"x".repeat(5000)).await?;
@@ -54,23 +93,57 @@ async fn every_event_type_appears_and_matches_the_schema() -> anyhow::Result<()>
     events.extend(until(&mut alice, "disconnected", |_| true).await?);
 
     // Another key calling itself bob: alice warns.
-    let impostor = Chat::start(&[&["--name", "bob", "--data-dir", &dir(&dirs.2), "--peer", &address], &listen[..]].concat())?;
-    events.extend(until(&mut alice, "warning", |w| w["message"].as_str().is_some_and(|m| m.contains("claims the name bob"))).await?);
+    let impostor = Chat::start(
+        &[
+            &[
+                "--name",
+                "bob",
+                "--data-dir",
+                &dir(&dirs.2),
+                "--peer",
+                &address,
+            ],
+            &listen[..],
+        ]
+        .concat(),
+    )?;
+    events.extend(
+        until(&mut alice, "warning", |w| {
+            w["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("claims the name bob"))
+        })
+        .await?,
+    );
     assert!(impostor.interrupt().await?);
     // Stopping, alice ends with her stats.
     let pid = alice.child.id().unwrap_or_default().to_string();
-    std::process::Command::new("kill").args(["-INT", &pid]).status()?;
+    std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()?;
     events.extend(until(&mut alice, "stats", |s| s["received"].as_u64() > Some(0)).await?);
     assert!(alice.child.wait().await?.success());
 
     for event in &events {
-        validate(&schema, event).map_err(|why| anyhow::anyhow!("{event} does not match the schema: {why}"))?;
+        validate(&schema, event)
+            .map_err(|why| anyhow::anyhow!("{event} does not match the schema: {why}"))?;
     }
     let types: BTreeSet<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
     let expected = [
-        "connected", "disconnected", "error", "listening", "message", "stats", "sync_complete", "sync_progress",
+        "connected",
+        "disconnected",
+        "error",
+        "listening",
+        "message",
+        "stats",
+        "sync_complete",
+        "sync_progress",
         "warning",
     ];
-    assert_eq!(types, BTreeSet::from(expected), "looking_for needs mDNS, which this test keeps off");
+    assert_eq!(
+        types,
+        BTreeSet::from(expected),
+        "looking_for needs mDNS, which this test keeps off"
+    );
     Ok(())
 }

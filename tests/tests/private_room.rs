@@ -6,8 +6,17 @@ use std::time::Duration;
 use p2pchat_node::{Node, PeerSpec, RoomKey};
 use p2pchat_tests::{address_of, expect_silence, take, texts};
 
-async fn start(name: &str, dir: &std::path::Path, room: Option<RoomKey>, peer: Option<&Node>) -> anyhow::Result<Node> {
-    let mut builder = Node::builder().name(name).data_dir(dir).listen("/ip4/127.0.0.1/tcp/0".parse()?).mdns(false);
+async fn start(
+    name: &str,
+    dir: &std::path::Path,
+    room: Option<RoomKey>,
+    peer: Option<&Node>,
+) -> anyhow::Result<Node> {
+    let mut builder = Node::builder()
+        .name(name)
+        .data_dir(dir)
+        .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+        .mdns(false);
     if let Some(room) = room {
         builder = builder.room_key(room);
     }
@@ -19,7 +28,9 @@ async fn start(name: &str, dir: &std::path::Path, room: Option<RoomKey>, peer: O
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_nodes_with_the_room_key_exchange_anything() -> anyhow::Result<()> {
-    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir()).collect::<Result<_, _>>()?;
+    let dirs: Vec<tempfile::TempDir> = (0..4)
+        .map(|_| tempfile::tempdir())
+        .collect::<Result<_, _>>()?;
     let (room, other_room) = (RoomKey::generate(), RoomKey::generate());
     let alice = start("alice", dirs[0].path(), Some(room), None).await?;
     alice.send("for members only")?;
@@ -31,23 +42,37 @@ async fn only_nodes_with_the_room_key_exchange_anything() -> anyhow::Result<()> 
     let alice_dials = start("alice2", alice2_dir.path(), Some(room), Some(&eve)).await?;
 
     let mut bob_feed = bob.messages();
-    assert_eq!(texts(&take(&mut bob_feed, 1).await?), ["alice> for members only"]);
+    assert_eq!(
+        texts(&take(&mut bob_feed, 1).await?),
+        ["alice> for members only"]
+    );
     mallory.send("let me in")?;
     eve.send("me too")?;
     bob.send("hi alice")?;
     let mut alice_feed = alice.messages();
-    assert_eq!(texts(&take(&mut alice_feed, 2).await?), ["alice> for members only", "bob> hi alice"]);
+    assert_eq!(
+        texts(&take(&mut alice_feed, 2).await?),
+        ["alice> for members only", "bob> hi alice"]
+    );
 
     // The outsiders got nothing, delivered nothing and never counted as connected.
     let (mut mallory_feed, mut eve_feed) = (mallory.messages(), eve.messages());
-    assert_eq!(texts(&take(&mut mallory_feed, 1).await?), ["mallory> let me in"]);
+    assert_eq!(
+        texts(&take(&mut mallory_feed, 1).await?),
+        ["mallory> let me in"]
+    );
     assert_eq!(texts(&take(&mut eve_feed, 1).await?), ["eve> me too"]);
     let quiet = Duration::from_secs(2);
     expect_silence(&mut mallory_feed, quiet).await?;
     expect_silence(&mut eve_feed, quiet).await?;
     expect_silence(&mut alice_feed, Duration::from_millis(100)).await?;
     assert!(mallory.connected_peers().is_empty() && eve.connected_peers().is_empty());
-    assert_eq!(alice.connected_peers().len(), 1, "only bob: {:?}", alice.connected_peers());
+    assert_eq!(
+        alice.connected_peers().len(),
+        1,
+        "only bob: {:?}",
+        alice.connected_peers()
+    );
     assert!(alice_dials.connected_peers().is_empty());
     assert_eq!(mallory.heads().len(), 1, "mallory holds only her own log");
     assert_eq!(eve.heads().len(), 1, "eve holds only her own log");
@@ -59,43 +84,106 @@ async fn only_nodes_with_the_room_key_exchange_anything() -> anyhow::Result<()> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keygen_room_and_room_key_from_the_command_line() -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
     use p2pchat_tests::{Chat, p2pchat_binary};
+    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir()?;
     let key = dir.path().join("team.key");
     let key_arg = key.to_str().unwrap_or_default();
-    let keygen = || std::process::Command::new(p2pchat_binary()).args(["keygen-room", key_arg]).output();
+    let keygen = || {
+        std::process::Command::new(p2pchat_binary())
+            .args(["keygen-room", key_arg])
+            .output()
+    };
     let made = keygen()?;
-    assert!(made.status.success() && String::from_utf8_lossy(&made.stderr).contains("wrote a room key"));
+    assert!(
+        made.status.success() && String::from_utf8_lossy(&made.stderr).contains("wrote a room key")
+    );
     assert_eq!(std::fs::metadata(&key)?.permissions().mode() & 0o777, 0o600);
     let again = keygen()?;
-    assert!(!again.status.success(), "an existing key is never overwritten");
+    assert!(
+        !again.status.success(),
+        "an existing key is never overwritten"
+    );
     assert!(String::from_utf8_lossy(&again.stderr).contains("cannot create room key"));
 
     let data = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
     let listen = ["--listen", "/ip4/127.0.0.1/tcp/0"];
     let not_a_key = data("not-a-key"); // a directory, not a key file
     std::fs::create_dir_all(&not_a_key)?;
-    let mut broken = Chat::start(&[&["--name", "x", "--data-dir", &data("x"), "--room-key", &not_a_key], &listen[..]].concat())?;
-    broken.wait_stderr("info> error: cannot read room key").await?;
+    let mut broken = Chat::start(
+        &[
+            &[
+                "--name",
+                "x",
+                "--data-dir",
+                &data("x"),
+                "--room-key",
+                &not_a_key,
+            ],
+            &listen[..],
+        ]
+        .concat(),
+    )?;
+    broken
+        .wait_stderr("info> error: cannot read room key")
+        .await?;
     assert!(!broken.child.wait().await?.success());
 
     let (alice_dir, bob_dir, eve_dir) = (data("alice"), data("bob"), data("eve"));
-    let mut alice = Chat::start(&[&["--name", "alice", "--data-dir", &alice_dir, "--room-key", key_arg], &listen[..]].concat())?;
+    let mut alice = Chat::start(
+        &[
+            &[
+                "--name",
+                "alice",
+                "--data-dir",
+                &alice_dir,
+                "--room-key",
+                key_arg,
+            ],
+            &listen[..],
+        ]
+        .concat(),
+    )?;
     let alice_addr = alice.listen_addr().await?;
     alice.say("members only").await?;
     alice.wait_line("alice> members only").await?;
     let peer = ["--peer", &alice_addr];
-    let mut bob = Chat::start(&[&["--name", "bob", "--data-dir", &bob_dir, "--room-key", key_arg], &listen[..], &peer[..]].concat())?;
+    let mut bob = Chat::start(
+        &[
+            &[
+                "--name",
+                "bob",
+                "--data-dir",
+                &bob_dir,
+                "--room-key",
+                key_arg,
+            ],
+            &listen[..],
+            &peer[..],
+        ]
+        .concat(),
+    )?;
     bob.wait_line("alice> members only").await?;
-    let mut eve = Chat::start(&[&["--name", "eve", "--data-dir", &eve_dir], &listen[..], &peer[..]].concat())?;
+    let mut eve = Chat::start(
+        &[
+            &["--name", "eve", "--data-dir", &eve_dir],
+            &listen[..],
+            &peer[..],
+        ]
+        .concat(),
+    )?;
     eve.say("anyone?").await?;
     eve.wait_line("eve> anyone?").await?;
     bob.say("hi alice").await?;
     alice.wait_line("bob> hi alice").await?;
     let eve_saw = tokio::time::timeout(Duration::from_secs(2), eve.next_line()).await;
     assert!(eve_saw.is_err(), "eve, without the key, saw {eve_saw:?}");
-    assert!(eve.drain_stderr(Duration::from_millis(100)).await.iter().all(|line| !line.contains("connected to")));
+    assert!(
+        eve.drain_stderr(Duration::from_millis(100))
+            .await
+            .iter()
+            .all(|line| !line.contains("connected to"))
+    );
     for chat in [alice, bob, eve] {
         assert!(chat.interrupt().await?);
     }

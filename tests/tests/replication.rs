@@ -12,11 +12,18 @@ async fn a_late_peer_gets_earlier_lines() -> anyhow::Result<()> {
     for line in ["one", "two", "three"] {
         alice.send(line)?;
     }
-    let bob = Node::builder().name("bob").data_dir(dirs.1.path()).mdns(false).peer(PeerSpec::Addr(address_of(&alice)));
+    let bob = Node::builder()
+        .name("bob")
+        .data_dir(dirs.1.path())
+        .mdns(false)
+        .peer(PeerSpec::Addr(address_of(&alice)));
     let bob = bob.listen("/ip4/127.0.0.1/tcp/0".parse()?).spawn().await?;
     let mut events = bob.events();
     let mut feed = bob.messages();
-    assert_eq!(texts(&take(&mut feed, 3).await?), ["alice> one", "alice> two", "alice> three"]);
+    assert_eq!(
+        texts(&take(&mut feed, 3).await?),
+        ["alice> one", "alice> two", "alice> three"]
+    );
     // Catch-up is reported: alice's profile and three lines were missing, and now are held.
     loop {
         match tokio::time::timeout(p2pchat_tests::DEADLINE, events.recv()).await?? {
@@ -24,7 +31,9 @@ async fn a_late_peer_gets_earlier_lines() -> anyhow::Result<()> {
                 assert_eq!((name.as_str(), received), ("alice", 4));
                 break;
             }
-            Event::SyncProgress { received, total, .. } => assert!(received < total && total == 4),
+            Event::SyncProgress {
+                received, total, ..
+            } => assert!(received < total && total == 4),
             _ => {}
         }
     }
@@ -42,7 +51,10 @@ async fn connected_peers_see_each_others_new_lines() -> anyhow::Result<()> {
     alice.send("hi bob")?;
     assert_eq!(texts(&take(&mut bob_feed, 1).await?), ["alice> hi bob"]);
     bob.send("hi alice")?;
-    assert_eq!(texts(&take(&mut alice_feed, 2).await?), ["alice> hi bob", "bob> hi alice"]);
+    assert_eq!(
+        texts(&take(&mut alice_feed, 2).await?),
+        ["alice> hi bob", "bob> hi alice"]
+    );
     assert_eq!(texts(&take(&mut bob_feed, 1).await?), ["bob> hi alice"]);
     expect_silence(&mut bob_feed, Duration::from_millis(300)).await?;
     alice.shutdown().await;
@@ -52,7 +64,11 @@ async fn connected_peers_see_each_others_new_lines() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lines_relay_transitively_including_those_written_while_offline() -> anyhow::Result<()> {
-    let dirs = (tempfile::tempdir()?, tempfile::tempdir()?, tempfile::tempdir()?);
+    let dirs = (
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+    );
     let alice = start_node("alice", dirs.0.path(), &[]).await?;
     let bob = start_node("bob", dirs.1.path(), &[address_of(&alice)]).await?;
     let mut bob_feed = bob.messages();
@@ -61,14 +77,28 @@ async fn lines_relay_transitively_including_those_written_while_offline() -> any
     // carol knows only bob; alice is never dialed by her.
     let carol = start_node("carol", dirs.2.path(), &[address_of(&bob)]).await?;
     let mut carol_feed = carol.messages();
-    assert_eq!(texts(&take(&mut carol_feed, 1).await?), ["alice> before carol"]);
+    assert_eq!(
+        texts(&take(&mut carol_feed, 1).await?),
+        ["alice> before carol"]
+    );
     alice.send("while carol is here")?;
-    assert_eq!(texts(&take(&mut carol_feed, 1).await?), ["alice> while carol is here"]);
+    assert_eq!(
+        texts(&take(&mut carol_feed, 1).await?),
+        ["alice> while carol is here"]
+    );
     carol.send("carol says hi")?;
     let mut alice_feed = alice.messages();
     let alice_sees = texts(&take(&mut alice_feed, 3).await?);
-    assert!(alice_sees.contains(&"carol> carol says hi".to_string()), "{alice_sees:?}");
-    assert!(carol.connected_peers().iter().all(|(peer, _)| *peer != alice.peer_id()));
+    assert!(
+        alice_sees.contains(&"carol> carol says hi".to_string()),
+        "{alice_sees:?}"
+    );
+    assert!(
+        carol
+            .connected_peers()
+            .iter()
+            .all(|(peer, _)| *peer != alice.peer_id())
+    );
     Ok(())
 }
 
@@ -100,10 +130,19 @@ async fn a_restarted_peer_keeps_history_and_catches_up_once() -> anyhow::Result<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_node_mesh_sends_each_live_entry_once_to_each_peer() -> anyhow::Result<()> {
-    let dirs = (tempfile::tempdir()?, tempfile::tempdir()?, tempfile::tempdir()?);
+    let dirs = (
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+    );
     let alice = start_node("alice", dirs.0.path(), &[]).await?;
     let bob = start_node("bob", dirs.1.path(), &[address_of(&alice)]).await?;
-    let carol = start_node("carol", dirs.2.path(), &[address_of(&alice), address_of(&bob)]).await?;
+    let carol = start_node(
+        "carol",
+        dirs.2.path(),
+        &[address_of(&alice), address_of(&bob)],
+    )
+    .await?;
     let nodes = [&alice, &bob, &carol];
     let mut feeds: Vec<_> = nodes.iter().map(|node| node.messages()).collect();
     // Warm up: everyone learns every log and picks its sources.
@@ -128,8 +167,16 @@ async fn a_three_node_mesh_sends_each_live_entry_once_to_each_peer() -> anyhow::
     for (node, before) in nodes.iter().zip(before) {
         let after = node.stats();
         let received = after.received - before.received;
-        assert_eq!(after.duplicates, before.duplicates, "no duplicate reached {:?}", node.peer_id());
-        assert_eq!(received, 40, "each node gets the 40 lines of the other two exactly once");
+        assert_eq!(
+            after.duplicates,
+            before.duplicates,
+            "no duplicate reached {:?}",
+            node.peer_id()
+        );
+        assert_eq!(
+            received, 40,
+            "each node gets the 40 lines of the other two exactly once"
+        );
     }
     for node in [alice, bob, carol] {
         node.shutdown().await;

@@ -14,29 +14,47 @@ fn chat_command(name: &str, dir: &std::path::Path, extra: &str) -> String {
 
 /// The row holding the input line (the last non-empty one).
 fn input_row(screen: &[String]) -> String {
-    screen.iter().rev().find(|row| !row.trim().is_empty()).cloned().unwrap_or_default()
+    screen
+        .iter()
+        .rev()
+        .find(|row| !row.trim().is_empty())
+        .cloned()
+        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_people_chat_rename_and_quit_in_the_terminal_ui() -> anyhow::Result<()> {
-    let Some(tmux) = Tmux::new()? else { return Ok(()) };
+    let Some(tmux) = Tmux::new()? else {
+        return Ok(());
+    };
     let dirs = (tempfile::tempdir()?, tempfile::tempdir()?);
 
     // Wide enough that the listen address is not wrapped.
     tmux.open("alice", 200, 30)?;
     tmux.line("alice", &chat_command("alice", dirs.0.path(), ""))?;
-    let screen = tmux.wait_text("alice", "listening on /ip4/127.0.0.1/tcp/").await?;
+    let screen = tmux
+        .wait_text("alice", "listening on /ip4/127.0.0.1/tcp/")
+        .await?;
     let address = screen
         .iter()
-        .find_map(|row| row.split_whitespace().find(|word| word.starts_with("/ip4/127.0.0.1/tcp/")))
+        .find_map(|row| {
+            row.split_whitespace()
+                .find(|word| word.starts_with("/ip4/127.0.0.1/tcp/"))
+        })
         .map(str::to_owned)
         .unwrap_or_default();
     assert!(address.contains("/p2p/"), "{address}");
 
     tmux.open("bob", 120, 30)?;
-    tmux.line("bob", &chat_command("bob", dirs.1.path(), &format!("--peer {address}")))?;
+    tmux.line(
+        "bob",
+        &chat_command("bob", dirs.1.path(), &format!("--peer {address}")),
+    )?;
     tmux.wait_text("bob", "alice connected").await?;
-    tmux.wait_for("bob", "alice in the people panel", |s| s.iter().any(|r| r.trim_end().ends_with("│● alice"))).await?;
+    tmux.wait_for("bob", "alice in the people panel", |s| {
+        s.iter().any(|r| r.trim_end().ends_with("│● alice"))
+    })
+    .await?;
 
     // A line typed and sent shows on both screens.
     tmux.line("alice", "hello bob")?;
@@ -45,7 +63,10 @@ async fn two_people_chat_rename_and_quit_in_the_terminal_ui() -> anyhow::Result<
 
     // A half-typed line survives an incoming message.
     tmux.type_text("bob", "half typed")?;
-    tmux.wait_for("bob", "the half-typed line", |s| input_row(s) == "> half typed").await?;
+    tmux.wait_for("bob", "the half-typed line", |s| {
+        input_row(s) == "> half typed"
+    })
+    .await?;
     tmux.line("alice", "are you there?")?;
     let screen = tmux.wait_text("bob", "alice> are you there?").await?;
     assert_eq!(input_row(&screen), "> half typed", "{}", screen.join("\n"));
@@ -59,14 +80,25 @@ async fn two_people_chat_rename_and_quit_in_the_terminal_ui() -> anyhow::Result<
     // /peers lists the peer, connected, with its fingerprint.
     tmux.line("bob", "/peers")?;
     let screen = tmux.wait_text("bob", "-- alice #").await?;
-    assert!(screen.iter().any(|r| r.contains("-- alice #") && r.contains(" connected, ")), "{}", screen.join("\n"));
+    assert!(
+        screen
+            .iter()
+            .any(|r| r.contains("-- alice #") && r.contains(" connected, ")),
+        "{}",
+        screen.join("\n")
+    );
 
     // /nick renames alice on bob's screen, earlier messages included.
     tmux.line("alice", "/nick alicia")?;
     tmux.wait_text("alice", "you are now alicia").await?;
-    tmux.wait_text("bob", "alice is now known as alicia").await?;
+    tmux.wait_text("bob", "alice is now known as alicia")
+        .await?;
     let screen = tmux.wait_text("bob", "alicia> hello bob").await?;
-    assert!(!screen.iter().any(|r| r.contains("alice> ")), "{}", screen.join("\n"));
+    assert!(
+        !screen.iter().any(|r| r.contains("alice> ")),
+        "{}",
+        screen.join("\n")
+    );
 
     // /quit gives the terminal back: the shell prompt, echo and line editing are back.
     tmux.line("bob", "/quit")?;
@@ -77,7 +109,10 @@ async fn two_people_chat_rename_and_quit_in_the_terminal_ui() -> anyhow::Result<
     tmux.wait_text("bob", "typed-back").await?;
     let settings = std::fs::read_to_string(&stty)?;
     for flag in ["icanon", "echo", "isig"] {
-        assert!(settings.split_whitespace().any(|word| word == flag), "{flag} is not restored: {settings}");
+        assert!(
+            settings.split_whitespace().any(|word| word == flag),
+            "{flag} is not restored: {settings}"
+        );
     }
 
     // Ctrl-C quits cleanly too.

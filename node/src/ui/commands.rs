@@ -51,7 +51,9 @@ pub fn parse(line: &str) -> Input {
     if let Some(escaped) = line.strip_prefix("//") {
         return Input::Message(format!("/{escaped}"));
     }
-    let Some(command) = line.strip_prefix('/') else { return Input::Message(line.to_owned()) };
+    let Some(command) = line.strip_prefix('/') else {
+        return Input::Message(line.to_owned());
+    };
     let mut words = command.split_whitespace();
     let name = words.next().unwrap_or_default();
     let argument = words.next();
@@ -71,7 +73,9 @@ pub fn parse(line: &str) -> Input {
             Err(_) => return usage("/history [N], N a number of messages"),
         },
         ("history", ..) => return usage("/history [N]"),
-        ("help" | "peers" | "quit" | "exit", Some(_), _) => return usage(&format!("/{name} (no arguments)")),
+        ("help" | "peers" | "quit" | "exit", Some(_), _) => {
+            return usage(&format!("/{name} (no arguments)"));
+        }
         _ => {
             return Input::Invalid(format!(
                 "unknown command /{}: nothing was sent (/help lists the commands; //text sends a line starting with /)",
@@ -101,12 +105,23 @@ pub fn run(node: &Node, command: &Command) -> Result<Reply, NodeError> {
         Command::Whois(name) => match node.whois(name).as_slice() {
             [] => Reply::Error(format!("nobody called {} is known", display(name))),
             found => Reply::Lines(
-                found.iter().map(|c| format!("{}, peer id {}", describe(c), c.peer.map(|p| p.to_string()).unwrap_or_default())).collect(),
+                found
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "{}, peer id {}",
+                            describe(c),
+                            c.peer.map(|p| p.to_string()).unwrap_or_default()
+                        )
+                    })
+                    .collect(),
             ),
         },
         Command::Nick(name) => match node.rename(name) {
             Ok(()) => Reply::Lines(vec![format!("you are now {}", display(name))]),
-            Err(e @ (NodeError::Name(_) | NodeError::NameTaken { .. })) => Reply::Error(e.to_string()),
+            Err(e @ (NodeError::Name(_) | NodeError::NameTaken { .. })) => {
+                Reply::Error(e.to_string())
+            }
             Err(e) => return Err(e),
         },
         Command::History(n) => {
@@ -130,9 +145,18 @@ pub fn describe(contact: &Contact) -> String {
     } else {
         "not connected"
     };
-    let mut line = format!("{} #{} {state}, {}", display(&contact.name), contact.fingerprint(), entries(contact.held));
+    let mut line = format!(
+        "{} #{} {state}, {}",
+        display(&contact.name),
+        contact.fingerprint(),
+        entries(contact.held)
+    );
     if let Some(sync) = contact.sync {
-        line.push_str(&format!(", catching up {} / {}", thousands(sync.received), thousands(sync.total)));
+        line.push_str(&format!(
+            ", catching up {} / {}",
+            thousands(sync.received),
+            thousands(sync.total)
+        ));
     }
     line
 }
@@ -152,7 +176,10 @@ mod tests {
     fn commands_parse() {
         assert_eq!(command("/help"), Command::Help);
         assert_eq!(command("/peers"), Command::Peers);
-        assert_eq!(command("/whois bob#91d0e4"), Command::Whois("bob#91d0e4".into()));
+        assert_eq!(
+            command("/whois bob#91d0e4"),
+            Command::Whois("bob#91d0e4".into())
+        );
         assert_eq!(command("/nick  carol "), Command::Nick("carol".into()));
         assert_eq!(command("/history"), Command::History(DEFAULT_HISTORY));
         assert_eq!(command("/history 5"), Command::History(5));
@@ -162,15 +189,33 @@ mod tests {
     #[test]
     fn lines_that_are_not_commands_are_messages() {
         assert_eq!(parse("hello /peers"), Input::Message("hello /peers".into()));
-        assert_eq!(parse("//peers is a command"), Input::Message("/peers is a command".into()));
+        assert_eq!(
+            parse("//peers is a command"),
+            Input::Message("/peers is a command".into())
+        );
     }
 
     #[test]
     fn mistakes_are_explained_and_never_sent() {
-        let Input::Invalid(why) = parse("/frobnicate now") else { panic!("an unknown command is refused") };
-        assert!(why.contains("unknown command /frobnicate") && why.contains("/help"), "{why}");
-        for line in ["/nick", "/nick two words", "/whois", "/history lots", "/quit now", "/"] {
-            assert!(matches!(parse(line), Input::Invalid(_)), "{line:?} is refused");
+        let Input::Invalid(why) = parse("/frobnicate now") else {
+            panic!("an unknown command is refused")
+        };
+        assert!(
+            why.contains("unknown command /frobnicate") && why.contains("/help"),
+            "{why}"
+        );
+        for line in [
+            "/nick",
+            "/nick two words",
+            "/whois",
+            "/history lots",
+            "/quit now",
+            "/",
+        ] {
+            assert!(
+                matches!(parse(line), Input::Invalid(_)),
+                "{line:?} is refused"
+            );
         }
     }
 }

@@ -7,7 +7,9 @@ use p2pchat_node::Message;
 /// Makes text safe to print on a terminal: control characters (which could fake lines or
 /// move the cursor) are shown as `�`.
 pub fn display(text: &str) -> String {
-    text.chars().map(|c| if c.is_control() { '\u{fffd}' } else { c }).collect()
+    text.chars()
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect()
 }
 
 /// `43000` as `43,000`.
@@ -25,7 +27,11 @@ pub fn thousands(n: u64) -> String {
 
 /// `1 entry`, `43,000 entries`.
 pub fn entries(n: u64) -> String {
-    format!("{} {}", thousands(n), if n == 1 { "entry" } else { "entries" })
+    format!(
+        "{} {}",
+        thousands(n),
+        if n == 1 { "entry" } else { "entries" }
+    )
 }
 
 /// A timestamp (milliseconds since the Unix epoch, as written by the author's clock) in local
@@ -34,7 +40,10 @@ fn local(ms: u64, pattern: &str, unknown: &str) -> String {
     i64::try_from(ms)
         .ok()
         .and_then(DateTime::from_timestamp_millis)
-        .map_or_else(|| unknown.to_owned(), |t| t.with_timezone(&Local).format(pattern).to_string())
+        .map_or_else(
+            || unknown.to_owned(),
+            |t| t.with_timezone(&Local).format(pattern).to_string(),
+        )
 }
 
 /// `HH:MM` in local time.
@@ -44,8 +53,16 @@ pub fn clock(ms: u64) -> String {
 
 /// `YYYY-MM-DD HH:MM:SS NAME> TEXT`, local time, control characters neutralised.
 pub fn history_line(message: &Message) -> String {
-    let time = local(message.timestamp, "%Y-%m-%d %H:%M:%S", "????-??-?? ??:??:??");
-    format!("{time} {}> {}", display(&message.name), display(&message.text))
+    let time = local(
+        message.timestamp,
+        "%Y-%m-%d %H:%M:%S",
+        "????-??-?? ??:??:??",
+    );
+    format!(
+        "{time} {}> {}",
+        display(&message.name),
+        display(&message.text)
+    )
 }
 
 #[cfg(test)]
@@ -54,7 +71,10 @@ mod tests {
 
     #[test]
     fn control_characters_are_neutralised() {
-        assert_eq!(display("hi\nbob> fake\u{1b}[2J"), "hi\u{fffd}bob> fake\u{fffd}[2J");
+        assert_eq!(
+            display("hi\nbob> fake\u{1b}[2J"),
+            "hi\u{fffd}bob> fake\u{fffd}[2J"
+        );
     }
 
     #[test]

@@ -112,7 +112,9 @@ impl InputLine {
 
     /// Shows the next submitted line, or the line being typed after the last one (Down).
     pub fn next(&mut self) {
-        let Some((index, typed)) = self.browsing.take() else { return };
+        let Some((index, typed)) = self.browsing.take() else {
+            return;
+        };
         if index + 1 < self.history.len() {
             self.browsing = Some((index + 1, typed));
             let line = self.history[index + 1].clone();

@@ -16,17 +16,30 @@ pub fn message(message: &Message) -> Value {
 /// A status event, if it has a JSON form.
 pub fn event(event: &Event) -> Option<Value> {
     Some(match event {
-        Event::Listening { address } => json!({"v": 1, "type": "listening", "address": address.to_string()}),
+        Event::Listening { address } => {
+            json!({"v": 1, "type": "listening", "address": address.to_string()})
+        }
         Event::LookingFor { name } => json!({"v": 1, "type": "looking_for", "name": name}),
-        Event::Connected { peer, name } => json!({"v": 1, "type": "connected", "peer": peer.to_string(), "name": name}),
+        Event::Connected { peer, name } => {
+            json!({"v": 1, "type": "connected", "peer": peer.to_string(), "name": name})
+        }
         Event::Disconnected { peer, name } => {
             json!({"v": 1, "type": "disconnected", "peer": peer.to_string(), "name": name})
         }
-        Event::SyncProgress { peer, name, received, total } => json!({
+        Event::SyncProgress {
+            peer,
+            name,
+            received,
+            total,
+        } => json!({
             "v": 1, "type": "sync_progress", "peer": peer.to_string(), "name": name,
             "received": received, "total": total,
         }),
-        Event::SyncComplete { peer, name, received } => json!({
+        Event::SyncComplete {
+            peer,
+            name,
+            received,
+        } => json!({
             "v": 1, "type": "sync_complete", "peer": peer.to_string(), "name": name, "received": received,
         }),
         Event::Warning { message } => json!({"v": 1, "type": "warning", "message": message}),

@@ -36,11 +36,17 @@ pub enum Format {
 
 /// Runs the chat in line mode until stdin's commands or a signal stop it.
 pub async fn run(node: Node, format: Format, mut signals: Signals) -> ExitCode {
-    let mut status = Status { format, progress: None, tty: std::io::stderr().is_terminal() };
+    let mut status = Status {
+        format,
+        progress: None,
+        tty: std::io::stderr().is_terminal(),
+    };
     let mut events = node.events();
     let mut printed = HashSet::new();
     for address in node.listen_addrs() {
-        status.event(&Event::Listening { address: address.clone() });
+        status.event(&Event::Listening {
+            address: address.clone(),
+        });
         printed.insert(address);
     }
 
@@ -134,7 +140,9 @@ fn print_message(format: Format, message: &Message) -> bool {
         Format::Json => json::message(message).to_string(),
     };
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{line}").and_then(|()| stdout.flush()).is_ok()
+    writeln!(stdout, "{line}")
+        .and_then(|()| stdout.flush())
+        .is_ok()
 }
 
 /// Status output: `info>` lines on stderr (with a redrawn progress line on a terminal), or
@@ -203,10 +211,19 @@ impl Status {
                 }
             }
             Format::Plain => match event {
-                Event::SyncProgress { name, received, total, .. } => self.draw_progress(name, *received, *total),
+                Event::SyncProgress {
+                    name,
+                    received,
+                    total,
+                    ..
+                } => self.draw_progress(name, *received, *total),
                 Event::SyncComplete { name, received, .. } if self.progress.is_some() => {
                     self.clear_progress();
-                    self.info(&format!("caught up with {}: {}", display(name), entries(*received)));
+                    self.info(&format!(
+                        "caught up with {}: {}",
+                        display(name),
+                        entries(*received)
+                    ));
                 }
                 event => {
                     if let Some(line) = plain(event) {
@@ -219,7 +236,9 @@ impl Status {
 
     /// Reports a problem the user caused or must fix (plain: on stderr; JSON: an error event).
     fn error(&mut self, message: &str) {
-        self.event(&Event::Error { message: message.to_owned() });
+        self.event(&Event::Error {
+            message: message.to_owned(),
+        });
     }
 
     /// An `info>` line on stderr (plain mode).
@@ -230,11 +249,21 @@ impl Status {
 
     /// Redraws the one-line catch-up progress, at most every [`PROGRESS_EVERY`], on a terminal.
     fn draw_progress(&mut self, name: &str, received: u64, total: u64) {
-        if !self.tty || self.progress.is_some_and(|drawn| drawn.elapsed() < PROGRESS_EVERY) {
+        if !self.tty
+            || self
+                .progress
+                .is_some_and(|drawn| drawn.elapsed() < PROGRESS_EVERY)
+        {
             return;
         }
         let mut stderr = std::io::stderr().lock();
-        let _ = write!(stderr, "\r\x1b[Kinfo> catching up from {}: {} / {}", display(name), thousands(received), thousands(total));
+        let _ = write!(
+            stderr,
+            "\r\x1b[Kinfo> catching up from {}: {} / {}",
+            display(name),
+            thousands(received),
+            thousands(total)
+        );
         let _ = stderr.flush();
         self.progress = Some(Instant::now());
     }

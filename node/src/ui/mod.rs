@@ -36,7 +36,9 @@ impl Mode {
     /// `Auto` made concrete for this process's stdin and stdout.
     pub fn resolve(self) -> Mode {
         match self {
-            Mode::Auto if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() => Mode::Tui,
+            Mode::Auto if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() => {
+                Mode::Tui
+            }
             Mode::Auto => Mode::Plain,
             mode => mode,
         }
@@ -69,7 +71,10 @@ pub struct Signals {
 
 impl Signals {
     fn new() -> std::io::Result<Self> {
-        Ok(Signals { interrupt: signal(SignalKind::interrupt())?, terminate: signal(SignalKind::terminate())? })
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
     }
 
     /// Waits for either signal.
@@ -93,7 +98,11 @@ impl Names {
         for contact in contacts {
             let old = self.0.insert(contact.author, contact.name.clone());
             if let Some(old) = old.filter(|old| *old != contact.name && !old.starts_with('#')) {
-                notices.push(format!("{} is now known as {}", format::display(&old), format::display(&contact.name)));
+                notices.push(format!(
+                    "{} is now known as {}",
+                    format::display(&old),
+                    format::display(&contact.name)
+                ));
             }
         }
         notices
@@ -122,8 +131,14 @@ mod tests {
         };
         let mut names = Names::default();
         assert!(names.update(&[contact("#070707")]).is_empty());
-        assert!(names.update(&[contact("bob")]).is_empty(), "a first profile is not a rename");
-        assert_eq!(names.update(&[contact("robert")]), ["bob is now known as robert"]);
+        assert!(
+            names.update(&[contact("bob")]).is_empty(),
+            "a first profile is not a rename"
+        );
+        assert_eq!(
+            names.update(&[contact("robert")]),
+            ["bob is now known as robert"]
+        );
         assert!(names.update(&[contact("robert")]).is_empty());
     }
 }

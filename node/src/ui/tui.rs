@@ -14,10 +14,10 @@ use p2pchat_node::{Event, Node, NodeError};
 use ratatui::DefaultTerminal;
 use tokio::sync::broadcast::error::RecvError;
 
+use super::Signals;
 use super::commands::{self, Input, Reply};
 use super::format::{display, entries};
 use super::view::{Action, App, Item};
-use super::Signals;
 
 /// The shortest time between two redraws.
 const FRAME: Duration = Duration::from_millis(30);
@@ -41,7 +41,9 @@ pub async fn run(node: Node, mut signals: Signals) -> ExitCode {
         app.push(Item::Notice(format!("listening on {address}")));
         shown_addresses.insert(address);
     }
-    app.push(Item::Notice("type a line and press Enter to send it; /help lists the commands".into()));
+    app.push(Item::Notice(
+        "type a line and press Enter to send it; /help lists the commands".into(),
+    ));
 
     let mut keys = EventStream::new();
     let mut messages = node.messages();
@@ -150,7 +152,9 @@ fn submit(node: &Node, app: &mut App, line: &str) -> Result<bool, NodeError> {
         },
         Input::Invalid(why) => app.push(Item::Error(why)),
         Input::Command(command) => match commands::run(node, &command)? {
-            Reply::Lines(lines) => lines.into_iter().for_each(|line| app.push(Item::Notice(line))),
+            Reply::Lines(lines) => lines
+                .into_iter()
+                .for_each(|line| app.push(Item::Notice(line))),
             Reply::Error(why) => app.push(Item::Error(why)),
             Reply::Quit => return Ok(false),
         },

@@ -13,8 +13,8 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph};
 use unicode_width::UnicodeWidthChar;
 
-use super::format::{clock, display, thousands};
 use super::Names;
+use super::format::{clock, display, thousands};
 use super::input::InputLine;
 
 /// Width of the people panel (shown when the terminal is at least [`PANEL_MIN_WIDTH`] wide).
@@ -26,7 +26,14 @@ const WHEEL_STEP: usize = 3;
 /// Columns before a message's text (`HH:MM `), where wrapped lines continue.
 const INDENT: usize = 6;
 /// Colours for names, picked by key so a person keeps theirs.
-const NAME_COLOURS: [Color; 6] = [Color::Cyan, Color::Green, Color::Magenta, Color::Blue, Color::LightRed, Color::LightYellow];
+const NAME_COLOURS: [Color; 6] = [
+    Color::Cyan,
+    Color::Green,
+    Color::Magenta,
+    Color::Blue,
+    Color::LightRed,
+    Color::LightYellow,
+];
 
 /// One line of the conversation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,7 +110,9 @@ impl App {
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
         match key.code {
             KeyCode::Char('c') if ctrl => return Some(Action::Quit),
-            KeyCode::Char('d') if ctrl && self.input.text().is_empty() => return Some(Action::Quit),
+            KeyCode::Char('d') if ctrl && self.input.text().is_empty() => {
+                return Some(Action::Quit);
+            }
             KeyCode::Char('a') if ctrl => self.input.home(),
             KeyCode::Char('e') if ctrl => self.input.end(),
             KeyCode::Char('u') if ctrl => self.input.kill_to_start(),
@@ -155,11 +164,17 @@ impl App {
 
     /// Draws the whole screen.
     pub fn render(&self, frame: &mut Frame) {
-        let [title, body, input] =
-            Layout::vertical([Constraint::Length(1), Constraint::Min(1), Constraint::Length(2)]).areas(frame.area());
+        let [title, body, input] = Layout::vertical([
+            Constraint::Length(1),
+            Constraint::Min(1),
+            Constraint::Length(2),
+        ])
+        .areas(frame.area());
         self.render_title(frame, title);
         if body.width >= PANEL_MIN_WIDTH {
-            let [messages, people] = Layout::horizontal([Constraint::Min(1), Constraint::Length(PANEL_WIDTH)]).areas(body);
+            let [messages, people] =
+                Layout::horizontal([Constraint::Min(1), Constraint::Length(PANEL_WIDTH)])
+                    .areas(body);
             self.render_messages(frame, messages);
             self.render_people(frame, people);
         } else {
@@ -173,9 +188,17 @@ impl App {
         let online = self.contacts.iter().filter(|c| c.connected).count();
         let left = format!(" p2pchat · {} · {online} connected", display(me));
         let right = "PgUp/PgDn scroll · /help · Ctrl-C quit ";
-        let gap = (area.width as usize).saturating_sub(left.chars().count() + right.chars().count());
-        let text = if gap > 0 { format!("{left}{}{right}", " ".repeat(gap)) } else { left };
-        frame.render_widget(Paragraph::new(text).style(Style::new().add_modifier(Modifier::REVERSED)), area);
+        let gap =
+            (area.width as usize).saturating_sub(left.chars().count() + right.chars().count());
+        let text = if gap > 0 {
+            format!("{left}{}{right}", " ".repeat(gap))
+        } else {
+            left
+        };
+        frame.render_widget(
+            Paragraph::new(text).style(Style::new().add_modifier(Modifier::REVERSED)),
+            area,
+        );
     }
 
     /// Draws the newest items that fit (or those above the scroll position), reading only
@@ -206,7 +229,10 @@ impl App {
         self.page.set(whole.max(1));
         rows.reverse();
         if below > 0 {
-            let hint = format!("── {} newer below · PgDn or Esc ──", thousands(below as u64));
+            let hint = format!(
+                "── {} newer below · PgDn or Esc ──",
+                thousands(below as u64)
+            );
             rows.push(Line::from(hint).style(Style::new().fg(Color::Black).bg(Color::Yellow)));
         }
         frame.render_widget(Paragraph::new(rows), area);
@@ -216,7 +242,8 @@ impl App {
         match item {
             Item::Message(message) => {
                 let name = self.names.get(&message.author).unwrap_or(&message.name);
-                let mut style = Style::new().fg(NAME_COLOURS[message.author.as_bytes()[0] as usize % NAME_COLOURS.len()]);
+                let mut style = Style::new()
+                    .fg(NAME_COLOURS[message.author.as_bytes()[0] as usize % NAME_COLOURS.len()]);
                 if message.author == self.me {
                     style = style.add_modifier(Modifier::BOLD);
                 }
@@ -244,16 +271,21 @@ impl App {
             let you = if contact.is_self { " (you)" } else { "" };
             lines.push(Line::from(format!("{dot} {}{you}", display(&contact.name))).style(style));
             if let Some(sync) = contact.sync {
-                let progress = format!("  {} / {}", thousands(sync.received), thousands(sync.total));
+                let progress =
+                    format!("  {} / {}", thousands(sync.received), thousands(sync.total));
                 lines.push(Line::from(progress).yellow());
             }
         }
-        let block = Block::new().borders(Borders::LEFT).title(format!(" people ({online} connected) "));
+        let block = Block::new()
+            .borders(Borders::LEFT)
+            .title(format!(" people ({online} connected) "));
         frame.render_widget(Paragraph::new(lines).block(block), area);
     }
 
     fn render_input(&self, frame: &mut Frame, area: Rect) {
-        let block = Block::new().borders(Borders::TOP).border_style(Style::new().dark_gray());
+        let block = Block::new()
+            .borders(Borders::TOP)
+            .border_style(Style::new().dark_gray());
         let inner = block.inner(area);
         frame.render_widget(block, area);
         let text: Vec<char> = self.input.text().chars().collect();
@@ -267,9 +299,15 @@ impl App {
             start += 1;
         }
         let line = if text.is_empty() {
-            Line::from(vec![Span::from("> "), Span::from("type a message, or /help").dark_gray()])
+            Line::from(vec![
+                Span::from("> "),
+                Span::from("type a message, or /help").dark_gray(),
+            ])
         } else {
-            Line::from(format!("> {}", display(&text[start..].iter().collect::<String>())))
+            Line::from(format!(
+                "> {}",
+                display(&text[start..].iter().collect::<String>())
+            ))
         };
         frame.render_widget(Paragraph::new(line), inner);
         frame.set_cursor_position(Position::new(inner.x + 2 + before as u16, inner.y));
@@ -314,11 +352,26 @@ mod tests {
     }
 
     fn message(from: u8, name: &str, text: &str) -> Item {
-        Item::Message(Message { author: author(from), name: name.into(), seq: 1, lamport: 1, timestamp: 0, text: text.into() })
+        Item::Message(Message {
+            author: author(from),
+            name: name.into(),
+            seq: 1,
+            lamport: 1,
+            timestamp: 0,
+            text: text.into(),
+        })
     }
 
     fn contact(n: u8, name: &str, connected: bool, sync: Option<SyncProgress>) -> Contact {
-        Contact { author: author(n), peer: None, name: name.into(), is_self: n == 1, connected, held: 1, sync }
+        Contact {
+            author: author(n),
+            peer: None,
+            name: name.into(),
+            is_self: n == 1,
+            connected,
+            held: 1,
+            sync,
+        }
     }
 
     fn screen(app: &App, width: u16, height: u16) -> Vec<String> {
@@ -326,7 +379,13 @@ mod tests {
         terminal.draw(|frame| app.render(frame)).unwrap();
         let buffer = terminal.backend().buffer();
         (0..height)
-            .map(|y| (0..width).map(|x| buffer[(x, y)].symbol()).collect::<String>().trim_end().to_owned())
+            .map(|y| {
+                (0..width)
+                    .map(|x| buffer[(x, y)].symbol())
+                    .collect::<String>()
+                    .trim_end()
+                    .to_owned()
+            })
             .collect()
     }
 
@@ -341,16 +400,35 @@ mod tests {
         let mut app = App::new(author(1));
         app.set_contacts(vec![
             contact(1, "alice", false, None),
-            contact(2, "bob", true, Some(SyncProgress { received: 43_000, total: 100_000 })),
+            contact(
+                2,
+                "bob",
+                true,
+                Some(SyncProgress {
+                    received: 43_000,
+                    total: 100_000,
+                }),
+            ),
             contact(3, "carol", false, None),
         ]);
         app.push(message(2, "bob", "hi alice"));
         app.push(Item::Warning("bob#020202 claims the name bob".into()));
         typed(&mut app, "half a li");
         let rows = screen(&app, 80, 10);
-        assert!(rows[0].starts_with(" p2pchat · alice · 1 connected") && rows[0].ends_with("Ctrl-C quit"), "{rows:#?}");
-        assert!(rows.iter().any(|r| r.contains(":00 bob> hi alice")), "{rows:#?}");
-        assert!(rows.iter().any(|r| r.contains("! warning: bob#020202 claims the name bob")), "{rows:#?}");
+        assert!(
+            rows[0].starts_with(" p2pchat · alice · 1 connected")
+                && rows[0].ends_with("Ctrl-C quit"),
+            "{rows:#?}"
+        );
+        assert!(
+            rows.iter().any(|r| r.contains(":00 bob> hi alice")),
+            "{rows:#?}"
+        );
+        assert!(
+            rows.iter()
+                .any(|r| r.contains("! warning: bob#020202 claims the name bob")),
+            "{rows:#?}"
+        );
         assert!(rows[1].contains("│ people (1 connected)"), "{rows:#?}");
         assert!(rows[2].ends_with("│● alice (you)"), "{rows:#?}");
         assert!(rows[3].ends_with("│● bob"), "{rows:#?}");
@@ -367,7 +445,10 @@ mod tests {
         app.set_contacts(vec![contact(2, "robert", true, None)]);
         let rows = screen(&app, 40, 6);
         assert!(rows[1].ends_with("robert> before"), "{rows:#?}");
-        assert!(rows[2].ends_with("-- bob is now known as robert"), "{rows:#?}");
+        assert!(
+            rows[2].ends_with("-- bob is now known as robert"),
+            "{rows:#?}"
+        );
     }
 
     #[test]
@@ -383,7 +464,11 @@ mod tests {
         assert!(rows[5].starts_with("── 4 newer below"), "{rows:#?}");
         assert!(rows[4].ends_with("bob> line 99995"), "{rows:#?}");
         app.push(message(2, "bob", "new"));
-        assert_eq!(screen(&app, 40, 8)[4], rows[4], "the view stays put while scrolled back");
+        assert_eq!(
+            screen(&app, 40, 8)[4],
+            rows[4],
+            "the view stays put while scrolled back"
+        );
         app.on_key(KeyEvent::from(KeyCode::Esc));
         assert!(screen(&app, 40, 8)[5].ends_with("bob> new"));
     }
@@ -404,9 +489,16 @@ mod tests {
     fn enter_submits_and_ctrl_c_quits() {
         let mut app = App::new(author(1));
         typed(&mut app, "hello");
-        assert_eq!(app.on_key(KeyEvent::from(KeyCode::Enter)), Some(Action::Submit("hello".into())));
+        assert_eq!(
+            app.on_key(KeyEvent::from(KeyCode::Enter)),
+            Some(Action::Submit("hello".into()))
+        );
         assert_eq!(screen(&app, 40, 6)[5], "> type a message, or /help");
-        assert_eq!(app.on_key(KeyEvent::from(KeyCode::Enter)), None, "an empty line is not sent");
+        assert_eq!(
+            app.on_key(KeyEvent::from(KeyCode::Enter)),
+            None,
+            "an empty line is not sent"
+        );
         let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
         assert_eq!(app.on_key(ctrl_c), Some(Action::Quit));
     }

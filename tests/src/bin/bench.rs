@@ -36,16 +36,35 @@ async fn main() -> anyhow::Result<()> {
         match arg.as_str() {
             "--n" => n = args.next().context("--n needs a number")?.parse()?,
             "--big" => big = args.next().context("--big needs a number")?.parse()?,
-            "--scuttleup" => scuttleup = Some(PathBuf::from(args.next().context("--scuttleup needs a dir")?)),
-            "all" => scenarios.extend(["catchup", "live", "transitive", "reconnect", "startup", "mesh"].map(String::from)),
+            "--scuttleup" => {
+                scuttleup = Some(PathBuf::from(
+                    args.next().context("--scuttleup needs a dir")?,
+                ))
+            }
+            "all" => scenarios.extend(
+                [
+                    "catchup",
+                    "live",
+                    "transitive",
+                    "reconnect",
+                    "startup",
+                    "mesh",
+                ]
+                .map(String::from),
+            ),
             other => scenarios.push(other.to_owned()),
         }
     }
     if scenarios.is_empty() {
-        bail!("usage: bench [all|catchup|live|transitive|reconnect|startup|mesh]... [--n N] [--big N] [--scuttleup DIR]");
+        bail!(
+            "usage: bench [all|catchup|live|transitive|reconnect|startup|mesh]... [--n N] [--big N] [--scuttleup DIR]"
+        );
     }
     let work = tempfile::tempdir()?;
-    let bench = Bench { binary: p2pchat_tests::p2pchat_binary().to_owned(), work: work.path().to_owned() };
+    let bench = Bench {
+        binary: p2pchat_tests::p2pchat_binary().to_owned(),
+        work: work.path().to_owned(),
+    };
     for scenario in &scenarios {
         let result = match scenario.as_str() {
             "catchup" => bench.catchup(n).await,
@@ -117,12 +136,25 @@ impl Bench {
 
     async fn start(&self, name: &str, peers: &[&str]) -> anyhow::Result<Peer> {
         let mut command = Command::new(&self.binary);
-        command.args(["--name", name, "--json", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0", "--data-dir"]);
+        command.args([
+            "--name",
+            name,
+            "--json",
+            "--no-mdns",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--data-dir",
+        ]);
         command.arg(self.dir(name));
         for peer in peers {
             command.args(["--peer", peer]);
         }
-        let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).kill_on_drop(true).spawn()?;
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
         let stdin = child.stdin.take().context("stdin")?;
         let mut stdout = BufReader::new(child.stdout.take().context("stdout")?).lines();
         let (tx, events) = mpsc::unbounded_channel();
@@ -136,7 +168,13 @@ impl Bench {
                 }
             }
         });
-        let mut peer = Peer { name: name.to_owned(), child, stdin, events, addr: String::new() };
+        let mut peer = Peer {
+            name: name.to_owned(),
+            child,
+            stdin,
+            events,
+            addr: String::new(),
+        };
         let (_, listening) = peer.wait(|e| e["type"] == "listening").await?;
         peer.addr = listening["address"].as_str().unwrap_or_default().to_owned();
         Ok(peer)
@@ -149,7 +187,9 @@ impl Peer {
         let deadline = tokio::time::Instant::now() + STEP_LIMIT;
         loop {
             let next = tokio::time::timeout_at(deadline, self.events.recv()).await;
-            let (at, event) = next.with_context(|| format!("{}: timed out", self.name))?.context("process ended")?;
+            let (at, event) = next
+                .with_context(|| format!("{}: timed out", self.name))?
+                .context("process ended")?;
             if event["type"] == "error" {
                 bail!("{}: {}", self.name, event["message"]);
             }
@@ -163,7 +203,12 @@ impl Peer {
     async fn wait_messages(&mut self, prefix: &str, count: u64) -> anyhow::Result<Instant> {
         let mut seen = 0;
         loop {
-            let (at, _) = self.wait(|e| e["type"] == "message" && e["text"].as_str().is_some_and(|t| t.starts_with(prefix))).await?;
+            let (at, _) = self
+                .wait(|e| {
+                    e["type"] == "message"
+                        && e["text"].as_str().is_some_and(|t| t.starts_with(prefix))
+                })
+                .await?;
             seen += 1;
             if seen == count {
                 return Ok(at);
@@ -178,7 +223,10 @@ impl Peer {
 
     /// Peak resident memory so far, in MB.
     fn peak_rss_mb(&self) -> f64 {
-        let status = self.child.id().and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok());
+        let status = self
+            .child
+            .id()
+            .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok());
         let kb = status
             .as_deref()
             .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")))
@@ -191,7 +239,9 @@ impl Peer {
     /// Stops the process (SIGINT) and returns its final stats event.
     async fn stop(mut self) -> anyhow::Result<Value> {
         if let Some(pid) = self.child.id() {
-            std::process::Command::new("kill").args(["-INT", &pid.to_string()]).status()?;
+            std::process::Command::new("kill")
+                .args(["-INT", &pid.to_string()])
+                .status()?;
         }
         let (_, stats) = self.wait(|e| e["type"] == "stats").await?;
         tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await??;
@@ -224,7 +274,9 @@ async fn counting_proxy(target: &str) -> anyhow::Result<(String, Arc<AtomicU64>)
         while let Ok((inbound, _)) = listener.accept().await {
             let (upstream, counter) = (upstream.clone(), counter.clone());
             tokio::spawn(async move {
-                let Ok(outbound) = TcpStream::connect(&upstream).await else { return };
+                let Ok(outbound) = TcpStream::connect(&upstream).await else {
+                    return;
+                };
                 let _ = inbound.set_nodelay(true);
                 let _ = outbound.set_nodelay(true);
                 let (mut ri, mut wi) = inbound.into_split();
@@ -236,7 +288,10 @@ async fn counting_proxy(target: &str) -> anyhow::Result<(String, Arc<AtomicU64>)
             });
         }
     });
-    Ok((format!("/ip4/127.0.0.1/tcp/{}/p2p/{peer_id}", local.port()), bytes))
+    Ok((
+        format!("/ip4/127.0.0.1/tcp/{}/p2p/{peer_id}", local.port()),
+        bytes,
+    ))
 }
 
 async fn copy_counting(
@@ -303,7 +358,9 @@ impl Bench {
             delays
         };
         let (delays, own) = (delays(&at_bob), delays(&at_alice));
-        let pct = |delays: &[Duration], p: f64| ms(delays[((delays.len() as f64 * p) as usize).min(delays.len() - 1)]);
+        let pct = |delays: &[Duration], p: f64| {
+            ms(delays[((delays.len() as f64 * p) as usize).min(delays.len() - 1)])
+        };
         let (rss_a, rss_b) = (alice.peak_rss_mb(), bob.peak_rss_mb());
         bob.stop().await?;
         alice.stop().await?;
@@ -333,7 +390,8 @@ impl Bench {
         alice.stdin.flush().await?;
         let at_bob = bob.wait_messages("ta says", n).await?;
         let at_carol = carol.wait_messages("ta says", n).await?;
-        let rss = json!({"a": alice.peak_rss_mb(), "b": bob.peak_rss_mb(), "c": carol.peak_rss_mb()});
+        let rss =
+            json!({"a": alice.peak_rss_mb(), "b": bob.peak_rss_mb(), "c": carol.peak_rss_mb()});
         for peer in [carol, bob, alice] {
             peer.stop().await?;
         }
@@ -445,7 +503,11 @@ async fn live_arrivals(peer: &mut Peer, count: usize) -> anyhow::Result<HashMap<
     let mut got = HashMap::new();
     while got.len() < count {
         let (at, event) = peer.wait(|e| e["type"] == "message").await?;
-        if let Some(i) = event["text"].as_str().and_then(|t| t.strip_prefix("live ")).and_then(|i| i.parse::<usize>().ok()) {
+        if let Some(i) = event["text"]
+            .as_str()
+            .and_then(|t| t.strip_prefix("live "))
+            .and_then(|i| i.parse::<usize>().ok())
+        {
             got.insert(i, at);
         }
     }
@@ -456,7 +518,13 @@ async fn live_arrivals(peer: &mut Peer, count: usize) -> anyhow::Result<HashMap<
 fn machine_load() -> Value {
     let read = || -> Option<(u64, u64)> {
         let stat = std::fs::read_to_string("/proc/stat").ok()?;
-        let cpu: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+        let cpu: Vec<u64> = stat
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect();
         let idle = cpu.get(3)? + cpu.get(4)?;
         Some((cpu.iter().sum(), idle))
     };
@@ -479,10 +547,19 @@ async fn scuttleup_baseline(dir: &Path, scenario: &str, n: u64) -> anyhow::Resul
         "transitive" => vec!["transitive".into(), "10000".into()],
         _ => return Ok(None),
     };
-    let out = Command::new("node").arg("bench.js").args(&args).args(["--runs", "1"]).current_dir(dir).output().await?;
+    let out = Command::new("node")
+        .arg("bench.js")
+        .args(&args)
+        .args(["--runs", "1"])
+        .current_dir(dir)
+        .output()
+        .await?;
     let text = String::from_utf8_lossy(&out.stdout);
     let Some(line) = text.lines().rev().find(|l| l.starts_with('{')) else {
-        bail!("scuttleup {scenario} printed no result: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "scuttleup {scenario} printed no result: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     let mut value: Value = serde_json::from_str(line)?;
     value["baseline"] = json!("scuttleup");

@@ -9,7 +9,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Weak;
 
-use p2pchat_protocol::{Body, Entry, Heads};
+use p2pchat_protocol::{Entry, Heads};
 use p2pchat_storage::HistoryPos;
 use tokio::sync::watch;
 
@@ -112,25 +112,11 @@ impl MessageFeed {
         };
         let mut names = HashMap::new();
         for entry in &entries {
-            let Body::Text { text } = entry.body() else {
-                continue;
-            };
             let name = names
                 .entry(entry.author())
                 .or_insert_with(|| shared.display_name(&entry.author()));
-            self.queue.push_back(message(name, entry, text));
+            self.queue.extend(Message::of(entry, name.clone()));
         }
         Some(more)
-    }
-}
-
-fn message(name: &str, entry: &Entry, text: &str) -> Message {
-    Message {
-        author: entry.author(),
-        name: name.to_owned(),
-        seq: entry.seq(),
-        lamport: entry.lamport(),
-        timestamp: entry.timestamp(),
-        text: text.to_owned(),
     }
 }

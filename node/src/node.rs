@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use libp2p::{Multiaddr, PeerId};
 use p2pchat_protocol::entry::check_name;
-use p2pchat_protocol::{Author, Body, DecodeError, SigningKey};
+use p2pchat_protocol::{Author, Body, DecodeError, Entry, SigningKey};
 use p2pchat_storage::{Store, StoreError};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -96,6 +96,23 @@ pub struct Message {
     pub text: String,
 }
 
+impl Message {
+    /// The message a text entry shows as, with `name` for its author; `None` for other kinds.
+    pub fn of(entry: &Entry, name: String) -> Option<Message> {
+        let Body::Text { text } = entry.body() else {
+            return None;
+        };
+        Some(Message {
+            author: entry.author(),
+            name,
+            seq: entry.seq(),
+            lamport: entry.lamport(),
+            timestamp: entry.timestamp(),
+            text: text.clone(),
+        })
+    }
+}
+
 /// Counts of entries received from peers (see [`Node::stats`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -168,7 +185,7 @@ pub enum NodeError {
     RoomKey(#[from] crate::room::RoomKeyError),
     /// The store failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
     /// A line is too long or otherwise not a valid entry.
     #[error("{0}")]
     Invalid(DecodeError),
@@ -189,6 +206,17 @@ pub enum NodeError {
     /// There is no data directory (or no identity in it) for this user yet.
     #[error("no p2pchat data in {0} (start p2pchat with this --name once to create it)")]
     NoData(PathBuf),
+}
+
+impl From<StoreError> for NodeError {
+    /// An entry the store refused to make is the caller's [`NodeError::Invalid`]; anything
+    /// else is a store failure.
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Invalid(e) => NodeError::Invalid(e),
+            e => NodeError::Store(e),
+        }
+    }
 }
 
 /// Configures and starts a [`Node`].
@@ -370,23 +398,16 @@ impl Node {
 
     /// Appends `text` to the node's own log (durably) and sends it to connected peers.
     pub fn send(&self, text: &str) -> Result<Message, NodeError> {
+        let body = Body::Text {
+            text: text.to_owned(),
+        };
         let entry = self
             .shared
-            .append(Body::Text {
-                text: text.to_owned(),
-            })
-            .map_err(|e| match e {
-                StoreError::Invalid(e) => NodeError::Invalid(e),
-                e => NodeError::Store(e),
-            })?;
-        Ok(Message {
-            author: entry.author(),
-            name: self.shared.display_name(&entry.author()),
-            seq: entry.seq(),
-            lamport: entry.lamport(),
-            timestamp: entry.timestamp(),
-            text: text.to_owned(),
-        })
+            .append([body])?
+            .pop()
+            .ok_or(NodeError::Stopped)?;
+        let name = self.shared.display_name(&entry.author());
+        Message::of(&entry, name).ok_or(NodeError::Stopped)
     }
 
     /// Appends several lines at once, in one durable write (group commit), and sends them.
@@ -395,14 +416,7 @@ impl Node {
         let bodies = texts.iter().map(|text| Body::Text {
             text: (*text).to_owned(),
         });
-        self.shared
-            .store
-            .append_own_many(&self.shared.key, bodies, crate::shared::now_ms())
-            .map_err(|e| match e {
-                StoreError::Invalid(e) => NodeError::Invalid(e),
-                e => NodeError::Store(e),
-            })?;
-        self.shared.notify_changed();
+        self.shared.append(bodies)?;
         Ok(())
     }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use libp2p::PeerId;
 use p2pchat_protocol::entry::check_name;
 use p2pchat_protocol::{Author, Body, Entry};
-use p2pchat_storage::{Store, StoreError};
+use p2pchat_storage::Store;
 
 use crate::shared::display_name;
 use crate::{Message, Node, NodeError, identity};
@@ -126,11 +126,9 @@ impl Node {
         if self.shared.store.name(&me).as_deref() == Some(name) {
             return Ok(());
         }
-        self.shared
-            .append(Body::Profile {
-                name: name.to_owned(),
-            })
-            .map_err(store_error)?;
+        self.shared.append([Body::Profile {
+            name: name.to_owned(),
+        }])?;
         Ok(())
     }
 
@@ -162,7 +160,7 @@ impl Archive {
     pub fn messages(&self) -> impl Iterator<Item = Result<Message, NodeError>> + '_ {
         self.store.history().filter_map(|entry| {
             entry
-                .map_err(store_error)
+                .map_err(NodeError::from)
                 .map(|entry| text_message(&self.store, &entry))
                 .transpose()
         })
@@ -185,7 +183,7 @@ pub fn identity_of(dir: &Path) -> Result<(PeerId, String), NodeError> {
 fn last_messages(store: &Store, n: usize) -> Result<Vec<Message>, NodeError> {
     let mut last = VecDeque::with_capacity(n.min(4096));
     for entry in store.history() {
-        let entry = entry.map_err(store_error)?;
+        let entry = entry?;
         if n > 0 && matches!(entry.body(), Body::Text { .. }) {
             if last.len() == n {
                 last.pop_front();
@@ -201,24 +199,7 @@ fn last_messages(store: &Store, n: usize) -> Result<Vec<Message>, NodeError> {
 
 /// The message a text entry shows as (names as they are now); `None` for other kinds.
 pub(crate) fn text_message(store: &Store, entry: &Entry) -> Option<Message> {
-    let Body::Text { text } = entry.body() else {
-        return None;
-    };
-    Some(Message {
-        author: entry.author(),
-        name: display_name(store, &entry.author()),
-        seq: entry.seq(),
-        lamport: entry.lamport(),
-        timestamp: entry.timestamp(),
-        text: text.clone(),
-    })
-}
-
-fn store_error(e: StoreError) -> NodeError {
-    match e {
-        StoreError::Invalid(e) => NodeError::Invalid(e),
-        e => NodeError::Store(e),
-    }
+    Message::of(entry, display_name(store, &entry.author()))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use libp2p::PeerId;
+use p2pchat_protocol::sync::{Range, count, missing};
 use p2pchat_protocol::wire::{Hello, PROTOCOL_VERSION};
 use p2pchat_protocol::{Author, Body, Entry, Heads, SigningKey};
 use p2pchat_storage::{Store, StoreError};
@@ -43,23 +44,21 @@ impl CatchUp {
         theirs: &Heads,
         skip: impl Fn(&p2pchat_protocol::Author) -> bool,
     ) -> Option<Self> {
-        let target: Heads = theirs
-            .iter()
-            .filter(|(author, seq)| **seq > ours.get(author).copied().unwrap_or(0) && !skip(author))
-            .map(|(author, seq)| (*author, *seq))
+        let lacking: Vec<Range> = missing(theirs, ours)
+            .into_iter()
+            .filter(|r| !skip(&r.author))
             .collect();
-        let catch_up = CatchUp { total: 0, target };
-        let total = catch_up.remaining(ours);
-        (total > 0).then_some(CatchUp { total, ..catch_up })
+        let total = count(&lacking);
+        let target = lacking
+            .iter()
+            .map(|range| (range.author, range.to))
+            .collect();
+        (total > 0).then_some(CatchUp { target, total })
     }
 
     /// Entries still missing, given our heads.
     pub fn remaining(&self, ours: &Heads) -> u64 {
-        // Saturating: heads in a hello are only claims, and may be absurd (u64::MAX).
-        self.target
-            .iter()
-            .map(|(author, seq)| seq.saturating_sub(ours.get(author).copied().unwrap_or(0)))
-            .fold(0, u64::saturating_add)
+        count(&missing(&self.target, ours))
     }
 }
 
@@ -147,11 +146,12 @@ impl Shared {
         }
     }
 
-    /// Appends an entry to the node's own log, durably, and wakes the pushers and feeds.
-    pub fn append(&self, body: Body) -> Result<Entry, StoreError> {
-        let entry = self.store.append_own(&self.key, body, now_ms())?;
+    /// Appends entries to the node's own log in one durable write, and wakes the pushers and
+    /// feeds.
+    pub fn append(&self, bodies: impl IntoIterator<Item = Body>) -> Result<Vec<Entry>, StoreError> {
+        let entries = self.store.append_own_many(&self.key, bodies, now_ms())?;
         self.notify_changed();
-        Ok(entry)
+        Ok(entries)
     }
 
     /// The node's hello: who it is and what it holds.

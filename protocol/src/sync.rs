@@ -36,6 +36,15 @@ pub fn missing(ours: &Heads, theirs: &Heads) -> Vec<Range> {
         .collect()
 }
 
+/// How many entries `ranges` hold (saturating: heads in a hello are only claims, and may be
+/// absurd, such as `u64::MAX`).
+pub fn count(ranges: &[Range]) -> u64 {
+    ranges
+        .iter()
+        .map(|range| range.to - range.from + 1)
+        .fold(0, u64::saturating_add)
+}
+
 /// Raises each head in `heads` to at least the one in `seen` (a peer never un-learns entries).
 pub fn merge(heads: &mut Heads, seen: &Heads) {
     for (&author, &seq) in seen {
@@ -133,6 +142,16 @@ mod tests {
                     to: 1
                 }
             ]
+        );
+    }
+
+    #[test]
+    fn counting_never_overflows() {
+        let ours = heads(&[(1, 4)]);
+        assert_eq!(count(&missing(&heads(&[(1, 10), (2, 3)]), &ours)), 9);
+        assert_eq!(
+            count(&missing(&heads(&[(2, u64::MAX), (3, u64::MAX)]), &ours)),
+            u64::MAX
         );
     }
 

@@ -82,6 +82,9 @@ pub enum Pin {
     Conflict(Author),
 }
 
+/// Entries read at a time by [`Store::history`].
+const HISTORY_PAGE: usize = 1024;
+
 /// A position in the merged history (see [`Store::history_page`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HistoryPos([u8; 48]);
@@ -280,7 +283,7 @@ impl Store {
     pub fn get(&self, author: &Author, seq: u64) -> Result<Option<Entry>, StoreError> {
         self.entries
             .get(entry_key(author, seq))?
-            .map(|bytes| decode_stored(&bytes))
+            .map(|bytes| decode_stored(Bytes::copy_from_slice(&bytes)))
             .transpose()
     }
 
@@ -293,20 +296,10 @@ impl Store {
         max_entries: usize,
         max_bytes: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        let mut out = Vec::new();
-        let mut bytes = 0;
-        let rows = self
-            .entries
-            .range(entry_key(author, from)..=entry_key(author, u64::MAX));
-        for row in rows.take(max_entries) {
-            let value = row.value()?;
-            bytes += value.len();
-            if bytes > max_bytes && !out.is_empty() {
-                break;
-            }
-            out.push(decode_stored(&value)?);
-        }
-        Ok(out)
+        self.range_envelopes(author, from, max_entries, max_bytes)?
+            .into_iter()
+            .map(|(_, envelope)| decode_stored(envelope))
+            .collect()
     }
 
     /// Up to `limit` entries of the merged history that come after position `after` (from the
@@ -346,14 +339,25 @@ impl Store {
 
     /// Every stored entry in merged order: by lamport clock, then author, then seq.
     pub fn history(&self) -> impl Iterator<Item = Result<Entry, StoreError>> + '_ {
-        self.order.iter().map(|row| {
-            let key = row.key()?;
-            let author = author_from(key.get(8..40).unwrap_or_default())?;
-            let seq = u64_from(key.get(40..48).unwrap_or_default())?;
-            self.get(&author, seq)?.ok_or_else(|| {
-                StoreError::Corrupt(format!("indexed entry {seq} of {author:?} is missing"))
-            })
-        })
+        let mut after = None;
+        let mut done = false;
+        let pages = std::iter::from_fn(move || {
+            if done {
+                return None;
+            }
+            match self.history_page(after.as_ref(), HISTORY_PAGE) {
+                Ok((page, Some(last))) => {
+                    after = Some(last);
+                    Some(page.into_iter().map(Ok).collect::<Vec<_>>())
+                }
+                Ok((_, None)) => None,
+                Err(e) => {
+                    done = true;
+                    Some(vec![Err(e)])
+                }
+            }
+        });
+        pages.flatten()
     }
 
     /// The author's current name: the one in their latest profile entry.
@@ -618,9 +622,8 @@ impl Store {
     }
 }
 
-fn decode_stored(bytes: &[u8]) -> Result<Entry, StoreError> {
-    Entry::decode_trusted(Bytes::copy_from_slice(bytes))
-        .map_err(|e| StoreError::Corrupt(e.to_string()))
+fn decode_stored(bytes: Bytes) -> Result<Entry, StoreError> {
+    Entry::decode_trusted(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 #[cfg(test)]

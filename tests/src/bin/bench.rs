@@ -157,6 +157,9 @@ impl Bench {
             .spawn()?;
         let stdin = child.stdin.take().context("stdin")?;
         let mut stdout = BufReader::new(child.stdout.take().context("stdout")?).lines();
+        // Unbounded on purpose: a peer's stdout must never block on the harness (a node whose
+        // events nobody waits for, like A printing its whole history, would otherwise stall and
+        // skew the figures); a scenario's events are bounded by its size.
         let (tx, events) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             while let Ok(Some(line)) = stdout.next_line().await {

@@ -1,7 +1,7 @@
 //! What the user interfaces need besides sending: who is known and connected, renaming, recent
 //! history, and reading a data directory offline (`p2pchat export`, `p2pchat id`).
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use libp2p::PeerId;
@@ -179,22 +179,17 @@ pub fn identity_of(dir: &Path) -> Result<(PeerId, String), NodeError> {
     ))
 }
 
-/// The last `n` text messages of `store`'s merged history.
+/// The last `n` text messages of `store`'s merged history, read from the newest back.
 fn last_messages(store: &Store, n: usize) -> Result<Vec<Message>, NodeError> {
-    let mut last = VecDeque::with_capacity(n.min(4096));
-    for entry in store.history() {
-        let entry = entry?;
-        if n > 0 && matches!(entry.body(), Body::Text { .. }) {
-            if last.len() == n {
-                last.pop_front();
-            }
-            last.push_back(entry);
+    let mut last = Vec::with_capacity(n.min(4096));
+    for entry in store.history_newest_first() {
+        if last.len() == n {
+            break;
         }
+        last.extend(text_message(store, &entry?));
     }
-    Ok(last
-        .iter()
-        .filter_map(|entry| text_message(store, entry))
-        .collect())
+    last.reverse();
+    Ok(last)
 }
 
 /// The message a text entry shows as (names as they are now); `None` for other kinds.

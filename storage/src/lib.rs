@@ -322,19 +322,33 @@ impl Store {
             .range::<Vec<u8>, _>((start, Bound::Unbounded))
             .take(limit)
         {
-            let key = row.key()?;
-            let pos: [u8; 48] = key[..]
-                .try_into()
-                .map_err(|_| StoreError::Corrupt("bad order key".into()))?;
-            let author = author_from(&pos[8..40])?;
-            let seq = u64_from(&pos[40..48])?;
-            let entry = self.get(&author, seq)?.ok_or_else(|| {
-                StoreError::Corrupt(format!("indexed entry {seq} of {author:?} is missing"))
-            })?;
+            let (entry, pos) = self.indexed(&row.key()?)?;
             entries.push(entry);
-            last = Some(HistoryPos(pos));
+            last = Some(pos);
         }
         Ok((entries, last))
+    }
+
+    /// The entry an `order` key points at, and its position.
+    fn indexed(&self, key: &[u8]) -> Result<(Entry, HistoryPos), StoreError> {
+        let pos: [u8; 48] = key
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("bad order key".into()))?;
+        let author = author_from(&pos[8..40])?;
+        let seq = u64_from(&pos[40..48])?;
+        let entry = self.get(&author, seq)?.ok_or_else(|| {
+            StoreError::Corrupt(format!("indexed entry {seq} of {author:?} is missing"))
+        })?;
+        Ok((entry, HistoryPos(pos)))
+    }
+
+    /// The merged history from the newest entry backwards (for "the last N messages", without
+    /// reading the rest).
+    pub fn history_newest_first(&self) -> impl Iterator<Item = Result<Entry, StoreError>> + '_ {
+        self.order
+            .iter()
+            .rev()
+            .map(|row| Ok(self.indexed(&row.key()?)?.0))
     }
 
     /// Every stored entry in merged order: by lamport clock, then author, then seq.

@@ -442,4 +442,7 @@ fn history_pages_cover_the_history_once_in_order() {
     }
     assert_eq!(paged, all);
     assert_eq!(paged.len(), 13);
+    let mut newest_first: Vec<Entry> = store.history_newest_first().map(|e| e.unwrap()).collect();
+    newest_first.reverse();
+    assert_eq!(newest_first, all);
 }

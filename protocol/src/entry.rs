@@ -14,6 +14,7 @@ use ed25519_dalek::{Signature, Signer, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteArray;
 
+use crate::cbor;
 use crate::limits::{MAX_ENTRY_BYTES, MAX_NAME_BYTES, MAX_TEXT_BYTES};
 
 pub use ed25519_dalek::SigningKey;
@@ -136,16 +137,54 @@ pub enum Body {
 }
 
 impl Body {
-    fn to_value(&self) -> Result<Value, DecodeError> {
+    /// Appends the body's canonical encoding (known kinds only: an unknown one cannot be written).
+    fn write(&self, out: &mut Vec<u8>) -> Result<(), DecodeError> {
         let (kind, field) = match self {
             Body::Profile { name } => ("profile", name),
             Body::Text { text } => ("text", text),
             Body::Unknown { .. } => return Err(DecodeError::InvalidBody),
         };
-        Ok(Value::Array(vec![
-            Value::Text(kind.into()),
-            Value::Text(field.clone()),
-        ]))
+        cbor::write_array(out, 2);
+        cbor::write_text(out, kind);
+        cbor::write_text(out, field);
+        Ok(())
+    }
+
+    /// Reads a body that makes up the whole of `bytes`, and checks its limits.
+    fn read(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let body = match Self::read_known(bytes) {
+            Some(body) => body,
+            None => Self::read_any(bytes)?,
+        };
+        body.check_limits()?;
+        Ok(body)
+    }
+
+    /// The fast path: a canonical `["profile", name]` or `["text", text]` and nothing after.
+    fn read_known(bytes: &[u8]) -> Option<Self> {
+        let mut reader = cbor::Reader::new(bytes);
+        if reader.array().ok()? != 2 {
+            return None;
+        }
+        let kind = reader.text().ok()?;
+        let field = reader.text().ok()?.to_owned();
+        reader.end().ok()?;
+        match kind {
+            "profile" => Some(Body::Profile { name: field }),
+            "text" => Some(Body::Text { text: field }),
+            _ => None,
+        }
+    }
+
+    /// Any other body (unknown kinds, and every malformed one): decoded as a generic CBOR
+    /// value, which must re-encode to the same bytes.
+    fn read_any(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let value: Value =
+            cbor4ii::serde::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        if encode(&value)? != bytes {
+            return Err(DecodeError::NonCanonical);
+        }
+        Self::from_value(&value)
     }
 
     fn from_value(value: &Value) -> Result<Self, DecodeError> {
@@ -155,16 +194,14 @@ impl Body {
         let Some(Value::Text(kind)) = items.first() else {
             return Err(DecodeError::InvalidBody);
         };
-        let body = match (kind.as_str(), &items[1..]) {
+        Ok(match (kind.as_str(), &items[1..]) {
             ("profile", [Value::Text(name)]) => Body::Profile { name: name.clone() },
             ("text", [Value::Text(text)]) => Body::Text { text: text.clone() },
             ("profile" | "text", _) => return Err(DecodeError::InvalidBody),
             (other, _) => Body::Unknown {
                 kind: other.to_owned(),
             },
-        };
-        body.check_limits()?;
-        Ok(body)
+        })
     }
 
     /// Checks the body against the size and content rules of its kind.
@@ -208,17 +245,6 @@ pub struct Draft {
     /// What the entry says.
     pub body: Body,
 }
-
-/// The signed part of an envelope, as a CBOR array in this exact field order.
-#[derive(Serialize, Deserialize)]
-struct Payload(u8, Author, u64, Option<Hash>, u64, u64, Value);
-
-/// The envelope: `[payload, signature]`.
-#[derive(Serialize, Deserialize)]
-struct Envelope<'a>(
-    #[serde(borrow)] &'a serde_bytes::Bytes,
-    &'a serde_bytes::Bytes,
-);
 
 /// A decoded, canonically encoded entry, with its envelope bytes kept for storage and sending.
 ///
@@ -299,64 +325,74 @@ impl Entry {
     /// Signs `draft` with `key`, producing the entry's one canonical encoding.
     pub fn sign(key: &SigningKey, draft: Draft) -> Result<Self, DecodeError> {
         draft.body.check_limits()?;
-        let payload = Payload(
-            FORMAT_VERSION,
-            Author::of(key),
-            draft.seq,
-            draft.prev,
-            draft.timestamp,
-            draft.lamport,
-            draft.body.to_value()?,
-        );
-        let payload = encode(&payload)?;
+        let mut payload = Vec::with_capacity(160);
+        cbor::write_array(&mut payload, 7);
+        cbor::write_uint(&mut payload, FORMAT_VERSION.into());
+        cbor::write_bytes(&mut payload, Author::of(key).as_bytes());
+        cbor::write_uint(&mut payload, draft.seq);
+        match draft.prev {
+            Some(prev) => cbor::write_bytes(&mut payload, prev.as_bytes()),
+            None => payload.push(cbor::NULL),
+        }
+        cbor::write_uint(&mut payload, draft.timestamp);
+        cbor::write_uint(&mut payload, draft.lamport);
+        draft.body.write(&mut payload)?;
         let signature = key.sign(&signed_message(&payload)).to_bytes();
-        let envelope = encode(&Envelope(
-            serde_bytes::Bytes::new(&payload),
-            serde_bytes::Bytes::new(&signature),
-        ))?;
+        let mut envelope = Vec::with_capacity(payload.len() + 72);
+        cbor::write_array(&mut envelope, 2);
+        cbor::write_bytes(&mut envelope, &payload);
+        cbor::write_bytes(&mut envelope, &signature);
         Self::decode(Bytes::from(envelope))
     }
 
-    /// Decodes an envelope, checking its size, shape, canonical encoding and body limits.
+    /// Decodes an envelope, checking its size, shape, canonical encoding and body limits
+    /// (docs/protocol.md, 6.1). The signature is not checked here.
     pub fn decode(envelope: Bytes) -> Result<Self, DecodeError> {
-        Self::decode_checked(envelope, true)
-    }
-
-    /// Decodes an envelope that this node validated before storing it: the same parsing, but
-    /// without re-encoding to check that the encoding is canonical.
-    pub fn decode_trusted(envelope: Bytes) -> Result<Self, DecodeError> {
-        Self::decode_checked(envelope, false)
-    }
-
-    fn decode_checked(envelope: Bytes, check_canonical: bool) -> Result<Self, DecodeError> {
         if envelope.len() > MAX_ENTRY_BYTES {
             return Err(DecodeError::TooLarge {
                 len: envelope.len(),
             });
         }
-        let malformed = |e: cbor4ii::serde::DecodeError<_>| DecodeError::Malformed(e.to_string());
-        let Envelope(payload, signature) =
-            cbor4ii::serde::from_slice(&envelope).map_err(malformed)?;
-        if check_canonical && encode(&Envelope(payload, signature))? != envelope[..] {
-            return Err(DecodeError::NonCanonical);
+        let mut outer = cbor::Reader::new(&envelope);
+        if outer.array()? != 2 {
+            return Err(DecodeError::Malformed(
+                "the envelope is not a 2-item array".into(),
+            ));
         }
-        let signature: [u8; 64] = signature[..]
+        let payload = outer.bytes()?;
+        let signature = outer.bytes()?;
+        outer.end()?;
+        let signature: [u8; 64] = signature
             .try_into()
             .map_err(|_| DecodeError::InvalidSignatureLength)?;
-        let decoded: Payload = cbor4ii::serde::from_slice(payload).map_err(malformed)?;
-        if check_canonical && encode(&decoded)? != payload[..] {
-            return Err(DecodeError::NonCanonical);
+
+        let mut fields = cbor::Reader::new(payload);
+        if fields.array()? != 7 {
+            return Err(DecodeError::Malformed(
+                "the payload is not a 7-item array".into(),
+            ));
         }
-        let Payload(version, author, seq, prev, timestamp, lamport, body) = decoded;
-        if version != FORMAT_VERSION {
-            return Err(DecodeError::UnsupportedVersion(version));
+        let version = fields.uint()?;
+        if version != u64::from(FORMAT_VERSION) {
+            return Err(match u8::try_from(version) {
+                Ok(version) => DecodeError::UnsupportedVersion(version),
+                Err(_) => DecodeError::Malformed("format version out of range".into()),
+            });
         }
-        let body = Body::from_value(&body)?;
-        let payload = envelope.slice_ref(payload);
+        let author = Author::from_bytes(read_32(&mut fields, "author")?);
+        let seq = fields.uint()?;
+        let prev = if fields.null() {
+            None
+        } else {
+            Some(Hash::from_bytes(read_32(&mut fields, "prev")?))
+        };
+        let timestamp = fields.uint()?;
+        let lamport = fields.uint()?;
+        let body = Body::read(fields.rest())?;
         Ok(Self {
             hash: Hash::of(&envelope),
+            payload: envelope.slice_ref(payload),
             envelope,
-            payload,
             signature,
             author,
             seq,
@@ -410,6 +446,14 @@ impl Entry {
     pub fn body(&self) -> &Body {
         &self.body
     }
+}
+
+/// A 32-byte string field (`author`, `prev`).
+fn read_32(reader: &mut cbor::Reader<'_>, field: &str) -> Result<[u8; 32], DecodeError> {
+    reader
+        .bytes()?
+        .try_into()
+        .map_err(|_| DecodeError::Malformed(format!("{field} is not 32 bytes")))
 }
 
 fn signed_message(payload: &[u8]) -> Vec<u8> {
@@ -525,12 +569,7 @@ mod tests {
         let mut stretched = payload[..36].to_vec();
         stretched.extend_from_slice(&[0x18, 0x01]);
         stretched.extend_from_slice(&payload[37..]);
-        let signature = key(1).sign(&signed_message(&stretched)).to_bytes();
-        let envelope = encode(&Envelope(
-            serde_bytes::Bytes::new(&stretched),
-            serde_bytes::Bytes::new(&signature),
-        ))
-        .unwrap();
+        let envelope = signed_envelope(&stretched);
         assert_eq!(
             Entry::decode(Bytes::from(envelope)),
             Err(DecodeError::NonCanonical)
@@ -555,24 +594,35 @@ mod tests {
         ));
     }
 
+    /// An envelope around `payload`, signed by `key(1)`.
+    fn signed_envelope(payload: &[u8]) -> Vec<u8> {
+        let signature = key(1).sign(&signed_message(payload)).to_bytes();
+        let mut envelope = Vec::new();
+        cbor::write_array(&mut envelope, 2);
+        cbor::write_bytes(&mut envelope, payload);
+        cbor::write_bytes(&mut envelope, &signature);
+        envelope
+    }
+
+    /// A payload `[1, key(1), 2, hash, 5, 2, body]` around the encoded `body`.
+    fn payload_with_body(body: &[u8]) -> Vec<u8> {
+        let mut payload = Vec::new();
+        cbor::write_array(&mut payload, 7);
+        cbor::write_uint(&mut payload, 1);
+        cbor::write_bytes(&mut payload, Author::of(&key(1)).as_bytes());
+        cbor::write_uint(&mut payload, 2);
+        cbor::write_bytes(&mut payload, Hash::of(b"x").as_bytes());
+        cbor::write_uint(&mut payload, 5);
+        cbor::write_uint(&mut payload, 2);
+        payload.extend_from_slice(body);
+        payload
+    }
+
     #[test]
     fn unknown_body_kinds_survive_decoding() {
-        let payload = Payload(
-            FORMAT_VERSION,
-            Author::of(&key(1)),
-            2,
-            Some(Hash::of(b"x")),
-            5,
-            2,
-            Value::Array(vec![Value::Text("reaction".into()), Value::Integer(7)]),
-        );
-        let payload = encode(&payload).unwrap();
-        let signature = key(1).sign(&signed_message(&payload)).to_bytes();
-        let envelope = encode(&Envelope(
-            serde_bytes::Bytes::new(&payload),
-            serde_bytes::Bytes::new(&signature),
-        ))
-        .unwrap();
+        // ["reaction", 7]
+        let body = [&[0x82, 0x68][..], b"reaction", &[0x07]].concat();
+        let envelope = signed_envelope(&payload_with_body(&body));
         let entry = Entry::decode(Bytes::from(envelope)).unwrap();
         assert_eq!(
             entry.body(),
@@ -581,5 +631,45 @@ mod tests {
             }
         );
         assert!(entry.signature_is_valid());
+    }
+
+    #[test]
+    fn bodies_off_the_fast_path_follow_the_same_rules() {
+        let text =
+            |bytes: &[u8]| Entry::decode(Bytes::from(signed_envelope(&payload_with_body(bytes))));
+        // ["text", "hi"] with the array head stretched: not canonical.
+        assert_eq!(
+            text(&[0x98, 0x02, 0x64, b't', b'e', b'x', b't', 0x62, b'h', b'i']),
+            Err(DecodeError::NonCanonical)
+        );
+        // ["text", 7] and ["text"]: a known kind of the wrong shape.
+        assert_eq!(
+            text(&[0x82, 0x64, b't', b'e', b'x', b't', 0x07]),
+            Err(DecodeError::InvalidBody)
+        );
+        assert_eq!(
+            text(&[0x81, 0x64, b't', b'e', b'x', b't']),
+            Err(DecodeError::InvalidBody)
+        );
+        // 7: not an array.
+        assert_eq!(text(&[0x07]), Err(DecodeError::InvalidBody));
+        // ["profile", " bob"]: the fast path still checks limits.
+        let mut profile = vec![0x82, 0x67];
+        profile.extend_from_slice(b"profile");
+        profile.extend_from_slice(&[0x64, b' ', b'b', b'o', b'b']);
+        assert!(matches!(
+            text(&profile),
+            Err(DecodeError::InvalidName { .. })
+        ));
+    }
+
+    #[test]
+    fn a_future_format_version_is_named_as_such() {
+        let mut payload = payload_with_body(&[0x82, 0x64, b't', b'e', b'x', b't', 0x60]);
+        payload[1] = 0x02;
+        assert_eq!(
+            Entry::decode(Bytes::from(signed_envelope(&payload))),
+            Err(DecodeError::UnsupportedVersion(2))
+        );
     }
 }

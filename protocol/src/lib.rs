@@ -5,6 +5,7 @@
 //! [`sync`] planner that says which ranges a peer lacks. Nothing in this crate touches the
 //! network or the disk, so every rule can be tested with plain function calls.
 
+mod cbor;
 pub mod entry;
 pub mod limits;
 pub mod route;

@@ -106,3 +106,194 @@ fn deep_nesting_is_an_error_not_a_crash() {
         "{error}"
     );
 }
+
+/// The first decoder, kept as the oracle for the hand-written one: decode with serde into
+/// generic values, re-encode, and compare bytes. Returns the fields, or `None` if it refuses.
+mod oracle {
+    use cbor4ii::core::Value;
+    use p2pchat_protocol::{Author, Hash};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize)]
+    struct Payload(u8, Author, u64, Option<Hash>, u64, u64, Value);
+
+    #[derive(Serialize, Deserialize)]
+    struct Envelope<'a>(
+        #[serde(borrow)] &'a serde_bytes::Bytes,
+        &'a serde_bytes::Bytes,
+    );
+
+    fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+        cbor4ii::serde::to_vec(Vec::new(), value).expect("encodes")
+    }
+
+    /// (author, seq, prev, timestamp, lamport, body kind, body field if known).
+    pub type Fields = (Author, u64, Option<Hash>, u64, u64, String, Option<String>);
+
+    pub fn decode(envelope: &[u8]) -> Option<Fields> {
+        if envelope.len() > 8192 {
+            return None;
+        }
+        let Envelope(payload, signature) = cbor4ii::serde::from_slice(envelope).ok()?;
+        if encode(&Envelope(payload, signature)) != envelope || signature.len() != 64 {
+            return None;
+        }
+        let decoded: Payload = cbor4ii::serde::from_slice(payload).ok()?;
+        if encode(&decoded) != payload[..] {
+            return None;
+        }
+        let Payload(version, author, seq, prev, timestamp, lamport, body) = decoded;
+        let Value::Array(items) = body else {
+            return None;
+        };
+        let Some(Value::Text(kind)) = items.first() else {
+            return None;
+        };
+        let field = match (kind.as_str(), &items[1..]) {
+            ("profile", [Value::Text(name)]) => {
+                let ok = !name.is_empty()
+                    && name.len() <= 64
+                    && name.trim() == name
+                    && !name.chars().any(char::is_control);
+                ok.then(|| name.clone())?.into()
+            }
+            ("text", [Value::Text(text)]) => (text.len() <= 4096).then(|| text.clone())?.into(),
+            ("profile" | "text", _) => return None,
+            _ => None,
+        };
+        (version == 1).then(|| (author, seq, prev, timestamp, lamport, kind.clone(), field))
+    }
+}
+
+fn fields_of(entry: &Entry) -> oracle::Fields {
+    let (kind, field) = match entry.body() {
+        Body::Profile { name } => ("profile".to_owned(), Some(name.clone())),
+        Body::Text { text } => ("text".to_owned(), Some(text.clone())),
+        Body::Unknown { kind } => (kind.clone(), None),
+        _ => unreachable!("no other kinds"),
+    };
+    (
+        entry.author(),
+        entry.seq(),
+        entry.prev(),
+        entry.timestamp(),
+        entry.lamport(),
+        kind,
+        field,
+    )
+}
+
+/// A signed entry's envelope, or one with an unknown body kind built by hand.
+fn envelope() -> impl Strategy<Value = Vec<u8>> {
+    let known = (1u64..u64::MAX, any::<u64>(), 1u64..(1 << 53), body()).prop_map(
+        |(seq, timestamp, lamport, body)| {
+            let prev = (seq > 1).then(|| p2pchat_protocol::Hash::of(&seq.to_be_bytes()));
+            let draft = Draft {
+                seq,
+                prev,
+                timestamp,
+                lamport,
+                body,
+            };
+            Entry::sign(&key(1), draft).unwrap().envelope().to_vec()
+        },
+    );
+    let unknown = (any::<u64>(), "[a-z]{0,12}").prop_map(|(n, kind)| {
+        let body = cbor4ii::core::Value::Array(vec![
+            cbor4ii::core::Value::Text(kind),
+            cbor4ii::core::Value::Integer(n.into()),
+        ]);
+        let mut payload = vec![0x87, 0x01, 0x58, 0x20];
+        payload.extend(Author::of(&key(1)).as_bytes());
+        payload.extend([0x01, 0xf6, 0x01, 0x01]);
+        payload.extend(cbor4ii::serde::to_vec(Vec::new(), &body).unwrap());
+        wrap(&payload)
+    });
+    prop_oneof![3 => known, 1 => unknown]
+}
+
+/// `[payload, 64 zero bytes]`, with correct lengths.
+fn wrap(payload: &[u8]) -> Vec<u8> {
+    let mut envelope = vec![0x82];
+    envelope.extend(cbor4ii::serde::to_vec(Vec::new(), &serde_bytes::Bytes::new(payload)).unwrap());
+    envelope.extend([0x58, 0x40]);
+    envelope.extend([0; 64]);
+    envelope
+}
+
+/// One small change to a byte string: a byte replaced, inserted or removed, or a byte read as
+/// a CBOR head with a small argument rewritten in a longer form (`01` → `18 01`).
+#[derive(Debug, Clone)]
+enum Edit {
+    Set(prop::sample::Index, u8),
+    Insert(prop::sample::Index, u8),
+    Remove(prop::sample::Index),
+    Stretch(prop::sample::Index),
+}
+
+fn edit() -> impl Strategy<Value = Edit> {
+    prop_oneof![
+        (any::<prop::sample::Index>(), any::<u8>()).prop_map(|(at, b)| Edit::Set(at, b)),
+        (any::<prop::sample::Index>(), any::<u8>()).prop_map(|(at, b)| Edit::Insert(at, b)),
+        any::<prop::sample::Index>().prop_map(Edit::Remove),
+        any::<prop::sample::Index>().prop_map(Edit::Stretch),
+    ]
+}
+
+fn apply(bytes: &mut Vec<u8>, edit: &Edit) {
+    if bytes.is_empty() {
+        return;
+    }
+    match edit {
+        Edit::Set(at, b) => {
+            let at = at.index(bytes.len());
+            bytes[at] = *b;
+        }
+        Edit::Insert(at, b) => bytes.insert(at.index(bytes.len() + 1), *b),
+        Edit::Remove(at) => {
+            bytes.remove(at.index(bytes.len()));
+        }
+        Edit::Stretch(at) => {
+            let at = at.index(bytes.len());
+            if bytes[at] & 0x1f < 24 {
+                let b = bytes[at];
+                bytes.splice(at..=at, [b & 0xe0 | 24, b & 0x1f]);
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4096))]
+
+    /// The one-pass decoder accepts exactly what the re-encoding oracle accepts, with the same
+    /// fields: edits anywhere in the envelope, and edits inside the payload with the envelope
+    /// rebuilt around it (so they reach the payload's own checks).
+    #[test]
+    fn the_one_pass_decoder_agrees_with_the_oracle(
+        envelope in envelope(), edits in proptest::collection::vec(edit(), 0..4), inner: bool,
+    ) {
+        let mut bytes = envelope;
+        if inner {
+            let Envelope(payload) = Envelope::payload_of(&bytes);
+            let mut payload = payload;
+            edits.iter().for_each(|edit| apply(&mut payload, edit));
+            bytes = wrap(&payload);
+        } else {
+            edits.iter().for_each(|edit| apply(&mut bytes, edit));
+        }
+        let ours = Entry::decode(Bytes::from(bytes.clone())).ok().map(|entry| fields_of(&entry));
+        prop_assert_eq!(ours, oracle::decode(&bytes), "on {:02x?}", bytes);
+    }
+}
+
+/// Reads the payload back out of an envelope built by [`Entry::sign`] or [`wrap`].
+struct Envelope(Vec<u8>);
+
+impl Envelope {
+    fn payload_of(envelope: &[u8]) -> Self {
+        let (payload, _): (serde_bytes::ByteBuf, serde_bytes::ByteBuf) =
+            cbor4ii::serde::from_slice(envelope).unwrap();
+        Envelope(payload.into_vec())
+    }
+}

@@ -637,7 +637,7 @@ impl Store {
 }
 
 fn decode_stored(bytes: Bytes) -> Result<Entry, StoreError> {
-    Entry::decode_trusted(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+    Entry::decode(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 #[cfg(test)]

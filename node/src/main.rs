@@ -69,7 +69,7 @@ fn export(name: &str, data_dir: Option<&PathBuf>, format: ExportFormat) -> Resul
         let message = message?;
         let line = match format {
             ExportFormat::Text => ui::format::history_line(&message),
-            ExportFormat::Ndjson => ui::json::message(&message).to_string(),
+            ExportFormat::Ndjson => ui::json::message(&message),
         };
         if writeln!(stdout, "{line}").is_err() {
             return Ok(()); // the reader has gone (say, `| head`): nothing more to do

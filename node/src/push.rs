@@ -189,6 +189,30 @@ pub async fn receive_from(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Batches are stored on their own thread, so the next frames are read (and the sender
+    // keeps sending) while one is validated and synced to disk.
+    let (batches, queued) = mpsc::channel(QUEUED_BATCHES);
+    let storer = tokio::task::spawn_blocking({
+        let (shared, reports) = (shared.clone(), reports.clone());
+        move || store_batches(&shared, peer, queued, &reports)
+    });
+    read_frames(&shared, peer, stream, batches, &reports).await;
+    // Whatever was read is stored before the stream is done with.
+    let _ = storer.await;
+}
+
+/// Batches read but not yet stored, per push stream: enough to keep the sender busy while one
+/// is stored, few enough to bound memory (each frame is at most [`MAX_FRAME_BYTES`]).
+const QUEUED_BATCHES: usize = 2;
+
+/// Reads frames from `peer`'s push stream: batches go to `batches`, notes are applied at once.
+async fn read_frames(
+    shared: &SharedRef,
+    peer: PeerId,
+    stream: Stream,
+    batches: mpsc::Sender<Batch>,
+    reports: &mpsc::Sender<Report>,
+) {
     // Buffered, so a small frame (length prefix and body) takes one read from the stream.
     let mut stream = futures::io::BufReader::new(stream);
     loop {
@@ -208,8 +232,25 @@ pub async fn receive_from(
                 return;
             }
         };
-        let frame = match frame {
-            Ok(frame) => frame,
+        match frame {
+            Ok(Frame::Batch(batch)) => {
+                if batches.send(batch).await.is_err() {
+                    return; // the storer stopped
+                }
+            }
+            Ok(Frame::Notes(notes)) => {
+                for note in notes {
+                    shared.peer_has(&peer, note.author, note.seq);
+                    let noted = Report::Noted {
+                        peer,
+                        author: note.author,
+                        seq: note.seq,
+                    };
+                    if reports.send(noted).await.is_err() {
+                        return;
+                    }
+                }
+            }
             Err(reason) => {
                 let _ = reports
                     .send(Report::Misbehaved {
@@ -219,33 +260,25 @@ pub async fn receive_from(
                     .await;
                 return;
             }
+        }
+    }
+}
+
+/// Stores the batches read from `peer`, in order, on a blocking thread, and reports each.
+fn store_batches(
+    shared: &SharedRef,
+    peer: PeerId,
+    mut queued: mpsc::Receiver<Batch>,
+    reports: &mpsc::Sender<Report>,
+) {
+    while let Some(batch) = queued.blocking_recv() {
+        let author = batch.author;
+        let next = match absorb(shared, peer, batch) {
+            Ok(absorbed) => absorbed.fetch.map(Report::Fetch),
+            Err(Misbehaviour(reason)) => Some(Report::Misbehaved { peer, reason }),
         };
-        let reports_out: Vec<Report> = match frame {
-            Frame::Batch(batch) => {
-                let author = batch.author;
-                let next = match absorb(&shared, peer, batch) {
-                    Ok(absorbed) => absorbed.fetch.map(Report::Fetch),
-                    Err(Misbehaviour(reason)) => Some(Report::Misbehaved { peer, reason }),
-                };
-                [Report::Received { peer, author }]
-                    .into_iter()
-                    .chain(next)
-                    .collect()
-            }
-            Frame::Notes(notes) => notes
-                .into_iter()
-                .map(|note| {
-                    shared.peer_has(&peer, note.author, note.seq);
-                    Report::Noted {
-                        peer,
-                        author: note.author,
-                        seq: note.seq,
-                    }
-                })
-                .collect(),
-        };
-        for report in reports_out {
-            if reports.send(report).await.is_err() {
+        for report in [Report::Received { peer, author }].into_iter().chain(next) {
+            if reports.blocking_send(report).is_err() {
                 return;
             }
         }

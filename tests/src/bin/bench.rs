@@ -319,7 +319,9 @@ impl Bench {
     async fn catchup(&self, n: u64) -> anyhow::Result<Value> {
         let (a, b) = (format!("ca{n}"), format!("cb{n}"));
         let fill = self.fill(&a, n).await?;
-        let alice = self.start(&a, &[]).await?;
+        let mut alice = self.start(&a, &[]).await?;
+        // A has been up a while when B joins, as on a real LAN: its own history is printed.
+        alice.wait_messages("", n).await?;
         let (via, wire) = counting_proxy(&alice.addr).await?;
         let spawned = Instant::now();
         let mut bob = self.start(&b, &[&via]).await?;

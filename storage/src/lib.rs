@@ -6,14 +6,13 @@
 //! |-----------|----------------------------------|--------------------------------|
 //! | `entries` | author (32) ‖ seq (u64 BE)       | envelope bytes                 |
 //! | `heads`   | author (32)                      | last seq (u64 BE)              |
-//! | `order`   | lamport (u64 BE) ‖ author ‖ seq  | empty (merged history index)   |
 //! | `names`   | author (32)                      | latest profile name (UTF-8)    |
 //! | `forks`   | author (32) ‖ seq (u64 BE)       | the second, conflicting entry  |
 //! | `pins`    | name (UTF-8)                     | author (32) first seen with it |
 //!
-//! Every write is one atomic batch: an entry, its index row and its log's head move together.
-//! Heads, names and pins are cached in memory, so start-up reads a few rows per author, never
-//! the logs themselves.
+//! Every write is one atomic batch: entries and their log's head move together. Heads, names
+//! and pins are cached in memory, so start-up reads a few rows per author, never the logs
+//! themselves. The merged history is read by merging the logs ([`history`]), not from an index.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -27,6 +26,9 @@ use p2pchat_protocol::wire::HeadInfo;
 use p2pchat_protocol::{
     Author, Body, DecodeError, Draft, Entry, Heads, SigningKey, ValidationError,
 };
+
+mod history;
+pub use history::HistoryPos;
 
 /// What can go wrong with the store.
 #[derive(Debug, thiserror::Error)]
@@ -82,13 +84,6 @@ pub enum Pin {
     Conflict(Author),
 }
 
-/// Entries read at a time by [`Store::history`].
-const HISTORY_PAGE: usize = 1024;
-
-/// A position in the merged history (see [`Store::history_page`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HistoryPos([u8; 48]);
-
 /// Pins that a write batch is about to add (so a batch with two claims pins the first).
 type NewPins = BTreeMap<String, Author>;
 
@@ -98,7 +93,6 @@ pub struct Store {
     db: Database,
     entries: Keyspace,
     heads: Keyspace,
-    order: Keyspace,
     names: Keyspace,
     forks: Keyspace,
     pins: Keyspace,
@@ -117,13 +111,6 @@ fn entry_key(author: &Author, seq: u64) -> [u8; 40] {
     let mut key = [0; 40];
     key[..32].copy_from_slice(author.as_bytes());
     key[32..].copy_from_slice(&seq.to_be_bytes());
-    key
-}
-
-fn order_key(entry: &Entry) -> [u8; 48] {
-    let mut key = [0; 48];
-    key[..8].copy_from_slice(&entry.lamport().to_be_bytes());
-    key[8..].copy_from_slice(&entry_key(&entry.author(), entry.seq()));
     key
 }
 
@@ -163,11 +150,14 @@ impl Store {
                 e => StoreError::Engine(e),
             })?;
         let options = || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES);
+        if db.keyspace_exists("order") {
+            // Stores written before the history was merged on read kept an index: drop it.
+            db.delete_keyspace(db.keyspace("order", options)?)?;
+        }
         let keyspace = |name: &str| db.keyspace(name, options);
         let store = Self {
             entries: keyspace("entries")?,
             heads: keyspace("heads")?,
-            order: keyspace("order")?,
             names: keyspace("names")?,
             forks: keyspace("forks")?,
             pins: keyspace("pins")?,
@@ -185,8 +175,12 @@ impl Store {
             let (author, seq) = row.into_inner()?;
             cache.heads.insert(author_from(&author)?, u64_from(&seq)?);
         }
-        if let Some(last) = self.order.last_key_value() {
-            cache.max_lamport = u64_from(last.key()?.get(..8).unwrap_or_default())?;
+        // A log's clocks grow with its seq: the largest clock is on one of the heads.
+        for (author, seq) in &cache.heads {
+            let head = self.get(author, *seq)?.ok_or_else(|| {
+                StoreError::Corrupt(format!("head {seq} of {author:?} is missing"))
+            })?;
+            cache.max_lamport = cache.max_lamport.max(head.lamport());
         }
         for row in self.forks.iter() {
             let key = row.key()?;
@@ -302,78 +296,6 @@ impl Store {
             .collect()
     }
 
-    /// Up to `limit` entries of the merged history that come after position `after` (from the
-    /// start if `None`), with the position of the last one returned (to pass as the next
-    /// `after`). Pages keep memory flat however long the history.
-    pub fn history_page(
-        &self,
-        after: Option<&HistoryPos>,
-        limit: usize,
-    ) -> Result<(Vec<Entry>, Option<HistoryPos>), StoreError> {
-        use std::ops::Bound;
-        let start = match after {
-            Some(pos) => Bound::Excluded(pos.0.to_vec()),
-            None => Bound::Unbounded,
-        };
-        let mut entries = Vec::new();
-        let mut last = None;
-        for row in self
-            .order
-            .range::<Vec<u8>, _>((start, Bound::Unbounded))
-            .take(limit)
-        {
-            let (entry, pos) = self.indexed(&row.key()?)?;
-            entries.push(entry);
-            last = Some(pos);
-        }
-        Ok((entries, last))
-    }
-
-    /// The entry an `order` key points at, and its position.
-    fn indexed(&self, key: &[u8]) -> Result<(Entry, HistoryPos), StoreError> {
-        let pos: [u8; 48] = key
-            .try_into()
-            .map_err(|_| StoreError::Corrupt("bad order key".into()))?;
-        let author = author_from(&pos[8..40])?;
-        let seq = u64_from(&pos[40..48])?;
-        let entry = self.get(&author, seq)?.ok_or_else(|| {
-            StoreError::Corrupt(format!("indexed entry {seq} of {author:?} is missing"))
-        })?;
-        Ok((entry, HistoryPos(pos)))
-    }
-
-    /// The merged history from the newest entry backwards (for "the last N messages", without
-    /// reading the rest).
-    pub fn history_newest_first(&self) -> impl Iterator<Item = Result<Entry, StoreError>> + '_ {
-        self.order
-            .iter()
-            .rev()
-            .map(|row| Ok(self.indexed(&row.key()?)?.0))
-    }
-
-    /// Every stored entry in merged order: by lamport clock, then author, then seq.
-    pub fn history(&self) -> impl Iterator<Item = Result<Entry, StoreError>> + '_ {
-        let mut after = None;
-        let mut done = false;
-        let pages = std::iter::from_fn(move || {
-            if done {
-                return None;
-            }
-            match self.history_page(after.as_ref(), HISTORY_PAGE) {
-                Ok((page, Some(last))) => {
-                    after = Some(last);
-                    Some(page.into_iter().map(Ok).collect::<Vec<_>>())
-                }
-                Ok((_, None)) => None,
-                Err(e) => {
-                    done = true;
-                    Some(vec![Err(e)])
-                }
-            }
-        });
-        pages.flatten()
-    }
-
     /// The author's current name: the one in their latest profile entry.
     pub fn name(&self, author: &Author) -> Option<String> {
         self.cache().names.get(author).cloned()
@@ -485,12 +407,11 @@ impl Store {
         Ok(entries)
     }
 
-    /// Adds `entry` to `batch`: the entry, its order row, and for a profile the author's name
+    /// Adds `entry` to `batch`: the entry, and for a profile the author's name
     /// (and a pin, if the name is still free).
     fn put(&self, batch: &mut fjall::OwnedWriteBatch, entry: &Entry, new_pins: &mut NewPins) {
         let key = entry_key(&entry.author(), entry.seq());
         batch.insert(&self.entries, key.to_vec(), entry.envelope().to_vec());
-        batch.insert(&self.order, order_key(entry).to_vec(), Vec::new());
         if let Body::Profile { name } = entry.body() {
             batch.insert(
                 &self.names,

@@ -34,16 +34,16 @@ enum Phase {
 /// A stream of chat messages; see the module docs.
 pub struct MessageFeed {
     shared: Weak<Shared>,
-    changed: watch::Receiver<()>,
+    written: watch::Receiver<()>,
     phase: Phase,
     queue: VecDeque<Message>,
 }
 
 impl MessageFeed {
-    pub(crate) fn new(shared: Weak<Shared>, changed: watch::Receiver<()>) -> Self {
+    pub(crate) fn new(shared: Weak<Shared>, written: watch::Receiver<()>) -> Self {
         Self {
             shared,
-            changed,
+            written,
             phase: Phase::Start,
             queue: VecDeque::new(),
         }
@@ -56,9 +56,9 @@ impl MessageFeed {
             if let Some(message) = self.queue.pop_front() {
                 return Some(message);
             }
-            self.changed.borrow_and_update();
+            self.written.borrow_and_update();
             if !self.refill()? {
-                self.changed.changed().await.ok()?;
+                self.written.changed().await.ok()?;
             }
         }
     }

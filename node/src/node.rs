@@ -276,12 +276,14 @@ impl NodeBuilder {
         let started = std::time::Instant::now();
         let (key, store) = open_data_dir(&name, &dir)?;
         tracing::debug!(elapsed = ?started.elapsed(), "store open");
+        let (written, _) = watch::channel(());
         let (changed, _) = watch::channel(());
         let (events, _) = broadcast::channel(1024);
         let peers = Mutex::new(HashMap::new());
         let shared = Arc::new(Shared {
             store,
             key,
+            written,
             changed,
             peers,
             events,
@@ -424,7 +426,7 @@ impl Node {
     pub fn messages(&self) -> MessageFeed {
         MessageFeed::new(
             Arc::downgrade(&self.shared),
-            self.shared.changed.subscribe(),
+            self.shared.written.subscribe(),
         )
     }
 

@@ -57,6 +57,10 @@ pub async fn push_to(shared: SharedRef, peer: PeerId, stream: Stream) {
     let mut noted = Heads::new();
     loop {
         changed.borrow_and_update();
+        // Our heads first, then what the peer holds: a receiver records that the sender holds
+        // a batch before storing it, so everything these heads cover that came from the peer
+        // is already in `theirs` and is not echoed back.
+        let ours = shared.store.heads();
         let Some(mut theirs) = shared.peers().get(&peer).map(|state| state.heads.clone()) else {
             return; // the peer left
         };
@@ -66,7 +70,7 @@ pub async fn push_to(shared: SharedRef, peer: PeerId, stream: Stream) {
             .get(&peer)
             .map(|state| state.skip.clone())
             .unwrap_or_default();
-        let ranges = missing(&shared.store.heads(), &theirs);
+        let ranges = missing(&ours, &theirs);
         let mut sent_any = false;
         let notes: Vec<HeadNote> = ranges
             .iter()
@@ -95,10 +99,12 @@ pub async fn push_to(shared: SharedRef, peer: PeerId, stream: Stream) {
             !skip.contains(&range.author) && !shared.store.is_frozen(&range.author)
         };
         for range in ranges.iter().filter(wanted) {
+            // Only up to the heads read above: later entries may have come from the peer.
+            let count = usize::try_from(range.to - range.from + 1).unwrap_or(usize::MAX);
             let entries = match shared.store.range_envelopes(
                 &range.author,
                 range.from,
-                MAX_BATCH_ENTRIES,
+                count.min(MAX_BATCH_ENTRIES),
                 BATCH_BYTE_BUDGET,
             ) {
                 Ok(entries) if !entries.is_empty() => entries,
@@ -330,6 +336,18 @@ pub fn absorb(shared: &SharedRef, peer: PeerId, batch: Batch) -> Result<Absorbed
         }
     };
     tracing::debug!(%peer, ?author, stored = inserted.stored.len(), rejected = ?inserted.rejected, "absorbed");
+    shared.peer_has(&peer, author, inserted.held_through);
+    if !inserted.stored.is_empty() {
+        // Shown as soon as written; relayed and counted as stored once synced to disk.
+        shared.notify_written();
+        if let Err(e) = shared.store.sync() {
+            shared.emit(Event::Error {
+                message: format!("storing entries failed: {e}"),
+            });
+            return Ok(Absorbed::default());
+        }
+        shared.notify_changed();
+    }
     let counters = &shared.stats;
     counters
         .received
@@ -343,9 +361,7 @@ pub fn absorb(shared: &SharedRef, peer: PeerId, batch: Batch) -> Result<Absorbed
     if inserted.rejected.is_some() {
         counters.rejected_batches.fetch_add(1, Ordering::Relaxed);
     }
-    shared.peer_has(&peer, author, inserted.held_through);
     if !inserted.stored.is_empty() {
-        shared.notify_changed();
         shared.report_catch_up();
     }
     if let Some(future) = inserted

@@ -68,7 +68,10 @@ pub struct Shared {
     pub store: Store,
     /// The node's own key (its author and peer identity).
     pub key: SigningKey,
-    /// Bumped after every write to the store, waking the pushers and message feeds.
+    /// Bumped after every write to the store, synced or not, waking the message feeds.
+    pub written: watch::Sender<()>,
+    /// Bumped when writes are synced to disk or what peers hold changes, waking the pushers:
+    /// a node relays only what it holds durably.
     pub changed: watch::Sender<()>,
     /// Connected peers that have said hello.
     pub peers: Mutex<HashMap<PeerId, PeerState>>,
@@ -109,7 +112,12 @@ impl Shared {
         let _ = self.events.send(event);
     }
 
-    /// Wakes everything that follows the store.
+    /// Wakes the message feeds: there is something new to show.
+    pub fn notify_written(&self) {
+        self.written.send_replace(());
+    }
+
+    /// Wakes the pushers: there may be something new to send.
     pub fn notify_changed(&self) {
         self.changed.send_replace(());
     }
@@ -150,6 +158,7 @@ impl Shared {
     /// feeds.
     pub fn append(&self, bodies: impl IntoIterator<Item = Body>) -> Result<Vec<Entry>, StoreError> {
         let entries = self.store.append_own_many(&self.key, bodies, now_ms())?;
+        self.notify_written();
         self.notify_changed();
         Ok(entries)
     }

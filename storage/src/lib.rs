@@ -434,6 +434,11 @@ impl Store {
     /// entry at a held seq is a fork: it is kept as proof and the author is frozen. The new
     /// entries are checked link by link and their signatures through the newest one (see
     /// [`newest_vouches_for_run`]).
+    ///
+    /// The batch is written to the operating system, so it survives a crash of this process
+    /// and is visible at once, but not yet synced to disk: call [`Store::sync`] before
+    /// counting it durable. (Received entries can be fetched again; own ones are synced before
+    /// [`Store::append_own_many`] returns.)
     pub fn insert_remote(
         &self,
         author: Author,
@@ -502,7 +507,7 @@ impl Store {
             result.rejected = bad_signature;
         }
 
-        let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
+        let mut batch = self.db.batch().durability(Some(PersistMode::Buffer));
         let mut new_pins = NewPins::new();
         for entry in &run {
             self.put(&mut batch, entry, &mut new_pins);
@@ -526,6 +531,11 @@ impl Store {
         self.update_cache(author, &run, fork.is_some(), new_pins);
         result.stored = run;
         Ok(result)
+    }
+
+    /// Syncs everything written so far to disk (one `fdatasync` of the journal).
+    pub fn sync(&self) -> Result<(), StoreError> {
+        Ok(self.db.persist(PersistMode::SyncData)?)
     }
 
     /// Like [`Store::range`], but the raw envelopes, unchecked: for sending on, where the

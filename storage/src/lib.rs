@@ -142,6 +142,9 @@ impl Store {
         let db = Database::builder(dir)
             .cache_size(CACHE_BYTES)
             .max_journaling_size(JOURNAL_BYTES)
+            // Uncompressed, a journal replays at start-up in half the time per megabyte, and
+            // received batches are written without compressing them first.
+            .journal_compression(fjall::CompressionType::None)
             .open()
             .map_err(|e| match e {
                 fjall::Error::Locked => StoreError::InUse {

@@ -101,7 +101,7 @@ pub struct Store {
 }
 
 /// Block cache size. Reads are mostly sequential (ranges), so a small cache serves.
-const CACHE_BYTES: u64 = 8 << 20;
+const CACHE_BYTES: u64 = 4 << 20;
 /// Journal kept on disk before memtables are flushed: what a start-up after a crash replays.
 const JOURNAL_BYTES: u64 = 64 << 20;
 /// Memory one keyspace's memtable may hold before it is flushed.

@@ -1,9 +1,10 @@
 //! Line mode, for pipes and scripts. Plain: `NAME> TEXT` on stdout, `info> …` on stderr, slash
 //! commands, a progress line during a long catch-up when stderr is a terminal. JSON: NDJSON
-//! events on stdout, and every stdin line is a message.
+//! events on stdout, and every stdin line is a message. All output goes through [`out`]'s
+//! writer thread, so a reader that stops reading never blocks the loop (or its signals).
 
 use std::collections::HashSet;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -14,13 +15,17 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::commands::{self, Input, Reply};
 use super::format::{display, entries, thousands};
+use super::out::{self, Out, Stream};
 use super::{Names, Signals, json};
 
 /// Most typed lines stored in one durable write.
 const GROUP_COMMIT_LINES: usize = 1024;
 
-/// How long the message printer may take to finish after the node stopped.
-const PRINTER_GRACE: Duration = Duration::from_secs(1);
+/// Most chat messages queued for output as one piece.
+const PRINT_BATCH: usize = 1024;
+
+/// How long the output may take to finish after the node stopped.
+const OUTPUT_GRACE: Duration = Duration::from_secs(1);
 
 /// How often a progress line may be redrawn.
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
@@ -36,8 +41,17 @@ pub enum Format {
 
 /// Runs the chat in line mode until stdin's commands or a signal stop it.
 pub async fn run(node: Node, format: Format, mut signals: Signals) -> ExitCode {
+    let (out, writer) = match out::start() {
+        Ok(started) => started,
+        Err(e) => {
+            eprintln!("info> error: cannot start the output thread: {e}");
+            node.shutdown().await;
+            return ExitCode::FAILURE;
+        }
+    };
     let mut status = Status {
         format,
+        out: out.clone(),
         progress: None,
         tty: std::io::stderr().is_terminal(),
     };
@@ -51,10 +65,20 @@ pub async fn run(node: Node, format: Format, mut signals: Signals) -> ExitCode {
     }
 
     let mut messages = node.messages();
-    let printer = tokio::spawn(async move {
+    let mut printer = tokio::spawn(async move {
         while let Some(message) = messages.next().await {
-            if !print_message(format, &message) {
-                break;
+            // The messages already at hand (a page of history) go out as one piece.
+            let mut lines = message_line(format, &message);
+            let mut count = 1;
+            while count < PRINT_BATCH {
+                let Some(Some(message)) = messages.next().now_or_never() else {
+                    break;
+                };
+                lines.push_str(&message_line(format, &message));
+                count += 1;
+            }
+            if !out.messages(lines, count).await {
+                break; // stdout is gone
             }
         }
     });
@@ -124,31 +148,41 @@ pub async fn run(node: Node, format: Format, mut signals: Signals) -> ExitCode {
     status.clear_progress();
     let stats = node.stats();
     node.shutdown().await;
-    // The printer ends once the node has stopped, unless stdout is blocked (a reader that
-    // stopped reading): do not let that keep us from exiting.
-    let printed_all = tokio::time::timeout(PRINTER_GRACE, printer).await.is_ok();
-    if format == Format::Json && printed_all {
-        println!("{}", json::stats(&stats));
+    // The printer ends once the node has stopped and its last messages are queued, and the
+    // writer once all is written, unless stdout is blocked (a reader that stopped reading): do
+    // not let that keep us from exiting.
+    let deadline = tokio::time::Instant::now() + OUTPUT_GRACE;
+    if tokio::time::timeout_at(deadline, &mut printer)
+        .await
+        .is_err()
+    {
+        printer.abort();
+        let _ = printer.await;
     }
+    if format == Format::Json {
+        status
+            .out
+            .write(Stream::Stdout, format!("{}\n", json::stats(&stats)));
+    }
+    drop(status); // the last handle on the writer: it finishes once all is written
+    writer.drained(deadline).await;
     code
 }
 
-/// Prints a chat message on stdout; `false` if stdout is gone.
-fn print_message(format: Format, message: &Message) -> bool {
-    let line = match format {
-        Format::Plain => format!("{}> {}", display(&message.name), display(&message.text)),
-        Format::Json => json::message(message).to_string(),
-    };
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{line}")
-        .and_then(|()| stdout.flush())
-        .is_ok()
+/// A chat message as printed on stdout, newline included.
+fn message_line(format: Format, message: &Message) -> String {
+    match format {
+        Format::Plain => format!("{}> {}\n", display(&message.name), display(&message.text)),
+        Format::Json => format!("{}\n", json::message(message)),
+    }
 }
 
 /// Status output: `info>` lines on stderr (with a redrawn progress line on a terminal), or
 /// JSON events on stdout.
 struct Status {
     format: Format,
+    /// The writer of stdout and stderr.
+    out: Out,
     /// When the progress line was last drawn, while one is on screen.
     progress: Option<Instant>,
     /// Whether stderr is a terminal (progress lines are only drawn there).
@@ -206,8 +240,7 @@ impl Status {
         match self.format {
             Format::Json => {
                 if let Some(value) = json::event(event) {
-                    let mut stdout = std::io::stdout().lock();
-                    let _ = writeln!(stdout, "{value}").and_then(|()| stdout.flush());
+                    self.out.write(Stream::Stdout, format!("{value}\n"));
                 }
             }
             Format::Plain => match event {
@@ -244,7 +277,7 @@ impl Status {
     /// An `info>` line on stderr (plain mode).
     fn info(&mut self, line: &str) {
         self.clear_progress();
-        eprintln!("info> {line}");
+        self.out.write(Stream::Stderr, format!("info> {line}\n"));
     }
 
     /// Redraws the one-line catch-up progress, at most every [`PROGRESS_EVERY`], on a terminal.
@@ -256,22 +289,22 @@ impl Status {
         {
             return;
         }
-        let mut stderr = std::io::stderr().lock();
-        let _ = write!(
-            stderr,
-            "\r\x1b[Kinfo> catching up from {}: {} / {}",
-            display(name),
-            thousands(received),
-            thousands(total)
+        self.out.write(
+            Stream::Stderr,
+            format!(
+                "\r\x1b[Kinfo> catching up from {}: {} / {}",
+                display(name),
+                thousands(received),
+                thousands(total)
+            ),
         );
-        let _ = stderr.flush();
         self.progress = Some(Instant::now());
     }
 
     /// Erases the progress line, if one is on screen.
     fn clear_progress(&mut self) {
         if self.progress.take().is_some() {
-            eprint!("\r\x1b[K");
+            self.out.write(Stream::Stderr, "\r\x1b[K".into());
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod format;
 pub mod input;
 pub mod json;
 pub mod line;
+pub mod out;
 pub mod tui;
 pub mod view;
 

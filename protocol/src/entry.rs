@@ -7,6 +7,7 @@
 //! envelope. Bytes are never re-encoded after signing: what was signed is what is stored and sent.
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use bytes::Bytes;
 use cbor4ii::core::Value;
@@ -250,13 +251,14 @@ pub struct Draft {
 ///
 /// Decoding checks the encoding and limits only; the signature is checked by
 /// [`Entry::signature_is_valid`] (called by the validation rules), so storage can read its own
-/// entries back without paying for it.
-#[derive(Clone, PartialEq, Eq)]
+/// entries back without paying for it. The hash is computed the first time it is asked for
+/// (checking links needs it; showing a message does not).
+#[derive(Clone)]
 pub struct Entry {
     envelope: Bytes,
     payload: Bytes,
     signature: [u8; 64],
-    hash: Hash,
+    hash: OnceLock<Hash>,
     author: Author,
     seq: u64,
     prev: Option<Hash>,
@@ -264,6 +266,15 @@ pub struct Entry {
     lamport: u64,
     body: Body,
 }
+
+/// Entries are equal when their envelopes are: every other field is read from those bytes.
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.envelope == other.envelope
+    }
+}
+
+impl Eq for Entry {}
 
 impl fmt::Debug for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -390,7 +401,7 @@ impl Entry {
         let lamport = fields.uint()?;
         let body = Body::read(fields.rest())?;
         Ok(Self {
-            hash: Hash::of(&envelope),
+            hash: OnceLock::new(),
             payload: envelope.slice_ref(payload),
             envelope,
             signature,
@@ -420,7 +431,7 @@ impl Entry {
     }
     /// BLAKE3 of the envelope.
     pub fn hash(&self) -> Hash {
-        self.hash
+        *self.hash.get_or_init(|| Hash::of(&self.envelope))
     }
     /// The signing author.
     pub fn author(&self) -> Author {

@@ -414,7 +414,7 @@ impl Store {
     /// (and a pin, if the name is still free).
     fn put(&self, batch: &mut fjall::OwnedWriteBatch, entry: &Entry, new_pins: &mut NewPins) {
         let key = entry_key(&entry.author(), entry.seq());
-        batch.insert(&self.entries, key.to_vec(), entry.envelope().to_vec());
+        batch.insert(&self.entries, &key[..], &entry.envelope()[..]);
         if let Body::Profile { name } = entry.body() {
             batch.insert(
                 &self.names,

@@ -22,7 +22,7 @@ use super::{Names, Signals, json};
 const GROUP_COMMIT_LINES: usize = 1024;
 
 /// Most chat messages queued for output as one piece.
-const PRINT_BATCH: usize = 1024;
+const PRINT_BATCH: usize = 256;
 
 /// How long the output may take to finish after the node stopped.
 const OUTPUT_GRACE: Duration = Duration::from_secs(1);

@@ -15,7 +15,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::Instant;
 
 /// Most chat messages queued but not yet written.
-const ROOM: u32 = 4096;
+const ROOM: u32 = 1024;
 
 /// Where a piece of output goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -66,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
         work: work.path().to_owned(),
     };
     for scenario in &scenarios {
+        settle_disk().await;
         let result = match scenario.as_str() {
             "catchup" => bench.catchup(n).await,
             "live" => bench.live(1000, Duration::from_millis(10)).await,
@@ -88,6 +89,12 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes the kernel's dirty pages to disk (`sync`), so a scenario's fsyncs do not queue
+/// behind the writeback of the previous scenario's (or a fill's) hundreds of megabytes.
+async fn settle_disk() {
+    let _ = Command::new("sync").status().await;
+}
+
 struct Bench {
     binary: PathBuf,
     work: PathBuf,
@@ -107,7 +114,8 @@ impl Bench {
         self.work.join(name)
     }
 
-    /// Fills `name`'s log with `n` lines of ~60 bytes, offline.
+    /// Fills `name`'s log with `n` lines of ~60 bytes, offline, and waits until the disk has
+    /// written them.
     async fn fill(&self, name: &str, n: u64) -> anyhow::Result<Duration> {
         let mut child = Command::new(&self.binary)
             .args(["import", "--name", name, "--data-dir"])
@@ -131,7 +139,9 @@ impl Bench {
         if !child.wait().await?.success() {
             bail!("import failed");
         }
-        Ok(started.elapsed())
+        let took = started.elapsed();
+        settle_disk().await;
+        Ok(took)
     }
 
     async fn start(&self, name: &str, peers: &[&str]) -> anyhow::Result<Peer> {

@@ -160,9 +160,9 @@ pub async fn run(node: Node, format: Format, mut signals: Signals) -> ExitCode {
         let _ = printer.await;
     }
     if format == Format::Json {
-        status
-            .out
-            .write(Stream::Stdout, format!("{}\n", json::stats(&stats)));
+        // Queued like a message, so it comes after every message still waiting: the last line.
+        let stats = format!("{}\n", json::stats(&stats));
+        let _ = tokio::time::timeout_at(deadline, status.out.messages(stats, 1)).await;
     }
     drop(status); // the last handle on the writer: it finishes once all is written
     writer.drained(deadline).await;

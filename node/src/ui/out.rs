@@ -1,5 +1,7 @@
-//! Line mode's output: one thread of its own writes stdout and stderr, in the order things were
-//! queued, so no task of the runtime ever blocks on a reader that stopped reading.
+//! Line mode's output: one thread of its own writes stdout and stderr, so no task of the runtime
+//! ever blocks on a reader that stopped reading. Status output goes out in the order it was
+//! queued, ahead of chat messages still waiting (those may be history scrolling by; a status
+//! event is about now); chat messages keep their order.
 //!
 //! Status output ([`Out::write`]) is queued without waiting; it is little. Chat messages
 //! ([`Out::messages`]) wait while [`ROOM`] of them are queued but not yet written, so memory
@@ -7,6 +9,7 @@
 //! flushes whenever the queue is momentarily empty: no delay when live, and few system calls in
 //! bulk, where messages come in pieces of many lines.
 
+use std::collections::VecDeque;
 use std::io::{BufWriter, Stderr, Stdout, Write};
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
@@ -30,8 +33,8 @@ pub enum Stream {
 struct Piece {
     stream: Stream,
     text: String,
-    /// Released once the text is written.
-    _room: Option<OwnedSemaphorePermit>,
+    /// Released once the text is written; `None` for status output.
+    room: Option<OwnedSemaphorePermit>,
 }
 
 /// A handle to queue output on the writer thread. The thread finishes once every handle is
@@ -73,7 +76,7 @@ impl Out {
         let _ = self.queue.send(Piece {
             stream,
             text,
-            _room: None,
+            room: None,
         });
     }
 
@@ -89,7 +92,7 @@ impl Out {
             .send(Piece {
                 stream: Stream::Stdout,
                 text: lines,
-                _room: Some(room),
+                room: Some(room),
             })
             .is_ok()
     }
@@ -116,41 +119,61 @@ struct Sink {
 }
 
 impl Sink {
-    /// Writes the queued pieces in order until every sender is gone, flushing whenever the queue
-    /// is empty.
+    /// Writes the queued pieces until every sender is gone, status first, flushing whenever the
+    /// queue is empty.
     fn run(mut self, pieces: &Receiver<Piece>) {
+        // Chat messages taken from the queue but not written yet (at most [`ROOM`] lines).
+        let mut messages: VecDeque<Piece> = VecDeque::new();
         loop {
-            let piece = match pieces.try_recv() {
-                Ok(piece) => piece,
-                Err(TryRecvError::Empty) => {
-                    self.flush(Stream::Stdout);
-                    self.flush(Stream::Stderr);
-                    match pieces.recv() {
-                        Ok(piece) => piece,
-                        Err(mpsc::RecvError) => break,
+            let mut open = true;
+            loop {
+                match pieces.try_recv() {
+                    Ok(piece) if piece.room.is_some() => messages.push_back(piece),
+                    Ok(piece) => self.write(piece),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
                     }
                 }
-                Err(TryRecvError::Disconnected) => break,
-            };
-            if piece.stream != self.last {
-                self.flush(self.last);
-                self.last = piece.stream;
             }
-            match piece.stream {
-                Stream::Stdout => {
-                    let written = self
-                        .stdout
-                        .as_mut()
-                        .map(|w| w.write_all(piece.text.as_bytes()));
-                    self.check_stdout(written);
-                }
-                Stream::Stderr => {
-                    let _ = self.stderr.write_all(piece.text.as_bytes());
-                }
+            if let Some(piece) = messages.pop_front() {
+                self.write(piece);
+                continue;
+            }
+            if !open {
+                break;
+            }
+            self.flush(Stream::Stdout);
+            self.flush(Stream::Stderr);
+            match pieces.recv() {
+                Ok(piece) if piece.room.is_some() => messages.push_back(piece),
+                Ok(piece) => self.write(piece),
+                Err(mpsc::RecvError) => break,
             }
         }
         self.flush(Stream::Stdout);
         self.flush(Stream::Stderr);
+    }
+
+    /// Writes one piece (flushing the other stream first, to keep their order).
+    fn write(&mut self, piece: Piece) {
+        if piece.stream != self.last {
+            self.flush(self.last);
+            self.last = piece.stream;
+        }
+        match piece.stream {
+            Stream::Stdout => {
+                let written = self
+                    .stdout
+                    .as_mut()
+                    .map(|w| w.write_all(piece.text.as_bytes()));
+                self.check_stdout(written);
+            }
+            Stream::Stderr => {
+                let _ = self.stderr.write_all(piece.text.as_bytes());
+            }
+        }
     }
 
     /// Flushes `stream`'s buffer.

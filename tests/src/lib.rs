@@ -136,6 +136,29 @@ impl Chat {
         Self::spawn(command, args)
     }
 
+    /// Starts `p2pchat` as `name` with its data in `data_dir`, listening on a free 127.0.0.1
+    /// port, dialing each of `peers`, with `extra` arguments (mDNS off).
+    pub fn start_user(
+        name: &str,
+        data_dir: &str,
+        peers: &[&str],
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
+        let mut args = vec![
+            "--name",
+            name,
+            "--data-dir",
+            data_dir,
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+        ];
+        for peer in peers {
+            args.extend(["--peer", peer]);
+        }
+        args.extend(extra);
+        Self::start(&args)
+    }
+
     /// Starts `p2pchat` with `args` inside the network namespace `netns`, mDNS on.
     pub fn start_in(netns: &netns::Netns, args: &[&str]) -> anyhow::Result<Self> {
         let mut command = Command::new("ip");

@@ -45,14 +45,7 @@ async fn killed_while_appending_it_loses_no_acknowledged_line() -> anyhow::Resul
     let mut acknowledged: HashSet<String> = HashSet::new();
     let mut own_head = 0;
     for cycle in 0..cycles() {
-        let mut chat = Chat::start(&[
-            "--name",
-            "alice",
-            "--data-dir",
-            &path(&dir),
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-        ])?;
+        let mut chat = Chat::start_user("alice", &path(&dir), &[], &[])?;
         chat.listen_addr().await?;
         // Even cycles paste 400 lines at once (stored in group commits), odd cycles type about one
         // every 2 ms (one durable append each); stdout is read meanwhile. The kill comes at a
@@ -141,17 +134,7 @@ async fn killed_while_catching_up_it_resumes_without_corruption() -> anyhow::Res
     let mut held = 0;
     let mut partial = 0;
     for cycle in 0..cycles() {
-        let bob_args = [
-            "--name",
-            "bob",
-            "--data-dir",
-            &path(&bob_dir),
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--peer",
-            &alice_addr,
-        ];
-        let mut bob = Chat::start(&bob_args)?;
+        let mut bob = Chat::start_user("bob", &path(&bob_dir), &[&alice_addr], &[])?;
         bob.listen_addr().await?;
         tokio::time::sleep(Duration::from_millis(
             rand::thread_rng().gen_range(0..1_000),
@@ -187,17 +170,7 @@ async fn killed_while_catching_up_it_resumes_without_corruption() -> anyhow::Res
         cycles()
     );
     // Restarted for good, bob ends with all of alice's log, every chain valid.
-    let bob_args = [
-        "--name",
-        "bob",
-        "--data-dir",
-        &path(&bob_dir),
-        "--listen",
-        "/ip4/127.0.0.1/tcp/0",
-        "--peer",
-        &alice_addr,
-    ];
-    let mut bob = Chat::start(&bob_args)?;
+    let mut bob = Chat::start_user("bob", &path(&bob_dir), &[&alice_addr], &[])?;
     let deadline = tokio::time::Instant::now() + p2pchat_tests::DEADLINE;
     loop {
         // The catch-up ends with alice's last line shown.

@@ -7,28 +7,13 @@ async fn bob_started_later_sees_what_alice_typed() -> anyhow::Result<()> {
     let dirs = (tempfile::tempdir()?, tempfile::tempdir()?);
     let dir = |d: &tempfile::TempDir| d.path().to_str().map(str::to_owned).unwrap_or_default();
     let (alice_dir, bob_dir) = (dir(&dirs.0), dir(&dirs.1));
-    let listen = ["--listen", "/ip4/127.0.0.1/tcp/0"];
 
-    let mut alice =
-        Chat::start(&[&["--name", "alice", "--data-dir", &alice_dir], &listen[..]].concat())?;
+    let mut alice = Chat::start_user("alice", &alice_dir, &[], &[])?;
     let alice_addr = alice.listen_addr().await?;
     alice.say("hello").await?;
     assert_eq!(alice.next_line().await?, "alice> hello");
 
-    let mut bob = Chat::start(
-        &[
-            &[
-                "--name",
-                "bob",
-                "--data-dir",
-                &bob_dir,
-                "--peer",
-                &alice_addr,
-            ],
-            &listen[..],
-        ]
-        .concat(),
-    )?;
+    let mut bob = Chat::start_user("bob", &bob_dir, &[&alice_addr], &[])?;
     assert_eq!(bob.next_line().await?, "alice> hello");
     bob.wait_stderr("info> connected to alice (").await?;
     bob.say("hi alice").await?;
@@ -44,20 +29,7 @@ async fn bob_started_later_sees_what_alice_typed() -> anyhow::Result<()> {
     // Restarted, bob shows his history once, then catches up what he missed.
     alice.say("while you were out").await?;
     assert_eq!(alice.next_line().await?, "alice> while you were out");
-    let mut bob = Chat::start(
-        &[
-            &[
-                "--name",
-                "bob",
-                "--data-dir",
-                &bob_dir,
-                "--peer",
-                &alice_addr,
-            ],
-            &listen[..],
-        ]
-        .concat(),
-    )?;
+    let mut bob = Chat::start_user("bob", &bob_dir, &[&alice_addr], &[])?;
     assert_eq!(bob.next_line().await?, "alice> hello");
     assert_eq!(bob.next_line().await?, "bob> hi alice");
     assert_eq!(bob.next_line().await?, "alice> while you were out");
@@ -70,23 +42,9 @@ async fn bob_started_later_sees_what_alice_typed() -> anyhow::Result<()> {
 async fn a_second_process_on_the_same_data_dir_is_refused() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let dir = dir.path().to_str().unwrap_or_default().to_owned();
-    let mut first = Chat::start(&[
-        "--name",
-        "alice",
-        "--data-dir",
-        &dir,
-        "--listen",
-        "/ip4/127.0.0.1/tcp/0",
-    ])?;
+    let mut first = Chat::start_user("alice", &dir, &[], &[])?;
     first.listen_addr().await?;
-    let mut second = Chat::start(&[
-        "--name",
-        "alice",
-        "--data-dir",
-        &dir,
-        "--listen",
-        "/ip4/127.0.0.1/tcp/0",
-    ])?;
+    let mut second = Chat::start_user("alice", &dir, &[], &[])?;
     let error = second.wait_stderr("info> error:").await?;
     assert!(
         error.contains("in use by another p2pchat process"),

@@ -34,17 +34,9 @@ async fn export_and_history_show_both_authors_in_merged_order() -> anyhow::Resul
     let dirs = (tempfile::tempdir()?, tempfile::tempdir()?);
     let dir = |d: &tempfile::TempDir| d.path().to_str().map(str::to_owned).unwrap_or_default();
     let (alice_dir, bob_dir) = (dir(&dirs.0), dir(&dirs.1));
-    let listen = ["--listen", "/ip4/127.0.0.1/tcp/0"];
-    let mut alice =
-        Chat::start(&[&["--name", "alice", "--data-dir", &alice_dir], &listen[..]].concat())?;
+    let mut alice = Chat::start_user("alice", &alice_dir, &[], &[])?;
     let address = alice.listen_addr().await?;
-    let mut bob = Chat::start(
-        &[
-            &["--name", "bob", "--data-dir", &bob_dir, "--peer", &address],
-            &listen[..],
-        ]
-        .concat(),
-    )?;
+    let mut bob = Chat::start_user("bob", &bob_dir, &[&address], &[])?;
     bob.wait_stderr("info> connected to alice").await?;
 
     // Each line is seen by both before the next is typed, so the merged order is this one.

@@ -43,16 +43,10 @@ async fn every_event_type_appears_and_matches_the_schema() -> anyhow::Result<()>
         tempfile::tempdir()?,
     );
     let dir = |d: &tempfile::TempDir| d.path().to_str().map(str::to_owned).unwrap_or_default();
-    let listen = ["--listen", "/ip4/127.0.0.1/tcp/0", "--ui", "json"];
+    let json = ["--ui", "json"];
     let mut events = Vec::new();
 
-    let mut alice = Chat::start(
-        &[
-            &["--name", "alice", "--data-dir", &dir(&dirs.0)],
-            &listen[..],
-        ]
-        .concat(),
-    )?;
+    let mut alice = Chat::start_user("alice", &dir(&dirs.0), &[], &json)?;
     let seen = until(&mut alice, "listening", |_| true).await?;
     let address = seen[seen.len() - 1]["address"]
         .as_str()
@@ -64,20 +58,7 @@ async fn every_event_type_appears_and_matches_the_schema() -> anyhow::Result<()>
 
     // Bob catches up on alice's log (progress, then complete), says something, and sends a line
     // that is too long (an error).
-    let mut bob = Chat::start(
-        &[
-            &[
-                "--name",
-                "bob",
-                "--data-dir",
-                &dir(&dirs.1),
-                "--peer",
-                &address,
-            ],
-            &listen[..],
-        ]
-        .concat(),
-    )?;
+    let mut bob = Chat::start_user("bob", &dir(&dirs.1), &[&address], &json)?;
     events.extend(
         until(&mut bob, "sync_complete", |e| {
             e["received"].as_u64() > Some(0)
@@ -93,20 +74,7 @@ async fn every_event_type_appears_and_matches_the_schema() -> anyhow::Result<()>
     events.extend(until(&mut alice, "disconnected", |_| true).await?);
 
     // Another key calling itself bob: alice warns.
-    let impostor = Chat::start(
-        &[
-            &[
-                "--name",
-                "bob",
-                "--data-dir",
-                &dir(&dirs.2),
-                "--peer",
-                &address,
-            ],
-            &listen[..],
-        ]
-        .concat(),
-    )?;
+    let impostor = Chat::start_user("bob", &dir(&dirs.2), &[&address], &json)?;
     events.extend(
         until(&mut alice, "warning", |w| {
             w["message"]

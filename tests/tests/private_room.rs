@@ -107,71 +107,22 @@ async fn keygen_room_and_room_key_from_the_command_line() -> anyhow::Result<()> 
     assert!(String::from_utf8_lossy(&again.stderr).contains("cannot create room key"));
 
     let data = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
-    let listen = ["--listen", "/ip4/127.0.0.1/tcp/0"];
     let not_a_key = data("not-a-key"); // a directory, not a key file
     std::fs::create_dir_all(&not_a_key)?;
-    let mut broken = Chat::start(
-        &[
-            &[
-                "--name",
-                "x",
-                "--data-dir",
-                &data("x"),
-                "--room-key",
-                &not_a_key,
-            ],
-            &listen[..],
-        ]
-        .concat(),
-    )?;
+    let mut broken = Chat::start_user("x", &data("x"), &[], &["--room-key", &not_a_key])?;
     broken
         .wait_stderr("info> error: cannot read room key")
         .await?;
     assert!(!broken.child.wait().await?.success());
 
     let (alice_dir, bob_dir, eve_dir) = (data("alice"), data("bob"), data("eve"));
-    let mut alice = Chat::start(
-        &[
-            &[
-                "--name",
-                "alice",
-                "--data-dir",
-                &alice_dir,
-                "--room-key",
-                key_arg,
-            ],
-            &listen[..],
-        ]
-        .concat(),
-    )?;
+    let mut alice = Chat::start_user("alice", &alice_dir, &[], &["--room-key", key_arg])?;
     let alice_addr = alice.listen_addr().await?;
     alice.say("members only").await?;
     alice.wait_line("alice> members only").await?;
-    let peer = ["--peer", &alice_addr];
-    let mut bob = Chat::start(
-        &[
-            &[
-                "--name",
-                "bob",
-                "--data-dir",
-                &bob_dir,
-                "--room-key",
-                key_arg,
-            ],
-            &listen[..],
-            &peer[..],
-        ]
-        .concat(),
-    )?;
+    let mut bob = Chat::start_user("bob", &bob_dir, &[&alice_addr], &["--room-key", key_arg])?;
     bob.wait_line("alice> members only").await?;
-    let mut eve = Chat::start(
-        &[
-            &["--name", "eve", "--data-dir", &eve_dir],
-            &listen[..],
-            &peer[..],
-        ]
-        .concat(),
-    )?;
+    let mut eve = Chat::start_user("eve", &eve_dir, &[&alice_addr], &[])?;
     eve.say("anyone?").await?;
     eve.wait_line("eve> anyone?").await?;
     bob.say("hi alice").await?;

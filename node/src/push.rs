@@ -100,7 +100,7 @@ pub async fn push_to(shared: SharedRef, peer: PeerId, stream: Stream) {
         };
         for range in ranges.iter().filter(wanted) {
             // Only up to the heads read above: later entries may have come from the peer.
-            let count = usize::try_from(range.to - range.from + 1).unwrap_or(usize::MAX);
+            let count = usize::try_from(range.size()).unwrap_or(usize::MAX);
             let entries = match shared.store.range_envelopes(
                 &range.author,
                 range.from,

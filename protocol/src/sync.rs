@@ -21,6 +21,13 @@ pub struct Range {
     pub to: u64,
 }
 
+impl Range {
+    /// How many entries the range holds.
+    pub fn size(&self) -> u64 {
+        self.to - self.from + 1
+    }
+}
+
 /// The ranges that a side with heads `theirs` lacks from a side with heads `ours`,
 /// in author order. Call it with the arguments swapped for the other direction.
 pub fn missing(ours: &Heads, theirs: &Heads) -> Vec<Range> {
@@ -39,10 +46,7 @@ pub fn missing(ours: &Heads, theirs: &Heads) -> Vec<Range> {
 /// How many entries `ranges` hold (saturating: heads in a hello are only claims, and may be
 /// absurd, such as `u64::MAX`).
 pub fn count(ranges: &[Range]) -> u64 {
-    ranges
-        .iter()
-        .map(|range| range.to - range.from + 1)
-        .fold(0, u64::saturating_add)
+    ranges.iter().map(Range::size).fold(0, u64::saturating_add)
 }
 
 /// Raises each head in `heads` to at least the one in `seen` (a peer never un-learns entries).

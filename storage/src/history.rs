@@ -65,9 +65,8 @@ pub(crate) struct Merge<'s> {
     newest_first: bool,
     runs: Vec<Run>,
     heap: BinaryHeap<Next>,
-    /// An error met before the first `next`, which reports it.
+    /// An error met before the first `next`, which reports it (the merge then ends).
     pending: Option<StoreError>,
-    failed: bool,
 }
 
 impl<'s> Merge<'s> {
@@ -109,11 +108,11 @@ impl<'s> Merge<'s> {
             runs,
             heap: BinaryHeap::new(),
             pending: None,
-            failed: false,
         };
         for run in 0..merge.runs.len() {
             if let Err(e) = merge.queue_next(run) {
                 merge.pending = Some(e);
+                merge.heap.clear();
                 break;
             }
         }
@@ -174,17 +173,13 @@ impl Iterator for Merge<'_> {
     type Item = Result<Entry, StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.failed {
-            return None;
-        }
         if let Some(e) = self.pending.take() {
-            self.failed = true;
             return Some(Err(e));
         }
         let Next { run, .. } = self.heap.pop()?;
         let entry = self.runs[run].ahead.pop_front()?;
         if let Err(e) = self.queue_next(run) {
-            self.failed = true;
+            self.heap.clear(); // nothing after an error
             return Some(Err(e));
         }
         Some(Ok(entry))

@@ -180,9 +180,7 @@ impl Store {
         }
         // A log's clocks grow with its seq: the largest clock is on one of the heads.
         for (author, seq) in &cache.heads {
-            let head = self.get(author, *seq)?.ok_or_else(|| {
-                StoreError::Corrupt(format!("head {seq} of {author:?} is missing"))
-            })?;
+            let head = self.head_entry(author, *seq)?;
             cache.max_lamport = cache.max_lamport.max(head.lamport());
         }
         for row in self.forks.iter() {
@@ -264,9 +262,7 @@ impl Store {
         self.heads()
             .into_iter()
             .map(|(author, seq)| {
-                let entry = self.get(&author, seq)?.ok_or_else(|| {
-                    StoreError::Corrupt(format!("head {seq} of {author:?} is missing"))
-                })?;
+                let entry = self.head_entry(&author, seq)?;
                 Ok(HeadInfo {
                     author,
                     seq,
@@ -274,6 +270,12 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// The entry at `author`'s head `seq`, which must be stored.
+    fn head_entry(&self, author: &Author, seq: u64) -> Result<Entry, StoreError> {
+        self.get(author, seq)?
+            .ok_or_else(|| StoreError::Corrupt(format!("head {seq} of {author:?} is missing")))
     }
 
     /// The entry at `seq` of `author`'s log.
@@ -373,10 +375,7 @@ impl Store {
         let seq = self.head_seq(&author);
         let mut last = match seq {
             0 => None,
-            seq => Some(
-                self.get(&author, seq)?
-                    .ok_or_else(|| StoreError::Corrupt(format!("own entry {seq} is missing")))?,
-            ),
+            seq => Some(self.head_entry(&author, seq)?),
         };
         let seen = self.max_lamport().min(LAMPORT_FOLLOW_LIMIT);
         let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));

@@ -278,7 +278,7 @@ impl NodeBuilder {
         tracing::debug!(elapsed = ?started.elapsed(), "store open");
         let (written, _) = watch::channel(());
         let (changed, _) = watch::channel(());
-        let (events, _) = broadcast::channel(1024);
+        let (events, first_events) = broadcast::channel(1024);
         let peers = Mutex::new(HashMap::new());
         let shared = Arc::new(Shared {
             store,
@@ -327,6 +327,7 @@ impl NodeBuilder {
             commands,
             task,
             listen_addrs,
+            first_events: Mutex::new(Some(first_events)),
         })
     }
 }
@@ -372,6 +373,9 @@ pub struct Node {
     commands: mpsc::Sender<Command>,
     task: JoinHandle<()>,
     listen_addrs: Arc<Mutex<Vec<Multiaddr>>>,
+    /// Subscribed before the node started, so the first [`Node::events`] caller also gets what
+    /// was said during start-up (such as "mDNS is off").
+    first_events: Mutex<Option<broadcast::Receiver<Event>>>,
 }
 
 impl Node {
@@ -430,9 +434,14 @@ impl Node {
         )
     }
 
-    /// Status events from now on.
+    /// Status events: for the first caller, every event since the node started (so warnings
+    /// given during start-up are not lost); for later callers, events from now on.
     pub fn events(&self) -> broadcast::Receiver<Event> {
-        self.shared.events.subscribe()
+        self.first_events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            .unwrap_or_else(|| self.shared.events.subscribe())
     }
 
     /// For each author, the highest seq this node holds.

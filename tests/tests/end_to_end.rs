@@ -57,3 +57,17 @@ async fn a_second_process_on_the_same_data_dir_is_refused() -> anyhow::Result<()
     assert!(first.interrupt().await?);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_to_look_for_with_mdns_off_is_warned_about() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let dir = dir.path().to_str().unwrap_or_default().to_owned();
+    let mut alice = Chat::start_user("alice", &dir, &["bob"], &[])?;
+    let warning = alice.wait_stderr("info> warning:").await?;
+    assert!(
+        warning.contains("cannot look for bob by name: mDNS is off"),
+        "{warning}"
+    );
+    assert!(alice.interrupt().await?);
+    Ok(())
+}

@@ -183,6 +183,12 @@ async fn paste_200_lines(bracketed: bool) -> anyhow::Result<()> {
     pair.tmux.line("alice", "one more")?;
     let got = take(&mut pair.feed, 1).await?;
     assert_eq!(got[0].text, "one more");
+    if bracketed {
+        // A bracketed paste is text, even what would be a key: this Ctrl-C does not quit.
+        pair.tmux.paste("alice", "a pasted \u{3} is text\n", true)?;
+        let got = take(&mut pair.feed, 1).await?;
+        assert_eq!(got[0].text, "a pasted \u{3} is text");
+    }
     expect_silence(&mut pair.feed, std::time::Duration::from_millis(500)).await?;
     pair.bob.shutdown().await;
     Ok(())

@@ -25,7 +25,7 @@ pub enum Mode {
     /// The terminal UI when stdin and stdout are terminals, plain lines otherwise.
     #[default]
     Auto,
-    /// The terminal UI.
+    /// The terminal UI; stdin and stdout must be terminals.
     Tui,
     /// `NAME> TEXT` lines on stdout, `info> …` on stderr.
     Plain,

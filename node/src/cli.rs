@@ -129,9 +129,10 @@ pub struct ChatArgs {
     /// Do not use mDNS (no discovery on the LAN; peers must be given by address).
     #[arg(long)]
     pub no_mdns: bool,
-    /// How to talk to you: `tui` (a chat window), `plain` (`NAME> TEXT` lines), `json`
-    /// (NDJSON events, see docs/json-events.md), or `auto`: the chat window when stdin and
-    /// stdout are terminals, plain lines otherwise.
+    /// How to talk to you: `tui` (a chat window; an error when stdin or stdout is not a
+    /// terminal), `plain` (`NAME> TEXT` lines), `json` (NDJSON events, see
+    /// docs/json-events.md), or `auto`: the chat window when stdin and stdout are terminals,
+    /// plain lines otherwise.
     #[arg(long, value_enum, default_value_t = Mode::Auto)]
     pub ui: Mode,
     /// Short for `--ui json`.

@@ -98,6 +98,10 @@ fn keygen_room(file: &std::path::Path) -> Result<(), NodeError> {
 }
 
 fn chat(args: ChatArgs) -> ExitCode {
+    if let Some(why) = args.mode().unusable() {
+        eprintln!("info> error: {why}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

@@ -85,6 +85,26 @@ impl Tmux {
         self.press(session, &["Enter"])
     }
 
+    /// Pastes `text` into the window as a terminal would: through a tmux buffer, with each
+    /// newline sent as a carriage return (as a terminal sends Enter). `bracketed` wraps it in
+    /// the bracketed-paste markers when the program asked for them (`paste-buffer -p`);
+    /// otherwise the program sees plain keys.
+    pub fn paste(&self, session: &str, text: &str, bracketed: bool) -> anyhow::Result<()> {
+        let file = tempfile::NamedTempFile::new()?;
+        std::fs::write(file.path(), text)?;
+        let path = file
+            .path()
+            .to_str()
+            .context("temporary path is not UTF-8")?;
+        self.tmux(&["load-buffer", "-b", "p2pchat-paste", path])?;
+        let mut args = vec!["paste-buffer", "-d", "-b", "p2pchat-paste", "-t", session];
+        if bracketed {
+            args.push("-p");
+        }
+        self.tmux(&args)?;
+        Ok(())
+    }
+
     /// What the window shows now, one string per row.
     pub fn screen(&self, session: &str) -> anyhow::Result<Vec<String>> {
         Ok(self

@@ -1,7 +1,8 @@
 //! The terminal UI driven in tmux as a user would: keys in, screens read back.
 
-use p2pchat_tests::p2pchat_binary;
+use p2pchat_node::{MessageFeed, Node};
 use p2pchat_tests::tmux::Tmux;
+use p2pchat_tests::{address_of, expect_silence, p2pchat_binary, start_node, take};
 
 /// The shell command that starts a chat window and reports its exit status afterwards.
 fn chat_command(name: &str, dir: &std::path::Path, extra: &str) -> String {
@@ -118,5 +119,177 @@ async fn two_people_chat_rename_and_quit_in_the_terminal_ui() -> anyhow::Result<
     // Ctrl-C quits cleanly too.
     tmux.press("alice", &["C-c"])?;
     tmux.wait_text("alice", "EXIT=0").await?;
+    Ok(())
+}
+
+/// The input line when it is empty.
+const EMPTY_INPUT: &str = "> type a message, or /help";
+
+/// Alice's chat window in tmux session `alice`, connected to bob, an in-process node whose
+/// feed is returned (already past alice's arrival).
+struct Pair {
+    tmux: Tmux,
+    bob: Node,
+    feed: MessageFeed,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+async fn alice_and_bob() -> anyhow::Result<Option<Pair>> {
+    let Some(tmux) = Tmux::new()? else {
+        return Ok(None);
+    };
+    let dirs = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let bob = start_node("bob", dirs.1.path(), &[]).await?;
+    let feed = bob.messages();
+    tmux.open("alice", 120, 30)?;
+    tmux.line(
+        "alice",
+        &chat_command(
+            "alice",
+            dirs.0.path(),
+            &format!("--peer {}", address_of(&bob)),
+        ),
+    )?;
+    tmux.wait_text("alice", "bob connected").await?;
+    Ok(Some(Pair {
+        tmux,
+        bob,
+        feed,
+        _dirs: dirs,
+    }))
+}
+
+/// Pastes 200 lines, then types one more line at once: all 201 reach bob in order, one
+/// group commit or not, and the input line is empty and still works afterwards.
+async fn paste_200_lines(bracketed: bool) -> anyhow::Result<()> {
+    let Some(mut pair) = alice_and_bob().await? else {
+        return Ok(());
+    };
+    let lines: Vec<String> = (1..=200).map(|n| format!("paste line {n}")).collect();
+    pair.tmux
+        .paste("alice", &format!("{}\n", lines.join("\n")), bracketed)?;
+    pair.tmux.line("alice", "typed after the paste")?;
+    let got = take(&mut pair.feed, 201).await?;
+    let texts: Vec<&str> = got.iter().map(|m| m.text.as_str()).collect();
+    let mut expected: Vec<&str> = lines.iter().map(String::as_str).collect();
+    expected.push("typed after the paste");
+    assert_eq!(texts, expected);
+    pair.tmux
+        .wait_for("alice", "the last line sent and an empty input line", |s| {
+            s.iter().any(|r| r.contains("alice> typed after the paste"))
+                && input_row(s) == EMPTY_INPUT
+        })
+        .await?;
+    pair.tmux.line("alice", "one more")?;
+    let got = take(&mut pair.feed, 1).await?;
+    assert_eq!(got[0].text, "one more");
+    if bracketed {
+        // A bracketed paste is text, even what would be a key: this Ctrl-C does not quit.
+        pair.tmux.paste("alice", "a pasted \u{3} is text\n", true)?;
+        let got = take(&mut pair.feed, 1).await?;
+        assert_eq!(got[0].text, "a pasted \u{3} is text");
+    }
+    expect_silence(&mut pair.feed, std::time::Duration::from_millis(500)).await?;
+    pair.bob.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bracketed_paste_of_200_lines_sends_every_line_in_order() -> anyhow::Result<()> {
+    paste_200_lines(true).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paste_of_200_lines_as_plain_keys_sends_every_line_in_order() -> anyhow::Result<()> {
+    paste_200_lines(false).await
+}
+
+/// A pasted 3,000-byte line is sent; a 5,000-byte one is refused whole and stays in the
+/// input line to be shortened; a tab shows as a space, in the input line and in the message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_pasted_line_is_sent_and_one_over_the_limit_is_kept() -> anyhow::Result<()> {
+    let Some(mut pair) = alice_and_bob().await? else {
+        return Ok(());
+    };
+    let tmux = &pair.tmux;
+    let long = format!("{}end", "x".repeat(2_997));
+    tmux.paste("alice", &long, false)?;
+    tmux.press("alice", &["Enter"])?;
+    let got = take(&mut pair.feed, 1).await?;
+    assert_eq!(got[0].text, long);
+    tmux.wait_for("alice", "an empty input line", |s| {
+        input_row(s) == EMPTY_INPUT
+    })
+    .await?;
+
+    let too_long = format!("{}END", "y".repeat(4_997));
+    tmux.paste("alice", &too_long, true)?;
+    tmux.press("alice", &["Enter"])?;
+    let screen = tmux
+        .wait_text("alice", "text is 5000 bytes, over the 4096-byte limit")
+        .await?;
+    let input = input_row(&screen);
+    assert!(
+        input.starts_with("> yyy") && input.ends_with("yyyEND"),
+        "the refused line is kept: {}",
+        screen.join("\n")
+    );
+    // Nothing was sent.
+    expect_silence(&mut pair.feed, std::time::Duration::from_millis(500)).await?;
+
+    tmux.press("alice", &["C-u"])?;
+    tmux.wait_for("alice", "an empty input line", |s| {
+        input_row(s) == EMPTY_INPUT
+    })
+    .await?;
+
+    // In a paste of several lines, a line over the limit is refused whole and the rest sent.
+    let zs = "z".repeat(4_200);
+    tmux.paste("alice", &format!("before\n{zs}\nafter\n"), true)?;
+    let got = take(&mut pair.feed, 2).await?;
+    assert_eq!([&got[0].text, &got[1].text], ["before", "after"]);
+    tmux.wait_for("alice", "the refusal and an empty input line", |s| {
+        s.iter()
+            .any(|r| r.contains("line not sent: text is 4200 bytes"))
+            && input_row(s) == EMPTY_INPUT
+    })
+    .await?;
+    tmux.type_text("alice", "a\tb")?;
+    tmux.wait_for("alice", "the tab as a space", |s| input_row(s) == "> a b")
+        .await?;
+    tmux.press("alice", &["Enter"])?;
+    let got = take(&mut pair.feed, 1).await?;
+    assert_eq!(got[0].text, "a\tb", "the tab itself is sent");
+    tmux.wait_text("alice", "alice> a b").await?;
+    pair.bob.shutdown().await;
+    Ok(())
+}
+
+/// `--ui tui` without a terminal is a clear error, and nothing (no escape codes) is written
+/// to stdout; the data directory is not even opened.
+#[test]
+fn the_terminal_ui_without_a_terminal_is_a_clear_error() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("alice");
+    let output = std::process::Command::new(p2pchat_binary())
+        .args([
+            "--name",
+            "alice",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--no-mdns",
+        ])
+        .args(["--ui", "tui", "--data-dir"])
+        .arg(&data)
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(output.stdout.is_empty(), "stdout: {:?}", output.stdout);
+    assert!(
+        stderr.contains("--ui tui needs a terminal") && stderr.contains("--ui plain"),
+        "{stderr}"
+    );
+    assert!(!data.exists(), "the data directory was created");
     Ok(())
 }

@@ -4,11 +4,15 @@
 use chrono::{DateTime, Local};
 use p2pchat_node::Message;
 
-/// Makes text safe to print on a terminal: control characters (which could fake lines or
-/// move the cursor) are shown as `�`.
+/// Makes text safe to print on a terminal: a tab is shown as a space, other control
+/// characters (which could fake lines or move the cursor) as `�`. Each char becomes one.
 pub fn display(text: &str) -> String {
     text.chars()
-        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .map(|c| match c {
+            '\t' => ' ',
+            c if c.is_control() => '\u{fffd}',
+            c => c,
+        })
         .collect()
 }
 
@@ -75,6 +79,7 @@ mod tests {
             display("hi\nbob> fake\u{1b}[2J"),
             "hi\u{fffd}bob> fake\u{fffd}[2J"
         );
+        assert_eq!(display("a\tb"), "a b");
     }
 
     #[test]

@@ -138,6 +138,16 @@ impl InputLine {
         line
     }
 
+    /// Puts `line` back as the text, cursor at its end, if the text is empty; returns
+    /// whether it did.
+    pub fn restore(&mut self, line: &str) -> bool {
+        if !self.text.is_empty() {
+            return false;
+        }
+        self.set(line);
+        true
+    }
+
     fn set(&mut self, line: &str) {
         self.text = line.chars().collect();
         self.cursor = self.text.len();

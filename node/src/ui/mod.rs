@@ -25,7 +25,7 @@ pub enum Mode {
     /// The terminal UI when stdin and stdout are terminals, plain lines otherwise.
     #[default]
     Auto,
-    /// The terminal UI.
+    /// The terminal UI; stdin and stdout must be terminals.
     Tui,
     /// `NAME> TEXT` lines on stdout, `info> …` on stderr.
     Plain,
@@ -37,13 +37,24 @@ impl Mode {
     /// `Auto` made concrete for this process's stdin and stdout.
     pub fn resolve(self) -> Mode {
         match self {
-            Mode::Auto if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() => {
-                Mode::Tui
-            }
+            Mode::Auto if on_terminal() => Mode::Tui,
             Mode::Auto => Mode::Plain,
             mode => mode,
         }
     }
+
+    /// Why this mode cannot run in this process, if it cannot: the terminal UI asked for
+    /// while stdin or stdout is not a terminal (it would draw into a pipe or a file).
+    pub fn unusable(self) -> Option<&'static str> {
+        (self == Mode::Tui && !on_terminal()).then_some(
+            "--ui tui needs a terminal, and stdin or stdout is not one; use --ui plain or --json with pipes and files",
+        )
+    }
+}
+
+/// Whether stdin and stdout are both terminals.
+fn on_terminal() -> bool {
+    std::io::stdin().is_terminal() && std::io::stdout().is_terminal()
 }
 
 /// Runs the chat on `node` in `mode` until the user quits or SIGINT/SIGTERM, then shuts the

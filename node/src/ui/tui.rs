@@ -1,5 +1,10 @@
-//! The terminal UI: owns the terminal (raw mode, alternate screen, mouse wheel), feeds keys,
-//! messages and status events into the [`App`], and redraws at most every [`FRAME`].
+//! The terminal UI: owns the terminal (raw mode, alternate screen, mouse wheel, bracketed
+//! paste), feeds keys, pastes, messages and status events into the [`App`], and redraws at
+//! most every [`FRAME`].
+//!
+//! Input is read in bursts: each wake-up takes every event already waiting (a paste sent as
+//! plain keys is thousands of them), in order, before the next redraw, and the lines submitted
+//! in one burst are stored in one group commit ([`Node::send_all`]).
 
 use std::collections::HashSet;
 use std::io::stdout;
@@ -7,10 +12,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crossterm::cursor::Show;
-use crossterm::event::{DisableMouseCapture, EnableMouseCapture, Event as TermEvent, EventStream};
+use crossterm::event::{
+    self, DisableBracketedPaste, DisableMouseCapture, EnableBracketedPaste, EnableMouseCapture,
+    Event as TermEvent, EventStream,
+};
 use crossterm::execute;
 use futures::StreamExt;
-use p2pchat_node::{Event, Node, NodeError};
+use p2pchat_node::{Event, Node, NodeError, check_text};
 use ratatui::DefaultTerminal;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -23,6 +31,13 @@ use super::view::{Action, App, Item};
 const FRAME: Duration = Duration::from_millis(30);
 /// How often the people panel is refreshed without being asked.
 const REFRESH: Duration = Duration::from_secs(1);
+/// How long to wait for more input before a burst is taken as complete. Not zero: crossterm's
+/// `/dev/tty` reader only reads the terminal when it may wait.
+const BURST_GAP: Duration = Duration::from_millis(1);
+/// The most input events taken in one burst (a key is one event; a bracketed paste is one).
+const MAX_BURST: usize = 8192;
+/// The most lines stored in one group commit.
+const MAX_GROUP: usize = 1024;
 
 /// Runs the terminal UI until the user quits or a signal arrives.
 pub async fn run(node: Node, mut signals: Signals) -> ExitCode {
@@ -55,20 +70,17 @@ pub async fn run(node: Node, mut signals: Signals) -> ExitCode {
     let mut dirty = true;
     let failure: Option<String> = loop {
         tokio::select! {
-            key = keys.next() => match key {
-                Some(Ok(TermEvent::Key(key))) => match app.on_key(key) {
-                    Some(Action::Quit) => break None,
-                    Some(Action::Submit(line)) => match submit(&node, &mut app, &line) {
-                        Ok(true) => {}
-                        Ok(false) => break None,
-                        Err(e) => break Some(e.to_string()),
-                    },
-                    None => {}
-                },
-                Some(Ok(TermEvent::Mouse(mouse))) => app.on_mouse(mouse),
-                Some(Ok(_)) => {} // a resize: redrawn below
-                Some(Err(e)) => break Some(format!("reading the terminal failed: {e}")),
-                None => break None,
+            input = keys.next() => {
+                let burst = match input.map(|first| first.and_then(burst_from)) {
+                    Some(Ok(burst)) => burst,
+                    Some(Err(e)) => break Some(format!("reading the terminal failed: {e}")),
+                    None => break None,
+                };
+                match on_input(&node, &mut app, burst) {
+                    Ok(true) => {}
+                    Ok(false) => break None,
+                    Err(e) => break Some(e.to_string()),
+                }
             },
             message = messages.next() => match message {
                 Some(message) => app.push(Item::Message(message)),
@@ -142,25 +154,95 @@ pub async fn run(node: Node, mut signals: Signals) -> ExitCode {
     }
 }
 
-/// Sends a typed line or runs a command; `Ok(false)` to quit, `Err` if the node cannot go on.
-fn submit(node: &Node, app: &mut App, line: &str) -> Result<bool, NodeError> {
-    match commands::parse(line) {
-        Input::Message(text) => match node.send(&text) {
-            Ok(_) => {} // it comes back through the feed like any other message
-            Err(NodeError::Invalid(e)) => app.push(Item::Error(format!("line not sent: {e}"))),
-            Err(e) => return Err(e),
-        },
-        Input::Invalid(why) => app.push(Item::Error(why)),
-        Input::Command(command) => match commands::run(node, &command)? {
-            Reply::Lines(lines) => lines
-                .into_iter()
-                .for_each(|line| app.push(Item::Notice(line))),
-            Reply::Error(why) => app.push(Item::Error(why)),
-            Reply::Quit => return Ok(false),
-        },
+/// `first` and every input event already waiting after it (at most [`MAX_BURST`]), in order.
+fn burst_from(first: TermEvent) -> std::io::Result<Vec<TermEvent>> {
+    let mut burst = vec![first];
+    while burst.len() < MAX_BURST && event::poll(BURST_GAP)? {
+        burst.push(event::read()?);
     }
-    app.set_contacts(node.contacts());
+    Ok(burst)
+}
+
+/// Handles a burst of input events in order. The messages submitted are stored together in
+/// one durable write (between commands, at most [`MAX_GROUP`] lines each). A line refused for
+/// its size is reported, and if it was the last line submitted and nothing was typed after
+/// it, put back in the input line to be shortened. `Ok(false)` to quit (after storing what
+/// was submitted before); `Err` if the node cannot go on.
+fn on_input(node: &Node, app: &mut App, burst: Vec<TermEvent>) -> Result<bool, NodeError> {
+    let mut texts: Vec<String> = Vec::new();
+    let mut refused: Option<(String, NodeError)> = None;
+    let mut submitted = false;
+    for input in burst {
+        let lines = match input {
+            TermEvent::Key(key) => match app.on_key(key) {
+                Some(Action::Submit(line)) => vec![line],
+                Some(Action::Quit) => {
+                    send(node, &mut texts)?;
+                    return Ok(false);
+                }
+                None => continue,
+            },
+            TermEvent::Paste(text) => app.on_paste(&text),
+            TermEvent::Mouse(mouse) => {
+                app.on_mouse(mouse);
+                continue;
+            }
+            _ => continue, // a resize: redrawn after the burst
+        };
+        for line in lines {
+            submitted = true;
+            if let Some((_, why)) = refused.take() {
+                app.push(Item::Error(format!("line not sent: {why}")));
+            }
+            match commands::parse(&line) {
+                Input::Message(text) => match check_text(&text) {
+                    Ok(()) => {
+                        texts.push(text);
+                        if texts.len() == MAX_GROUP {
+                            send(node, &mut texts)?;
+                        }
+                    }
+                    Err(why) => refused = Some((line, why)),
+                },
+                Input::Invalid(why) => app.push(Item::Error(why)),
+                Input::Command(command) => {
+                    send(node, &mut texts)?;
+                    match commands::run(node, &command)? {
+                        Reply::Lines(lines) => lines
+                            .into_iter()
+                            .for_each(|line| app.push(Item::Notice(line))),
+                        Reply::Error(why) => app.push(Item::Error(why)),
+                        Reply::Quit => return Ok(false),
+                    }
+                }
+            }
+        }
+    }
+    send(node, &mut texts)?;
+    if let Some((line, why)) = refused {
+        let kept = if app.keep_input(&line) {
+            "; it is kept in the input line to shorten (Ctrl-U clears it)"
+        } else {
+            ""
+        };
+        app.push(Item::Error(format!("line not sent: {why}{kept}")));
+    }
+    if submitted {
+        app.set_contacts(node.contacts());
+    }
     Ok(true)
+}
+
+/// Stores and sends the pending `texts` in one durable write (they come back through the
+/// feed like any other message), and clears them.
+fn send(node: &Node, texts: &mut Vec<String>) -> Result<(), NodeError> {
+    if texts.is_empty() {
+        return Ok(());
+    }
+    let lines: Vec<&str> = texts.iter().map(String::as_str).collect();
+    node.send_all(&lines)?;
+    texts.clear();
+    Ok(())
 }
 
 /// The terminal in UI mode; dropping it (or a panic) gives the terminal back as it was.
@@ -174,18 +256,18 @@ impl Screen {
         let terminal = ratatui::try_init().inspect_err(|_| ratatui::restore())?;
         let hook = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            let _ = execute!(stdout(), DisableMouseCapture, Show);
+            let _ = execute!(stdout(), DisableBracketedPaste, DisableMouseCapture, Show);
             hook(info);
         }));
         let screen = Screen { terminal };
-        execute!(stdout(), EnableMouseCapture)?;
+        execute!(stdout(), EnableMouseCapture, EnableBracketedPaste)?;
         Ok(screen)
     }
 }
 
 impl Drop for Screen {
     fn drop(&mut self) {
-        let _ = execute!(stdout(), DisableMouseCapture, Show);
+        let _ = execute!(stdout(), DisableBracketedPaste, DisableMouseCapture, Show);
         ratatui::restore();
     }
 }

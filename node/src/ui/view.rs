@@ -120,13 +120,8 @@ impl App {
             KeyCode::Char('w') if ctrl => self.input.delete_word(),
             KeyCode::Char(_) if ctrl => {}
             KeyCode::Char(c) => self.input.insert(c),
-            KeyCode::Enter => {
-                let line = self.input.submit();
-                if !line.trim().is_empty() {
-                    self.scroll = 0;
-                    return Some(Action::Submit(line));
-                }
-            }
+            KeyCode::Tab => self.input.insert('\t'),
+            KeyCode::Enter => return self.enter().map(Action::Submit),
             KeyCode::Backspace => self.input.backspace(),
             KeyCode::Delete => self.input.delete(),
             KeyCode::Left => self.input.left(),
@@ -143,6 +138,43 @@ impl App {
             _ => {}
         }
         None
+    }
+
+    /// Handles a paste (one event, from a terminal in bracketed-paste mode) as if it were
+    /// typed: the text goes in at the cursor, and each line break submits the input line.
+    /// Returns the lines submitted, in order; text after the last line break stays in the
+    /// input line.
+    pub fn on_paste(&mut self, text: &str) -> Vec<String> {
+        let mut submitted = Vec::new();
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '\r' | '\n' => {
+                    if c == '\r' && chars.peek() == Some(&'\n') {
+                        chars.next();
+                    }
+                    submitted.extend(self.enter());
+                }
+                c => self.input.insert(c),
+            }
+        }
+        submitted
+    }
+
+    /// Puts a refused line back into the input line, to be edited, if nothing has been
+    /// typed since; returns whether it did.
+    pub fn keep_input(&mut self, line: &str) -> bool {
+        self.input.restore(line)
+    }
+
+    /// Submits the input line (Enter): empties it and returns it, unless it is blank.
+    fn enter(&mut self) -> Option<String> {
+        let line = self.input.submit();
+        if line.trim().is_empty() {
+            return None;
+        }
+        self.scroll = 0;
+        Some(line)
     }
 
     /// Handles the mouse wheel.
@@ -288,7 +320,8 @@ impl App {
             .border_style(Style::new().dark_gray());
         let inner = block.inner(area);
         frame.render_widget(block, area);
-        let text: Vec<char> = self.input.text().chars().collect();
+        // As shown (a tab as a space): one shown char per char, so the cursor index holds.
+        let text: Vec<char> = display(&self.input.text()).chars().collect();
         let room = (inner.width as usize).saturating_sub(3).max(1);
         // Scroll sideways so the cursor stays in view.
         let cursor = self.input.cursor();
@@ -304,10 +337,7 @@ impl App {
                 Span::from("type a message, or /help").dark_gray(),
             ])
         } else {
-            Line::from(format!(
-                "> {}",
-                display(&text[start..].iter().collect::<String>())
-            ))
+            Line::from(format!("> {}", text[start..].iter().collect::<String>()))
         };
         frame.render_widget(Paragraph::new(line), inner);
         frame.set_cursor_position(Position::new(inner.x + 2 + before as u16, inner.y));
@@ -483,6 +513,53 @@ mod tests {
         assert_eq!(rows[3], format!("      {}", "x".repeat(7)));
         screen(&app, 1, 1);
         screen(&app, 0, 0);
+    }
+
+    #[test]
+    fn a_paste_is_typed_and_each_line_break_submits() {
+        let mut app = App::new(author(1));
+        typed(&mut app, "draft: ");
+        assert_eq!(
+            app.on_paste("one\r\ntwo\r\rthree\nfour"),
+            ["draft: one", "two", "three"],
+            "CR LF, CR and LF each end a line; blank lines are not sent"
+        );
+        assert_eq!(screen(&app, 40, 6)[5], "> four");
+        assert_eq!(app.on_paste("\n"), ["four"]);
+        assert_eq!(screen(&app, 40, 6)[5], "> type a message, or /help");
+    }
+
+    #[test]
+    fn a_refused_line_is_kept_only_if_nothing_was_typed_since() {
+        let mut app = App::new(author(1));
+        typed(&mut app, "too long");
+        app.on_key(KeyEvent::from(KeyCode::Enter));
+        assert!(app.keep_input("too long"));
+        assert_eq!(screen(&app, 40, 6)[5], "> too long");
+        app.on_key(KeyEvent::from(KeyCode::Enter));
+        typed(&mut app, "next");
+        assert!(!app.keep_input("too long"));
+        assert_eq!(screen(&app, 40, 6)[5], "> next");
+    }
+
+    #[test]
+    fn a_tab_shows_as_a_space_and_the_cursor_follows() {
+        let mut app = App::new(author(1));
+        typed(&mut app, "a");
+        app.on_key(KeyEvent::from(KeyCode::Tab));
+        typed(&mut app, "b");
+        app.push(message(2, "bob", "x\ty"));
+        let mut terminal = Terminal::new(TestBackend::new(40, 6)).unwrap();
+        terminal.draw(|frame| app.render(frame)).unwrap();
+        assert_eq!(terminal.get_cursor_position().unwrap(), Position::new(5, 5));
+        let rows = screen(&app, 40, 6);
+        assert_eq!(rows[5], "> a b");
+        assert!(rows[1].ends_with("bob> x y"), "{rows:#?}");
+        assert_eq!(
+            app.on_key(KeyEvent::from(KeyCode::Enter)),
+            Some(Action::Submit("a\tb".into())),
+            "the tab itself is sent"
+        );
     }
 
     #[test]

@@ -2,6 +2,11 @@
 //!
 //! The same key signs the user's log entries (as their [`Author`]) and identifies the node on
 //! the network (as its libp2p [`PeerId`]), so a peer id and an author are two views of one key.
+//!
+//! Beside the key lives the own log's mark ([`OWN_HEAD_FILE`]): how far this key's log went
+//! (its last seq and hash). It is kept outside `store/` so that it survives losing the store,
+//! which is what it is for: a node whose store is behind its mark must not append, or it would
+//! sign a second entry at a seq it already signed (see [`p2pchat_protocol::own`]).
 
 use std::fs;
 use std::io::Write;
@@ -10,10 +15,15 @@ use std::path::Path;
 
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
-use p2pchat_protocol::{Author, SigningKey};
+use p2pchat_protocol::own::OwnMark;
+use p2pchat_protocol::{Author, Hash, SigningKey};
 
 /// The identity file's name inside the data directory.
 pub const IDENTITY_FILE: &str = "identity.key";
+
+/// The own log's mark, beside the identity file: 8 bytes of seq (big-endian) and 32 of the
+/// hash of the entry at that seq (zeros at seq 0).
+pub const OWN_HEAD_FILE: &str = "own-head";
 
 /// Why the identity could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +45,71 @@ pub enum IdentityError {
         /// The file's length.
         len: usize,
     },
+    /// The own log's mark exists but is not 40 bytes.
+    #[error(
+        "the own log's mark {path} is damaged (expected 40 bytes, found {len}); if the store is \
+         intact, delete the file and start again: the store's head then serves as the mark"
+    )]
+    CorruptMark {
+        /// The mark file.
+        path: String,
+        /// The file's length.
+        len: usize,
+    },
+}
+
+/// Reads the own log's mark from `dir`; `None` if there is none (a data directory written by
+/// a release that kept no mark).
+pub fn read_own_mark(dir: &Path) -> Result<Option<OwnMark>, IdentityError> {
+    let path = dir.join(OWN_HEAD_FILE);
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(IdentityError::Io {
+                path: path.display().to_string(),
+                source,
+            });
+        }
+    };
+    let corrupt = || IdentityError::CorruptMark {
+        path: path.display().to_string(),
+        len: bytes.len(),
+    };
+    let (seq, hash) = bytes.split_at_checked(8).ok_or_else(corrupt)?;
+    let seq = u64::from_be_bytes(seq.try_into().map_err(|_| corrupt())?);
+    let hash: [u8; 32] = hash.try_into().map_err(|_| corrupt())?;
+    Ok(Some(OwnMark {
+        seq,
+        hash: (seq > 0).then(|| Hash::from_bytes(hash)),
+    }))
+}
+
+/// Records the own log's mark in `dir` durably: a temporary file, synced, renamed over the
+/// old one, and the directory synced, so a crash leaves the old mark or the new one.
+pub fn write_own_mark(dir: &Path, mark: &OwnMark) -> Result<(), IdentityError> {
+    let path = dir.join(OWN_HEAD_FILE);
+    let temp = dir.join(format!("{OWN_HEAD_FILE}.tmp"));
+    let io = |source| IdentityError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut bytes = [0; 40];
+    bytes[..8].copy_from_slice(&mark.seq.to_be_bytes());
+    if let Some(hash) = mark.hash {
+        bytes[8..].copy_from_slice(hash.as_bytes());
+    }
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temp)
+        .map_err(io)?;
+    file.write_all(&bytes).map_err(io)?;
+    file.sync_data().map_err(io)?;
+    fs::rename(&temp, &path).map_err(io)?;
+    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)
 }
 
 /// Loads the key from `dir`, creating it (mode 0600) on first run.
@@ -61,6 +136,9 @@ pub fn load_or_create(dir: &Path) -> Result<SigningKey, IdentityError> {
             Ok(SigningKey::from_bytes(&secret))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // A new key has written nothing: say so before the key exists, so that a key
+            // without a mark can only be an older release's (or a hand-deleted mark).
+            write_own_mark(dir, &OwnMark { seq: 0, hash: None })?;
             let key = SigningKey::generate(&mut rand::rngs::OsRng);
             let mut file = fs::OpenOptions::new()
                 .write(true)
@@ -123,6 +201,24 @@ mod tests {
         let peer = keypair(&key).public().to_peer_id();
         assert_eq!(peer_id_of(&Author::of(&key)), Some(peer));
         assert_eq!(author_of(&peer), Some(Author::of(&key)));
+    }
+
+    #[test]
+    fn the_mark_is_written_with_a_new_key_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_own_mark(dir.path()).unwrap(), None);
+        load_or_create(dir.path()).unwrap();
+        let new = OwnMark { seq: 0, hash: None };
+        assert_eq!(read_own_mark(dir.path()).unwrap(), Some(new));
+        let mark = OwnMark {
+            seq: 31,
+            hash: Some(Hash::from_bytes([9; 32])),
+        };
+        write_own_mark(dir.path(), &mark).unwrap();
+        assert_eq!(read_own_mark(dir.path()).unwrap(), Some(mark));
+        fs::write(dir.path().join(OWN_HEAD_FILE), b"short").unwrap();
+        let err = read_own_mark(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("damaged") && err.contains(OWN_HEAD_FILE), "{err}");
     }
 
     #[test]

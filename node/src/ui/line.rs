@@ -14,7 +14,7 @@ use tokio::io::AsyncBufReadExt;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::commands::{self, Input, Reply};
-use super::format::{display, entries, thousands};
+use super::format::{display, entries, own_log_restored, thousands};
 use super::out::{self, Out, Stream};
 use super::{Names, Signals, json};
 
@@ -321,6 +321,11 @@ fn plain(event: &Event) -> Option<String> {
         },
         Event::Warning { message } => format!("warning: {}", display(message)),
         Event::Error { message } => format!("error: {}", display(message)),
+        Event::OwnLogRestored {
+            restored,
+            from,
+            sent,
+        } => own_log_restored(*restored, from, *sent),
         _ => return None,
     })
 }

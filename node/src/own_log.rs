@@ -14,7 +14,7 @@ use p2pchat_protocol::{Author, Body, Entry, SigningKey};
 use p2pchat_storage::Store;
 
 use crate::NodeError;
-use crate::identity;
+use crate::identity::OwnMarkFile;
 use crate::shared::now_ms;
 
 /// Own entries held at most while the own log is behind; more are refused.
@@ -28,6 +28,8 @@ pub struct OwnWriter {
 
 #[derive(Default)]
 struct Inner {
+    /// The mark file, once there is one.
+    file: Option<OwnMarkFile>,
     /// The recorded mark (`None`: an older release's data directory with an empty store).
     mark: Option<OwnMark>,
     /// Bodies waiting for the own log, oldest first.
@@ -67,17 +69,18 @@ impl OwnWriter {
     /// Reads the mark in `dir` (a data directory of an older release gets one from its
     /// store's head, so upgrading raises no alarm).
     pub fn open(dir: &Path, store: &Store, key: &SigningKey) -> Result<Self, NodeError> {
-        let mut mark = identity::read_own_mark(dir)?;
+        let (mut file, mut mark) = OwnMarkFile::open(dir)?.unzip();
         let author = Author::of(key);
         let head = store.head_seq(&author);
         if mark.is_none() && head > 0 {
             let upgraded = stored_mark(store, &author, head)?;
-            identity::write_own_mark(dir, &upgraded)?;
+            file = Some(OwnMarkFile::create(dir, &upgraded)?);
             mark = Some(upgraded);
         }
         Ok(Self {
             dir: dir.to_owned(),
             inner: Mutex::new(Inner {
+                file,
                 mark,
                 ..Inner::default()
             }),
@@ -91,7 +94,12 @@ impl OwnWriter {
     }
 
     /// The own log's state, given the highest seq of it a connected peer claims.
-    pub fn state(&self, store: &Store, key: &SigningKey, claimed: u64) -> Result<OwnLog, NodeError> {
+    pub fn state(
+        &self,
+        store: &Store,
+        key: &SigningKey,
+        claimed: u64,
+    ) -> Result<OwnLog, NodeError> {
         state(&self.inner(), store, &Author::of(key), claimed)
     }
 
@@ -205,7 +213,9 @@ impl OwnWriter {
         self.mark_stored(&mut inner, store, &author)?;
         Ok(Some(Restored {
             restored: head.saturating_sub(held_at),
-            from: std::mem::take(&mut inner.restored_from).into_keys().collect(),
+            from: std::mem::take(&mut inner.restored_from)
+                .into_keys()
+                .collect(),
             sent,
         }))
     }
@@ -219,7 +229,10 @@ impl OwnWriter {
     ) -> Result<(), NodeError> {
         let mark = stored_mark(store, author, store.head_seq(author))?;
         if inner.mark != Some(mark) {
-            identity::write_own_mark(&self.dir, &mark)?;
+            match &mut inner.file {
+                Some(file) => file.write(&mark)?,
+                None => inner.file = Some(OwnMarkFile::create(&self.dir, &mark)?),
+            }
             inner.mark = Some(mark);
         }
         Ok(())
@@ -275,6 +288,7 @@ pub fn behind_warning(state: OwnLog, store: u64) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity;
 
     fn text(text: &str) -> Body {
         Body::Text { text: text.into() }
@@ -311,7 +325,10 @@ mod tests {
         let held = own
             .append(&store, &key, [profile, text("three")], 0)
             .unwrap();
-        assert!(matches!(held, Appended::Held { waiting: 2, .. }), "{held:?}");
+        assert!(
+            matches!(held, Appended::Held { waiting: 2, .. }),
+            "{held:?}"
+        );
         assert_eq!(own.held_name().as_deref(), Some("bob"));
         assert_eq!(store.head_seq(&author), 0, "nothing signed while behind");
         assert_eq!(own.recheck(&store, &key, 0).unwrap(), None);

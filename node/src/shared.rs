@@ -207,10 +207,7 @@ impl Shared {
                 });
             }
         };
-        if let Some(message) = self
-            .own
-            .observe(state, self.store.head_seq(&self.author()))
-        {
+        if let Some(message) = self.own.observe(state, self.store.head_seq(&self.author())) {
             self.emit(Event::Warning { message });
         }
         match self.own.recheck(&self.store, &self.key, claimed) {

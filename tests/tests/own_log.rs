@@ -100,7 +100,11 @@ async fn bob_recovers(damage: Damage) -> anyhow::Result<Vec<String>> {
         let behind = bob
             .wait_stderr("info> warning: your own log is behind")
             .await?;
-        let store_has = if matches!(damage, Damage::Wiped) { 0 } else { 3 };
+        let store_has = if matches!(damage, Damage::Wiped) {
+            0
+        } else {
+            3
+        };
         assert!(
             behind.contains(&format!("seq 5 expected, store has {store_has}")),
             "{behind}"
@@ -134,7 +138,9 @@ async fn bob_recovers(damage: Damage) -> anyhow::Result<Vec<String>> {
         alice.wait_line(line).await?;
         bob.wait_line(line).await?;
     }
-    let stderr = bob.drain_stderr(std::time::Duration::from_millis(200)).await;
+    let stderr = bob
+        .drain_stderr(std::time::Duration::from_millis(200))
+        .await;
     assert!(bob.interrupt().await?);
     assert!(alice.interrupt().await?);
 
@@ -171,15 +177,15 @@ async fn a_wiped_store_gets_its_own_log_back_before_anything_is_appended() -> an
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_store_that_lost_its_tail_gets_it_back_before_anything_is_appended()
--> anyhow::Result<()> {
+async fn a_store_that_lost_its_tail_gets_it_back_before_anything_is_appended() -> anyhow::Result<()>
+{
     bob_recovers(Damage::StoreRolledBack).await?;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_data_dir_restored_from_an_old_backup_learns_its_log_from_the_peer()
--> anyhow::Result<()> {
+async fn a_data_dir_restored_from_an_old_backup_learns_its_log_from_the_peer() -> anyhow::Result<()>
+{
     bob_recovers(Damage::DirRolledBack).await?;
     Ok(())
 }

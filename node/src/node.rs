@@ -462,6 +462,12 @@ impl Node {
             .unwrap_or_else(|| self.shared.events.subscribe())
     }
 
+    /// How many own entries are held, waiting for the own log to come back from a peer (see
+    /// [`Node::send`]). They are kept in memory only: lost if the node stops first.
+    pub fn held(&self) -> usize {
+        self.shared.own.held()
+    }
+
     /// For each author, the highest seq this node holds.
     pub fn heads(&self) -> p2pchat_protocol::Heads {
         self.shared.store.heads()

@@ -103,6 +103,11 @@ impl OwnWriter {
         state(&self.inner(), store, &Author::of(key), claimed)
     }
 
+    /// How many entries are held, waiting for the own log.
+    pub fn held(&self) -> usize {
+        self.inner().held.len()
+    }
+
     /// The name in the newest held profile entry, if any (the name to claim while held).
     pub fn held_name(&self) -> Option<String> {
         self.inner().held.iter().rev().find_map(|body| match body {

@@ -146,6 +146,15 @@ pub async fn run(node: Node, format: Format, mut signals: Signals) -> ExitCode {
         }
     };
     status.clear_progress();
+    let held = node.held();
+    if held > 0 {
+        status.event(&Event::Warning {
+            message: format!(
+                "{held} held entries were not sent: your own log did not come back from a peer \
+                 before p2pchat stopped; type them again once it has"
+            ),
+        });
+    }
     let stats = node.stats();
     node.shutdown().await;
     // The printer ends once the node has stopped and its last messages are queued, and the

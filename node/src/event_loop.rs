@@ -389,6 +389,8 @@ impl EventLoop {
         }
         self.awaiting_hello.remove(&peer);
         let state = self.shared.peers().remove(&peer);
+        // Its claim on our own log left with it.
+        self.shared.check_own();
         if self.accepted.remove(&peer) {
             let name = state
                 .and_then(|s| s.name)
@@ -486,6 +488,9 @@ impl EventLoop {
             let ours = self.shared.store.head_seq(&author);
             self.shared.peer_lacks_beyond(&peer, author, ours);
             self.shared.report_catch_up();
+            if author == self.shared.author() {
+                self.shared.check_own(); // a claim on our own log taken back
+            }
             return;
         }
         if let Some(fetch) = absorbed
@@ -532,6 +537,7 @@ impl EventLoop {
                     CatchUp::new(&store.heads(), &heads, |author| store.is_frozen(author));
             }
         }
+        self.check_own_claim(peer, &hello);
         if first_hello {
             self.accepted.insert(peer);
             self.awaiting_hello.remove(&peer);
@@ -572,6 +578,28 @@ impl EventLoop {
         }
         // New knowledge of the peer's heads may mean there is something to send.
         self.shared.notify_changed();
+    }
+
+    /// Looks at what a hello says of our own log: a peer holding more of it holds our appends
+    /// until it is fetched ([`crate::shared::Shared::check_own`]); a peer holding another
+    /// entry at a seq we hold is asked for it, so a real fork is proven and stored.
+    fn check_own_claim(&mut self, peer: PeerId, hello: &Hello) {
+        let me = self.shared.author();
+        if let Some(claim) = hello.heads.iter().find(|head| head.author == me) {
+            let store = &self.shared.store;
+            let ours = store.get(&me, claim.seq).ok().flatten();
+            if claim.seq <= store.head_seq(&me) && ours.is_some_and(|e| e.hash() != claim.hash) {
+                self.request_range(Fetch {
+                    peer,
+                    request: RangeRequest {
+                        author: me,
+                        from: claim.seq,
+                        limit: 1,
+                    },
+                });
+            }
+        }
+        self.shared.check_own();
     }
 
     /// Pins a first-seen name to the peer's key, and warns when the name belongs to another key.

@@ -7,7 +7,7 @@ use p2pchat_protocol::Body;
 
 use crate::NodeError;
 use crate::node::open_data_dir;
-use crate::shared::now_ms;
+use crate::own_log::{Appended, behind_warning};
 
 /// Lines appended per group commit (one fsync each).
 pub const IMPORT_CHUNK: usize = 10_000;
@@ -24,14 +24,29 @@ pub struct Imported {
 /// Appends each non-empty line of `lines` as a message of user `name`, whose data lives in
 /// `dir`, in group commits of [`IMPORT_CHUNK`]. The node must not be running (the data
 /// directory lock makes sure). A line that breaks a limit is skipped and passed to `on_skip`
-/// with its 1-based line number and the reason; every other line is stored.
+/// with its 1-based line number and the reason; every other line is stored. Refused while the
+/// own log is behind what this key wrote before (it can only come back from a peer).
 pub fn import(
     name: &str,
     dir: &Path,
     lines: impl BufRead,
     mut on_skip: impl FnMut(u64, &str),
 ) -> Result<Imported, NodeError> {
-    let (key, store) = open_data_dir(name, dir)?;
+    let (key, store, own) = open_data_dir(name, dir)?;
+    let state = own.state(&store, &key, 0)?;
+    if let Some(why) = behind_warning(state, store.head_seq(&p2pchat_protocol::Author::of(&key))) {
+        return Err(NodeError::OwnLogBehind(format!(
+            "cannot import: {why}; start p2pchat with a peer that holds your log first"
+        )));
+    }
+    let append = |chunk: Vec<Body>| -> Result<u64, NodeError> {
+        match own.append(&store, &key, chunk, 0)? {
+            Appended::Stored(entries) => Ok(entries.len() as u64),
+            Appended::Held { .. } => Err(NodeError::OwnLogBehind(
+                "cannot import: your own log fell behind during the import".into(),
+            )),
+        }
+    };
     let mut imported = Imported::default();
     let mut chunk = Vec::with_capacity(IMPORT_CHUNK);
     for (number, line) in lines.lines().enumerate() {
@@ -50,12 +65,10 @@ pub fn import(
         }
         chunk.push(body);
         if chunk.len() == IMPORT_CHUNK {
-            imported.appended += store
-                .append_own_many(&key, chunk.drain(..), now_ms())?
-                .len() as u64;
+            imported.appended += append(std::mem::take(&mut chunk))?;
         }
     }
-    imported.appended += store.append_own_many(&key, chunk, now_ms())?.len() as u64;
+    imported.appended += append(chunk)?;
     Ok(imported)
 }
 
@@ -81,7 +94,7 @@ mod tests {
             }
         );
         assert_eq!(skipped, [4]);
-        let (key, store) = open_data_dir("alice", dir.path()).unwrap();
+        let (key, store, _) = open_data_dir("alice", dir.path()).unwrap();
         let author = p2pchat_protocol::Author::of(&key);
         assert_eq!(store.head_seq(&author), 4, "profile + three lines");
         let texts: Vec<_> = store

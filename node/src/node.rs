@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::event_loop::{Command, EventLoop, Setup};
 use crate::feed::MessageFeed;
+use crate::own_log::OwnWriter;
 use crate::room::RoomKey;
 use crate::shared::{Shared, SharedRef};
 use crate::{behaviour, identity};
@@ -71,6 +72,16 @@ pub enum Event {
     Warning {
         /// What happened, in words.
         message: String,
+    },
+    /// The node's own log, found behind what it wrote before, was fetched back from peers, and
+    /// the lines held meanwhile were appended on top.
+    OwnLogRestored {
+        /// Own entries fetched back.
+        restored: u64,
+        /// The peers they came from, by name.
+        from: Vec<String>,
+        /// Held entries appended on top.
+        sent: u64,
     },
     /// Something failed that the node cannot fix by itself (a storage error).
     Error {
@@ -203,6 +214,9 @@ pub enum NodeError {
         /// The fingerprint of the key it is pinned to.
         owner: String,
     },
+    /// The own log is behind what this key wrote before, so nothing can be appended here yet.
+    #[error("{0}")]
+    OwnLogBehind(String),
     /// There is no data directory (or no identity in it) for this user yet.
     #[error("no p2pchat data in {0} (start p2pchat with this --name once to create it)")]
     NoData(PathBuf),
@@ -274,7 +288,7 @@ impl NodeBuilder {
         let name = self.name.unwrap_or_default();
         let dir = self.data_dir.ok_or(NodeError::NoDataDir)?;
         let started = std::time::Instant::now();
-        let (key, store) = open_data_dir(&name, &dir)?;
+        let (key, store, own) = open_data_dir(&name, &dir)?;
         tracing::debug!(elapsed = ?started.elapsed(), "store open");
         let (written, _) = watch::channel(());
         let (changed, _) = watch::channel(());
@@ -283,12 +297,15 @@ impl NodeBuilder {
         let shared = Arc::new(Shared {
             store,
             key,
+            own,
             written,
             changed,
             peers,
             events,
             stats: Default::default(),
         });
+        // Says so if the own log is behind: the first subscriber to events sees it.
+        shared.check_own();
 
         let mut swarm = behaviour::build_swarm(&shared.key, !self.no_mdns, self.room)
             .map_err(|e| NodeError::Network(e.to_string()))?;
@@ -332,26 +349,25 @@ impl NodeBuilder {
     }
 }
 
-/// Opens (creating on first use) the data directory of user `name`: its key and its store, with
-/// the user's profile entry written if the name is new.
+/// Opens (creating on first use) the data directory of user `name`: its key, its store and the
+/// own log's writer, with the user's profile entry written if the name is new (or held, while
+/// the own log is behind).
 pub(crate) fn open_data_dir(
     name: &str,
     dir: &std::path::Path,
-) -> Result<(SigningKey, Store), NodeError> {
+) -> Result<(SigningKey, Store, OwnWriter), NodeError> {
     check_name(name).map_err(NodeError::Name)?;
     create_private_dir(dir)?;
     let key = identity::load_or_create(dir)?;
     let store = Store::open(&dir.join("store"))?;
+    let own = OwnWriter::open(dir, &store, &key)?;
     if store.name(&Author::of(&key)).as_deref() != Some(name) {
-        store.append_own(
-            &key,
-            Body::Profile {
-                name: name.to_owned(),
-            },
-            crate::shared::now_ms(),
-        )?;
+        let profile = Body::Profile {
+            name: name.to_owned(),
+        };
+        own.append(&store, &key, [profile], 0)?;
     }
-    Ok((key, store))
+    Ok((key, store, own))
 }
 
 fn create_private_dir(dir: &std::path::Path) -> Result<(), NodeError> {
@@ -403,21 +419,23 @@ impl Node {
     }
 
     /// Appends `text` to the node's own log (durably) and sends it to connected peers.
-    pub fn send(&self, text: &str) -> Result<Message, NodeError> {
+    /// `None` when the line is held: the own log is behind what this key wrote before, and
+    /// the line is appended once a peer gave the log back (a warning says so, and
+    /// [`Event::OwnLogRestored`] when it is sent).
+    pub fn send(&self, text: &str) -> Result<Option<Message>, NodeError> {
         let body = Body::Text {
             text: text.to_owned(),
         };
-        let entry = self
-            .shared
-            .append([body])?
-            .pop()
-            .ok_or(NodeError::Stopped)?;
+        let Some(entry) = self.shared.append([body])?.pop() else {
+            return Ok(None);
+        };
         let name = self.shared.display_name(&entry.author());
-        Message::of(&entry, name).ok_or(NodeError::Stopped)
+        Ok(Message::of(&entry, name))
     }
 
-    /// Appends several lines at once, in one durable write (group commit), and sends them.
-    /// Nothing is stored if any line is invalid (check each with [`check_text`] first).
+    /// Appends several lines at once, in one durable write (group commit), and sends them
+    /// (or holds them, as [`Node::send`] does). Nothing is stored if any line is invalid
+    /// (check each with [`check_text`] first).
     pub fn send_all(&self, texts: &[&str]) -> Result<(), NodeError> {
         let bodies = texts.iter().map(|text| Body::Text {
             text: (*text).to_owned(),
@@ -442,6 +460,12 @@ impl Node {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take()
             .unwrap_or_else(|| self.shared.events.subscribe())
+    }
+
+    /// How many own entries are held, waiting for the own log to come back from a peer (see
+    /// [`Node::send`]). They are kept in memory only: lost if the node stops first.
+    pub fn held(&self) -> usize {
+        self.shared.own.held()
     }
 
     /// For each author, the highest seq this node holds.

@@ -364,6 +364,17 @@ pub fn absorb(shared: &SharedRef, peer: PeerId, batch: Batch) -> Result<Absorbed
     if !inserted.stored.is_empty() {
         shared.report_catch_up();
     }
+    let forked = matches!(inserted.rejected, Some(ValidationError::Fork { .. }));
+    if author == shared.author() && (!inserted.stored.is_empty() || forked) {
+        // Our own log, given back by a peer: what was held may go on top now.
+        let from = shared
+            .peers()
+            .get(&peer)
+            .and_then(|state| state.name.clone())
+            .unwrap_or_else(|| peer.to_string());
+        shared.own.received_from(from, inserted.stored.len() as u64);
+        shared.check_own();
+    }
     if let Some(future) = inserted
         .stored
         .iter()
@@ -400,6 +411,19 @@ pub fn absorb(shared: &SharedRef, peer: PeerId, batch: Batch) -> Result<Absorbed
                 ),
             });
             None
+        }
+        Some(ValidationError::WrongPrev { .. }) if author == shared.author() => {
+            // Our own log, but not on top of what we hold: fetch from our head, so the
+            // entry there shows whether the two are a fork.
+            let ours = shared.store.head_seq(&author);
+            Some(Fetch {
+                peer,
+                request: RangeRequest {
+                    author,
+                    from: ours.max(1),
+                    limit: MAX_BATCH_ENTRIES as u32,
+                },
+            })
         }
         Some(ValidationError::AuthorFrozen) => None,
         Some(

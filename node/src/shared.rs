@@ -12,7 +12,8 @@ use p2pchat_protocol::{Author, Body, Entry, Heads, SigningKey};
 use p2pchat_storage::{Store, StoreError};
 use tokio::sync::{broadcast, watch};
 
-use crate::Event;
+use crate::own_log::{Appended, OwnWriter};
+use crate::{Event, NodeError};
 
 /// What the node knows about one connected peer.
 #[derive(Debug, Default)]
@@ -68,6 +69,9 @@ pub struct Shared {
     pub store: Store,
     /// The node's own key (its author and peer identity).
     pub key: SigningKey,
+    /// The one path for own appends: keeps the mark beside the key, holds appends while the
+    /// own log is behind.
+    pub own: OwnWriter,
     /// Bumped after every write to the store, synced or not, waking the message feeds.
     pub written: watch::Sender<()>,
     /// Bumped when writes are synced to disk or what peers hold changes, waking the pushers:
@@ -154,18 +158,82 @@ impl Shared {
         }
     }
 
-    /// Appends entries to the node's own log in one durable write, and wakes the pushers and
-    /// feeds.
-    pub fn append(&self, bodies: impl IntoIterator<Item = Body>) -> Result<Vec<Entry>, StoreError> {
-        let entries = self.store.append_own_many(&self.key, bodies, now_ms())?;
-        self.notify_written();
-        self.notify_changed();
-        Ok(entries)
+    /// Appends entries to the node's own log in one durable write (and its mark), and wakes
+    /// the pushers and feeds. While the own log is behind, the entries are held instead (none
+    /// returned), with a warning saying so.
+    pub fn append(&self, bodies: impl IntoIterator<Item = Body>) -> Result<Vec<Entry>, NodeError> {
+        let bodies: Vec<Body> = bodies.into_iter().collect();
+        let what = describe(&bodies);
+        match self
+            .own
+            .append(&self.store, &self.key, bodies, self.own_claimed())?
+        {
+            Appended::Stored(entries) => {
+                self.notify_written();
+                self.notify_changed();
+                Ok(entries)
+            }
+            Appended::Held { waiting, .. } => {
+                self.emit(Event::Warning {
+                    message: format!(
+                        "held, not sent yet: {what} ({waiting} waiting for your own log to come \
+                         back from a peer)"
+                    ),
+                });
+                self.check_own();
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    /// The highest seq of the own log that a connected peer claims to hold.
+    fn own_claimed(&self) -> u64 {
+        let me = self.author();
+        let peers = self.peers();
+        let claims = peers.values().filter_map(|state| state.heads.get(&me));
+        claims.copied().max().unwrap_or(0)
+    }
+
+    /// Looks at the own log again after the store or the peers changed: warns when it is
+    /// found behind (or forked), and when it is back, appends what was held on top and says
+    /// so.
+    pub fn check_own(&self) {
+        let claimed = self.own_claimed();
+        let state = match self.own.state(&self.store, &self.key, claimed) {
+            Ok(state) => state,
+            Err(e) => {
+                return self.emit(Event::Error {
+                    message: format!("checking your own log failed: {e}"),
+                });
+            }
+        };
+        if let Some(message) = self.own.observe(state, self.store.head_seq(&self.author())) {
+            self.emit(Event::Warning { message });
+        }
+        match self.own.recheck(&self.store, &self.key, claimed) {
+            Ok(Some(restored)) => {
+                self.notify_written();
+                self.notify_changed();
+                self.emit(Event::OwnLogRestored {
+                    restored: restored.restored,
+                    from: restored.from,
+                    sent: restored.sent,
+                });
+            }
+            Ok(None) => {}
+            Err(e) => self.emit(Event::Error {
+                message: format!("writing your own log failed: {e}"),
+            }),
+        }
     }
 
     /// The node's hello: who it is and what it holds.
     pub fn hello(&self) -> Result<Hello, StoreError> {
-        let name = self.store.name(&self.author()).unwrap_or_default();
+        let name = self
+            .store
+            .name(&self.author())
+            .or_else(|| self.own.held_name())
+            .unwrap_or_default();
         Ok(Hello {
             version: PROTOCOL_VERSION,
             name,
@@ -207,6 +275,15 @@ impl Shared {
     /// them or to no one), `name#fingerprint` when another key claims or owns it too.
     pub fn qualified(&self, name: &str, author: &Author) -> String {
         qualified(&self.store, name, author)
+    }
+}
+
+/// What held bodies are, in words: one line quoted, or a count.
+fn describe(bodies: &[Body]) -> String {
+    match bodies {
+        [Body::Text { text }] => format!("{text:?}"),
+        [Body::Profile { name }] => format!("your name {name:?}"),
+        bodies => format!("{} entries", bodies.len()),
     }
 }
 

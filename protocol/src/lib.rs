@@ -8,6 +8,7 @@
 mod cbor;
 pub mod entry;
 pub mod limits;
+pub mod own;
 pub mod route;
 pub mod sync;
 pub mod validate;

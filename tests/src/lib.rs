@@ -353,6 +353,8 @@ pub struct Verified {
     pub heads: p2pchat_protocol::Heads,
     /// Every text entry, as `(author, text)`.
     pub texts: Vec<(p2pchat_protocol::Author, String)>,
+    /// Authors whose log the store holds a fork proof of (frozen).
+    pub forked: Vec<p2pchat_protocol::Author>,
 }
 
 /// Opens the store of the data directory `dir` (its process must have exited) and checks that
@@ -395,6 +397,9 @@ pub fn verify_store(dir: &Path) -> anyhow::Result<Verified> {
         }
         if !last.is_some_and(|newest| newest.signature_is_valid()) {
             bail!("{author}'s newest entry is not validly signed");
+        }
+        if store.is_frozen(author) {
+            verified.forked.push(*author);
         }
     }
     Ok(verified)

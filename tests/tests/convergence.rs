@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
 use p2pchat_node::{Node, PeerSpec};
 use p2pchat_tests::{DEADLINE, verify_store};
 use rand::{Rng, SeedableRng};
@@ -77,7 +78,9 @@ async fn nodes_converge_after_a_random_schedule_of_appends_and_restarts() -> any
             }
             _ => {
                 if let Some(node) = &nodes[i] {
-                    let message = node.send(&format!("step {step}"))?;
+                    let message = node
+                        .send(&format!("step {step}"))?
+                        .context("an intact store never holds a line")?;
                     acknowledged.push((message.author, message.seq));
                 }
                 tokio::time::sleep(Duration::from_millis(rng.gen_range(0..30))).await;

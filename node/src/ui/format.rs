@@ -69,6 +69,19 @@ pub fn history_line(message: &Message) -> String {
     )
 }
 
+/// `restored 31 of your own entries from alice; 2 held entries sent on top`.
+pub fn own_log_restored(restored: u64, from: &[String], sent: u64) -> String {
+    let from: Vec<String> = from.iter().map(|name| display(name)).collect();
+    let mut line = format!("restored {restored} of your own entries");
+    if !from.is_empty() {
+        line += &format!(" from {}", from.join(", "));
+    }
+    if sent > 0 {
+        line += &format!("; {sent} held entries sent on top");
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

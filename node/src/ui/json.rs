@@ -72,6 +72,13 @@ pub fn event(event: &Event) -> Option<Value> {
             "v": 1, "type": "sync_complete", "peer": peer.to_string(), "name": name, "received": received,
         }),
         Event::Warning { message } => json!({"v": 1, "type": "warning", "message": message}),
+        Event::OwnLogRestored {
+            restored,
+            from,
+            sent,
+        } => json!({
+            "v": 1, "type": "own_log_restored", "restored": restored, "from": from, "sent": sent,
+        }),
         Event::Error { message } => json!({"v": 1, "type": "error", "message": message}),
         _ => return None,
     })

@@ -14,7 +14,7 @@ use tokio::io::AsyncBufReadExt;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::commands::{self, Input, Reply};
-use super::format::{display, entries, thousands};
+use super::format::{display, entries, own_log_restored, thousands};
 use super::out::{self, Out, Stream};
 use super::{Names, Signals, json};
 
@@ -146,6 +146,15 @@ pub async fn run(node: Node, format: Format, mut signals: Signals) -> ExitCode {
         }
     };
     status.clear_progress();
+    let held = node.held();
+    if held > 0 {
+        status.event(&Event::Warning {
+            message: format!(
+                "{held} held entries were not sent: your own log did not come back from a peer \
+                 before p2pchat stopped; type them again once it has"
+            ),
+        });
+    }
     let stats = node.stats();
     node.shutdown().await;
     // The printer ends once the node has stopped and its last messages are queued, and the
@@ -321,6 +330,11 @@ fn plain(event: &Event) -> Option<String> {
         },
         Event::Warning { message } => format!("warning: {}", display(message)),
         Event::Error { message } => format!("error: {}", display(message)),
+        Event::OwnLogRestored {
+            restored,
+            from,
+            sent,
+        } => own_log_restored(*restored, from, *sent),
         _ => return None,
     })
 }

@@ -119,6 +119,10 @@ pub async fn run(node: Node, mut signals: Signals) -> ExitCode {
                         app.push(Item::Warning(message));
                         false
                     }
+                    Ok(Event::OwnLogRestored { restored, from, sent }) => {
+                        app.push(Item::Notice(super::format::own_log_restored(restored, &from, sent)));
+                        true
+                    }
                     Ok(Event::Error { message }) => break Some(message),
                     Ok(_) => true, // sync progress, shown in the people panel
                     Err(RecvError::Lagged(n)) => {

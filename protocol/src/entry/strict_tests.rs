@@ -326,3 +326,58 @@ fn a_non_canonical_s_is_refused() {
     let forged = entry_with(&honest.payload, r, stretched);
     assert_eq!(forged.verify(), Err(VerifyError::Signature));
 }
+
+#[test]
+fn the_key_vectors_of_protocol_md() {
+    let vectors = [
+        (
+            "0100000000000000000000000000000000000000000000000000000000000000",
+            Some(KeyError::SmallOrder),
+        ),
+        (
+            "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+            Some(KeyError::SmallOrder),
+        ),
+        (
+            "0000000000000000000000000000000000000000000000000000000000000000",
+            Some(KeyError::SmallOrder),
+        ),
+        (
+            "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+            Some(KeyError::SmallOrder),
+        ),
+        (
+            "0100000000000000000000000000000000000000000000000000000000000080",
+            Some(KeyError::NonCanonical),
+        ),
+        (
+            "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+            Some(KeyError::NonCanonical),
+        ),
+        (
+            "f0ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+            Some(KeyError::NonCanonical),
+        ),
+        (
+            "0200000000000000000000000000000000000000000000000000000000000000",
+            Some(KeyError::NotAPoint),
+        ),
+        (
+            "8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c",
+            None,
+        ),
+    ];
+    for (key, expected) in vectors {
+        let bytes: Vec<u8> = (0..32)
+            .map(|i| u8::from_str_radix(&key[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        let author = Author::from_bytes(bytes.try_into().unwrap());
+        assert_eq!(author.check_key().err(), expected, "{key}");
+    }
+    // f0ff…7f is y = p + 3: a point of large order, only spelled wrong.
+    let mut spelled_wrong = [0xff; 32];
+    spelled_wrong[0] = 0xf0;
+    spelled_wrong[31] = 0x7f;
+    let point = CompressedEdwardsY(spelled_wrong).decompress().unwrap();
+    assert!(!point.is_small_order());
+}

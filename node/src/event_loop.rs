@@ -27,6 +27,7 @@ use crate::dial::Redialer;
 use crate::discovery::{Discovery, keep_connection};
 use crate::push::{self, Fetch, Report};
 use crate::shared::{CatchUp, SharedRef};
+use crate::warnings::Cause;
 use crate::{Event, PeerSpec, identity};
 
 /// How often the node says which wanted names it has not found yet.
@@ -196,6 +197,7 @@ impl EventLoop {
                 _ = tick.tick() => {
                     self.dial_due();
                     self.drop_silent_peers();
+                    self.shared.say_warning_summaries();
                     let store = &self.shared.store;
                     let changed = self.router.check_stalls(std::time::Instant::now(), |author| store.head_seq(author));
                     self.send_skip_lists(changed);
@@ -247,9 +249,13 @@ impl EventLoop {
 
     /// Disconnects a peer that sent what no honest peer sends, and keeps it out for a while.
     fn penalise(&mut self, peer: PeerId, reason: &str) {
-        self.shared.emit(Event::Warning {
-            message: format!("peer {peer} sent {reason}; disconnecting it"),
-        });
+        self.shared
+            .warn(&peer.to_string(), Cause::Misbehaved, 1, || {
+                format!(
+                    "peer {peer} sent {reason}; disconnecting it for {} s",
+                    BAN_TIME.as_secs()
+                )
+            });
         self.banned.insert(peer, Instant::now() + BAN_TIME);
         let _ = self.swarm.disconnect_peer_id(peer);
     }
@@ -453,8 +459,8 @@ impl EventLoop {
                     }
                     Response::Done => {}
                     Response::Refused(reason) => {
-                        self.shared.emit(Event::Warning {
-                            message: format!("peer {peer} refused a request: {reason}"),
+                        self.shared.warn(&peer.to_string(), Cause::Refused, 1, || {
+                            format!("peer {peer} refused a request: {reason}")
                         });
                     }
                 }
@@ -517,6 +523,11 @@ impl EventLoop {
             let _ = self.swarm.disconnect_peer_id(peer);
             return;
         };
+        if let Err(e) = author.check_key() {
+            // Such a key signs anything (libp2p checks its handshake signature laxly): it can
+            // be no one's own log.
+            return self.penalise(peer, &format!("a hello with a key that {e}"));
+        }
         self.discovery.learned(peer, &hello.name);
         self.check_name_claim(peer, author, &hello.name);
         if !self.should_accept(&peer) {

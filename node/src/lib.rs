@@ -32,6 +32,7 @@ mod push;
 mod room;
 mod roster;
 mod shared;
+mod warnings;
 
 pub use feed::MessageFeed;
 pub use import::{IMPORT_CHUNK, Imported, import};

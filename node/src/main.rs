@@ -64,6 +64,9 @@ fn import(name: &str, data_dir: Option<&PathBuf>) -> Result<(), NodeError> {
 
 fn export(name: &str, data_dir: Option<&PathBuf>, format: ExportFormat) -> Result<(), NodeError> {
     let archive = Archive::open(&cli::data_dir(name, data_dir)?)?;
+    for warning in archive.warnings() {
+        eprintln!("info> warning: {warning}");
+    }
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     for message in archive.messages() {
         let message = message?;

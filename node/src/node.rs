@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use libp2p::{Multiaddr, PeerId};
 use p2pchat_protocol::entry::check_name;
 use p2pchat_protocol::{Author, Body, DecodeError, Entry, SigningKey};
-use p2pchat_storage::{Store, StoreError};
+use p2pchat_storage::{RefusedLog, Store, StoreError};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -303,9 +303,15 @@ impl NodeBuilder {
             peers,
             events,
             stats: Default::default(),
+            warnings: Default::default(),
         });
         // Says so if the own log is behind: the first subscriber to events sees it.
         shared.check_own();
+        for log in shared.store.refused_logs() {
+            shared.emit(Event::Warning {
+                message: refused_log_warning(&log),
+            });
+        }
 
         let mut swarm = behaviour::build_swarm(&shared.key, !self.no_mdns, self.room)
             .map_err(|e| NodeError::Network(e.to_string()))?;
@@ -347,6 +353,17 @@ impl NodeBuilder {
             first_events: Mutex::new(Some(first_events)),
         })
     }
+}
+
+/// What to tell the user about a log the store ignores because its key cannot sign.
+pub(crate) fn refused_log_warning(log: &RefusedLog) -> String {
+    format!(
+        "ignoring the {} entries of #{} in the store: the author's key {}; an older p2pchat \
+         accepted them, but they cannot be trusted and are neither shown nor relayed",
+        log.entries,
+        log.author.fingerprint(),
+        log.reason
+    )
 }
 
 /// Opens (creating on first use) the data directory of user `name`: its key, its store and the

@@ -29,6 +29,7 @@ use tokio_util::compat::FuturesAsyncWriteCompatExt;
 use crate::Event;
 use crate::frames::{FRAME_TIMEOUT, FrameReadError, read_frame};
 use crate::shared::{SharedRef, now_ms};
+use crate::warnings::Cause;
 
 /// The push protocol as a libp2p protocol name.
 pub fn protocol() -> StreamProtocol {
@@ -228,8 +229,8 @@ async fn read_frames(
             Err(e) if e.is_misbehaviour() => Err(e.to_string()),
             Err(e @ FrameReadError::Stalled(_)) => {
                 // The sender reopens a stream; a peer that keeps stalling only slows itself.
-                shared.emit(Event::Warning {
-                    message: format!("dropped the push stream from {peer}: {e}"),
+                shared.warn(&peer.to_string(), Cause::Stalled, 1, || {
+                    format!("dropped the push stream from {peer}: {e}")
                 });
                 return;
             }
@@ -375,21 +376,7 @@ pub fn absorb(shared: &SharedRef, peer: PeerId, batch: Batch) -> Result<Absorbed
         shared.own.received_from(from, inserted.stored.len() as u64);
         shared.check_own();
     }
-    if let Some(future) = inserted
-        .stored
-        .iter()
-        .find(|entry| is_far_future(entry, now_ms()))
-    {
-        let name = shared.display_name(&author);
-        shared.emit(Event::Warning {
-            message: format!(
-                "{name}'s clock is ahead: seq {} is dated {} minutes in the future (kept; messages are \
-                 ordered by lamport clock, not by date)",
-                future.seq(),
-                future.timestamp().saturating_sub(now_ms()) / 60_000
-            ),
-        });
-    }
+    warn_of_clocks_ahead(shared, author, &inserted.stored);
     let stored = inserted.stored.len();
     let fetch = match inserted.rejected {
         None => None,
@@ -426,19 +413,75 @@ pub fn absorb(shared: &SharedRef, peer: PeerId, batch: Batch) -> Result<Absorbed
             })
         }
         Some(ValidationError::AuthorFrozen) => None,
+        Some(ValidationError::BadAuthorKey(reason)) => {
+            return Err(Misbehaviour(format!(
+                "entries of #{}, a key that {reason}: no honest peer relays them (older p2pchat \
+                 versions accepted them; if it runs one, it should be updated)",
+                author.fingerprint()
+            )));
+        }
         Some(
             forged @ (ValidationError::Decode(_)
             | ValidationError::BadSignature { .. }
             | ValidationError::WrongAuthor { .. }),
         ) => return Err(Misbehaviour(format!("an invalid entry ({forged})"))),
         Some(other) => {
-            shared.emit(Event::Warning {
-                message: format!("rejected an entry from peer {peer}: {other}"),
+            shared.warn(&peer.to_string(), Cause::Rejected, 1, || {
+                format!("rejected an entry from peer {peer}: {other}")
             });
             None
         }
     };
     Ok(Absorbed { stored, fetch })
+}
+
+/// Warns, once in a while per author, when entries just stored are dated far ahead of our
+/// clock. Either clock may be wrong; when several people's entries are ahead, ours likely is.
+fn warn_of_clocks_ahead(shared: &SharedRef, author: Author, stored: &[Entry]) {
+    let now = now_ms();
+    let ahead: Vec<u64> = stored
+        .iter()
+        .filter(|entry| is_far_future(entry, now))
+        .map(|entry| entry.timestamp() - now)
+        .collect();
+    let Some(&most) = ahead.iter().max() else {
+        return;
+    };
+    let name = shared.display_name(&author);
+    let others = shared.warnings().others_open(Cause::ClockAhead, &name);
+    shared.warn(&name, Cause::ClockAhead, ahead.len() as u64, || {
+        let whose = match ahead.len() {
+            1 => format!("{name}'s entries are"),
+            n => format!("{n} of {name}'s entries are up to"),
+        };
+        let likely = if others > 0 {
+            format!(
+                "; the entries of {} people are ahead of your clock, so it is likely yours",
+                others + 1
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "{whose} {} ahead of your clock: one of the two clocks is wrong{likely} (kept; \
+             messages are ordered by lamport clock, not by date)",
+            span(most)
+        )
+    });
+}
+
+/// `ms` in words, roughly: "25 minutes", "2 h", "3 days", "1 year".
+fn span(ms: u64) -> String {
+    const MINUTE: u64 = 60_000;
+    const HOUR: u64 = 60 * MINUTE;
+    const DAY: u64 = 24 * HOUR;
+    const YEAR: u64 = 365 * DAY;
+    match ms {
+        ms if ms < 2 * HOUR => format!("{} minutes", ms / MINUTE),
+        ms if ms < 2 * DAY => format!("{} h", ms / HOUR),
+        ms if ms < 2 * YEAR => format!("{} days", ms / DAY),
+        ms => format!("{} years", ms / YEAR),
+    }
 }
 
 /// The head `peer` should be asked to continue from after a range answer, if it has more.

@@ -156,6 +156,15 @@ impl Archive {
         })
     }
 
+    /// What the user should know about the store: logs it ignores, for one.
+    pub fn warnings(&self) -> Vec<String> {
+        self.store
+            .refused_logs()
+            .iter()
+            .map(crate::node::refused_log_warning)
+            .collect()
+    }
+
     /// Every message of every log held, in merged order (lamport clock, then author, then seq).
     pub fn messages(&self) -> impl Iterator<Item = Result<Message, NodeError>> + '_ {
         self.store.history().filter_map(|entry| {

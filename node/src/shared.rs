@@ -13,6 +13,7 @@ use p2pchat_storage::{Store, StoreError};
 use tokio::sync::{broadcast, watch};
 
 use crate::own_log::{Appended, OwnWriter};
+use crate::warnings::{Cause, Warnings};
 use crate::{Event, NodeError};
 
 /// What the node knows about one connected peer.
@@ -83,6 +84,8 @@ pub struct Shared {
     pub events: broadcast::Sender<Event>,
     /// Counters of what was received.
     pub stats: Counters,
+    /// Warnings said recently, so repeats are counted instead of said again.
+    pub warnings: Mutex<Warnings>,
 }
 
 /// Counters of entries received from peers (pushed or fetched).
@@ -114,6 +117,32 @@ impl Shared {
     /// Sends a status event (dropped if nobody listens).
     pub fn emit(&self, event: Event) {
         let _ = self.events.send(event);
+    }
+
+    /// Warns about `subject` (a name as shown) for `cause`, `count` times over: at once if it
+    /// is the first such warning in a while, else counted for a summary (see [`Warnings`]).
+    pub fn warn(&self, subject: &str, cause: Cause, count: u64, message: impl FnOnce() -> String) {
+        let said =
+            self.warnings()
+                .report(std::time::Instant::now(), subject, cause, count, message);
+        for message in said {
+            self.emit(Event::Warning { message });
+        }
+    }
+
+    /// Says the summaries of repeated warnings that are due; called periodically.
+    pub fn say_warning_summaries(&self) {
+        let said = self.warnings().due(std::time::Instant::now());
+        for message in said {
+            self.emit(Event::Warning { message });
+        }
+    }
+
+    /// Locks the recent warnings.
+    pub fn warnings(&self) -> MutexGuard<'_, Warnings> {
+        self.warnings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Wakes the message feeds: there is something new to show.

@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use bytes::Bytes;
 use cbor4ii::core::Value;
-use ed25519_dalek::{Signature, Signer, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteArray;
 
@@ -51,9 +51,46 @@ impl Author {
         hex(&self.0[..3])
     }
 
-    fn verifying_key(&self) -> Result<VerifyingKey, ed25519_dalek::SignatureError> {
-        VerifyingKey::from_bytes(&self.0)
+    /// Checks that the key can sign for a log (docs/protocol.md, section 3): the 32 bytes
+    /// decode to a curve point, are that point's one canonical encoding, and the point is not of
+    /// small order (for such a key anyone can make signatures that verify).
+    pub fn check_key(&self) -> Result<VerifyingKey, KeyError> {
+        let key = VerifyingKey::from_bytes(&self.0).map_err(|_| KeyError::NotAPoint)?;
+        if key.to_edwards().compress().to_bytes() != *self.0 {
+            return Err(KeyError::NonCanonical);
+        }
+        if key.is_weak() {
+            return Err(KeyError::SmallOrder);
+        }
+        Ok(key)
     }
+}
+
+/// Why an author's public key cannot sign for a log ([`Author::check_key`]).
+#[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The bytes do not decode to a point of the curve.
+    #[error("is not a point of the curve")]
+    NotAPoint,
+    /// The point has a shorter, canonical encoding: these bytes are another spelling of it.
+    #[error("is not canonically encoded")]
+    NonCanonical,
+    /// The point is of small order: anyone can make signatures that verify for it.
+    #[error("is of small order (anyone can sign for it)")]
+    SmallOrder,
+}
+
+/// Why an entry's signature is not the author's ([`Entry::verify`]).
+#[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// The author's key cannot sign at all.
+    #[error("the author's key {0}")]
+    Key(KeyError),
+    /// The key is usable, but the signature does not verify strictly.
+    #[error("the signature does not verify")]
+    Signature,
 }
 
 impl fmt::Display for Author {
@@ -414,15 +451,22 @@ impl Entry {
         })
     }
 
-    /// Whether the signature is the author's, over [`DOMAIN_TAG`] and this payload.
+    /// Checks that the signature is the author's, over [`DOMAIN_TAG`] and this payload, by the
+    /// strict rule of docs/protocol.md, section 3: the author's key passes
+    /// [`Author::check_key`], and the signature passes `verify_strict` (`S` below the group
+    /// order, `R` canonical and not of small order, `[S]B = R + [k]A` without the cofactor).
+    pub fn verify(&self) -> Result<(), VerifyError> {
+        let key = self.author.check_key().map_err(VerifyError::Key)?;
+        key.verify_strict(
+            &signed_message(&self.payload),
+            &Signature::from_bytes(&self.signature),
+        )
+        .map_err(|_| VerifyError::Signature)
+    }
+
+    /// Whether [`Entry::verify`] passes.
     pub fn signature_is_valid(&self) -> bool {
-        self.author.verifying_key().is_ok_and(|key| {
-            key.verify(
-                &signed_message(&self.payload),
-                &Signature::from_bytes(&self.signature),
-            )
-            .is_ok()
-        })
+        self.verify().is_ok()
     }
 
     /// The envelope bytes: what is stored and sent.
@@ -473,6 +517,9 @@ fn signed_message(payload: &[u8]) -> Vec<u8> {
     message.extend_from_slice(payload);
     message
 }
+
+#[cfg(test)]
+mod strict_tests;
 
 #[cfg(test)]
 mod tests {

@@ -14,6 +14,6 @@ pub mod sync;
 pub mod validate;
 pub mod wire;
 
-pub use entry::{Author, Body, DecodeError, Draft, Entry, Hash, SigningKey};
+pub use entry::{Author, Body, DecodeError, Draft, Entry, Hash, KeyError, SigningKey};
 pub use sync::{Heads, Range};
 pub use validate::ValidationError;

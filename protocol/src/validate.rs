@@ -3,7 +3,7 @@
 //! Storage calls [`check_next`] for an entry that would extend a log, and [`check_known`] for
 //! one at a seq the log already holds. Both are pure: they look only at the entries given.
 
-use crate::entry::{Author, Body, DecodeError, Entry};
+use crate::entry::{Author, Body, DecodeError, Entry, KeyError, VerifyError};
 use crate::limits::{MAX_CLOCK_AHEAD_MS, MAX_LAMPORT};
 
 /// Why an entry was refused. Each variant is one way an entry can be wrong.
@@ -50,7 +50,11 @@ pub enum ValidationError {
         /// The offending entry's seq.
         seq: u64,
     },
-    /// The signature does not verify against the author's key.
+    /// The author's key cannot sign: not a curve point, not canonically encoded, or of small
+    /// order. No entry of that log is valid.
+    #[error("the author's key {0}")]
+    BadAuthorKey(KeyError),
+    /// The signature does not verify (strictly) against the author's key.
     #[error("seq {seq} has an invalid signature")]
     BadSignature {
         /// The offending entry's seq.
@@ -82,10 +86,16 @@ pub fn check_next(
     entry: &Entry,
 ) -> Result<(), ValidationError> {
     check_link(author, last, entry)?;
-    if !entry.signature_is_valid() {
-        return Err(ValidationError::BadSignature { seq: entry.seq() });
-    }
-    Ok(())
+    check_signature(entry)
+}
+
+/// Rule 6 of docs/protocol.md, 6.2: the author's key can sign, and the signature verifies
+/// strictly.
+fn check_signature(entry: &Entry) -> Result<(), ValidationError> {
+    entry.verify().map_err(|e| match e {
+        VerifyError::Key(key) => ValidationError::BadAuthorKey(key),
+        VerifyError::Signature => ValidationError::BadSignature { seq: entry.seq() },
+    })
 }
 
 /// Every rule of [`check_next`] but the signature.
@@ -132,13 +142,17 @@ pub fn check_link(
 
 /// For a run that passed [`check_link`] entry by entry: how many of its entries are vouched
 /// for by signatures. Checks the newest signature first (one verification for an honest run);
-/// only if it fails are the entries checked one by one, and the count of the valid prefix
-/// returned with the error for the first bad one.
+/// a key that cannot sign refuses the whole run (all its entries share the author); only if
+/// the newest signature fails are the entries checked one by one, and the count of the valid
+/// prefix returned with the error for the first bad one.
 pub fn newest_vouches_for_run(run: &[Entry]) -> (usize, Option<ValidationError>) {
-    match run.last() {
-        None => (0, None),
-        Some(newest) if newest.signature_is_valid() => (run.len(), None),
-        Some(_) => {
+    let Some(newest) = run.last() else {
+        return (0, None);
+    };
+    match check_signature(newest) {
+        Ok(()) => (run.len(), None),
+        Err(bad_key @ ValidationError::BadAuthorKey(_)) => (0, Some(bad_key)),
+        Err(_) => {
             let valid = run
                 .iter()
                 .take_while(|entry| entry.signature_is_valid())
@@ -166,9 +180,7 @@ pub fn check_known(stored: &Entry, entry: &Entry) -> Result<(), ValidationError>
     if stored.hash() == entry.hash() {
         return Ok(());
     }
-    if !entry.signature_is_valid() {
-        return Err(ValidationError::BadSignature { seq: entry.seq() });
-    }
+    check_signature(entry)?;
     Err(ValidationError::Fork { seq: entry.seq() })
 }
 

@@ -13,6 +13,8 @@
 //! Every write is one atomic batch: entries and their log's head move together. Heads, names
 //! and pins are cached in memory, so start-up reads a few rows per author, never the logs
 //! themselves. The merged history is read by merging the logs ([`history`]), not from an index.
+//! A log on disk whose author's key cannot sign (written before keys were checked) is ignored
+//! from open on ([`Store::refused_logs`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -24,7 +26,7 @@ use p2pchat_protocol::limits::LAMPORT_FOLLOW_LIMIT;
 use p2pchat_protocol::validate::{check_known, check_link, newest_vouches_for_run};
 use p2pchat_protocol::wire::HeadInfo;
 use p2pchat_protocol::{
-    Author, Body, DecodeError, Draft, Entry, Heads, SigningKey, ValidationError,
+    Author, Body, DecodeError, Draft, Entry, Heads, KeyError, SigningKey, ValidationError,
 };
 
 mod history;
@@ -64,9 +66,23 @@ pub struct Inserted {
     pub rejected: Option<ValidationError>,
 }
 
+/// A log found on disk whose author's key cannot sign (docs/protocol.md, section 3): written
+/// by a version that did not check keys, or by hand. It is ignored: not shown, announced,
+/// served or relayed, and no entry of it is accepted again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RefusedLog {
+    /// The log's author.
+    pub author: Author,
+    /// How many entries the store holds of it (its head seq).
+    pub entries: u64,
+    /// Why the key cannot sign.
+    pub reason: KeyError,
+}
+
 #[derive(Default)]
 struct Cache {
     heads: Heads,
+    refused: BTreeMap<Author, RefusedLog>,
     max_lamport: u64,
     frozen: BTreeSet<Author>,
     names: BTreeMap<Author, String>,
@@ -176,7 +192,20 @@ impl Store {
         let mut cache = Cache::default();
         for row in self.heads.iter() {
             let (author, seq) = row.into_inner()?;
-            cache.heads.insert(author_from(&author)?, u64_from(&seq)?);
+            let (author, entries) = (author_from(&author)?, u64_from(&seq)?);
+            match author.check_key() {
+                Ok(_) => {
+                    cache.heads.insert(author, entries);
+                }
+                Err(reason) => {
+                    let log = RefusedLog {
+                        author,
+                        entries,
+                        reason,
+                    };
+                    cache.refused.insert(author, log);
+                }
+            }
         }
         // A log's clocks grow with its seq: the largest clock is on one of the heads.
         for (author, seq) in &cache.heads {
@@ -185,23 +214,27 @@ impl Store {
         }
         for row in self.forks.iter() {
             let key = row.key()?;
-            cache
-                .frozen
-                .insert(author_from(key.get(..32).unwrap_or_default())?);
+            let author = author_from(key.get(..32).unwrap_or_default())?;
+            if !cache.refused.contains_key(&author) {
+                cache.frozen.insert(author);
+            }
         }
         for row in self.names.iter() {
             let (author, name) = row.into_inner()?;
-            cache.names.insert(
-                author_from(&author)?,
-                String::from_utf8_lossy(&name).into_owned(),
-            );
+            let author = author_from(&author)?;
+            if !cache.refused.contains_key(&author) {
+                let name = String::from_utf8_lossy(&name).into_owned();
+                cache.names.insert(author, name);
+            }
         }
+        // A name pinned to a refused key is free again.
         for row in self.pins.iter() {
             let (name, author) = row.into_inner()?;
-            cache.pins.insert(
-                String::from_utf8_lossy(&name).into_owned(),
-                author_from(&author)?,
-            );
+            let author = author_from(&author)?;
+            if !cache.refused.contains_key(&author) {
+                let name = String::from_utf8_lossy(&name).into_owned();
+                cache.pins.insert(name, author);
+            }
         }
         *self
             .cache
@@ -252,6 +285,15 @@ impl Store {
         self.cache().max_lamport
     }
 
+    /// Logs on disk whose author's key cannot sign, found at open; they are ignored.
+    pub fn refused_logs(&self) -> Vec<RefusedLog> {
+        self.cache().refused.values().copied().collect()
+    }
+
+    fn is_refused(&self, author: &Author) -> bool {
+        self.cache().refused.contains_key(author)
+    }
+
     /// Whether `author` forked and is no longer accepted.
     pub fn is_frozen(&self, author: &Author) -> bool {
         self.cache().frozen.contains(author)
@@ -280,6 +322,9 @@ impl Store {
 
     /// The entry at `seq` of `author`'s log.
     pub fn get(&self, author: &Author, seq: u64) -> Result<Option<Entry>, StoreError> {
+        if self.is_refused(author) {
+            return Ok(None);
+        }
         self.entries
             .get(entry_key(author, seq))?
             .map(|bytes| decode_stored(Bytes::copy_from_slice(&bytes)))
@@ -550,6 +595,9 @@ impl Store {
         max_bytes: usize,
     ) -> Result<Vec<(u64, Bytes)>, StoreError> {
         let mut out = Vec::new();
+        if self.is_refused(author) {
+            return Ok(out);
+        }
         let mut bytes = 0;
         let rows = self
             .entries

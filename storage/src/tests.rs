@@ -536,3 +536,111 @@ fn max_lamport_is_found_again_at_open() {
     }
     assert_eq!(Store::open(dir.path()).unwrap().max_lamport(), 20);
 }
+
+/// A log of `n` entries whose author is the identity point, a key of small order, "signed"
+/// with R = B, S = 1 (which satisfies [S]B = R + [k]A for every message): anyone can write it.
+fn small_order_log(n: u64) -> Vec<Entry> {
+    let identity = {
+        let mut y = [0; 32];
+        y[0] = 1;
+        y
+    };
+    let mut forged_signature = [0; 64];
+    forged_signature[0] = 0x58;
+    forged_signature[1..32].fill(0x66);
+    forged_signature[32] = 1;
+    let signer = key(9);
+    let mut out: Vec<Entry> = Vec::new();
+    for entry in log(&signer, n) {
+        // Relink to the forged chain, then put the small-order key and signature in.
+        let relinked = Entry::sign(
+            &signer,
+            Draft {
+                seq: entry.seq(),
+                prev: out.last().map(Entry::hash),
+                timestamp: entry.timestamp(),
+                lamport: entry.lamport(),
+                body: entry.body().clone(),
+            },
+        )
+        .unwrap();
+        let mut bytes = relinked.envelope().to_vec();
+        let at = bytes
+            .windows(32)
+            .position(|w| w == Author::of(&signer).as_bytes())
+            .unwrap();
+        bytes[at..at + 32].copy_from_slice(&identity);
+        let signature_at = bytes.len() - 64;
+        bytes[signature_at..].copy_from_slice(&forged_signature);
+        out.push(Entry::decode(bytes.into()).unwrap());
+    }
+    out
+}
+
+#[test]
+fn a_small_order_log_is_refused_on_arrival() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let forged = small_order_log(3);
+    let author = forged[0].author();
+    let inserted = store.insert_remote(author, envelopes(&forged)).unwrap();
+    assert!(inserted.stored.is_empty());
+    assert_eq!(
+        inserted.rejected,
+        Some(ValidationError::BadAuthorKey(KeyError::SmallOrder))
+    );
+    assert_eq!(store.heads(), Heads::new());
+    assert_eq!(store.pinned("alice"), None);
+}
+
+#[test]
+fn a_small_order_log_already_on_disk_is_ignored_at_open() {
+    // As an older version, which did not check keys, would have stored it: the same rows
+    // `insert_remote` writes, without the validation.
+    let dir = tempfile::tempdir().unwrap();
+    let forged = small_order_log(3);
+    let author = forged[0].author();
+    let honest = key(1);
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let mut batch = store.db.batch().durability(Some(PersistMode::SyncData));
+        let mut pins = NewPins::new();
+        for entry in &forged {
+            store.put(&mut batch, entry, &mut pins);
+        }
+        batch.insert(&store.heads, author.as_bytes().to_vec(), 3u64.to_be_bytes());
+        batch.insert(&store.forks, entry_key(&author, 2).to_vec(), b"".to_vec());
+        batch.commit().unwrap();
+        store.append_own(&honest, profile("bob"), 1).unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        store.refused_logs(),
+        vec![RefusedLog {
+            author,
+            entries: 3,
+            reason: KeyError::SmallOrder
+        }]
+    );
+    // Not shown, announced, served or relayed; its name is free again.
+    assert_eq!(store.heads(), Heads::from([(Author::of(&honest), 1)]));
+    assert_eq!(store.head_infos().unwrap().len(), 1);
+    assert_eq!(store.get(&author, 1).unwrap(), None);
+    assert!(
+        store
+            .range_envelopes(&author, 1, 10, 1 << 20)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.history().all(|e| e.unwrap().author() != author));
+    assert_eq!(store.name(&author), None);
+    assert_eq!(store.pinned("alice"), None);
+    assert!(!store.is_frozen(&author));
+    // Offered again, it is refused as on arrival.
+    let inserted = store.insert_remote(author, envelopes(&forged)).unwrap();
+    assert_eq!(
+        inserted.rejected,
+        Some(ValidationError::BadAuthorKey(KeyError::SmallOrder))
+    );
+    assert_eq!(store.pin("alice", Author::of(&key(2))).unwrap(), Pin::New);
+}

@@ -55,7 +55,11 @@ pub struct Adversary {
     commands: mpsc::Sender<Command>,
     seen: mpsc::Receiver<Seen>,
     ranges_asked: Arc<AtomicUsize>,
+    serving: Served,
 }
+
+/// Logs the adversary answers range requests with: envelopes by author, from seq 1.
+type Served = Arc<std::sync::Mutex<std::collections::HashMap<Author, Vec<Vec<u8>>>>>;
 
 impl Adversary {
     /// Starts a swarm with a fresh key; it answers the node's hello with `name` and no heads.
@@ -105,6 +109,8 @@ impl Adversary {
         let mut unanswered = Vec::new(); // a silent adversary holds requests open, unanswered
         let ranges_asked = Arc::new(AtomicUsize::new(0));
         let ranges = ranges_asked.clone();
+        let serving = Served::default();
+        let served = serving.clone();
         tokio::spawn(async move {
             let mut pending = std::collections::HashMap::new();
             loop {
@@ -124,10 +130,15 @@ impl Adversary {
                                 };
                                 let response = match request {
                                     Request::Hello(_) => Response::Hello(hello.clone()),
-                                    // Whatever it announced, it sends nothing.
+                                    // Whatever it announced, it sends nothing, unless told to
+                                    // serve a log (`Adversary::serve`).
                                     Request::Range(range) => {
                                         ranges.fetch_add(1, Ordering::Relaxed);
-                                        Response::Entries(Batch { author: range.author, entries: vec![] })
+                                        let skip = usize::try_from(range.from.max(1) - 1).unwrap_or(usize::MAX);
+                                        let entries = served.lock().unwrap().get(&range.author).map_or_else(Vec::new, |log| {
+                                            log.iter().skip(skip).cloned().map(serde_bytes::ByteBuf::from).collect()
+                                        });
+                                        Response::Entries(Batch { author: range.author, entries })
                                     }
                                     Request::Skip(_) => Response::Done,
                                 };
@@ -167,7 +178,16 @@ impl Adversary {
             commands,
             seen,
             ranges_asked,
+            serving,
         })
+    }
+
+    /// From now on, answers range requests for `author` with `envelopes` (seq 1 first).
+    pub fn serve(&self, author: Author, envelopes: Vec<Vec<u8>>) {
+        self.serving
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(author, envelopes);
     }
 
     /// How many range requests the node sent it (each answered with no entries).
@@ -310,4 +330,54 @@ pub fn forge_signature(envelope: &[u8]) -> Vec<u8> {
     let last = forged.len() - 1; // the signature is the envelope's last 64 bytes
     forged[last] ^= 0x01;
     forged
+}
+
+/// The identity point: a public key of small order. For it `[k]A` is the identity whatever
+/// `k`, so `R = [s]B, S = s` satisfies `[S]B = R + [k]A` for every message: anyone can sign.
+pub const SMALL_ORDER_KEY: [u8; 32] = {
+    let mut y = [0; 32];
+    y[0] = 1;
+    y
+};
+
+/// A log of [`SMALL_ORDER_KEY`]: a profile named `name`, then `texts`, each "signed" with
+/// `R = [s]B, S = s` for a random `s`. A lax ed25519 verifier accepts every entry.
+pub fn small_order_log(name: &str, texts: &[&str]) -> Vec<Entry> {
+    use curve25519_dalek::constants::ED25519_BASEPOINT_TABLE;
+    use curve25519_dalek::scalar::Scalar;
+    // Any key writes the payloads; its author bytes and signature are then replaced.
+    let scribe = SigningKey::generate(&mut rand::rngs::OsRng);
+    let bodies = std::iter::once(Body::Profile {
+        name: name.to_owned(),
+    })
+    .chain(texts.iter().map(|text| Body::Text {
+        text: (*text).to_owned(),
+    }));
+    let mut entries: Vec<Entry> = Vec::new();
+    for (i, body) in bodies.enumerate() {
+        let seq = i as u64 + 1;
+        let draft = Draft {
+            seq,
+            prev: entries.last().map(Entry::hash),
+            timestamp: 1_700_000_000_000 + seq,
+            lamport: seq,
+            body,
+        };
+        let mut bytes = Entry::sign(&scribe, draft)
+            .expect("a small entry signs")
+            .envelope()
+            .to_vec();
+        let at = bytes
+            .windows(32)
+            .position(|w| w == Author::of(&scribe).as_bytes())
+            .expect("the payload holds the author");
+        bytes[at..at + 32].copy_from_slice(&SMALL_ORDER_KEY);
+        let s = Scalar::from_bytes_mod_order(rand::random());
+        let r = (ED25519_BASEPOINT_TABLE * &s).compress();
+        let signature_at = bytes.len() - 64; // the envelope ends with the signature
+        bytes[signature_at..signature_at + 32].copy_from_slice(r.as_bytes());
+        bytes[signature_at + 32..].copy_from_slice(s.as_bytes());
+        entries.push(Entry::decode(bytes.into()).expect("the forgery decodes"));
+    }
+    entries
 }

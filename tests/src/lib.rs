@@ -159,6 +159,19 @@ impl Chat {
         Self::start(&args)
     }
 
+    /// Starts `p2pchat` with `args` and mDNS off under a wrapper command (`wrapper` then the
+    /// binary's path then `args`), such as `strace -f -o FILE`.
+    pub fn start_wrapped(wrapper: &[&str], args: &[&str]) -> anyhow::Result<Self> {
+        let (program, wrapper_args) = wrapper.split_first().context("no wrapper command")?;
+        let mut command = Command::new(program);
+        command
+            .args(wrapper_args)
+            .arg(p2pchat_binary())
+            .args(args)
+            .arg("--no-mdns");
+        Self::spawn(command, args)
+    }
+
     /// Starts `p2pchat` with `args` inside the network namespace `netns`, mDNS on.
     pub fn start_in(netns: &netns::Netns, args: &[&str]) -> anyhow::Result<Self> {
         let mut command = Command::new("ip");

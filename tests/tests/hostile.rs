@@ -4,11 +4,15 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
 use p2pchat_node::{Event, Node};
 use p2pchat_protocol::limits::{MAX_BATCH_ENTRIES, MAX_FRAME_BYTES, MAX_HELLO_HEADS};
-use p2pchat_protocol::wire::{HeadInfo, Response};
+use p2pchat_protocol::wire::{HeadInfo, RangeRequest, Request, Response};
 use p2pchat_protocol::{Author, Hash};
-use p2pchat_tests::adversary::{Adversary, Seen, batch_frame, forge_signature, raw_frame, write};
+use p2pchat_tests::adversary::{
+    Adversary, SMALL_ORDER_KEY, Seen, batch_frame, forge_signature, raw_frame, small_order_log,
+    write,
+};
 use p2pchat_tests::{DEADLINE, address_of, start_node, take, texts};
 use tokio::io::AsyncReadExt;
 
@@ -310,7 +314,8 @@ async fn stalled_handshakes_and_silent_peers_are_dropped_while_honest_peers_chat
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn entries_from_a_clock_in_the_future_are_kept_and_flagged() -> anyhow::Result<()> {
+async fn entries_from_a_clock_in_the_future_are_kept_and_flagged_once_with_a_count()
+-> anyhow::Result<()> {
     let dirs = (tempfile::tempdir()?, tempfile::tempdir()?);
     let (alice, bob) = honest_pair(&dirs).await?;
     let mut events = alice.events();
@@ -322,22 +327,53 @@ async fn entries_from_a_clock_in_the_future_are_kept_and_flagged() -> anyhow::Re
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis() as u64
         + 365 * 86_400_000;
-    let log = dana.log_dated("dana", &["from the future"], next_year);
-    write(
-        &mut stream,
-        &batch_frame(
-            dana.author(),
-            log.iter().map(|e| e.envelope().to_vec()).collect(),
+    // 14 entries dated a year ahead, each in a frame of its own (as typed live).
+    let texts: Vec<String> = (1..14).map(|i| format!("from the future {i}")).collect();
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let log = dana.log_dated("dana", &texts, next_year);
+    for entry in &log {
+        write(
+            &mut stream,
+            &batch_frame(dana.author(), vec![entry.envelope().to_vec()]),
+        )
+        .await?;
+    }
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while alice.heads().get(&dana.author()) != Some(&14) {
+        assert!(tokio::time::Instant::now() < deadline, "all 14 are kept");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut clock_warnings = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        if let Event::Warning { message } = event
+            && message.contains("ahead of your clock")
+        {
+            clock_warnings.push(message);
+        }
+    }
+    assert_eq!(
+        clock_warnings.len(),
+        1,
+        "one warning, not 14: {clock_warnings:#?}"
+    );
+    assert!(
+        clock_warnings[0].starts_with(
+            "dana's entries are 364 days ahead of your clock: one of the two clocks is wrong"
+        ) || clock_warnings[0].starts_with(
+            "dana's entries are 365 days ahead of your clock: one of the two clocks is wrong"
         ),
+        "{}",
+        clock_warnings[0]
+    );
+    // The rest are counted and summed up when the window ends.
+    let summary = warned_within(
+        &mut events,
+        "more entries dated ahead of your clock from dana",
+        Duration::from_secs(40),
     )
     .await?;
-    let warning = warned(&mut events, "clock is ahead").await?;
-    assert!(warning.contains("dana"), "{warning}");
-    assert_eq!(
-        alice.heads().get(&dana.author()),
-        Some(&2),
-        "accepted all the same"
-    );
+    assert!(summary.starts_with("… 13 more"), "{summary}");
     assert!(
         !dana.disconnected_within(Duration::from_millis(300)).await,
         "a wrong clock is not misbehaviour"
@@ -345,6 +381,155 @@ async fn entries_from_a_clock_in_the_future_are_kept_and_flagged() -> anyhow::Re
     still_chatting(&alice, &bob, "after the future").await?;
     alice.shutdown().await;
     bob.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_order_key_log_is_refused_pushed_or_in_a_range_answer() -> anyhow::Result<()> {
+    let dirs = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let (alice, bob) = honest_pair(&dirs).await?;
+    let mut events = alice.events();
+    let weak = Author::from_bytes(SMALL_ORDER_KEY);
+    let forged = small_order_log("carol", &["one", "two"]);
+    let envelopes = |from: usize| -> Vec<Vec<u8>> {
+        forged[from..]
+            .iter()
+            .map(|e| e.envelope().to_vec())
+            .collect()
+    };
+
+    // Pushed: the sender is disconnected and kept out; nothing is stored.
+    let mut mallory = Adversary::spawn("mallory")?;
+    let peer = mallory.connect(&address_of(&alice)).await?;
+    mallory.hello(peer, "mallory", vec![]).await?;
+    let mut stream = mallory.open_push(peer).await?;
+    write(&mut stream, &batch_frame(weak, envelopes(0))).await?;
+    assert!(
+        mallory.disconnected_within(DEADLINE).await,
+        "the sender is disconnected"
+    );
+    let warning = warned(&mut events, "small order").await?;
+    assert_eq!(
+        warning,
+        format!(
+            "peer {} sent entries of #010000, a key that is of small order (anyone can sign for \
+             it): no honest peer relays them (older p2pchat versions accepted them; if it runs \
+             one, it should be updated); disconnecting it for 60 s",
+            mallory.peer_id
+        )
+    );
+    assert!(!alice.heads().contains_key(&weak), "nothing stored");
+    mallory.connect(&address_of(&alice)).await?;
+    assert_eq!(
+        mallory.next_seen(DEADLINE).await?,
+        Seen::Disconnected(alice.peer_id()),
+        "and banned: a new connection is closed at once"
+    );
+
+    // In a range answer: seq 2 and 3 leave a gap, alice asks for seq 1 on, and gets the forgery.
+    let mut relay = Adversary::spawn("relay")?;
+    relay.serve(weak, envelopes(0));
+    let peer = relay.connect(&address_of(&alice)).await?;
+    relay.hello(peer, "relay", vec![]).await?;
+    let mut stream = relay.open_push(peer).await?;
+    write(&mut stream, &batch_frame(weak, envelopes(1))).await?;
+    assert!(
+        relay.disconnected_within(DEADLINE).await,
+        "the relay is disconnected"
+    );
+    assert_eq!(relay.ranges_asked(), 1, "for the gap");
+    let warning = warned(&mut events, "small order").await?;
+    assert!(
+        warning.starts_with(&format!("peer {} sent entries of #010000", relay.peer_id)),
+        "{warning}"
+    );
+    assert!(!alice.heads().contains_key(&weak), "nothing stored");
+    still_chatting(&alice, &bob, "unaffected").await?;
+    assert!(!bob.heads().contains_key(&weak), "nothing relayed");
+    alice.shutdown().await;
+    bob.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_order_key_log_on_disk_is_neither_shown_nor_relayed() -> anyhow::Result<()> {
+    let dirs = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let weak = Author::from_bytes(SMALL_ORDER_KEY);
+    let forged = small_order_log("carol", &["forged one", "forged two"]);
+    write_unchecked(&dirs.0.path().join("store"), &forged)?;
+
+    let alice = start_node("alice", dirs.0.path(), &[]).await?;
+    let mut events = alice.events();
+    let warning = warned(&mut events, "ignoring the 3 entries of #010000").await?;
+    assert!(warning.contains("is of small order"), "{warning}");
+    let bob = start_node("bob", dirs.1.path(), &[address_of(&alice)]).await?;
+    let mut feed = alice.messages();
+    bob.send("bob is here")?;
+    assert_eq!(
+        texts(&take(&mut feed, 1).await?),
+        ["bob> bob is here"],
+        "not shown"
+    );
+    assert!(!alice.heads().contains_key(&weak));
+
+    // Not announced in a hello, not served in a range answer, not relayed to bob.
+    let mallory = Adversary::spawn("mallory")?;
+    let mut mallory = mallory;
+    let peer = mallory.connect(&address_of(&alice)).await?;
+    let Some(Response::Hello(hello)) = mallory.hello(peer, "mallory", vec![]).await? else {
+        anyhow::bail!("no hello from alice");
+    };
+    assert!(
+        hello.heads.iter().all(|head| head.author != weak),
+        "{hello:?}"
+    );
+    let range = RangeRequest {
+        author: weak,
+        from: 1,
+        limit: 1024,
+    };
+    let Some(Response::Entries(batch)) = mallory.request(peer, Request::Range(range)).await? else {
+        anyhow::bail!("no range answer");
+    };
+    assert!(batch.entries.is_empty(), "not served");
+    still_chatting(&alice, &bob, "still fine").await?;
+    assert!(!bob.heads().contains_key(&weak), "not relayed");
+    alice.shutdown().await;
+    bob.shutdown().await;
+
+    // Nor exported.
+    let archive = p2pchat_node::Archive::open(dirs.0.path())?;
+    assert_eq!(archive.warnings().len(), 1);
+    let exported: Vec<String> = archive
+        .messages()
+        .map(|m| m.map(|m| m.text))
+        .collect::<Result<_, _>>()?;
+    assert_eq!(exported, ["bob is here", "still fine"]);
+    Ok(())
+}
+
+/// Writes `log` into the store at `dir` as a version that did not check keys would have (the
+/// rows `Store::insert_remote` writes), bypassing validation.
+fn write_unchecked(dir: &std::path::Path, log: &[p2pchat_protocol::Entry]) -> anyhow::Result<()> {
+    let db = fjall::Database::builder(dir).open()?;
+    let keyspace = |name: &str| db.keyspace(name, fjall::KeyspaceCreateOptions::default);
+    let (entries, heads, names) = (keyspace("entries")?, keyspace("heads")?, keyspace("names")?);
+    let mut batch = db.batch();
+    for entry in log {
+        let key = [&entry.author().as_bytes()[..], &entry.seq().to_be_bytes()].concat();
+        batch.insert(&entries, key, &entry.envelope()[..]);
+        if let p2pchat_protocol::Body::Profile { name } = entry.body() {
+            batch.insert(&names, &entry.author().as_bytes()[..], name.as_bytes());
+        }
+    }
+    let last = log.last().context("an empty log")?;
+    batch.insert(
+        &heads,
+        &last.author().as_bytes()[..],
+        last.seq().to_be_bytes(),
+    );
+    batch.commit()?;
+    db.persist(fjall::PersistMode::SyncData)?;
     Ok(())
 }
 

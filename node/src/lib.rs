@@ -32,6 +32,7 @@ mod room;
 mod roster;
 mod shared;
 
+pub use dial::{ConnectFailure, NOTICE_INTERVAL};
 pub use feed::MessageFeed;
 pub use import::{IMPORT_CHUNK, Imported, import};
 pub use node::{Event, Message, Node, NodeBuilder, NodeError, PeerSpec, Stats, check_text};

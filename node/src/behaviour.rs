@@ -320,3 +320,38 @@ fn behaviour(keypair: &libp2p::identity::Keypair, mdns: bool) -> anyhow::Result<
         mdns: Toggle::from(mdns),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_taken_port_is_found_before_listening() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let mut first = build_swarm(&key, false, None).unwrap();
+        first
+            .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+            .unwrap();
+        let address = loop {
+            use futures::StreamExt;
+            if let libp2p::swarm::SwarmEvent::NewListenAddr { address, .. } =
+                first.select_next_some().await
+            {
+                break address;
+            }
+        };
+        // libp2p's own listener sets SO_REUSEPORT, so a second one would share the port.
+        let reason = check_port_free(&address).unwrap_err();
+        assert!(reason.starts_with("address already in use"), "{reason}");
+        assert_eq!(
+            check_port_free(&"/ip4/127.0.0.1/tcp/0".parse().unwrap()),
+            Ok(())
+        );
+        assert_eq!(
+            check_port_free(&"/ip4/127.0.0.1/udp/1".parse().unwrap()),
+            Ok(())
+        );
+        drop(first);
+        assert_eq!(check_port_free(&address), Ok(()), "free again");
+    }
+}

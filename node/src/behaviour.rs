@@ -1,16 +1,22 @@
 //! The libp2p side: transport, behaviours and their limits.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use futures::future::Either;
 use libp2p::connection_limits::{self, ConnectionLimits};
 use libp2p::core::Transport;
-use libp2p::core::upgrade::Version;
-use libp2p::pnet::PnetConfig;
+use libp2p::core::muxing::StreamMuxerBox;
+use libp2p::core::transport::Boxed;
+use libp2p::core::transport::TransportError;
+use libp2p::core::transport::timeout::{TransportTimeout, TransportTimeoutError};
+use libp2p::core::upgrade::{NegotiationError, ProtocolError, Version};
+use libp2p::multiaddr::Protocol;
+use libp2p::pnet::{PnetConfig, PnetError};
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::{StreamProtocol, Swarm, SwarmBuilder, mdns, noise, ping, tcp, yamux};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, mdns, noise, ping, tcp, yamux};
 use p2pchat_protocol::SigningKey;
 use p2pchat_protocol::limits::{MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES};
 use p2pchat_protocol::wire::{Request, Response, SYNC_PROTOCOL};
@@ -26,10 +32,12 @@ pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(3600);
 /// How often a ping checks that a peer is still there (a dead peer is noticed within ~2×).
 pub const PING_INTERVAL: Duration = Duration::from_secs(1);
 
-/// How long a new connection may take to set up (room key, Noise, Yamux) before it is dropped,
-/// so a peer that stalls mid-handshake cannot hold a pending slot (the swarm builder's
-/// connection timeout, set here explicitly).
+/// How long a new connection may take to set up (TCP, room key, Noise, Yamux) before it is
+/// dropped, so a peer that stalls mid-handshake cannot hold a pending slot.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a dial may wait for TCP to connect (part of [`HANDSHAKE_TIMEOUT`]), so that a
+/// connection that opens and then stalls can be told from an address that never answers.
+pub const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections being set up at once, each way (further ones are refused until one finishes).
 pub const MAX_PENDING_CONNECTIONS: u32 = 32;
 /// Established connections in all.
@@ -71,69 +79,279 @@ pub fn build_swarm(
     mdns: bool,
     room: Option<RoomKey>,
 ) -> anyhow::Result<Swarm<Behaviour>> {
-    let swarm = SwarmBuilder::with_existing_identity(identity::keypair(key))
-        .with_tokio()
-        .with_other_transport(
-            |keypair| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
-                let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
-                let tcp = tcp.and_then(move |socket, _| async move {
-                    match room {
-                        Some(room) => PnetConfig::new(room.psk())
-                            .handshake(socket)
-                            .await
-                            .map(Either::Left),
-                        None => Ok(Either::Right(socket)),
-                    }
-                });
-                let mut yamux = yamux::Config::default();
-                yamux.set_max_num_streams(MAX_STREAMS_PER_CONNECTION);
-                Ok(tcp
-                    .upgrade(Version::V1Lazy)
-                    .authenticate(noise::Config::new(keypair)?)
-                    .multiplex(yamux))
+    let keypair = identity::keypair(key);
+    let config = libp2p::swarm::Config::with_tokio_executor()
+        .with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT);
+    Ok(Swarm::new(
+        transport(&keypair, room)?,
+        behaviour(&keypair, mdns)?,
+        keypair.public().to_peer_id(),
+        config,
+    ))
+}
+
+/// The transport, built by hand (not by libp2p's `SwarmBuilder`) so that every failure to set
+/// up a connection reaches the event loop as a [`ConnectError`] it can put in words.
+fn transport(
+    keypair: &libp2p::identity::Keypair,
+    room: Option<RoomKey>,
+) -> anyhow::Result<Boxed<(PeerId, StreamMuxerBox)>> {
+    let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
+    let tcp = TransportTimeout::with_outgoing_timeout(tcp, TCP_CONNECT_TIMEOUT)
+        .map_err(|e| match e {
+            TransportTimeoutError::Timeout => {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "TCP connect timed out")
+            }
+            TransportTimeoutError::TimerError(e) | TransportTimeoutError::Other(e) => e,
+        })
+        .and_then(move |socket, _| async move {
+            match room {
+                Some(room) => PnetConfig::new(room.psk())
+                    .handshake(socket)
+                    .await
+                    .map(Either::Left)
+                    .map_err(ConnectError::RoomKeyExchange),
+                None => Ok(Either::Right(socket)),
+            }
+        })
+        .map_err(|e| e.either(ConnectError::Tcp, |e| e));
+    let mut yamux = yamux::Config::default();
+    yamux.set_max_num_streams(MAX_STREAMS_PER_CONNECTION);
+    Ok(tcp
+        .upgrade(Version::V1Lazy)
+        .authenticate(noise::Config::new(keypair)?)
+        .multiplex(yamux)
+        .timeout(HANDSHAKE_TIMEOUT)
+        .map_err(|e| match e {
+            TransportTimeoutError::Timeout => ConnectError::Stalled,
+            TransportTimeoutError::TimerError(e) => ConnectError::Tcp(e),
+            TransportTimeoutError::Other(e) => e.either(
+                |e| e.either(|e| e, ConnectError::security),
+                ConnectError::muxer,
+            ),
+        })
+        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
+        .boxed())
+}
+
+/// Checks that nothing listens on `address`'s TCP port yet, by binding it without SO_REUSEPORT
+/// and letting it go. libp2p's listener sets SO_REUSEPORT (hole punching needs it), so a second
+/// node would otherwise share the port silently and dialers would be split between the two.
+/// Port 0 and addresses that are not TCP pass: listening itself reports what is wrong with them.
+pub fn check_port_free(address: &Multiaddr) -> Result<(), String> {
+    let mut parts = address.iter();
+    let ip: IpAddr = match parts.next() {
+        Some(Protocol::Ip4(ip)) => ip.into(),
+        Some(Protocol::Ip6(ip)) => ip.into(),
+        _ => return Ok(()),
+    };
+    let Some(Protocol::Tcp(port)) = parts.next() else {
+        return Ok(());
+    };
+    if port == 0 {
+        return Ok(());
+    }
+    std::net::TcpListener::bind((ip, port))
+        .map(drop)
+        .map_err(|e| in_words(&e))
+}
+
+/// Why listening on an address failed, in words.
+pub fn listen_error(e: &TransportError<std::io::Error>) -> String {
+    match e {
+        TransportError::MultiaddrNotSupported(_) => {
+            "p2pchat listens on TCP only, as in /ip4/0.0.0.0/tcp/4001 or /ip6/::/tcp/4001".into()
+        }
+        TransportError::Other(e) => transport_words(e),
+    }
+}
+
+/// An error of the transport (a listener's, say) in words.
+pub fn transport_words(e: &std::io::Error) -> String {
+    match e.get_ref().and_then(|e| e.downcast_ref()) {
+        Some(ConnectError::Tcp(e)) => in_words(e),
+        Some(e) => e.to_string(),
+        None => in_words(e),
+    }
+}
+
+/// A socket error in words, with what to do about the common ones.
+pub fn in_words(e: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::AddrInUse => "address already in use (another p2pchat? pick another port with \
+                                 --listen, or port 0 for any free one)"
+            .into(),
+        ErrorKind::AddrNotAvailable => {
+            "cannot assign requested address (it is not an address of this host)".into()
+        }
+        ErrorKind::PermissionDenied => {
+            "permission denied (ports below 1024 need privileges; pick a higher one)".into()
+        }
+        ErrorKind::ConnectionRefused => "connection refused".into(),
+        _ => {
+            let text = e.to_string();
+            let mut chars = text.chars();
+            match chars.next() {
+                Some(first) => first.to_lowercase().chain(chars).collect(),
+                None => format!("{:?}", e.kind()),
+            }
+        }
+    }
+}
+
+/// Why a connection could not be set up, by step.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// TCP: refused, unreachable, …
+    #[error("{}", in_words(.0))]
+    Tcp(std::io::Error),
+    /// The room key layer's exchange of nonces broke off (it checks nothing itself: a peer
+    /// with another key, or none, fails at the next step).
+    #[error("the room key exchange broke off: {0}")]
+    RoomKeyExchange(PnetError),
+    /// Noise (the first upgrade) or Yamux (the second) could not be agreed on or failed.
+    #[error("{} failed: {detail}", if *.security { "the encrypted handshake" } else { "the multiplexer setup" })]
+    Upgrade {
+        /// Whether it was the first upgrade, Noise, right after TCP and the room key layer.
+        security: bool,
+        /// Whether the peer sent bytes that make no sense (no negotiation message, or invalid
+        /// data): one side reads ciphertext of the room key layer as plain text.
+        garbled: bool,
+        /// Whether the connection just broke off (closed or reset by the peer).
+        broken_off: bool,
+        /// The error, in words.
+        detail: String,
+    },
+    /// TCP connected but the rest of the setup did not finish within [`HANDSHAKE_TIMEOUT`].
+    #[error("the handshake did not finish in time")]
+    Stalled,
+}
+
+impl ConnectError {
+    /// A failed Noise upgrade.
+    fn security(e: impl std::error::Error + 'static) -> Self {
+        Self::upgrade(true, &e)
+    }
+
+    /// A failed Yamux upgrade.
+    fn muxer(e: impl std::error::Error + 'static) -> Self {
+        Self::upgrade(false, &e)
+    }
+
+    /// An upgrade's error is libp2p's (private) `UpgradeError`: its source is the error of the
+    /// protocol negotiation, or of the upgrade itself.
+    fn upgrade(security: bool, e: &(dyn std::error::Error + 'static)) -> Self {
+        let cause = e.source().unwrap_or(e);
+        let negotiation = cause.downcast_ref::<NegotiationError>();
+        let io = match negotiation {
+            Some(NegotiationError::ProtocolError(ProtocolError::IoError(io))) => Some(io),
+            Some(_) => None,
+            None => match cause.downcast_ref::<noise::Error>() {
+                Some(noise::Error::Io(io)) => Some(io),
+                _ => cause.downcast_ref::<std::io::Error>(),
             },
-        )?
-        .with_behaviour(|keypair| {
-            let mdns = match mdns {
-                true => Some(mdns::tokio::Behaviour::new(
-                    mdns::Config {
-                        ttl: MDNS_TTL,
-                        query_interval: MDNS_QUERY_INTERVAL,
-                        ..Default::default()
-                    },
-                    keypair.public().to_peer_id(),
-                )?),
-                false => None,
-            };
-            let codec = request_response::cbor::codec::Codec::default()
-                .set_request_size_maximum(MAX_REQUEST_BYTES as u64)
-                .set_response_size_maximum(MAX_RESPONSE_BYTES as u64);
-            let limits = ConnectionLimits::default()
-                .with_max_pending_incoming(Some(MAX_PENDING_CONNECTIONS))
-                .with_max_pending_outgoing(Some(MAX_PENDING_CONNECTIONS))
-                .with_max_established(Some(MAX_CONNECTIONS))
-                .with_max_established_incoming(Some(MAX_INCOMING_CONNECTIONS))
-                .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER));
-            Ok(Behaviour {
-                limits: connection_limits::Behaviour::new(limits),
-                sync: request_response::Behaviour::with_codec(
-                    codec,
-                    [(StreamProtocol::new(SYNC_PROTOCOL), ProtocolSupport::Full)],
-                    request_response::Config::default()
-                        .with_request_timeout(REQUEST_TIMEOUT)
-                        .with_max_concurrent_streams(MAX_CONCURRENT_REQUESTS),
-                ),
-                push: libp2p_stream::Behaviour::new(),
-                ping: ping::Behaviour::new(
-                    ping::Config::new()
-                        .with_interval(PING_INTERVAL)
-                        .with_timeout(Duration::from_secs(2)),
-                ),
-                mdns: Toggle::from(mdns),
-            })
-        })?
-        .with_swarm_config(|config| config.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
-        .with_connection_timeout(HANDSHAKE_TIMEOUT)
-        .build();
-    Ok(swarm)
+        };
+        let garbled = match io {
+            Some(io) => io.kind() == std::io::ErrorKind::InvalidData,
+            None => negotiation.is_some(),
+        };
+        ConnectError::Upgrade {
+            security,
+            garbled,
+            broken_off: io.is_some_and(is_broken_off),
+            detail: match io {
+                Some(io) => in_words(io),
+                None => cause.to_string(),
+            },
+        }
+    }
+}
+
+/// Whether an I/O error means the peer closed or reset the connection.
+pub fn is_broken_off(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        e.kind(),
+        ErrorKind::UnexpectedEof
+            | ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::BrokenPipe
+    )
+}
+
+/// The behaviours, configured with the limits above.
+fn behaviour(keypair: &libp2p::identity::Keypair, mdns: bool) -> anyhow::Result<Behaviour> {
+    let mdns = match mdns {
+        true => Some(mdns::tokio::Behaviour::new(
+            mdns::Config {
+                ttl: MDNS_TTL,
+                query_interval: MDNS_QUERY_INTERVAL,
+                ..Default::default()
+            },
+            keypair.public().to_peer_id(),
+        )?),
+        false => None,
+    };
+    let codec = request_response::cbor::codec::Codec::default()
+        .set_request_size_maximum(MAX_REQUEST_BYTES as u64)
+        .set_response_size_maximum(MAX_RESPONSE_BYTES as u64);
+    let limits = ConnectionLimits::default()
+        .with_max_pending_incoming(Some(MAX_PENDING_CONNECTIONS))
+        .with_max_pending_outgoing(Some(MAX_PENDING_CONNECTIONS))
+        .with_max_established(Some(MAX_CONNECTIONS))
+        .with_max_established_incoming(Some(MAX_INCOMING_CONNECTIONS))
+        .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER));
+    Ok(Behaviour {
+        limits: connection_limits::Behaviour::new(limits),
+        sync: request_response::Behaviour::with_codec(
+            codec,
+            [(StreamProtocol::new(SYNC_PROTOCOL), ProtocolSupport::Full)],
+            request_response::Config::default()
+                .with_request_timeout(REQUEST_TIMEOUT)
+                .with_max_concurrent_streams(MAX_CONCURRENT_REQUESTS),
+        ),
+        push: libp2p_stream::Behaviour::new(),
+        ping: ping::Behaviour::new(
+            ping::Config::new()
+                .with_interval(PING_INTERVAL)
+                .with_timeout(Duration::from_secs(2)),
+        ),
+        mdns: Toggle::from(mdns),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_taken_port_is_found_before_listening() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let mut first = build_swarm(&key, false, None).unwrap();
+        first
+            .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+            .unwrap();
+        let address = loop {
+            use futures::StreamExt;
+            if let libp2p::swarm::SwarmEvent::NewListenAddr { address, .. } =
+                first.select_next_some().await
+            {
+                break address;
+            }
+        };
+        // libp2p's own listener sets SO_REUSEPORT, so a second one would share the port.
+        let reason = check_port_free(&address).unwrap_err();
+        assert!(reason.starts_with("address already in use"), "{reason}");
+        assert_eq!(
+            check_port_free(&"/ip4/127.0.0.1/tcp/0".parse().unwrap()),
+            Ok(())
+        );
+        assert_eq!(
+            check_port_free(&"/ip4/127.0.0.1/udp/1".parse().unwrap()),
+            Ok(())
+        );
+        drop(first);
+        assert_eq!(check_port_free(&address), Ok(()), "free again");
+    }
 }

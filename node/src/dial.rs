@@ -1,12 +1,18 @@
-//! Keeping connections to the peers the user asked for, redialing with backoff.
+//! Keeping connections to the peers the user asked for, redialing with backoff; and saying why
+//! a connection failed, in words, without repeating it on every redial.
 
+use std::collections::HashMap;
+use std::fmt;
 use std::time::Duration;
 
+use libp2p::core::transport::TransportError;
 use libp2p::multiaddr::Protocol;
-use libp2p::swarm::ConnectionId;
 use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::{ConnectionDenied, ConnectionId, DialError, ListenError};
 use libp2p::{Multiaddr, PeerId};
 use tokio::time::Instant;
+
+use crate::behaviour::{ConnectError, in_words};
 
 /// First wait before redialing a lost or failed peer.
 pub const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
@@ -74,16 +80,20 @@ impl Redialer {
         dials
     }
 
-    /// A connection to `peer` is up (made by us or by them).
-    pub fn connected(&mut self, peer: PeerId, connection: ConnectionId) {
+    /// A connection to `peer` is up (made by us or by them); returns the addresses of the
+    /// targets it connects.
+    pub fn connected(&mut self, peer: PeerId, connection: ConnectionId) -> Vec<Multiaddr> {
+        let mut connected = Vec::new();
         for target in &mut self.targets {
             let ours = matches!(target.state, State::Dialing(id) if id == connection);
             if ours || target.peer == Some(peer) {
                 target.peer = Some(peer);
                 target.state = State::Connected(peer);
                 target.backoff = INITIAL_BACKOFF;
+                connected.push(target.addr.clone());
             }
         }
+        connected
     }
 
     /// Whether `peer` is one of the targets (known by its address's `/p2p/` or by connecting).
@@ -93,16 +103,20 @@ impl Redialer {
             .any(|target| target.peer.as_ref() == Some(peer))
     }
 
-    /// A dial we made failed; try again after the backoff, doubled for next time.
-    pub fn dial_failed(&mut self, connection: ConnectionId) {
+    /// A dial we made failed; try again after the backoff, doubled for next time. Returns the
+    /// target's address, if the dial was for one.
+    pub fn dial_failed(&mut self, connection: ConnectionId) -> Option<Multiaddr> {
+        let mut failed = None;
         for target in &mut self.targets {
             if matches!(target.state, State::Dialing(id) if id == connection) {
                 target.state = State::Waiting {
                     until: Instant::now() + target.backoff,
                 };
                 target.backoff = (target.backoff * 2).min(MAX_BACKOFF);
+                failed = Some(target.addr.clone());
             }
         }
+        failed
     }
 
     /// The last connection to `peer` closed; redial soon.
@@ -115,6 +129,266 @@ impl Redialer {
                 target.backoff = (target.backoff * 2).min(MAX_BACKOFF);
             }
         }
+    }
+}
+
+/// Why a connection to or from a peer could not be made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectFailure {
+    /// Nothing listens at the address: the connection was refused.
+    Refused,
+    /// There is no route to the address (the host or its network is unreachable).
+    Unreachable,
+    /// The address did not answer in time.
+    TimedOut,
+    /// The connection opened but its handshake did not finish in time.
+    Stalled,
+    /// The peer at the address has another peer id than the `/p2p/` one given.
+    WrongPeerId {
+        /// The id it has.
+        found: PeerId,
+    },
+    /// The two sides do not hold the same room key, or only one holds one, as far as can be
+    /// told: the connection turned to garbage or broke off right after the room key layer.
+    RoomKey,
+    /// A connection limit was reached.
+    TooManyConnections,
+    /// The address is this node's own.
+    OwnAddress,
+    /// Something else, in words.
+    Other(String),
+}
+
+impl ConnectFailure {
+    /// A short, stable name: `refused`, `unreachable`, `timed_out`, `stalled`, `wrong_peer_id`,
+    /// `room_key`, `too_many_connections`, `own_address` or `other`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ConnectFailure::Refused => "refused",
+            ConnectFailure::Unreachable => "unreachable",
+            ConnectFailure::TimedOut => "timed_out",
+            ConnectFailure::Stalled => "stalled",
+            ConnectFailure::WrongPeerId { .. } => "wrong_peer_id",
+            ConnectFailure::RoomKey => "room_key",
+            ConnectFailure::TooManyConnections => "too_many_connections",
+            ConnectFailure::OwnAddress => "own_address",
+            ConnectFailure::Other(_) => "other",
+        }
+    }
+
+    /// How much a failure tells, to pick one among a dial's several addresses.
+    fn weight(&self) -> u8 {
+        match self {
+            ConnectFailure::Other(_) => 0,
+            ConnectFailure::Unreachable => 1,
+            ConnectFailure::Refused => 2,
+            ConnectFailure::TimedOut => 3,
+            ConnectFailure::Stalled => 4,
+            ConnectFailure::TooManyConnections => 5,
+            ConnectFailure::OwnAddress => 6,
+            ConnectFailure::RoomKey => 7,
+            ConnectFailure::WrongPeerId { .. } => 8,
+        }
+    }
+}
+
+impl fmt::Display for ConnectFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectFailure::Refused => {
+                write!(
+                    f,
+                    "connection refused (nothing listens there: is p2pchat running, on that port?)"
+                )
+            }
+            ConnectFailure::Unreachable => write!(f, "the host or its network is unreachable"),
+            ConnectFailure::TimedOut => {
+                write!(f, "no answer in time (a wrong address, or a firewall?)")
+            }
+            ConnectFailure::Stalled => write!(
+                f,
+                "the connection opened but the handshake did not finish in time: wrong room key, \
+                 or not p2pchat there?"
+            ),
+            ConnectFailure::WrongPeerId { found } => write!(
+                f,
+                "the peer there is {found}, not the /p2p/ id given (a new identity? give its new \
+                 id, or the address without /p2p/…)"
+            ),
+            ConnectFailure::RoomKey => write!(
+                f,
+                "the handshake failed at its first step: wrong room key, or not p2pchat there? \
+                 (every member of a private room needs the same --room-key file; a node without \
+                 one cannot join it)"
+            ),
+            ConnectFailure::TooManyConnections => {
+                write!(f, "too many connections (a limit was reached)")
+            }
+            ConnectFailure::OwnAddress => write!(f, "that is this node's own address"),
+            ConnectFailure::Other(words) => write!(f, "{words}"),
+        }
+    }
+}
+
+/// Why a dial failed, or `None` if it is not worth saying: aborted, or not started because the
+/// peer is connected or being dialed already.
+pub fn dial_failure(error: &DialError) -> Option<ConnectFailure> {
+    Some(match error {
+        DialError::Aborted | DialError::DialPeerConditionFalse(_) => return None,
+        DialError::LocalPeerId { .. } => ConnectFailure::OwnAddress,
+        DialError::NoAddresses => ConnectFailure::Other("no address is known for it".into()),
+        DialError::WrongPeerId { obtained, .. } => ConnectFailure::WrongPeerId { found: *obtained },
+        DialError::Denied { cause } => denied(cause),
+        DialError::Transport(errors) => errors
+            .iter()
+            .map(|(address, error)| transport_failure(address, error))
+            .max_by_key(ConnectFailure::weight)?,
+    })
+}
+
+/// Why a connection a peer dialed to us failed, or `None` if it is not worth saying: aborted,
+/// or broken off in a way that a dialer trying several addresses at once causes. `private_room`
+/// tells whether this node holds a room key.
+pub fn incoming_failure(error: &ListenError, private_room: bool) -> Option<ConnectFailure> {
+    match error {
+        ListenError::Denied { cause } => Some(denied(cause)),
+        ListenError::Transport(TransportError::Other(e)) => {
+            match e.get_ref().and_then(|e| e.downcast_ref::<ConnectError>()) {
+                Some(e) => connect_failure(e, Side::Listener { private_room }),
+                None => Some(ConnectFailure::Other(in_words(e))),
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Which end of a connection we are.
+#[derive(Clone, Copy)]
+enum Side {
+    Dialer,
+    Listener { private_room: bool },
+}
+
+fn denied(cause: &ConnectionDenied) -> ConnectFailure {
+    match cause.downcast_ref::<libp2p::connection_limits::Exceeded>() {
+        Some(_) => ConnectFailure::TooManyConnections,
+        None => ConnectFailure::Other(format!("refused: {cause}")),
+    }
+}
+
+fn transport_failure(
+    address: &Multiaddr,
+    error: &TransportError<std::io::Error>,
+) -> ConnectFailure {
+    match error {
+        TransportError::MultiaddrNotSupported(_) => ConnectFailure::Other(format!(
+            "p2pchat cannot dial {address} (it dials /ip4/…/tcp/PORT or /ip6/…/tcp/PORT, with a \
+             port other than 0)"
+        )),
+        TransportError::Other(e) => match e.get_ref().and_then(|e| e.downcast_ref()) {
+            Some(e) => connect_failure(e, Side::Dialer)
+                .unwrap_or_else(|| ConnectFailure::Other(e.to_string())),
+            None => ConnectFailure::Other(in_words(e)),
+        },
+    }
+}
+
+/// What a failed connection setup tells, from `side`; `None` when a listener cannot tell it
+/// from a dialer giving up on a duplicate attempt (it dials all of a peer's addresses at once
+/// and drops the rest when one connects).
+fn connect_failure(error: &ConnectError, side: Side) -> Option<ConnectFailure> {
+    use std::io::ErrorKind;
+    // A peer that holds another room key, or none, reads our first bytes as garbage, and we
+    // its; whichever notices first hangs up, so the other sees the connection break off, or
+    // both wait for more. The room key layer checks nothing itself, so a dialer whose
+    // connection breaks off or stalls in its first steps takes it for a key mismatch. So does a
+    // listener that holds a key; an open one, which sees garbage instead, says so only then,
+    // as a dialer may just have given up on a duplicate attempt (it dials all of a peer's
+    // addresses at once and drops the rest when one connects).
+    let break_off_is_telling = match side {
+        Side::Dialer => true,
+        Side::Listener { private_room } => private_room,
+    };
+    Some(match error {
+        ConnectError::Tcp(e) => match e.kind() {
+            ErrorKind::ConnectionRefused => ConnectFailure::Refused,
+            ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable => {
+                ConnectFailure::Unreachable
+            }
+            ErrorKind::TimedOut => ConnectFailure::TimedOut,
+            _ => ConnectFailure::Other(in_words(e)),
+        },
+        ConnectError::Stalled => ConnectFailure::Stalled,
+        ConnectError::RoomKeyExchange(_) if matches!(side, Side::Dialer) => ConnectFailure::RoomKey,
+        ConnectError::Upgrade {
+            security: true,
+            garbled,
+            broken_off,
+            ..
+        } if *garbled || (*broken_off && break_off_is_telling) => ConnectFailure::RoomKey,
+        ConnectError::Upgrade {
+            broken_off: true, ..
+        }
+        | ConnectError::RoomKeyExchange(_)
+            if matches!(side, Side::Listener { .. }) =>
+        {
+            return None;
+        }
+        ConnectError::RoomKeyExchange(_) | ConnectError::Upgrade { .. } => {
+            ConnectFailure::Other(error.to_string())
+        }
+    })
+}
+
+/// How often the same failure of the same target is said again (with a count of them).
+pub const NOTICE_INTERVAL: Duration = Duration::from_secs(30);
+/// Most (target, reason) pairs remembered at once; failures of others are not said until old
+/// ones expire.
+const MAX_NOTICES: usize = 256;
+
+#[derive(Debug)]
+struct Said {
+    at: Instant,
+    /// Failures since, not said yet.
+    unsaid: u64,
+}
+
+/// Which connection failures were said when, so that a peer redialed every few seconds is not
+/// reported every few seconds.
+#[derive(Debug, Default)]
+pub struct Notices {
+    said: HashMap<(String, &'static str), Said>,
+}
+
+impl Notices {
+    /// `target` failed for `reason` at `now`: `Some(count)` if it is to be said now, covering
+    /// `count` failures (this one and those not said since the last notice).
+    pub fn failed(&mut self, target: &str, reason: &'static str, now: Instant) -> Option<u64> {
+        let key = (target.to_owned(), reason);
+        if let Some(said) = self.said.get_mut(&key) {
+            if now.duration_since(said.at) < NOTICE_INTERVAL {
+                said.unsaid += 1;
+                return None;
+            }
+            let count = said.unsaid + 1;
+            *said = Said { at: now, unsaid: 0 };
+            return Some(count);
+        }
+        if self.said.len() >= MAX_NOTICES {
+            self.said
+                .retain(|_, said| now.duration_since(said.at) < NOTICE_INTERVAL);
+            if self.said.len() >= MAX_NOTICES {
+                return None;
+            }
+        }
+        self.said.insert(key, Said { at: now, unsaid: 0 });
+        Some(1)
+    }
+
+    /// A connection to or from `target` is up: its next failure is said at once.
+    pub fn connected(&mut self, target: &str) {
+        self.said.retain(|(t, _), _| t != target);
     }
 }
 
@@ -152,5 +426,155 @@ mod tests {
             1,
             "redials after a drop"
         );
+    }
+
+    #[test]
+    fn a_failure_is_said_once_then_again_with_a_count_and_at_once_after_a_connection() {
+        let mut notices = Notices::default();
+        let now = Instant::now();
+        assert_eq!(notices.failed("a", "refused", now), Some(1));
+        assert_eq!(notices.failed("a", "refused", now + INITIAL_BACKOFF), None);
+        assert_eq!(
+            notices.failed("a", "timed_out", now),
+            Some(1),
+            "another reason"
+        );
+        assert_eq!(
+            notices.failed("b", "refused", now),
+            Some(1),
+            "another target"
+        );
+        assert_eq!(
+            notices.failed("a", "refused", now + NOTICE_INTERVAL / 2),
+            None
+        );
+        assert_eq!(
+            notices.failed("a", "refused", now + NOTICE_INTERVAL),
+            Some(3),
+            "again after the interval, counting the unsaid ones"
+        );
+        notices.connected("a");
+        assert_eq!(
+            notices.failed("a", "refused", now + NOTICE_INTERVAL),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn notices_are_bounded() {
+        let mut notices = Notices::default();
+        let now = Instant::now();
+        for i in 0..MAX_NOTICES {
+            assert_eq!(notices.failed(&i.to_string(), "refused", now), Some(1));
+        }
+        assert_eq!(notices.failed("one more", "refused", now), None);
+        assert_eq!(notices.said.len(), MAX_NOTICES);
+        assert_eq!(
+            notices.failed("one more", "refused", now + NOTICE_INTERVAL),
+            Some(1),
+            "once old ones expire"
+        );
+        assert_eq!(notices.said.len(), 1);
+    }
+
+    fn transport(error: ConnectError) -> TransportError<std::io::Error> {
+        TransportError::Other(std::io::Error::other(error))
+    }
+
+    fn dialed(error: ConnectError) -> Option<ConnectFailure> {
+        let address: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
+        dial_failure(&DialError::Transport(vec![(address, transport(error))]))
+    }
+
+    fn upgrade(security: bool, garbled: bool, broken_off: bool) -> ConnectError {
+        ConnectError::Upgrade {
+            security,
+            garbled,
+            broken_off,
+            detail: "…".into(),
+        }
+    }
+
+    #[test]
+    fn dial_failures_are_told_apart() {
+        let tcp = |kind| ConnectError::Tcp(std::io::Error::from(kind));
+        use std::io::ErrorKind;
+        assert_eq!(
+            dialed(tcp(ErrorKind::ConnectionRefused)),
+            Some(ConnectFailure::Refused)
+        );
+        assert_eq!(
+            dialed(tcp(ErrorKind::HostUnreachable)),
+            Some(ConnectFailure::Unreachable)
+        );
+        assert_eq!(
+            dialed(tcp(ErrorKind::TimedOut)),
+            Some(ConnectFailure::TimedOut)
+        );
+        assert_eq!(dialed(ConnectError::Stalled), Some(ConnectFailure::Stalled));
+        for broken in [upgrade(true, true, false), upgrade(true, false, true)] {
+            assert_eq!(dialed(broken), Some(ConnectFailure::RoomKey));
+        }
+        assert!(matches!(
+            dialed(upgrade(false, false, true)),
+            Some(ConnectFailure::Other(_))
+        ));
+        let found = PeerId::random();
+        let wrong = DialError::WrongPeerId {
+            obtained: found,
+            address: Multiaddr::empty(),
+        };
+        assert_eq!(
+            dial_failure(&wrong),
+            Some(ConnectFailure::WrongPeerId { found })
+        );
+        assert_eq!(
+            dial_failure(&DialError::Aborted),
+            None,
+            "we gave up ourselves"
+        );
+        let unsupported = DialError::Transport(vec![(
+            Multiaddr::empty(),
+            TransportError::MultiaddrNotSupported(Multiaddr::empty()),
+        )]);
+        assert!(matches!(
+            dial_failure(&unsupported),
+            Some(ConnectFailure::Other(_))
+        ));
+    }
+
+    #[test]
+    fn of_several_addresses_the_most_telling_failure_is_said() {
+        let refused = ConnectError::Tcp(std::io::ErrorKind::ConnectionRefused.into());
+        let errors = vec![
+            (Multiaddr::empty(), transport(refused)),
+            (Multiaddr::empty(), transport(upgrade(true, true, false))),
+        ];
+        assert_eq!(
+            dial_failure(&DialError::Transport(errors)),
+            Some(ConnectFailure::RoomKey)
+        );
+    }
+
+    #[test]
+    fn a_listener_says_a_key_mismatch_but_not_a_dialer_giving_up_a_duplicate() {
+        let incoming = |error, private_room| {
+            incoming_failure(&ListenError::Transport(transport(error)), private_room)
+        };
+        assert_eq!(
+            incoming(upgrade(true, true, false), false),
+            Some(ConnectFailure::RoomKey)
+        );
+        assert_eq!(
+            incoming(upgrade(true, false, true), true),
+            Some(ConnectFailure::RoomKey)
+        );
+        assert_eq!(incoming(upgrade(true, false, true), false), None);
+        assert_eq!(incoming(upgrade(false, false, true), true), None);
+        assert_eq!(
+            incoming(ConnectError::Stalled, false),
+            Some(ConnectFailure::Stalled)
+        );
+        assert_eq!(incoming_failure(&ListenError::Aborted, true), None);
     }
 }

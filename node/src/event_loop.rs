@@ -10,7 +10,7 @@ use libp2p::core::transport::ListenerId;
 use libp2p::mdns;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, Message as RrMessage, OutboundRequestId};
-use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm};
 use p2pchat_protocol::Author;
 use p2pchat_protocol::limits::{BATCH_BYTE_BUDGET, MAX_BATCH_ENTRIES, MAX_HELLO_HEADS};
@@ -23,12 +23,12 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::behaviour::{Behaviour, BehaviourEvent};
-use crate::dial::Redialer;
+use crate::dial::{ConnectFailure, Notices, Redialer, dial_failure, incoming_failure};
 use crate::discovery::{Discovery, keep_connection};
 use crate::push::{self, Fetch, Report};
 use crate::shared::{CatchUp, SharedRef};
 use crate::warnings::Cause;
-use crate::{Event, PeerSpec, identity};
+use crate::{Event, NodeError, PeerSpec, behaviour, identity};
 
 /// How often the node says which wanted names it has not found yet.
 const LOOKING_FOR_INTERVAL: Duration = Duration::from_secs(10);
@@ -49,12 +49,15 @@ pub enum Command {
 
 /// What the loop is started with.
 pub struct Setup {
-    /// Listeners that must report an address before the node is ready.
-    pub listeners: Vec<ListenerId>,
+    /// Listeners that must report an address before the node is ready, with the address each
+    /// was asked for.
+    pub listeners: Vec<(ListenerId, Multiaddr)>,
     /// Whether mDNS discovery runs.
     pub mdns: bool,
+    /// Whether the node holds a room key.
+    pub private_room: bool,
     /// Answered once the node is ready, or with why it could not start.
-    pub ready: oneshot::Sender<Result<(), String>>,
+    pub ready: oneshot::Sender<Result<(), NodeError>>,
 }
 
 /// See the module docs.
@@ -69,6 +72,12 @@ pub struct EventLoop {
     listen_addrs: Arc<Mutex<Vec<Multiaddr>>>,
     redialer: Redialer,
     discovery: Discovery,
+    /// Connection failures said, so that redials do not repeat them.
+    notices: Notices,
+    /// Whether the node holds a room key (see [`incoming_failure`]).
+    private_room: bool,
+    /// The address each listener was asked for.
+    listeners: HashMap<ListenerId, Multiaddr>,
     /// Open connections per peer, oldest first, with whether we dialed each.
     connections: HashMap<PeerId, Vec<(ConnectionId, bool)>>,
     /// Peers whose hello was accepted: they are synced with and shown as connected.
@@ -120,6 +129,9 @@ impl EventLoop {
             listen_addrs,
             redialer,
             discovery,
+            notices: Notices::default(),
+            private_room: false,
+            listeners: HashMap::new(),
             connections: HashMap::new(),
             accepted: HashSet::new(),
             early_skips: HashMap::new(),
@@ -135,7 +147,9 @@ impl EventLoop {
 
     /// Runs until [`Command::Shutdown`].
     pub async fn run(mut self, setup: Setup) {
-        let mut waiting: HashSet<ListenerId> = setup.listeners.into_iter().collect();
+        let mut waiting: HashSet<ListenerId> = setup.listeners.iter().map(|(id, _)| *id).collect();
+        self.listeners = setup.listeners.into_iter().collect();
+        self.private_room = setup.private_room;
         let mut ready = Some(setup.ready);
         if waiting.is_empty() {
             ready.take().map(|r| r.send(Ok(())));
@@ -154,9 +168,11 @@ impl EventLoop {
             .new_control()
             .accept(push::protocol());
         let Ok(mut incoming) = incoming else {
-            ready
-                .take()
-                .map(|r| r.send(Err("push protocol registered twice".into())));
+            ready.take().map(|r| {
+                r.send(Err(NodeError::Network(
+                    "push protocol registered twice".into(),
+                )))
+            });
             return;
         };
         let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -170,7 +186,10 @@ impl EventLoop {
                     let listened = match &event {
                         SwarmEvent::NewListenAddr { listener_id, .. } => Some((*listener_id, Ok(()))),
                         SwarmEvent::ListenerClosed { listener_id, reason: Err(e), .. } => {
-                            Some((*listener_id, Err(format!("listening failed: {e}"))))
+                            Some((*listener_id, Err(NodeError::Listen {
+                                address: self.listener_address(*listener_id),
+                                reason: behaviour::transport_words(e),
+                            })))
                         }
                         _ => None,
                     };
@@ -221,13 +240,49 @@ impl EventLoop {
             |name| store.pinned(name),
         ));
         for dial in dials {
-            let id = dial.connection_id();
+            let (id, peer) = (dial.connection_id(), dial.get_peer_id());
             if let Err(e) = self.swarm.dial(dial) {
                 // No OutgoingConnectionError follows a dial refused at once: back off here.
                 tracing::debug!("dial not started: {e}");
-                self.redialer.dial_failed(id);
+                self.dial_failed(id, peer, &e);
             }
         }
+    }
+
+    /// Backs off a failed dial and says why it failed (unless said lately).
+    fn dial_failed(&mut self, connection: ConnectionId, peer: Option<PeerId>, error: &DialError) {
+        let target = self.redialer.dial_failed(connection);
+        let Some(reason) = dial_failure(error) else {
+            return;
+        };
+        // A `--peer` address is named as given; a peer found on the LAN by its id.
+        let target = match (target, peer) {
+            (Some(address), _) => address.to_string(),
+            (None, Some(peer)) => peer.to_string(),
+            (None, None) => return,
+        };
+        self.say_failure(target, false, reason);
+    }
+
+    /// Says that a connection to or from `target` failed, unless that was said lately.
+    fn say_failure(&mut self, target: String, incoming: bool, reason: ConnectFailure) {
+        if let Some(count) = self.notices.failed(&target, reason.code(), Instant::now()) {
+            self.shared.emit(Event::ConnectionFailed {
+                target,
+                incoming,
+                reason,
+                count,
+            });
+        }
+    }
+
+    /// The address listener `id` was asked for (or, for a listener not started by the user,
+    /// the unspecified address).
+    fn listener_address(&self, id: ListenerId) -> Multiaddr {
+        self.listeners
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(Multiaddr::empty)
     }
 
     /// Disconnects peers that did not send an acceptable hello in time, and forgets old bans.
@@ -292,7 +347,13 @@ impl EventLoop {
                 ..
             } => {
                 tracing::debug!(%peer_id, ?endpoint, "connection established");
-                self.redialer.connected(peer_id, connection_id);
+                for target in self.redialer.connected(peer_id, connection_id) {
+                    self.notices.connected(&target.to_string());
+                }
+                self.notices.connected(&peer_id.to_string());
+                if let Some(ip) = ip_of(endpoint.get_remote_address()) {
+                    self.notices.connected(&ip);
+                }
                 if self
                     .banned
                     .get(&peer_id)
@@ -341,7 +402,46 @@ impl EventLoop {
                 error,
             } => {
                 tracing::debug!(?peer_id, "dial failed: {error}");
-                self.redialer.dial_failed(connection_id);
+                self.dial_failed(connection_id, peer_id, &error);
+            }
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => {
+                tracing::debug!(%send_back_addr, "incoming connection failed: {error}");
+                // Named by IP: each connection comes from another port.
+                if let Some(reason) = incoming_failure(&error, self.private_room)
+                    && let Some(ip) = ip_of(&send_back_addr)
+                {
+                    self.say_failure(ip, true, reason);
+                }
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason: Err(e),
+                ..
+            } => {
+                let address = self.listener_address(listener_id);
+                self.shared.emit(Event::Warning {
+                    message: format!(
+                        "stopped listening on {address}: {}",
+                        behaviour::transport_words(&e)
+                    ),
+                });
+            }
+            SwarmEvent::ListenerError { listener_id, error } => {
+                let address = self.listener_address(listener_id);
+                let words = behaviour::transport_words(&error);
+                if self
+                    .notices
+                    .failed(&address.to_string(), "listener", Instant::now())
+                    .is_some()
+                {
+                    self.shared.emit(Event::Warning {
+                        message: format!("listening on {address}: {words}"),
+                    });
+                }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => self.on_sync_event(event),
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
@@ -734,4 +834,13 @@ impl EventLoop {
             .send_request(&fetch.peer, Request::Range(fetch.request));
         self.fetching.insert(id, (fetch.peer, author));
     }
+}
+
+/// The IP address in `address`, as text.
+fn ip_of(address: &Multiaddr) -> Option<String> {
+    address.iter().find_map(|part| match part {
+        Protocol::Ip4(ip) => Some(ip.to_string()),
+        Protocol::Ip6(ip) => Some(ip.to_string()),
+        _ => None,
+    })
 }

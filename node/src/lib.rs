@@ -34,6 +34,7 @@ mod roster;
 mod shared;
 mod warnings;
 
+pub use dial::{ConnectFailure, NOTICE_INTERVAL};
 pub use feed::MessageFeed;
 pub use import::{IMPORT_CHUNK, Imported, import};
 pub use node::{Event, Message, Node, NodeBuilder, NodeError, PeerSpec, Stats, check_text};

@@ -11,6 +11,7 @@ use p2pchat_storage::{RefusedLog, Store, StoreError};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::dial::ConnectFailure;
 use crate::event_loop::{Command, EventLoop, Setup};
 use crate::feed::MessageFeed;
 use crate::own_log::OwnWriter;
@@ -82,6 +83,20 @@ pub enum Event {
         from: Vec<String>,
         /// Held entries appended on top.
         sent: u64,
+    },
+    /// A connection could not be made: to a peer we dialed (a `--peer` address, or a peer
+    /// found on the LAN), or from a peer that dialed us. Said once per target and reason, and
+    /// again at most every [`NOTICE_INTERVAL`](crate::NOTICE_INTERVAL) while it goes on.
+    ConnectionFailed {
+        /// The `--peer` address as given, the peer id of a peer found on the LAN, or the IP
+        /// address an incoming connection came from.
+        target: String,
+        /// Whether the peer dialed us.
+        incoming: bool,
+        /// Why.
+        reason: ConnectFailure,
+        /// Failures this notice covers: 1, or more when it is said again after a while.
+        count: u64,
     },
     /// Something failed that the node cannot fix by itself (a storage error).
     Error {
@@ -200,9 +215,17 @@ pub enum NodeError {
     /// A line is too long or otherwise not a valid entry.
     #[error("{0}")]
     Invalid(DecodeError),
-    /// The network could not be set up (for example, a listen address is unusable).
+    /// The network could not be set up.
     #[error("network: {0}")]
     Network(String),
+    /// A listen address is unusable: taken by another program, not this host's, …
+    #[error("cannot listen on {address}: {reason}")]
+    Listen {
+        /// The address.
+        address: Multiaddr,
+        /// Why, in words.
+        reason: String,
+    },
     /// The node has stopped.
     #[error("the node has stopped")]
     Stopped,
@@ -315,12 +338,20 @@ impl NodeBuilder {
 
         let mut swarm = behaviour::build_swarm(&shared.key, !self.no_mdns, self.room)
             .map_err(|e| NodeError::Network(e.to_string()))?;
+        let unusable = |address: &Multiaddr, reason| NodeError::Listen {
+            address: address.clone(),
+            reason,
+        };
+        // All checked before any is taken, so two addresses may share a port.
+        for address in &self.listen {
+            behaviour::check_port_free(address).map_err(|reason| unusable(address, reason))?;
+        }
         let mut listeners = Vec::new();
-        for addr in &self.listen {
+        for address in &self.listen {
             let id = swarm
-                .listen_on(addr.clone())
-                .map_err(|e| NodeError::Network(format!("cannot listen on {addr}: {e}")))?;
-            listeners.push(id);
+                .listen_on(address.clone())
+                .map_err(|e| unusable(address, behaviour::listen_error(&e)))?;
+            listeners.push((id, address.clone()));
         }
         let peer_id = *swarm.local_peer_id();
         let (commands, command_rx) = mpsc::channel(64);
@@ -336,13 +367,11 @@ impl NodeBuilder {
         let setup = Setup {
             listeners,
             mdns: !self.no_mdns,
+            private_room: self.room.is_some(),
             ready: ready_tx,
         };
         let task = tokio::spawn(event_loop.run(setup));
-        ready_rx
-            .await
-            .map_err(|_| NodeError::Stopped)?
-            .map_err(NodeError::Network)?;
+        ready_rx.await.map_err(|_| NodeError::Stopped)??;
         tracing::debug!(elapsed = ?started.elapsed(), "listening");
         Ok(Node {
             shared,

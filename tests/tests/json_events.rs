@@ -115,3 +115,33 @@ async fn every_event_type_appears_and_matches_the_schema() -> anyhow::Result<()>
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_connection_is_an_event_that_matches_the_schema() -> anyhow::Result<()> {
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/json-events.schema.json"
+    ))?)?;
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().to_str().unwrap_or_default();
+    let target = "/ip4/127.0.0.1/tcp/1";
+    let mut alice = Chat::start_user("alice", data, &[target], &["--ui", "json"])?;
+    let seen = until(&mut alice, "connection_failed", |_| true).await?;
+    for event in &seen {
+        validate(&schema, event)
+            .map_err(|why| anyhow::anyhow!("{event} does not match the schema: {why}"))?;
+    }
+    let failed = &seen[seen.len() - 1];
+    assert_eq!(failed["target"], target);
+    assert_eq!(failed["incoming"], false);
+    assert_eq!(failed["reason"], "refused");
+    assert_eq!(failed["count"], 1);
+    assert!(
+        failed["message"].as_str().is_some_and(
+            |m| m.starts_with("cannot connect to /ip4/127.0.0.1/tcp/1: connection refused")
+        ),
+        "{failed}"
+    );
+    assert!(alice.interrupt().await?);
+    Ok(())
+}

@@ -180,3 +180,36 @@ async fn a_different_key_claiming_a_pinned_name_is_flagged_not_followed() -> any
     assert!(mallory.interrupt().await?);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_found_on_the_lan_that_cannot_be_joined_is_said() -> anyhow::Result<()> {
+    if skip_unless_available()? {
+        return Ok(());
+    }
+    let netns = Netns::new()?;
+    let dirs = tempfile::tempdir()?;
+    let (a, b) = (data_dir(&dirs, "alice"), data_dir(&dirs, "bob"));
+    let (key, other_key) = (data_dir(&dirs, "team.key"), data_dir(&dirs, "other.key"));
+    p2pchat_node::RoomKey::create(std::path::Path::new(&key))?;
+    p2pchat_node::RoomKey::create(std::path::Path::new(&other_key))?;
+    // Two rooms on one LAN: each finds the other by mDNS, dials it and fails.
+    let mut alice = Chat::start_in(
+        &netns,
+        &["--name", "alice", "--data-dir", &a, "--room-key", &key],
+    )?;
+    let mut bob = Chat::start_in(
+        &netns,
+        &["--name", "bob", "--data-dir", &b, "--room-key", &other_key],
+    )?;
+    let (alice_id, _) = alice.identity().await?;
+    let (bob_id, _) = bob.identity().await?;
+    for (chat, other) in [(&mut alice, &bob_id), (&mut bob, &alice_id)] {
+        let said = chat
+            .wait_stderr(&format!("info> cannot connect to {other}: "))
+            .await?;
+        assert!(said.contains("wrong room key"), "{said}");
+    }
+    assert!(alice.interrupt().await?);
+    assert!(bob.interrupt().await?);
+    Ok(())
+}

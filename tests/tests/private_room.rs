@@ -140,3 +140,42 @@ async fn keygen_room_and_room_key_from_the_command_line() -> anyhow::Result<()> 
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_or_missing_room_key_is_said_on_both_sides() -> anyhow::Result<()> {
+    use p2pchat_tests::Chat;
+    let dir = tempfile::tempdir()?;
+    let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    let (key, other_key) = (path("team.key"), path("other.key"));
+    RoomKey::create(std::path::Path::new(&key))?;
+    RoomKey::create(std::path::Path::new(&other_key))?;
+    let says_wrong_key = |line: &str| line.contains("wrong room key");
+
+    let mut alice = Chat::start_user("alice", &path("alice"), &[], &["--room-key", &key])?;
+    let alice_addr = alice.listen_addr().await?;
+    // Another key: the dialer and the listener say so.
+    let mut mallory = Chat::start_user(
+        "mallory",
+        &path("mallory"),
+        &[&alice_addr],
+        &["--room-key", &other_key],
+    )?;
+    let said = mallory
+        .wait_stderr(&format!("info> cannot connect to {alice_addr}: "))
+        .await?;
+    assert!(says_wrong_key(&said), "{said}");
+    let said = alice
+        .wait_stderr("info> a connection from 127.0.0.1 failed: ")
+        .await?;
+    assert!(says_wrong_key(&said), "{said}");
+    // No key at all: the dialer says so too.
+    let mut eve = Chat::start_user("eve", &path("eve"), &[&alice_addr], &[])?;
+    let said = eve
+        .wait_stderr(&format!("info> cannot connect to {alice_addr}: "))
+        .await?;
+    assert!(says_wrong_key(&said), "{said}");
+    for chat in [alice, mallory, eve] {
+        assert!(chat.interrupt().await?);
+    }
+    Ok(())
+}

@@ -2,7 +2,7 @@
 //! `/history` and `p2pchat export --format text` share.
 
 use chrono::{DateTime, Local};
-use p2pchat_node::Message;
+use p2pchat_node::{ConnectFailure, Message};
 
 /// Makes text safe to print on a terminal: a tab is shown as a space, other control
 /// characters (which could fake lines or move the cursor) as `�`. Each char becomes one.
@@ -36,6 +36,24 @@ pub fn entries(n: u64) -> String {
         thousands(n),
         if n == 1 { "entry" } else { "entries" }
     )
+}
+
+/// A failed connection in words: `cannot connect to TARGET: REASON`, or for one a peer dialed
+/// to us `a connection from TARGET failed: REASON`, with the number of failures it covers.
+pub fn connection_failed(
+    target: &str,
+    incoming: bool,
+    reason: &ConnectFailure,
+    count: u64,
+) -> String {
+    let mut line = match incoming {
+        true => format!("a connection from {target} failed: {reason}"),
+        false => format!("cannot connect to {target}: {reason}"),
+    };
+    if count > 1 {
+        line.push_str(&format!(" ({count} failures since the last notice)"));
+    }
+    line
 }
 
 /// A timestamp (milliseconds since the Unix epoch, as written by the author's clock) in local

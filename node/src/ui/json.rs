@@ -6,6 +6,8 @@ use p2pchat_protocol::Author;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::format::connection_failed;
+
 /// The `message` event, serialized straight from the message (the most frequent event: no
 /// intermediate `Value`). Fields in the same order as the other events' (sorted).
 #[derive(Serialize)]
@@ -70,6 +72,16 @@ pub fn event(event: &Event) -> Option<Value> {
             received,
         } => json!({
             "v": 1, "type": "sync_complete", "peer": peer.to_string(), "name": name, "received": received,
+        }),
+        Event::ConnectionFailed {
+            target,
+            incoming,
+            reason,
+            count,
+        } => json!({
+            "v": 1, "type": "connection_failed", "target": target, "incoming": incoming,
+            "reason": reason.code(), "count": count,
+            "message": connection_failed(target, *incoming, reason, *count),
         }),
         Event::Warning { message } => json!({"v": 1, "type": "warning", "message": message}),
         Event::OwnLogRestored {

@@ -14,7 +14,7 @@ use tokio::io::AsyncBufReadExt;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::commands::{self, Input, Reply};
-use super::format::{display, entries, own_log_restored, thousands};
+use super::format::{connection_failed, display, entries, own_log_restored, thousands};
 use super::out::{self, Out, Stream};
 use super::{Names, Signals, json};
 
@@ -328,6 +328,12 @@ fn plain(event: &Event) -> Option<String> {
             Some(name) => format!("disconnected from {}", display(name)),
             None => format!("disconnected from {peer}"),
         },
+        Event::ConnectionFailed {
+            target,
+            incoming,
+            reason,
+            count,
+        } => display(&connection_failed(target, *incoming, reason, *count)),
         Event::Warning { message } => format!("warning: {}", display(message)),
         Event::Error { message } => format!("error: {}", display(message)),
         Event::OwnLogRestored {

@@ -24,7 +24,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::Signals;
 use super::commands::{self, Input, Reply};
-use super::format::{display, entries};
+use super::format::{connection_failed, display, entries};
 use super::view::{Action, App, Item};
 
 /// The shortest time between two redraws.
@@ -114,6 +114,10 @@ pub async fn run(node: Node, mut signals: Signals) -> ExitCode {
                             app.push(Item::Notice(format!("caught up with {}: {}", display(&name), entries(received))));
                         }
                         true
+                    }
+                    Ok(Event::ConnectionFailed { target, incoming, reason, count }) => {
+                        app.push(Item::Warning(connection_failed(&target, incoming, &reason, count)));
+                        false
                     }
                     Ok(Event::Warning { message }) => {
                         app.push(Item::Warning(message));

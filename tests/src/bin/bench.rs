@@ -128,7 +128,7 @@ impl Bench {
     /// written them.
     async fn fill(&self, name: &str, n: u64) -> anyhow::Result<Duration> {
         let mut child = Command::new(&self.binary)
-            .args(["import", "--name", name, "--data-dir"])
+            .args(["import", "--create", "--name", name, "--data-dir"])
             .arg(self.dir(name))
             .stdin(Stdio::piped())
             .stderr(Stdio::null())

@@ -1,10 +1,11 @@
 //! Command-line arguments.
 
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 use libp2p::Multiaddr;
 use p2pchat_node::{NodeBuilder, NodeError, PeerSpec, RoomKey};
+use p2pchat_protocol::entry::check_name;
 
 use crate::ui::Mode;
 
@@ -37,15 +38,22 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Append each line of standard input as a message, without going online (fast, one disk
-    /// sync per 10,000 lines). Lines over 4096 bytes are skipped and reported.
-    #[command(after_help = "Example:\n  p2pchat import --name alice < lines.txt")]
+    /// sync per 10,000 lines). Lines over 4096 bytes are skipped and reported; empty lines are
+    /// counted, not sent.
+    #[command(
+        after_help = "Examples:\n  p2pchat import --name alice < lines.txt\n  \
+                            p2pchat import --name newcomer --create < lines.txt"
+    )]
     Import {
         /// Whose log to append to.
-        #[arg(long)]
+        #[arg(long, value_parser = parse_name)]
         name: String,
         /// The user's data directory (default: as for chatting).
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
+        /// Create the user if there is none yet (without it, a mistyped --name is refused).
+        #[arg(long)]
+        create: bool,
     },
     /// Print every message this user holds, from every author, in merged order. Stop the
     /// user's chat first (one process per data directory); inside a chat, use /history.
@@ -53,7 +61,7 @@ pub enum Command {
                             p2pchat export --name alice --format ndjson | jq -r .text")]
     Export {
         /// Whose data to read.
-        #[arg(long)]
+        #[arg(long, value_parser = parse_name)]
         name: String,
         /// The user's data directory (default: as for chatting).
         #[arg(long, value_name = "DIR")]
@@ -67,7 +75,7 @@ pub enum Command {
     #[command(after_help = "Example:\n  p2pchat id --name alice")]
     Id {
         /// Whose identity to show.
-        #[arg(long)]
+        #[arg(long, value_parser = parse_name)]
         name: String,
         /// The user's data directory (default: as for chatting).
         #[arg(long, value_name = "DIR")]
@@ -108,8 +116,9 @@ pub enum ExportFormat {
 /// Options for chatting.
 #[derive(Debug, Args)]
 pub struct ChatArgs {
-    /// Your user name (1 to 64 bytes).
-    #[arg(long, required = true)]
+    /// Your user name (1 to 64 bytes) when you first start; it also names your data directory
+    /// (~/.local/share/p2pchat/NAME). Later starts keep the name you last took with /nick.
+    #[arg(long, required = true, value_parser = parse_name)]
     pub name: Option<String>,
     /// A peer to connect to: a user name on the LAN, or a multiaddr such as
     /// /ip4/192.168.1.7/tcp/4001[/p2p/<peer id>]. Repeatable.
@@ -140,14 +149,25 @@ pub struct ChatArgs {
     pub json: bool,
 }
 
-/// The data directory for `name`: `dir` if given, else the per-user default.
+/// A `--name` that follows the name rule (the one peers check profiles against).
+fn parse_name(name: &str) -> Result<String, String> {
+    check_name(name)
+        .map(|()| name.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// The data directory for `name`: `dir` if given, else the per-user default, the directory
+/// named `name` in p2pchat's data directory. A name that is not one plain directory name
+/// (`.`, `..`, or with a `/`) never becomes a path: it needs `dir`.
 pub fn data_dir(name: &str, dir: Option<&PathBuf>) -> Result<PathBuf, NodeError> {
-    match dir {
-        Some(dir) => Ok(dir.clone()),
-        None => Ok(directories::ProjectDirs::from("", "", "p2pchat")
-            .ok_or(NodeError::NoDataDir)?
-            .data_dir()
-            .join(name)),
+    if let Some(dir) = dir {
+        return Ok(dir.clone());
+    }
+    let root = directories::ProjectDirs::from("", "", "p2pchat").ok_or(NodeError::NoDataDir)?;
+    let mut components = Path::new(name).components();
+    match (components.next(), components.next()) {
+        (Some(Component::Normal(plain)), None) if plain == name => Ok(root.data_dir().join(name)),
+        _ => Err(NodeError::NameNotADirectory(name.to_owned())),
     }
 }
 
@@ -230,5 +250,61 @@ mod tests {
         let room =
             Cli::try_parse_from(["p2pchat", "--name", "a", "--room-key", "team.key"]).unwrap();
         assert_eq!(room.chat.room_key, Some(PathBuf::from("team.key")));
+    }
+
+    #[test]
+    fn peers_that_could_never_be_reached_are_refused() {
+        let peer = |value: &str| {
+            Cli::try_parse_from(["p2pchat", "--name", "a", "--peer", value])
+                .map(|cli| cli.chat.peers[0].clone())
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            peer("Alice Smith"),
+            Ok(PeerSpec::Name("Alice Smith".into()))
+        );
+        assert!(matches!(
+            peer("/ip4/127.0.0.1/tcp/1/p2p/12D3KooWE8YkWfkZjeqwUBDtDr1kap6GzR3YrkSWFR8tZzqkmyQv"),
+            Ok(PeerSpec::Addr(_))
+        ));
+        for (value, why) in [
+            (
+                "/ip4/1.2.3/tcp/1",
+                "/ip4/1.2.3 is not valid: invalid IPv4 address syntax",
+            ),
+            (
+                "/tcp/99999",
+                "/tcp/99999 is not valid: a port is a number from 0 to 65535",
+            ),
+            ("/ip4/1.2.3.4/tcp/1/", "has an empty part"),
+            ("/frob/1", "unknown protocol \"frob\""),
+            ("/ip4", "/ip4 is not valid: a value is missing"),
+            ("", "is not a valid name"),
+            ("bob ", "is not a valid name"),
+            (&"n".repeat(100), "is not a valid name"),
+        ] {
+            let error = peer(value).expect_err(value);
+            assert!(error.contains(why), "{value:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_name_is_never_a_path() {
+        let root = directories::ProjectDirs::from("", "", "p2pchat").unwrap();
+        for name in ["alice", "Alice Smith", ".alice", "..."] {
+            assert_eq!(
+                data_dir(name, None).unwrap(),
+                root.data_dir().join(name),
+                "{name:?} keeps the path it always had"
+            );
+        }
+        for name in [".", "..", "../x", "../../../x", "a/b", "/abs", "a/", "a/."] {
+            assert!(
+                matches!(data_dir(name, None), Err(NodeError::NameNotADirectory(_))),
+                "{name:?}"
+            );
+        }
+        let given = PathBuf::from("/somewhere/else");
+        assert_eq!(data_dir("../x", Some(&given)).unwrap(), given);
     }
 }

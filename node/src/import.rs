@@ -6,33 +6,44 @@ use std::path::Path;
 use p2pchat_protocol::Body;
 
 use crate::NodeError;
-use crate::node::open_data_dir;
+use crate::node::{DataDir, open_data_dir};
 use crate::own_log::{Appended, behind_warning};
 
 /// Lines appended per group commit (one fsync each).
 pub const IMPORT_CHUNK: usize = 10_000;
 
 /// What an import did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Imported {
     /// Lines appended as messages.
     pub appended: u64,
     /// Lines refused (too long); each is reported through `on_skip`.
     pub skipped: u64,
+    /// Empty lines (or only whitespace), not messages.
+    pub empty: u64,
+    /// The name the lines were appended as: the user's current name (after a `/nick`, not
+    /// necessarily the `name` asked for).
+    pub name: String,
 }
 
 /// Appends each non-empty line of `lines` as a message of user `name`, whose data lives in
-/// `dir`, in group commits of [`IMPORT_CHUNK`]. The node must not be running (the data
-/// directory lock makes sure). A line that breaks a limit is skipped and passed to `on_skip`
-/// with its 1-based line number and the reason; every other line is stored. Refused while the
-/// own log is behind what this key wrote before (it can only come back from a peer).
+/// `dir` (created on first use, as for chatting), in group commits of [`IMPORT_CHUNK`]. The
+/// node must not be running (the data directory lock makes sure). A line that breaks a limit
+/// is skipped and passed to `on_skip` with its 1-based line number and the reason; empty lines
+/// are counted; every other line is stored. Refused
+/// while the own log is behind what this key wrote before (it can only come back from a peer).
 pub fn import(
     name: &str,
     dir: &Path,
     lines: impl BufRead,
     mut on_skip: impl FnMut(u64, &str),
 ) -> Result<Imported, NodeError> {
-    let (key, store, own) = open_data_dir(name, dir)?;
+    let DataDir {
+        key,
+        store,
+        own,
+        name,
+    } = open_data_dir(name, dir)?;
     let state = own.state(&store, &key, 0)?;
     if let Some(why) = behind_warning(state, store.head_seq(&p2pchat_protocol::Author::of(&key))) {
         return Err(NodeError::OwnLogBehind(format!(
@@ -47,12 +58,16 @@ pub fn import(
             )),
         }
     };
-    let mut imported = Imported::default();
+    let mut imported = Imported {
+        name,
+        ..Imported::default()
+    };
     let mut chunk = Vec::with_capacity(IMPORT_CHUNK);
     for (number, line) in lines.lines().enumerate() {
         let line = line.map_err(|e| NodeError::Network(format!("reading input: {e}")))?;
         let text = line.trim_end_matches('\r');
         if text.trim().is_empty() {
+            imported.empty += 1;
             continue;
         }
         let body = Body::Text {
@@ -80,7 +95,7 @@ mod tests {
     fn imports_lines_skipping_blank_and_oversized_ones() {
         let dir = tempfile::tempdir().unwrap();
         let long = "x".repeat(p2pchat_protocol::limits::MAX_TEXT_BYTES + 1);
-        let input = format!("one\n\n two \n{long}\nthree\r\n");
+        let input = format!("one\n\n two \n \t\n{long}\nthree\r\n");
         let mut skipped = Vec::new();
         let imported = import("alice", dir.path(), input.as_bytes(), |n, _| {
             skipped.push(n)
@@ -90,11 +105,13 @@ mod tests {
             imported,
             Imported {
                 appended: 3,
-                skipped: 1
+                skipped: 1,
+                empty: 2,
+                name: "alice".into(),
             }
         );
-        assert_eq!(skipped, [4]);
-        let (key, store, _) = open_data_dir("alice", dir.path()).unwrap();
+        assert_eq!(skipped, [5]);
+        let DataDir { key, store, .. } = open_data_dir("alice", dir.path()).unwrap();
         let author = p2pchat_protocol::Author::of(&key);
         assert_eq!(store.head_seq(&author), 4, "profile + three lines");
         let texts: Vec<_> = store

@@ -22,7 +22,11 @@ fn main() -> ExitCode {
         )
         .init();
     let result = match cli.command {
-        Some(Command::Import { name, data_dir }) => import(&name, data_dir.as_ref()),
+        Some(Command::Import {
+            name,
+            data_dir,
+            create,
+        }) => import(&name, data_dir.as_ref(), create),
         Some(Command::Export {
             name,
             data_dir,
@@ -50,16 +54,32 @@ fn main() -> ExitCode {
     }
 }
 
-fn import(name: &str, data_dir: Option<&PathBuf>) -> Result<(), NodeError> {
+/// `p2pchat import`: into an existing user only, unless `create`.
+fn import(name: &str, data_dir: Option<&PathBuf>, create: bool) -> Result<(), NodeError> {
     let dir = cli::data_dir(name, data_dir)?;
+    if !create && !dir.join(p2pchat_node::identity::IDENTITY_FILE).is_file() {
+        return Err(NodeError::NoUser(dir));
+    }
     let imported = p2pchat_node::import(name, &dir, std::io::stdin().lock(), |line, reason| {
         eprintln!("info> error: line {line} skipped: {reason}");
     })?;
     eprintln!(
-        "info> imported {} lines as {name} ({} skipped)",
-        imported.appended, imported.skipped
+        "info> imported {} as {} ({} skipped, {} empty)",
+        lines(imported.appended),
+        imported.name,
+        imported.skipped,
+        imported.empty
     );
     Ok(())
+}
+
+/// `1 line`, `2 lines`.
+fn lines(n: u64) -> String {
+    if n == 1 {
+        "1 line".to_owned()
+    } else {
+        format!("{n} lines")
+    }
 }
 
 fn export(name: &str, data_dir: Option<&PathBuf>, format: ExportFormat) -> Result<(), NodeError> {

@@ -171,18 +171,54 @@ pub enum PeerSpec {
 }
 
 impl std::str::FromStr for PeerSpec {
-    type Err = std::convert::Infallible;
+    type Err = String;
 
+    /// A value starting with `/` is an address and must parse as one; anything else is a name
+    /// and must follow the name rule ([`check_name`]): a name that breaks it could never match.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(if s.starts_with('/') {
-            match s.parse() {
-                Ok(addr) => PeerSpec::Addr(addr),
-                Err(_) => PeerSpec::Name(s.to_owned()),
-            }
+        if s.starts_with('/') {
+            s.parse()
+                .map(PeerSpec::Addr)
+                .map_err(|_| format!("{}; an address looks like /ip4/192.168.1.7/tcp/4001, optionally ending in /p2p/<peer id>", multiaddr_mistake(s)))
         } else {
-            PeerSpec::Name(s.to_owned())
-        })
+            check_name(s).map_err(|e| e.to_string())?;
+            Ok(PeerSpec::Name(s.to_owned()))
+        }
     }
+}
+
+/// What is wrong with `s`, an address that does not parse, naming the first part that does
+/// not (`/ip4/1.2.3 is not valid: invalid IPv4 address syntax`).
+fn multiaddr_mistake(s: &str) -> String {
+    use libp2p::multiaddr::{Error, Protocol};
+    let parts: Vec<&str> = s.split('/').skip(1).collect();
+    let mut at = 0;
+    while at < parts.len() {
+        let mut rest = parts[at..].iter().copied();
+        let parsed = Protocol::from_str_parts(&mut rest);
+        let used = (parts.len() - at - rest.count()).max(1);
+        let part = format!("/{}", parts[at..at + used].join("/"));
+        let why = match parsed {
+            Ok(_) => {
+                at += used;
+                continue;
+            }
+            Err(_) if parts[at].is_empty() => {
+                return format!(
+                    "{s:?} has an empty part (two slashes in a row, or one at the end)"
+                );
+            }
+            Err(Error::UnknownProtocolString(name)) => format!("unknown protocol {name:?}"),
+            Err(Error::InvalidProtocolString) => "a value is missing".to_owned(),
+            Err(_) if matches!(parts[at], "tcp" | "udp") => {
+                "a port is a number from 0 to 65535".to_owned()
+            }
+            Err(Error::ParsingError(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        return format!("{part} is not valid: {why}");
+    }
+    format!("{s:?} is not a valid address")
 }
 
 /// Why a node could not start or act.
@@ -241,8 +277,25 @@ pub enum NodeError {
     #[error("{0}")]
     OwnLogBehind(String),
     /// There is no data directory (or no identity in it) for this user yet.
-    #[error("no p2pchat data in {0} (start p2pchat with this --name once to create it)")]
+    #[error(
+        "no p2pchat data in {0} (check --name and --data-dir; a chat started with them creates it)"
+    )]
     NoData(PathBuf),
+    /// The data directory is a file (or something else that is not a directory).
+    #[error(
+        "the data directory {0} is not a directory: give --data-dir the directory that holds identity.key and store/"
+    )]
+    NotADirectory(PathBuf),
+    /// `import` was asked to add to a user who does not exist yet.
+    #[error(
+        "no p2pchat user in {0}: import adds to an existing user's log, so check --name and --data-dir, or add --create to make a new user"
+    )]
+    NoUser(PathBuf),
+    /// The name cannot be a directory name, so it cannot choose the default data directory.
+    #[error(
+        "the name {0:?} cannot name a data directory (it is . or .., or contains /): give --data-dir DIR, or pick another name"
+    )]
+    NameNotADirectory(String),
 }
 
 impl From<StoreError> for NodeError {
@@ -311,11 +364,21 @@ impl NodeBuilder {
         let name = self.name.unwrap_or_default();
         let dir = self.data_dir.ok_or(NodeError::NoDataDir)?;
         let started = std::time::Instant::now();
-        let (key, store, own) = open_data_dir(&name, &dir)?;
+        let DataDir {
+            key,
+            store,
+            own,
+            name: current,
+        } = open_data_dir(&name, &dir)?;
         tracing::debug!(elapsed = ?started.elapsed(), "store open");
         let (written, _) = watch::channel(());
         let (changed, _) = watch::channel(());
         let (events, first_events) = broadcast::channel(1024);
+        if current != name {
+            let _ = events.send(Event::Warning {
+                message: kept_name_warning(&name, &current),
+            });
+        }
         let peers = Mutex::new(HashMap::new());
         let shared = Arc::new(Shared {
             store,
@@ -395,29 +458,57 @@ pub(crate) fn refused_log_warning(log: &RefusedLog) -> String {
     )
 }
 
+/// A user's data directory, opened: their key, their store, and the name they go by.
+pub(crate) struct DataDir {
+    /// The user's key.
+    pub key: SigningKey,
+    /// The store of every log held.
+    pub store: Store,
+    /// The one writer of the own log.
+    pub own: OwnWriter,
+    /// The name the user goes by: the one asked for on first use; after a `/nick`, that one.
+    pub name: String,
+}
+
 /// Opens (creating on first use) the data directory of user `name`: its key, its store and the
-/// own log's writer, with the user's profile entry written if the name is new (or held, while
-/// the own log is behind).
-pub(crate) fn open_data_dir(
-    name: &str,
-    dir: &std::path::Path,
-) -> Result<(SigningKey, Store, OwnWriter), NodeError> {
+/// own log's writer.
+/// On first use the user's profile entry names them `name`; later, `name` only identifies the
+/// directory and the user keeps the name of their last profile (a `/nick` survives restarts). While the own log is behind, the
+/// first profile is held like any own append.
+pub(crate) fn open_data_dir(name: &str, dir: &std::path::Path) -> Result<DataDir, NodeError> {
     check_name(name).map_err(NodeError::Name)?;
     create_private_dir(dir)?;
     let key = identity::load_or_create(dir)?;
     let store = Store::open(&dir.join("store"))?;
     let own = OwnWriter::open(dir, &store, &key)?;
-    if store.name(&Author::of(&key)).as_deref() != Some(name) {
-        let profile = Body::Profile {
-            name: name.to_owned(),
-        };
-        own.append(&store, &key, [profile], 0)?;
-    }
-    Ok((key, store, own))
+    let name = match store.name(&Author::of(&key)) {
+        Some(current) => current,
+        None => {
+            let profile = Body::Profile {
+                name: name.to_owned(),
+            };
+            own.append(&store, &key, [profile], 0)?;
+            name.to_owned()
+        }
+    };
+    Ok(DataDir {
+        key,
+        store,
+        own,
+        name,
+    })
+}
+
+/// The warning for a user started as `asked` who goes by `current` (after a `/nick`).
+pub(crate) fn kept_name_warning(asked: &str, current: &str) -> String {
+    format!(
+        "you are {current} (your last /nick), not {asked}: --name does not rename an existing user; type /nick {asked} to take that name"
+    )
 }
 
 fn create_private_dir(dir: &std::path::Path) -> Result<(), NodeError> {
     use std::os::unix::fs::DirBuilderExt;
+    check_not_a_file(dir)?;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -426,6 +517,14 @@ fn create_private_dir(dir: &std::path::Path) -> Result<(), NodeError> {
             path: dir.to_owned(),
             source,
         })
+}
+
+/// Refuses a data directory path that exists but is not a directory.
+pub(crate) fn check_not_a_file(dir: &std::path::Path) -> Result<(), NodeError> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(NodeError::NotADirectory(dir.to_owned()));
+    }
+    Ok(())
 }
 
 /// A running p2pchat node. Dropping it without [`Node::shutdown`] leaves its task running.

@@ -54,15 +54,15 @@ impl RoomKey {
 
     /// Reads a key file.
     pub fn load(path: &Path) -> Result<Self, RoomKeyError> {
-        let text = fs::read_to_string(path).map_err(|source| RoomKeyError::Read {
+        let bytes = fs::read(path).map_err(|source| RoomKeyError::Read {
             path: path.to_owned(),
             source,
         })?;
-        text.parse::<PreSharedKey>()
-            .map(Self)
-            .map_err(|e| RoomKeyError::Invalid {
+        parse_key_file(&bytes)
+            .map(|key| Self(PreSharedKey::new(key)))
+            .map_err(|reason| RoomKeyError::Invalid {
                 path: path.to_owned(),
-                reason: e.to_string(),
+                reason,
             })
     }
 
@@ -93,6 +93,50 @@ impl RoomKey {
 
     pub(crate) fn psk(&self) -> PreSharedKey {
         self.0
+    }
+}
+
+/// The first two lines of a key file.
+const KEY_FILE_HEADER: [&str; 2] = ["/key/swarm/psk/1.0.0/", "/base16/"];
+
+/// The key in a key file (`swarm.key` format), or what is wrong with the file, in words that
+/// never quote the key itself.
+fn parse_key_file(bytes: &[u8]) -> Result<[u8; 32], String> {
+    let text = std::str::from_utf8(bytes).map_err(|_| "it is not a text file".to_owned())?;
+    let mut lines = text.lines().map(str::trim_end);
+    for (number, expected) in ["first", "second"].into_iter().zip(KEY_FILE_HEADER) {
+        match lines.next() {
+            Some(line) if line == expected => {}
+            Some(line) => {
+                let shown: String = line.chars().take(40).collect();
+                return Err(format!(
+                    "its {number} line is {shown:?}, expected {expected}"
+                ));
+            }
+            None if text.trim().is_empty() => return Err("it is empty".to_owned()),
+            None => return Err(format!("it ends before its {number} line, {expected}")),
+        }
+    }
+    let Some(hex) = lines.next() else {
+        return Err("it ends before the key (a third line of 64 hex digits)".to_owned());
+    };
+    let digits: Option<Vec<u8>> = hex
+        .chars()
+        .map(|c| c.to_digit(16).map(|d| d as u8))
+        .collect();
+    match digits {
+        Some(digits) if digits.len() == 64 => {
+            let mut key = [0; 32];
+            for (byte, pair) in key.iter_mut().zip(digits.chunks(2)) {
+                *byte = pair[0] << 4 | pair[1];
+            }
+            Ok(key)
+        }
+        Some(digits) => Err(format!(
+            "its key line has {} hex digits, expected 64",
+            digits.len()
+        )),
+        None => Err("its key line holds characters that are not hex digits (0-9, a-f)".to_owned()),
     }
 }
 
@@ -128,6 +172,49 @@ mod tests {
             error.contains("is not a room key") && error.contains("keygen-room"),
             "{error}"
         );
+        let secret = "ab".repeat(31);
+        for (content, reason) in [
+            ("", "it is empty"),
+            (
+                "not a key",
+                "its first line is \"not a key\", expected /key/swarm/psk/1.0.0/",
+            ),
+            (
+                "/key/swarm/psk/1.0.0/\n",
+                "it ends before its second line, /base16/",
+            ),
+            (
+                "/key/swarm/psk/1.0.0/\n/base64/\n",
+                "its second line is \"/base64/\"",
+            ),
+            (
+                "/key/swarm/psk/1.0.0/\n/base16/\n",
+                "it ends before the key",
+            ),
+            (
+                &format!("/key/swarm/psk/1.0.0/\n/base16/\n{secret}\n"),
+                "has 62 hex digits, expected 64",
+            ),
+            (
+                &format!("/key/swarm/psk/1.0.0/\n/base16/\n{secret}zz\n"),
+                "not hex digits",
+            ),
+            // 64 bytes, not 64 characters: once a panic in libp2p's parser.
+            (
+                &format!("/key/swarm/psk/1.0.0/\n/base16/\n{secret}é\n"),
+                "not hex digits",
+            ),
+        ] {
+            fs::write(&path, content).unwrap();
+            let error = RoomKey::load(&path).unwrap_err().to_string();
+            assert!(
+                error.contains(reason) && error.contains("room.key") && !error.contains(&secret),
+                "{content:?}: {error}"
+            );
+        }
+        fs::write(&path, [0xff, 0xfe, 0]).unwrap();
+        let error = RoomKey::load(&path).unwrap_err().to_string();
+        assert!(error.contains("it is not a text file"), "{error}");
         let missing = RoomKey::load(&dir.path().join("missing")).unwrap_err();
         assert!(matches!(missing, RoomKeyError::Read { .. }));
     }

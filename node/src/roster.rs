@@ -9,6 +9,7 @@ use p2pchat_protocol::entry::check_name;
 use p2pchat_protocol::{Author, Body, Entry};
 use p2pchat_storage::Store;
 
+use crate::node::check_not_a_file;
 use crate::shared::display_name;
 use crate::{Message, Node, NodeError, identity};
 
@@ -147,6 +148,7 @@ pub struct Archive {
 impl Archive {
     /// Opens the store in `dir`; an error if there is none yet.
     pub fn open(dir: &Path) -> Result<Self, NodeError> {
+        check_not_a_file(dir)?;
         let path = dir.join("store");
         if !path.is_dir() {
             return Err(NodeError::NoData(dir.to_owned()));
@@ -178,6 +180,7 @@ impl Archive {
 
 /// The user's peer id and key fingerprint, from the identity in `dir` (never creates one).
 pub fn identity_of(dir: &Path) -> Result<(PeerId, String), NodeError> {
+    check_not_a_file(dir)?;
     if !dir.join(identity::IDENTITY_FILE).is_file() {
         return Err(NodeError::NoData(PathBuf::from(dir)));
     }
@@ -209,6 +212,7 @@ pub(crate) fn text_message(store: &Store, entry: &Entry) -> Option<Message> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Event;
 
     async fn node(name: &str, dir: &Path) -> Node {
         Node::builder()
@@ -276,5 +280,45 @@ mod tests {
             "{error}"
         );
         assert!(matches!(identity_of(&missing), Err(NodeError::NoData(_))));
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "").unwrap();
+        let error = Archive::open(&file).err().map(|e| e.to_string());
+        assert!(
+            error
+                .as_ref()
+                .is_some_and(|e| e.contains("is not a directory")
+                    && e.contains("a-file")
+                    && !e.contains("--name")),
+            "{error:?}"
+        );
+        assert!(matches!(
+            identity_of(&file),
+            Err(NodeError::NotADirectory(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_nick_survives_a_restart_with_the_first_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let alice = node("alice", dir.path()).await;
+        alice.rename("alice_w").unwrap();
+        alice.shutdown().await;
+
+        let again = node("alice", dir.path()).await;
+        let mut events = again.events();
+        assert_eq!(again.contacts()[0].name, "alice_w", "the nick is kept");
+        let Ok(Event::Warning { message }) = events.try_recv() else {
+            panic!("the user is told why --name alice did not rename them")
+        };
+        assert!(
+            message.contains("you are alice_w") && message.contains("/nick alice"),
+            "{message}"
+        );
+        assert_eq!(
+            again.heads().get(&again.author()),
+            Some(&2),
+            "profile, nick, and no profile written at start-up"
+        );
+        again.shutdown().await;
     }
 }

@@ -27,7 +27,7 @@ rm "$MNT/filler"
 echo $? > "$OUT/restart_exit"
 
 # Receiving: bob (on the real disk) serves the same 15 MB as his log to carol, on a 4 MiB tmpfs.
-"$BIN" import --name bob --data-dir "$OUT/bob" < "$OUT/input" 2> /dev/null || exit 92
+"$BIN" import --create --name bob --data-dir "$OUT/bob" < "$OUT/input" 2> /dev/null || exit 92
 "$BIN" --name bob --data-dir "$OUT/bob" --no-mdns --listen /ip4/127.0.0.1/tcp/0     < /dev/null > /dev/null 2> "$OUT/bob_stderr" &
 BOB=$!
 for _ in $(seq 100); do grep -q "listening on" "$OUT/bob_stderr" && break; sleep 0.1; done

@@ -20,7 +20,7 @@ const EXIT_WITHIN: Duration = Duration::from_secs(5);
 /// Fills the data directory `dir` of `alice` with [`HISTORY`] lines through `p2pchat import`.
 fn import(dir: &str) -> anyhow::Result<()> {
     let mut child = std::process::Command::new(p2pchat_binary())
-        .args(["import", "--name", "alice", "--data-dir", dir])
+        .args(["import", "--create", "--name", "alice", "--data-dir", dir])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

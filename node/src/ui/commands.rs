@@ -1,6 +1,7 @@
 //! Slash commands, the same in the terminal UI and in plain mode.
 
 use p2pchat_node::{Contact, Node, NodeError};
+use p2pchat_protocol::entry::check_name;
 
 use super::format::{display, entries, history_line, thousands};
 
@@ -9,7 +10,7 @@ pub const HELP: &[&str] = &[
     "/help              this list",
     "/peers             everyone known: name, fingerprint, connected or not, entries held",
     "/whois NAME        who answers to NAME (also NAME#fingerprint)",
-    "/nick NEWNAME      rename yourself; peers see the new name",
+    "/nick NEWNAME      rename yourself; peers see the new name, and it stays yours after a restart",
     "/history [N]       the last N messages (default 20), with dates",
     "/quit              leave (Ctrl-C works too)",
     "//text             send a line that starts with /",
@@ -54,26 +55,37 @@ pub fn parse(line: &str) -> Input {
     let Some(command) = line.strip_prefix('/') else {
         return Input::Message(line.to_owned());
     };
-    let mut words = command.split_whitespace();
-    let name = words.next().unwrap_or_default();
-    let argument = words.next();
-    let extra = words.next().is_some();
+    let (name, rest) = command
+        .trim_start()
+        .split_once(char::is_whitespace)
+        .unwrap_or((command.trim_start(), ""));
+    // The rest of the line is the argument: a name may hold spaces (`/nick Alice Smith`).
+    let argument = Some(rest.trim()).filter(|rest| !rest.is_empty());
     let usage = |usage: &str| Input::Invalid(format!("usage: {usage}"));
-    let command = match (name, argument, extra) {
-        ("help", None, _) => Command::Help,
-        ("peers", None, _) => Command::Peers,
-        ("quit" | "exit", None, _) => Command::Quit,
-        ("whois", Some(name), false) => Command::Whois(name.to_owned()),
-        ("whois", ..) => return usage("/whois NAME"),
-        ("nick", Some(name), false) => Command::Nick(name.to_owned()),
-        ("nick", ..) => return usage("/nick NEWNAME (one word)"),
-        ("history", None, _) => Command::History(DEFAULT_HISTORY),
-        ("history", Some(n), false) => match n.parse() {
-            Ok(n) => Command::History(n),
-            Err(_) => return usage("/history [N], N a number of messages"),
+    let a_name = |name: &str| match check_name(name) {
+        Ok(()) => Ok(name.to_owned()),
+        Err(e) => Err(Input::Invalid(e.to_string())),
+    };
+    let command = match (name, argument) {
+        ("help", None) => Command::Help,
+        ("peers", None) => Command::Peers,
+        ("quit" | "exit", None) => Command::Quit,
+        ("whois", Some(name)) => match a_name(name) {
+            Ok(name) => Command::Whois(name),
+            Err(invalid) => return invalid,
         },
-        ("history", ..) => return usage("/history [N]"),
-        ("help" | "peers" | "quit" | "exit", Some(_), _) => {
+        ("whois", None) => return usage("/whois NAME"),
+        ("nick", Some(name)) => match a_name(name) {
+            Ok(name) => Command::Nick(name),
+            Err(invalid) => return invalid,
+        },
+        ("nick", None) => return usage("/nick NEWNAME"),
+        ("history", None) => Command::History(DEFAULT_HISTORY),
+        ("history", Some(n)) => match n.parse() {
+            Ok(n) if n > 0 => Command::History(n),
+            _ => return usage("/history [N], N a number of messages from 1"),
+        },
+        ("help" | "peers" | "quit" | "exit", Some(_)) => {
             return usage(&format!("/{name} (no arguments)"));
         }
         _ => {
@@ -118,7 +130,10 @@ pub fn run(node: &Node, command: &Command) -> Result<Reply, NodeError> {
             ),
         },
         Command::Nick(name) => match node.rename(name) {
-            Ok(()) => Reply::Lines(vec![format!("you are now {}", display(name))]),
+            Ok(()) => Reply::Lines(vec![format!(
+                "you are now {} (kept when you start again with the same --name or --data-dir)",
+                display(name)
+            )]),
             Err(e @ (NodeError::Name(_) | NodeError::NameTaken { .. })) => {
                 Reply::Error(e.to_string())
             }
@@ -181,6 +196,14 @@ mod tests {
             Command::Whois("bob#91d0e4".into())
         );
         assert_eq!(command("/nick  carol "), Command::Nick("carol".into()));
+        assert_eq!(
+            command("/nick Alice Smith"),
+            Command::Nick("Alice Smith".into())
+        );
+        assert_eq!(
+            command("/whois  Alice Smith "),
+            Command::Whois("Alice Smith".into())
+        );
         assert_eq!(command("/history"), Command::History(DEFAULT_HISTORY));
         assert_eq!(command("/history 5"), Command::History(5));
         assert_eq!(command("/quit"), Command::Quit);
@@ -206,9 +229,13 @@ mod tests {
         );
         for line in [
             "/nick",
-            "/nick two words",
+            "/nick a\tb",
+            &format!("/nick {}", "n".repeat(65)),
             "/whois",
+            &format!("/whois {}", "n".repeat(100)),
             "/history lots",
+            "/history 0",
+            "/history 1 2",
             "/quit now",
             "/",
         ] {

@@ -56,6 +56,16 @@ pub fn connection_failed(
     line
 }
 
+/// The notice that a catch-up is complete. It counts log entries, which are messages and
+/// profiles (a user's first entry names them), so it says so.
+pub fn caught_up(name: &str, received: u64) -> String {
+    format!(
+        "caught up with {}: {} received (messages and profiles)",
+        display(name),
+        entries(received)
+    )
+}
+
 /// A timestamp (milliseconds since the Unix epoch, as written by the author's clock) in local
 /// time, formatted with `pattern`; question marks if the clock was absurd.
 fn local(ms: u64, pattern: &str, unknown: &str) -> String {

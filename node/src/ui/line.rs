@@ -14,7 +14,7 @@ use tokio::io::AsyncBufReadExt;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::commands::{self, Input, Reply};
-use super::format::{connection_failed, display, entries, own_log_restored, thousands};
+use super::format::{caught_up, connection_failed, display, own_log_restored, thousands};
 use super::out::{self, Out, Stream};
 use super::{Names, Signals, json};
 
@@ -57,6 +57,7 @@ pub async fn run(node: Node, format: Format, mut signals: Signals) -> ExitCode {
     };
     let mut events = node.events();
     let mut printed = HashSet::new();
+    let mut looking_for = HashSet::new();
     for address in node.listen_addrs() {
         status.event(&Event::Listening {
             address: address.clone(),
@@ -118,6 +119,9 @@ pub async fn run(node: Node, format: Format, mut signals: Signals) -> ExitCode {
             },
             event = events.recv() => match event {
                 Ok(Event::Listening { address }) if !printed.insert(address.clone()) => {}
+                // Said once per name, as in the chat window (JSON gets every repeat).
+                Ok(Event::LookingFor { name })
+                    if format == Format::Plain && !looking_for.insert(name.clone()) => {}
                 Ok(Event::Error { message }) => {
                     status.error(&format!("{message}; stopping"));
                     break ExitCode::FAILURE;
@@ -261,11 +265,7 @@ impl Status {
                 } => self.draw_progress(name, *received, *total),
                 Event::SyncComplete { name, received, .. } if self.progress.is_some() => {
                     self.clear_progress();
-                    self.info(&format!(
-                        "caught up with {}: {}",
-                        display(name),
-                        entries(*received)
-                    ));
+                    self.info(&caught_up(name, *received));
                 }
                 event => {
                     if let Some(line) = plain(event) {

@@ -104,12 +104,14 @@ pub struct Names(HashMap<Author, String>);
 
 impl Names {
     /// Records the current names; returns `OLD is now known as NEW` for each that changed
-    /// (not for a first profile replacing a bare `#fingerprint`).
+    /// (not for a first profile replacing a bare `#fingerprint`, nor for the user's own
+    /// rename, which `/nick` answers already).
     pub fn update(&mut self, contacts: &[Contact]) -> Vec<String> {
         let mut notices = Vec::new();
         for contact in contacts {
             let old = self.0.insert(contact.author, contact.name.clone());
-            if let Some(old) = old.filter(|old| *old != contact.name && !old.starts_with('#')) {
+            let renamed = old.filter(|old| *old != contact.name && !old.starts_with('#'));
+            if let Some(old) = renamed.filter(|_| !contact.is_self) {
                 notices.push(format!(
                     "{} is now known as {}",
                     format::display(&old),
@@ -152,5 +154,22 @@ mod tests {
             ["bob is now known as robert"]
         );
         assert!(names.update(&[contact("robert")]).is_empty());
+        let me = Contact {
+            is_self: true,
+            ..contact("alice")
+        };
+        names.update(std::slice::from_ref(&me));
+        let renamed = Contact {
+            name: "alicia".into(),
+            ..me
+        };
+        assert!(
+            names.update(std::slice::from_ref(&renamed)).is_empty(),
+            "your own rename is answered by /nick, not noticed again"
+        );
+        assert_eq!(
+            names.get(&renamed.author).map(String::as_str),
+            Some("alicia")
+        );
     }
 }

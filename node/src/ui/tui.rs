@@ -24,7 +24,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::Signals;
 use super::commands::{self, Input, Reply};
-use super::format::{connection_failed, display, entries};
+use super::format::{caught_up, connection_failed, display};
 use super::view::{Action, App, Item};
 
 /// The shortest time between two redraws.
@@ -111,7 +111,7 @@ pub async fn run(node: Node, mut signals: Signals) -> ExitCode {
                     }
                     Ok(Event::SyncComplete { name, received, .. }) => {
                         if received > 0 {
-                            app.push(Item::Notice(format!("caught up with {}: {}", display(&name), entries(received))));
+                            app.push(Item::Notice(caught_up(&name, received)));
                         }
                         true
                     }

@@ -24,6 +24,23 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
 
+/// The scenarios, in the order `all` runs them.
+const SCENARIOS: [&str; 6] = [
+    "catchup",
+    "live",
+    "transitive",
+    "reconnect",
+    "startup",
+    "mesh",
+];
+
+/// What `bench --help` prints.
+const USAGE: &str = "usage: bench [all|catchup|live|transitive|reconnect|startup|mesh]... [--n N] [--big N] [--scuttleup DIR]
+  --n N             catch-up size (default 100000)
+  --big N           size of the reconnect/start-up store (default 1000000)
+  --scuttleup DIR   also run the scuttleup baseline from DIR (see docs/benchmarks.md)
+Build it with --release: cargo run --release -p p2pchat-tests --bin bench -- all";
+
 /// Longest any scenario step may take.
 const STEP_LIMIT: Duration = Duration::from_secs(300);
 
@@ -41,24 +58,17 @@ async fn main() -> anyhow::Result<()> {
                     args.next().context("--scuttleup needs a dir")?,
                 ))
             }
-            "all" => scenarios.extend(
-                [
-                    "catchup",
-                    "live",
-                    "transitive",
-                    "reconnect",
-                    "startup",
-                    "mesh",
-                ]
-                .map(String::from),
-            ),
-            other => scenarios.push(other.to_owned()),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            "all" => scenarios.extend(SCENARIOS.map(String::from)),
+            other if SCENARIOS.contains(&other) => scenarios.push(other.to_owned()),
+            other => bail!("unknown scenario or option {other:?}\n{USAGE}"),
         }
     }
     if scenarios.is_empty() {
-        bail!(
-            "usage: bench [all|catchup|live|transitive|reconnect|startup|mesh]... [--n N] [--big N] [--scuttleup DIR]"
-        );
+        bail!("no scenario given\n{USAGE}");
     }
     let work = tempfile::tempdir()?;
     let bench = Bench {
@@ -118,7 +128,7 @@ impl Bench {
     /// written them.
     async fn fill(&self, name: &str, n: u64) -> anyhow::Result<Duration> {
         let mut child = Command::new(&self.binary)
-            .args(["import", "--name", name, "--data-dir"])
+            .args(["import", "--create", "--name", name, "--data-dir"])
             .arg(self.dir(name))
             .stdin(Stdio::piped())
             .stderr(Stdio::null())

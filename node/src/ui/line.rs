@@ -105,7 +105,13 @@ pub async fn run(node: Node, format: Format, mut signals: Signals) -> ExitCode {
                             None => break,
                         }
                     }
-                    match status.typed(&node, &typed) {
+                    // A command can take a while (`/history 50000` on a busy machine): a signal
+                    // does not wait for it.
+                    let handled = tokio::select! {
+                        handled = status.typed(&node, &typed) => handled,
+                        () = signals.recv() => break ExitCode::SUCCESS,
+                    };
+                    match handled {
                         Ok(true) => {}
                         Ok(false) => break ExitCode::SUCCESS,
                         Err(e) => {
@@ -193,7 +199,7 @@ impl Status {
     /// Handles typed lines in order: messages (stored together, in one durable write, between
     /// commands), or commands in plain mode. `Ok(false)` to quit; `Err` when the node cannot
     /// go on.
-    fn typed(&mut self, node: &Node, lines: &[String]) -> Result<bool, NodeError> {
+    async fn typed(&mut self, node: &Node, lines: &[String]) -> Result<bool, NodeError> {
         let mut texts: Vec<String> = Vec::new();
         for line in lines {
             let line = line.trim_end_matches('\r');
@@ -212,7 +218,7 @@ impl Status {
                 Input::Invalid(why) => self.error(&why),
                 Input::Command(command) => {
                     self.send(node, &mut texts)?;
-                    match commands::run(node, &command)? {
+                    match commands::run(node, &command).await? {
                         Reply::Lines(lines) => lines.iter().for_each(|line| self.info(line)),
                         Reply::Error(why) => self.error(&why),
                         Reply::Quit => return Ok(false),

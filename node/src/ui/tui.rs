@@ -58,7 +58,7 @@ pub async fn run(node: Node, mut signals: Signals) -> ExitCode {
             key = keys.next() => match key {
                 Some(Ok(TermEvent::Key(key))) => match app.on_key(key) {
                     Some(Action::Quit) => break None,
-                    Some(Action::Submit(line)) => match submit(&node, &mut app, &line) {
+                    Some(Action::Submit(line)) => match submit(&node, &mut app, &line).await {
                         Ok(true) => {}
                         Ok(false) => break None,
                         Err(e) => break Some(e.to_string()),
@@ -143,7 +143,7 @@ pub async fn run(node: Node, mut signals: Signals) -> ExitCode {
 }
 
 /// Sends a typed line or runs a command; `Ok(false)` to quit, `Err` if the node cannot go on.
-fn submit(node: &Node, app: &mut App, line: &str) -> Result<bool, NodeError> {
+async fn submit(node: &Node, app: &mut App, line: &str) -> Result<bool, NodeError> {
     match commands::parse(line) {
         Input::Message(text) => match node.send(&text) {
             Ok(_) => {} // it comes back through the feed like any other message
@@ -151,7 +151,7 @@ fn submit(node: &Node, app: &mut App, line: &str) -> Result<bool, NodeError> {
             Err(e) => return Err(e),
         },
         Input::Invalid(why) => app.push(Item::Error(why)),
-        Input::Command(command) => match commands::run(node, &command)? {
+        Input::Command(command) => match commands::run(node, &command).await? {
             Reply::Lines(lines) => lines
                 .into_iter()
                 .for_each(|line| app.push(Item::Notice(line))),

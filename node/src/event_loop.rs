@@ -636,6 +636,7 @@ impl EventLoop {
             return;
         }
         let first_hello = !self.accepted.contains(&peer);
+        let shown_as = self.display_claim(&peer, &hello.name);
         {
             let mut peers = self.shared.peers();
             let state = peers.entry(peer).or_default();
@@ -646,6 +647,27 @@ impl EventLoop {
                 let store = &self.shared.store;
                 state.catch_up =
                     CatchUp::new(&store.heads(), &heads, |author| store.is_frozen(author));
+                // Said while the peer table is locked: the peer's push stream is read only
+                // once it is in the table, so the start of a catch-up is announced before any
+                // of its entries is stored (line mode holds those to print them in order).
+                self.shared.emit(Event::Connected {
+                    peer,
+                    name: shown_as,
+                });
+                let name = hello.name.clone();
+                self.shared.emit(match &state.catch_up {
+                    Some(catch_up) => Event::SyncProgress {
+                        peer,
+                        name,
+                        received: 0,
+                        total: catch_up.total,
+                    },
+                    None => Event::SyncComplete {
+                        peer,
+                        name,
+                        received: 0,
+                    },
+                });
             }
         }
         self.check_own_claim(peer, &hello);
@@ -654,22 +676,6 @@ impl EventLoop {
             self.awaiting_hello.remove(&peer);
             let changed = self.router.joined(peer, author, heads.keys().copied());
             self.send_skip_lists(changed);
-            let name = self.display_claim(&peer, &hello.name);
-            self.shared.emit(Event::Connected { peer, name });
-            let catching_up = self
-                .shared
-                .peers()
-                .get(&peer)
-                .is_some_and(|state| state.catch_up.is_some());
-            if catching_up {
-                self.shared.report_catch_up();
-            } else {
-                self.shared.emit(Event::SyncComplete {
-                    peer,
-                    name: hello.name.clone(),
-                    received: 0,
-                });
-            }
         }
         if !self.pushers.contains_key(&peer) {
             let shared = self.shared.clone();

@@ -10,7 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Weak;
 
 use p2pchat_protocol::{Entry, Heads};
-use p2pchat_storage::HistoryPos;
+use p2pchat_storage::{HistoryKey, HistoryPos};
 use tokio::sync::watch;
 
 use crate::Message;
@@ -104,7 +104,7 @@ impl MessageFeed {
                         entries.extend(chunk);
                     }
                 }
-                entries.sort_by_key(|e| (e.lamport(), e.author(), e.seq()));
+                entries.sort_by_key(HistoryKey::of);
                 self.phase = Phase::Live { delivered };
                 let found = !entries.is_empty();
                 (entries, found)

@@ -39,5 +39,7 @@ pub use feed::MessageFeed;
 pub use import::{IMPORT_CHUNK, Imported, import};
 pub use node::{Event, Message, Node, NodeBuilder, NodeError, PeerSpec, Stats, check_text};
 pub use own_log::MAX_HELD;
+/// The merged history's order, as [`Message::history_key`] gives it.
+pub use p2pchat_storage::HistoryKey;
 pub use room::{RoomKey, RoomKeyError};
 pub use roster::{Archive, Contact, SyncProgress, identity_of};

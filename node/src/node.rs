@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use libp2p::{Multiaddr, PeerId};
 use p2pchat_protocol::entry::check_name;
 use p2pchat_protocol::{Author, Body, DecodeError, Entry, SigningKey};
-use p2pchat_storage::{RefusedLog, Store, StoreError};
+use p2pchat_storage::{HistoryKey, RefusedLog, Store, StoreError};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -136,6 +136,13 @@ impl Message {
             timestamp: entry.timestamp(),
             text: text.clone(),
         })
+    }
+
+    /// Where the message sits in the merged history, the order [`Node::messages`] gives the
+    /// stored history in (and [`Node::history`]): a user interface shows messages that arrive
+    /// out of that order (a catch-up sends one log after another) in their place by this key.
+    pub fn history_key(&self) -> HistoryKey {
+        HistoryKey::new(self.lamport, self.author, self.seq)
     }
 }
 

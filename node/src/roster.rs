@@ -133,9 +133,14 @@ impl Node {
         Ok(())
     }
 
-    /// The last `n` messages, in merged order, as [`Node::messages`] shows them.
-    pub fn history(&self, n: usize) -> Result<Vec<Message>, NodeError> {
-        last_messages(&self.shared.store, n)
+    /// The last `n` messages, in merged order, as [`Node::messages`] shows them. Read on a
+    /// blocking thread: `n` may be large, and the caller's task stays free meanwhile (to
+    /// notice a signal, say).
+    pub async fn history(&self, n: usize) -> Result<Vec<Message>, NodeError> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || last_messages(&shared.store, n))
+            .await
+            .map_err(|_| NodeError::Stopped)?
     }
 }
 
@@ -234,9 +239,12 @@ mod tests {
         }
         let texts =
             |messages: Vec<Message>| messages.into_iter().map(|m| m.text).collect::<Vec<_>>();
-        assert_eq!(texts(alice.history(2).unwrap()), ["two", "three"]);
-        assert_eq!(texts(alice.history(10).unwrap()), ["one", "two", "three"]);
-        assert!(alice.history(0).unwrap().is_empty());
+        assert_eq!(texts(alice.history(2).await.unwrap()), ["two", "three"]);
+        assert_eq!(
+            texts(alice.history(10).await.unwrap()),
+            ["one", "two", "three"]
+        );
+        assert!(alice.history(0).await.unwrap().is_empty());
 
         assert!(matches!(alice.rename(""), Err(NodeError::Name(_))));
         alice.rename("alicia").unwrap();
@@ -246,7 +254,7 @@ mod tests {
         assert!(contacts[0].is_self && !contacts[0].connected);
         assert_eq!(contacts[0].held, 5, "profile, three lines, new profile");
         assert_eq!(
-            alice.history(1).unwrap()[0].name,
+            alice.history(1).await.unwrap()[0].name,
             "alicia",
             "history shows names as they are now"
         );

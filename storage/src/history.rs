@@ -1,4 +1,5 @@
-//! The merged history: every log interleaved by lamport clock, then author, then seq.
+//! The merged history: every log interleaved by lamport clock, then author, then seq
+//! ([`HistoryKey`]).
 //!
 //! A log's lamport clocks grow with its seq (a validation rule), so each log is already in
 //! history order and the history is their k-way merge. Nothing is indexed when entries are
@@ -18,6 +19,32 @@ use crate::{Store, StoreError};
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HistoryPos(Heads);
 
+/// Where an entry sits in the merged history: ordered by lamport clock, then author, then seq.
+/// The one definition of that order, for the store's walks and for anyone who shows entries
+/// as they arrive (the message feed, the user interfaces).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HistoryKey {
+    lamport: u64,
+    author: Author,
+    seq: u64,
+}
+
+impl HistoryKey {
+    /// The key of the entry by `author` at `seq` with clock `lamport`.
+    pub fn new(lamport: u64, author: Author, seq: u64) -> Self {
+        HistoryKey {
+            lamport,
+            author,
+            seq,
+        }
+    }
+
+    /// The key of `entry`.
+    pub fn of(entry: &Entry) -> Self {
+        HistoryKey::new(entry.lamport(), entry.author(), entry.seq())
+    }
+}
+
 /// Entries a log's first read takes; each further read takes four times more, up to
 /// [`MAX_CHUNK`]. Small first reads keep a page cheap when there are many logs; growing ones
 /// keep a long walk through one log at few reads.
@@ -36,7 +63,7 @@ struct Run {
 /// The next entry of a run, ordered so that the heap's top is the next in the walk.
 #[derive(PartialEq, Eq)]
 struct Next {
-    key: (u64, Author, u64),
+    key: HistoryKey,
     run: usize,
     newest_first: bool,
 }
@@ -126,7 +153,7 @@ impl<'s> Merge<'s> {
         }
         if let Some(entry) = self.runs[run].ahead.front() {
             self.heap.push(Next {
-                key: (entry.lamport(), entry.author(), entry.seq()),
+                key: HistoryKey::of(entry),
                 run,
                 newest_first: self.newest_first,
             });

@@ -30,7 +30,7 @@ use p2pchat_protocol::{
 };
 
 mod history;
-pub use history::HistoryPos;
+pub use history::{HistoryKey, HistoryPos};
 
 /// What can go wrong with the store.
 #[derive(Debug, thiserror::Error)]

@@ -110,7 +110,7 @@ pub enum Reply {
 }
 
 /// Runs `command` on `node`. Only a storage failure is an `Err`: the node cannot go on.
-pub fn run(node: &Node, command: &Command) -> Result<Reply, NodeError> {
+pub async fn run(node: &Node, command: &Command) -> Result<Reply, NodeError> {
     Ok(match command {
         Command::Help => Reply::Lines(HELP.iter().map(|line| (*line).to_owned()).collect()),
         Command::Peers => Reply::Lines(node.contacts().iter().map(describe).collect()),
@@ -140,11 +140,14 @@ pub fn run(node: &Node, command: &Command) -> Result<Reply, NodeError> {
             Err(e) => return Err(e),
         },
         Command::History(n) => {
-            let messages = node.history(*n)?;
+            let messages = node.history(*n).await?;
             if messages.is_empty() {
                 Reply::Lines(vec!["no messages yet".to_owned()])
             } else {
-                Reply::Lines(messages.iter().map(history_line).collect())
+                // Tens of thousands of lines take a while to format too: not on this task.
+                let format = move || messages.iter().map(history_line).collect();
+                let lines = tokio::task::spawn_blocking(format).await;
+                Reply::Lines(lines.map_err(|_| NodeError::Stopped)?)
             }
         }
         Command::Quit => Reply::Quit,

@@ -2,6 +2,10 @@
 //! commands, a progress line during a long catch-up when stderr is a terminal. JSON: NDJSON
 //! events on stdout, and every stdin line is a message. All output goes through [`out`]'s
 //! writer thread, so a reader that stops reading never blocks the loop (or its signals).
+//!
+//! A printed line cannot move, and a catch-up brings one log after another, so messages that
+//! arrive during a catch-up are held and printed in merged order when it completes (see
+//! [`Printer`]).
 
 use std::collections::HashSet;
 use std::io::IsTerminal;
@@ -9,9 +13,11 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use p2pchat_node::{Event, Message, Node, NodeError, check_text};
+use libp2p::PeerId;
+use p2pchat_node::{Event, Message, MessageFeed, Node, NodeError, check_text};
+use p2pchat_protocol::Author;
 use tokio::io::AsyncBufReadExt;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 
 use super::commands::{self, Input, Reply};
 use super::format::{caught_up, connection_failed, display, own_log_restored, thousands};
@@ -29,6 +35,12 @@ const OUTPUT_GRACE: Duration = Duration::from_secs(1);
 
 /// How often a progress line may be redrawn.
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
+/// Most messages held during a catch-up before they are printed anyway (in order).
+const HOLD_LINES: usize = 10_000;
+
+/// Longest a message is held during a catch-up.
+const HOLD_FOR: Duration = Duration::from_secs(2);
 
 /// Line mode's two formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +67,7 @@ pub async fn run(node: Node, format: Format, mut signals: Signals) -> ExitCode {
         progress: None,
         tty: std::io::stderr().is_terminal(),
     };
+    // The first subscriber: it gets what was said during start-up. The printer subscribes after.
     let mut events = node.events();
     let mut printed = HashSet::new();
     let mut looking_for = HashSet::new();
@@ -65,24 +78,7 @@ pub async fn run(node: Node, format: Format, mut signals: Signals) -> ExitCode {
         printed.insert(address);
     }
 
-    let mut messages = node.messages();
-    let mut printer = tokio::spawn(async move {
-        while let Some(message) = messages.next().await {
-            // The messages already at hand (a page of history) go out as one piece.
-            let mut lines = message_line(format, &message);
-            let mut count = 1;
-            while count < PRINT_BATCH {
-                let Some(Some(message)) = messages.next().now_or_never() else {
-                    break;
-                };
-                lines.push_str(&message_line(format, &message));
-                count += 1;
-            }
-            if !out.messages(lines, count).await {
-                break; // stdout is gone
-            }
-        }
-    });
+    let mut printer = tokio::spawn(Printer::new(&node, format, out).run(node.messages()));
 
     let mut names = Names::default();
     names.update(&node.contacts());
@@ -106,7 +102,13 @@ pub async fn run(node: Node, format: Format, mut signals: Signals) -> ExitCode {
                             None => break,
                         }
                     }
-                    match status.typed(&node, &typed) {
+                    // A command can take a while (`/history 50000` on a busy machine): a signal
+                    // does not wait for it.
+                    let handled = tokio::select! {
+                        handled = status.typed(&node, &typed) => handled,
+                        () = signals.recv() => break ExitCode::SUCCESS,
+                    };
+                    match handled {
                         Ok(true) => {}
                         Ok(false) => break ExitCode::SUCCESS,
                         Err(e) => {
@@ -182,6 +184,177 @@ pub async fn run(node: Node, format: Format, mut signals: Signals) -> ExitCode {
     code
 }
 
+/// Prints chat messages on stdout, in merged order across catch-ups.
+///
+/// While a catch-up runs (from a peer's first `SyncProgress` to its `SyncComplete`), messages
+/// are held, and printed sorted by [`Message::history_key`] when the last catch-up completes,
+/// once [`HOLD_LINES`] are held, or once the first has waited [`HOLD_FOR`], whichever comes
+/// first. A line of your own is never held: it is printed at once, after what was held (sorted
+/// together), so you see it promptly, below the lines it may answer. Lines of a catch-up that
+/// arrive after that are printed after it.
+struct Printer {
+    format: Format,
+    out: Out,
+    me: Author,
+    catch_ups: CatchUps,
+    /// Messages held, in arrival order.
+    held: Vec<Message>,
+    /// When the first of `held` came.
+    held_since: Option<tokio::time::Instant>,
+}
+
+impl Printer {
+    fn new(node: &Node, format: Format, out: Out) -> Self {
+        // Subscribed before looking at the catch-ups under way, so none is missed in between.
+        let events = node.events();
+        let running = node
+            .contacts()
+            .into_iter()
+            .filter(|contact| contact.sync.is_some())
+            .filter_map(|contact| contact.peer)
+            .collect();
+        Printer {
+            format,
+            out,
+            me: node.author(),
+            catch_ups: CatchUps {
+                events,
+                open: true,
+                running,
+            },
+            held: Vec::new(),
+            held_since: None,
+        }
+    }
+
+    /// Prints `messages` until the feed ends (the node stopped) or stdout is gone.
+    async fn run(mut self, mut messages: MessageFeed) {
+        loop {
+            let deadline = self.held_since.map(|since| since + HOLD_FOR);
+            let due = deadline.is_some_and(|at| at <= tokio::time::Instant::now())
+                || self.held.len() >= HOLD_LINES;
+            if !self.held.is_empty() && (self.catch_ups.running.is_empty() || due) {
+                if self.catch_ups.running.is_empty() {
+                    // The entries of the batch that completed it were stored before it was
+                    // said: take them too.
+                    while self.held.len() < HOLD_LINES {
+                        let Some(Some(message)) = messages.next().now_or_never() else {
+                            break;
+                        };
+                        self.held.push(message);
+                    }
+                }
+                if !self.flush().await {
+                    return;
+                }
+                continue;
+            }
+            tokio::select! {
+                event = self.catch_ups.events.recv(), if self.catch_ups.open => {
+                    self.catch_ups.note(event);
+                }
+                message = messages.next() => {
+                    let Some(message) = message else { break };
+                    // The messages already at hand (a page of history) go out as one piece.
+                    let mut batch = vec![message];
+                    while batch.len() < PRINT_BATCH {
+                        let Some(Some(message)) = messages.next().now_or_never() else {
+                            break;
+                        };
+                        batch.push(message);
+                    }
+                    // A catch-up is said to start before any of its entries is stored.
+                    self.catch_ups.note_said();
+                    let own = batch.iter().any(|message| message.author == self.me);
+                    if self.catch_ups.running.is_empty() && self.held.is_empty() {
+                        if !print(&self.out, self.format, &mut self.catch_ups, &batch).await {
+                            return;
+                        }
+                    } else {
+                        self.held.extend(batch);
+                        self.held_since.get_or_insert_with(tokio::time::Instant::now);
+                        if own && !self.flush().await {
+                            return;
+                        }
+                    }
+                }
+                () = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)),
+                    if deadline.is_some() => {} // flushed at the top of the loop
+            }
+        }
+        // The node stopped: print what is held.
+        self.flush().await;
+    }
+
+    /// Prints what is held, in merged order; `false` once stdout is gone.
+    async fn flush(&mut self) -> bool {
+        let mut held = std::mem::take(&mut self.held);
+        self.held_since = None;
+        held.sort_unstable_by_key(Message::history_key);
+        print(&self.out, self.format, &mut self.catch_ups, &held).await
+    }
+}
+
+/// The catch-ups under way, followed through the status events.
+struct CatchUps {
+    events: broadcast::Receiver<Event>,
+    /// Whether the events still come (the node runs).
+    open: bool,
+    /// Peers whose catch-up has started and not completed.
+    running: HashSet<PeerId>,
+}
+
+impl CatchUps {
+    /// Takes note of one event.
+    fn note(&mut self, event: Result<Event, RecvError>) {
+        match event {
+            Ok(Event::SyncProgress { peer, .. }) => {
+                self.running.insert(peer);
+            }
+            Ok(Event::SyncComplete { peer, .. } | Event::Disconnected { peer, .. }) => {
+                self.running.remove(&peer);
+            }
+            Ok(_) => {}
+            // Some events were lost: forget the catch-ups rather than hold lines for one that
+            // ended; one still running says so again with its next batch.
+            Err(RecvError::Lagged(_)) => self.running.clear(),
+            Err(RecvError::Closed) => {
+                self.open = false;
+                self.running.clear();
+            }
+        }
+    }
+
+    /// Takes note of every event said so far.
+    fn note_said(&mut self) {
+        while self.open {
+            match self.events.try_recv() {
+                Ok(event) => self.note(Ok(event)),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Lagged(n)) => self.note(Err(RecvError::Lagged(n))),
+                Err(TryRecvError::Closed) => self.note(Err(RecvError::Closed)),
+            }
+        }
+    }
+}
+
+/// Queues `messages` on stdout in pieces of [`PRINT_BATCH`], following the catch-ups while it
+/// waits for room (stdout read slowly); `false` once stdout is gone.
+async fn print(out: &Out, format: Format, catch_ups: &mut CatchUps, messages: &[Message]) -> bool {
+    for piece in messages.chunks(PRINT_BATCH) {
+        let lines: String = piece.iter().map(|m| message_line(format, m)).collect();
+        let queued = out.messages(lines, piece.len());
+        tokio::pin!(queued);
+        loop {
+            tokio::select! {
+                queued = &mut queued => if queued { break } else { return false },
+                event = catch_ups.events.recv(), if catch_ups.open => catch_ups.note(event),
+            }
+        }
+    }
+    true
+}
+
 /// A chat message as printed on stdout, newline included.
 fn message_line(format: Format, message: &Message) -> String {
     match format {
@@ -206,7 +379,7 @@ impl Status {
     /// Handles typed lines in order: messages (stored together, in one durable write, between
     /// commands), or commands in plain mode. `Ok(false)` to quit; `Err` when the node cannot
     /// go on.
-    fn typed(&mut self, node: &Node, lines: &[String]) -> Result<bool, NodeError> {
+    async fn typed(&mut self, node: &Node, lines: &[String]) -> Result<bool, NodeError> {
         let mut texts: Vec<String> = Vec::new();
         for line in lines {
             let line = line.trim_end_matches('\r');
@@ -225,7 +398,7 @@ impl Status {
                 Input::Invalid(why) => self.error(&why),
                 Input::Command(command) => {
                     self.send(node, &mut texts)?;
-                    match commands::run(node, &command)? {
+                    match commands::run(node, &command).await? {
                         Reply::Lines(lines) => lines.iter().for_each(|line| self.info(line)),
                         Reply::Error(why) => self.error(&why),
                         Reply::Quit => return Ok(false),

@@ -76,7 +76,7 @@ pub async fn run(node: Node, mut signals: Signals) -> ExitCode {
                     Some(Err(e)) => break Some(format!("reading the terminal failed: {e}")),
                     None => break None,
                 };
-                match on_input(&node, &mut app, burst) {
+                match on_input(&node, &mut app, burst).await {
                     Ok(true) => {}
                     Ok(false) => break None,
                     Err(e) => break Some(e.to_string()),
@@ -176,7 +176,7 @@ fn burst_from(first: TermEvent) -> std::io::Result<Vec<TermEvent>> {
 /// its size is reported, and if it was the last line submitted and nothing was typed after
 /// it, put back in the input line to be shortened. `Ok(false)` to quit (after storing what
 /// was submitted before); `Err` if the node cannot go on.
-fn on_input(node: &Node, app: &mut App, burst: Vec<TermEvent>) -> Result<bool, NodeError> {
+async fn on_input(node: &Node, app: &mut App, burst: Vec<TermEvent>) -> Result<bool, NodeError> {
     let mut texts: Vec<String> = Vec::new();
     let mut refused: Option<(String, NodeError)> = None;
     let mut submitted = false;
@@ -215,7 +215,7 @@ fn on_input(node: &Node, app: &mut App, burst: Vec<TermEvent>) -> Result<bool, N
                 Input::Invalid(why) => app.push(Item::Error(why)),
                 Input::Command(command) => {
                     send(node, &mut texts)?;
-                    match commands::run(node, &command)? {
+                    match commands::run(node, &command).await? {
                         Reply::Lines(lines) => lines
                             .into_iter()
                             .for_each(|line| app.push(Item::Notice(line))),

@@ -2,9 +2,11 @@
 //! ratatui's `TestBackend`): messages with scrollback, the people panel, the input line.
 
 use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::ops::Bound::{Excluded, Included, Unbounded};
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind};
-use p2pchat_node::{Contact, Message};
+use p2pchat_node::{Contact, HistoryKey, Message};
 use p2pchat_protocol::Author;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Position, Rect};
@@ -21,6 +23,8 @@ use super::input::InputLine;
 const PANEL_WIDTH: u16 = 30;
 /// The narrowest terminal that still gets a people panel.
 const PANEL_MIN_WIDTH: u16 = 72;
+/// Most lines the conversation keeps (older ones: `/history N`, `p2pchat export`).
+const MAX_ITEMS: usize = 10_000;
 /// Rows scrolled per mouse wheel step.
 const WHEEL_STEP: usize = 3;
 /// Columns before a message's text (`HH:MM `), where wrapped lines continue.
@@ -57,16 +61,33 @@ pub enum Action {
     Quit,
 }
 
+/// Where a line sits in the conversation: a message at its place in the merged history (a
+/// catch-up brings one log after another, and each message still lands in its place); any
+/// other line after the newest message there was when it came, in the order they came.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Place {
+    /// The message's key, or for other lines the newest message's then.
+    after: Option<HistoryKey>,
+    /// Whether the line is not a message (so it comes after the message it follows).
+    notice: bool,
+    /// When it came, making every place unique.
+    arrival: u64,
+}
+
 /// Everything the terminal UI shows.
 pub struct App {
     me: Author,
-    items: Vec<Item>,
+    /// The conversation, at most [`MAX_ITEMS`] lines, oldest first.
+    items: BTreeMap<Place, Item>,
+    /// Lines added so far, for [`Place::arrival`].
+    arrivals: u64,
     /// Current names by key, so a rename shows on earlier messages too.
     names: Names,
     contacts: Vec<Contact>,
     input: InputLine,
-    /// How many items lie below the view (0: following the newest).
-    scroll: usize,
+    /// The line at the bottom of the view when scrolled back (`None`: following the newest).
+    /// Lines added above or below it do not move it.
+    anchor: Option<Place>,
     /// Items wholly visible in the last drawing, to page by.
     page: Cell<usize>,
 }
@@ -76,21 +97,43 @@ impl App {
     pub fn new(me: Author) -> Self {
         App {
             me,
-            items: Vec::new(),
+            items: BTreeMap::new(),
+            arrivals: 0,
             names: Names::default(),
             contacts: Vec::new(),
             input: InputLine::default(),
-            scroll: 0,
+            anchor: None,
             page: Cell::new(1),
         }
     }
 
-    /// Adds a line at the bottom. A view scrolled back stays where it is.
+    /// Adds a line: a message at its place in the merged history, anything else at the bottom.
+    /// A view scrolled back stays where it is. Past [`MAX_ITEMS`], the oldest line goes.
     pub fn push(&mut self, item: Item) {
-        if self.scroll > 0 {
-            self.scroll += 1;
+        let newest = self
+            .items
+            .last_key_value()
+            .and_then(|(place, _)| place.after);
+        let place = match &item {
+            Item::Message(message) => Place {
+                after: Some(message.history_key()),
+                notice: false,
+                arrival: self.arrivals,
+            },
+            _ => Place {
+                after: newest,
+                notice: true,
+                arrival: self.arrivals,
+            },
+        };
+        self.arrivals += 1;
+        self.items.insert(place, item);
+        while self.items.len() > MAX_ITEMS {
+            let oldest = self.items.pop_first().map(|(place, _)| place);
+            if self.anchor.is_some() && self.anchor == oldest {
+                self.anchor = self.items.first_key_value().map(|(place, _)| *place);
+            }
         }
-        self.items.push(item);
     }
 
     /// Replaces the people panel's contents and the names shown on messages, with a notice
@@ -134,7 +177,7 @@ impl App {
             KeyCode::Down => self.input.next(),
             KeyCode::PageUp => self.scroll_up(self.page.get().saturating_sub(1).max(1)),
             KeyCode::PageDown => self.scroll_down(self.page.get().saturating_sub(1).max(1)),
-            KeyCode::Esc => self.scroll = 0,
+            KeyCode::Esc => self.anchor = None,
             _ => {}
         }
         None
@@ -173,7 +216,7 @@ impl App {
         if line.trim().is_empty() {
             return None;
         }
-        self.scroll = 0;
+        self.anchor = None;
         Some(line)
     }
 
@@ -186,12 +229,27 @@ impl App {
         }
     }
 
+    /// Moves the view `items` lines back, to the oldest line at most.
     fn scroll_up(&mut self, items: usize) {
-        self.scroll = (self.scroll + items).min(self.items.len().saturating_sub(1));
+        let bottom = self
+            .anchor
+            .or_else(|| self.items.last_key_value().map(|(place, _)| *place));
+        let Some(bottom) = bottom else { return };
+        if let Some((place, _)) = self.items.range(..bottom).rev().take(items).last() {
+            self.anchor = Some(*place);
+        }
     }
 
+    /// Moves the view `items` lines on, following the newest again once it gets there.
     fn scroll_down(&mut self, items: usize) {
-        self.scroll = self.scroll.saturating_sub(items);
+        let Some(anchor) = self.anchor else { return };
+        let newest = self.items.last_key_value().map(|(place, _)| *place);
+        self.anchor = self
+            .items
+            .range((Excluded(anchor), Unbounded))
+            .nth(items.saturating_sub(1))
+            .map(|(place, _)| *place)
+            .filter(|place| Some(*place) != newest);
     }
 
     /// Draws the whole screen.
@@ -237,14 +295,19 @@ impl App {
     /// those: a long history costs nothing until it is scrolled to.
     fn render_messages(&self, frame: &mut Frame, area: Rect) {
         let (width, mut height) = (area.width as usize, area.height as usize);
-        let end = self.items.len() - self.scroll.min(self.items.len());
-        let below = self.items.len() - end;
+        let (bottom, below) = match self.anchor {
+            None => (Unbounded, 0),
+            Some(anchor) => (
+                Included(anchor),
+                self.items.range((Excluded(anchor), Unbounded)).count(),
+            ),
+        };
         if below > 0 {
             height = height.saturating_sub(1);
         }
         let mut rows: Vec<Line> = Vec::with_capacity(height);
         let mut whole = 0;
-        for item in self.items[..end].iter().rev() {
+        for (_, item) in self.items.range((Unbounded, bottom)).rev() {
             let mut wrapped = wrap(self.line_of(item), width);
             while rows.len() < height {
                 match wrapped.pop() {
@@ -382,14 +445,32 @@ mod tests {
     }
 
     fn message(from: u8, name: &str, text: &str) -> Item {
+        message_at(from, name, 1, text)
+    }
+
+    /// A message with lamport clock `lamport` (and as seq, which grows with it in a log).
+    fn message_at(from: u8, name: &str, lamport: u64, text: &str) -> Item {
         Item::Message(Message {
             author: author(from),
             name: name.into(),
-            seq: 1,
-            lamport: 1,
+            seq: lamport,
+            lamport,
             timestamp: 0,
             text: text.into(),
         })
+    }
+
+    /// The conversation's non-empty rows as drawn, top to bottom, without the `HH:MM ` of
+    /// messages or the indent of notices.
+    fn conversation(app: &App, width: u16, height: u16) -> Vec<String> {
+        screen(app, width, height)[1..height as usize - 2]
+            .iter()
+            .map(|row| match row.chars().nth(2) {
+                Some(':') => row.chars().skip(INDENT).collect(),
+                _ => row.trim().to_owned(),
+            })
+            .filter(|row| !row.is_empty())
+            .collect()
     }
 
     fn contact(n: u8, name: &str, connected: bool, sync: Option<SyncProgress>) -> Contact {
@@ -487,6 +568,7 @@ mod tests {
         for n in 0..100_000 {
             app.push(message(2, "bob", &format!("line {n}")));
         }
+        assert_eq!(app.items.len(), MAX_ITEMS, "the oldest lines go");
         let rows = screen(&app, 40, 8);
         assert!(rows[5].ends_with("bob> line 99999"), "{rows:#?}");
         app.on_key(KeyEvent::from(KeyCode::PageUp));
@@ -501,6 +583,94 @@ mod tests {
         );
         app.on_key(KeyEvent::from(KeyCode::Esc));
         assert!(screen(&app, 40, 8)[5].ends_with("bob> new"));
+    }
+
+    #[test]
+    fn messages_are_shown_in_merged_order_whatever_order_they_arrive_in() {
+        let mut app = App::new(author(1));
+        app.push(Item::Notice("listening".into()));
+        // A catch-up from bob: his log first, then alice's.
+        for (lamport, text) in [(3, "answer 1"), (5, "answer 2"), (7, "answer 3")] {
+            app.push(message_at(3, "bob", lamport, text));
+        }
+        app.push(Item::Notice("bob connected".into()));
+        for (lamport, text) in [(2, "question 1"), (4, "question 2"), (6, "question 3")] {
+            app.push(message_at(2, "alice", lamport, text));
+        }
+        app.push(Item::Notice("caught up with bob".into()));
+        app.push(message_at(1, "carol", 8, "thanks"));
+        assert_eq!(
+            conversation(&app, 40, 14),
+            [
+                "-- listening",
+                "alice> question 1",
+                "bob> answer 1",
+                "alice> question 2",
+                "bob> answer 2",
+                "alice> question 3",
+                "bob> answer 3",
+                "-- bob connected",
+                "-- caught up with bob",
+                "carol> thanks",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_view_scrolled_back_stays_put_while_lines_land_above_and_below_it() {
+        let mut app = App::new(author(1));
+        for lamport in (2..=40).step_by(2) {
+            app.push(message_at(2, "bob", lamport, &format!("line {lamport}")));
+        }
+        // Scrolled back 5 lines: line 30 is at the bottom, above the hint.
+        for _ in 0..5 {
+            app.on_key(KeyEvent::new(KeyCode::Up, KeyModifiers::SHIFT));
+        }
+        assert_eq!(
+            conversation(&app, 40, 8),
+            [
+                "bob> line 24",
+                "bob> line 26",
+                "bob> line 28",
+                "bob> line 30",
+                "── 5 newer below · PgDn or Esc ──"
+            ]
+        );
+        // A catch-up brings alice's log: lines above the view, in it, and below it.
+        for lamport in [3, 27, 29, 31, 39] {
+            app.push(message_at(3, "alice", lamport, &format!("line {lamport}")));
+        }
+        app.push(Item::Notice("caught up with alice".into()));
+        assert_eq!(
+            conversation(&app, 40, 8),
+            [
+                "alice> line 27",
+                "bob> line 28",
+                "alice> line 29",
+                "bob> line 30",
+                "── 8 newer below · PgDn or Esc ──"
+            ],
+            "the bottom line stays; the lines below it are counted"
+        );
+        for _ in 0..3 {
+            app.on_key(KeyEvent::from(KeyCode::PageDown));
+        }
+        assert_eq!(
+            conversation(&app, 40, 8),
+            [
+                "bob> line 36",
+                "bob> line 38",
+                "alice> line 39",
+                "bob> line 40",
+                "-- caught up with alice",
+            ],
+            "paging down reaches the newest and follows it again"
+        );
+        app.push(message_at(2, "bob", 41, "line 41"));
+        assert_eq!(
+            conversation(&app, 40, 8).last().map(String::as_str),
+            Some("bob> line 41")
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ const TURNS: [&str; 6] = [
 /// Writes [`EARLIER`] lines `NAME line N` as `name` into `dir`, offline.
 fn import(name: &str, dir: &str) -> anyhow::Result<()> {
     let mut child = std::process::Command::new(p2pchat_binary())
-        .args(["import", "--name", name, "--data-dir", dir])
+        .args(["import", "--create", "--name", name, "--data-dir", dir])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

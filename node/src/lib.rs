@@ -34,10 +34,11 @@ mod roster;
 mod shared;
 mod warnings;
 
-pub use dial::{ConnectFailure, NOTICE_INTERVAL};
+pub use dial::ConnectFailure;
 pub use feed::MessageFeed;
 pub use import::{IMPORT_CHUNK, Imported, import};
 pub use node::{Event, Message, Node, NodeBuilder, NodeError, PeerSpec, Stats, check_text};
 pub use own_log::MAX_HELD;
 pub use room::{RoomKey, RoomKeyError};
 pub use roster::{Archive, Contact, SyncProgress, identity_of};
+pub use warnings::WINDOW as NOTICE_INTERVAL;

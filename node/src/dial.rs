@@ -1,7 +1,7 @@
-//! Keeping connections to the peers the user asked for, redialing with backoff; and saying why
-//! a connection failed, in words, without repeating it on every redial.
+//! Keeping connections to the peers the user asked for, redialing with backoff; and why a
+//! connection failed, in words (said without repeating it on every redial by
+//! [`Warnings`](crate::warnings::Warnings)).
 
-use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -341,57 +341,6 @@ fn connect_failure(error: &ConnectError, side: Side) -> Option<ConnectFailure> {
     })
 }
 
-/// How often the same failure of the same target is said again (with a count of them).
-pub const NOTICE_INTERVAL: Duration = Duration::from_secs(30);
-/// Most (target, reason) pairs remembered at once; failures of others are not said until old
-/// ones expire.
-const MAX_NOTICES: usize = 256;
-
-#[derive(Debug)]
-struct Said {
-    at: Instant,
-    /// Failures since, not said yet.
-    unsaid: u64,
-}
-
-/// Which connection failures were said when, so that a peer redialed every few seconds is not
-/// reported every few seconds.
-#[derive(Debug, Default)]
-pub struct Notices {
-    said: HashMap<(String, &'static str), Said>,
-}
-
-impl Notices {
-    /// `target` failed for `reason` at `now`: `Some(count)` if it is to be said now, covering
-    /// `count` failures (this one and those not said since the last notice).
-    pub fn failed(&mut self, target: &str, reason: &'static str, now: Instant) -> Option<u64> {
-        let key = (target.to_owned(), reason);
-        if let Some(said) = self.said.get_mut(&key) {
-            if now.duration_since(said.at) < NOTICE_INTERVAL {
-                said.unsaid += 1;
-                return None;
-            }
-            let count = said.unsaid + 1;
-            *said = Said { at: now, unsaid: 0 };
-            return Some(count);
-        }
-        if self.said.len() >= MAX_NOTICES {
-            self.said
-                .retain(|_, said| now.duration_since(said.at) < NOTICE_INTERVAL);
-            if self.said.len() >= MAX_NOTICES {
-                return None;
-            }
-        }
-        self.said.insert(key, Said { at: now, unsaid: 0 });
-        Some(1)
-    }
-
-    /// A connection to or from `target` is up: its next failure is said at once.
-    pub fn connected(&mut self, target: &str) {
-        self.said.retain(|(t, _), _| t != target);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -426,55 +375,6 @@ mod tests {
             1,
             "redials after a drop"
         );
-    }
-
-    #[test]
-    fn a_failure_is_said_once_then_again_with_a_count_and_at_once_after_a_connection() {
-        let mut notices = Notices::default();
-        let now = Instant::now();
-        assert_eq!(notices.failed("a", "refused", now), Some(1));
-        assert_eq!(notices.failed("a", "refused", now + INITIAL_BACKOFF), None);
-        assert_eq!(
-            notices.failed("a", "timed_out", now),
-            Some(1),
-            "another reason"
-        );
-        assert_eq!(
-            notices.failed("b", "refused", now),
-            Some(1),
-            "another target"
-        );
-        assert_eq!(
-            notices.failed("a", "refused", now + NOTICE_INTERVAL / 2),
-            None
-        );
-        assert_eq!(
-            notices.failed("a", "refused", now + NOTICE_INTERVAL),
-            Some(3),
-            "again after the interval, counting the unsaid ones"
-        );
-        notices.connected("a");
-        assert_eq!(
-            notices.failed("a", "refused", now + NOTICE_INTERVAL),
-            Some(1)
-        );
-    }
-
-    #[test]
-    fn notices_are_bounded() {
-        let mut notices = Notices::default();
-        let now = Instant::now();
-        for i in 0..MAX_NOTICES {
-            assert_eq!(notices.failed(&i.to_string(), "refused", now), Some(1));
-        }
-        assert_eq!(notices.failed("one more", "refused", now), None);
-        assert_eq!(notices.said.len(), MAX_NOTICES);
-        assert_eq!(
-            notices.failed("one more", "refused", now + NOTICE_INTERVAL),
-            Some(1),
-            "once old ones expire"
-        );
-        assert_eq!(notices.said.len(), 1);
     }
 
     fn transport(error: ConnectError) -> TransportError<std::io::Error> {

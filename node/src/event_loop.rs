@@ -23,7 +23,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::behaviour::{Behaviour, BehaviourEvent};
-use crate::dial::{ConnectFailure, Notices, Redialer, dial_failure, incoming_failure};
+use crate::dial::{Redialer, dial_failure, incoming_failure};
 use crate::discovery::{Discovery, keep_connection};
 use crate::push::{self, Fetch, Report};
 use crate::shared::{CatchUp, SharedRef};
@@ -72,8 +72,6 @@ pub struct EventLoop {
     listen_addrs: Arc<Mutex<Vec<Multiaddr>>>,
     redialer: Redialer,
     discovery: Discovery,
-    /// Connection failures said, so that redials do not repeat them.
-    notices: Notices,
     /// Whether the node holds a room key (see [`incoming_failure`]).
     private_room: bool,
     /// The address each listener was asked for.
@@ -129,7 +127,6 @@ impl EventLoop {
             listen_addrs,
             redialer,
             discovery,
-            notices: Notices::default(),
             private_room: false,
             listeners: HashMap::new(),
             connections: HashMap::new(),
@@ -261,19 +258,7 @@ impl EventLoop {
             (None, Some(peer)) => peer.to_string(),
             (None, None) => return,
         };
-        self.say_failure(target, false, reason);
-    }
-
-    /// Says that a connection to or from `target` failed, unless that was said lately.
-    fn say_failure(&mut self, target: String, incoming: bool, reason: ConnectFailure) {
-        if let Some(count) = self.notices.failed(&target, reason.code(), Instant::now()) {
-            self.shared.emit(Event::ConnectionFailed {
-                target,
-                incoming,
-                reason,
-                count,
-            });
-        }
+        self.shared.connection_failed(&target, false, reason);
     }
 
     /// The address listener `id` was asked for (or, for a listener not started by the user,
@@ -347,13 +332,15 @@ impl EventLoop {
                 ..
             } => {
                 tracing::debug!(%peer_id, ?endpoint, "connection established");
+                let mut warnings = self.shared.warnings();
                 for target in self.redialer.connected(peer_id, connection_id) {
-                    self.notices.connected(&target.to_string());
+                    warnings.connected(&target.to_string());
                 }
-                self.notices.connected(&peer_id.to_string());
+                warnings.connected(&peer_id.to_string());
                 if let Some(ip) = ip_of(endpoint.get_remote_address()) {
-                    self.notices.connected(&ip);
+                    warnings.connected(&ip);
                 }
+                drop(warnings);
                 if self
                     .banned
                     .get(&peer_id)
@@ -414,7 +401,7 @@ impl EventLoop {
                 if let Some(reason) = incoming_failure(&error, self.private_room)
                     && let Some(ip) = ip_of(&send_back_addr)
                 {
-                    self.say_failure(ip, true, reason);
+                    self.shared.connection_failed(&ip, true, reason);
                 }
             }
             SwarmEvent::ListenerClosed {
@@ -433,15 +420,10 @@ impl EventLoop {
             SwarmEvent::ListenerError { listener_id, error } => {
                 let address = self.listener_address(listener_id);
                 let words = behaviour::transport_words(&error);
-                if self
-                    .notices
-                    .failed(&address.to_string(), "listener", Instant::now())
-                    .is_some()
-                {
-                    self.shared.emit(Event::Warning {
-                        message: format!("listening on {address}: {words}"),
+                self.shared
+                    .warn(&address.to_string(), Cause::Listening, 1, || {
+                        format!("listening on {address}: {words}")
                     });
-                }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => self.on_sync_event(event),
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {

@@ -34,7 +34,7 @@ mod roster;
 mod shared;
 mod warnings;
 
-pub use dial::{ConnectFailure, NOTICE_INTERVAL};
+pub use dial::ConnectFailure;
 pub use feed::MessageFeed;
 pub use import::{IMPORT_CHUNK, Imported, import};
 pub use node::{Event, Message, Node, NodeBuilder, NodeError, PeerSpec, Stats, check_text};
@@ -43,3 +43,4 @@ pub use own_log::MAX_HELD;
 pub use p2pchat_storage::HistoryKey;
 pub use room::{RoomKey, RoomKeyError};
 pub use roster::{Archive, Contact, SyncProgress, identity_of};
+pub use warnings::WINDOW as NOTICE_INTERVAL;

@@ -85,8 +85,9 @@ pub enum Event {
         sent: u64,
     },
     /// A connection could not be made: to a peer we dialed (a `--peer` address, or a peer
-    /// found on the LAN), or from a peer that dialed us. Said once per target and reason, and
-    /// again at most every [`NOTICE_INTERVAL`](crate::NOTICE_INTERVAL) while it goes on.
+    /// found on the LAN), or from a peer that dialed us. Said once per target and reason; repeats
+    /// are counted and said as one event with their `count` when
+    /// [`NOTICE_INTERVAL`](crate::NOTICE_INTERVAL) ends, at most once per interval.
     ConnectionFailed {
         /// The `--peer` address as given, the peer id of a peer found on the LAN, or the IP
         /// address an incoming connection came from.
@@ -95,7 +96,7 @@ pub enum Event {
         incoming: bool,
         /// Why.
         reason: ConnectFailure,
-        /// Failures this notice covers: 1, or more when it is said again after a while.
+        /// Failures this event covers: 1 when first said, else the repeats since the last one.
         count: u64,
     },
     /// Something failed that the node cannot fix by itself (a storage error).

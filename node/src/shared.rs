@@ -14,7 +14,7 @@ use tokio::sync::{broadcast, watch};
 
 use crate::own_log::{Appended, OwnWriter};
 use crate::warnings::{Cause, Warnings};
-use crate::{Event, NodeError};
+use crate::{ConnectFailure, Event, NodeError};
 
 /// What the node knows about one connected peer.
 #[derive(Debug, Default)]
@@ -84,7 +84,8 @@ pub struct Shared {
     pub events: broadcast::Sender<Event>,
     /// Counters of what was received.
     pub stats: Counters,
-    /// Warnings said recently, so repeats are counted instead of said again.
+    /// Warnings and connection failures said recently, so repeats are counted instead of said
+    /// again.
     pub warnings: Mutex<Warnings>,
 }
 
@@ -125,16 +126,27 @@ impl Shared {
         let said =
             self.warnings()
                 .report(std::time::Instant::now(), subject, cause, count, message);
-        for message in said {
-            self.emit(Event::Warning { message });
-        }
+        self.emit_all(said);
+    }
+
+    /// Says that a connection to or from `target` failed for `reason`: at once if it is the
+    /// first such failure in a while, else counted for a summary (see [`Warnings`]).
+    pub fn connection_failed(&self, target: &str, incoming: bool, reason: ConnectFailure) {
+        let said =
+            self.warnings()
+                .report_failure(std::time::Instant::now(), target, incoming, reason);
+        self.emit_all(said);
     }
 
     /// Says the summaries of repeated warnings that are due; called periodically.
     pub fn say_warning_summaries(&self) {
         let said = self.warnings().due(std::time::Instant::now());
-        for message in said {
-            self.emit(Event::Warning { message });
+        self.emit_all(said);
+    }
+
+    fn emit_all(&self, events: Vec<Event>) {
+        for event in events {
+            self.emit(event);
         }
     }
 

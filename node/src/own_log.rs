@@ -11,7 +11,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use p2pchat_protocol::own::{OwnLog, OwnMark, own_log};
 use p2pchat_protocol::{Author, Body, Entry, SigningKey};
-use p2pchat_storage::Store;
+use p2pchat_storage::{Inserted, Store, StoreError};
 
 use crate::NodeError;
 use crate::identity::OwnMarkFile;
@@ -188,12 +188,20 @@ impl OwnWriter {
         behind_warning(state, store_head)
     }
 
-    /// Counts own entries received from `peer` (by name), for the restore notice.
-    pub fn received_from(&self, peer: String, entries: u64) {
+    /// Stores own entries received from `peer` (by name) with `insert`, and counts what it
+    /// stored for the restore notice, under the lock appends take: an append that ends the
+    /// hold cannot come between the two and leave the peer out of the notice.
+    pub fn insert_received(
+        &self,
+        peer: String,
+        insert: impl FnOnce() -> Result<Inserted, StoreError>,
+    ) -> Result<Inserted, StoreError> {
         let mut inner = self.inner();
-        if inner.head_when_held.is_some() {
-            *inner.restored_from.entry(peer).or_default() += entries;
+        let inserted = insert()?;
+        if inner.head_when_held.is_some() && !inserted.stored.is_empty() {
+            *inner.restored_from.entry(peer).or_default() += inserted.stored.len() as u64;
         }
+        Ok(inserted)
     }
 
     /// Looks again after the store or the peers changed: when the own log is current, the
@@ -382,8 +390,8 @@ mod tests {
         assert_eq!(own.recheck(&store, &key, 0).unwrap(), None);
 
         // A peer gives the log back.
-        store.insert_remote(author, old).unwrap();
-        own.received_from("alice".into(), 3);
+        own.insert_received("alice".into(), || store.insert_remote(author, old))
+            .unwrap();
         let restored = own.recheck(&store, &key, 0).unwrap();
         assert_eq!(
             restored,
@@ -427,8 +435,8 @@ mod tests {
         assert!(own.observe(behind, 1).is_some());
 
         // The peer's batch is stored, and a line is typed before anything rechecks.
-        store.insert_remote(author, tail).unwrap();
-        own.received_from("alice".into(), 2);
+        own.insert_received("alice".into(), || store.insert_remote(author, tail))
+            .unwrap();
         let (entries, told) = match own.append(&store, &key, [text("three")], 0).unwrap() {
             Appended::Restored { entries, restored } => (entries, Some(restored)),
             Appended::Stored(entries) => (entries, None),

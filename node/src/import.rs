@@ -52,7 +52,9 @@ pub fn import(
     }
     let append = |chunk: Vec<Body>| -> Result<u64, NodeError> {
         match own.append(&store, &key, chunk, 0)? {
-            Appended::Stored(entries) => Ok(entries.len() as u64),
+            Appended::Stored(entries) | Appended::Restored { entries, .. } => {
+                Ok(entries.len() as u64)
+            }
             Appended::Held { .. } => Err(NodeError::OwnLogBehind(
                 "cannot import: your own log fell behind during the import".into(),
             )),

@@ -11,7 +11,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use p2pchat_protocol::own::{OwnLog, OwnMark, own_log};
 use p2pchat_protocol::{Author, Body, Entry, SigningKey};
-use p2pchat_storage::Store;
+use p2pchat_storage::{Inserted, Store, StoreError};
 
 use crate::NodeError;
 use crate::identity::OwnMarkFile;
@@ -51,6 +51,14 @@ pub enum Appended {
     Held {
         /// Bodies waiting, these included.
         waiting: usize,
+    },
+    /// The own log was found back (a peer's batch of it was just stored, not yet rechecked):
+    /// the held bodies were appended, these on top, in one group commit, and holding ended.
+    Restored {
+        /// Every entry appended: the held ones, then these.
+        entries: Vec<Entry>,
+        /// What was restored, to tell the user.
+        restored: Restored,
     },
 }
 
@@ -117,8 +125,10 @@ impl OwnWriter {
     }
 
     /// Signs `bodies` as the next own entries, stores them in one fsynced batch and records
-    /// the new mark durably, before returning; or holds them while the own log is behind.
-    /// `claimed` is the highest seq of the own log a connected peer claims to hold.
+    /// the new mark durably, before returning; or holds them while the own log is behind; or,
+    /// when the own log has just come back, stores them on top of what was held and ends
+    /// holding, as [`OwnWriter::recheck`] would have. `claimed` is the highest seq of the own
+    /// log a connected peer claims to hold.
     pub fn append(
         &self,
         store: &Store,
@@ -129,10 +139,17 @@ impl OwnWriter {
         let mut inner = self.inner();
         let author = Author::of(key);
         let state = state(&inner, store, &author, claimed)?;
-        if state == OwnLog::Current && inner.held.is_empty() {
-            let entries = store.append_own_many(key, bodies, now_ms())?;
-            self.mark_stored(&mut inner, store, &author)?;
-            return Ok(Appended::Stored(entries));
+        if state == OwnLog::Current {
+            if inner.head_when_held.is_none() {
+                let entries = store.append_own_many(key, bodies, now_ms())?;
+                self.mark_stored(&mut inner, store, &author)?;
+                return Ok(Appended::Stored(entries));
+            }
+            // Back, but not rechecked yet (the batch that brought it back was just stored):
+            // holding ends here, so that these bodies go on top of what was held and are not
+            // counted among the entries restored.
+            let (restored, entries) = self.end_holding(&mut inner, store, key, &author, bodies)?;
+            return Ok(Appended::Restored { entries, restored });
         }
         let bodies: Vec<Body> = bodies.into_iter().collect();
         for body in &bodies {
@@ -171,12 +188,20 @@ impl OwnWriter {
         behind_warning(state, store_head)
     }
 
-    /// Counts own entries received from `peer` (by name), for the restore notice.
-    pub fn received_from(&self, peer: String, entries: u64) {
+    /// Stores own entries received from `peer` (by name) with `insert`, and counts what it
+    /// stored for the restore notice, under the lock appends take: an append that ends the
+    /// hold cannot come between the two and leave the peer out of the notice.
+    pub fn insert_received(
+        &self,
+        peer: String,
+        insert: impl FnOnce() -> Result<Inserted, StoreError>,
+    ) -> Result<Inserted, StoreError> {
         let mut inner = self.inner();
-        if inner.head_when_held.is_some() {
-            *inner.restored_from.entry(peer).or_default() += entries;
+        let inserted = insert()?;
+        if inner.head_when_held.is_some() && !inserted.stored.is_empty() {
+            *inner.restored_from.entry(peer).or_default() += inserted.stored.len() as u64;
         }
+        Ok(inserted)
     }
 
     /// Looks again after the store or the peers changed: when the own log is current, the
@@ -194,17 +219,37 @@ impl OwnWriter {
         if state(&inner, store, &author, claimed)? != OwnLog::Current {
             return Ok(None);
         }
-        let head = store.head_seq(&author);
-        let Some(held_at) = inner.head_when_held.take() else {
+        if inner.head_when_held.is_none() {
             // Own entries may have come from a peer (the store was behind, unknown to us).
-            if inner.mark.is_none_or(|mark| mark.seq < head) {
+            if inner
+                .mark
+                .is_none_or(|mark| mark.seq < store.head_seq(&author))
+            {
                 self.mark_stored(&mut inner, store, &author)?;
             }
             return Ok(None);
-        };
-        let mut name = store.name(&author);
-        let bodies: Vec<Body> = std::mem::take(&mut inner.held)
-            .into_iter()
+        }
+        let (restored, _) = self.end_holding(&mut inner, store, key, &author, [])?;
+        Ok(Some(restored))
+    }
+
+    /// Ends holding, the own log being current: appends the held bodies on top of it (a held
+    /// profile that names the name the log already has is dropped), then `more`, in one group
+    /// commit, and marks the new head. Returns what was restored since holding began, and
+    /// every entry appended.
+    fn end_holding(
+        &self,
+        inner: &mut Inner,
+        store: &Store,
+        key: &SigningKey,
+        author: &Author,
+        more: impl IntoIterator<Item = Body>,
+    ) -> Result<(Restored, Vec<Entry>), NodeError> {
+        let head = store.head_seq(author);
+        let mut name = store.name(author);
+        let bodies: Vec<Body> = inner
+            .held
+            .iter()
             .filter(|body| match body {
                 Body::Profile { name: new } if name.as_deref() == Some(new) => false,
                 Body::Profile { name: new } => {
@@ -213,16 +258,22 @@ impl OwnWriter {
                 }
                 _ => true,
             })
+            .cloned()
             .collect();
-        let sent = store.append_own_many(key, bodies, now_ms())?.len() as u64;
-        self.mark_stored(&mut inner, store, &author)?;
-        Ok(Some(Restored {
+        let sent = bodies.len() as u64;
+        // Nothing held is dropped before it is stored: a failed write keeps it held.
+        let entries = store.append_own_many(key, bodies.into_iter().chain(more), now_ms())?;
+        inner.held.clear();
+        let held_at = inner.head_when_held.take().unwrap_or(head);
+        self.mark_stored(inner, store, author)?;
+        let restored = Restored {
             restored: head.saturating_sub(held_at),
             from: std::mem::take(&mut inner.restored_from)
                 .into_keys()
                 .collect(),
             sent,
-        }))
+        };
+        Ok((restored, entries))
     }
 
     /// Records the store's own head as the mark, durably.
@@ -339,8 +390,8 @@ mod tests {
         assert_eq!(own.recheck(&store, &key, 0).unwrap(), None);
 
         // A peer gives the log back.
-        store.insert_remote(author, old).unwrap();
-        own.received_from("alice".into(), 3);
+        own.insert_received("alice".into(), || store.insert_remote(author, old))
+            .unwrap();
         let restored = own.recheck(&store, &key, 0).unwrap();
         assert_eq!(
             restored,
@@ -353,6 +404,57 @@ mod tests {
         assert_eq!(store.head_seq(&author), 4);
         assert_eq!(identity::read_own_mark(dir.path()).unwrap().unwrap().seq, 4);
         assert_eq!(own.recheck(&store, &key, 0).unwrap(), None, "said once");
+    }
+
+    #[test]
+    fn a_line_typed_as_the_log_comes_back_goes_on_top_and_is_not_counted_as_restored() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = identity::load_or_create(dir.path()).unwrap();
+        let author = Author::of(&key);
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let own = OwnWriter::open(dir.path(), &store, &key).unwrap();
+        let profile = Body::Profile { name: "bob".into() };
+        own.append(&store, &key, [profile, text("one"), text("two")], 0)
+            .unwrap();
+        let mut old: Vec<_> = store
+            .range_envelopes(&author, 1, 10, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|(_, envelope)| envelope)
+            .collect();
+        let tail = old.split_off(1);
+
+        // The store lost its tail (the mark kept): behind, and nothing held yet.
+        drop((own, store));
+        std::fs::remove_dir_all(dir.path().join("store")).unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        store.insert_remote(author, old).unwrap();
+        let own = OwnWriter::open(dir.path(), &store, &key).unwrap();
+        let behind = own.state(&store, &key, 0).unwrap();
+        assert_eq!(behind, OwnLog::Behind { expected: Some(3) });
+        assert!(own.observe(behind, 1).is_some());
+
+        // The peer's batch is stored, and a line is typed before anything rechecks.
+        own.insert_received("alice".into(), || store.insert_remote(author, tail))
+            .unwrap();
+        let (entries, told) = match own.append(&store, &key, [text("three")], 0).unwrap() {
+            Appended::Restored { entries, restored } => (entries, Some(restored)),
+            Appended::Stored(entries) => (entries, None),
+            held => panic!("the log is back, yet {held:?}"),
+        };
+        assert_eq!(entries.iter().map(Entry::seq).collect::<Vec<_>>(), [4]);
+        let told_later = own.recheck(&store, &key, 0).unwrap();
+        assert_eq!(
+            told.into_iter().chain(told_later).collect::<Vec<_>>(),
+            [Restored {
+                restored: 2,
+                from: vec!["alice".into()],
+                sent: 0,
+            }],
+            "told once, counting only what came back"
+        );
+        assert_eq!(store.head_seq(&author), 4);
+        assert_eq!(identity::read_own_mark(dir.path()).unwrap().unwrap().seq, 4);
     }
 
     #[test]

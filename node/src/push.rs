@@ -324,10 +324,20 @@ pub fn absorb(shared: &SharedRef, peer: PeerId, batch: Batch) -> Result<Absorbed
     }
     let received = batch.entries.len();
     tracing::debug!(%peer, ?author, entries = received, "received a batch");
-    let inserted = match shared.store.insert_remote(
-        author,
-        batch.entries.into_iter().map(|e| Bytes::from(e.into_vec())),
-    ) {
+    let entries = batch.entries.into_iter().map(|e| Bytes::from(e.into_vec()));
+    let insert = || shared.store.insert_remote(author, entries);
+    let stored = if author == shared.author() {
+        // Our own log, given back by a peer: counted for the restore notice as it is stored.
+        let from = shared
+            .peers()
+            .get(&peer)
+            .and_then(|state| state.name.clone())
+            .unwrap_or_else(|| peer.to_string());
+        shared.own.insert_received(from, insert)
+    } else {
+        insert()
+    };
+    let inserted = match stored {
         Ok(inserted) => inserted,
         Err(e) => {
             shared.emit(Event::Error {
@@ -368,12 +378,6 @@ pub fn absorb(shared: &SharedRef, peer: PeerId, batch: Batch) -> Result<Absorbed
     let forked = matches!(inserted.rejected, Some(ValidationError::Fork { .. }));
     if author == shared.author() && (!inserted.stored.is_empty() || forked) {
         // Our own log, given back by a peer: what was held may go on top now.
-        let from = shared
-            .peers()
-            .get(&peer)
-            .and_then(|state| state.name.clone())
-            .unwrap_or_else(|| peer.to_string());
-        shared.own.received_from(from, inserted.stored.len() as u64);
         shared.check_own();
     }
     warn_of_clocks_ahead(shared, author, &inserted.stored);

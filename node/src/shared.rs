@@ -201,7 +201,8 @@ impl Shared {
 
     /// Appends entries to the node's own log in one durable write (and its mark), and wakes
     /// the pushers and feeds. While the own log is behind, the entries are held instead (none
-    /// returned), with a warning saying so.
+    /// returned), with a warning saying so; once it is back, what was held goes first, then
+    /// these (all returned).
     pub fn append(&self, bodies: impl IntoIterator<Item = Body>) -> Result<Vec<Entry>, NodeError> {
         let bodies: Vec<Body> = bodies.into_iter().collect();
         let what = describe(&bodies);
@@ -212,6 +213,16 @@ impl Shared {
             Appended::Stored(entries) => {
                 self.notify_written();
                 self.notify_changed();
+                Ok(entries)
+            }
+            Appended::Restored { entries, restored } => {
+                self.notify_written();
+                self.notify_changed();
+                self.emit(Event::OwnLogRestored {
+                    restored: restored.restored,
+                    from: restored.from,
+                    sent: restored.sent,
+                });
                 Ok(entries)
             }
             Appended::Held { waiting, .. } => {

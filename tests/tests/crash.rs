@@ -7,8 +7,10 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use anyhow::{Context, bail};
 use p2pchat_tests::{Chat, verify_store};
 use rand::Rng;
+use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
 /// Lines sent in each cycle of the append test (so 50 cycles stay a log of at most 20,000).
@@ -117,6 +119,33 @@ async fn killed_while_appending_it_loses_no_acknowledged_line() -> anyhow::Resul
     Ok(())
 }
 
+/// Reads `bob`'s JSON events until his catch-up has received a random share (at most three
+/// quarters) of what it lacked when alice said hello, so that a kill sent right away lands while
+/// the catch-up is under way, at a point that varies from kill to kill: early or late in it, in
+/// the middle of a batch or of its sync. Returns early if the catch-up completes first.
+async fn reach_a_random_point_of_the_catch_up(bob: &mut Chat) -> anyhow::Result<()> {
+    let share = rand::thread_rng().gen_range(0.0..0.75);
+    loop {
+        let line = bob.next_line().await?;
+        // Most lines are messages: only the catch-up's events are parsed, to keep up with bob.
+        if !line.contains(r#""type":"sync_"#) {
+            continue;
+        }
+        let event: Value =
+            serde_json::from_str(&line).with_context(|| format!("not JSON: {line}"))?;
+        if event["type"] == "sync_complete" {
+            return Ok(());
+        }
+        let (Some(received), Some(total)) = (event["received"].as_u64(), event["total"].as_u64())
+        else {
+            bail!("a sync_progress event without its counts: {line}");
+        };
+        if received as f64 >= share * total as f64 {
+            return Ok(());
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_while_catching_up_it_resumes_without_corruption() -> anyhow::Result<()> {
     let alice_dir = tempfile::tempdir()?;
@@ -127,25 +156,24 @@ async fn killed_while_catching_up_it_resumes_without_corruption() -> anyhow::Res
     let alice_addr = p2pchat_tests::address_of(&alice).to_string();
     let alice_author = alice.author();
 
-    // Each cycle kills bob at a random moment of his catch-up; the next one resumes it. When a
-    // catch-up completes before the kill, bob starts over with an empty store, so every cycle
-    // kills a catch-up under way.
+    // Each cycle kills bob at a random point of his catch-up, found from his progress events
+    // (a catch-up can be over in about 100 ms, so a kill at a random time often comes after
+    // it); the next start resumes it. When a catch-up completes before the kill all the same,
+    // bob starts over with an empty store and the kill does not count: the cycles go on until
+    // `cycles()` kills have landed during a catch-up, at most three times that many in all.
     let mut bob_dir = tempfile::tempdir()?;
     let mut held = 0;
-    let mut partial = 0;
-    for cycle in 0..cycles() {
-        let mut bob = Chat::start_user("bob", &path(&bob_dir), &[&alice_addr], &[])?;
-        bob.listen_addr().await?;
-        tokio::time::sleep(Duration::from_millis(
-            rand::thread_rng().gen_range(0..1_000),
-        ))
-        .await;
+    let (mut kills, mut partial) = (0, 0);
+    while partial < cycles() && kills < 3 * cycles() {
+        kills += 1;
+        let mut bob = Chat::start_user("bob", &path(&bob_dir), &[&alice_addr], &["--json"])?;
+        reach_a_random_point_of_the_catch_up(&mut bob).await?;
         kill(bob).await?;
         let verified = verify_store(bob_dir.path())?;
         let now = verified.heads.get(&alice_author).copied().unwrap_or(0);
         assert!(
             now >= held,
-            "cycle {cycle}: bob's store went back from {held} to {now}"
+            "kill {kills}: bob's store went back from {held} to {now}"
         );
         let texts: HashSet<&str> = verified
             .texts
@@ -155,7 +183,7 @@ async fn killed_while_catching_up_it_resumes_without_corruption() -> anyhow::Res
         assert_eq!(
             texts.len(),
             verified.texts.len(),
-            "cycle {cycle}: a line stored twice"
+            "kill {kills}: a line stored twice"
         );
         if now < LOG {
             partial += 1;
@@ -164,10 +192,13 @@ async fn killed_while_catching_up_it_resumes_without_corruption() -> anyhow::Res
             (bob_dir, held) = (tempfile::tempdir()?, 0);
         }
     }
-    assert!(partial > 0, "no kill landed during a catch-up");
+    assert_eq!(
+        partial,
+        cycles(),
+        "only {partial} of {kills} kills landed during a catch-up"
+    );
     eprintln!(
-        "catching up: {} kills, {partial} during a catch-up, every store valid after each",
-        cycles()
+        "catching up: {kills} kills, {partial} during a catch-up, every store valid after each"
     );
     // Restarted for good, bob ends with all of alice's log, every chain valid.
     let mut bob = Chat::start_user("bob", &path(&bob_dir), &[&alice_addr], &[])?;

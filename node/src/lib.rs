@@ -21,6 +21,7 @@
 mod behaviour;
 mod dial;
 mod discovery;
+mod doctor;
 mod event_loop;
 mod feed;
 mod frames;
@@ -32,6 +33,7 @@ mod room;
 mod roster;
 mod shared;
 
+pub use doctor::{Checkup, LogReport, doctor};
 pub use feed::MessageFeed;
 pub use import::{IMPORT_CHUNK, Imported, import};
 pub use node::{Event, Message, Node, NodeBuilder, NodeError, PeerSpec, Stats, check_text};

@@ -280,6 +280,12 @@ impl NodeBuilder {
         let (changed, _) = watch::channel(());
         let (events, first_events) = broadcast::channel(1024);
         let peers = Mutex::new(HashMap::new());
+        if let Some(damage) = store.damage() {
+            // Said first, so the user reads it before anything else.
+            let _ = events.send(Event::Warning {
+                message: damage.to_string(),
+            });
+        }
         let shared = Arc::new(Shared {
             store,
             key,
@@ -288,6 +294,7 @@ impl NodeBuilder {
             peers,
             events,
             stats: Default::default(),
+            damage_reported: Default::default(),
         });
 
         let mut swarm = behaviour::build_swarm(&shared.key, !self.no_mdns, self.room)
@@ -333,7 +340,8 @@ impl NodeBuilder {
 }
 
 /// Opens (creating on first use) the data directory of user `name`: its key and its store, with
-/// the user's profile entry written if the name is new.
+/// the user's profile entry written if the name is new. Damage the store found and repaired
+/// at open is in [`Store::damage`], for the caller to say.
 pub(crate) fn open_data_dir(
     name: &str,
     dir: &std::path::Path,

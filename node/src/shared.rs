@@ -79,6 +79,8 @@ pub struct Shared {
     pub events: broadcast::Sender<Event>,
     /// Counters of what was received.
     pub stats: Counters,
+    /// Set once damage on disk was reported, so it is said once.
+    pub damage_reported: std::sync::atomic::AtomicBool,
 }
 
 /// Counters of entries received from peers (pushed or fetched).
@@ -110,6 +112,24 @@ impl Shared {
     /// Sends a status event (dropped if nobody listens).
     pub fn emit(&self, event: Event) {
         let _ = self.events.send(event);
+    }
+
+    /// Reports a failed store operation (`doing`, e.g. "reading the store"). Damage on disk
+    /// (a table checksum error) is one warning and the node goes on serving what it can read;
+    /// the store is repaired at the next start. Anything else is an error.
+    pub fn store_failed(&self, doing: &str, e: &StoreError) {
+        if !e.is_damage() {
+            self.emit(Event::Error {
+                message: format!("{doing} failed: {e}"),
+            });
+        } else if !self
+            .damage_reported
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            self.emit(Event::Warning {
+                message: format!("{doing} failed: {e}"),
+            });
+        }
     }
 
     /// Wakes the message feeds: there is something new to show.

@@ -246,13 +246,23 @@ impl Store {
     /// still verifies, and [`Store::damage`] says what was lost. A healthy store (also after
     /// a crash) opens without a finding.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        repair::open(dir)
+        repair::open(dir, false)
     }
 
-    /// Moves the store in `dir` aside and rebuilds it from every entry that still verifies,
-    /// damaged or not (`p2pchat doctor --repair`).
+    /// Looks for damage like [`Store::open`], then moves the store in `dir` aside and rebuilds
+    /// it from every entry that still verifies, damaged or not (`p2pchat doctor --repair`).
+    /// [`Store::damage`] is then always set; [`Damage::is_damage`] says if anything was wrong.
     pub fn repair(dir: &Path) -> Result<Self, StoreError> {
-        repair::rebuild(dir, vec!["a repair was asked for".into()])
+        repair::open(dir, true)
+    }
+
+    /// Copies the store in `dir` into `scratch` (a new or empty directory) and opens the copy
+    /// there, with `repair` as [`Store::repair`], else as [`Store::open`]. The original is
+    /// only read: for a read-only data directory, and for `p2pchat doctor` without `--repair`.
+    pub fn open_copy(dir: &Path, scratch: &Path, repair: bool) -> Result<Self, StoreError> {
+        let copy = scratch.join("store");
+        repair::copy_dir(dir, &copy).map_err(|e| StoreError::from_io(dir, e))?;
+        repair::open(&copy, repair)
     }
 
     /// What the open found damaged, lost and repaired; `None` for a healthy store.

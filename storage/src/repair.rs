@@ -64,9 +64,24 @@ impl Damage {
     }
 }
 
+impl Damage {
+    /// Whether anything was found wrong or lost (a forced rebuild of a healthy store finds
+    /// nothing).
+    pub fn is_damage(&self) -> bool {
+        !self.found.is_empty() || self.lost() > 0
+    }
+}
+
 impl fmt::Display for Damage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "store damaged: {}", self.found.join("; "))?;
+        if !self.is_damage() {
+            return write!(f, "store ok: no damage found ({} entries)", thousands(self.kept));
+        }
+        if self.found.is_empty() {
+            write!(f, "store damaged: entries are missing")?;
+        } else {
+            write!(f, "store damaged: {}", self.found.join("; "))?;
+        }
         let lost = self.lost();
         if lost > 0 {
             write!(
@@ -213,8 +228,9 @@ fn check_not_in_use(dir: &Path) -> Result<(), StoreError> {
     }
 }
 
-/// Opens the store in `dir`, first looking for damage; see the module docs.
-pub(crate) fn open(dir: &Path) -> Result<Store, StoreError> {
+/// Opens the store in `dir`, first looking for damage; see the module docs. With `force`, the
+/// store is rebuilt whatever is found.
+pub(crate) fn open(dir: &Path, force: bool) -> Result<Store, StoreError> {
     let mut found = Vec::new();
     let mut rebuild_needed = false;
     if dir.join("keyspaces").is_dir() {
@@ -242,7 +258,7 @@ pub(crate) fn open(dir: &Path) -> Result<Store, StoreError> {
             }
         }
     }
-    if rebuild_needed {
+    if rebuild_needed || (force && dir.is_dir()) {
         return rebuild(dir, found);
     }
     let record = Record::read(dir);
@@ -434,9 +450,10 @@ fn describe_error(e: &StoreError) -> String {
     }
 }
 
-/// Copies the store in `from` to `to` without its journals, lock and records.
+/// Copies the store in `from` to `to` without its journals and records.
 fn copy_tables(from: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(to)?;
+    std::fs::File::create(to.join("lock"))?;
     for dirent in std::fs::read_dir(from)? {
         let dirent = dirent?;
         let name = dirent.file_name();

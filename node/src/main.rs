@@ -116,7 +116,11 @@ fn doctor(name: &str, data_dir: Option<&PathBuf>, repair: bool) -> ExitCode {
         eprintln!(
             "info> checking {}{}",
             dir.join("store").display(),
-            if repair { "" } else { " (a copy; nothing is changed without --repair)" }
+            if repair {
+                ""
+            } else {
+                " (a copy; nothing is changed without --repair)"
+            }
         );
         p2pchat_node::doctor(&dir, repair)
     }) {
@@ -153,7 +157,9 @@ fn doctor(name: &str, data_dir: Option<&PathBuf>, repair: bool) -> ExitCode {
     if checkup.repaired {
         eprintln!("info> repaired: start p2pchat to refetch what was lost from peers");
     } else {
-        eprintln!("info> to repair: p2pchat doctor --name {name} --repair (keeps every entry that verifies)");
+        eprintln!(
+            "info> to repair: p2pchat doctor --name {name} --repair (keeps every entry that verifies)"
+        );
     }
     ExitCode::FAILURE
 }

@@ -354,9 +354,9 @@ impl Store {
         }
         for row in self.forks.iter() {
             let key = self.engine(row.key())?;
-            cache
-                .frozen
-                .insert(author_from(key.get(..32).unwrap_or_default()).ok_or_else(|| self.bad_row())?);
+            cache.frozen.insert(
+                author_from(key.get(..32).unwrap_or_default()).ok_or_else(|| self.bad_row())?,
+            );
         }
         for row in self.names.iter() {
             let (author, name) = self.engine(row.into_inner())?;
@@ -526,12 +526,10 @@ impl Store {
         timestamp: u64,
     ) -> Result<Entry, StoreError> {
         let mut entries = self.append_own_many(key, [body], timestamp)?;
-        entries
-            .pop()
-            .ok_or_else(|| StoreError::Damaged {
-                path: self.dir.clone(),
-                what: "an append stored nothing".into(),
-            })
+        entries.pop().ok_or_else(|| StoreError::Damaged {
+            path: self.dir.clone(),
+            what: "an append stored nothing".into(),
+        })
     }
 
     /// Signs `bodies` as the next entries of `key`'s own log and stores them all in one atomic,
@@ -653,12 +651,12 @@ impl Store {
                     });
                     break;
                 }
-                let known = self.get(&author, entry.seq())?.ok_or_else(|| {
-                    StoreError::Damaged {
+                let known = self
+                    .get(&author, entry.seq())?
+                    .ok_or_else(|| StoreError::Damaged {
                         path: self.dir.clone(),
                         what: format!("entry {} of a log below its head is missing", entry.seq()),
-                    }
-                })?;
+                    })?;
                 match check_known(&known, &entry) {
                     Ok(()) => {
                         result.duplicates += 1;

@@ -75,7 +75,11 @@ impl Damage {
 impl fmt::Display for Damage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if !self.is_damage() {
-            return write!(f, "store ok: no damage found ({} entries)", thousands(self.kept));
+            return write!(
+                f,
+                "store ok: no damage found ({} entries)",
+                thousands(self.kept)
+            );
         }
         if self.found.is_empty() {
             write!(f, "store damaged: entries are missing")?;
@@ -164,7 +168,11 @@ impl Record {
             return None;
         }
         let rest = body.strip_prefix(RECORD_MAGIC)?;
-        let id = |i: usize| Some(u64::from_le_bytes(rest.get(i * 8..i * 8 + 8)?.try_into().ok()?));
+        let id = |i: usize| {
+            Some(u64::from_le_bytes(
+                rest.get(i * 8..i * 8 + 8)?.try_into().ok()?,
+            ))
+        };
         let keyspaces = KeyspaceIds {
             entries: id(0)?,
             forks: id(1)?,
@@ -336,7 +344,12 @@ impl Salvage {
         ) else {
             return;
         };
-        let found = self.entries.entry(author).or_default().entry(seq).or_default();
+        let found = self
+            .entries
+            .entry(author)
+            .or_default()
+            .entry(seq)
+            .or_default();
         if !found.iter().any(|known| known[..] == *value) {
             found.push(Bytes::copy_from_slice(value));
         }
@@ -487,9 +500,10 @@ pub(crate) fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
 
 /// A sibling of the store directory `dir`: `store` + `suffix`.
 fn sibling(dir: &Path, suffix: &str) -> PathBuf {
-    let name = dir
-        .file_name()
-        .map_or_else(|| "store".into(), |name| name.to_string_lossy().into_owned());
+    let name = dir.file_name().map_or_else(
+        || "store".into(),
+        |name| name.to_string_lossy().into_owned(),
+    );
     dir.with_file_name(format!("{name}{suffix}"))
 }
 
@@ -572,7 +586,12 @@ fn restore_log(
         chosen.insert(seq);
         chain.push(next.envelope().clone());
         last = Some(next);
-        if chain.len() == REBUILD_CHUNK && store.insert_remote(author, chain.drain(..))?.rejected.is_some() {
+        if chain.len() == REBUILD_CHUNK
+            && store
+                .insert_remote(author, chain.drain(..))?
+                .rejected
+                .is_some()
+        {
             return Ok(());
         }
     }
@@ -649,19 +668,21 @@ impl Store {
 
     /// Whether `author`'s fork proof is a validly signed entry that differs from the one held.
     fn fork_verifies(&self, author: &Author) -> Result<bool, StoreError> {
-        let prefix = author.as_bytes().to_vec();
-        for row in self.forks.prefix(prefix) {
-            let (key, value) = self.engine(row.into_inner())?;
-            let seq = key.get(32..).and_then(u64_from).ok_or_else(|| self.bad_row())?;
-            let Ok(proof) = Entry::decode(Bytes::copy_from_slice(&value)) else {
-                return Ok(false);
-            };
-            let held = self.get(author, seq)?;
-            return Ok(proof.author() == *author
-                && proof.seq() == seq
-                && proof.signature_is_valid()
-                && held.is_some_and(|held| held.hash() != proof.hash()));
-        }
-        Ok(false)
+        let Some(row) = self.forks.prefix(author.as_bytes()).next() else {
+            return Ok(false);
+        };
+        let (key, value) = self.engine(row.into_inner())?;
+        let seq = key
+            .get(32..)
+            .and_then(u64_from)
+            .ok_or_else(|| self.bad_row())?;
+        let Ok(proof) = Entry::decode(Bytes::copy_from_slice(&value)) else {
+            return Ok(false);
+        };
+        let held = self.get(author, seq)?;
+        Ok(proof.author() == *author
+            && proof.seq() == seq
+            && proof.signature_is_valid()
+            && held.is_some_and(|held| held.hash() != proof.hash()))
     }
 }

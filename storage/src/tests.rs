@@ -548,7 +548,9 @@ fn damaged_store_fixture(dir: &Path, own: usize, remote: u64) {
     }
     let bob = log(&key(2), remote);
     for batch in bob.chunks(50) {
-        store.insert_remote(Author::of(&key(2)), envelopes(batch)).unwrap();
+        store
+            .insert_remote(Author::of(&key(2)), envelopes(batch))
+            .unwrap();
         store.sync().unwrap();
     }
     assert!(store.damage().is_none());
@@ -625,18 +627,32 @@ fn a_zeroed_block_in_the_journal_is_salvaged_around() {
     let store = Store::open(dir.path()).unwrap();
     let damage = store.damage().expect("damage is reported").clone();
     let text = damage.to_string();
-    assert!(text.contains("journal") && text.contains("damaged"), "{text}");
+    assert!(
+        text.contains("journal") && text.contains("damaged"),
+        "{text}"
+    );
     let alice = Author::of(&key(1));
     let kept = store.head_seq(&alice);
-    assert!(kept > 100 && kept < 3001, "alice's log is kept up to the block: {kept}");
+    assert!(
+        kept > 100 && kept < 3001,
+        "alice's log is kept up to the block: {kept}"
+    );
     assert_eq!(damage.lost(), 3001 - kept, "{damage:?}");
-    assert_eq!(store.head_seq(&Author::of(&key(2))), 500, "bob's log is untouched");
+    assert_eq!(
+        store.head_seq(&Author::of(&key(2))),
+        500,
+        "bob's log is untouched"
+    );
     assert!(damage.moved_to.as_ref().is_some_and(|p| p.is_dir()));
     for check in store.verify() {
         assert!(check.is_ok(), "{check:?}");
     }
     drop(store);
-    assert_eq!(Store::open(dir.path()).unwrap().damage(), None, "repaired for good");
+    assert_eq!(
+        Store::open(dir.path()).unwrap().damage(),
+        None,
+        "repaired for good"
+    );
 }
 
 #[test]
@@ -647,7 +663,10 @@ fn a_flipped_bit_in_the_journal_loses_only_the_entry_it_hit() {
     let mut data = std::fs::read(&path).unwrap();
     // Inside some text of alice's log, halfway.
     let needle = b"line 15 50";
-    let at = data.windows(needle.len()).position(|w| w == needle).unwrap();
+    let at = data
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap();
     data[at] ^= 0x04;
     std::fs::write(&path, &data).unwrap();
 
@@ -685,14 +704,20 @@ fn a_deleted_journal_and_a_deleted_version_file() {
     std::fs::remove_file(dir.path().join("version")).unwrap();
     let store = Store::open(dir.path()).unwrap();
     let damage = store.damage().expect("said").to_string();
-    assert!(damage.contains("version was missing (restored)"), "{damage}");
+    assert!(
+        damage.contains("version was missing (restored)"),
+        "{damage}"
+    );
     assert_eq!(store.heads().values().sum::<u64>(), 401);
     drop(store);
 
     std::fs::remove_file(journal_of(dir.path())).unwrap();
     let store = Store::open(dir.path()).unwrap();
     let damage = store.damage().expect("said").clone();
-    assert!(damage.to_string().contains("journal is missing"), "{damage}");
+    assert!(
+        damage.to_string().contains("journal is missing"),
+        "{damage}"
+    );
     assert_eq!(damage.lost(), 401 - store.heads().values().sum::<u64>());
     assert!(damage.lost() > 0);
 }
@@ -706,7 +731,10 @@ fn store_errors_name_the_path_and_no_engine_debug_text() {
         fjall::Error::Io(std::io::Error::from_raw_os_error(30)),
     )
     .to_string();
-    assert!(e.contains(&path.display().to_string()) && e.contains("read-only"), "{e}");
+    assert!(
+        e.contains(&path.display().to_string()) && e.contains("read-only"),
+        "{e}"
+    );
     let e = StoreError::from_engine(
         &path,
         fjall::Error::JournalRecovery(fjall::JournalRecoveryError::ChecksumMismatch),

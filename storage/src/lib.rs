@@ -140,7 +140,7 @@ impl StoreError {
             },
             K::StorageFull | K::QuotaExceeded => StoreError::Io {
                 path: path.to_owned(),
-                what: "the disk is full".into(),
+                what: format!("the disk is full ({e})"),
                 hint: "free some space and start p2pchat again; nothing written before is lost",
             },
             _ => StoreError::Io {

@@ -239,6 +239,7 @@ fn check_not_in_use(dir: &Path) -> Result<(), StoreError> {
 /// Opens the store in `dir`, first looking for damage; see the module docs. With `force`, the
 /// store is rebuilt whatever is found.
 pub(crate) fn open(dir: &Path, force: bool) -> Result<Store, StoreError> {
+    let started = std::time::Instant::now();
     let mut found = Vec::new();
     let mut rebuild_needed = false;
     if dir.join("keyspaces").is_dir() {
@@ -266,6 +267,7 @@ pub(crate) fn open(dir: &Path, force: bool) -> Result<Store, StoreError> {
             }
         }
     }
+    tracing::debug!(elapsed = ?started.elapsed(), "looked for damage");
     if rebuild_needed || (force && dir.is_dir()) {
         return rebuild(dir, found);
     }

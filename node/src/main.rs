@@ -57,6 +57,15 @@ fn main() -> ExitCode {
 
 fn import(name: &str, data_dir: Option<&PathBuf>) -> Result<(), NodeError> {
     let dir = cli::data_dir(name, data_dir)?;
+    // Damage is found and repaired when the store opens: say it before importing (an error
+    // opening it is the import's to report).
+    let store = dir.join("store");
+    if store.is_dir()
+        && let Ok(store) = p2pchat_storage::Store::open(&store)
+        && let Some(damage) = store.damage()
+    {
+        eprintln!("info> warning: {damage}");
+    }
     let imported = p2pchat_node::import(name, &dir, std::io::stdin().lock(), |line, reason| {
         eprintln!("info> error: line {line} skipped: {reason}");
     })?;

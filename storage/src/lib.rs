@@ -726,6 +726,7 @@ impl Store {
         repair::Record {
             keyspaces: self.keyspace_ids(),
             heads,
+            closed: Vec::new(),
         }
         .write(&self.dir)
     }
@@ -764,6 +765,25 @@ impl Store {
             ));
         }
         Ok(out)
+    }
+}
+
+impl Drop for Store {
+    /// A clean close: everything synced, and the journals stamped in the heads record, so the
+    /// next open need not walk them.
+    fn drop(&mut self) {
+        if self.db.persist(PersistMode::SyncAll).is_err() {
+            return;
+        }
+        let _writing = lock(&self.record);
+        let record = repair::Record {
+            keyspaces: self.keyspace_ids(),
+            heads: self.heads(),
+            closed: repair::Stamp::all(&self.dir),
+        };
+        if let Err(e) = record.write(&self.dir) {
+            tracing::debug!("cannot stamp the journals at close: {e}");
+        }
     }
 }
 

@@ -126,11 +126,51 @@ pub(crate) struct KeyspaceIds {
     pub pins: u64,
 }
 
-/// The heads record: heads known to be on disk, and the keyspace ids journals refer to.
+/// The heads record: heads known to be on disk, the keyspace ids journals refer to, and,
+/// after a clean close, each journal file as it was left.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Record {
     pub keyspaces: KeyspaceIds,
     pub heads: Heads,
+    pub closed: Vec<Stamp>,
+}
+
+/// A journal file as a clean close left it: if it is unchanged at the next open, the walk
+/// through it is skipped (fjall still checks its checksums, and the heads are still compared).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    id: u64,
+    len: u64,
+    inode: u64,
+    mtime_ns: i64,
+}
+
+impl Stamp {
+    fn of(path: &Path) -> Option<Stamp> {
+        use std::os::unix::fs::MetadataExt;
+        let id = path
+            .file_name()?
+            .to_str()?
+            .strip_suffix(".jnl")?
+            .parse()
+            .ok()?;
+        let meta = std::fs::metadata(path).ok()?;
+        Some(Stamp {
+            id,
+            len: meta.len(),
+            inode: meta.ino(),
+            mtime_ns: meta.mtime().saturating_mul(1_000_000_000) + meta.mtime_nsec(),
+        })
+    }
+
+    /// The stamps of the journals in `dir` now.
+    pub fn all(dir: &Path) -> Vec<Stamp> {
+        journals(dir)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|path| Stamp::of(path))
+            .collect()
+    }
 }
 
 impl Record {
@@ -146,6 +186,12 @@ impl Record {
             self.keyspaces.pins,
         ] {
             bytes.extend_from_slice(&id.to_le_bytes());
+        }
+        bytes.extend_from_slice(&(self.closed.len() as u64).to_le_bytes());
+        for stamp in &self.closed {
+            for n in [stamp.id, stamp.len, stamp.inode, stamp.mtime_ns as u64] {
+                bytes.extend_from_slice(&n.to_le_bytes());
+            }
         }
         for (author, seq) in &self.heads {
             bytes.extend_from_slice(author.as_bytes());
@@ -178,7 +224,19 @@ impl Record {
             forks: id(1)?,
             pins: id(2)?,
         };
-        let rows = rest.get(24..)?;
+        let stamps = usize::try_from(id(3)?).ok()?;
+        let closed = (0..stamps)
+            .map(|i| {
+                let n = |j: usize| id(4 + i * 4 + j);
+                Some(Stamp {
+                    id: n(0)?,
+                    len: n(1)?,
+                    inode: n(2)?,
+                    mtime_ns: n(3)? as i64,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let rows = rest.get((4 + stamps * 4) * 8..)?;
         if !rows.len().is_multiple_of(40) {
             return None;
         }
@@ -189,7 +247,11 @@ impl Record {
                 Some((author, u64::from_le_bytes(row[32..].try_into().ok()?)))
             })
             .collect::<Option<Heads>>()?;
-        Some(Record { keyspaces, heads })
+        Some(Record {
+            keyspaces,
+            heads,
+            closed,
+        })
     }
 }
 
@@ -242,6 +304,7 @@ pub(crate) fn open(dir: &Path, force: bool) -> Result<Store, StoreError> {
     let started = std::time::Instant::now();
     let mut found = Vec::new();
     let mut rebuild_needed = false;
+    let record = Record::read(dir);
     if dir.join("keyspaces").is_dir() {
         check_not_in_use(dir)?;
         let version = dir.join("version");
@@ -259,7 +322,11 @@ pub(crate) fn open(dir: &Path, force: bool) -> Result<Store, StoreError> {
             found.push("its journal is missing".into());
             rebuild_needed = true;
         }
-        for path in &journals {
+        // Journals left as a clean close wrote them need no walk.
+        let closed_cleanly = record
+            .as_ref()
+            .is_some_and(|r| !r.closed.is_empty() && r.closed == Stamp::all(dir));
+        for path in journals.iter().filter(|_| !closed_cleanly) {
             let finding = journal::scan(path).map_err(|e| StoreError::from_io(path, e))?;
             if let Some(what) = describe(path, &finding) {
                 found.push(what);
@@ -271,7 +338,6 @@ pub(crate) fn open(dir: &Path, force: bool) -> Result<Store, StoreError> {
     if rebuild_needed || (force && dir.is_dir()) {
         return rebuild(dir, found);
     }
-    let record = Record::read(dir);
     let mut store = match Store::open_engine(dir, true) {
         Ok(store) => store,
         Err(StoreError::Damaged { what, .. }) => {

@@ -71,6 +71,23 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = ExportFormat::Text)]
         format: ExportFormat,
     },
+    /// Check a user's store offline: every log's chain and signatures, heads against entries,
+    /// fork proofs, journals and tables; one line per log. Exits 1 if anything is damaged or
+    /// lost. Without --repair only a copy is read; stop the user's chat first.
+    #[command(after_help = "Examples:\n  p2pchat doctor --name alice\n  \
+                            p2pchat doctor --name alice --repair")]
+    Doctor {
+        /// Whose store to check.
+        #[arg(long)]
+        name: String,
+        /// The user's data directory (default: as for chatting).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// Repair the store: move the damaged files aside (to store.damaged-TIME/) and rebuild
+        /// it from every entry that still verifies; peers refill the rest at the next chat.
+        #[arg(long)]
+        repair: bool,
+    },
     /// Print the user's peer id and key fingerprint (the `#3fa2c1` others may see).
     #[command(after_help = "Example:\n  p2pchat id --name alice")]
     Id {
@@ -244,6 +261,11 @@ mod tests {
             })
         ));
         assert!(Cli::try_parse_from(["p2pchat", "id", "--name", "alice"]).is_ok());
+        let doctor = Cli::try_parse_from(["p2pchat", "doctor", "--name", "a", "--repair"]).unwrap();
+        assert!(matches!(
+            doctor.command,
+            Some(Command::Doctor { repair: true, .. })
+        ));
         assert!(Cli::try_parse_from(["p2pchat", "completions", "bash"]).is_ok());
         let keygen = Cli::try_parse_from(["p2pchat", "keygen-room", "team.key"]).unwrap();
         assert!(matches!(keygen.command, Some(Command::KeygenRoom { .. })));

@@ -458,9 +458,7 @@ impl EventLoop {
                     .sync
                     .send_request(&peer, Request::Hello(hello));
             }
-            Err(e) => self.shared.emit(Event::Error {
-                message: format!("reading the store failed: {e}"),
-            }),
+            Err(e) => self.shared.store_failed("reading the store", &e),
         }
     }
 

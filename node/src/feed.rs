@@ -76,7 +76,16 @@ impl MessageFeed {
                 return Some(true);
             }
             Phase::History { heads, pos } => {
-                let (page, last) = shared.store.history_page(pos.as_ref(), PAGE).ok()?;
+                let (page, last) = match shared.store.history_page(pos.as_ref(), PAGE) {
+                    Ok(read) => read,
+                    Err(e) if e.is_damage() => {
+                        // The rest of the history cannot be read: go on with what is new.
+                        shared.store_failed("reading the history", &e);
+                        self.phase = Phase::Live { delivered: heads };
+                        return Some(true);
+                    }
+                    Err(_) => return None,
+                };
                 let held = |e: &Entry| e.seq() <= heads.get(&e.author()).copied().unwrap_or(0);
                 let entries: Vec<Entry> = page.into_iter().filter(held).collect();
                 self.phase = match last {
@@ -95,10 +104,20 @@ impl MessageFeed {
                 for (author, head) in shared.store.heads() {
                     let done = delivered.entry(author).or_default();
                     while *done < head && entries.len() < PAGE {
-                        let chunk = shared
-                            .store
-                            .range(&author, *done + 1, PAGE - entries.len(), usize::MAX)
-                            .ok()?;
+                        let chunk = match shared.store.range(
+                            &author,
+                            *done + 1,
+                            PAGE - entries.len(),
+                            usize::MAX,
+                        ) {
+                            Ok(chunk) => chunk,
+                            Err(e) if e.is_damage() => {
+                                shared.store_failed("reading the store", &e);
+                                *done = head; // skip what cannot be read
+                                break;
+                            }
+                            Err(_) => return None,
+                        };
                         let Some(last) = chunk.last() else { break };
                         *done = last.seq();
                         entries.extend(chunk);

@@ -21,6 +21,7 @@
 mod behaviour;
 mod dial;
 mod discovery;
+mod doctor;
 mod event_loop;
 mod feed;
 mod frames;
@@ -35,6 +36,7 @@ mod shared;
 mod warnings;
 
 pub use dial::ConnectFailure;
+pub use doctor::{Checkup, LogReport, doctor};
 pub use feed::MessageFeed;
 pub use import::{IMPORT_CHUNK, Imported, import};
 pub use node::{Event, Message, Node, NodeBuilder, NodeError, PeerSpec, Stats, check_text};

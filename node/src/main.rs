@@ -33,6 +33,11 @@ fn main() -> ExitCode {
             format,
         }) => export(&name, data_dir.as_ref(), format),
         Some(Command::Id { name, data_dir }) => id(&name, data_dir.as_ref()),
+        Some(Command::Doctor {
+            name,
+            data_dir,
+            repair,
+        }) => return doctor(&name, data_dir.as_ref(), repair),
         Some(Command::KeygenRoom { file }) => keygen_room(&file),
         Some(Command::Completions { shell }) => {
             clap_complete::generate(
@@ -60,6 +65,15 @@ fn import(name: &str, data_dir: Option<&PathBuf>, create: bool) -> Result<(), No
     if !create && !dir.join(p2pchat_node::identity::IDENTITY_FILE).is_file() {
         return Err(NodeError::NoUser(dir));
     }
+    // Damage is found and repaired when the store opens: say it before importing (an error
+    // opening it is the import's to report).
+    let store = dir.join("store");
+    if store.is_dir()
+        && let Ok(store) = p2pchat_storage::Store::open(&store)
+        && let Some(damage) = store.damage()
+    {
+        eprintln!("info> warning: {damage}");
+    }
     let imported = p2pchat_node::import(name, &dir, std::io::stdin().lock(), |line, reason| {
         eprintln!("info> error: line {line} skipped: {reason}");
     })?;
@@ -83,23 +97,103 @@ fn lines(n: u64) -> String {
 }
 
 fn export(name: &str, data_dir: Option<&PathBuf>, format: ExportFormat) -> Result<(), NodeError> {
-    let archive = Archive::open(&cli::data_dir(name, data_dir)?)?;
+    let dir = cli::data_dir(name, data_dir)?;
+    let mut archive = Archive::open(&dir)?;
     for warning in archive.warnings() {
         eprintln!("info> warning: {warning}");
     }
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
-    for message in archive.messages() {
-        let message = message?;
-        let line = match format {
-            ExportFormat::Text => ui::format::history_line(&message),
-            ExportFormat::Ndjson => ui::json::message(&message),
-        };
-        if writeln!(stdout, "{line}").is_err() {
-            return Ok(()); // the reader has gone (say, `| head`): nothing more to do
+    // The merged-order position of the last message written, so a salvaged copy resumes there.
+    let mut written: Option<p2pchat_node::HistoryKey> = None;
+    let mut salvaged = false;
+    loop {
+        if let Some(damage) = archive.damage().filter(|d| d.is_damage()) {
+            eprintln!("info> warning: {damage}");
         }
+        let mut damaged = None;
+        for message in archive.messages() {
+            let message = match message {
+                Ok(message) => message,
+                Err(NodeError::Store(e)) if e.is_damage() && !salvaged => {
+                    damaged = Some(e);
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
+            let position = message.history_key();
+            if written.is_some_and(|w| position <= w) {
+                continue;
+            }
+            written = Some(position);
+            let line = match format {
+                ExportFormat::Text => ui::format::history_line(&message),
+                ExportFormat::Ndjson => ui::json::message(&message),
+            };
+            if writeln!(stdout, "{line}").is_err() {
+                return Ok(()); // the reader has gone (say, `| head`): nothing more to do
+            }
+        }
+        let Some(e) = damaged else { break };
+        // Go on from a copy rebuilt from what verifies.
+        eprintln!("info> warning: {e}");
+        salvaged = true;
+        archive = Archive::salvaged(&dir)?;
     }
     let _ = stdout.flush();
     Ok(())
+}
+
+fn doctor(name: &str, data_dir: Option<&PathBuf>, repair: bool) -> ExitCode {
+    let checkup = match cli::data_dir(name, data_dir).and_then(|dir| {
+        eprintln!(
+            "info> checking {}{}",
+            dir.join("store").display(),
+            if repair {
+                ""
+            } else {
+                " (a copy; nothing is changed without --repair)"
+            }
+        );
+        p2pchat_node::doctor(&dir, repair)
+    }) {
+        Ok(checkup) => checkup,
+        Err(e) => {
+            eprintln!("info> error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    for log in &checkup.logs {
+        let who = match &log.name {
+            Some(name) => format!("{}#{}", ui::format::display(name), log.author.fingerprint()),
+            None => format!("#{}", log.author.fingerprint()),
+        };
+        let state = if log.is_ok() {
+            "ok".to_owned()
+        } else {
+            format!(
+                "damaged: {} lost",
+                ui::format::thousands(log.before - log.entries)
+            )
+        };
+        let forked = if log.forked { ", forked (frozen)" } else { "" };
+        println!(
+            "{who}  {} of {} entries  {state}{forked}",
+            ui::format::thousands(log.entries),
+            ui::format::thousands(log.before)
+        );
+    }
+    eprintln!("info> {}", checkup.damage);
+    if !checkup.is_damaged() {
+        return ExitCode::SUCCESS;
+    }
+    if checkup.repaired {
+        eprintln!("info> repaired: start p2pchat to refetch what was lost from peers");
+    } else {
+        eprintln!(
+            "info> to repair: p2pchat doctor --name {name} --repair (keeps every entry that verifies)"
+        );
+    }
+    ExitCode::FAILURE
 }
 
 fn id(name: &str, data_dir: Option<&PathBuf>) -> Result<(), NodeError> {

@@ -388,6 +388,12 @@ impl NodeBuilder {
             });
         }
         let peers = Mutex::new(HashMap::new());
+        if let Some(damage) = store.damage() {
+            // Said first, so the user reads it before anything else.
+            let _ = events.send(Event::Warning {
+                message: damage.to_string(),
+            });
+        }
         let shared = Arc::new(Shared {
             store,
             key,
@@ -398,6 +404,7 @@ impl NodeBuilder {
             events,
             stats: Default::default(),
             warnings: Default::default(),
+            damage_reported: Default::default(),
         });
         // Says so if the own log is behind: the first subscriber to events sees it.
         shared.check_own();
@@ -482,7 +489,8 @@ pub(crate) struct DataDir {
 /// own log's writer.
 /// On first use the user's profile entry names them `name`; later, `name` only identifies the
 /// directory and the user keeps the name of their last profile (a `/nick` survives restarts). While the own log is behind, the
-/// first profile is held like any own append.
+/// first profile is held like any own append. Damage the store found and repaired at open is in
+/// [`Store::damage`], for the caller to say.
 pub(crate) fn open_data_dir(name: &str, dir: &std::path::Path) -> Result<DataDir, NodeError> {
     check_name(name).map_err(NodeError::Name)?;
     create_private_dir(dir)?;

@@ -110,10 +110,13 @@ pub async fn push_to(shared: SharedRef, peer: PeerId, stream: Stream) {
             ) {
                 Ok(entries) if !entries.is_empty() => entries,
                 Ok(_) => continue,
+                Err(e) if e.is_damage() => {
+                    // What cannot be read is not sent; the peer may get it from others.
+                    shared.store_failed("reading the store", &e);
+                    continue;
+                }
                 Err(e) => {
-                    shared.emit(Event::Error {
-                        message: format!("reading the store failed: {e}"),
-                    });
+                    shared.store_failed("reading the store", &e);
                     return;
                 }
             };
@@ -340,9 +343,7 @@ pub fn absorb(shared: &SharedRef, peer: PeerId, batch: Batch) -> Result<Absorbed
     let inserted = match stored {
         Ok(inserted) => inserted,
         Err(e) => {
-            shared.emit(Event::Error {
-                message: format!("storing entries failed: {e}"),
-            });
+            shared.store_failed("storing entries", &e);
             return Ok(Absorbed::default());
         }
     };

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use libp2p::PeerId;
 use p2pchat_protocol::entry::check_name;
 use p2pchat_protocol::{Author, Body, Entry};
-use p2pchat_storage::Store;
+use p2pchat_storage::{Store, StoreError};
 
 use crate::node::check_not_a_file;
 use crate::shared::display_name;
@@ -148,18 +148,43 @@ impl Node {
 /// identity. The chat must not be running on it (the store's lock makes sure).
 pub struct Archive {
     store: Store,
+    /// The copy read, when the data directory is read-only.
+    _copy: Option<tempfile::TempDir>,
 }
 
 impl Archive {
-    /// Opens the store in `dir`; an error if there is none yet.
+    /// Opens the store in `dir`; an error if there is none yet. A read-only store (a failing
+    /// disk remounted read-only, say) is copied to a temporary directory and read there.
     pub fn open(dir: &Path) -> Result<Self, NodeError> {
         check_not_a_file(dir)?;
         let path = dir.join("store");
         if !path.is_dir() {
             return Err(NodeError::NoData(dir.to_owned()));
         }
+        match Store::open(&path) {
+            Ok(store) => Ok(Archive { store, _copy: None }),
+            Err(StoreError::ReadOnly { .. }) => Self::open_copy(&path, false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Opens a copy of the store in `dir` rebuilt from what verifies, in a temporary
+    /// directory (the original is not changed): for reading a store found damaged while read.
+    pub fn salvaged(dir: &Path) -> Result<Self, NodeError> {
+        Self::open_copy(&dir.join("store"), true)
+    }
+
+    /// Opens a copy of the store in `path` in a temporary directory; with `repair`, rebuilt
+    /// from what verifies there.
+    fn open_copy(path: &Path, repair: bool) -> Result<Self, NodeError> {
+        let copy = tempfile::tempdir().map_err(|source| NodeError::DataDir {
+            path: std::env::temp_dir(),
+            source,
+        })?;
+        let store = Store::open_copy(path, copy.path(), repair)?;
         Ok(Archive {
-            store: Store::open(&path)?,
+            store,
+            _copy: Some(copy),
         })
     }
 
@@ -170,6 +195,11 @@ impl Archive {
             .iter()
             .map(crate::node::refused_log_warning)
             .collect()
+    }
+
+    /// What opening the store found damaged and repaired, if anything.
+    pub fn damage(&self) -> Option<&p2pchat_storage::Damage> {
+        self.store.damage()
     }
 
     /// Every message of every log held, in merged order (lamport clock, then author, then seq).

@@ -87,6 +87,8 @@ pub struct Shared {
     /// Warnings and connection failures said recently, so repeats are counted instead of said
     /// again.
     pub warnings: Mutex<Warnings>,
+    /// Set once damage on disk was reported, so it is said once.
+    pub damage_reported: std::sync::atomic::AtomicBool,
 }
 
 /// Counters of entries received from peers (pushed or fetched).
@@ -155,6 +157,24 @@ impl Shared {
         self.warnings
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Reports a failed store operation (`doing`, e.g. "reading the store"). Damage on disk
+    /// (a table checksum error) is one warning and the node goes on serving what it can read;
+    /// the store is repaired at the next start. Anything else is an error.
+    pub fn store_failed(&self, doing: &str, e: &StoreError) {
+        if !e.is_damage() {
+            self.emit(Event::Error {
+                message: format!("{doing} failed: {e}"),
+            });
+        } else if !self
+            .damage_reported
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            self.emit(Event::Warning {
+                message: format!("{doing} failed: {e}"),
+            });
+        }
     }
 
     /// Wakes the message feeds: there is something new to show.

@@ -180,9 +180,10 @@ impl<'s> Merge<'s> {
         };
         let entries = self.store.range(author, first, want as usize, usize::MAX)?;
         if entries.len() as u64 != want || entries.last().map(Entry::seq) != Some(last) {
-            return Err(StoreError::Corrupt(format!(
-                "entries {first} to {last} of {author:?} are not all stored"
-            )));
+            return Err(StoreError::Damaged {
+                path: self.store.dir().to_owned(),
+                what: format!("entries {first} to {last} of {author:?} are not all stored"),
+            });
         }
         if newest_first {
             ahead.extend(entries.into_iter().rev());

@@ -30,27 +30,128 @@ use p2pchat_protocol::{
 };
 
 mod history;
+mod journal;
+mod repair;
 pub use history::{HistoryKey, HistoryPos};
+pub use repair::{Damage, LogCheck, LogLoss};
 
-/// What can go wrong with the store.
+/// What can go wrong with the store. Each says which path, what happened and what to do.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// Another process has this data directory open.
-    #[error("the data directory {} is in use by another p2pchat process", path.display())]
+    #[error(
+        "the store {} is in use by another p2pchat process; stop that one first (one process \
+         per data directory)",
+        path.display()
+    )]
     InUse {
-        /// The data directory.
+        /// The store directory.
         path: PathBuf,
     },
-    /// The storage engine failed (disk full, I/O error, …). Writes stop after one.
-    #[error("storage failed: {0}")]
-    Engine(#[from] fjall::Error),
-    /// Bytes on disk are not what this version wrote.
-    #[error("stored data is corrupt: {0}")]
-    Corrupt(String),
+    /// The store cannot be written: the file system is read-only, or permission is denied.
+    #[error(
+        "cannot write to the store {}: {source}; a failing disk is often remounted read-only \
+         (check `dmesg`); `p2pchat export` can still read it, or copy the data directory to a \
+         good disk and start p2pchat with --data-dir pointing there",
+        path.display()
+    )]
+    ReadOnly {
+        /// The store directory.
+        path: PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// Reading or writing a file failed (disk full, I/O error, …). Writes stop after one.
+    #[error("the store {} failed: {what}; {hint}", path.display())]
+    Io {
+        /// The store directory, or the file in it.
+        path: PathBuf,
+        /// What happened, in words.
+        what: String,
+        /// What to do.
+        hint: &'static str,
+    },
+    /// Bytes on disk fail their checksum or are not what p2pchat wrote.
+    #[error(
+        "the store {} is damaged: {what}; p2pchat repairs it at its next start, keeping every \
+         entry that still verifies and fetching the rest from peers (or run `p2pchat doctor \
+         --repair`)",
+        path.display()
+    )]
+    Damaged {
+        /// The store directory.
+        path: PathBuf,
+        /// What is wrong, in words.
+        what: String,
+    },
     /// An own entry could not be made (for example, text over the size limit).
     #[error(transparent)]
     Invalid(#[from] DecodeError),
+}
+
+impl StoreError {
+    /// Whether this is damage on disk (a checksum error, say): the node keeps serving what it
+    /// can read, and the store is repaired at the next start.
+    pub fn is_damage(&self) -> bool {
+        matches!(self, StoreError::Damaged { .. })
+    }
+
+    /// The store error that a fjall error at `path` stands for, in words.
+    fn from_engine(path: &Path, e: fjall::Error) -> Self {
+        use fjall::Error as F;
+        let damaged = |what: &str| StoreError::Damaged {
+            path: path.to_owned(),
+            what: what.to_owned(),
+        };
+        match e {
+            F::Locked => StoreError::InUse {
+                path: path.to_owned(),
+            },
+            F::Io(e) | F::Storage(fjall::LsmError::Io(e)) => StoreError::from_io(path, e),
+            F::JournalRecovery(_) | F::InvalidTrailer | F::InvalidTag(_) | F::Decompress(_) => {
+                damaged("its journal is corrupt")
+            }
+            F::Storage(fjall::LsmError::ChecksumMismatch { .. }) => {
+                damaged("a table file failed its checksum")
+            }
+            F::Storage(_) | F::Unrecoverable => damaged("a table file is unreadable"),
+            F::InvalidVersion(_) => StoreError::Io {
+                path: path.to_owned(),
+                what: "it was written in a storage format this version cannot read".into(),
+                hint: "use the p2pchat version that wrote it",
+            },
+            e => StoreError::Io {
+                path: path.to_owned(),
+                what: match e {
+                    F::Poisoned => "an earlier write to the disk failed".into(),
+                    other => format!("the storage engine failed ({other:?})"),
+                },
+                hint: "check the disk (free space, `dmesg`) and start p2pchat again",
+            },
+        }
+    }
+
+    /// The store error for an I/O error at `path`.
+    pub(crate) fn from_io(path: &Path, e: std::io::Error) -> Self {
+        use std::io::ErrorKind as K;
+        match e.kind() {
+            K::ReadOnlyFilesystem | K::PermissionDenied => StoreError::ReadOnly {
+                path: path.to_owned(),
+                source: e,
+            },
+            K::StorageFull | K::QuotaExceeded => StoreError::Io {
+                path: path.to_owned(),
+                what: format!("the disk is full ({e})"),
+                hint: "free some space and start p2pchat again; nothing written before is lost",
+            },
+            _ => StoreError::Io {
+                path: path.to_owned(),
+                what: e.to_string(),
+                hint: "check the disk (`dmesg`) and start p2pchat again",
+            },
+        }
+    }
 }
 
 /// The result of offering a batch of remote entries to [`Store::insert_remote`].
@@ -106,6 +207,7 @@ type NewPins = BTreeMap<String, Author>;
 /// A data directory's logs. Cheap to share behind an `Arc`; reads run concurrently, writes one
 /// at a time.
 pub struct Store {
+    dir: PathBuf,
     db: Database,
     entries: Keyspace,
     heads: Keyspace,
@@ -114,6 +216,12 @@ pub struct Store {
     pins: Keyspace,
     cache: RwLock<Cache>,
     writer: Mutex<()>,
+    /// Serialises writes of the heads record.
+    record: Mutex<()>,
+    /// What the open found damaged and repaired, if anything.
+    damage: Option<Damage>,
+    /// Set once damage was found while running (and marked for repair at the next start).
+    damaged_while_running: std::sync::atomic::AtomicBool,
 }
 
 /// Block cache size. Reads are mostly sequential (ranges), so a small cache serves.
@@ -130,18 +238,12 @@ fn entry_key(author: &Author, seq: u64) -> [u8; 40] {
     key
 }
 
-fn author_from(bytes: &[u8]) -> Result<Author, StoreError> {
-    let bytes: [u8; 32] = bytes
-        .try_into()
-        .map_err(|_| StoreError::Corrupt("bad author key".into()))?;
-    Ok(Author::from_bytes(bytes))
+fn author_from(bytes: &[u8]) -> Option<Author> {
+    Some(Author::from_bytes(bytes.try_into().ok()?))
 }
 
-fn u64_from(bytes: &[u8]) -> Result<u64, StoreError> {
-    let bytes: [u8; 8] = bytes
-        .try_into()
-        .map_err(|_| StoreError::Corrupt("bad integer".into()))?;
-    Ok(u64::from_be_bytes(bytes))
+fn u64_from(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.try_into().ok()?))
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -154,7 +256,45 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Store {
     /// Opens (creating if needed) the store in `dir`. Fails with [`StoreError::InUse`] if
     /// another process has it open.
+    ///
+    /// Damage is looked for first (journals, the heads record, a repair mark left by a run
+    /// that hit damage): a damaged store is moved aside and rebuilt from every entry that
+    /// still verifies, and [`Store::damage`] says what was lost. A healthy store (also after
+    /// a crash) opens without a finding.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        repair::open(dir, false)
+    }
+
+    /// Looks for damage like [`Store::open`], then moves the store in `dir` aside and rebuilds
+    /// it from every entry that still verifies, damaged or not (`p2pchat doctor --repair`).
+    /// [`Store::damage`] is then always set; [`Damage::is_damage`] says if anything was wrong.
+    pub fn repair(dir: &Path) -> Result<Self, StoreError> {
+        repair::open(dir, true)
+    }
+
+    /// Copies the store in `dir` into `scratch` (a new or empty directory) and opens the copy
+    /// there, with `repair` as [`Store::repair`], else as [`Store::open`]. The original is
+    /// only read: for a read-only data directory, and for `p2pchat doctor` without `--repair`.
+    pub fn open_copy(dir: &Path, scratch: &Path, repair: bool) -> Result<Self, StoreError> {
+        let copy = scratch.join("store");
+        repair::copy_dir(dir, &copy).map_err(|e| StoreError::from_io(dir, e))?;
+        repair::open(&copy, repair)
+    }
+
+    /// What the open found damaged, lost and repaired; `None` for a healthy store.
+    pub fn damage(&self) -> Option<&Damage> {
+        self.damage.as_ref()
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Opens fjall in `dir`, without looking for damage; with `load`, reads the caches (which
+    /// fails if a head entry is missing).
+    fn open_engine(dir: &Path, load: bool) -> Result<Self, StoreError> {
+        let engine = |e| StoreError::from_engine(dir, e);
         let db = Database::builder(dir)
             .cache_size(CACHE_BYTES)
             .max_journaling_size(JOURNAL_BYTES)
@@ -162,18 +302,14 @@ impl Store {
             // received batches are written without compressing them first.
             .journal_compression(fjall::CompressionType::None)
             .open()
-            .map_err(|e| match e {
-                fjall::Error::Locked => StoreError::InUse {
-                    path: dir.to_owned(),
-                },
-                e => StoreError::Engine(e),
-            })?;
+            .map_err(engine)?;
         let options = || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES);
         if db.keyspace_exists("order") {
             // Stores written before the history was merged on read kept an index: drop it.
-            db.delete_keyspace(db.keyspace("order", options)?)?;
+            db.delete_keyspace(db.keyspace("order", options).map_err(engine)?)
+                .map_err(engine)?;
         }
-        let keyspace = |name: &str| db.keyspace(name, options);
+        let keyspace = |name: &str| db.keyspace(name, options).map_err(engine);
         let store = Self {
             entries: keyspace("entries")?,
             heads: keyspace("heads")?,
@@ -181,18 +317,49 @@ impl Store {
             forks: keyspace("forks")?,
             pins: keyspace("pins")?,
             db,
+            dir: dir.to_owned(),
             cache: RwLock::default(),
             writer: Mutex::new(()),
+            record: Mutex::new(()),
+            damage: None,
+            damaged_while_running: Default::default(),
         };
-        store.load_cache()?;
+        if load {
+            store.load_cache()?;
+        }
         Ok(store)
+    }
+
+    /// A fjall result as a store result. Damage found while running is marked, so the next
+    /// start repairs the store.
+    fn engine<T>(&self, result: fjall::Result<T>) -> Result<T, StoreError> {
+        result.map_err(|e| {
+            let e = StoreError::from_engine(&self.dir, e);
+            if e.is_damage()
+                && !self
+                    .damaged_while_running
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                repair::mark_for_repair(&self.dir);
+            }
+            e
+        })
+    }
+
+    /// A row that is not what p2pchat writes.
+    fn bad_row(&self) -> StoreError {
+        StoreError::Damaged {
+            path: self.dir.clone(),
+            what: "a row is not what p2pchat writes".into(),
+        }
     }
 
     fn load_cache(&self) -> Result<(), StoreError> {
         let mut cache = Cache::default();
         for row in self.heads.iter() {
-            let (author, seq) = row.into_inner()?;
-            let (author, entries) = (author_from(&author)?, u64_from(&seq)?);
+            let (author, seq) = self.engine(row.into_inner())?;
+            let author = author_from(&author).ok_or_else(|| self.bad_row())?;
+            let entries = u64_from(&seq).ok_or_else(|| self.bad_row())?;
             match author.check_key() {
                 Ok(_) => {
                     cache.heads.insert(author, entries);
@@ -213,15 +380,16 @@ impl Store {
             cache.max_lamport = cache.max_lamport.max(head.lamport());
         }
         for row in self.forks.iter() {
-            let key = row.key()?;
-            let author = author_from(key.get(..32).unwrap_or_default())?;
+            let key = self.engine(row.key())?;
+            let author =
+                author_from(key.get(..32).unwrap_or_default()).ok_or_else(|| self.bad_row())?;
             if !cache.refused.contains_key(&author) {
                 cache.frozen.insert(author);
             }
         }
         for row in self.names.iter() {
-            let (author, name) = row.into_inner()?;
-            let author = author_from(&author)?;
+            let (author, name) = self.engine(row.into_inner())?;
+            let author = author_from(&author).ok_or_else(|| self.bad_row())?;
             if !cache.refused.contains_key(&author) {
                 let name = String::from_utf8_lossy(&name).into_owned();
                 cache.names.insert(author, name);
@@ -229,8 +397,8 @@ impl Store {
         }
         // A name pinned to a refused key is free again.
         for row in self.pins.iter() {
-            let (name, author) = row.into_inner()?;
-            let author = author_from(&author)?;
+            let (name, author) = self.engine(row.into_inner())?;
+            let author = author_from(&author).ok_or_else(|| self.bad_row())?;
             if !cache.refused.contains_key(&author) {
                 let name = String::from_utf8_lossy(&name).into_owned();
                 cache.pins.insert(name, author);
@@ -316,8 +484,10 @@ impl Store {
 
     /// The entry at `author`'s head `seq`, which must be stored.
     fn head_entry(&self, author: &Author, seq: u64) -> Result<Entry, StoreError> {
-        self.get(author, seq)?
-            .ok_or_else(|| StoreError::Corrupt(format!("head {seq} of {author:?} is missing")))
+        self.get(author, seq)?.ok_or_else(|| StoreError::Damaged {
+            path: self.dir.clone(),
+            what: format!("the newest entry of a log ({author:?}, seq {seq}) is missing"),
+        })
     }
 
     /// The entry at `seq` of `author`'s log.
@@ -325,9 +495,8 @@ impl Store {
         if self.is_refused(author) {
             return Ok(None);
         }
-        self.entries
-            .get(entry_key(author, seq))?
-            .map(|bytes| decode_stored(Bytes::copy_from_slice(&bytes)))
+        self.engine(self.entries.get(entry_key(author, seq)))?
+            .map(|bytes| self.decode_stored(Bytes::copy_from_slice(&bytes)))
             .transpose()
     }
 
@@ -342,7 +511,7 @@ impl Store {
     ) -> Result<Vec<Entry>, StoreError> {
         self.range_envelopes(author, from, max_entries, max_bytes)?
             .into_iter()
-            .map(|(_, envelope)| decode_stored(envelope))
+            .map(|(_, envelope)| self.decode_stored(envelope))
             .collect()
     }
 
@@ -382,7 +551,7 @@ impl Store {
             name.as_bytes().to_vec(),
             author.as_bytes().to_vec(),
         );
-        batch.commit()?;
+        self.engine(batch.commit())?;
         self.update_cache(
             author,
             &[],
@@ -401,9 +570,10 @@ impl Store {
         timestamp: u64,
     ) -> Result<Entry, StoreError> {
         let mut entries = self.append_own_many(key, [body], timestamp)?;
-        entries
-            .pop()
-            .ok_or_else(|| StoreError::Corrupt("append stored nothing".into()))
+        entries.pop().ok_or_else(|| StoreError::Damaged {
+            path: self.dir.clone(),
+            what: "an append stored nothing".into(),
+        })
     }
 
     /// Signs `bodies` as the next entries of `key`'s own log and stores them all in one atomic,
@@ -449,8 +619,10 @@ impl Store {
             author.as_bytes().to_vec(),
             last.seq().to_be_bytes().to_vec(),
         );
-        batch.commit()?;
+        self.engine(batch.commit())?;
         self.update_cache(author, &entries, false, new_pins);
+        // Synced: every head in the cache is on disk now.
+        self.write_record(self.heads())?;
         Ok(entries)
     }
 
@@ -525,7 +697,10 @@ impl Store {
                 }
                 let known = self
                     .get(&author, entry.seq())?
-                    .ok_or_else(|| StoreError::Corrupt(format!("entry {} missing", entry.seq())))?;
+                    .ok_or_else(|| StoreError::Damaged {
+                        path: self.dir.clone(),
+                        what: format!("entry {} of a log below its head is missing", entry.seq()),
+                    })?;
                 match check_known(&known, &entry) {
                     Ok(()) => {
                         result.duplicates += 1;
@@ -574,7 +749,7 @@ impl Store {
                 fork.envelope().to_vec(),
             );
         }
-        batch.commit()?;
+        self.engine(batch.commit())?;
         self.update_cache(author, &run, fork.is_some(), new_pins);
         result.stored = run;
         Ok(result)
@@ -582,7 +757,30 @@ impl Store {
 
     /// Syncs everything written so far to disk (one `fdatasync` of the journal).
     pub fn sync(&self) -> Result<(), StoreError> {
-        Ok(self.db.persist(PersistMode::SyncData)?)
+        // Every head in the cache now was written before the sync below.
+        let heads = self.heads();
+        self.engine(self.db.persist(PersistMode::SyncData))?;
+        self.write_record(heads)
+    }
+
+    /// Records `heads`, which must be on disk, in the heads record: the next open compares
+    /// the store with it to count what damage lost.
+    fn write_record(&self, heads: Heads) -> Result<(), StoreError> {
+        let _writing = lock(&self.record);
+        repair::Record {
+            keyspaces: self.keyspace_ids(),
+            heads,
+            closed: Vec::new(),
+        }
+        .write(&self.dir)
+    }
+
+    fn keyspace_ids(&self) -> repair::KeyspaceIds {
+        repair::KeyspaceIds {
+            entries: self.entries.id(),
+            forks: self.forks.id(),
+            pins: self.pins.id(),
+        }
     }
 
     /// Like [`Store::range`], but the raw envelopes, unchecked: for sending on, where the
@@ -603,13 +801,13 @@ impl Store {
             .entries
             .range(entry_key(author, from)..=entry_key(author, u64::MAX));
         for row in rows.take(max_entries) {
-            let (key, value) = row.into_inner()?;
+            let (key, value) = self.engine(row.into_inner())?;
             bytes += value.len();
             if bytes > max_bytes && !out.is_empty() {
                 break;
             }
             out.push((
-                u64_from(key.get(32..40).unwrap_or_default())?,
+                u64_from(key.get(32..40).unwrap_or_default()).ok_or_else(|| self.bad_row())?,
                 Bytes::copy_from_slice(&value),
             ));
         }
@@ -617,8 +815,32 @@ impl Store {
     }
 }
 
-fn decode_stored(bytes: Bytes) -> Result<Entry, StoreError> {
-    Entry::decode(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+impl Drop for Store {
+    /// A clean close: everything synced, and the journals stamped in the heads record, so the
+    /// next open need not walk them.
+    fn drop(&mut self) {
+        if self.db.persist(PersistMode::SyncAll).is_err() {
+            return;
+        }
+        let _writing = lock(&self.record);
+        let record = repair::Record {
+            keyspaces: self.keyspace_ids(),
+            heads: self.heads(),
+            closed: repair::Stamp::all(&self.dir),
+        };
+        if let Err(e) = record.write(&self.dir) {
+            tracing::debug!("cannot stamp the journals at close: {e}");
+        }
+    }
+}
+
+impl Store {
+    fn decode_stored(&self, bytes: Bytes) -> Result<Entry, StoreError> {
+        Entry::decode(bytes).map_err(|e| StoreError::Damaged {
+            path: self.dir.clone(),
+            what: format!("a stored entry does not decode ({e})"),
+        })
+    }
 }
 
 #[cfg(test)]

@@ -644,3 +644,209 @@ fn a_small_order_log_already_on_disk_is_ignored_at_open() {
     );
     assert_eq!(store.pin("alice", Author::of(&key(2))).unwrap(), Pin::New);
 }
+
+/// A store in `dir` with alice's own log of `own` entries and bob's log of `remote`, closed.
+fn damaged_store_fixture(dir: &Path, own: usize, remote: u64) {
+    let store = Store::open(dir).unwrap();
+    let alice = key(1);
+    store.append_own(&alice, profile("alice"), 1).unwrap();
+    for chunk in 0..own / 100 {
+        let lines = (0..100).map(|i| text(&format!("line {chunk} {i}")));
+        store.append_own_many(&alice, lines, 2).unwrap();
+    }
+    let bob = log(&key(2), remote);
+    for batch in bob.chunks(50) {
+        store
+            .insert_remote(Author::of(&key(2)), envelopes(batch))
+            .unwrap();
+        store.sync().unwrap();
+    }
+    assert!(store.damage().is_none());
+}
+
+fn journal_of(dir: &Path) -> PathBuf {
+    repair_journals(dir).pop().unwrap()
+}
+
+fn repair_journals(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|d| d.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jnl"))
+        .collect();
+    found.sort();
+    found
+}
+
+fn written_len(path: &Path) -> usize {
+    let data = std::fs::read(path).unwrap();
+    data.len() - data.iter().rev().take_while(|b| **b == 0).count()
+}
+
+#[test]
+fn the_journal_reader_reads_what_fjall_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    damaged_store_fixture(dir.path(), 300, 120);
+    let path = journal_of(dir.path());
+    assert_eq!(journal::scan(&path).unwrap(), journal::Finding::Clean);
+    let (items, finding) = journal::items(&path).unwrap();
+    assert_eq!(finding, journal::Finding::Clean);
+    let entries = items.iter().filter(|i| i.key.len() == 40).count();
+    assert_eq!(entries, 301 + 120, "every entry row is read back");
+}
+
+#[test]
+fn a_healthy_reopen_reports_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    damaged_store_fixture(dir.path(), 300, 120);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.damage(), None);
+    assert_eq!(store.heads().values().sum::<u64>(), 421);
+}
+
+#[test]
+fn an_unfinished_batch_at_the_end_is_a_crash_not_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    damaged_store_fixture(dir.path(), 300, 120);
+    let path = journal_of(dir.path());
+    // A crash mid-write leaves the start of a batch after the last whole one.
+    let end = written_len(&path);
+    let mut data = std::fs::read(&path).unwrap();
+    data.truncate(end);
+    let last_batch = data[end - 600..end - 300].to_vec();
+    data.extend_from_slice(&[1, 5, 0, 0, 0]);
+    data.extend_from_slice(&last_batch);
+    std::fs::write(&path, &data).unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.damage(), None);
+    assert_eq!(store.heads().values().sum::<u64>(), 421);
+}
+
+#[test]
+fn a_zeroed_block_in_the_journal_is_salvaged_around() {
+    let dir = tempfile::tempdir().unwrap();
+    damaged_store_fixture(dir.path(), 3000, 500);
+    let path = journal_of(dir.path());
+    let mut data = std::fs::read(&path).unwrap();
+    let at = written_len(&path) / 3 / 4096 * 4096;
+    data[at..at + 4096].fill(0);
+    std::fs::write(&path, &data).unwrap();
+
+    let store = Store::open(dir.path()).unwrap();
+    let damage = store.damage().expect("damage is reported").clone();
+    let text = damage.to_string();
+    assert!(
+        text.contains("journal") && text.contains("damaged"),
+        "{text}"
+    );
+    let alice = Author::of(&key(1));
+    let kept = store.head_seq(&alice);
+    assert!(
+        kept > 100 && kept < 3001,
+        "alice's log is kept up to the block: {kept}"
+    );
+    assert_eq!(damage.lost(), 3001 - kept, "{damage:?}");
+    assert_eq!(
+        store.head_seq(&Author::of(&key(2))),
+        500,
+        "bob's log is untouched"
+    );
+    assert!(damage.moved_to.as_ref().is_some_and(|p| p.is_dir()));
+    for check in store.verify() {
+        assert!(check.is_ok(), "{check:?}");
+    }
+    drop(store);
+    assert_eq!(
+        Store::open(dir.path()).unwrap().damage(),
+        None,
+        "repaired for good"
+    );
+}
+
+#[test]
+fn a_flipped_bit_in_the_journal_loses_only_the_entry_it_hit() {
+    let dir = tempfile::tempdir().unwrap();
+    damaged_store_fixture(dir.path(), 3000, 500);
+    let path = journal_of(dir.path());
+    let mut data = std::fs::read(&path).unwrap();
+    // Inside some text of alice's log, halfway.
+    let needle = b"line 15 50";
+    let at = data
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap();
+    data[at] ^= 0x04;
+    std::fs::write(&path, &data).unwrap();
+
+    let store = Store::open(dir.path()).unwrap();
+    let damage = store.damage().expect("damage is reported").clone();
+    assert!(damage.to_string().contains("checksum mismatch"), "{damage}");
+    let alice = Author::of(&key(1));
+    // Profile + 15 chunks of 100 + 50 lines hold before the damaged one (seq 1552).
+    assert_eq!(store.head_seq(&alice), 1551);
+    assert_eq!(damage.lost(), 3001 - 1551);
+    assert_eq!(store.head_seq(&Author::of(&key(2))), 500);
+}
+
+#[test]
+fn a_truncated_journal_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    damaged_store_fixture(dir.path(), 3000, 500);
+    let path = journal_of(dir.path());
+    let len = written_len(&path);
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(len as u64 / 2).unwrap();
+    drop(file);
+    let store = Store::open(dir.path()).unwrap();
+    let damage = store.damage().expect("damage is reported").clone();
+    assert!(damage.to_string().contains("truncated"), "{damage}");
+    let held: u64 = store.heads().values().sum();
+    assert_eq!(damage.lost(), 3501 - held);
+    assert!(damage.lost() > 0);
+}
+
+#[test]
+fn a_deleted_journal_and_a_deleted_version_file() {
+    let dir = tempfile::tempdir().unwrap();
+    damaged_store_fixture(dir.path(), 300, 100);
+    std::fs::remove_file(dir.path().join("version")).unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let damage = store.damage().expect("said").to_string();
+    assert!(
+        damage.contains("version was missing (restored)"),
+        "{damage}"
+    );
+    assert_eq!(store.heads().values().sum::<u64>(), 401);
+    drop(store);
+
+    std::fs::remove_file(journal_of(dir.path())).unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let damage = store.damage().expect("said").clone();
+    assert!(
+        damage.to_string().contains("journal is missing"),
+        "{damage}"
+    );
+    assert_eq!(damage.lost(), 401 - store.heads().values().sum::<u64>());
+    assert!(damage.lost() > 0);
+}
+
+#[test]
+fn store_errors_name_the_path_and_no_engine_debug_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let e = StoreError::from_engine(
+        &path,
+        fjall::Error::Io(std::io::Error::from_raw_os_error(30)),
+    )
+    .to_string();
+    assert!(
+        e.contains(&path.display().to_string()) && e.contains("read-only"),
+        "{e}"
+    );
+    let e = StoreError::from_engine(
+        &path,
+        fjall::Error::JournalRecovery(fjall::JournalRecoveryError::ChecksumMismatch),
+    )
+    .to_string();
+    assert!(e.contains("damaged") && !e.contains("Fjall"), "{e}");
+}

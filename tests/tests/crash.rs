@@ -31,7 +31,13 @@ fn path(dir: &tempfile::TempDir) -> String {
 }
 
 /// Kills `chat` with SIGKILL and returns the stdout lines it had printed but we had not read.
+/// A crash is not damage: a restart after one must not say the store is damaged.
 async fn kill(mut chat: Chat) -> anyhow::Result<Vec<String>> {
+    let said = chat.stderr_tail();
+    anyhow::ensure!(
+        !said.contains("damaged"),
+        "a crash restart warned of damage: {said}"
+    );
     chat.child.start_kill()?;
     tokio::time::timeout(p2pchat_tests::DEADLINE, chat.child.wait()).await??;
     let mut rest = Vec::new();

@@ -22,7 +22,7 @@ const TOTAL: u64 = (ALICE_LINES + BOB_LINES + 2) as u64;
 fn import(name: &str, dir: &Path, lines: usize) -> anyhow::Result<()> {
     let input: String = (0..lines).map(|i| format!("{name} line {i}\n")).collect();
     let mut child = Command::new(p2pchat_binary())
-        .args(["import", "--name", name, "--data-dir"])
+        .args(["import", "--create", "--name", name, "--data-dir"])
         .arg(dir)
         .stdin(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -237,7 +237,7 @@ async fn a_flipped_bit_in_a_table_warns_without_stopping_and_is_repaired_at_rest
         .map(|i| format!("line {i} {}\n", "x".repeat(900)))
         .collect();
     let mut child = Command::new(p2pchat_binary())
-        .args(["import", "--name", "alice", "--data-dir", s(&dir)])
+        .args(["import", "--create", "--name", "alice", "--data-dir", s(&dir)])
         .stdin(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()?;

@@ -111,11 +111,8 @@ fn doctor(dir: &Path, repair: bool) -> anyhow::Result<(i32, String)> {
 
 /// Applies `fault` to alice's store, then: doctor finds it, `doctor --repair` keeps exactly
 /// what it says, a node started on another copy of the damaged store says the same count, and
-/// (with `refill`) bob refills the rest.
-async fn damaged_store_is_said_and_refilled(
-    fault: impl FnOnce(&Path),
-    refill: bool,
-) -> anyhow::Result<()> {
+/// bob refills the rest, with no fork anywhere.
+async fn damaged_store_is_said_and_refilled(fault: impl FnOnce(&Path)) -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
     fixture(root.path()).await?;
     let alice_dir = root.path().join("alice");
@@ -152,9 +149,6 @@ async fn damaged_store_is_said_and_refilled(
         "the node says what doctor said: {warning}"
     );
     assert!(checked > 0 && warning.contains("entries lost"), "{warning}");
-    if !refill {
-        return Ok(());
-    }
     let mut bob = Chat::start_user("bob", s(&root.path().join("bob")), &[], &[])?;
     let addr = bob.listen_addr().await?;
     let mut alice = Chat::start_user("alice", s(&alice_dir), &[&addr], &[])?;
@@ -168,63 +162,60 @@ async fn damaged_store_is_said_and_refilled(
     );
     assert!(alice.interrupt().await? && bob.interrupt().await?);
     assert_eq!(held(&alice_dir)?, TOTAL, "bob refilled everything");
+    for dir in [alice_dir, root.path().join("bob")] {
+        let forked = verify_store(&dir)?.forked;
+        assert!(
+            forked.is_empty(),
+            "no fork in {}: {forked:?}",
+            dir.display()
+        );
+    }
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zeroed_block_in_the_journal() -> anyhow::Result<()> {
-    damaged_store_is_said_and_refilled(
-        |dir| {
-            let path = journal(dir);
-            let mut data = std::fs::read(&path).unwrap();
-            let at = written(&path).len() / 2 / 4096 * 4096;
-            data[at..at + 4096].fill(0);
-            std::fs::write(&path, data).unwrap();
-        },
-        true,
-    )
+    damaged_store_is_said_and_refilled(|dir| {
+        let path = journal(dir);
+        let mut data = std::fs::read(&path).unwrap();
+        let at = written(&path).len() / 2 / 4096 * 4096;
+        data[at..at + 4096].fill(0);
+        std::fs::write(&path, data).unwrap();
+    })
     .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_truncated_journal() -> anyhow::Result<()> {
-    damaged_store_is_said_and_refilled(
-        |dir| {
-            let path = journal(dir);
-            let data = written(&path);
-            std::fs::write(&path, &data[..data.len() * 2 / 3]).unwrap();
-        },
-        true,
-    )
+    damaged_store_is_said_and_refilled(|dir| {
+        let path = journal(dir);
+        let data = written(&path);
+        std::fs::write(&path, &data[..data.len() * 2 / 3]).unwrap();
+    })
     .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flipped_bit_in_the_journal() -> anyhow::Result<()> {
-    damaged_store_is_said_and_refilled(
-        |dir| {
-            let path = journal(dir);
-            let mut data = std::fs::read(&path).unwrap();
-            let needle = b"alice line 1500";
-            let at = data
-                .windows(needle.len())
-                .position(|w| w == needle)
-                .unwrap();
-            data[at + 3] ^= 0x01;
-            std::fs::write(&path, data).unwrap();
-        },
-        true,
-    )
+    damaged_store_is_said_and_refilled(|dir| {
+        let path = journal(dir);
+        let mut data = std::fs::read(&path).unwrap();
+        let needle = b"alice line 1500";
+        let at = data
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .unwrap();
+        data[at + 3] ^= 0x01;
+        std::fs::write(&path, data).unwrap();
+    })
     .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_journal() -> anyhow::Result<()> {
-    // The whole store was in the journal, so alice's own log is gone too: a node started on
-    // it writes a new profile as seq 1, a self-fork, until the own-log mark (issue 11, "own
-    // log first") holds own appends back. So no refill here.
-    damaged_store_is_said_and_refilled(|dir| std::fs::remove_file(journal(dir)).unwrap(), false)
-        .await
+    // The whole store was in the journal, so alice's own log is gone too: the own-log mark
+    // holds her start-up profile back until bob gives the log back, so nothing forks.
+    damaged_store_is_said_and_refilled(|dir| std::fs::remove_file(journal(dir)).unwrap()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -237,7 +228,14 @@ async fn a_flipped_bit_in_a_table_warns_without_stopping_and_is_repaired_at_rest
         .map(|i| format!("line {i} {}\n", "x".repeat(900)))
         .collect();
     let mut child = Command::new(p2pchat_binary())
-        .args(["import", "--create", "--name", "alice", "--data-dir", s(&dir)])
+        .args([
+            "import",
+            "--create",
+            "--name",
+            "alice",
+            "--data-dir",
+            s(&dir),
+        ])
         .stdin(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()?;

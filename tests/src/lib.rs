@@ -112,6 +112,31 @@ pub fn p2pchat_binary() -> &'static Path {
     })
 }
 
+/// Appends `lines` (one message per line) to the log of a new user `name` whose data
+/// directory is `dir`, offline, with `p2pchat import --create`. Fails with import's stderr.
+pub fn import(name: &str, dir: impl AsRef<Path>, lines: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut child = std::process::Command::new(p2pchat_binary())
+        .args(["import", "--create", "--name", name, "--data-dir"])
+        .arg(dir.as_ref())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .context("import's stdin")?
+        .write_all(lines.as_bytes())?;
+    let output = child.wait_with_output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "import failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
+}
+
 /// A running `p2pchat` process with its stdin, stdout and stderr.
 pub struct Chat {
     /// The `--name` it was started with, for error messages.

@@ -2,12 +2,8 @@
 //! then carol joins through bob, who sends her one log after the other: her plain stdout and
 //! her chat window still show the conversation turn by turn.
 
-use std::io::Write;
-use std::process::Stdio;
-
-use anyhow::{Context, ensure};
 use p2pchat_tests::tmux::Tmux;
-use p2pchat_tests::{Chat, p2pchat_binary};
+use p2pchat_tests::{Chat, import, p2pchat_binary};
 
 /// Lines each of alice and bob wrote before (imported): more output than a pipe holds, and
 /// logs of several pages of the message feed (1024), so a catch-up cannot reach carol's screen
@@ -24,36 +20,15 @@ const TURNS: [&str; 6] = [
     "bob> answer 3",
 ];
 
-/// Writes [`EARLIER`] lines `NAME line N` as `name` into `dir`, offline.
-fn import(name: &str, dir: &str) -> anyhow::Result<()> {
-    let mut child = std::process::Command::new(p2pchat_binary())
-        .args(["import", "--create", "--name", name, "--data-dir", dir])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let lines: String = (0..EARLIER).map(|i| format!("{name} line {i}\n")).collect();
-    child
-        .stdin
-        .take()
-        .context("stdin")?
-        .write_all(lines.as_bytes())?;
-    let output = child.wait_with_output()?;
-    ensure!(
-        output.status.success(),
-        "import failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(())
-}
-
 /// Alice and bob (plain mode, in `dirs`), each with [`EARLIER`] lines, take turns, each line
 /// sent once the other has shown the previous one, so their clocks alternate. Returns both,
 /// and bob's address.
 async fn conversation(dirs: &[tempfile::TempDir; 2]) -> anyhow::Result<(Chat, Chat, String)> {
     let dir = |d: &tempfile::TempDir| d.path().to_str().map(str::to_owned).unwrap_or_default();
-    import("alice", &dir(&dirs[0]))?;
-    import("bob", &dir(&dirs[1]))?;
+    for (name, d) in [("alice", &dirs[0]), ("bob", &dirs[1])] {
+        let lines: String = (0..EARLIER).map(|i| format!("{name} line {i}\n")).collect();
+        import(name, dir(d), &lines)?;
+    }
     let mut alice = Chat::start_user("alice", &dir(&dirs[0]), &[], &[])?;
     let alice_addr = alice.listen_addr().await?;
     let mut bob = Chat::start_user("bob", &dir(&dirs[1]), &[&alice_addr], &[])?;

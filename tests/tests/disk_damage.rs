@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use p2pchat_tests::{Chat, p2pchat_binary, verify_store};
+use p2pchat_tests::{Chat, import, p2pchat_binary, verify_store};
 
 const ALICE_LINES: usize = 3_000;
 const BOB_LINES: usize = 2_000;
@@ -19,17 +19,10 @@ const LAST_LINES: [&str; 2] = ["alice> alice line 2999", "bob> bob line 1999"];
 /// alice's store: both profiles and every line.
 const TOTAL: u64 = (ALICE_LINES + BOB_LINES + 2) as u64;
 
-fn import(name: &str, dir: &Path, lines: usize) -> anyhow::Result<()> {
+/// `lines` lines `NAME line N` imported as `name` into `dir`.
+fn import_lines(name: &str, dir: &Path, lines: usize) -> anyhow::Result<()> {
     let input: String = (0..lines).map(|i| format!("{name} line {i}\n")).collect();
-    let mut child = Command::new(p2pchat_binary())
-        .args(["import", "--create", "--name", name, "--data-dir"])
-        .arg(dir)
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes())?;
-    anyhow::ensure!(child.wait()?.success(), "import failed");
-    Ok(())
+    import(name, dir, &input)
 }
 
 fn s(path: &Path) -> &str {
@@ -38,8 +31,8 @@ fn s(path: &Path) -> &str {
 
 /// alice's and bob's data directories in `root`, after alice caught up with bob.
 async fn fixture(root: &Path) -> anyhow::Result<()> {
-    import("alice", &root.join("alice"), ALICE_LINES)?;
-    import("bob", &root.join("bob"), BOB_LINES)?;
+    import_lines("alice", &root.join("alice"), ALICE_LINES)?;
+    import_lines("bob", &root.join("bob"), BOB_LINES)?;
     let mut bob = Chat::start_user("bob", s(&root.join("bob")), &[], &[])?;
     let addr = bob.listen_addr().await?;
     let mut alice = Chat::start_user("alice", s(&root.join("alice")), &[&addr], &[])?;

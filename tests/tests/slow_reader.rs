@@ -2,12 +2,11 @@
 //! buffer into a stdout nobody reads, still answers SIGINT and exits within a few seconds, even
 //! when it has status output to write meanwhile.
 
-use std::io::Write;
 use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use p2pchat_tests::{DEADLINE, p2pchat_binary};
+use p2pchat_tests::{DEADLINE, import, p2pchat_binary};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -16,29 +15,6 @@ const HISTORY: usize = 50_000;
 
 /// How soon after SIGINT the process must have exited.
 const EXIT_WITHIN: Duration = Duration::from_secs(5);
-
-/// Fills the data directory `dir` of `alice` with [`HISTORY`] lines through `p2pchat import`.
-fn import(dir: &str) -> anyhow::Result<()> {
-    let mut child = std::process::Command::new(p2pchat_binary())
-        .args(["import", "--create", "--name", "alice", "--data-dir", dir])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let lines: String = (0..HISTORY).map(|i| format!("line {i}\n")).collect();
-    child
-        .stdin
-        .take()
-        .context("stdin")?
-        .write_all(lines.as_bytes())?;
-    let output = child.wait_with_output()?;
-    ensure!(
-        output.status.success(),
-        "import failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(())
-}
 
 /// Reads lines from `stream` until one contains `listening`, then reads no more of it.
 async fn wait_listening(stream: &mut BufReader<impl AsyncRead + Unpin>) -> anyhow::Result<()> {
@@ -83,7 +59,8 @@ fn start(dir: &str, ui: &[&str]) -> anyhow::Result<Child> {
 async fn json_mode_exits_on_sigint_while_stdout_is_not_read() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let dir = dir.path().to_str().context("path")?.to_owned();
-    import(&dir)?;
+    let lines: String = (0..HISTORY).map(|i| format!("line {i}\n")).collect();
+    import("alice", &dir, &lines)?;
     let mut chat = start(&dir, &["--json"])?;
     let mut stdin = chat.stdin.take().context("stdin")?;
     // The pipes stay open, unread, until the end.
@@ -104,7 +81,8 @@ async fn json_mode_exits_on_sigint_while_stdout_is_not_read() -> anyhow::Result<
 async fn plain_mode_exits_on_sigint_while_stdout_and_stderr_are_not_read() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let dir = dir.path().to_str().context("path")?.to_owned();
-    import(&dir)?;
+    let lines: String = (0..HISTORY).map(|i| format!("line {i}\n")).collect();
+    import("alice", &dir, &lines)?;
     let mut chat = start(&dir, &["--ui", "plain"])?;
     let mut stdin = chat.stdin.take().context("stdin")?;
     // The pipes stay open, unread, until the end.

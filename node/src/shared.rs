@@ -12,7 +12,7 @@ use p2pchat_protocol::{Author, Body, Entry, Heads, SigningKey};
 use p2pchat_storage::{Store, StoreError};
 use tokio::sync::{broadcast, watch};
 
-use crate::own_log::{Appended, OwnWriter};
+use crate::own_log::{Appended, OwnWriter, Restored};
 use crate::warnings::{Cause, Warnings};
 use crate::{ConnectFailure, Event, NodeError};
 
@@ -236,13 +236,7 @@ impl Shared {
                 Ok(entries)
             }
             Appended::Restored { entries, restored } => {
-                self.notify_written();
-                self.notify_changed();
-                self.emit(Event::OwnLogRestored {
-                    restored: restored.restored,
-                    from: restored.from,
-                    sent: restored.sent,
-                });
+                self.own_log_restored(restored);
                 Ok(entries)
             }
             Appended::Held { waiting, .. } => {
@@ -256,6 +250,17 @@ impl Shared {
                 Ok(Vec::new())
             }
         }
+    }
+
+    /// The own log is back and what was held went on top: wakes feeds and pushers, says so.
+    fn own_log_restored(&self, restored: Restored) {
+        self.notify_written();
+        self.notify_changed();
+        self.emit(Event::OwnLogRestored {
+            restored: restored.restored,
+            from: restored.from,
+            sent: restored.sent,
+        });
     }
 
     /// The highest seq of the own log that a connected peer claims to hold.
@@ -283,15 +288,7 @@ impl Shared {
             self.emit(Event::Warning { message });
         }
         match self.own.recheck(&self.store, &self.key, claimed) {
-            Ok(Some(restored)) => {
-                self.notify_written();
-                self.notify_changed();
-                self.emit(Event::OwnLogRestored {
-                    restored: restored.restored,
-                    from: restored.from,
-                    sent: restored.sent,
-                });
-            }
+            Ok(Some(restored)) => self.own_log_restored(restored),
             Ok(None) => {}
             Err(e) => self.emit(Event::Error {
                 message: format!("writing your own log failed: {e}"),

@@ -42,8 +42,16 @@ pub enum StoreError {
         /// The data directory.
         path: PathBuf,
     },
+    /// The store could not be opened (a read-only disk, a file where its directory should be).
+    #[error("cannot open the store in {}: {}", path.display(), in_words(source))]
+    Open {
+        /// The store's directory.
+        path: PathBuf,
+        /// What the storage engine said.
+        source: fjall::Error,
+    },
     /// The storage engine failed (disk full, I/O error, …). Writes stop after one.
-    #[error("storage failed: {0}")]
+    #[error("storage failed: {}", in_words(.0))]
     Engine(#[from] fjall::Error),
     /// Bytes on disk are not what this version wrote.
     #[error("stored data is corrupt: {0}")]
@@ -51,6 +59,19 @@ pub enum StoreError {
     /// An own entry could not be made (for example, text over the size limit).
     #[error(transparent)]
     Invalid(#[from] DecodeError),
+}
+
+/// A storage engine error as a person reads it: the operating system's words for an I/O error
+/// (fjall's own text is its `Debug` form), else fjall's text.
+fn in_words(error: &fjall::Error) -> String {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return io.to_string();
+        }
+        cause = e.source();
+    }
+    error.to_string()
 }
 
 /// The result of offering a batch of remote entries to [`Store::insert_remote`].
@@ -155,6 +176,16 @@ impl Store {
     /// Opens (creating if needed) the store in `dir`. Fails with [`StoreError::InUse`] if
     /// another process has it open.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_engine(dir).map_err(|e| match e {
+            StoreError::Engine(source) => StoreError::Open {
+                path: dir.to_owned(),
+                source,
+            },
+            e => e,
+        })
+    }
+
+    fn open_engine(dir: &Path) -> Result<Self, StoreError> {
         let db = Database::builder(dir)
             .cache_size(CACHE_BYTES)
             .max_journaling_size(JOURNAL_BYTES)

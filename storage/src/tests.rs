@@ -644,3 +644,19 @@ fn a_small_order_log_already_on_disk_is_ignored_at_open() {
     );
     assert_eq!(store.pin("alice", Author::of(&key(2))).unwrap(), Pin::New);
 }
+
+#[test]
+fn a_store_that_cannot_be_opened_is_named_with_the_reason_in_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("store");
+    std::fs::write(&file, "not a directory").unwrap();
+    let message = Store::open(&file).err().unwrap().to_string();
+    assert!(
+        message.starts_with(&format!("cannot open the store in {}: ", file.display())),
+        "{message}"
+    );
+    assert!(
+        !message.contains("FjallError") && !message.contains("Os {"),
+        "{message}"
+    );
+}

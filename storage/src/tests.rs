@@ -850,3 +850,16 @@ fn store_errors_name_the_path_and_no_engine_debug_text() {
     .to_string();
     assert!(e.contains("damaged") && !e.contains("Fjall"), "{e}");
 }
+
+#[test]
+fn a_store_that_cannot_be_opened_is_named_with_the_reason_in_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("store");
+    std::fs::write(&file, "not a directory").unwrap();
+    let message = Store::open(&file).err().unwrap().to_string();
+    assert!(message.contains(&file.display().to_string()), "{message}");
+    assert!(
+        !message.contains("FjallError") && !message.contains("Os {"),
+        "{message}"
+    );
+}

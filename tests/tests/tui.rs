@@ -293,3 +293,42 @@ fn the_terminal_ui_without_a_terminal_is_a_clear_error() -> anyhow::Result<()> {
     assert!(!data.exists(), "the data directory was created");
     Ok(())
 }
+
+/// A user with a stored history sees the start-up warnings at the bottom of the chat window,
+/// below that history, not buried above it: here the `--peer NAME` with mDNS off warning and
+/// the one for a `--name` that is no longer the user's name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_warnings_show_below_the_stored_history() -> anyhow::Result<()> {
+    let Some(tmux) = Tmux::new()? else {
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let lines: String = (1..=100).map(|n| format!("stored line {n}\n")).collect();
+    p2pchat_node::import("alice", dir.path(), lines.as_bytes(), |_, _| {})?;
+    tmux.open("alice", 120, 30)?;
+    tmux.line("alice", &chat_command("alice", dir.path(), ""))?;
+    tmux.wait_text("alice", "stored line 100").await?;
+    tmux.line("alice", "/nick alice_w")?;
+    tmux.wait_text("alice", "you are now alice_w").await?;
+    tmux.press("alice", &["C-c"])?;
+    tmux.wait_text("alice", "EXIT=0").await?;
+
+    tmux.line("alice", &chat_command("alice", dir.path(), "--peer bob"))?;
+    let screen = tmux
+        .wait_for("alice", "both warnings below the history", |s| {
+            let text = s.join("\n");
+            text.contains("stored line 100")
+                && text.contains("cannot look for bob by name: mDNS is off")
+                && text.contains("you are alice_w (your last /nick), not alice")
+        })
+        .await?;
+    let row = |text: &str| screen.iter().position(|r| r.contains(text));
+    assert!(
+        row("stored line 100") < row("cannot look for bob"),
+        "{}",
+        screen.join("\n")
+    );
+    tmux.press("alice", &["C-c"])?;
+    tmux.wait_text("alice", "EXIT=0").await?;
+    Ok(())
+}

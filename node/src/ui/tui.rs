@@ -50,6 +50,13 @@ pub async fn run(node: Node, mut signals: Signals) -> ExitCode {
         }
     };
     let mut app = App::new(node.author());
+    // The stored history comes through the feed after the start-up notices: they go below
+    // it, where they are seen. (A store that cannot be read fails the feed too.)
+    if let Ok(newest) = node.history(1).await
+        && let Some(newest) = newest.last()
+    {
+        app.history_ends_at(newest.history_key());
+    }
     app.set_contacts(node.contacts());
     let mut shown_addresses = HashSet::new();
     for address in node.listen_addrs() {

@@ -90,6 +90,9 @@ pub struct App {
     anchor: Option<Place>,
     /// Items wholly visible in the last drawing, to page by.
     page: Cell<usize>,
+    /// The newest message stored when the view opened: other lines go after it even while
+    /// the stored history is still being read in, so start-up notices are not buried above it.
+    stored: Option<HistoryKey>,
 }
 
 impl App {
@@ -104,7 +107,14 @@ impl App {
             input: InputLine::default(),
             anchor: None,
             page: Cell::new(1),
+            stored: None,
         }
+    }
+
+    /// Tells the view the newest message already stored (`newest`), which the feed has yet to
+    /// bring: lines other than messages are placed after it from now on.
+    pub fn history_ends_at(&mut self, newest: HistoryKey) {
+        self.stored = Some(newest);
     }
 
     /// Adds a line: a message at its place in the merged history, anything else at the bottom.
@@ -113,7 +123,8 @@ impl App {
         let newest = self
             .items
             .last_key_value()
-            .and_then(|(place, _)| place.after);
+            .and_then(|(place, _)| place.after)
+            .max(self.stored);
         let place = match &item {
             Item::Message(message) => Place {
                 after: Some(message.history_key()),
@@ -612,6 +623,34 @@ mod tests {
                 "-- bob connected",
                 "-- caught up with bob",
                 "carol> thanks",
+            ]
+        );
+    }
+
+    #[test]
+    fn start_up_notices_come_after_the_stored_history_read_in_later() {
+        let mut app = App::new(author(1));
+        let Item::Message(newest) = message_at(2, "bob", 3, "stored last") else {
+            unreachable!()
+        };
+        app.history_ends_at(newest.history_key());
+        app.push(Item::Notice("listening".into()));
+        app.push(Item::Warning("mDNS is off".into()));
+        // The stored history, read in after the notices.
+        app.push(message_at(1, "alice", 1, "stored first"));
+        app.push(message_at(2, "bob", 3, "stored last"));
+        // A catch-up brings older lines: they go above the notices, as before.
+        app.push(message_at(1, "alice", 2, "caught up"));
+        app.push(message_at(1, "alice", 4, "new"));
+        assert_eq!(
+            conversation(&app, 40, 10),
+            [
+                "alice> stored first",
+                "alice> caught up",
+                "bob> stored last",
+                "-- listening",
+                "! warning: mDNS is off",
+                "alice> new",
             ]
         );
     }

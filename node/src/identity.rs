@@ -36,10 +36,10 @@ pub const MARK_SLOT_OFFSET: u64 = 512;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum IdentityError {
-    /// The file could not be read or created.
-    #[error("cannot use identity file {path}: {source}")]
+    /// The identity file or the own log's mark could not be read or written.
+    #[error("cannot use {path}: {source}")]
     Io {
-        /// The identity file.
+        /// The file (`identity.key` or `own-head`).
         path: String,
         /// The underlying error.
         source: std::io::Error,

@@ -184,15 +184,32 @@ impl std::str::FromStr for PeerSpec {
     /// A value starting with `/` is an address and must parse as one; anything else is a name
     /// and must follow the name rule ([`check_name`]): a name that breaks it could never match.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        const LOOKS_LIKE: &str =
+            "an address looks like /ip4/192.168.1.7/tcp/4001, optionally ending in /p2p/<peer id>";
         if s.starts_with('/') {
-            s.parse()
-                .map(PeerSpec::Addr)
-                .map_err(|_| format!("{}; an address looks like /ip4/192.168.1.7/tcp/4001, optionally ending in /p2p/<peer id>", multiaddr_mistake(s)))
+            let addr: Multiaddr = s
+                .parse()
+                .map_err(|_| format!("{}; {LOOKS_LIKE}", multiaddr_mistake(s)))?;
+            if !is_dialable(&addr) {
+                return Err(format!("p2pchat cannot dial {addr}: {LOOKS_LIKE}"));
+            }
+            Ok(PeerSpec::Addr(addr))
         } else {
             check_name(s).map_err(|e| e.to_string())?;
             Ok(PeerSpec::Name(s.to_owned()))
         }
     }
+}
+
+/// Whether p2pchat's transport can dial `addr`: `/ip4/…` or `/ip6/…`, then `/tcp/PORT` with a
+/// port other than 0, then at most a `/p2p/<peer id>`.
+fn is_dialable(addr: &Multiaddr) -> bool {
+    use libp2p::multiaddr::Protocol;
+    let mut parts = addr.iter();
+    matches!(parts.next(), Some(Protocol::Ip4(_) | Protocol::Ip6(_)))
+        && matches!(parts.next(), Some(Protocol::Tcp(port)) if port != 0)
+        && matches!(parts.next(), None | Some(Protocol::P2p(_)))
+        && parts.next().is_none()
 }
 
 /// What is wrong with `s`, an address that does not parse, naming the first part that does

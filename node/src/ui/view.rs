@@ -306,7 +306,7 @@ impl App {
     /// those: a long history costs nothing until it is scrolled to.
     fn render_messages(&self, frame: &mut Frame, area: Rect) {
         let (width, mut height) = (area.width as usize, area.height as usize);
-        let (bottom, below) = match self.anchor {
+        let (bottom, mut below) = match self.anchor {
             None => (Unbounded, 0),
             Some(anchor) => (
                 Included(anchor),
@@ -334,6 +334,21 @@ impl App {
         }
         self.page.set(whole.max(1));
         rows.reverse();
+        if let Some(anchor) = self.anchor {
+            // Scrolled to the oldest lines: fill the rest of the view with those after them,
+            // rather than leave it blank.
+            for (_, item) in self.items.range((Excluded(anchor), Unbounded)) {
+                if rows.len() >= height {
+                    break;
+                }
+                let wrapped = wrap(self.line_of(item), width);
+                if rows.len() + wrapped.len() > height {
+                    break;
+                }
+                rows.extend(wrapped);
+                below -= 1;
+            }
+        }
         if below > 0 {
             let hint = format!(
                 "── {} newer below · PgDn or Esc ──",
@@ -594,6 +609,25 @@ mod tests {
         );
         app.on_key(KeyEvent::from(KeyCode::Esc));
         assert!(screen(&app, 40, 8)[5].ends_with("bob> new"));
+    }
+
+    #[test]
+    fn scrolled_to_the_oldest_lines_the_view_is_full() {
+        let mut app = App::new(author(1));
+        for n in 0..50 {
+            app.push(message(2, "bob", &format!("line {n}")));
+        }
+        screen(&app, 40, 8);
+        for _ in 0..20 {
+            app.on_key(KeyEvent::from(KeyCode::PageUp));
+            screen(&app, 40, 8);
+        }
+        let rows = screen(&app, 40, 8);
+        assert!(rows[1].ends_with("bob> line 0"), "{rows:#?}");
+        for (row, n) in rows[2..5].iter().zip(1..) {
+            assert!(row.ends_with(&format!("bob> line {n}")), "{rows:#?}");
+        }
+        assert!(rows[5].starts_with("── 46 newer below"), "{rows:#?}");
     }
 
     #[test]

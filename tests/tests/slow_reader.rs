@@ -1,6 +1,7 @@
 //! A reader that stops reading: `p2pchat` in line mode, printing a history far bigger than a pipe
 //! buffer into a stdout nobody reads, still answers SIGINT and exits within a few seconds, even
-//! when it has status output to write meanwhile.
+//! when it has status output to write meanwhile; and its status output on stderr never waits
+//! for stdout.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -95,5 +96,32 @@ async fn plain_mode_exits_on_sigint_while_stdout_and_stderr_are_not_read() -> an
         .await?;
     stdin.flush().await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
+    interrupt(&mut chat).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_mode_status_reaches_stderr_while_stdout_is_not_read() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let dir = dir.path().to_str().context("path")?.to_owned();
+    let lines: String = (0..HISTORY).map(|i| format!("line {i}\n")).collect();
+    import("alice", &dir, &lines)?;
+    let mut chat = start(&dir, &["--ui", "plain"])?;
+    let mut stdin = chat.stdin.take().context("stdin")?;
+    // Stdout stays open, unread: the history fills its pipe.
+    let _stdout = chat.stdout.take().context("stdout")?;
+    let mut stderr = BufReader::new(chat.stderr.take().context("stderr")?);
+    wait_listening(&mut stderr).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The reply to a command is status: it must not wait behind the history.
+    stdin.write_all(b"/help\n").await?;
+    stdin.flush().await?;
+    let mut line = String::new();
+    while !line.contains("/help") {
+        line.clear();
+        let read = tokio::time::timeout(DEADLINE, stderr.read_line(&mut line))
+            .await
+            .context("the reply to /help never reached stderr while stdout was full")??;
+        ensure!(read > 0, "exited before replying to /help");
+    }
     interrupt(&mut chat).await
 }

@@ -56,7 +56,7 @@ pub async fn run(node: Node, format: Format, mut signals: Signals) -> ExitCode {
     let (out, writer) = match out::start() {
         Ok(started) => started,
         Err(e) => {
-            eprintln!("info> error: cannot start the output thread: {e}");
+            eprintln!("info> error: cannot start the output threads: {e}");
             node.shutdown().await;
             return ExitCode::FAILURE;
         }

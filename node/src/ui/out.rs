@@ -1,16 +1,17 @@
-//! Line mode's output: one thread of its own writes stdout and stderr, so no task of the runtime
-//! ever blocks on a reader that stopped reading. Status output goes out in the order it was
-//! queued, ahead of chat messages still waiting (those may be history scrolling by; a status
-//! event is about now); chat messages keep their order.
+//! Line mode's output: stdout and stderr each have a thread of their own, so no task of the
+//! runtime ever blocks on a reader that stopped reading, and a stdout nobody reads (a full pipe)
+//! never holds up the `info>` lines on stderr, nor the other way round. On each stream, status
+//! output goes out in the order it was queued, ahead of chat messages still waiting (those may
+//! be history scrolling by; a status event is about now); chat messages keep their order.
 //!
 //! Status output ([`Out::write`]) is queued without waiting; it is little. Chat messages
 //! ([`Out::messages`]) wait while [`ROOM`] of them are queued but not yet written, so memory
-//! stays bounded however long the history being printed. The thread writes through buffers and
-//! flushes whenever the queue is momentarily empty: no delay when live, and few system calls in
-//! bulk, where messages come in pieces of many lines.
+//! stays bounded however long the history being printed. Each thread writes through a buffer
+//! and flushes whenever its queue is momentarily empty: no delay when live, and few system
+//! calls in bulk, where messages come in pieces of many lines.
 
 use std::collections::VecDeque;
-use std::io::{BufWriter, Stderr, Stdout, Write};
+use std::io::{BufWriter, Stdout, Write};
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 
@@ -29,55 +30,81 @@ pub enum Stream {
     Stderr,
 }
 
-/// Text to write, with the room it takes in the queue (chat messages only).
+/// Text to write on stdout, with the room it takes in the queue (chat messages only).
 struct Piece {
-    stream: Stream,
     text: String,
     /// Released once the text is written; `None` for status output.
     room: Option<OwnedSemaphorePermit>,
 }
 
-/// A handle to queue output on the writer thread. The thread finishes once every handle is
-/// dropped and all that was queued is written.
+/// A handle to queue output on the writer threads. They finish once every handle is dropped
+/// and all that was queued is written.
 #[derive(Clone)]
 pub struct Out {
-    queue: Sender<Piece>,
+    /// Pieces for stdout.
+    stdout: Sender<Piece>,
+    /// Text for stderr.
+    stderr: Sender<String>,
     room: Arc<Semaphore>,
 }
 
-/// The writer thread, to wait for it to finish.
+/// The writer threads, to wait for them to finish.
 pub struct Writer {
-    done: oneshot::Receiver<()>,
+    stdout_done: oneshot::Receiver<()>,
+    stderr_done: oneshot::Receiver<()>,
 }
 
-/// Starts the writer thread.
+/// Starts the writer threads.
 pub fn start() -> std::io::Result<(Out, Writer)> {
-    let (queue, pieces) = mpsc::channel();
+    let (stdout, pieces) = mpsc::channel();
+    let (stderr, texts) = mpsc::channel();
     let room = Arc::new(Semaphore::new(ROOM as usize));
-    let (finished, done) = oneshot::channel();
     let sink = Sink {
         stdout: Some(BufWriter::new(std::io::stdout())),
-        stderr: BufWriter::new(std::io::stderr()),
-        last: Stream::Stdout,
         room: room.clone(),
     };
+    let stdout_done = spawn("stdout", move || sink.run(&pieces))?;
+    let stderr_done = spawn("stderr", move || write_stderr(&texts))?;
+    let out = Out {
+        stdout,
+        stderr,
+        room,
+    };
+    Ok((
+        out,
+        Writer {
+            stdout_done,
+            stderr_done,
+        },
+    ))
+}
+
+/// Runs `work` on a thread named `name`; the receiver hears once it is done.
+fn spawn(
+    name: &str,
+    work: impl FnOnce() + Send + 'static,
+) -> std::io::Result<oneshot::Receiver<()>> {
+    let (finished, done) = oneshot::channel();
     std::thread::Builder::new()
-        .name("output".into())
+        .name(format!("output to {name}"))
         .spawn(move || {
-            sink.run(&pieces);
+            work();
             let _ = finished.send(());
         })?;
-    Ok((Out { queue, room }, Writer { done }))
+    Ok(done)
 }
 
 impl Out {
     /// Queues `text` (with its newline, if it is a line) without waiting.
     pub fn write(&self, stream: Stream, text: String) {
-        let _ = self.queue.send(Piece {
-            stream,
-            text,
-            room: None,
-        });
+        match stream {
+            Stream::Stdout => {
+                let _ = self.stdout.send(Piece { text, room: None });
+            }
+            Stream::Stderr => {
+                let _ = self.stderr.send(text);
+            }
+        }
     }
 
     /// Queues `count` chat messages, `lines` (newlines included), for stdout, first waiting for
@@ -88,9 +115,8 @@ impl Out {
         let Ok(room) = self.room.clone().acquire_many_owned(count).await else {
             return false;
         };
-        self.queue
+        self.stdout
             .send(Piece {
-                stream: Stream::Stdout,
                 text: lines,
                 room: Some(room),
             })
@@ -102,18 +128,34 @@ impl Writer {
     /// Waits until everything queued is written and flushed (once every [`Out`] is dropped), or
     /// until `deadline`, whichever comes first.
     pub async fn drained(self, deadline: Instant) {
-        let _ = tokio::time::timeout_at(deadline, self.done).await;
+        let both = async {
+            let _ = self.stdout_done.await;
+            let _ = self.stderr_done.await;
+        };
+        let _ = tokio::time::timeout_at(deadline, both).await;
     }
 }
 
-/// The writer thread's side: both streams, buffered.
+/// The stderr thread: writes the queued texts until every sender is gone, flushing whenever the
+/// queue is empty. Errors are ignored: there is nowhere to report them.
+fn write_stderr(texts: &Receiver<String>) {
+    let mut stderr = BufWriter::new(std::io::stderr());
+    while let Ok(mut text) = texts.recv() {
+        loop {
+            let _ = stderr.write_all(text.as_bytes());
+            match texts.try_recv() {
+                Ok(next) => text = next,
+                Err(_) => break,
+            }
+        }
+        let _ = stderr.flush();
+    }
+}
+
+/// The stdout thread's side, buffered.
 struct Sink {
     /// `None` once stdout is gone (the reader went away).
     stdout: Option<BufWriter<Stdout>>,
-    /// Errors on stderr are ignored: there is nowhere to report them.
-    stderr: BufWriter<Stderr>,
-    /// The stream written last, flushed before the other is written, to keep their order.
-    last: Stream,
     /// Closed once stdout is gone, which stops the message printer.
     room: Arc<Semaphore>,
 }
@@ -144,49 +186,29 @@ impl Sink {
             if !open {
                 break;
             }
-            self.flush(Stream::Stdout);
-            self.flush(Stream::Stderr);
+            self.flush();
             match pieces.recv() {
                 Ok(piece) if piece.room.is_some() => messages.push_back(piece),
                 Ok(piece) => self.write(piece),
                 Err(mpsc::RecvError) => break,
             }
         }
-        self.flush(Stream::Stdout);
-        self.flush(Stream::Stderr);
+        self.flush();
     }
 
-    /// Writes one piece (flushing the other stream first, to keep their order).
+    /// Writes one piece.
     fn write(&mut self, piece: Piece) {
-        if piece.stream != self.last {
-            self.flush(self.last);
-            self.last = piece.stream;
-        }
-        match piece.stream {
-            Stream::Stdout => {
-                let written = self
-                    .stdout
-                    .as_mut()
-                    .map(|w| w.write_all(piece.text.as_bytes()));
-                self.check_stdout(written);
-            }
-            Stream::Stderr => {
-                let _ = self.stderr.write_all(piece.text.as_bytes());
-            }
-        }
+        let written = self
+            .stdout
+            .as_mut()
+            .map(|w| w.write_all(piece.text.as_bytes()));
+        self.check_stdout(written);
     }
 
-    /// Flushes `stream`'s buffer.
-    fn flush(&mut self, stream: Stream) {
-        match stream {
-            Stream::Stdout => {
-                let flushed = self.stdout.as_mut().map(BufWriter::flush);
-                self.check_stdout(flushed);
-            }
-            Stream::Stderr => {
-                let _ = self.stderr.flush();
-            }
-        }
+    /// Flushes the buffer.
+    fn flush(&mut self) {
+        let flushed = self.stdout.as_mut().map(BufWriter::flush);
+        self.check_stdout(flushed);
     }
 
     /// After a write to stdout: on an error, gives stdout up and stops the message printer.

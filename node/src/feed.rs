@@ -22,10 +22,12 @@ const PAGE: usize = 1024;
 enum Phase {
     /// Not started: the heads are taken at the first read.
     Start,
-    /// Paging through the history up to `heads`, after `pos`.
+    /// Paging through the history up to `heads`, after `pos`; each author's log has been
+    /// delivered up to `delivered` (the merged order keeps each log in seq order).
     History {
         heads: Heads,
         pos: Option<HistoryPos>,
+        delivered: Heads,
     },
     /// Following the store; everything up to `delivered` has been delivered.
     Live { delivered: Heads },
@@ -72,26 +74,36 @@ impl MessageFeed {
                 self.phase = Phase::History {
                     heads: shared.store.heads(),
                     pos: None,
+                    delivered: Heads::new(),
                 };
                 return Some(true);
             }
-            Phase::History { heads, pos } => {
+            Phase::History {
+                heads,
+                pos,
+                mut delivered,
+            } => {
                 let (page, last) = match shared.store.history_page(pos.as_ref(), PAGE) {
                     Ok(read) => read,
                     Err(e) if e.is_damage() => {
-                        // The rest of the history cannot be read: go on with what is new.
+                        // The rest of the merged history cannot be read: go on log by log from
+                        // what was delivered, skipping only what cannot be read.
                         shared.store_failed("reading the history", &e);
-                        self.phase = Phase::Live { delivered: heads };
+                        self.phase = Phase::Live { delivered };
                         return Some(true);
                     }
                     Err(_) => return None,
                 };
                 let held = |e: &Entry| e.seq() <= heads.get(&e.author()).copied().unwrap_or(0);
                 let entries: Vec<Entry> = page.into_iter().filter(held).collect();
+                for entry in &entries {
+                    delivered.insert(entry.author(), entry.seq());
+                }
                 self.phase = match last {
                     Some(pos) => Phase::History {
                         heads,
                         pos: Some(pos),
+                        delivered,
                     },
                     None => Phase::Live { delivered: heads },
                 };
@@ -113,8 +125,14 @@ impl MessageFeed {
                             Ok(chunk) => chunk,
                             Err(e) if e.is_damage() => {
                                 shared.store_failed("reading the store", &e);
-                                *done = head; // skip what cannot be read
-                                break;
+                                // Entry by entry, skipping only those that cannot be read.
+                                let end = head.min(*done + (PAGE - entries.len()) as u64);
+                                entries.extend(
+                                    (*done + 1..=end)
+                                        .filter_map(|seq| shared.store.get(&author, seq).ok()?),
+                                );
+                                *done = end;
+                                continue;
                             }
                             Err(_) => return None,
                         };

@@ -560,6 +560,9 @@ pub(crate) fn check_not_a_file(dir: &std::path::Path) -> Result<(), NodeError> {
     Ok(())
 }
 
+/// How long [`Node::shutdown`] waits for the node's last tasks to release the store.
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A running p2pchat node. Dropping it without [`Node::shutdown`] leaves its task running.
 pub struct Node {
     pub(crate) shared: SharedRef,
@@ -678,5 +681,12 @@ impl Node {
     pub async fn shutdown(self) {
         let _ = self.commands.send(Command::Shutdown).await;
         let _ = self.task.await;
+        // The event loop's tasks were aborted when it ended, but a batch being stored on a
+        // blocking thread finishes first: wait for every holder of the store to let go, so the
+        // data directory is free when this returns (bounded, should a task hang).
+        let deadline = tokio::time::Instant::now() + RELEASE_WAIT;
+        while Arc::strong_count(&self.shared) > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 }

@@ -24,6 +24,8 @@ pub struct Imported {
     /// The name the lines were appended as: the user's current name (after a `/nick`, not
     /// necessarily the `name` asked for).
     pub name: String,
+    /// What opening the store found damaged and repaired, if anything (to tell the user).
+    pub damage: Option<p2pchat_storage::Damage>,
 }
 
 /// Appends each non-empty line of `lines` as a message of user `name`, whose data lives in
@@ -46,8 +48,12 @@ pub fn import(
     } = open_data_dir(name, dir)?;
     let state = own.state(&store, &key, 0)?;
     if let Some(why) = behind_warning(state, store.head_seq(&p2pchat_protocol::Author::of(&key))) {
+        let damage = store
+            .damage()
+            .map(|damage| format!("{damage}; "))
+            .unwrap_or_default();
         return Err(NodeError::OwnLogBehind(format!(
-            "cannot import: {why}; start p2pchat with a peer that holds your log first"
+            "{damage}cannot import: {why}; start p2pchat with a peer that holds your log first"
         )));
     }
     let append = |chunk: Vec<Body>| -> Result<u64, NodeError> {
@@ -62,6 +68,7 @@ pub fn import(
     };
     let mut imported = Imported {
         name,
+        damage: store.damage().cloned(),
         ..Imported::default()
     };
     let mut chunk = Vec::with_capacity(IMPORT_CHUNK);
@@ -110,6 +117,7 @@ mod tests {
                 skipped: 1,
                 empty: 2,
                 name: "alice".into(),
+                damage: None,
             }
         );
         assert_eq!(skipped, [5]);

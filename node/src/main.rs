@@ -65,18 +65,12 @@ fn import(name: &str, data_dir: Option<&PathBuf>, create: bool) -> Result<(), No
     if !create && !dir.join(p2pchat_node::identity::IDENTITY_FILE).is_file() {
         return Err(NodeError::NoUser(dir));
     }
-    // Damage is found and repaired when the store opens: say it before importing (an error
-    // opening it is the import's to report).
-    let store = dir.join("store");
-    if store.is_dir()
-        && let Ok(store) = p2pchat_storage::Store::open(&store)
-        && let Some(damage) = store.damage()
-    {
-        eprintln!("info> warning: {damage}");
-    }
     let imported = p2pchat_node::import(name, &dir, std::io::stdin().lock(), |line, reason| {
         eprintln!("info> error: line {line} skipped: {reason}");
     })?;
+    if let Some(damage) = &imported.damage {
+        eprintln!("info> warning: {damage}");
+    }
     eprintln!(
         "info> imported {} as {} ({} skipped, {} empty)",
         lines(imported.appended),

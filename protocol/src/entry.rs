@@ -31,6 +31,9 @@ pub const FORMAT_VERSION: u8 = 1;
 pub struct Author(ByteArray<32>);
 
 impl Author {
+    /// The smallest author (all zero bytes): where the range of every author starts.
+    pub const MIN: Author = Author(ByteArray::new([0; 32]));
+
     /// The author of entries signed by `key`.
     pub fn of(key: &SigningKey) -> Self {
         Self(ByteArray::new(key.verifying_key().to_bytes()))

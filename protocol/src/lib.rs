@@ -8,8 +8,12 @@
 mod cbor;
 pub mod entry;
 pub mod limits;
+pub mod message;
 pub mod own;
+pub mod reconcile;
+pub mod replica;
 pub mod route;
+pub mod store;
 pub mod sync;
 pub mod validate;
 pub mod wire;

@@ -27,3 +27,15 @@ pub const LAMPORT_FOLLOW_LIMIT: u64 = 1 << 52;
 /// minutes). Such entries are still accepted, and ordered by lamport clock like any other: the
 /// flag only tells the user that the author's clock is wrong.
 pub const MAX_CLOCK_AHEAD_MS: u64 = 10 * 60 * 1000;
+/// Most author ranges in one head query, and parts in its reply.
+pub const MAX_QUERY_RANGES: usize = 64;
+/// A replier lists the heads of a range holding at most this many; a larger range is split.
+pub const MAX_LISTED_HEADS: usize = 32;
+/// How many sub-ranges a replier splits a range into when it holds too many heads to list.
+pub const SPLIT_PARTS: usize = 16;
+/// Most heads (or sub-ranges) in one reply: every part listed or split to the full.
+pub const MAX_REPLY_HEADS: usize = MAX_QUERY_RANGES * MAX_LISTED_HEADS;
+/// Most notes in one [`crate::message::Message::Have`].
+pub const MAX_MESSAGE_NOTES: usize = 4096;
+/// Most authors in each list of one [`crate::message::Message::Route`].
+pub const MAX_ROUTE_AUTHORS: usize = 4096;

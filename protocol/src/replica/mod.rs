@@ -891,3 +891,6 @@ fn push_log(
     sends.push((lane, Message::Batch(batch)));
 }
 
+
+#[cfg(test)]
+mod tests;

@@ -131,10 +131,12 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
 
     /// The peers synced with, with the names they claimed.
     pub fn accepted(&self) -> impl Iterator<Item = (P, &str)> {
-        self.peers.iter().filter_map(|(peer, state)| match &state.phase {
-            Phase::Accepted(session) => Some((*peer, session.name.as_str())),
-            _ => None,
-        })
+        self.peers
+            .iter()
+            .filter_map(|(peer, state)| match &state.phase {
+                Phase::Accepted(session) => Some((*peer, session.name.as_str())),
+                _ => None,
+            })
     }
 
     /// How far the catch-up on `peer` went: (received, total), while it is not complete.
@@ -402,9 +404,10 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
                 let Some(session) = session_in(&mut self.peers, &peer) else {
                     return;
                 };
+                // A list about logs we do not hold (yet) makes bounded state.
+                let bound = heads.len() + MAX_UNKNOWN_CLAIMS;
                 for author in skip {
-                    // Only logs we hold can be skipped: a list about others makes no state.
-                    if heads.get(&author).is_some() {
+                    if session.skipped_by_it.len() < bound {
                         session.skipped_by_it.insert(author);
                         session.dirty.insert(author);
                     }
@@ -695,7 +698,9 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
             }
             session.skipped_by_us = wanted;
             let skips = skip.chunks(MAX_ROUTE_AUTHORS).map(|c| (c.to_vec(), vec![]));
-            let unskips = unskip.chunks(MAX_ROUTE_AUTHORS).map(|c| (vec![], c.to_vec()));
+            let unskips = unskip
+                .chunks(MAX_ROUTE_AUTHORS)
+                .map(|c| (vec![], c.to_vec()));
             for (skip, unskip) in skips.chain(unskips) {
                 self.outputs.push_back(Output::Send {
                     peer,
@@ -796,7 +801,14 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
                 continue;
             }
             push_log(
-                now, session, heads, logs, author, Lane::Live, &mut sends, &mut notes,
+                now,
+                session,
+                heads,
+                logs,
+                author,
+                Lane::Live,
+                &mut sends,
+                &mut notes,
             );
         }
         loop {
@@ -808,7 +820,14 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
                 break;
             };
             push_log(
-                now, session, heads, logs, author, Lane::Bulk, &mut sends, &mut notes,
+                now,
+                session,
+                heads,
+                logs,
+                author,
+                Lane::Bulk,
+                &mut sends,
+                &mut notes,
             );
         }
         for chunk in notes.chunks(MAX_MESSAGE_NOTES) {
@@ -890,7 +909,6 @@ fn push_log(
     }
     sends.push((lane, Message::Batch(batch)));
 }
-
 
 #[cfg(test)]
 mod tests;

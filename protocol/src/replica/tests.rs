@@ -127,14 +127,20 @@ impl Net {
 
     fn connect(&mut self, a: usize, b: usize) {
         let (author_a, author_b) = (self.author(a), self.author(b));
-        self.give(a, Input::Connected {
-            peer: b,
-            author: author_b,
-        });
-        self.give(b, Input::Connected {
-            peer: a,
-            author: author_a,
-        });
+        self.give(
+            a,
+            Input::Connected {
+                peer: b,
+                author: author_b,
+            },
+        );
+        self.give(
+            b,
+            Input::Connected {
+                peer: a,
+                author: author_a,
+            },
+        );
     }
 
     /// Delivers everything until nothing moves (messages go through the codec).
@@ -144,10 +150,13 @@ impl Net {
                 self.give(n, input);
             } else if let Some((from, to, message)) = self.wire.pop_front() {
                 let message = Message::decode(&message.encode()).unwrap();
-                self.give(to, Input::Received {
-                    peer: from,
-                    message,
-                });
+                self.give(
+                    to,
+                    Input::Received {
+                        peer: from,
+                        message,
+                    },
+                );
             } else {
                 return;
             }
@@ -167,9 +176,12 @@ impl Net {
             .store
             .append(&node.key, Body::Text { text: text.into() }, 2_000)
             .unwrap();
-        self.give(n, Input::Appended {
-            entries: vec![entry],
-        });
+        self.give(
+            n,
+            Input::Appended {
+                entries: vec![entry],
+            },
+        );
     }
 
     fn tick(&mut self, by: Duration) {
@@ -196,9 +208,12 @@ fn two_nodes_exchange_their_logs_and_stay_live() {
     net.say(1, "live");
     net.settle();
     assert!(net.same_heads());
-    let live = net.log.sent.iter().rev().find(|(from, _, _, m)| {
-        *from == 1 && matches!(m, Message::Batch(_))
-    });
+    let live = net
+        .log
+        .sent
+        .iter()
+        .rev()
+        .find(|(from, _, _, m)| *from == 1 && matches!(m, Message::Batch(_)));
     assert_eq!(live.map(|s| s.2), Some(Lane::Live), "a new line goes live");
     let complete = |n| {
         net.log
@@ -222,7 +237,9 @@ fn a_catch_up_goes_on_the_bulk_lane_and_its_progress_is_told() {
         .log
         .sent
         .iter()
-        .filter(|(from, _, lane, m)| *from == 0 && *lane == Lane::Bulk && matches!(m, Message::Batch(_)))
+        .filter(|(from, _, lane, m)| {
+            *from == 0 && *lane == Lane::Bulk && matches!(m, Message::Batch(_))
+        })
         .count();
     assert!(bulk >= 1);
     let done = net.log.events.iter().find_map(|(at, e)| match e {
@@ -273,10 +290,13 @@ fn anything_before_the_hello_is_penalised() {
     let mut net = Net::new(2);
     let author = net.author(1);
     net.give(0, Input::Connected { peer: 1, author });
-    net.give(0, Input::Received {
-        peer: 1,
-        message: Message::Ping,
-    });
+    net.give(
+        0,
+        Input::Received {
+            peer: 1,
+            message: Message::Ping,
+        },
+    );
     assert!(matches!(
         net.log.disconnects.as_slice(),
         [(0, 1, Disconnect::Penalised(Penalty::BeforeHello))]
@@ -295,10 +315,13 @@ fn a_malformed_message_is_penalised() {
     let mut net = Net::new(2);
     net.connect(0, 1);
     net.settle();
-    net.give(0, Input::Malformed {
-        peer: 1,
-        error: MessageError::Malformed("junk".into()),
-    });
+    net.give(
+        0,
+        Input::Malformed {
+            peer: 1,
+            error: MessageError::Malformed("junk".into()),
+        },
+    );
     assert!(matches!(
         net.log.disconnects.as_slice(),
         [(0, 1, Disconnect::Penalised(Penalty::BadMessage(_)))]
@@ -352,10 +375,13 @@ fn batches_beyond_the_window_are_a_flood() {
         })
         .unwrap();
     for _ in 0..=MAX_UNACKED_BATCHES {
-        net.give(1, Input::Received {
-            peer: 0,
-            message: Message::Batch(batch.clone()),
-        });
+        net.give(
+            1,
+            Input::Received {
+                peer: 0,
+                message: Message::Batch(batch.clone()),
+            },
+        );
     }
     assert!(matches!(
         net.log.disconnects.last(),
@@ -381,10 +407,13 @@ fn notes_on_unknown_logs_make_no_state() {
             }
         })
         .collect();
-    net.give(0, Input::Received {
-        peer: 1,
-        message: Message::Have(notes),
-    });
+    net.give(
+        0,
+        Input::Received {
+            peer: 1,
+            message: Message::Have(notes),
+        },
+    );
     assert_eq!(net.nodes[0].replica.footprint(), before);
 }
 
@@ -411,5 +440,72 @@ fn in_a_mesh_each_entry_arrives_about_once() {
         })
         .sum();
     // 20 lines, each needed by 3 nodes.
-    assert!(entries <= 60 * 13 / 10, "{entries} entries sent for 60 needed");
+    assert!(
+        entries <= 60 * 13 / 10,
+        "{entries} entries sent for 60 needed"
+    );
+}
+
+#[test]
+fn thousands_of_logs_sync_and_a_reconnect_costs_only_the_hellos() {
+    let mut net = Net::new(2);
+    for i in 0..5_000u32 {
+        let mut seed = [0u8; 32];
+        seed[..4].copy_from_slice(&i.to_be_bytes());
+        seed[31] = 0xee;
+        let author_key = SigningKey::from_bytes(&seed);
+        let mut scratch = MemoryStore::new();
+        let profile = Body::Profile {
+            name: format!("a{i}"),
+        };
+        let entry = scratch.append(&author_key, profile, 500).unwrap();
+        let inserted = net.nodes[0]
+            .store
+            .insert(entry.author(), [entry.envelope().clone()]);
+        assert_eq!(inserted.stored.len(), 1);
+    }
+    let heads = net.nodes[0].store.heads();
+    net.nodes[0].replica = Replica::new(net.author(0), "n0".into(), heads);
+    net.connect(0, 1);
+    net.settle();
+    assert!(net.same_heads());
+    assert_eq!(net.nodes[1].store.heads().len(), 5_002);
+    assert!(net.log.disconnects.is_empty(), "{:?}", net.log.disconnects);
+    net.give(0, Input::Closed { peer: 1 });
+    net.give(1, Input::Closed { peer: 0 });
+    let before = net.log.sent.len();
+    net.connect(0, 1);
+    net.settle();
+    let bytes: usize = net.log.sent[before..]
+        .iter()
+        .map(|(_, _, _, m)| m.encode().len() + 4)
+        .sum();
+    assert!(
+        bytes < 1_000,
+        "a reconnect with nothing new cost {bytes} bytes"
+    );
+}
+
+#[test]
+fn a_live_batch_ahead_of_its_prefix_waits_for_it() {
+    let mut net = Net::new(2);
+    net.connect(0, 1);
+    net.settle();
+    // Node 0 wrote two lines; node 1 gets the second before the first.
+    net.say(0, "first");
+    net.say(0, "second");
+    let mut batches: Vec<(usize, usize, Message)> = Vec::new();
+    net.wire.retain(|item| {
+        let batch = matches!(item.2, Message::Batch(_));
+        if batch {
+            batches.push(item.clone());
+        }
+        !batch
+    });
+    assert_eq!(batches.len(), 2);
+    batches.reverse();
+    net.wire.extend(batches);
+    net.settle();
+    assert!(net.same_heads());
+    assert!(net.log.disconnects.is_empty());
 }

@@ -503,6 +503,10 @@ mod tests {
             depth: 0,
             ranges_asked: 0,
         };
+        if reconciler.is_done() {
+            // Equal summaries in the hellos settle every author at once.
+            run.learned.same.push(AuthorRange::ALL);
+        }
         while let Some(query) = reconciler.next_query() {
             assert!(reconciler.is_waiting() && !reconciler.is_done());
             assert!(
@@ -946,5 +950,102 @@ mod tests {
             }
         }
         panic!("100 rounds of hostile splits were taken");
+    }
+
+    /// How the heads of one author stand between the asker and the replier.
+    #[derive(Clone, Copy, Debug)]
+    enum Standing {
+        Same,
+        OtherSeq,
+        OnlyOurs,
+        OnlyTheirs,
+    }
+
+    /// Two head sets over `authors` authors, each author's standing drawn from `seed` with the
+    /// given weights (same, other seq, only ours, only theirs). Dense authors are consecutive
+    /// numbers from zero (so `Author::MIN` and neighbouring keys occur), else spread at random.
+    fn pair(authors: u64, weights: [u64; 4], seed: u64, dense: bool) -> (HeadSet, HeadSet) {
+        let total: u64 = weights.iter().sum::<u64>().max(1);
+        let (mut ours, mut theirs) = (HeadSet::new(), HeadSet::new());
+        for n in 0..authors {
+            let mut hasher = blake3::Hasher::new();
+            hasher.update(&seed.to_be_bytes());
+            hasher.update(&n.to_be_bytes());
+            let draw = hasher.finalize();
+            let draw = u64::from_be_bytes(draw.as_bytes()[..8].try_into().unwrap_or_default());
+            let who = if dense {
+                let mut bytes = [0; 32];
+                bytes[24..].copy_from_slice(&n.to_be_bytes());
+                Author::from_bytes(bytes)
+            } else {
+                author(seed.wrapping_mul(1 << 20).wrapping_add(n))
+            };
+            let mut pick = draw % total;
+            let standing = [
+                Standing::Same,
+                Standing::OtherSeq,
+                Standing::OnlyOurs,
+                Standing::OnlyTheirs,
+            ]
+            .into_iter()
+            .zip(weights)
+            .find(|&(_, weight)| {
+                let hit = pick < weight;
+                pick = pick.saturating_sub(weight);
+                hit
+            })
+            .map_or(Standing::Same, |(standing, _)| standing);
+            let seq = draw % 1000 + 1;
+            match standing {
+                Standing::Same => {
+                    ours.insert(head(who, seq));
+                    theirs.insert(head(who, seq));
+                }
+                Standing::OtherSeq => {
+                    ours.insert(head(who, seq));
+                    theirs.insert(head(who, seq + 1 + draw % 3));
+                }
+                Standing::OnlyOurs => ours.insert(head(who, seq)),
+                Standing::OnlyTheirs => theirs.insert(head(who, seq)),
+            }
+        }
+        (ours, theirs)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Whatever the two sets, the asker ends up knowing the replier's heads wherever they
+        /// differ, in few rounds: at most log16 of the replier's size + 2 levels of splitting,
+        /// and one round per level plus one per full query (so, when the sets differ in at most
+        /// a query's worth of authors, at most log16 + 2 rounds).
+        #[test]
+        fn the_asker_learns_every_difference_in_few_rounds(
+            authors in 0u64..=5000,
+            weights in proptest::array::uniform4(0u64..=10),
+            same_weight in proptest::prop_oneof![0u64..=10, 1000u64..=100_000],
+            seed: u64,
+            dense: bool,
+        ) {
+            let [_, other_seq, only_ours, only_theirs] = weights;
+            let (ours, theirs) = pair(authors, [same_weight, other_seq, only_ours, only_theirs], seed, dense);
+            let run = reconcile(&ours, &theirs);
+            check_learned(&ours, &theirs, &run.learned);
+
+            let levels = (theirs.len().max(1) as f64).log(16.0) + 2.0;
+            proptest::prop_assert!(run.depth as f64 <= levels, "{} levels for {} heads", run.depth, theirs.len());
+            let full_queries = run.ranges_asked / MAX_QUERY_RANGES;
+            proptest::prop_assert!(run.rounds <= run.depth + full_queries,
+                "{} rounds, {} levels, {} ranges asked", run.rounds, run.depth, run.ranges_asked);
+            let differing = ours.iter().chain(theirs.iter())
+                .filter(|head| ours.get(&head.author) != theirs.get(&head.author))
+                .map(|head| head.author)
+                .collect::<std::collections::BTreeSet<_>>()
+                .len();
+            if differing <= MAX_QUERY_RANGES {
+                proptest::prop_assert!(run.rounds as f64 <= levels,
+                    "{} rounds for {} heads differing in {}", run.rounds, theirs.len(), differing);
+            }
+        }
     }
 }

@@ -503,6 +503,10 @@ mod tests {
             depth: 0,
             ranges_asked: 0,
         };
+        if reconciler.is_done() {
+            // Equal summaries in the hellos settle every author at once.
+            run.learned.same.push(AuthorRange::ALL);
+        }
         while let Some(query) = reconciler.next_query() {
             assert!(reconciler.is_waiting() && !reconciler.is_done());
             assert!(
@@ -946,5 +950,240 @@ mod tests {
             }
         }
         panic!("100 rounds of hostile splits were taken");
+    }
+
+    /// How the heads of one author stand between the asker and the replier.
+    #[derive(Clone, Copy, Debug)]
+    enum Standing {
+        Same,
+        OtherSeq,
+        OnlyOurs,
+        OnlyTheirs,
+    }
+
+    /// Two head sets over `authors` authors, each author's standing drawn from `seed` with the
+    /// given weights (same, other seq, only ours, only theirs). Dense authors are consecutive
+    /// numbers from zero (so `Author::MIN` and neighbouring keys occur), else spread at random.
+    fn pair(authors: u64, weights: [u64; 4], seed: u64, dense: bool) -> (HeadSet, HeadSet) {
+        let total: u64 = weights.iter().sum::<u64>().max(1);
+        let (mut ours, mut theirs) = (HeadSet::new(), HeadSet::new());
+        for n in 0..authors {
+            let mut hasher = blake3::Hasher::new();
+            hasher.update(&seed.to_be_bytes());
+            hasher.update(&n.to_be_bytes());
+            let draw = hasher.finalize();
+            let draw = u64::from_be_bytes(draw.as_bytes()[..8].try_into().unwrap_or_default());
+            let who = if dense {
+                let mut bytes = [0; 32];
+                bytes[24..].copy_from_slice(&n.to_be_bytes());
+                Author::from_bytes(bytes)
+            } else {
+                author(seed.wrapping_mul(1 << 20).wrapping_add(n))
+            };
+            let mut pick = draw % total;
+            let standing = [
+                Standing::Same,
+                Standing::OtherSeq,
+                Standing::OnlyOurs,
+                Standing::OnlyTheirs,
+            ]
+            .into_iter()
+            .zip(weights)
+            .find(|&(_, weight)| {
+                let hit = pick < weight;
+                pick = pick.saturating_sub(weight);
+                hit
+            })
+            .map_or(Standing::Same, |(standing, _)| standing);
+            let seq = draw % 1000 + 1;
+            match standing {
+                Standing::Same => {
+                    ours.insert(head(who, seq));
+                    theirs.insert(head(who, seq));
+                }
+                Standing::OtherSeq => {
+                    ours.insert(head(who, seq));
+                    theirs.insert(head(who, seq + 1 + draw % 3));
+                }
+                Standing::OnlyOurs => ours.insert(head(who, seq)),
+                Standing::OnlyTheirs => theirs.insert(head(who, seq)),
+            }
+        }
+        (ours, theirs)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Whatever the two sets, the asker ends up knowing the replier's heads wherever they
+        /// differ, in few rounds: at most log16 of the replier's size + 2 levels of splitting,
+        /// and one round per level plus one per full query (so, when the sets differ in at most
+        /// a query's worth of authors, at most log16 + 2 rounds).
+        #[test]
+        fn the_asker_learns_every_difference_in_few_rounds(
+            authors in 0u64..=5000,
+            weights in proptest::array::uniform4(0u64..=10),
+            same_weight in proptest::prop_oneof![0u64..=10, 1000u64..=100_000],
+            seed: u64,
+            dense: bool,
+        ) {
+            let [_, other_seq, only_ours, only_theirs] = weights;
+            let (ours, theirs) = pair(authors, [same_weight, other_seq, only_ours, only_theirs], seed, dense);
+            let run = reconcile(&ours, &theirs);
+            check_learned(&ours, &theirs, &run.learned);
+
+            let levels = (theirs.len().max(1) as f64).log(16.0) + 2.0;
+            proptest::prop_assert!(run.depth as f64 <= levels, "{} levels for {} heads", run.depth, theirs.len());
+            let full_queries = run.ranges_asked / MAX_QUERY_RANGES;
+            proptest::prop_assert!(run.rounds <= run.depth + full_queries,
+                "{} rounds, {} levels, {} ranges asked", run.rounds, run.depth, run.ranges_asked);
+            let differing = ours.iter().chain(theirs.iter())
+                .filter(|head| ours.get(&head.author) != theirs.get(&head.author))
+                .map(|head| head.author)
+                .collect::<std::collections::BTreeSet<_>>()
+                .len();
+            if differing <= MAX_QUERY_RANGES {
+                proptest::prop_assert!(run.rounds as f64 <= levels,
+                    "{} rounds for {} heads differing in {}", run.rounds, theirs.len(), differing);
+            }
+        }
+    }
+
+    /// Hex with any whitespace in it, as the vectors are written in docs/protocol-reconcile.md.
+    fn unhex(text: &str) -> Vec<u8> {
+        let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+        digits
+            .chunks(2)
+            .map(|pair| {
+                let pair = std::str::from_utf8(pair).expect("ascii");
+                u8::from_str_radix(pair, 16).expect("hex digits")
+            })
+            .collect()
+    }
+
+    fn unhex32(text: &str) -> [u8; 32] {
+        unhex(text).try_into().expect("32 bytes")
+    }
+
+    const VECTOR_PREFIX: &str = "703270636861742f686561642f32";
+    const VECTOR_PREIMAGE_A: &str = "
+        703270636861742f686561642f32
+        1111111111111111111111111111111111111111111111111111111111111111
+        0000000000000001
+        aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const VECTOR_ITEMS: [&str; 3] = [
+        "3ad22e77d6ce84446b3b266cb220b393ea994c17b2a35dc651f619990c1ab7b9",
+        "918d45330d311cf48e90baa45fca793eff7a63824eac00540800eba46bd68ed2",
+        "8b48c83fe37d9be1621c90321e70e0bc143577b384f539fac91b9c214a494620",
+    ];
+    const VECTOR_FINGERPRINT: &str =
+        "2017a37b3882035187b70cfaf39a2a1101d6582678fa646890ed6e1c2d857f4b";
+    const VECTOR_B_XOR_C: &str = "1ac58d0cee4c8715ec8c2a9641ba9982eb4f1431ca5939aec11b7785219fc8f2";
+    const VECTOR_QUERY_ALL: &str = "
+        a165517565727981a26573746172745820000000000000000000000000000000
+        000000000000000000000000000000000063656e64f6";
+    const VECTOR_REPLY_ALL: &str = "
+        a1655265706c7981a1654865616473a26572616e6765a2657374617274582000
+        0000000000000000000000000000000000000000000000000000000000000063
+        656e64f665686561647383a366617574686f7258201111111111111111111111
+        1111111111111111111111111111111111111111116373657101646861736858
+        20aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
+        aaa366617574686f725820222222222222222222222222222222222222222222
+        2222222222222222222222637365710764686173685820bbbbbbbbbbbbbbbbbb
+        bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbba366617574686f7258
+        2033333333333333333333333333333333333333333333333333333333333333
+        336373657119012c64686173685820cccccccccccccccccccccccccccccccccc
+        cccccccccccccccccccccccccccccc";
+    const VECTOR_QUERY_TWO: &str = "
+        a165517565727982a26573746172745820000000000000000000000000000000
+        000000000000000000000000000000000063656e645820222222222222222222
+        2222222222222222222222222222222222222222222222a26573746172745820
+        2222222222222222222222222222222222222222222222222222222222222222
+        63656e64f6";
+    const VECTOR_REPLY_TWO: &str = "
+        a1655265706c7982a1654865616473a26572616e6765a2657374617274582000
+        0000000000000000000000000000000000000000000000000000000000000063
+        656e645820222222222222222222222222222222222222222222222222222222
+        222222222265686561647381a366617574686f72582011111111111111111111
+        1111111111111111111111111111111111111111111163736571016468617368
+        5820aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
+        aaaaa1654865616473a26572616e6765a2657374617274582022222222222222
+        2222222222222222222222222222222222222222222222222263656e64f66568
+        6561647382a366617574686f7258202222222222222222222222222222222222
+        222222222222222222222222222222637365710764686173685820bbbbbbbbbb
+        bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbba366617574
+        686f725820333333333333333333333333333333333333333333333333333333
+        33333333336373657119012c64686173685820cccccccccccccccccccccccccc
+        cccccccccccccccccccccccccccccccccccccc";
+    const VECTOR_SPLIT: &str = "
+        a1655265706c7981a16553706c69748282a26573746172745820000000000000
+        000000000000000000000000000000000000000000000000000063656e645820
+        2222222222222222222222222222222222222222222222222222222222222222
+        a265636f756e74016b66696e6765727072696e7458203ad22e77d6ce84446b3b
+        266cb220b393ea994c17b2a35dc651f619990c1ab7b982a26573746172745820
+        2222222222222222222222222222222222222222222222222222222222222222
+        63656e64f6a265636f756e74026b66696e6765727072696e7458201ac58d0cee
+        4c8715ec8c2a9641ba9982eb4f1431ca5939aec11b7785219fc8f2";
+
+    #[test]
+    fn the_documented_vectors_hold() {
+        let heads =
+            [(0x11, 1, 0xaa), (0x22, 7, 0xbb), (0x33, 300, 0xcc)].map(|(a, seq, h)| HeadInfo {
+                author: Author::from_bytes([a; 32]),
+                seq,
+                hash: Hash::from_bytes([h; 32]),
+            });
+        assert_eq!(unhex(VECTOR_PREFIX), HEAD_DOMAIN);
+        let preimage = unhex(VECTOR_PREIMAGE_A);
+        assert_eq!(preimage.len(), 86);
+        assert_eq!(
+            *blake3::hash(&preimage).as_bytes(),
+            unhex32(VECTOR_ITEMS[0])
+        );
+        for (head, item) in heads.iter().zip(VECTOR_ITEMS) {
+            assert_eq!(item_hash(head), unhex32(item), "{head:?}");
+        }
+        let all = set(heads);
+        assert_eq!(
+            all.summary(&AuthorRange::ALL),
+            Summary {
+                count: 3,
+                fingerprint: Fingerprint(unhex32(VECTOR_FINGERPRINT))
+            }
+        );
+
+        let query = vec![AuthorRange::ALL];
+        assert_eq!(
+            Message::Query(query.clone()).encode(),
+            unhex(VECTOR_QUERY_ALL)
+        );
+        let reply = Message::Reply(all.answer(&query));
+        assert_eq!(reply.encode(), unhex(VECTOR_REPLY_ALL));
+        assert_eq!(Message::decode(&unhex(VECTOR_REPLY_ALL)), Ok(reply));
+
+        let b = Author::from_bytes([0x22; 32]);
+        let two = vec![range(Author::MIN, Some(b)), range(b, None)];
+        assert_eq!(
+            Message::Query(two.clone()).encode(),
+            unhex(VECTOR_QUERY_TWO)
+        );
+        assert_eq!(
+            Message::Reply(all.answer(&two)).encode(),
+            unhex(VECTOR_REPLY_TWO)
+        );
+
+        let split = vec![Part::Split(
+            two.iter().map(|sub| (*sub, all.summary(sub))).collect(),
+        )];
+        assert_eq!(
+            all.summary(&two[1]).fingerprint,
+            Fingerprint(unhex32(VECTOR_B_XOR_C))
+        );
+        assert_eq!(Message::Reply(split.clone()).encode(), unhex(VECTOR_SPLIT));
+        // As the document says, an asker refuses it: three heads must be listed.
+        assert_eq!(
+            asking_all().on_reply(&HeadSet::new(), split),
+            Err(ReconcileError::SplitTooSmall { part: 0, count: 3 })
+        );
     }
 }

@@ -299,7 +299,7 @@ pub struct Reconciler {
 
 impl Reconciler {
     /// Starts comparing our heads with a peer's, summed up in its hello. Done at once when
-    /// the summaries are equal.
+    /// the summaries are equal (every author is then the same, and no reply will say so).
     pub fn new(ours: &HeadSet, theirs: Summary) -> Self {
         let pending = if ours.summary(&AuthorRange::ALL) == theirs {
             VecDeque::new()

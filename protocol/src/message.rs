@@ -193,8 +193,8 @@ impl Message {
 
     /// Decodes the body of one frame and checks its limits (and a hello's version and name).
     pub fn decode(bytes: &[u8]) -> Result<Self, MessageError> {
-        let message: Message =
-            cbor4ii::serde::from_slice(bytes).map_err(|e| MessageError::Malformed(e.to_string()))?;
+        let message: Message = cbor4ii::serde::from_slice(bytes)
+            .map_err(|e| MessageError::Malformed(e.to_string()))?;
         message.check()?;
         Ok(message)
     }
@@ -288,6 +288,30 @@ mod tests {
         for message in messages {
             assert_eq!(Message::decode(&message.encode()).unwrap(), message);
         }
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The encodings quoted in docs/protocol.md, section 9.2.
+    #[test]
+    fn the_documented_encodings_hold() {
+        assert_eq!(hex(&Message::Ping.encode()), "6450696e67");
+        assert_eq!(hex(&Message::Ack(3).encode()), "a16341636b03");
+        let author = author(0x8a);
+        let want = Message::Want(HeadNote { author, seq: 2 });
+        let key = hex(author.as_bytes());
+        assert_eq!(
+            hex(&want.encode()),
+            format!("a16457616e74a266617574686f725820{key}6373657102")
+        );
+        let have = Message::Have(vec![HeadNote { author, seq: 2 }]);
+        assert_eq!(have.encode().len(), 54);
+        assert_eq!(
+            hex(&have.encode()),
+            format!("a1644861766581a266617574686f725820{key}6373657102")
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Comparing two sets of heads without sending them all (range-based set reconciliation,
-//! docs/protocol-reconcile.md).
+//! docs/protocol.md, section 9.3).
 //!
 //! Each head has an *item hash*, BLAKE3 of [`HEAD_DOMAIN`] ‖ author ‖ seq (u64 big-endian) ‖
 //! hash; a set of heads is summed up as its count and the XOR of its item hashes. The asker
@@ -1037,7 +1037,7 @@ mod tests {
         }
     }
 
-    /// Hex with any whitespace in it, as the vectors are written in docs/protocol-reconcile.md.
+    /// Hex with any whitespace in it, as the vectors are written in docs/protocol.md, section 9.3.
     fn unhex(text: &str) -> Vec<u8> {
         let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
         digits

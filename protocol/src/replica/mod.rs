@@ -584,6 +584,10 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
                 seq: newest.seq(),
                 hash: newest.hash(),
             });
+            if let Some(peer_author) = self.peers.get(&peer).map(|p| p.author) {
+                let changed = self.router.received(peer, peer_author, author);
+                self.route(changed);
+            }
         }
         let ours = self.heads.get(&author).map_or(0, |h| h.seq);
         if let Some((_, count)) = self.storing.get_mut(&author) {

@@ -537,11 +537,6 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
 
     fn on_batch(&mut self, now: Instant, peer: P, batch: Batch) {
         let author = batch.author;
-        if let Some(state) = self.peers.get(&peer) {
-            // A peer pushing a log offers to be its source.
-            let changed = self.router.received(peer, state.author, author);
-            self.route(changed);
-        }
         let ours = self.heads.get(&author).map_or(0, |h| h.seq);
         let expected = self.storing.get(&author).map_or(0, |s| s.0).max(ours);
         let Some(session) = self.session_mut(&peer) else {
@@ -584,6 +579,8 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
                 seq: newest.seq(),
                 hash: newest.hash(),
             });
+            // A peer whose batch brought new entries offers to be the log's source (only
+            // valid entries make routing state).
             if let Some(peer_author) = self.peers.get(&peer).map(|p| p.author) {
                 let changed = self.router.received(peer, peer_author, author);
                 self.route(changed);

@@ -28,7 +28,6 @@ use crate::behaviour::{Behaviour, BehaviourEvent};
 use crate::dial::{Redialer, dial_failure, incoming_failure};
 use crate::discovery::{Discovery, keep_connection};
 use crate::lanes::{self, LANE_QUEUE, LaneEvent, TaskId};
-use crate::logs::StoreLogs;
 use crate::shared::{PeerView, SharedRef};
 use crate::storer::{self, Job};
 use crate::warnings::Cause;
@@ -184,12 +183,13 @@ impl EventLoop {
         let (lane_tx, lane_rx) = mpsc::channel(INBOX);
         let (stored_tx, stored) = mpsc::channel(STORED_QUEUE);
         let jobs = storer::spawn(shared.clone(), stored_tx)?;
+        let me = shared.author();
+        // The store announces heads in the old wire type (the same fields).
         let heads = heads.into_iter().map(|head| HeadInfo {
             author: head.author,
             seq: head.seq,
             hash: head.hash,
         });
-        let me = shared.author();
         let replica = Replica::new(me, shared.own_name(), heads);
         let mut redialer = Redialer::default();
         let mut names = Vec::new();
@@ -310,8 +310,8 @@ impl EventLoop {
     fn input(&mut self, input: Input<PeerId>) {
         let mut inputs = VecDeque::from([input]);
         while let Some(input) = inputs.pop_front() {
-            let logs = StoreLogs(&self.shared.store);
-            self.replica.handle(std::time::Instant::now(), input, &logs);
+            self.replica
+                .handle(std::time::Instant::now(), input, &self.shared.store);
             while let Some(output) = self.replica.poll() {
                 if let Some(answer) = self.perform(output) {
                     inputs.push_front(answer);

@@ -10,16 +10,17 @@ use libp2p::{PeerId, Stream, StreamProtocol};
 use libp2p_stream::{Control, OpenStreamError};
 use p2pchat_protocol::limits::MAX_FRAME_BYTES;
 use p2pchat_protocol::message::{BULK_PROTOCOL, LIVE_PROTOCOL, Lane, Message, MessageError};
+use p2pchat_protocol::replica::MAX_UNACKED_BATCHES;
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedWrite, LengthDelimitedCodec};
 use tokio_util::compat::FuturesAsyncWriteCompatExt;
 
 use crate::frames::{FRAME_TIMEOUT, FrameReadError, read_frame};
 
-/// Messages queued for one outbound lane. The core keeps at most
-/// [`p2pchat_protocol::replica::MAX_UNACKED_BATCHES`] batches unacknowledged, so a queue that
-/// fills up means the peer does not read: its connection is dropped.
-pub const LANE_QUEUE: usize = 64;
+/// Messages queued for one outbound lane. The core keeps at most [`MAX_UNACKED_BATCHES`]
+/// batches unacknowledged (and sends little else), so a queue that fills up means the peer
+/// does not read: its connection is dropped.
+pub const LANE_QUEUE: usize = 2 * MAX_UNACKED_BATCHES;
 
 /// Tells the tasks of one peer's lanes apart, so that what an older task says after its lane
 /// was replaced is ignored.

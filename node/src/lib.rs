@@ -28,7 +28,6 @@ mod frames;
 pub mod identity;
 mod import;
 mod lanes;
-mod logs;
 mod node;
 mod own_log;
 mod room;

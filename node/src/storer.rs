@@ -146,12 +146,7 @@ fn insert(shared: &SharedRef, from: String, batch: Batch) -> Result<Inserted, St
         insert()
     };
     match stored {
-        Ok(inserted) => Ok(Inserted {
-            stored: inserted.stored,
-            duplicates: inserted.duplicates,
-            held_through: inserted.held_through,
-            rejected: inserted.rejected,
-        }),
+        Ok(inserted) => Ok(inserted),
         Err(e) => {
             shared.store_failed("storing entries", &e);
             Err(e.to_string())

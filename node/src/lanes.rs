@@ -5,8 +5,8 @@
 //! inbox (a full inbox stops the reader, which holds the peer back).
 
 use bytes::Bytes;
-use futures::SinkExt;
-use libp2p::{PeerId, Stream, StreamProtocol};
+use futures::{AsyncRead, AsyncWrite, SinkExt};
+use libp2p::{PeerId, StreamProtocol};
 use libp2p_stream::{Control, OpenStreamError};
 use p2pchat_protocol::limits::MAX_FRAME_BYTES;
 use p2pchat_protocol::message::{BULK_PROTOCOL, LIVE_PROTOCOL, Lane, Message, MessageError};
@@ -103,7 +103,10 @@ pub async fn write_lane(
 }
 
 /// Writes every message `queue` brings on `stream`, flushing whenever the queue is empty.
-async fn write_all(stream: Stream, queue: &mut mpsc::Receiver<Message>) -> std::io::Result<()> {
+async fn write_all(
+    stream: impl AsyncWrite + Unpin,
+    queue: &mut mpsc::Receiver<Message>,
+) -> std::io::Result<()> {
     let codec = LengthDelimitedCodec::builder()
         .length_field_length(4)
         .max_frame_length(MAX_FRAME_BYTES)
@@ -123,7 +126,7 @@ async fn write_all(stream: Stream, queue: &mut mpsc::Receiver<Message>) -> std::
 pub async fn read_lane(
     peer: PeerId,
     task: TaskId,
-    stream: Stream,
+    stream: impl AsyncRead + Unpin,
     events: mpsc::Sender<LaneEvent>,
 ) {
     // Buffered, so a small frame (length prefix and body) takes one read from the stream.
@@ -173,5 +176,86 @@ pub async fn read_lane(
         if events.send(event).await.is_err() || !more {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::AsyncWriteExt;
+    use p2pchat_protocol::message::{Fingerprint, Hello, PROTOCOL_VERSION, Summary};
+    use tokio_util::compat::TokioAsyncReadCompatExt;
+
+    use super::*;
+
+    /// Reads `peer`'s lane from `stream` until it ends, returning every event.
+    async fn read_all(stream: impl AsyncRead + Unpin) -> Vec<LaneEvent> {
+        let (events, mut said) = mpsc::channel(16);
+        read_lane(PeerId::random(), 7, stream, events).await;
+        let mut all = Vec::new();
+        while let Ok(event) = said.try_recv() {
+            all.push(event);
+        }
+        all
+    }
+
+    fn received(event: &LaneEvent) -> &Result<Message, MessageError> {
+        match event {
+            LaneEvent::Received {
+                message, task: 7, ..
+            } => message,
+            other => panic!("not a message read: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn messages_written_are_read_in_order_until_the_writer_closes() {
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        let (queue, mut queued) = mpsc::channel(LANE_QUEUE);
+        let hello = Message::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            name: "alice".into(),
+            heads: Summary {
+                count: 0,
+                fingerprint: Fingerprint::default(),
+            },
+        });
+        let sent = [hello, Message::Ack(3), Message::Ping];
+        for message in sent.clone() {
+            queue.try_send(message).unwrap();
+        }
+        drop(queue);
+        write_all(ours.compat(), &mut queued).await.unwrap();
+        let events = read_all(theirs.compat()).await;
+        let (last, messages) = events.split_last().unwrap();
+        let read: Vec<Message> = messages
+            .iter()
+            .map(|event| received(event).clone().unwrap())
+            .collect();
+        assert_eq!(read, sent);
+        assert!(matches!(last, LaneEvent::Ended { .. }), "{last:?}");
+    }
+
+    #[tokio::test]
+    async fn bad_bytes_are_reported_and_an_oversized_frame_ends_the_lane() {
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        let mut ours = ours.compat();
+        let garbage = [0, 0, 0, 2, 0xff, 0x00];
+        let oversized = ((MAX_FRAME_BYTES + 1) as u32).to_be_bytes();
+        let ping = Message::Ping.encode();
+        let after = [&(ping.len() as u32).to_be_bytes()[..], &ping].concat();
+        ours.write_all(&[&garbage[..], &oversized, &after].concat())
+            .await
+            .unwrap();
+        ours.close().await.unwrap();
+        let events = read_all(theirs.compat()).await;
+        assert_eq!(events.len(), 2, "nothing is read past the oversized frame");
+        assert!(matches!(
+            received(&events[0]),
+            Err(MessageError::Malformed(_))
+        ));
+        assert!(matches!(
+            received(&events[1]),
+            Err(MessageError::TooLarge { found, .. }) if *found == MAX_FRAME_BYTES + 1
+        ));
     }
 }

@@ -73,6 +73,8 @@ struct Session {
     lanes: Option<Lanes>,
     /// When to reopen its lanes, after they broke.
     reopen_at: Option<Instant>,
+    /// When its lanes were opened.
+    started: Instant,
     /// Whether the core was told it is connected (and not yet that it closed).
     in_core: bool,
     /// The name it said hello with, once accepted.
@@ -168,8 +170,8 @@ pub struct EventLoop {
     connections: HashMap<PeerId, Vec<(ConnectionId, bool)>>,
     sessions: HashMap<PeerId, Session>,
     /// Inbound lanes of peers whose session has not started (their connection event has not
-    /// come yet, or their lanes are about to be reopened).
-    early: HashMap<PeerId, Vec<(Lane, Stream)>>,
+    /// come yet, or their lanes are about to be reopened), with when each came.
+    early: HashMap<PeerId, Vec<(Lane, Stream, Instant)>>,
     /// What the lane tasks say.
     lane_tx: mpsc::Sender<LaneEvent>,
     lane_rx: mpsc::Receiver<LaneEvent>,
@@ -668,13 +670,14 @@ impl EventLoop {
                     readers: [None, None],
                 }),
                 reopen_at: None,
+                started: Instant::now(),
                 in_core: true,
                 name,
                 shown,
                 announcing: None,
             },
         );
-        for (lane, stream) in self.early.remove(&peer).unwrap_or_default() {
+        for (lane, stream, _) in self.early.remove(&peer).unwrap_or_default() {
             self.spawn_reader(peer, lane, stream);
         }
         self.input(Input::Connected { peer, author });
@@ -719,8 +722,19 @@ impl EventLoop {
     fn on_inbound_lane(&mut self, peer: PeerId, lane: Lane, stream: Stream) {
         let reading = match self.sessions.get(&peer) {
             Some(Session {
-                lanes: Some(lanes), ..
-            }) => Some(lanes.readers[slot(lane)].is_some()),
+                lanes: Some(lanes),
+                started,
+                ..
+            }) => {
+                let reading = lanes.readers[slot(lane)].is_some();
+                if reading && started.elapsed() < REOPEN_DELAY {
+                    // An honest peer reopens its lanes only after they broke, and waits
+                    // before it does: a flood of lanes is not followed.
+                    tracing::debug!(%peer, ?lane, "the peer reopened its lanes too soon");
+                    return;
+                }
+                Some(reading)
+            }
             // Being disconnected.
             Some(session) if session.reopen_at.is_none() => return,
             // About to reopen our lanes, or not seen connected yet.
@@ -739,10 +753,10 @@ impl EventLoop {
             // Read once the session starts.
             None => {
                 let early_lanes: usize = self.early.values().map(Vec::len).sum();
-                let held = self.early.entry(peer).or_default();
-                held.retain(|(held_lane, _)| *held_lane != lane);
                 if early_lanes < MAX_EARLY_LANES {
-                    held.push((lane, stream));
+                    let held = self.early.entry(peer).or_default();
+                    held.retain(|(held_lane, ..)| *held_lane != lane);
+                    held.push((lane, stream, Instant::now()));
                 }
             }
         }
@@ -807,9 +821,14 @@ impl EventLoop {
         }
     }
 
-    /// Reopens the lanes whose time has come.
+    /// Reopens the lanes whose time has come, and lets go of inbound lanes held for longer
+    /// than a hello may take (their connection is gone, or never came).
     fn reopen_due(&mut self) {
         let now = Instant::now();
+        self.early.retain(|_, held| {
+            held.retain(|(.., since)| now - *since < replica::HELLO_TIMEOUT);
+            !held.is_empty()
+        });
         let due: Vec<PeerId> = self
             .sessions
             .iter()

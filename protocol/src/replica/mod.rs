@@ -624,7 +624,14 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
                 | ValidationError::BadSignature { .. }
                 | ValidationError::WrongAuthor { .. }
                 | ValidationError::BadAuthorKey(_)),
-            ) => self.penalise(now, peer, Penalty::InvalidEntry(forged)),
+            ) => self.penalise(
+                now,
+                peer,
+                Penalty::InvalidEntry {
+                    author,
+                    error: forged,
+                },
+            ),
             Some(error) => self.emit(Event::Rejected {
                 peer,
                 author,

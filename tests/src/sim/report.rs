@@ -138,7 +138,11 @@ impl Report {
     /// Received entries per entry needed (1.0: no duplicate at all).
     pub fn duplicate_ratio(&self) -> f64 {
         if self.unique_needed == 0 {
-            return if self.entries_received == 0 { 1.0 } else { f64::INFINITY };
+            return if self.entries_received == 0 {
+                1.0
+            } else {
+                f64::INFINITY
+            };
         }
         self.entries_received as f64 / self.unique_needed as f64
     }
@@ -272,6 +276,9 @@ mod tests {
         assert_eq!(histogram.count(), 101);
         assert_eq!(histogram.quantile(0.5), Some(Duration::from_millis(51)));
         assert_eq!(histogram.quantile(0.99), Some(Duration::from_millis(100)));
-        assert_eq!(histogram.quantile(1.0), Some(Duration::from_secs(60) + Duration::from_millis(1)));
+        assert_eq!(
+            histogram.quantile(1.0),
+            Some(Duration::from_secs(60) + Duration::from_millis(1))
+        );
     }
 }

@@ -39,28 +39,68 @@ const HOSTILE_PING: Duration = Duration::from_millis(400);
 type ConnId = u64;
 
 enum Ev {
-    Dial { from: NodeId, to: NodeId },
-    Up { conn: ConnId },
-    Arrive { conn: ConnId, dir: usize, bytes: Vec<u8> },
-    Release { conn: ConnId, dir: usize },
-    Closed { node: NodeId, peer: NodeId, life: u32 },
-    Tick { node: NodeId, life: u32 },
-    StoreDone { node: NodeId, life: u32 },
-    Write { node: NodeId },
+    Dial {
+        from: NodeId,
+        to: NodeId,
+    },
+    Up {
+        conn: ConnId,
+    },
+    Arrive {
+        conn: ConnId,
+        dir: usize,
+        bytes: Vec<u8>,
+    },
+    Release {
+        conn: ConnId,
+        dir: usize,
+    },
+    Closed {
+        node: NodeId,
+        peer: NodeId,
+        life: u32,
+    },
+    Tick {
+        node: NodeId,
+        life: u32,
+    },
+    StoreDone {
+        node: NodeId,
+        life: u32,
+    },
+    Write {
+        node: NodeId,
+    },
     Fault(usize),
-    Restarted { node: NodeId },
-    HostileAttack { conn: ConnId },
-    HostilePing { conn: ConnId },
+    Restarted {
+        node: NodeId,
+    },
+    HostileAttack {
+        conn: ConnId,
+    },
+    HostilePing {
+        conn: ConnId,
+    },
 }
 
 /// What waits for a frozen node (and what a running one processes at once).
 enum Inbox {
-    Connected { peer: NodeId },
-    Closed { peer: NodeId },
-    Frame { conn: ConnId, peer: NodeId, bytes: Vec<u8> },
+    Connected {
+        peer: NodeId,
+    },
+    Closed {
+        peer: NodeId,
+    },
+    Frame {
+        conn: ConnId,
+        peer: NodeId,
+        bytes: Vec<u8>,
+    },
     StoreDone,
     Write,
-    Dial { to: NodeId },
+    Dial {
+        to: NodeId,
+    },
 }
 
 struct Honest {
@@ -562,12 +602,16 @@ impl Sim {
             }
             Event::Forked { author, seq } => {
                 if self.expected.contains_key(&author) {
-                    self.report
-                        .problems
-                        .push(format!("{node} says honest log {author:?} forked at seq {seq}"));
+                    self.report.problems.push(format!(
+                        "{node} says honest log {author:?} forked at seq {seq}"
+                    ));
                 }
             }
-            Event::Rejected { peer, author, error } => {
+            Event::Rejected {
+                peer,
+                author,
+                error,
+            } => {
                 if !self.is_hostile(peer) {
                     self.report.rejected_from_honest += 1;
                     if self.report.rejected_from_honest <= 3 {
@@ -778,7 +822,14 @@ impl Sim {
         let dir = conn.dir_from(from);
         let size = bytes.len() + 4;
         let arrival = conn.links[dir].send(now, size, &mut self.rng);
-        self.queue.push(arrival, Ev::Arrive { conn: id, dir, bytes });
+        self.queue.push(
+            arrival,
+            Ev::Arrive {
+                conn: id,
+                dir,
+                bytes,
+            },
+        );
         if hostile {
             self.report.hostile_frames += 1;
         } else {
@@ -939,7 +990,8 @@ impl Sim {
             conn.attack = Some((attack, index));
         }
         self.transmit(id, me, Lane::Live, Hostile::hello().encode());
-        self.queue.after(ATTACK_DELAY, Ev::HostileAttack { conn: id });
+        self.queue
+            .after(ATTACK_DELAY, Ev::HostileAttack { conn: id });
         self.queue.after(HOSTILE_PING, Ev::HostilePing { conn: id });
     }
 

@@ -1054,9 +1054,13 @@ impl EventLoop {
 /// What a peer sent that no honest peer sends, in words.
 fn penalty_words(penalty: &Penalty) -> String {
     match penalty {
-        Penalty::InvalidEntry(ValidationError::BadAuthorKey(reason)) => format!(
-            "entries of a key that {reason}: no honest peer relays them (older p2pchat versions \
-             accepted them; if it runs one, it should be updated)"
+        Penalty::InvalidEntry {
+            author,
+            error: ValidationError::BadAuthorKey(reason),
+        } => format!(
+            "entries of #{}, a key that {reason}: no honest peer relays them (older p2pchat \
+             versions accepted them; if it runs one, it should be updated)",
+            author.fingerprint()
         ),
         penalty => penalty.to_string(),
     }

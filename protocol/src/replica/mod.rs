@@ -297,14 +297,16 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
         let (name, theirs) = (name.clone(), *heads);
         let peer_author = state.author;
         let mut session = Session::new(name, Reconciler::new(&self.heads, theirs));
+        let mut offered = Vec::new();
         if session.reconciler.is_done() {
             // Equal summaries: it holds exactly what we hold.
             for head in self.heads.iter() {
                 session.known.insert(head.author, head.seq);
+                offered.push(head.author);
             }
         }
         state.phase = Phase::Accepted(Box::new(session));
-        let changed = self.router.joined(peer, peer_author, []);
+        let changed = self.router.joined(peer, peer_author, offered);
         self.route(changed);
         self.emit(Event::SyncProgress {
             peer,
@@ -534,6 +536,11 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
 
     fn on_batch(&mut self, now: Instant, peer: P, batch: Batch) {
         let author = batch.author;
+        if let Some(state) = self.peers.get(&peer) {
+            // A peer pushing a log offers to be its source.
+            let changed = self.router.received(peer, state.author, author);
+            self.route(changed);
+        }
         let ours = self.heads.get(&author).map_or(0, |h| h.seq);
         let expected = self.storing.get(&author).map_or(0, |s| s.0).max(ours);
         let Some(session) = self.session_mut(&peer) else {

@@ -27,12 +27,13 @@ mod feed;
 mod frames;
 pub mod identity;
 mod import;
+mod lanes;
 mod node;
 mod own_log;
-mod push;
 mod room;
 mod roster;
 mod shared;
+mod storer;
 mod warnings;
 
 pub use dial::ConnectFailure;

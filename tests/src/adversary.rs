@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol, SwarmBuilder, noise, ping, tcp, yamux};
+use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol, SwarmBuilder, noise, tcp, yamux};
 use p2pchat_protocol::limits::{MAX_BATCH_ENTRIES, MAX_FRAME_BYTES};
 use p2pchat_protocol::message::{
     AuthorRange, BULK_PROTOCOL, Batch, HeadInfo, HeadNote, Hello, LIVE_PROTOCOL, Lane, Message,
@@ -37,7 +37,6 @@ const INBOX: usize = 4096;
 #[derive(NetworkBehaviour)]
 struct Behaviour {
     streams: libp2p_stream::Behaviour,
-    ping: ping::Behaviour,
 }
 
 /// What the adversary saw happen to its connections.
@@ -77,6 +76,8 @@ struct State {
     /// Whether a ping goes out every [`PING_INTERVAL`] (on after its hello).
     pinging: bool,
     node_hello: Option<Hello>,
+    /// Whether the node said anything after its hello but pings: it accepted the session.
+    accepted: bool,
     wants: Vec<HeadNote>,
     acks: u64,
     batches: u64,
@@ -117,7 +118,6 @@ impl Adversary {
             )?
             .with_behaviour(|_| Behaviour {
                 streams: libp2p_stream::Behaviour::new(),
-                ping: ping::Behaviour::default(),
             })?
             .with_swarm_config(|config| {
                 config.with_idle_connection_timeout(Duration::from_secs(3600))
@@ -132,6 +132,7 @@ impl Adversary {
             answering: true,
             pinging: false,
             node_hello: None,
+            accepted: false,
             wants: Vec::new(),
             acks: 0,
             batches: 0,
@@ -217,7 +218,9 @@ impl Adversary {
             live: write_lane(live),
             bulk: write_lane(bulk),
         };
-        lock(&self.state).lanes = Some(lanes);
+        let mut state = lock(&self.state);
+        state.lanes = Some(lanes);
+        state.accepted = false;
         Ok(())
     }
 
@@ -244,6 +247,20 @@ impl Adversary {
         let hello = self.hello_message();
         self.send(Lane::Live, &hello).await?;
         lock(&self.state).pinging = true;
+        Ok(())
+    }
+
+    /// Waits until the node accepted the session (it said something after its hello), so
+    /// that what goes on bulk now cannot overtake the hello on live.
+    pub async fn accepted(&self) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while !lock(&self.state).accepted {
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the node did not accept the session in time"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         Ok(())
     }
 
@@ -385,6 +402,7 @@ impl Adversary {
                     let mut state = lock(&self.state);
                     state.lanes = None;
                     state.pinging = false;
+                    state.accepted = false;
                     return true;
                 }
                 Ok(Some(_)) => continue,
@@ -519,6 +537,9 @@ async fn respond(
 
 /// What an honest peer answers to `message` (recording it in `state`).
 fn answers(state: &mut State, message: &Message) -> Vec<(Lane, Message)> {
+    if !matches!(message, Message::Hello(_) | Message::Ping) {
+        state.accepted = true;
+    }
     match message {
         Message::Hello(hello) => {
             state.node_hello = Some(hello.clone());

@@ -81,11 +81,13 @@ fn alice_history_len(alice: &Node) -> usize {
         .sum()
 }
 
-/// An adversary named `name`, connected to `node` with its lanes open, that said its hello.
+/// An adversary named `name`, connected to `node` with its lanes open, that said its hello
+/// and was accepted.
 async fn joined(name: &str, node: &Node) -> anyhow::Result<Adversary> {
     let mut adversary = Adversary::spawn(name)?;
     adversary.connect(&address_of(node)).await?;
     adversary.hello().await?;
+    adversary.accepted().await?;
     Ok(adversary)
 }
 
@@ -159,6 +161,7 @@ async fn entries_filed_under_another_log_get_the_sender_disconnected() -> anyhow
         mallory.disconnected_within(DEADLINE).await,
         "the sender is disconnected"
     );
+    assert!(banned(&mut mallory, &alice).await?, "and banned");
     assert!(
         !alice.heads().contains_key(&mallory.author()),
         "nothing of it stored"
@@ -223,6 +226,10 @@ async fn bad_frames_get_the_sender_disconnected_and_nothing_stored() -> anyhow::
                 "{what} on {lane:?}: the sender is disconnected"
             );
             assert!(
+                banned(&mut mallory, &alice).await?,
+                "{what} on {lane:?}: and banned"
+            );
+            assert!(
                 !alice.heads().contains_key(&mallory.author()),
                 "{what} on {lane:?}: nothing stored"
             );
@@ -261,6 +268,11 @@ async fn hellos_of_another_version_or_a_bad_name_are_refused() -> anyhow::Result
             mallory.disconnected_within(DEADLINE).await,
             "a hello with {what} is refused"
         );
+        // Banned, so not merely dropped for saying no hello in time.
+        assert!(
+            banned(&mut mallory, &alice).await?,
+            "a hello with {what}: banned"
+        );
     }
     still_chatting(&alice, &bob, "after bad hellos").await?;
     alice.shutdown().await;
@@ -293,6 +305,11 @@ async fn a_message_before_the_hello_or_a_second_hello_gets_the_sender_disconnect
             mallory.disconnected_within(DEADLINE).await,
             "a {before_hello} on {lane:?} before the hello: disconnected"
         );
+        // Banned, so not merely dropped for saying no hello in time.
+        assert!(
+            banned(&mut mallory, &alice).await?,
+            "a {before_hello} on {lane:?} before the hello: banned"
+        );
         assert!(
             !alice.heads().contains_key(&mallory.author()),
             "nothing stored from before the hello"
@@ -304,6 +321,10 @@ async fn a_message_before_the_hello_or_a_second_hello_gets_the_sender_disconnect
     assert!(
         mallory.disconnected_within(DEADLINE).await,
         "a second hello: disconnected"
+    );
+    assert!(
+        banned(&mut mallory, &alice).await?,
+        "a second hello: banned"
     );
     still_chatting(&alice, &bob, "after messages out of turn").await?;
     alice.shutdown().await;
@@ -361,6 +382,7 @@ async fn a_reply_that_does_not_answer_or_that_nobody_asked_for_gets_the_sender_d
             mallory.disconnected_within(DEADLINE).await,
             "{case}: disconnected"
         );
+        assert!(banned(&mut mallory, &alice).await?, "{case}: banned");
     }
     // The honest answer keeps the peer: what it claims is a hint, not misbehaviour.
     let mut honest = Adversary::spawn("honest")?;
@@ -430,6 +452,7 @@ async fn batches_within_the_window_are_taken_and_a_flood_without_acks_is_not() -
         mallory.disconnected_within(DEADLINE).await,
         "a flood of batches without acks: disconnected"
     );
+    assert!(banned(&mut mallory, &alice).await?, "a flood: banned");
     let warning = warned(&mut events, &mallory.peer_id.to_string()).await?;
     assert!(warning.contains("without waiting for an ack"), "{warning}");
     still_chatting(&alice, &bob, "after a flood of batches").await?;
@@ -674,16 +697,7 @@ async fn a_small_order_key_log_is_refused_pushed_or_sent_again_when_wanted() -> 
         mallory.disconnected_within(DEADLINE).await,
         "the sender is disconnected"
     );
-    let warning = warned(&mut events, "small order").await?;
-    assert_eq!(
-        warning,
-        format!(
-            "peer {} sent entries of #010000, a key that is of small order (anyone can sign for \
-             it): no honest peer relays them (older p2pchat versions accepted them; if it runs \
-             one, it should be updated); disconnecting it for 60 s",
-            mallory.peer_id
-        )
-    );
+    let pushed = warned(&mut events, "small order").await?;
     assert!(!alice.heads().contains_key(&weak), "nothing stored");
     assert!(
         banned(&mut mallory, &alice).await?,
@@ -706,6 +720,7 @@ async fn a_small_order_key_log_is_refused_pushed_or_sent_again_when_wanted() -> 
         relay.disconnected_within(DEADLINE).await,
         "the relay is disconnected"
     );
+    assert!(banned(&mut relay, &alice).await?, "the relay is banned");
     assert_eq!(
         relay.wants(),
         [HeadNote {
@@ -714,14 +729,24 @@ async fn a_small_order_key_log_is_refused_pushed_or_sent_again_when_wanted() -> 
         }],
         "wanted from the gap"
     );
-    let warning = warned(&mut events, "small order").await?;
-    assert!(
-        warning.starts_with(&format!("peer {} sent entries of #010000", relay.peer_id)),
-        "{warning}"
-    );
+    let relayed = warned(&mut events, "small order").await?;
     assert!(!alice.heads().contains_key(&weak), "nothing stored");
     still_chatting(&alice, &bob, "unaffected").await?;
     assert!(!bob.heads().contains_key(&weak), "nothing relayed");
+    // Each warning names the peer and the log it sent.
+    assert_eq!(
+        pushed,
+        format!(
+            "peer {} sent entries of #010000, a key that is of small order (anyone can sign for \
+             it): no honest peer relays them (older p2pchat versions accepted them; if it runs \
+             one, it should be updated); disconnecting it for 60 s",
+            mallory.peer_id
+        )
+    );
+    assert!(
+        relayed.starts_with(&format!("peer {} sent entries of #010000", relay.peer_id)),
+        "{relayed}"
+    );
     alice.shutdown().await;
     bob.shutdown().await;
     Ok(())

@@ -5,6 +5,7 @@
 pub mod adversary;
 pub mod netns;
 pub mod schema;
+pub mod sim;
 pub mod tmux;
 
 use std::path::{Path, PathBuf};

@@ -183,12 +183,12 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
                     self.penalise(now, peer, Penalty::BadMessage(error));
                 }
             }
-            Input::Accept { peer } => self.accept(peer, logs),
+            Input::Accept { peer } => self.accept(peer),
             Input::Stored {
                 peer,
                 author,
                 outcome,
-            } => self.stored(now, peer, author, outcome, logs),
+            } => self.stored(now, peer, author, outcome),
             Input::Appended { entries } => {
                 if let Some(last) = entries.last() {
                     let head = HeadInfo {
@@ -287,7 +287,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
         self.outputs.push_back(Output::Event(event));
     }
 
-    fn accept(&mut self, peer: P, logs: &impl Logs) {
+    fn accept(&mut self, peer: P) {
         let Some(state) = self.peers.get_mut(&peer) else {
             return;
         };
@@ -315,7 +315,6 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
         });
         self.next_query(peer);
         self.check_complete(peer);
-        let _ = logs;
     }
 
     fn received(&mut self, now: Instant, peer: P, message: Message, logs: &impl Logs) {
@@ -455,9 +454,11 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
             for head in theirs {
                 let ours = self.heads.get(&head.author).map(|h| h.seq);
                 if session.learn(head.author, head.seq, ours.is_some()) {
-                    session
-                        .catch_up
-                        .claim(head.author, head.seq, ours.unwrap_or(0));
+                    // A forked log is never fetched: it is not part of the catch-up.
+                    if !logs.is_frozen(&head.author) {
+                        let ours = ours.unwrap_or(0);
+                        session.catch_up.claim(head.author, head.seq, ours);
+                    }
                     offered.push(head.author);
                     session.dirty.insert(head.author);
                 }
@@ -536,11 +537,6 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
 
     fn on_batch(&mut self, now: Instant, peer: P, batch: Batch) {
         let author = batch.author;
-        if let Some(state) = self.peers.get(&peer) {
-            // A peer pushing a log offers to be its source.
-            let changed = self.router.received(peer, state.author, author);
-            self.route(changed);
-        }
         let ours = self.heads.get(&author).map_or(0, |h| h.seq);
         let expected = self.storing.get(&author).map_or(0, |s| s.0).max(ours);
         let Some(session) = self.session_mut(&peer) else {
@@ -555,7 +551,9 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
                 if session.stash.len() < MAX_STASHED_BATCHES {
                     session.stash.push(batch);
                 } else {
-                    // Too much came early: ask for it again once the prefix is in.
+                    // Too much came early: dropped (but acked, so the sender's window moves),
+                    // and asked for again from the first missing seq.
+                    session.to_ack += 1;
                     let want = Message::Want(HeadNote {
                         author,
                         seq: expected + 1,
@@ -573,14 +571,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
         }
     }
 
-    fn stored(
-        &mut self,
-        now: Instant,
-        peer: P,
-        author: Author,
-        outcome: Result<Inserted, String>,
-        logs: &impl Logs,
-    ) {
+    fn stored(&mut self, now: Instant, peer: P, author: Author, outcome: Result<Inserted, String>) {
         let inserted = outcome.unwrap_or_default();
         if let Some(newest) = inserted.stored.last() {
             self.advance(HeadInfo {
@@ -588,6 +579,12 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
                 seq: newest.seq(),
                 hash: newest.hash(),
             });
+            // A peer whose batch brought new entries offers to be the log's source (only
+            // valid entries make routing state).
+            if let Some(peer_author) = self.peers.get(&peer).map(|p| p.author) {
+                let changed = self.router.received(peer, peer_author, author);
+                self.route(changed);
+            }
         }
         let ours = self.heads.get(&author).map_or(0, |h| h.seq);
         if let Some((_, count)) = self.storing.get_mut(&author) {
@@ -635,7 +632,6 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
             }),
         }
         self.unstash(now, peer, author);
-        let _ = logs;
     }
 
     /// Stashed batches of `peer` for `author`'s log that now join go to the store.

@@ -80,6 +80,22 @@ struct Session {
     /// The name it was shown as connected with: said once until it leaves, however often its
     /// lanes are reopened.
     shown: Option<String>,
+    /// Accepted, but not shown as connected yet: see [`Announcement`].
+    announcing: Option<Announcement>,
+}
+
+/// A peer accepted for the first time is shown as connected once the core has compared heads
+/// with it a first time: once the peer's answer to our first query is in (or at once when no
+/// query was needed). Till then, what it holds of our own log is unknown, and a line typed on
+/// seeing "connected" could fork a log that the peer holds further (a data directory restored
+/// from a backup). Its catch-up events wait meanwhile, so that they follow `Connected`.
+struct Announcement {
+    /// The name to show.
+    name: String,
+    /// Whether a query went out, whose answer is awaited.
+    queried: bool,
+    /// Catch-up events said meanwhile: the latest progress, then the completion (at most two).
+    held: Vec<Event>,
 }
 
 /// The tasks of one peer's lanes: ours (writers) and its (readers), by [`slot`].
@@ -310,6 +326,14 @@ impl EventLoop {
     fn input(&mut self, input: Input<PeerId>) {
         let mut inputs = VecDeque::from([input]);
         while let Some(input) = inputs.pop_front() {
+            let compared = match &input {
+                Input::Accept { peer } => Some((*peer, false)),
+                Input::Received {
+                    peer,
+                    message: Message::Reply(_),
+                } => Some((*peer, true)),
+                _ => None,
+            };
             self.replica
                 .handle(std::time::Instant::now(), input, &self.shared.store);
             while let Some(output) = self.replica.poll() {
@@ -317,6 +341,53 @@ impl EventLoop {
                     inputs.push_front(answer);
                 }
             }
+            if let Some((peer, replied)) = compared {
+                self.announce(peer, replied);
+            }
+        }
+    }
+
+    /// Shows `peer` as connected, if it waits for that, once heads were compared a first
+    /// time: after the core took its first reply, or its acceptance when that sent no query.
+    fn announce(&mut self, peer: PeerId, replied: bool) {
+        let Some(session) = self.sessions.get_mut(&peer) else {
+            return;
+        };
+        if session
+            .announcing
+            .as_ref()
+            .is_none_or(|announcing| announcing.queried && !replied)
+        {
+            return;
+        }
+        let Some(announcing) = session.announcing.take() else {
+            return;
+        };
+        session.shown = Some(announcing.name.clone());
+        self.shared.emit(Event::Connected {
+            peer,
+            name: announcing.name,
+        });
+        for event in announcing.held {
+            self.shared.emit(event);
+        }
+    }
+
+    /// Says a catch-up event, or holds it while its peer is not shown as connected yet.
+    fn say_catch_up(&mut self, peer: PeerId, event: Event) {
+        match self
+            .sessions
+            .get_mut(&peer)
+            .and_then(|s| s.announcing.as_mut())
+        {
+            Some(announcing) => {
+                // Only the latest progress matters.
+                announcing
+                    .held
+                    .retain(|held| !matches!(held, Event::SyncProgress { .. }));
+                announcing.held.push(event);
+            }
+            None => self.shared.emit(event),
         }
     }
 
@@ -342,7 +413,14 @@ impl EventLoop {
     /// Queues `message` on `peer`'s `lane`; a peer whose queue is full does not read, and is
     /// disconnected (the event loop never waits for a peer).
     fn send(&mut self, peer: PeerId, lane: Lane, message: Message) {
-        let Some(lanes) = self.sessions.get(&peer).and_then(|s| s.lanes.as_ref()) else {
+        let Some(session) = self.sessions.get_mut(&peer) else {
+            tracing::debug!(%peer, ?lane, "no session; message dropped");
+            return;
+        };
+        if let (Message::Query(_), Some(announcing)) = (&message, &mut session.announcing) {
+            announcing.queried = true;
+        }
+        let Some(lanes) = &session.lanes else {
             tracing::debug!(%peer, ?lane, "no lanes open; message dropped");
             return;
         };
@@ -394,20 +472,22 @@ impl EventLoop {
                 total,
             } => {
                 let name = self.show_sync(peer, Some(SyncProgress { received, total }));
-                self.shared.emit(Event::SyncProgress {
+                let event = Event::SyncProgress {
                     peer,
                     name,
                     received,
                     total,
-                });
+                };
+                self.say_catch_up(peer, event);
             }
             CoreEvent::SyncComplete { peer, received } => {
                 let name = self.show_sync(peer, None);
-                self.shared.emit(Event::SyncComplete {
+                let event = Event::SyncComplete {
                     peer,
                     name,
                     received,
-                });
+                };
+                self.say_catch_up(peer, event);
             }
             CoreEvent::OwnLogClaimed { seq } => {
                 self.shared
@@ -467,8 +547,13 @@ impl EventLoop {
         let shown = self.shared.qualified(&name, &author);
         let session = self.sessions.get_mut(&peer)?;
         session.name = Some(name.clone());
-        let first = session.shown.is_none();
-        session.shown.get_or_insert_with(|| shown.clone());
+        if session.shown.is_none() {
+            session.announcing = Some(Announcement {
+                name: shown,
+                queried: false,
+                held: Vec::new(),
+            });
+        }
         let mut peers = self.shared.peers();
         match peers.get_mut(&peer) {
             Some(view) => view.name = name,
@@ -477,11 +562,6 @@ impl EventLoop {
             }
         }
         drop(peers);
-        if first {
-            // Before the core's first word on the catch-up: line mode holds the lines that
-            // arrive from a peer's first SyncProgress on.
-            self.shared.emit(Event::Connected { peer, name: shown });
-        }
         Some(Input::Accept { peer })
     }
 
@@ -591,6 +671,7 @@ impl EventLoop {
                 in_core: true,
                 name,
                 shown,
+                announcing: None,
             },
         );
         for (lane, stream) in self.early.remove(&peer).unwrap_or_default() {

@@ -89,7 +89,9 @@ fn run(shared: &SharedRef, mut queue: mpsc::Receiver<Job>, stored: &mpsc::Sender
                     done.push((peer, author, received, outcome));
                 }
                 Job::Pin { peer, name, author } => pin(shared, &mut warned, peer, &name, author),
-                Job::CheckOwn => check_own = true,
+                // At once, in order: own entries a later batch brings back then count as
+                // restored.
+                Job::CheckOwn => shared.check_own(),
             }
         }
         if done.iter().any(|(.., outcome)| has_stored(outcome)) {

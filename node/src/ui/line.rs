@@ -462,9 +462,12 @@ impl Status {
         self.out.write(Stream::Stderr, format!("info> {line}\n"));
     }
 
-    /// Redraws the one-line catch-up progress, at most every [`PROGRESS_EVERY`], on a terminal.
+    /// Redraws the one-line catch-up progress, at most every [`PROGRESS_EVERY`], on a terminal
+    /// (once anything is known to be missing: a catch-up opens at 0 of 0 while the heads are
+    /// compared).
     fn draw_progress(&mut self, name: &str, received: u64, total: u64) {
         if !self.tty
+            || total == 0
             || self
                 .progress
                 .is_some_and(|drawn| drawn.elapsed() < PROGRESS_EVERY)

@@ -112,7 +112,7 @@ impl EventLoop {
         let mut names = Vec::new();
         for peer in peers {
             match peer {
-                PeerSpec::Addr(addr) => redialer.add(addr.clone()),
+                PeerSpec::Addr(addr) => redialer.add(addr.clone(), Instant::now()),
                 PeerSpec::Name(name) => names.push(name.clone()),
             }
         }
@@ -248,7 +248,7 @@ impl EventLoop {
 
     /// Backs off a failed dial and says why it failed (unless said lately).
     fn dial_failed(&mut self, connection: ConnectionId, peer: Option<PeerId>, error: &DialError) {
-        let target = self.redialer.dial_failed(connection);
+        let target = self.redialer.dial_failed(connection, Instant::now());
         let Some(reason) = dial_failure(error) else {
             return;
         };
@@ -463,7 +463,7 @@ impl EventLoop {
     }
 
     fn on_peer_gone(&mut self, peer: PeerId) {
-        self.redialer.disconnected(peer);
+        self.redialer.disconnected(peer, Instant::now());
         let changed = self.router.left(peer);
         self.send_skip_lists(changed);
         if let Some(pusher) = self.pushers.remove(&peer) {

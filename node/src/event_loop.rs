@@ -608,7 +608,8 @@ impl EventLoop {
             // be no one's own log.
             return self.penalise(peer, &format!("a hello with a key that {e}"));
         }
-        self.discovery.learned(peer, &hello.name);
+        self.discovery
+            .learned(peer, &hello.name, |p| self.connections.contains_key(p));
         self.check_name_claim(peer, author, &hello.name);
         if !self.should_accept(&peer) {
             tracing::debug!(%peer, name = hello.name, "not a peer we want; closing the probe");

@@ -560,3 +560,25 @@ fn plain(event: &Event) -> Option<String> {
         _ => return None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropped_status_lines_are_said_in_each_format() {
+        let event: serde_json::Value =
+            serde_json::from_str(&dropped_events(2048)).expect("one JSON line");
+        assert_eq!(event["type"], "warning");
+        assert_eq!(event["v"], 1);
+        assert_eq!(
+            event["message"],
+            "2,048 status events dropped: stdout is read too slowly"
+        );
+        assert_eq!(
+            dropped_lines(3),
+            "info> … 3 status lines dropped: stderr is read too slowly\n"
+        );
+        assert!(dropped_lines_on_a_terminal(3).starts_with("\r\x1b[Kinfo> … 3 status"));
+    }
+}

@@ -211,9 +211,10 @@ impl EventLoop {
         let replica = Replica::new(me, shared.own_name(), heads);
         let mut redialer = Redialer::default();
         let mut names = Vec::new();
+        let now = Instant::now();
         for peer in peers {
             match peer {
-                PeerSpec::Addr(addr) => redialer.add(addr.clone()),
+                PeerSpec::Addr(addr) => redialer.add(addr.clone(), now),
                 PeerSpec::Name(name) => names.push(name.clone()),
             }
         }
@@ -533,7 +534,9 @@ impl EventLoop {
     /// A peer said hello: pins its name, warns when the name is another key's, and syncs with
     /// it ([`Input::Accept`]) if it is a peer we want, else closes the probe.
     fn on_hello(&mut self, peer: PeerId, name: String) -> Option<Input<PeerId>> {
-        self.discovery.learned(peer, &name);
+        let connections = &self.connections;
+        self.discovery
+            .learned(peer, &name, |p| connections.contains_key(p));
         // Sessions start only for peers whose id is an ed25519 key.
         let author = identity::author_of(&peer)?;
         self.queue_job(Job::Pin {
@@ -862,7 +865,7 @@ impl EventLoop {
 
     /// Backs off a failed dial and says why it failed (unless said lately).
     fn dial_failed(&mut self, connection: ConnectionId, peer: Option<PeerId>, error: &DialError) {
-        let target = self.redialer.dial_failed(connection);
+        let target = self.redialer.dial_failed(connection, Instant::now());
         let Some(reason) = dial_failure(error) else {
             return;
         };
@@ -1018,7 +1021,7 @@ impl EventLoop {
 
     /// The last connection to `peer` closed.
     fn on_peer_gone(&mut self, peer: PeerId) {
-        self.redialer.disconnected(peer);
+        self.redialer.disconnected(peer, Instant::now());
         self.early.remove(&peer);
         let Some(mut session) = self.sessions.remove(&peer) else {
             return;

@@ -18,6 +18,7 @@
 //! # Ok(()) }
 //! ```
 
+mod backoff;
 mod behaviour;
 mod dial;
 mod discovery;

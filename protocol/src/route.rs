@@ -162,7 +162,10 @@ impl<P: Copy + Ord> Router<P> {
 
     /// `peer` left: each log it was the source of moves to another peer (the smallest id; a
     /// stalled one is replaced in turn). Returns the peers whose skip lists changed.
-    pub fn left(&mut self, peer: P) -> Vec<P> {
+    ///
+    /// Logs it was the source of that `held` says we do not hold are forgotten instead: they
+    /// were only claims, and the next offer routes them again.
+    pub fn left(&mut self, peer: P, held: impl Fn(&Author) -> bool) -> Vec<P> {
         self.peers.remove(&peer);
         self.stalls.retain(|_, stall| stall.peer != peer);
         let orphans: Vec<Author> = self
@@ -171,6 +174,11 @@ impl<P: Copy + Ord> Router<P> {
             .filter(|(_, s)| **s == peer)
             .map(|(a, _)| *a)
             .collect();
+        let (orphans, claims): (Vec<Author>, Vec<Author>) =
+            orphans.into_iter().partition(|author| held(author));
+        for author in claims {
+            self.sources.remove(&author);
+        }
         let heir = self.peers.keys().next().copied();
         for author in &orphans {
             match heir {
@@ -301,7 +309,7 @@ mod tests {
         let mut router = Router::new(author(ME));
         router.joined(1, author(1), [author(9)]);
         router.joined(2, author(2), [author(9)]);
-        assert_eq!(router.left(1), vec![2]);
+        assert_eq!(router.left(1, |_| true), vec![2]);
         assert_eq!(router.source(&author(9)), Some(2));
         assert!(router.skip_list(&2).is_empty());
     }

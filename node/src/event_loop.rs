@@ -196,18 +196,12 @@ impl EventLoop {
         commands: mpsc::Receiver<Command>,
         listen_addrs: Arc<Mutex<Vec<Multiaddr>>>,
         peers: &[PeerSpec],
-        heads: Vec<p2pchat_protocol::wire::HeadInfo>,
+        heads: Vec<HeadInfo>,
     ) -> std::io::Result<Self> {
         let (lane_tx, lane_rx) = mpsc::channel(INBOX);
         let (stored_tx, stored) = mpsc::channel(STORED_QUEUE);
         let jobs = storer::spawn(shared.clone(), stored_tx)?;
         let me = shared.author();
-        // The store announces heads in the old wire type (the same fields).
-        let heads = heads.into_iter().map(|head| HeadInfo {
-            author: head.author,
-            seq: head.seq,
-            hash: head.hash,
-        });
         let replica = Replica::new(me, shared.own_name(), heads);
         let mut redialer = Redialer::default();
         let mut names = Vec::new();

@@ -1,7 +1,7 @@
 //! The IO-free core of p2pchat.
 //!
 //! Everything that two implementations must agree on lives here: the signed [`Entry`] format,
-//! the [`validate`] rules applied before anything is stored, the [`wire`] messages, and the
+//! the [`validate`] rules applied before anything is stored, the [`message`]s of the wire, and the
 //! [`sync`] planner that says which ranges a peer lacks. Nothing in this crate touches the
 //! network or the disk, so every rule can be tested with plain function calls.
 
@@ -16,7 +16,6 @@ pub mod route;
 pub mod store;
 pub mod sync;
 pub mod validate;
-pub mod wire;
 
 pub use entry::{Author, Body, DecodeError, Draft, Entry, Hash, KeyError, SigningKey};
 pub use sync::{Heads, Range};

@@ -6,18 +6,12 @@ pub const MAX_ENTRY_BYTES: usize = 8 * 1024;
 pub const MAX_TEXT_BYTES: usize = 4 * 1024;
 /// Largest user name, in bytes of UTF-8.
 pub const MAX_NAME_BYTES: usize = 64;
-/// Largest frame on the push stream, in bytes (length prefix excluded).
+/// Largest message on a lane, in bytes (length prefix excluded).
 pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
 /// Entry bytes put in one batch before it is closed (keeps a batch below [`MAX_FRAME_BYTES`]).
 pub const BATCH_BYTE_BUDGET: usize = 512 * 1024;
-/// Most entries in one batch or range response.
+/// Most entries in one batch.
 pub const MAX_BATCH_ENTRIES: usize = 1024;
-/// Most heads a hello may carry; a longer list is refused.
-pub const MAX_HELLO_HEADS: usize = 4096;
-/// Largest request-response message, in bytes.
-pub const MAX_REQUEST_BYTES: usize = 256 * 1024 + MAX_HELLO_HEADS * 96;
-/// Largest request-response answer, in bytes.
-pub const MAX_RESPONSE_BYTES: usize = MAX_FRAME_BYTES + 64 * 1024;
 /// Largest lamport clock accepted (2^53: far beyond any real chat, and never near overflow).
 pub const MAX_LAMPORT: u64 = 1 << 53;
 /// A node's own clock follows the clocks it has seen only up to this (2^52). Someone relaying an

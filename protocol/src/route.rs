@@ -6,8 +6,8 @@
 //! that offered it) and asks every other peer to *skip* that log: they send notes of how far
 //! they hold it instead of the entries. If a note shows a peer ahead of us for longer than
 //! [`STALL_TIMEOUT`], the source has stalled and that peer becomes the source; if the source
-//! leaves, a peer that was skipping the log takes over. The [`Router`] only decides; the node
-//! sends the resulting skip lists ([`crate::wire::Request::Skip`]).
+//! leaves, a peer that was skipping the log takes over. The [`Router`] only decides; the
+//! changes to each peer's skip list go out as [`crate::message::Message::Route`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};

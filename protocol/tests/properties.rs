@@ -1,10 +1,17 @@
 //! Property tests over the decoders and the signing rules: arbitrary bytes are an error, never a
-//! panic; what is signed decodes back to itself; a changed envelope never validates. The same
+//! panic; what is signed or sent decodes back to itself; a changed envelope never validates; a
+//! message over a limit, or a hello of another version, is refused. The same
 //! decoders are fuzzed in `fuzz/` (see docs/reliability.md).
 
 use bytes::Bytes;
+use p2pchat_protocol::limits::{
+    MAX_BATCH_ENTRIES, MAX_MESSAGE_NOTES, MAX_QUERY_RANGES, MAX_REPLY_HEADS, MAX_ROUTE_AUTHORS,
+};
+use p2pchat_protocol::message::{
+    AuthorRange, Batch, Fingerprint, HeadInfo, HeadNote, Hello, Message, MessageError, Part,
+    Summary,
+};
 use p2pchat_protocol::validate::{check_known, check_next};
-use p2pchat_protocol::wire::{Frame, Request, Response};
 use p2pchat_protocol::{Author, Body, Draft, Entry, SigningKey};
 use proptest::prelude::*;
 
@@ -26,11 +33,7 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_panic_a_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
         let _ = Entry::decode(Bytes::from(bytes.clone()));
-        let _ = Frame::decode(&bytes);
-        if let Ok(Request::Hello(hello)) = cbor4ii::serde::from_slice::<Request>(&bytes) {
-            let _ = hello.check();
-        }
-        let _ = cbor4ii::serde::from_slice::<Response>(&bytes);
+        let _ = Message::decode(&bytes);
     }
 
     #[test]
@@ -68,13 +71,121 @@ proptest! {
     }
 
     #[test]
-    fn frames_round_trip(entries in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..16)) {
-        let batch = Frame::Batch(p2pchat_protocol::wire::Batch {
-            author: Author::of(&key(3)),
-            entries: entries.into_iter().map(serde_bytes::ByteBuf::from).collect(),
-        });
-        prop_assert_eq!(Frame::decode(&batch.encode()).unwrap(), batch);
+    fn messages_round_trip(message in message()) {
+        prop_assert_eq!(Message::decode(&message.encode()).unwrap(), message);
     }
+
+    #[test]
+    fn what_is_accepted_of_a_changed_message_round_trips(
+        message in message(), edits in proptest::collection::vec(edit(), 1..4),
+    ) {
+        let mut bytes = message.encode();
+        edits.iter().for_each(|edit| apply(&mut bytes, edit));
+        if let Ok(decoded) = Message::decode(&bytes) {
+            // Whatever the decoder accepts obeys the limits, and encodes to a message that
+            // decodes to itself.
+            prop_assert_eq!(Message::decode(&decoded.encode()).unwrap(), decoded);
+        }
+    }
+
+    #[test]
+    fn a_hello_of_another_version_is_refused(version: u32, name in "[a-z]{1,20}") {
+        prop_assume!(version != p2pchat_protocol::message::PROTOCOL_VERSION);
+        let hello = Message::Hello(Hello {
+            version,
+            name,
+            heads: Summary { count: 0, fingerprint: Fingerprint::default() },
+        });
+        prop_assert_eq!(Message::decode(&hello.encode()), Err(MessageError::Version(version)));
+    }
+
+    #[test]
+    fn lists_over_their_limit_are_refused(over in 1usize..4, which in 0usize..6) {
+        let note = HeadNote { author: Author::of(&key(4)), seq: 1 };
+        let (message, what) = match which {
+            0 => (Message::Batch(Batch {
+                author: note.author,
+                entries: vec![serde_bytes::ByteBuf::new(); MAX_BATCH_ENTRIES + over],
+            }), "entries"),
+            1 => (Message::Have(vec![note; MAX_MESSAGE_NOTES + over]), "notes"),
+            2 => (Message::Query(vec![AuthorRange::ALL; MAX_QUERY_RANGES + over]), "ranges"),
+            3 => (Message::Route { skip: vec![note.author; MAX_ROUTE_AUTHORS + over], unskip: vec![] }, "authors to skip"),
+            4 => (Message::Route { skip: vec![], unskip: vec![note.author; MAX_ROUTE_AUTHORS + over] }, "authors to unskip"),
+            _ => {
+                // Few parts, but too many heads in all.
+                let heads = vec![head(1); MAX_REPLY_HEADS / 2 + over];
+                let part = Part::Heads { range: AuthorRange::ALL, heads };
+                (Message::Reply(vec![part.clone(), part]), "heads")
+            }
+        };
+        let refused = Message::decode(&message.encode());
+        prop_assert!(
+            matches!(refused, Err(MessageError::TooLarge { what: found, .. }) if found == what),
+            "{:?}", refused
+        );
+    }
+}
+
+fn head(seed: u8) -> HeadInfo {
+    HeadInfo {
+        author: Author::of(&key(seed)),
+        seq: u64::from(seed),
+        hash: p2pchat_protocol::Hash::of(&[seed]),
+    }
+}
+
+fn author_range() -> impl Strategy<Value = AuthorRange> {
+    (any::<u8>(), proptest::option::of(any::<u8>())).prop_map(|(start, end)| AuthorRange {
+        start: Author::from_bytes([start; 32]),
+        end: end.map(|end| Author::from_bytes([end; 32])),
+    })
+}
+
+fn summary() -> impl Strategy<Value = Summary> {
+    (any::<u64>(), any::<[u8; 32]>()).prop_map(|(count, fingerprint)| Summary {
+        count,
+        fingerprint: Fingerprint(fingerprint),
+    })
+}
+
+/// Any message within the limits (lists kept short).
+fn message() -> impl Strategy<Value = Message> {
+    let note = (any::<u8>(), any::<u64>()).prop_map(|(seed, seq)| HeadNote {
+        author: Author::from_bytes([seed; 32]),
+        seq,
+    });
+    let authors = proptest::collection::vec(any::<[u8; 32]>().prop_map(Author::from_bytes), 0..8);
+    let part = prop_oneof![
+        (
+            author_range(),
+            proptest::collection::vec(any::<u8>().prop_map(head), 0..8)
+        )
+            .prop_map(|(range, heads)| Part::Heads { range, heads }),
+        proptest::collection::vec((author_range(), summary()), 0..8).prop_map(Part::Split),
+    ];
+    prop_oneof![
+        ("[a-z]{1,20}", summary()).prop_map(|(name, heads)| Message::Hello(Hello {
+            version: p2pchat_protocol::message::PROTOCOL_VERSION,
+            name,
+            heads,
+        })),
+        proptest::collection::vec(author_range(), 0..8).prop_map(Message::Query),
+        proptest::collection::vec(part, 0..4).prop_map(Message::Reply),
+        proptest::collection::vec(note.clone(), 0..8).prop_map(Message::Have),
+        note.prop_map(Message::Want),
+        (authors.clone(), authors).prop_map(|(skip, unskip)| Message::Route { skip, unskip }),
+        proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..16).prop_map(
+            |entries| Message::Batch(Batch {
+                author: Author::of(&key(3)),
+                entries: entries
+                    .into_iter()
+                    .map(serde_bytes::ByteBuf::from)
+                    .collect(),
+            })
+        ),
+        any::<u32>().prop_map(Message::Ack),
+        Just(Message::Ping),
+    ]
 }
 
 /// Deeply nested CBOR inside an unknown body is refused with an error, not a stack overflow.
@@ -87,8 +198,7 @@ fn deep_nesting_is_an_error_not_a_crash() {
     nested.push(0x00);
     for bytes in [nested.clone(), [&[0x81][..], &nested].concat()] {
         let _ = Entry::decode(Bytes::from(bytes.clone()));
-        assert!(Frame::decode(&bytes).is_err());
-        assert!(cbor4ii::serde::from_slice::<Request>(&bytes).is_err());
+        assert!(Message::decode(&bytes).is_err());
     }
     // And as the body of an otherwise well-formed envelope: [1, author, 1, null, 1, 1, body].
     let mut payload = vec![0x87, 0x01, 0x58, 0x20];

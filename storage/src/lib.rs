@@ -23,8 +23,8 @@ use std::sync::{Mutex, MutexGuard, RwLock};
 use bytes::Bytes;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use p2pchat_protocol::limits::LAMPORT_FOLLOW_LIMIT;
+use p2pchat_protocol::message::HeadInfo;
 use p2pchat_protocol::store::{Logs, PlanError, plan_insert};
-use p2pchat_protocol::wire::HeadInfo;
 use p2pchat_protocol::{Author, Body, DecodeError, Draft, Entry, Heads, KeyError, SigningKey};
 
 mod history;

@@ -3,7 +3,7 @@
 //! An entry travels and rests as one byte string, the *envelope*: a CBOR array
 //! `[payload: bstr, signature: bstr(64)]`. The payload is itself canonical CBOR,
 //! `[format, author, seq, prev, timestamp, lamport, body]`, and the signature is ed25519 over
-//! [`DOMAIN_TAG`] followed by the payload bytes. The entry's [`Hash`] is BLAKE3 of the whole
+//! [`DOMAIN_TAG`] followed by the payload bytes. The entry's [`Hash`](struct@Hash) is BLAKE3 of the whole
 //! envelope. Bytes are never re-encoded after signing: what was signed is what is stored and sent.
 
 use std::fmt;

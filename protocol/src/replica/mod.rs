@@ -8,8 +8,8 @@
 //! argument; nothing here reads a clock, touches a socket or writes to disk, and nothing is
 //! random, so a run is a function of its inputs.
 //!
-//! Each peer is in one [`Phase`]: awaiting its hello, a probe (its hello arrived, the driver
-//! decides whether to sync with it), or accepted with a [`Session`]. docs/protocol.md, section 9,
+//! Each peer is in one phase: awaiting its hello, a probe (its hello arrived, the driver
+//! decides whether to sync with it), or accepted with a session. docs/protocol.md, section 9,
 //! is the specification; docs/architecture.md shows the data flow.
 
 mod api;

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 pub use api::{Disconnect, Event, Input, Output, Penalty};
 pub use session::{
     BULK_QUEUE_TIME, BULK_WINDOW_BATCHES, LIVE_WINDOW_BATCHES, MAX_STASHED_BATCHES,
-    MAX_UNKNOWN_CLAIMS, MIN_BULK_WINDOW,
+    MAX_UNKNOWN_CLAIMS, MAX_UNKNOWN_NOTES, MIN_BULK_WINDOW,
 };
 
 use crate::entry::Author;
@@ -395,7 +395,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
                 };
                 session.routed_by_it = true;
                 // A list about logs we do not hold (yet) makes bounded state.
-                let bound = heads.len() + MAX_UNKNOWN_CLAIMS;
+                let bound = heads.len() + MAX_UNKNOWN_NOTES;
                 for author in skip {
                     if session.skipped_by_it.len() < bound {
                         session.skipped_by_it.insert(author);
@@ -436,7 +436,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
                 return;
             };
             // Claims on logs we do not hold are bounded per peer: beyond, a note makes no state.
-            if session.learn(author, note.seq, held.is_some()) {
+            if session.learn(author, note.seq, held.is_some(), MAX_UNKNOWN_NOTES) {
                 session.catch_up.claim(author, note.seq, ours);
             } else if held.is_none() && self.router.source(&author).is_none() {
                 continue;
@@ -478,7 +478,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
         let mut own_claim = None;
         for range in &learned.same {
             for head in self.heads.in_range(range) {
-                session.learn(head.author, head.seq, true);
+                session.learn(head.author, head.seq, true, MAX_UNKNOWN_CLAIMS);
                 session.dirty.insert(head.author);
                 offered.push(head.author);
             }
@@ -489,7 +489,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
             }
             for head in theirs {
                 let ours = self.heads.get(&head.author).map(|h| h.seq);
-                if session.learn(head.author, head.seq, ours.is_some()) {
+                if session.learn(head.author, head.seq, ours.is_some(), MAX_UNKNOWN_CLAIMS) {
                     // A forked log is never fetched: it is not part of the catch-up.
                     if !logs.is_frozen(&head.author) {
                         let ours = ours.unwrap_or(0);
@@ -619,7 +619,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
             // valid entries make routing state).
             if let Some(peer_author) = self.peers.get(&peer).map(|p| p.author) {
                 let changed = self.router.received(peer, peer_author, author);
-                self.route(changed);
+                self.reroute(author, changed);
             }
         }
         let ours = self.heads.get(&author).map_or(0, |h| h.seq);
@@ -633,7 +633,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
             session.storing = session.storing.saturating_sub(1);
             session.to_ack += 1;
             if inserted.held_through > 0 {
-                session.learn(author, inserted.held_through, true);
+                session.learn(author, inserted.held_through, true, MAX_UNKNOWN_CLAIMS);
             }
         }
         match inserted.rejected {
@@ -702,7 +702,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
         if old == 0 {
             // A log new to us: the peers that are not its source skip it from now on.
             let peers = self.accepted().map(|(peer, _)| peer).collect();
-            self.route(peers);
+            self.reroute(author, peers);
         }
         let mut complete = Vec::new();
         for (peer, state) in &mut self.peers {
@@ -781,6 +781,40 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
                     message: Message::Route { skip, unskip },
                 });
             }
+        }
+    }
+
+    /// Tells each of `peers` whether to skip `author`'s log now, when that changed: the
+    /// quick form of [`Self::route`] for a change that concerns one log (a new source, a log
+    /// new to us), which costs per peer, not per log held.
+    fn reroute(&mut self, author: Author, peers: Vec<P>) {
+        let held = self.heads.get(&author).is_some();
+        let source = self.router.source(&author);
+        for peer in peers {
+            let Some(session) = self.session_mut(&peer) else {
+                continue;
+            };
+            // Before its first `Route`, the full list goes then.
+            if !session.routed_by_us {
+                continue;
+            }
+            let skip = held && source.is_some_and(|source| source != peer);
+            let (skip, unskip) = match (skip, session.skipped_by_us.contains(&author)) {
+                (true, false) => {
+                    session.skipped_by_us.insert(author);
+                    (vec![author], vec![])
+                }
+                (false, true) => {
+                    session.skipped_by_us.remove(&author);
+                    (vec![], vec![author])
+                }
+                _ => continue,
+            };
+            self.outputs.push_back(Output::Send {
+                peer,
+                lane: Lane::Live,
+                message: Message::Route { skip, unskip },
+            });
         }
     }
 

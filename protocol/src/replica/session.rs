@@ -25,9 +25,12 @@ pub const MAX_BULK_WINDOW: usize = 8 * 1024 * 1024;
 pub const MIN_BULK_BATCH: usize = 8 * 1024;
 /// Most live batches of a peer that arrived ahead of their log's prefix, kept until it comes.
 pub const MAX_STASHED_BATCHES: usize = 8;
-/// Most logs a peer may claim that we do not hold (claims without entries are bounded; the
-/// entries of new logs are always taken).
-pub const MAX_UNKNOWN_CLAIMS: usize = 4096;
+/// Most logs a peer's heads (as compared, 9.3) may claim that we do not hold: claims without
+/// entries are bounded (the entries of new logs are always taken). Beyond it, a catch-up's
+/// progress undercounts; nothing else changes.
+pub const MAX_UNKNOWN_CLAIMS: usize = 65_536;
+/// Most logs we do not hold that a peer's notes may claim (counted with the claims above).
+pub const MAX_UNKNOWN_NOTES: usize = 4096;
 
 /// A batch of ours the peer has not acked yet.
 #[derive(Debug)]
@@ -167,8 +170,9 @@ impl Session {
     }
 
     /// Raises what it is known to hold of `author`'s log to `seq`; `held` says whether we hold
-    /// that log (claims on logs we do not hold are bounded). Returns whether it rose.
-    pub fn learn(&mut self, author: Author, seq: u64, held: bool) -> bool {
+    /// that log (claims on logs we do not hold are kept while fewer than `limit`). Returns
+    /// whether it rose.
+    pub fn learn(&mut self, author: Author, seq: u64, held: bool, limit: usize) -> bool {
         match self.known.get_mut(&author) {
             Some(known) if *known >= seq => false,
             Some(known) => {
@@ -179,7 +183,7 @@ impl Session {
                 self.known.insert(author, seq);
                 true
             }
-            None if self.unknown_claims < MAX_UNKNOWN_CLAIMS => {
+            None if self.unknown_claims < limit => {
                 self.unknown_claims += 1;
                 self.known.insert(author, seq);
                 true

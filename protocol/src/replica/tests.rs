@@ -427,7 +427,7 @@ fn notes_on_unknown_logs_make_bounded_state() {
         );
     }
     assert_eq!(net.nodes[0].replica.footprint(), after_one);
-    assert!(after_one <= 3 * MAX_UNKNOWN_CLAIMS + 16, "{after_one}");
+    assert!(after_one <= 3 * MAX_UNKNOWN_NOTES + 16, "{after_one}");
 }
 
 #[test]

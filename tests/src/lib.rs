@@ -3,6 +3,7 @@
 //! and wait for output with deadlines.
 
 pub mod adversary;
+pub mod generate;
 pub mod netns;
 pub mod schema;
 pub mod tmux;

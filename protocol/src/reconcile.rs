@@ -92,11 +92,7 @@ impl Reconciler {
         unimplemented!()
     }
     /// Takes the reply to the query in flight, comparing its summaries with `ours`.
-    pub fn on_reply(
-        &mut self,
-        ours: &HeadSet,
-        parts: Vec<Part>,
-    ) -> Result<Learned, ReconcileError> {
+    pub fn on_reply(&mut self, ours: &HeadSet, parts: Vec<Part>) -> Result<Learned, ReconcileError> {
         let _ = (ours, parts);
         unimplemented!()
     }

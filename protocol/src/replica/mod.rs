@@ -41,12 +41,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
         for head in heads {
             set.insert(head);
         }
-        Self {
-            own,
-            name,
-            heads: set,
-            outputs: Default::default(),
-        }
+        Self { own, name, heads: set, outputs: Default::default() }
     }
 
     /// Takes one input at time `now`; `logs` is read for entries to send.

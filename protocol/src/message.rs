@@ -193,8 +193,8 @@ impl Message {
 
     /// Decodes the body of one frame and checks its limits (and a hello's version and name).
     pub fn decode(bytes: &[u8]) -> Result<Self, MessageError> {
-        let message: Message =
-            cbor4ii::serde::from_slice(bytes).map_err(|e| MessageError::Malformed(e.to_string()))?;
+        let message: Message = cbor4ii::serde::from_slice(bytes)
+            .map_err(|e| MessageError::Malformed(e.to_string()))?;
         message.check()?;
         Ok(message)
     }

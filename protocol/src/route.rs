@@ -13,7 +13,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use crate::entry::Author;
-use crate::limits::MAX_HELLO_HEADS;
 
 /// How long a peer may note that it is ahead of us before we switch to it as the source.
 pub const STALL_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -52,7 +51,6 @@ impl<P: Copy + Ord> Router<P> {
             .iter()
             .filter(|(_, source)| *source != peer)
             .map(|(author, _)| *author)
-            .take(MAX_HELLO_HEADS)
             .collect()
     }
 

@@ -5,10 +5,17 @@
 //! plans the insert with [`plan_insert`], commits the plan atomically, syncs, and reports the
 //! [`Inserted`] outcome back.
 
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+
 use bytes::Bytes;
 
-use crate::entry::{Author, Entry};
-use crate::validate::ValidationError;
+use crate::entry::{Author, Body, DecodeError, Draft, Entry, SigningKey};
+use crate::limits::LAMPORT_FOLLOW_LIMIT;
+use crate::message::HeadInfo;
+use crate::validate::{
+    ValidationError, check_known, check_link, check_next, newest_vouches_for_run,
+};
 
 /// Reads of a store of logs.
 pub trait Logs {
@@ -36,7 +43,7 @@ pub trait Logs {
 }
 
 /// The result of offering a batch of remote entries to a store.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Inserted {
     /// Entries newly stored, oldest first.
     pub stored: Vec<Entry>,
@@ -47,3 +54,300 @@ pub struct Inserted {
     /// Why the batch stopped early, if it did; everything before it was stored.
     pub rejected: Option<ValidationError>,
 }
+
+/// What a store must write, atomically, to take a batch: made by [`plan_insert`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InsertPlan {
+    /// The outcome once the plan is committed; its `stored` entries are the new valid run
+    /// that extends the log, oldest first.
+    pub outcome: Inserted,
+    /// A second, validly signed entry at a seq the log holds: to be kept as proof of the
+    /// fork, and the author frozen.
+    pub fork: Option<Entry>,
+}
+
+impl InsertPlan {
+    /// The new entries to append to the log, oldest first (they link to its head).
+    pub fn run(&self) -> &[Entry] {
+        &self.outcome.stored
+    }
+}
+
+/// Why a batch could not be planned (the batch itself was fine to look at; the store was not).
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError<E> {
+    /// Reading the store failed.
+    #[error(transparent)]
+    Read(E),
+    /// The store should hold the entry at `seq` (it is at or below the log's head) but does
+    /// not: the store is damaged.
+    #[error("entry {seq} of a log at or below its head is missing")]
+    Missing {
+        /// The missing entry's seq.
+        seq: u64,
+    },
+}
+
+/// Plans the insert of consecutive entries of `author`'s log received from a peer, against
+/// what `logs` holds (docs/protocol.md, 6.2). Entries already held are skipped (counted as
+/// duplicates); a different valid entry at a held seq is a fork: it becomes the plan's proof
+/// and the batch stops there. New entries are checked link by link and their signatures
+/// through the newest one ([`newest_vouches_for_run`]); the valid prefix is planned, and the
+/// first bad entry is the outcome's `rejected`. An old entry after new ones ends the batch
+/// (a gap). Nothing is offered for a frozen author.
+pub fn plan_insert<L: Logs>(
+    logs: &L,
+    author: Author,
+    envelopes: impl IntoIterator<Item = Bytes>,
+) -> Result<InsertPlan, PlanError<L::Error>> {
+    let mut outcome = Inserted::default();
+    if logs.is_frozen(&author) {
+        outcome.rejected = Some(ValidationError::AuthorFrozen);
+        return Ok(InsertPlan {
+            outcome,
+            fork: None,
+        });
+    }
+    let held = |seq| match logs.entry(&author, seq) {
+        Ok(Some(entry)) => Ok(entry),
+        Ok(None) => Err(PlanError::Missing { seq }),
+        Err(e) => Err(PlanError::Read(e)),
+    };
+    let mut last = match logs.head_seq(&author) {
+        0 => None,
+        head => Some(held(head)?),
+    };
+    let mut fork = None;
+    let mut run: Vec<Entry> = Vec::new();
+    for envelope in envelopes {
+        let entry = match Entry::decode(envelope) {
+            Ok(entry) => entry,
+            Err(e) => {
+                outcome.rejected = Some(e.into());
+                break;
+            }
+        };
+        let last_seq = last.as_ref().map_or(0, Entry::seq);
+        if entry.seq() != 0 && entry.seq() <= last_seq && entry.author() == author {
+            if !run.is_empty() {
+                // An old entry after new ones: the run is over; stop here.
+                outcome.rejected = Some(ValidationError::Gap {
+                    expected: last_seq + 1,
+                    found: entry.seq(),
+                });
+                break;
+            }
+            match check_known(&held(entry.seq())?, &entry) {
+                Ok(()) => {
+                    outcome.duplicates += 1;
+                    outcome.held_through = outcome.held_through.max(entry.seq());
+                    continue;
+                }
+                Err(e) => {
+                    if matches!(e, ValidationError::Fork { .. }) {
+                        fork = Some(entry);
+                    }
+                    outcome.rejected = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Err(e) = check_link(author, last.as_ref(), &entry) {
+            outcome.rejected = Some(e);
+            break;
+        }
+        last = Some(entry.clone());
+        run.push(entry);
+    }
+    let (valid, bad_signature) = newest_vouches_for_run(&run);
+    run.truncate(valid);
+    if bad_signature.is_some() {
+        outcome.rejected = bad_signature;
+    }
+    if let Some(newest) = run.last() {
+        outcome.held_through = newest.seq();
+    }
+    outcome.stored = run;
+    Ok(InsertPlan { outcome, fork })
+}
+
+/// A log in a [`MemoryStore`] that does not verify ([`MemoryStore::verify_chains`]).
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[error("the log of {author:?} is broken at seq {seq}: {error}")]
+pub struct BrokenLog {
+    /// Whose log.
+    pub author: Author,
+    /// The first entry that does not verify.
+    pub seq: u64,
+    /// What is wrong with it.
+    pub error: ValidationError,
+}
+
+/// An in-memory store of logs, with the same insert rules as the fjall store: for tests and
+/// the simulator. It holds what it is given, nothing more.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryStore {
+    /// Each author's log, entry `seq` at index `seq - 1` (logs have no gaps).
+    logs: BTreeMap<Author, Vec<Entry>>,
+    /// For each author who forked, the second entry kept as proof.
+    forks: BTreeMap<Author, Entry>,
+    /// The largest lamport clock of any stored entry.
+    max_lamport: u64,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Offers consecutive entries of `author`'s log received from a peer, as the fjall
+    /// store's `insert_remote` does: planned by [`plan_insert`], then applied.
+    pub fn insert(
+        &mut self,
+        author: Author,
+        envelopes: impl IntoIterator<Item = Bytes>,
+    ) -> Inserted {
+        let plan = match plan_insert(self, author, envelopes) {
+            Ok(plan) => plan,
+            Err(PlanError::Read(never)) => match never {},
+            // Logs here are vectors without gaps: every seq up to the head is held.
+            Err(PlanError::Missing { seq }) => unreachable!("a memory log lacks entry {seq}"),
+        };
+        self.remember(author, plan.run());
+        if let Some(fork) = plan.fork {
+            self.forks.insert(author, fork);
+        }
+        plan.outcome
+    }
+
+    /// Signs `body` as the next entry of `key`'s own log and stores it. Its lamport clock is
+    /// one more than the larger of the log's last clock and the largest clock seen (followed
+    /// only up to [`LAMPORT_FOLLOW_LIMIT`]). Seq 1 must be a profile: that is the caller's job.
+    /// Fails, storing nothing, if the body breaks a limit.
+    pub fn append(
+        &mut self,
+        key: &SigningKey,
+        body: Body,
+        timestamp_ms: u64,
+    ) -> Result<Entry, DecodeError> {
+        let author = Author::of(key);
+        let last = self.logs.get(&author).and_then(|log| log.last());
+        let seen = self.max_lamport.min(LAMPORT_FOLLOW_LIMIT);
+        let draft = Draft {
+            seq: last.map_or(0, Entry::seq) + 1,
+            prev: last.map(Entry::hash),
+            timestamp: timestamp_ms,
+            lamport: last.map_or(0, Entry::lamport).max(seen) + 1,
+            body,
+        };
+        let entry = Entry::sign(key, draft)?;
+        self.remember(author, std::slice::from_ref(&entry));
+        Ok(entry)
+    }
+
+    /// Appends `run`, which links to `author`'s head, to their log.
+    fn remember(&mut self, author: Author, run: &[Entry]) {
+        if let Some(max) = run.iter().map(Entry::lamport).max() {
+            self.max_lamport = self.max_lamport.max(max);
+            self.logs.entry(author).or_default().extend_from_slice(run);
+        }
+    }
+
+    /// Every log's head, in author order.
+    pub fn heads(&self) -> Vec<HeadInfo> {
+        self.logs
+            .iter()
+            .filter_map(|(&author, log)| {
+                let head = log.last()?;
+                Some(HeadInfo {
+                    author,
+                    seq: head.seq(),
+                    hash: head.hash(),
+                })
+            })
+            .collect()
+    }
+
+    /// How many entries the store holds, over all logs (fork proofs not counted).
+    pub fn len(&self) -> usize {
+        self.logs.values().map(Vec::len).sum()
+    }
+
+    /// Whether the store holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.logs.is_empty()
+    }
+
+    /// The largest lamport clock of any stored entry (0 if none).
+    pub fn max_lamport(&self) -> u64 {
+        self.max_lamport
+    }
+
+    /// `author`'s log, oldest first (empty if none is held).
+    pub fn entries_of(&self, author: &Author) -> &[Entry] {
+        self.logs.get(author).map_or(&[], Vec::as_slice)
+    }
+
+    /// The second entry kept as proof that `author` forked, if they did.
+    pub fn fork_of(&self, author: &Author) -> Option<&Entry> {
+        self.forks.get(author)
+    }
+
+    /// Checks every log from scratch: each entry links to the one before and its signature
+    /// verifies. The first broken log is returned.
+    pub fn verify_chains(&self) -> Result<(), BrokenLog> {
+        for (&author, log) in &self.logs {
+            let mut last = None;
+            for entry in log {
+                check_next(author, last, entry).map_err(|error| BrokenLog {
+                    author,
+                    seq: entry.seq(),
+                    error,
+                })?;
+                last = Some(entry);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Logs for MemoryStore {
+    type Error = Infallible;
+
+    fn head_seq(&self, author: &Author) -> u64 {
+        self.entries_of(author).last().map_or(0, Entry::seq)
+    }
+
+    fn is_frozen(&self, author: &Author) -> bool {
+        self.forks.contains_key(author)
+    }
+
+    fn entry(&self, author: &Author, seq: u64) -> Result<Option<Entry>, Infallible> {
+        let index = seq.checked_sub(1).and_then(|i| usize::try_from(i).ok());
+        Ok(index.and_then(|i| self.entries_of(author).get(i)).cloned())
+    }
+
+    fn envelopes(
+        &self,
+        author: &Author,
+        from: u64,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Bytes)>, Infallible> {
+        let skip = usize::try_from(from.saturating_sub(1)).unwrap_or(usize::MAX);
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for entry in self.entries_of(author).iter().skip(skip).take(max_entries) {
+            bytes += entry.envelope().len();
+            if bytes > max_bytes && !out.is_empty() {
+                break;
+            }
+            out.push((entry.seq(), entry.envelope().clone()));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -23,16 +23,15 @@ use std::sync::{Mutex, MutexGuard, RwLock};
 use bytes::Bytes;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use p2pchat_protocol::limits::LAMPORT_FOLLOW_LIMIT;
-use p2pchat_protocol::validate::{check_known, check_link, newest_vouches_for_run};
+use p2pchat_protocol::store::{Logs, PlanError, plan_insert};
 use p2pchat_protocol::wire::HeadInfo;
-use p2pchat_protocol::{
-    Author, Body, DecodeError, Draft, Entry, Heads, KeyError, SigningKey, ValidationError,
-};
+use p2pchat_protocol::{Author, Body, DecodeError, Draft, Entry, Heads, KeyError, SigningKey};
 
 mod history;
 mod journal;
 mod repair;
 pub use history::{HistoryKey, HistoryPos};
+pub use p2pchat_protocol::store::Inserted;
 pub use repair::{Damage, LogCheck, LogLoss};
 
 /// What can go wrong with the store. Each says which path, what happened and what to do.
@@ -152,19 +151,6 @@ impl StoreError {
             },
         }
     }
-}
-
-/// The result of offering a batch of remote entries to [`Store::insert_remote`].
-#[derive(Debug, Default)]
-pub struct Inserted {
-    /// Entries newly stored, oldest first.
-    pub stored: Vec<Entry>,
-    /// Entries skipped because the store already held them.
-    pub duplicates: usize,
-    /// The highest seq of the batch that the store now holds (stored or duplicate); 0 if none.
-    pub held_through: u64,
-    /// Why the batch stopped early, if it did; everything before it was stored.
-    pub rejected: Option<ValidationError>,
 }
 
 /// A log found on disk whose author's key cannot sign (docs/protocol.md, section 3): written
@@ -649,10 +635,10 @@ impl Store {
     }
 
     /// Validates consecutive entries of `author`'s log received from a peer, and stores the
-    /// valid prefix as one atomic batch. Entries already held are skipped; a different valid
-    /// entry at a held seq is a fork: it is kept as proof and the author is frozen. The new
-    /// entries are checked link by link and their signatures through the newest one (see
-    /// [`newest_vouches_for_run`]).
+    /// valid prefix as one atomic batch. The rules are [`plan_insert`]'s: entries already held
+    /// are skipped; a different valid entry at a held seq is a fork: it is kept as proof and
+    /// the author is frozen; the new entries are checked link by link and their signatures
+    /// through the newest one.
     ///
     /// The batch is written to the operating system, so it survives a crash of this process
     /// and is visible at once, but not yet synced to disk: call [`Store::sync`] before
@@ -664,85 +650,26 @@ impl Store {
         envelopes: impl IntoIterator<Item = Bytes>,
     ) -> Result<Inserted, StoreError> {
         let _writing = lock(&self.writer);
-        let mut result = Inserted::default();
-        if self.is_frozen(&author) {
-            result.rejected = Some(ValidationError::AuthorFrozen);
-            return Ok(result);
-        }
-        let head = self.head_seq(&author);
-        let mut last = if head == 0 {
-            None
-        } else {
-            self.get(&author, head)?
-        };
-        let mut fork = None;
-        let mut run: Vec<Entry> = Vec::new();
-        for envelope in envelopes {
-            let entry = match Entry::decode(envelope) {
-                Ok(entry) => entry,
-                Err(e) => {
-                    result.rejected = Some(e.into());
-                    break;
-                }
-            };
-            let last_seq = last.as_ref().map_or(0, Entry::seq);
-            if entry.seq() != 0 && entry.seq() <= last_seq && entry.author() == author {
-                if !run.is_empty() {
-                    // An old entry after new ones: the run is over; stop here.
-                    result.rejected = Some(ValidationError::Gap {
-                        expected: last_seq + 1,
-                        found: entry.seq(),
-                    });
-                    break;
-                }
-                let known = self
-                    .get(&author, entry.seq())?
-                    .ok_or_else(|| StoreError::Damaged {
-                        path: self.dir.clone(),
-                        what: format!("entry {} of a log below its head is missing", entry.seq()),
-                    })?;
-                match check_known(&known, &entry) {
-                    Ok(()) => {
-                        result.duplicates += 1;
-                        result.held_through = result.held_through.max(entry.seq());
-                        continue;
-                    }
-                    Err(e) => {
-                        if matches!(e, ValidationError::Fork { .. }) {
-                            fork = Some(entry);
-                        }
-                        result.rejected = Some(e);
-                        break;
-                    }
-                }
-            }
-            if let Err(e) = check_link(author, last.as_ref(), &entry) {
-                result.rejected = Some(e);
-                break;
-            }
-            last = Some(entry.clone());
-            run.push(entry);
-        }
-        let (valid, bad_signature) = newest_vouches_for_run(&run);
-        run.truncate(valid);
-        if bad_signature.is_some() {
-            result.rejected = bad_signature;
-        }
-
+        let plan = plan_insert(self, author, envelopes).map_err(|e| match e {
+            PlanError::Read(e) => e,
+            PlanError::Missing { seq } => StoreError::Damaged {
+                path: self.dir.clone(),
+                what: format!("entry {seq} of a log ({author:?}) at or below its head is missing"),
+            },
+        })?;
         let mut batch = self.db.batch().durability(Some(PersistMode::Buffer));
         let mut new_pins = NewPins::new();
-        for entry in &run {
+        for entry in plan.run() {
             self.put(&mut batch, entry, &mut new_pins);
         }
-        if let Some(newest) = run.last() {
-            result.held_through = newest.seq();
+        if let Some(newest) = plan.run().last() {
             batch.insert(
                 &self.heads,
                 author.as_bytes().to_vec(),
                 newest.seq().to_be_bytes().to_vec(),
             );
         }
-        if let Some(fork) = &fork {
+        if let Some(fork) = &plan.fork {
             batch.insert(
                 &self.forks,
                 entry_key(&author, fork.seq()).to_vec(),
@@ -750,9 +677,8 @@ impl Store {
             );
         }
         self.engine(batch.commit())?;
-        self.update_cache(author, &run, fork.is_some(), new_pins);
-        result.stored = run;
-        Ok(result)
+        self.update_cache(author, plan.run(), plan.fork.is_some(), new_pins);
+        Ok(plan.outcome)
     }
 
     /// Syncs everything written so far to disk (one `fdatasync` of the journal).
@@ -812,6 +738,33 @@ impl Store {
             ));
         }
         Ok(out)
+    }
+}
+
+/// The reads the replication core and the insert planner make.
+impl Logs for Store {
+    type Error = StoreError;
+
+    fn head_seq(&self, author: &Author) -> u64 {
+        Store::head_seq(self, author)
+    }
+
+    fn is_frozen(&self, author: &Author) -> bool {
+        Store::is_frozen(self, author)
+    }
+
+    fn entry(&self, author: &Author, seq: u64) -> Result<Option<Entry>, StoreError> {
+        self.get(author, seq)
+    }
+
+    fn envelopes(
+        &self,
+        author: &Author,
+        from: u64,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Bytes)>, StoreError> {
+        self.range_envelopes(author, from, max_entries, max_bytes)
     }
 }
 

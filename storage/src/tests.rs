@@ -1,4 +1,5 @@
 use super::*;
+use p2pchat_protocol::ValidationError;
 
 fn key(seed: u8) -> SigningKey {
     SigningKey::from_bytes(&[seed; 32])

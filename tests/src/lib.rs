@@ -6,6 +6,7 @@ pub mod adversary;
 pub mod generate;
 pub mod netns;
 pub mod schema;
+pub mod sim;
 pub mod tmux;
 
 use std::path::{Path, PathBuf};

@@ -145,7 +145,10 @@ pub enum Penalty {
     #[error("an invalid entry ({0})")]
     InvalidEntry(ValidationError),
     /// More batches at once than its window allows.
-    #[error("more than {} batches without waiting for an ack", super::MAX_UNACKED_BATCHES)]
+    #[error(
+        "more than {} batches without waiting for an ack",
+        super::MAX_UNACKED_BATCHES
+    )]
     Flooded,
 }
 

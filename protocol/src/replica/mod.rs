@@ -1,17 +1,39 @@
-//! The replication core: one IO-free machine per node (docs/architecture.md, "The core").
+//! The replication core: one IO-free machine per node, driven by inputs and drained of outputs
+//! (in the style of quinn-proto and iroh-gossip's `proto`).
 //!
-//! SKELETON in progress (lead).
+//! The node (and the simulator) feed a [`Replica`] what happened — a peer connected or left, a
+//! message arrived, a batch was stored, the user appended, time passed — through
+//! [`Replica::handle`], and carry out what [`Replica::poll`] returns: send this message on this
+//! lane, store this batch, disconnect that peer, tell the user this. Time comes in as an
+//! argument; nothing here reads a clock, touches a socket or writes to disk, and nothing is
+//! random, so a run is a function of its inputs.
+//!
+//! Each peer is in one [`Phase`]: awaiting its hello, a probe (its hello arrived, the driver
+//! decides whether to sync with it), or accepted with a [`Session`]. docs/protocol.md, section 9,
+//! is the specification; docs/architecture.md shows the data flow.
 
 mod api;
+mod session;
 
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 pub use api::{Disconnect, Event, Input, Output, Penalty};
+pub use session::{
+    BULK_QUEUE_TIME, BULK_WINDOW_BATCHES, LIVE_WINDOW_BATCHES, MAX_STASHED_BATCHES,
+    MAX_UNKNOWN_CLAIMS, MIN_BULK_WINDOW,
+};
 
 use crate::entry::Author;
-use crate::message::HeadInfo;
-use crate::reconcile::HeadSet;
-use crate::store::Logs;
+use crate::limits::{BATCH_BYTE_BUDGET, MAX_BATCH_ENTRIES, MAX_MESSAGE_NOTES, MAX_ROUTE_AUTHORS};
+use crate::message::{
+    AuthorRange, Batch, HeadInfo, HeadNote, Hello, Lane, Message, PROTOCOL_VERSION, Summary,
+};
+use crate::reconcile::{HeadSet, Learned, Reconciler};
+use crate::route::Router;
+use crate::store::{Inserted, Logs};
+use crate::validate::ValidationError;
+use session::{InFlight, Session, batch_seqs, route_delta};
 
 /// How often the driver should give the core an [`Input::Tick`].
 pub const TICK: Duration = Duration::from_millis(100);
@@ -19,35 +41,77 @@ pub const TICK: Duration = Duration::from_millis(100);
 pub const BAN_TIME: Duration = Duration::from_secs(60);
 /// How long a connected peer has to send its hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// A session with nothing else to send for this long sends a [`crate::message::Message::Ping`].
+/// A session with nothing else to send for this long sends a [`Message::Ping`].
 pub const PING_INTERVAL: Duration = Duration::from_millis(500);
 /// A peer from which nothing arrived for this long is disconnected.
 pub const SILENCE_LIMIT: Duration = Duration::from_millis(2500);
 /// Most batches a peer may send before it hears an ack (live and bulk together).
-pub const MAX_UNACKED_BATCHES: usize = 16;
+pub const MAX_UNACKED_BATCHES: usize = 64;
+/// New entries of a log go on the live lane when the peer held all we had of it and they are
+/// at most this many; a longer run is a catch-up and goes on the bulk lane.
+pub const MAX_LIVE_RUN: u64 = 64;
+/// Most peers remembered as banned (the oldest ban is forgotten first).
+pub const MAX_BANNED: usize = 1024;
 
-/// See the module docs.
+/// Where a peer is in its life.
+#[derive(Debug)]
+enum Phase {
+    /// Connected; its hello has not arrived.
+    AwaitingHello,
+    /// Its hello arrived; the driver decides whether to sync with it.
+    Probe { name: String, heads: Summary },
+    /// Synced with.
+    Accepted(Box<Session>),
+}
+
+#[derive(Debug)]
+struct Peer {
+    author: Author,
+    since: Instant,
+    last_heard: Instant,
+    last_sent: Instant,
+    /// A disconnect was asked for: its inputs are ignored until it is closed.
+    closing: bool,
+    phase: Phase,
+}
+
+/// See the module docs. `P` names a peer (a libp2p `PeerId` in the node, a number in the
+/// simulator).
+#[derive(Debug)]
 pub struct Replica<P> {
     own: Author,
     name: String,
+    /// What we hold durably: only this is announced, compared and sent.
     heads: HeadSet,
-    outputs: std::collections::VecDeque<Output<P>>,
+    /// For each log with batches given to the store and not answered yet: the highest seq
+    /// they reach (to tell a batch that joins from one that came too early), and how many.
+    storing: BTreeMap<Author, (u64, usize)>,
+    peers: BTreeMap<P, Peer>,
+    banned: BTreeMap<P, Instant>,
+    router: Router<P>,
+    /// The own-log claim last told to the driver.
+    own_claim: u64,
+    outputs: VecDeque<Output<P>>,
 }
 
 impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
-    /// The core of the node whose own log is `own`, called `name`, holding `heads`.
+    /// The core of the node whose own log is `own`, called `name`, holding `heads` durably.
     pub fn new(own: Author, name: String, heads: impl IntoIterator<Item = HeadInfo>) -> Self {
         let mut set = HeadSet::new();
         for head in heads {
             set.insert(head);
         }
-        Self { own, name, heads: set, outputs: Default::default() }
-    }
-
-    /// Takes one input at time `now`; `logs` is read for entries to send.
-    pub fn handle(&mut self, now: Instant, input: Input<P>, logs: &impl Logs) {
-        let _ = (now, input, logs, self.own, &self.name);
-        unimplemented!()
+        Self {
+            own,
+            name,
+            heads: set,
+            storing: BTreeMap::new(),
+            peers: BTreeMap::new(),
+            banned: BTreeMap::new(),
+            router: Router::new(own),
+            own_claim: 0,
+            outputs: VecDeque::new(),
+        }
     }
 
     /// The next thing the driver must do.
@@ -55,8 +119,796 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
         self.outputs.pop_front()
     }
 
-    /// The heads the core knows to be durable.
+    /// The heads held durably, as the core knows them.
     pub fn heads(&self) -> &HeadSet {
         &self.heads
     }
+
+    /// Whether `peer` is synced with.
+    pub fn is_accepted(&self, peer: &P) -> bool {
+        self.session(peer).is_some()
+    }
+
+    /// The peers synced with, with the names they claimed.
+    pub fn accepted(&self) -> impl Iterator<Item = (P, &str)> {
+        self.peers
+            .iter()
+            .filter_map(|(peer, state)| match &state.phase {
+                Phase::Accepted(session) => Some((*peer, session.name.as_str())),
+                _ => None,
+            })
+    }
+
+    /// How far the catch-up on `peer` went: (received, total), while it is not complete.
+    pub fn catch_up(&self, peer: &P) -> Option<(u64, u64)> {
+        let session = self.session(peer)?;
+        let catch_up = &session.catch_up;
+        (!catch_up.complete).then(|| (catch_up.received(), catch_up.total))
+    }
+
+    /// What `peer` is known to hold, per log.
+    pub fn known_heads(&self, peer: &P) -> Option<&crate::Heads> {
+        self.session(peer).map(|session| &session.known)
+    }
+
+    /// A rough count of the per-peer items the core holds (heads known, skip lists, windows,
+    /// stashes), for the simulator's state figures.
+    pub fn footprint(&self) -> usize {
+        let sessions: usize = self
+            .peers
+            .values()
+            .map(|peer| match &peer.phase {
+                Phase::Accepted(session) => session.footprint(),
+                _ => 1,
+            })
+            .sum();
+        sessions + self.banned.len() + self.storing.len()
+    }
+
+    fn session(&self, peer: &P) -> Option<&Session> {
+        match &self.peers.get(peer)?.phase {
+            Phase::Accepted(session) => Some(session),
+            _ => None,
+        }
+    }
+
+    /// Takes one input at time `now`; `logs` is read for entries to send.
+    pub fn handle(&mut self, now: Instant, input: Input<P>, logs: &impl Logs) {
+        match input {
+            Input::Connected { peer, author } => self.connected(now, peer, author),
+            Input::Closed { peer } => self.closed(peer),
+            Input::Received { peer, message } => self.received(now, peer, message, logs),
+            Input::Malformed { peer, error } => {
+                if self.peers.get(&peer).is_some_and(|p| !p.closing) {
+                    self.penalise(now, peer, Penalty::BadMessage(error));
+                }
+            }
+            Input::Accept { peer } => self.accept(peer, logs),
+            Input::Stored {
+                peer,
+                author,
+                outcome,
+            } => self.stored(now, peer, author, outcome, logs),
+            Input::Appended { entries } => {
+                if let Some(last) = entries.last() {
+                    let head = HeadInfo {
+                        author: last.author(),
+                        seq: last.seq(),
+                        hash: last.hash(),
+                    };
+                    self.advance(head);
+                }
+            }
+            Input::Renamed { name } => self.name = name,
+            Input::Tick => self.tick(now),
+        }
+        self.push_all(now, logs);
+    }
+
+    fn connected(&mut self, now: Instant, peer: P, author: Author) {
+        if self.peers.contains_key(&peer) {
+            self.closed(peer); // a fresh session on reopened lanes
+        }
+        if self.banned.get(&peer).is_some_and(|until| *until > now) {
+            self.outputs.push_back(Output::Disconnect {
+                peer,
+                reason: Disconnect::Banned,
+            });
+            return;
+        }
+        self.peers.insert(
+            peer,
+            Peer {
+                author,
+                since: now,
+                last_heard: now,
+                last_sent: now,
+                closing: false,
+                phase: Phase::AwaitingHello,
+            },
+        );
+        if let Err(e) = author.check_key() {
+            // Such a key signs anything: it can be no one's own log.
+            return self.penalise(now, peer, Penalty::BadKey(e));
+        }
+        let hello = Message::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            name: self.name.clone(),
+            heads: self.heads.summary(&AuthorRange::ALL),
+        });
+        self.send(now, peer, Lane::Live, hello);
+    }
+
+    fn closed(&mut self, peer: P) {
+        let Some(state) = self.peers.remove(&peer) else {
+            return;
+        };
+        if let Phase::Accepted(_) = state.phase {
+            let changed = self.router.left(peer);
+            self.route(changed);
+            self.check_own_claim();
+        }
+    }
+
+    /// Disconnects `peer` for what no honest peer does, and keeps it out for [`BAN_TIME`].
+    fn penalise(&mut self, now: Instant, peer: P, penalty: Penalty) {
+        if self.banned.len() >= MAX_BANNED
+            && let Some(oldest) = self.banned.iter().min_by_key(|(_, t)| **t).map(|(p, _)| *p)
+        {
+            self.banned.remove(&oldest);
+        }
+        self.banned.insert(peer, now + BAN_TIME);
+        self.disconnect(peer, Disconnect::Penalised(penalty));
+    }
+
+    fn disconnect(&mut self, peer: P, reason: Disconnect) {
+        if let Some(state) = self.peers.get_mut(&peer) {
+            if state.closing {
+                return;
+            }
+            state.closing = true;
+        }
+        self.outputs.push_back(Output::Disconnect { peer, reason });
+    }
+
+    fn send(&mut self, now: Instant, peer: P, lane: Lane, message: Message) {
+        match self.peers.get_mut(&peer) {
+            Some(state) if !state.closing => state.last_sent = now,
+            _ => return,
+        }
+        self.outputs.push_back(Output::Send {
+            peer,
+            lane,
+            message,
+        });
+    }
+
+    fn emit(&mut self, event: Event<P>) {
+        self.outputs.push_back(Output::Event(event));
+    }
+
+    fn accept(&mut self, peer: P, logs: &impl Logs) {
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let Phase::Probe { name, heads } = &state.phase else {
+            return;
+        };
+        let (name, theirs) = (name.clone(), *heads);
+        let peer_author = state.author;
+        let mut session = Session::new(name, Reconciler::new(&self.heads, theirs));
+        if session.reconciler.is_done() {
+            // Equal summaries: it holds exactly what we hold.
+            for head in self.heads.iter() {
+                session.known.insert(head.author, head.seq);
+            }
+        }
+        state.phase = Phase::Accepted(Box::new(session));
+        let changed = self.router.joined(peer, peer_author, []);
+        self.route(changed);
+        self.emit(Event::SyncProgress {
+            peer,
+            received: 0,
+            total: 0,
+        });
+        self.next_query(peer);
+        self.check_complete(peer);
+        let _ = logs;
+    }
+
+    fn received(&mut self, now: Instant, peer: P, message: Message, logs: &impl Logs) {
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if state.closing {
+            return;
+        }
+        state.last_heard = now;
+        match (&state.phase, message) {
+            (Phase::AwaitingHello, Message::Hello(hello)) => {
+                state.phase = Phase::Probe {
+                    name: hello.name.clone(),
+                    heads: hello.heads,
+                };
+                self.emit(Event::Hello {
+                    peer,
+                    name: hello.name,
+                });
+            }
+            (Phase::AwaitingHello, _) => self.penalise(now, peer, Penalty::BeforeHello),
+            (_, Message::Hello(_)) => self.penalise(now, peer, Penalty::SecondHello),
+            // The driver accepts or closes a probe before anything else arrives.
+            (Phase::Probe { .. }, _) => {}
+            (Phase::Accepted(_), message) => self.on_message(now, peer, message, logs),
+        }
+    }
+
+    fn session_mut(&mut self, peer: &P) -> Option<&mut Session> {
+        session_in(&mut self.peers, peer)
+    }
+
+    fn on_message(&mut self, now: Instant, peer: P, message: Message, logs: &impl Logs) {
+        match message {
+            Message::Hello(_) => {} // handled by `received`
+            Message::Query(ranges) => {
+                let reply = Message::Reply(self.heads.answer(&ranges));
+                self.send(now, peer, Lane::Live, reply);
+            }
+            Message::Reply(parts) => {
+                let heads = &self.heads;
+                let Some(session) = session_in(&mut self.peers, &peer) else {
+                    return;
+                };
+                if !session.reconciler.is_waiting() {
+                    return self.penalise(now, peer, Penalty::UnaskedReply);
+                }
+                match session.reconciler.on_reply(heads, parts) {
+                    Ok(learned) => self.learned(peer, learned, logs),
+                    Err(e) => return self.penalise(now, peer, Penalty::BadReply(e)),
+                }
+                self.next_query(peer);
+                self.check_complete(peer);
+            }
+            Message::Have(notes) => {
+                for note in notes {
+                    let held = self.heads.get(&note.author).map(|h| h.seq);
+                    // Notes on logs we neither hold nor route make no state.
+                    if held.is_none() && self.router.source(&note.author).is_none() {
+                        continue;
+                    }
+                    let ours = held.unwrap_or(0);
+                    self.router.noted(peer, note.author, note.seq, ours, now);
+                    if let Some(session) = self.session_mut(&peer)
+                        && session.learn(note.author, note.seq, held.is_some())
+                    {
+                        session.catch_up.claim(note.author, note.seq, ours);
+                    }
+                    if note.author == self.own {
+                        self.check_own_claim();
+                    }
+                }
+            }
+            Message::Want(note) => {
+                if let Some(session) = self.session_mut(&peer) {
+                    let below = note.seq.saturating_sub(1);
+                    for heads in [&mut session.known, &mut session.sent] {
+                        if let Some(seq) = heads.get_mut(&note.author) {
+                            *seq = (*seq).min(below);
+                        }
+                    }
+                    session.dirty.insert(note.author);
+                }
+            }
+            Message::Route { skip, unskip } => {
+                let heads = &self.heads;
+                let Some(session) = session_in(&mut self.peers, &peer) else {
+                    return;
+                };
+                // A list about logs we do not hold (yet) makes bounded state.
+                let bound = heads.len() + MAX_UNKNOWN_CLAIMS;
+                for author in skip {
+                    if session.skipped_by_it.len() < bound {
+                        session.skipped_by_it.insert(author);
+                        session.dirty.insert(author);
+                    }
+                }
+                for author in unskip {
+                    if session.skipped_by_it.remove(&author) {
+                        session.dirty.insert(author);
+                    }
+                }
+            }
+            Message::Batch(batch) => self.on_batch(now, peer, batch),
+            Message::Ack(count) => {
+                if let Some(session) = self.session_mut(&peer) {
+                    session.acked(count, now);
+                }
+            }
+            Message::Ping => {}
+        }
+    }
+
+    /// Takes in what a reply taught us of `peer`'s heads.
+    fn learned(&mut self, peer: P, learned: Learned, logs: &impl Logs) {
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let peer_author = state.author;
+        let Phase::Accepted(session) = &mut state.phase else {
+            return;
+        };
+        let mut offered = Vec::new();
+        let mut own_claim = None;
+        for range in &learned.same {
+            for head in self.heads.in_range(range) {
+                session.learn(head.author, head.seq, true);
+                session.dirty.insert(head.author);
+                offered.push(head.author);
+            }
+        }
+        for (range, theirs) in &learned.listed {
+            for head in self.heads.in_range(range) {
+                session.dirty.insert(head.author); // it may lack it
+            }
+            for head in theirs {
+                let ours = self.heads.get(&head.author).map(|h| h.seq);
+                if session.learn(head.author, head.seq, ours.is_some()) {
+                    session
+                        .catch_up
+                        .claim(head.author, head.seq, ours.unwrap_or(0));
+                    offered.push(head.author);
+                    session.dirty.insert(head.author);
+                }
+                if head.author == self.own {
+                    own_claim = Some(*head);
+                }
+            }
+        }
+        let mut changed = BTreeSet::new();
+        for author in offered {
+            changed.extend(self.router.received(peer, peer_author, author));
+        }
+        self.route(changed.into_iter().collect());
+        if let Some(claim) = own_claim {
+            self.probe_own_fork(peer, claim, logs);
+        }
+        self.check_own_claim();
+    }
+
+    /// A peer holding another entry of our own log at a seq we hold is asked for it, so the
+    /// store proves the fork (and the own-log rule stops appending).
+    fn probe_own_fork(&mut self, peer: P, claim: HeadInfo, logs: &impl Logs) {
+        let ours = self.heads.get(&self.own).map_or(0, |h| h.seq);
+        if claim.seq == 0 || claim.seq > ours {
+            return;
+        }
+        let differs = match logs.entry(&self.own, claim.seq) {
+            Ok(Some(entry)) => entry.hash() != claim.hash,
+            _ => false,
+        };
+        if differs {
+            let want = Message::Want(HeadNote {
+                author: self.own,
+                seq: claim.seq,
+            });
+            self.outputs.push_back(Output::Send {
+                peer,
+                lane: Lane::Live,
+                message: want,
+            });
+        }
+    }
+
+    fn next_query(&mut self, peer: P) {
+        let Some(session) = self.session_mut(&peer) else {
+            return;
+        };
+        if session.reconciler.is_waiting() {
+            return;
+        }
+        if let Some(ranges) = session.reconciler.next_query() {
+            self.outputs.push_back(Output::Send {
+                peer,
+                lane: Lane::Live,
+                message: Message::Query(ranges),
+            });
+        }
+    }
+
+    /// Says `SyncComplete` for `peer` once the heads are compared and nothing it holds is
+    /// missing, or `SyncProgress` while entries are.
+    fn check_complete(&mut self, peer: P) {
+        let Some(session) = self.session_mut(&peer) else {
+            return;
+        };
+        let catch_up = &mut session.catch_up;
+        if catch_up.complete {
+            return;
+        }
+        if session.reconciler.is_done() && catch_up.remaining == 0 {
+            catch_up.complete = true;
+            let received = catch_up.received();
+            self.emit(Event::SyncComplete { peer, received });
+        }
+    }
+
+    fn on_batch(&mut self, now: Instant, peer: P, batch: Batch) {
+        let author = batch.author;
+        let ours = self.heads.get(&author).map_or(0, |h| h.seq);
+        let expected = self.storing.get(&author).map_or(0, |s| s.0).max(ours);
+        let Some(session) = self.session_mut(&peer) else {
+            return;
+        };
+        if session.storing + session.stash.len() >= MAX_UNACKED_BATCHES {
+            return self.penalise(now, peer, Penalty::Flooded);
+        }
+        let seqs = batch_seqs(&batch);
+        match seqs {
+            Some((first, _)) if first > expected + 1 => {
+                if session.stash.len() < MAX_STASHED_BATCHES {
+                    session.stash.push(batch);
+                } else {
+                    // Too much came early: ask for it again once the prefix is in.
+                    let want = Message::Want(HeadNote {
+                        author,
+                        seq: expected + 1,
+                    });
+                    self.send(now, peer, Lane::Live, want);
+                }
+            }
+            _ => {
+                session.storing += 1;
+                let (reach, count) = self.storing.entry(author).or_default();
+                *reach = (*reach).max(seqs.map_or(0, |(_, last)| last));
+                *count += 1;
+                self.outputs.push_back(Output::Store { peer, batch });
+            }
+        }
+    }
+
+    fn stored(
+        &mut self,
+        now: Instant,
+        peer: P,
+        author: Author,
+        outcome: Result<Inserted, String>,
+        logs: &impl Logs,
+    ) {
+        let inserted = outcome.unwrap_or_default();
+        if let Some(newest) = inserted.stored.last() {
+            self.advance(HeadInfo {
+                author,
+                seq: newest.seq(),
+                hash: newest.hash(),
+            });
+        }
+        let ours = self.heads.get(&author).map_or(0, |h| h.seq);
+        if let Some((_, count)) = self.storing.get_mut(&author) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.storing.remove(&author);
+            }
+        }
+        if let Some(session) = self.session_mut(&peer) {
+            session.storing = session.storing.saturating_sub(1);
+            session.to_ack += 1;
+            if inserted.held_through > 0 {
+                session.learn(author, inserted.held_through, true);
+            }
+        }
+        match inserted.rejected {
+            None | Some(ValidationError::AuthorFrozen) => {}
+            Some(ValidationError::Gap { expected, .. }) => {
+                let want = Message::Want(HeadNote {
+                    author,
+                    seq: expected,
+                });
+                self.send(now, peer, Lane::Live, want);
+            }
+            Some(ValidationError::Fork { seq }) => self.emit(Event::Forked { author, seq }),
+            Some(ValidationError::WrongPrev { .. }) if author == self.own => {
+                // Our own log, but not on top of what we hold: the entry at our head shows
+                // whether the two are a fork.
+                let want = Message::Want(HeadNote {
+                    author,
+                    seq: ours.max(1),
+                });
+                self.send(now, peer, Lane::Live, want);
+            }
+            Some(
+                forged @ (ValidationError::Decode(_)
+                | ValidationError::BadSignature { .. }
+                | ValidationError::WrongAuthor { .. }
+                | ValidationError::BadAuthorKey(_)),
+            ) => self.penalise(now, peer, Penalty::InvalidEntry(forged)),
+            Some(error) => self.emit(Event::Rejected {
+                peer,
+                author,
+                error,
+            }),
+        }
+        self.unstash(now, peer, author);
+        let _ = logs;
+    }
+
+    /// Stashed batches of `peer` for `author`'s log that now join go to the store.
+    fn unstash(&mut self, now: Instant, peer: P, author: Author) {
+        let Some(session) = self.session_mut(&peer) else {
+            return;
+        };
+        if session.stash.iter().all(|b| b.author != author) {
+            return;
+        }
+        let stash = std::mem::take(&mut session.stash);
+        for batch in stash {
+            self.on_batch(now, peer, batch);
+        }
+    }
+
+    /// Our head of `head.author`'s log moved to `head` (stored or appended, durably).
+    fn advance(&mut self, head: HeadInfo) {
+        let author = head.author;
+        let old = self.heads.get(&author).map_or(0, |h| h.seq);
+        if head.seq <= old {
+            return;
+        }
+        self.heads.insert(head);
+        let mut complete = Vec::new();
+        for (peer, state) in &mut self.peers {
+            let Phase::Accepted(session) = &mut state.phase else {
+                continue;
+            };
+            session.now_held(&author, old > 0);
+            if session.has(&author) >= old && head.seq - old <= MAX_LIVE_RUN {
+                session.live.insert(author);
+            }
+            session.dirty.insert(author);
+            if session.catch_up.target.contains_key(&author) {
+                session.catch_up.advanced(&author, old, head.seq);
+                complete.push(*peer);
+            }
+        }
+        for peer in complete {
+            let Some(session) = self.session(&peer) else {
+                continue;
+            };
+            let catch_up = &session.catch_up;
+            if !catch_up.complete && catch_up.remaining > 0 {
+                let (received, total) = (catch_up.received(), catch_up.total);
+                self.emit(Event::SyncProgress {
+                    peer,
+                    received,
+                    total,
+                });
+            }
+            self.check_complete(peer);
+        }
+    }
+
+    /// Tells each of `peers` how its skip list changed.
+    fn route(&mut self, peers: Vec<P>) {
+        for peer in peers {
+            let wanted: BTreeSet<Author> = self.router.skip_list(&peer).into_iter().collect();
+            let Some(session) = self.session_mut(&peer) else {
+                continue;
+            };
+            let (skip, unskip) = route_delta(&session.skipped_by_us, &wanted);
+            if skip.is_empty() && unskip.is_empty() {
+                continue;
+            }
+            session.skipped_by_us = wanted;
+            let skips = skip.chunks(MAX_ROUTE_AUTHORS).map(|c| (c.to_vec(), vec![]));
+            let unskips = unskip
+                .chunks(MAX_ROUTE_AUTHORS)
+                .map(|c| (vec![], c.to_vec()));
+            for (skip, unskip) in skips.chain(unskips) {
+                self.outputs.push_back(Output::Send {
+                    peer,
+                    lane: Lane::Live,
+                    message: Message::Route { skip, unskip },
+                });
+            }
+        }
+    }
+
+    /// Says the highest seq of our own log a connected peer claims, when it changed.
+    fn check_own_claim(&mut self) {
+        let claim = self
+            .peers
+            .values()
+            .filter_map(|state| match &state.phase {
+                Phase::Accepted(session) => session.known.get(&self.own).copied(),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        if claim != self.own_claim {
+            self.own_claim = claim;
+            self.emit(Event::OwnLogClaimed { seq: claim });
+        }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        let mut silent = Vec::new();
+        let mut no_hello = Vec::new();
+        let mut ping = Vec::new();
+        for (peer, state) in &self.peers {
+            if state.closing {
+                continue;
+            }
+            let quiet = now.saturating_duration_since(state.last_heard);
+            if quiet > SILENCE_LIMIT {
+                silent.push((*peer, quiet));
+            } else if !matches!(state.phase, Phase::Accepted(_))
+                && now.saturating_duration_since(state.since) > HELLO_TIMEOUT
+            {
+                no_hello.push(*peer);
+            } else if now.saturating_duration_since(state.last_sent) >= PING_INTERVAL {
+                ping.push(*peer);
+            }
+        }
+        for (peer, quiet) in silent {
+            self.disconnect(peer, Disconnect::Silent(quiet));
+        }
+        for peer in no_hello {
+            self.disconnect(peer, Disconnect::NoHello);
+        }
+        for peer in ping {
+            self.send(now, peer, Lane::Live, Message::Ping);
+        }
+        let heads = &self.heads;
+        let changed = self
+            .router
+            .check_stalls(now, |author| heads.get(author).map_or(0, |h| h.seq));
+        self.route(changed);
+        self.banned.retain(|_, until| *until > now);
+    }
+
+    /// Sends every accepted peer what is due: acks, notes, live entries, then bulk batches
+    /// while its window allows.
+    fn push_all(&mut self, now: Instant, logs: &impl Logs) {
+        let peers: Vec<P> = self
+            .peers
+            .iter()
+            .filter(|(_, state)| !state.closing && matches!(state.phase, Phase::Accepted(_)))
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in peers {
+            self.push(now, peer, logs);
+        }
+    }
+
+    fn push(&mut self, now: Instant, peer: P, logs: &impl Logs) {
+        let mut sends = Vec::new();
+        let heads = &self.heads;
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let Phase::Accepted(session) = &mut state.phase else {
+            return;
+        };
+        if session.to_ack > 0 {
+            sends.push((Lane::Live, Message::Ack(session.to_ack)));
+            session.to_ack = 0;
+        }
+        let mut notes = Vec::new();
+        // Live first: new entries of logs the peer was up to date on.
+        let live: Vec<Author> = std::mem::take(&mut session.live).into_iter().collect();
+        for author in live {
+            let (live_n, _) = session.in_flight_on(Lane::Live);
+            if live_n >= LIVE_WINDOW_BATCHES {
+                session.live.insert(author);
+                continue;
+            }
+            push_log(
+                now,
+                session,
+                heads,
+                logs,
+                author,
+                Lane::Live,
+                &mut sends,
+                &mut notes,
+            );
+        }
+        loop {
+            let (bulk_n, bulk_bytes) = session.in_flight_on(Lane::Bulk);
+            if bulk_n >= BULK_WINDOW_BATCHES || bulk_bytes >= session.bulk_window() {
+                break;
+            }
+            let Some(author) = session.dirty.pop_first() else {
+                break;
+            };
+            push_log(
+                now,
+                session,
+                heads,
+                logs,
+                author,
+                Lane::Bulk,
+                &mut sends,
+                &mut notes,
+            );
+        }
+        for chunk in notes.chunks(MAX_MESSAGE_NOTES) {
+            sends.push((Lane::Live, Message::Have(chunk.to_vec())));
+        }
+        for (lane, message) in sends {
+            self.send(now, peer, lane, message);
+        }
+    }
 }
+
+/// The session of `peer` in `peers`, if accepted (borrowing only the peer table, so the rest
+/// of the replica can be read meanwhile).
+fn session_in<'a, P: Ord>(peers: &'a mut BTreeMap<P, Peer>, peer: &P) -> Option<&'a mut Session> {
+    match &mut peers.get_mut(peer)?.phase {
+        Phase::Accepted(session) => Some(session),
+        _ => None,
+    }
+}
+
+/// Sends `session`'s peer what it lacks of `author`'s log on `lane` (one batch; the log stays
+/// dirty if more is due), or a note when the peer skips the log.
+#[allow(clippy::too_many_arguments)]
+fn push_log(
+    now: Instant,
+    session: &mut Session,
+    heads: &HeadSet,
+    logs: &impl Logs,
+    author: Author,
+    lane: Lane,
+    sends: &mut Vec<(Lane, Message)>,
+    notes: &mut Vec<HeadNote>,
+) {
+    let Some(ours) = heads.get(&author).map(|h| h.seq) else {
+        return;
+    };
+    if logs.is_frozen(&author) {
+        return;
+    }
+    let has = session.has(&author);
+    if has >= ours {
+        return;
+    }
+    if session.skipped_by_it.contains(&author) {
+        if session.noted.get(&author).is_none_or(|n| *n < ours) {
+            session.noted.insert(author, ours);
+            notes.push(HeadNote { author, seq: ours });
+        }
+        return;
+    }
+    let budget = match lane {
+        Lane::Live => BATCH_BYTE_BUDGET,
+        Lane::Bulk => session.bulk_batch_bytes(),
+    };
+    // Only up to what we hold durably, though the store may hold more already.
+    let count = usize::try_from(ours - has).unwrap_or(usize::MAX);
+    let envelopes = match logs.envelopes(&author, has + 1, count.min(MAX_BATCH_ENTRIES), budget) {
+        Ok(envelopes) if !envelopes.is_empty() => envelopes,
+        // Unreadable (damage) or gone: not sent; the peer may get it from others.
+        _ => return,
+    };
+    let last = envelopes.last().map_or(has, |(seq, _)| *seq);
+    let bytes = envelopes.iter().map(|(_, e)| e.len()).sum();
+    let batch = Batch {
+        author,
+        entries: envelopes
+            .into_iter()
+            .map(|(_, envelope)| serde_bytes::ByteBuf::from(Vec::from(envelope)))
+            .collect(),
+    };
+    session.sent.insert(author, last);
+    session.in_flight.push_back(InFlight {
+        lane,
+        bytes,
+        sent_at: now,
+    });
+    if last < ours {
+        session.dirty.insert(author);
+    }
+    sends.push((lane, Message::Batch(batch)));
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,511 @@
+//! The core's rules, driven by a tiny synchronous network of replicas over memory stores (the
+//! simulator in `tests/src/sim` covers links, loss and scale).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::entry::{Body, SigningKey};
+use crate::message::MessageError;
+use crate::store::MemoryStore;
+
+struct Node {
+    replica: Replica<usize>,
+    store: MemoryStore,
+    key: SigningKey,
+}
+
+#[derive(Default)]
+struct Log {
+    events: Vec<(usize, Event<usize>)>,
+    disconnects: Vec<(usize, usize, Disconnect)>,
+    /// (from, to, lane, message) in the order sent.
+    sent: Vec<(usize, usize, Lane, Message)>,
+}
+
+struct Net {
+    now: Instant,
+    nodes: Vec<Node>,
+    /// Messages in flight, in the order sent (each link stays in order).
+    wire: VecDeque<(usize, usize, Message)>,
+    /// Inputs waiting to be given, per node.
+    inputs: VecDeque<(usize, Input<usize>)>,
+    log: Log,
+    /// Whether stores answer at once (else [`Net::finish_stores`] does).
+    stores_answer: bool,
+    stored_later: Vec<(usize, Input<usize>)>,
+}
+
+fn key(n: u8) -> SigningKey {
+    SigningKey::from_bytes(&[n + 1; 32])
+}
+
+impl Net {
+    fn new(count: usize) -> Self {
+        let nodes = (0..count)
+            .map(|i| {
+                let key = key(i as u8);
+                let mut store = MemoryStore::new();
+                let profile = Body::Profile {
+                    name: format!("n{i}"),
+                };
+                store.append(&key, profile, 1_000).unwrap();
+                let replica = Replica::new(Author::of(&key), format!("n{i}"), store.heads());
+                Node {
+                    replica,
+                    store,
+                    key,
+                }
+            })
+            .collect();
+        Self {
+            now: Instant::now(),
+            nodes,
+            wire: VecDeque::new(),
+            inputs: VecDeque::new(),
+            log: Log::default(),
+            stores_answer: true,
+            stored_later: Vec::new(),
+        }
+    }
+
+    fn author(&self, n: usize) -> Author {
+        Author::of(&self.nodes[n].key)
+    }
+
+    fn give(&mut self, n: usize, input: Input<usize>) {
+        let node = &mut self.nodes[n];
+        node.replica.handle(self.now, input, &node.store);
+        self.drain(n);
+    }
+
+    fn drain(&mut self, n: usize) {
+        while let Some(output) = self.nodes[n].replica.poll() {
+            match output {
+                Output::Send {
+                    peer,
+                    lane,
+                    message,
+                } => {
+                    self.log.sent.push((n, peer, lane, message.clone()));
+                    self.wire.push_back((n, peer, message));
+                }
+                Output::Store { peer, batch } => {
+                    let entries = batch
+                        .entries
+                        .iter()
+                        .map(|e| bytes::Bytes::copy_from_slice(e));
+                    let outcome = self.nodes[n].store.insert(batch.author, entries);
+                    let stored = Input::Stored {
+                        peer,
+                        author: batch.author,
+                        outcome: Ok(outcome),
+                    };
+                    if self.stores_answer {
+                        self.inputs.push_back((n, stored));
+                    } else {
+                        self.stored_later.push((n, stored));
+                    }
+                }
+                Output::Disconnect { peer, reason } => {
+                    self.log.disconnects.push((n, peer, reason));
+                    self.inputs.push_back((n, Input::Closed { peer }));
+                    self.inputs.push_back((peer, Input::Closed { peer: n }));
+                    self.wire.retain(|(from, to, _)| {
+                        !(*from == n && *to == peer || *from == peer && *to == n)
+                    });
+                }
+                Output::Event(event) => {
+                    if let Event::Hello { peer, .. } = &event {
+                        self.inputs.push_back((n, Input::Accept { peer: *peer }));
+                    }
+                    self.log.events.push((n, event));
+                }
+            }
+        }
+    }
+
+    fn connect(&mut self, a: usize, b: usize) {
+        let (author_a, author_b) = (self.author(a), self.author(b));
+        self.give(
+            a,
+            Input::Connected {
+                peer: b,
+                author: author_b,
+            },
+        );
+        self.give(
+            b,
+            Input::Connected {
+                peer: a,
+                author: author_a,
+            },
+        );
+    }
+
+    /// Delivers everything until nothing moves (messages go through the codec).
+    fn settle(&mut self) {
+        for _ in 0..100_000 {
+            if let Some((n, input)) = self.inputs.pop_front() {
+                self.give(n, input);
+            } else if let Some((from, to, message)) = self.wire.pop_front() {
+                let message = Message::decode(&message.encode()).unwrap();
+                self.give(
+                    to,
+                    Input::Received {
+                        peer: from,
+                        message,
+                    },
+                );
+            } else {
+                return;
+            }
+        }
+        panic!("the network did not settle");
+    }
+
+    fn finish_stores(&mut self) {
+        for (n, input) in std::mem::take(&mut self.stored_later) {
+            self.inputs.push_back((n, input));
+        }
+    }
+
+    fn say(&mut self, n: usize, text: &str) {
+        let node = &mut self.nodes[n];
+        let entry = node
+            .store
+            .append(&node.key, Body::Text { text: text.into() }, 2_000)
+            .unwrap();
+        self.give(
+            n,
+            Input::Appended {
+                entries: vec![entry],
+            },
+        );
+    }
+
+    fn tick(&mut self, by: Duration) {
+        self.now += by;
+        for n in 0..self.nodes.len() {
+            self.give(n, Input::Tick);
+        }
+    }
+
+    fn same_heads(&self) -> bool {
+        let first = self.nodes[0].store.heads();
+        self.nodes.iter().all(|node| node.store.heads() == first)
+    }
+}
+
+#[test]
+fn two_nodes_exchange_their_logs_and_stay_live() {
+    let mut net = Net::new(2);
+    net.say(0, "before");
+    net.connect(0, 1);
+    net.settle();
+    assert!(net.same_heads());
+    assert!(net.log.disconnects.is_empty(), "{:?}", net.log.disconnects);
+    net.say(1, "live");
+    net.settle();
+    assert!(net.same_heads());
+    let live = net
+        .log
+        .sent
+        .iter()
+        .rev()
+        .find(|(from, _, _, m)| *from == 1 && matches!(m, Message::Batch(_)));
+    assert_eq!(live.map(|s| s.2), Some(Lane::Live), "a new line goes live");
+    let complete = |n| {
+        net.log
+            .events
+            .iter()
+            .any(|(at, e)| *at == n && matches!(e, Event::SyncComplete { .. }))
+    };
+    assert!(complete(0) && complete(1));
+}
+
+#[test]
+fn a_catch_up_goes_on_the_bulk_lane_and_its_progress_is_told() {
+    let mut net = Net::new(2);
+    for i in 0..200 {
+        net.say(0, &format!("line {i}"));
+    }
+    net.connect(0, 1);
+    net.settle();
+    assert!(net.same_heads());
+    let bulk = net
+        .log
+        .sent
+        .iter()
+        .filter(|(from, _, lane, m)| {
+            *from == 0 && *lane == Lane::Bulk && matches!(m, Message::Batch(_))
+        })
+        .count();
+    assert!(bulk >= 1);
+    let done = net.log.events.iter().find_map(|(at, e)| match e {
+        Event::SyncComplete { received, .. } if *at == 1 => Some(*received),
+        _ => None,
+    });
+    assert_eq!(done, Some(201), "the profile and 200 lines");
+}
+
+#[test]
+fn logs_travel_through_a_relay() {
+    let mut net = Net::new(3);
+    net.say(0, "from the first");
+    net.connect(0, 1);
+    net.connect(1, 2);
+    net.settle();
+    assert!(net.same_heads());
+    net.say(2, "from the last");
+    net.settle();
+    assert!(net.same_heads());
+}
+
+#[test]
+fn reconnecting_with_nothing_new_costs_two_hellos_and_pings() {
+    let mut net = Net::new(2);
+    for i in 0..50 {
+        net.say(0, &format!("line {i}"));
+    }
+    net.connect(0, 1);
+    net.settle();
+    net.give(0, Input::Closed { peer: 1 });
+    net.give(1, Input::Closed { peer: 0 });
+    net.settle();
+    let before = net.log.sent.len();
+    net.connect(0, 1);
+    net.settle();
+    let kinds: Vec<&Message> = net.log.sent[before..].iter().map(|s| &s.3).collect();
+    assert!(
+        kinds
+            .iter()
+            .all(|m| matches!(m, Message::Hello(_) | Message::Route { .. })),
+        "{kinds:?}"
+    );
+}
+
+#[test]
+fn anything_before_the_hello_is_penalised() {
+    let mut net = Net::new(2);
+    let author = net.author(1);
+    net.give(0, Input::Connected { peer: 1, author });
+    net.give(
+        0,
+        Input::Received {
+            peer: 1,
+            message: Message::Ping,
+        },
+    );
+    assert!(matches!(
+        net.log.disconnects.as_slice(),
+        [(0, 1, Disconnect::Penalised(Penalty::BeforeHello))]
+    ));
+    // Banned: its next connection is refused at once.
+    net.settle();
+    net.give(0, Input::Connected { peer: 1, author });
+    assert!(matches!(
+        net.log.disconnects.last(),
+        Some((0, 1, Disconnect::Banned))
+    ));
+}
+
+#[test]
+fn a_malformed_message_is_penalised() {
+    let mut net = Net::new(2);
+    net.connect(0, 1);
+    net.settle();
+    net.give(
+        0,
+        Input::Malformed {
+            peer: 1,
+            error: MessageError::Malformed("junk".into()),
+        },
+    );
+    assert!(matches!(
+        net.log.disconnects.as_slice(),
+        [(0, 1, Disconnect::Penalised(Penalty::BadMessage(_)))]
+    ));
+}
+
+#[test]
+fn a_silent_peer_is_dropped_and_a_quiet_one_is_pinged() {
+    let mut net = Net::new(2);
+    net.connect(0, 1);
+    net.settle();
+    // Both sides tick: each pings, so neither is silent.
+    for _ in 0..40 {
+        net.tick(TICK);
+        net.settle();
+    }
+    assert!(net.log.disconnects.is_empty(), "{:?}", net.log.disconnects);
+    // Node 1 freezes: node 0 alone ticks.
+    let start = net.now;
+    while net.log.disconnects.is_empty() {
+        net.now += TICK;
+        net.give(0, Input::Tick);
+        net.wire.clear();
+        assert!(net.now - start < Duration::from_secs(5));
+    }
+    assert!(net.now - start <= SILENCE_LIMIT + TICK);
+    assert!(matches!(
+        net.log.disconnects[0],
+        (0, 1, Disconnect::Silent(_))
+    ));
+}
+
+#[test]
+fn batches_beyond_the_window_are_a_flood() {
+    let mut net = Net::new(2);
+    for i in 0..3 {
+        net.say(0, &format!("line {i}"));
+    }
+    net.connect(0, 1);
+    net.settle();
+    // Node 1 replays one of node 0's batches far more often than any window allows, while its
+    // store takes its time.
+    net.stores_answer = false;
+    let batch = net
+        .log
+        .sent
+        .iter()
+        .find_map(|(_, _, _, m)| match m {
+            Message::Batch(b) => Some(b.clone()),
+            _ => None,
+        })
+        .unwrap();
+    for _ in 0..=MAX_UNACKED_BATCHES {
+        net.give(
+            1,
+            Input::Received {
+                peer: 0,
+                message: Message::Batch(batch.clone()),
+            },
+        );
+    }
+    assert!(matches!(
+        net.log.disconnects.last(),
+        Some((1, 0, Disconnect::Penalised(Penalty::Flooded)))
+    ));
+    net.finish_stores();
+    net.settle();
+}
+
+#[test]
+fn notes_on_unknown_logs_make_no_state() {
+    let mut net = Net::new(2);
+    net.connect(0, 1);
+    net.settle();
+    let before = net.nodes[0].replica.footprint();
+    let notes = (0..4096u32)
+        .map(|i| {
+            let mut bytes = [7u8; 32];
+            bytes[..4].copy_from_slice(&i.to_be_bytes());
+            HeadNote {
+                author: Author::from_bytes(bytes),
+                seq: 5,
+            }
+        })
+        .collect();
+    net.give(
+        0,
+        Input::Received {
+            peer: 1,
+            message: Message::Have(notes),
+        },
+    );
+    assert_eq!(net.nodes[0].replica.footprint(), before);
+}
+
+#[test]
+fn in_a_mesh_each_entry_arrives_about_once() {
+    let mut net = Net::new(4);
+    for a in 0..4 {
+        for b in a + 1..4 {
+            net.connect(a, b);
+        }
+    }
+    net.settle();
+    let batches_before = net.log.sent.len();
+    for i in 0..20 {
+        net.say(i % 4, &format!("line {i}"));
+        net.settle();
+    }
+    assert!(net.same_heads());
+    let entries: usize = net.log.sent[batches_before..]
+        .iter()
+        .map(|(_, _, _, m)| match m {
+            Message::Batch(b) => b.entries.len(),
+            _ => 0,
+        })
+        .sum();
+    // 20 lines, each needed by 3 nodes.
+    assert!(
+        entries <= 60 * 13 / 10,
+        "{entries} entries sent for 60 needed"
+    );
+}
+
+#[test]
+fn thousands_of_logs_sync_and_a_reconnect_costs_only_the_hellos() {
+    let mut net = Net::new(2);
+    for i in 0..5_000u32 {
+        let mut seed = [0u8; 32];
+        seed[..4].copy_from_slice(&i.to_be_bytes());
+        seed[31] = 0xee;
+        let author_key = SigningKey::from_bytes(&seed);
+        let mut scratch = MemoryStore::new();
+        let profile = Body::Profile {
+            name: format!("a{i}"),
+        };
+        let entry = scratch.append(&author_key, profile, 500).unwrap();
+        let inserted = net.nodes[0]
+            .store
+            .insert(entry.author(), [entry.envelope().clone()]);
+        assert_eq!(inserted.stored.len(), 1);
+    }
+    let heads = net.nodes[0].store.heads();
+    net.nodes[0].replica = Replica::new(net.author(0), "n0".into(), heads);
+    net.connect(0, 1);
+    net.settle();
+    assert!(net.same_heads());
+    assert_eq!(net.nodes[1].store.heads().len(), 5_002);
+    assert!(net.log.disconnects.is_empty(), "{:?}", net.log.disconnects);
+    net.give(0, Input::Closed { peer: 1 });
+    net.give(1, Input::Closed { peer: 0 });
+    let before = net.log.sent.len();
+    net.connect(0, 1);
+    net.settle();
+    let bytes: usize = net.log.sent[before..]
+        .iter()
+        .map(|(_, _, _, m)| m.encode().len() + 4)
+        .sum();
+    assert!(
+        bytes < 1_000,
+        "a reconnect with nothing new cost {bytes} bytes"
+    );
+}
+
+#[test]
+fn a_live_batch_ahead_of_its_prefix_waits_for_it() {
+    let mut net = Net::new(2);
+    net.connect(0, 1);
+    net.settle();
+    // Node 0 wrote two lines; node 1 gets the second before the first.
+    net.say(0, "first");
+    net.say(0, "second");
+    let mut batches: Vec<(usize, usize, Message)> = Vec::new();
+    net.wire.retain(|item| {
+        let batch = matches!(item.2, Message::Batch(_));
+        if batch {
+            batches.push(item.clone());
+        }
+        !batch
+    });
+    assert_eq!(batches.len(), 2);
+    batches.reverse();
+    net.wire.extend(batches);
+    net.settle();
+    assert!(net.same_heads());
+    assert!(net.log.disconnects.is_empty());
+}

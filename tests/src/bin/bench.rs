@@ -5,10 +5,11 @@
 //!     cargo run --release -p p2pchat-tests --bin bench -- all
 //!
 //! or name scenarios: `catchup live transitive reconnect startup mesh authors
-//! live_under_catchup liveness`. Options: `--n N` (catch-up size, default 100000), `--big N`
-//! (size of the reconnect/start-up store, default 1000000), `--authors N` (authors of the
-//! `authors` store, 10 entries each, default 10000), `--backlog N` (the catch-up under which
-//! `live_under_catchup` measures live lines, default 20000), `--scuttleup DIR` (also run the
+//! live_under_catchup liveness sim1000`. Options: `--n N` (catch-up size, default 100000),
+//! `--big N` (size of the reconnect/start-up store, default 1000000), `--authors N` (authors of
+//! the `authors` store, 10 entries each, default 10000), `--backlog N` (the catch-up under which
+//! `live_under_catchup` measures live lines, default 20000), `--nodes N` (simulated nodes of
+//! `sim1000`, default 1000), `--scuttleup DIR` (also run the
 //! scuttleup baseline from DIR, a writable copy of shared/peers/scuttleup with `npm install`
 //! done, and print its figures beside ours).
 
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use p2pchat_tests::Frozen;
 use p2pchat_tests::generate::generate;
+use p2pchat_tests::sim::{self, Scenario};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -30,7 +32,7 @@ use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
 
 /// The scenarios, in the order `all` runs them.
-const SCENARIOS: [&str; 9] = [
+const SCENARIOS: [&str; 10] = [
     "catchup",
     "live",
     "transitive",
@@ -40,15 +42,17 @@ const SCENARIOS: [&str; 9] = [
     "authors",
     "live_under_catchup",
     "liveness",
+    "sim1000",
 ];
 
 /// What `bench --help` prints.
-const USAGE: &str = "usage: bench [all|catchup|live|transitive|reconnect|startup|mesh|authors|live_under_catchup|liveness]...
-             [--n N] [--big N] [--authors N] [--backlog N] [--scuttleup DIR]
+const USAGE: &str = "usage: bench [all|catchup|live|transitive|reconnect|startup|mesh|authors|live_under_catchup|liveness|sim1000]...
+             [--n N] [--big N] [--authors N] [--backlog N] [--nodes N] [--scuttleup DIR]
   --n N             catch-up size (default 100000)
   --big N           size of the reconnect/start-up store (default 1000000)
   --authors N       authors in the `authors` store, 10 entries each (default 10000)
   --backlog N       entries of the catch-up in `live_under_catchup` (default 20000)
+  --nodes N         simulated nodes in `sim1000`, 10 lines each (default 1000)
   --scuttleup DIR   also run the scuttleup baseline from DIR (see docs/benchmarks.md)
 Build it with --release: cargo run --release -p p2pchat-tests --bin bench -- all";
 
@@ -63,13 +67,14 @@ async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let mut scenarios = Vec::new();
     let (mut n, mut big, mut scuttleup) = (100_000u64, 1_000_000u64, None);
-    let (mut authors, mut backlog) = (10_000usize, 20_000u64);
+    let (mut authors, mut backlog, mut nodes) = (10_000usize, 20_000u64, 1_000usize);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--n" => n = args.next().context("--n needs a number")?.parse()?,
             "--big" => big = args.next().context("--big needs a number")?.parse()?,
             "--authors" => authors = args.next().context("--authors needs a number")?.parse()?,
             "--backlog" => backlog = args.next().context("--backlog needs a number")?.parse()?,
+            "--nodes" => nodes = args.next().context("--nodes needs a number")?.parse()?,
             "--scuttleup" => {
                 scuttleup = Some(PathBuf::from(
                     args.next().context("--scuttleup needs a dir")?,
@@ -108,6 +113,7 @@ async fn main() -> anyhow::Result<()> {
                     .await
             }
             "liveness" => bench.liveness(3).await,
+            "sim1000" => sim(nodes, 10).await,
             other => bail!("unknown scenario {other}"),
         };
         let mut line = result.with_context(|| format!("scenario {scenario}"))?;
@@ -750,6 +756,21 @@ impl Bench {
             "reconnect_after_cont_ms_median": median(&mut back),
         }))
     }
+}
+
+/// `nodes` replicas in the deterministic simulator (`p2pchat_tests::sim`), on a simulated LAN,
+/// each dialing 3 others and writing `lines` lines in the first 2 s: the simulator's report
+/// (virtual convergence time, entries received over those needed, events per second).
+async fn sim(nodes: usize, lines: usize) -> anyhow::Result<Value> {
+    let mut scenario = Scenario::new("sim1000", 1, nodes);
+    scenario.lines.per_writer = lines;
+    scenario.time_limit = Duration::from_secs(300);
+    // Every signature of a sample of nodes (all 1,000 would take longer than the run).
+    scenario.verify_nodes = 20;
+    let report = tokio::task::spawn_blocking(move || sim::run(scenario)).await?;
+    let mut line: Value = serde_json::from_str(&report.json())?;
+    line["lines_each"] = json!(lines);
+    Ok(line)
 }
 
 /// The `N` of a `live N` message event.

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use p2pchat_node::Event;
 use p2pchat_tests::Frozen;
 use p2pchat_tests::generate::generate;
 use p2pchat_tests::sim::{self, Scenario};
@@ -29,6 +30,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
 /// The scenarios, in the order `all` runs them.
@@ -655,6 +657,10 @@ impl Bench {
     /// A holds a `backlog`-entry log of another author (generated); B connects through a relay
     /// throttled to `rate` bytes per second each way; while B catches up, A types a line every
     /// `interval`: how long each took to reach B, and how long the catch-up took.
+    ///
+    /// B runs in this process (`p2pchat_node::Node`), and a line counts as received when B's
+    /// message feed yields it: the binary's printer would add its own wait (it holds lines
+    /// that arrive during a catch-up, up to 2 s, to print them in merged order).
     async fn live_under_catchup(
         &self,
         backlog: u64,
@@ -663,64 +669,73 @@ impl Bench {
     ) -> anyhow::Result<Value> {
         let (a, b) = ("qa", "qb");
         let dir = self.dir(a);
-        tokio::task::spawn_blocking(move || generate(&dir, 1, backlog)).await??;
+        let generated = tokio::task::spawn_blocking(move || generate(&dir, 1, backlog)).await??;
+        let other = *generated.heads.keys().next().context("nothing generated")?;
         settle_disk().await;
         let mut alice = self.start(a, &[]).await?;
         if backlog > 1 {
             alice.wait_messages("", backlog - 1).await?;
         }
         let (via, wire) = counting_proxy(&alice.addr, Some(rate)).await?;
-        let mut bob = self.start(b, &[&via]).await?;
-        let (connected, _) = bob.wait(|e| e["type"] == "connected").await?;
+        let bob = p2pchat_tests::start_node(b, &self.dir(b), &[via.parse()?]).await?;
+        let (mut events, mut feed) = (bob.events(), bob.messages());
+        let connected = loop {
+            let event = tokio::time::timeout(STEP_LIMIT, events.recv())
+                .await
+                .context("qb: no connection")?;
+            match event {
+                Ok(Event::Connected { .. }) => break Instant::now(),
+                Ok(Event::Error { message }) => bail!("qb: {message}"),
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => bail!("qb stopped"),
+            }
+        };
         let mut sent: Vec<Instant> = Vec::new();
         let mut arrived: HashMap<usize, Instant> = HashMap::new();
-        let mut caught_up: Option<(Instant, Value)> = None;
+        let mut caught_up: Option<Instant> = None;
         let mut ticker = tokio::time::interval(interval);
+        let mut check = tokio::time::interval(Duration::from_millis(10));
         let deadline = tokio::time::Instant::now() + STEP_LIMIT;
         loop {
-            let typing = caught_up.is_none() && sent.len() < MAX_LIVE_LINES;
             if caught_up.is_some() && arrived.len() == sent.len() {
                 break;
             }
+            let typing = caught_up.is_none() && sent.len() < MAX_LIVE_LINES;
             tokio::select! {
                 _ = ticker.tick(), if typing => {
                     sent.push(Instant::now());
                     alice.say(&format!("live {}", sent.len() - 1)).await?;
                 }
-                next = tokio::time::timeout_at(deadline, bob.events.recv()) => {
-                    let (at, event) = next
-                        .context("qb: timed out")?
-                        .context("qb: process ended")?;
-                    if event["type"] == "error" {
-                        bail!("qb: {}", event["message"]);
+                _ = check.tick(), if caught_up.is_none() => {
+                    if bob.heads().get(&other) >= Some(&backlog) {
+                        caught_up = Some(Instant::now());
                     }
-                    if event["type"] == "sync_complete" && caught_up.is_none() {
-                        caught_up = Some((at, event));
-                    } else if let Some(i) = live_index(&event) {
-                        arrived.insert(i, at);
+                }
+                next = tokio::time::timeout_at(deadline, feed.next()) => {
+                    let message = next.context("qb: timed out")?.context("qb stopped")?;
+                    if let Some(i) = message.text.strip_prefix("live ").and_then(|i| i.parse().ok()) {
+                        arrived.insert(i, Instant::now());
                     }
                 }
             }
         }
-        let Some((done, complete)) = caught_up else {
-            bail!("qb never caught up");
-        };
+        let done = caught_up.context("qb never caught up")?;
         let mut delays: Vec<Duration> = arrived.iter().map(|(i, at)| *at - sent[*i]).collect();
         delays.sort();
         let pct = |p: f64| ms(delays[((delays.len() as f64 * p) as usize).min(delays.len() - 1)]);
-        let (rss_a, rss_b) = (alice.peak_rss_mb(), bob.peak_rss_mb());
+        let rss_a = alice.peak_rss_mb();
         let wire = wire.load(Ordering::Relaxed);
-        bob.stop().await?;
+        let stats = bob.stats();
+        bob.shutdown().await;
         alice.stop().await?;
         let took = done - connected;
         Ok(json!({
             "scenario": "live_under_catchup", "backlog": backlog,
             "rate_bytes_per_s": rate, "interval_ms": ms(interval), "lines": sent.len(),
             "p50_ms": pct(0.5), "p90_ms": pct(0.9), "p99_ms": pct(0.99), "max_ms": pct(1.0),
-            "received": complete["received"], "catchup_ms": ms(took),
-            "entries_per_s": (complete["received"].as_u64().unwrap_or(0) as f64
-                / took.as_secs_f64()).round(),
-            "wire_bytes": wire, "peak_rss_mb": {"a": rss_a, "b": rss_b},
+            "received": stats.received, "catchup_ms": ms(took),
+            "entries_per_s": (backlog as f64 / took.as_secs_f64()).round(),
+            "wire_bytes": wire, "peak_rss_mb": {"a": rss_a},
         }))
     }
 

@@ -30,9 +30,12 @@ impl Generated {
     }
 }
 
+/// How every generated text starts.
+pub const TEXT_PREFIX: &str = "generated author ";
+
 /// The text of entry `seq` (from 2) of the generated author `index`, about sixty bytes.
 pub fn text(index: usize, seq: u64) -> String {
-    format!("generated author {index:06} says line {seq:07}, about sixty bytes.")
+    format!("{TEXT_PREFIX}{index:06} says line {seq:07}, about sixty bytes.")
 }
 
 /// The name in the profile of the generated author `index`.

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use p2pchat_node::Event;
 use p2pchat_tests::Frozen;
-use p2pchat_tests::generate::generate;
+use p2pchat_tests::generate::{self, generate};
 use p2pchat_tests::sim::{self, Scenario};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -627,8 +627,40 @@ impl Bench {
         let (via, wire) = counting_proxy(&alice.addr, None).await?;
         let mut bob = self.start(&b, &[&via]).await?;
         let (connected, _) = bob.wait(|e| e["type"] == "connected").await?;
-        let (done, complete) = bob.wait(|e| e["type"] == "sync_complete").await?;
-        let received = complete["received"].as_u64().unwrap_or(0);
+        // Until B said `sync_complete` and printed every generated line (so it holds every
+        // entry: a `sync_complete` said too early does not end the catch-up).
+        let generated_line = |e: &Value| {
+            e["type"] == "message"
+                && e["text"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with(generate::TEXT_PREFIX))
+        };
+        let (mut said, mut printed, mut last) = (None, 0, connected);
+        while said.is_none() || printed < texts {
+            let (at, event) = bob
+                .wait(|e| e["type"] == "sync_complete" || generated_line(e))
+                .await
+                .with_context(|| {
+                    format!(
+                        "B printed {printed} of {texts} generated lines; sync_complete: {said:?}"
+                    )
+                })?;
+            if event["type"] == "sync_complete" {
+                said = Some((at, event["received"].as_u64().unwrap_or(0)));
+            } else {
+                printed += 1;
+                last = at;
+            }
+        }
+        // Every generated entry and A's profile.
+        let received = generated.entries() + 1;
+        let (said_at, said_received) = said.context("no sync_complete")?;
+        // As in `catchup`, the catch-up ends at `sync_complete`, if it came with everything.
+        let done = if said_received >= received {
+            said_at
+        } else {
+            last
+        };
         let took = done - connected;
         let catchup_wire = wire.load(Ordering::Relaxed);
         let rss_catchup = json!({"a": alice.peak_rss_mb(), "b": bob.peak_rss_mb()});
@@ -646,6 +678,7 @@ impl Bench {
         Ok(json!({
             "scenario": "authors", "authors": authors, "entries_each": entries,
             "generate_ms": ms(generate_took), "received": received, "catchup_ms": ms(took),
+            "sync_complete_received": said_received,
             "entries_per_s": (received as f64 / took.as_secs_f64()).round(),
             "catchup_wire_bytes_per_entry": round(catchup_wire as f64 / received.max(1) as f64),
             "reconnect_received": again["received"],

@@ -13,24 +13,17 @@ use libp2p::core::transport::timeout::{TransportTimeout, TransportTimeoutError};
 use libp2p::core::upgrade::{NegotiationError, ProtocolError, Version};
 use libp2p::multiaddr::Protocol;
 use libp2p::pnet::{PnetConfig, PnetError};
-use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, mdns, noise, ping, tcp, yamux};
+use libp2p::{Multiaddr, PeerId, Swarm, mdns, noise, tcp, yamux};
 use p2pchat_protocol::SigningKey;
-use p2pchat_protocol::limits::{MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES};
-use p2pchat_protocol::wire::{Request, Response, SYNC_PROTOCOL};
 
 use crate::identity;
 use crate::room::RoomKey;
 
-/// How long a request (hello or range) may take before it fails.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a connection with no open stream stays up. Push streams stay open while peers are
-/// connected, so this only matters between a connection's start and its first hello.
+/// How long a connection with no open stream stays up. Lanes stay open while peers are
+/// connected, so this only matters between a connection's start and its lanes opening.
 pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(3600);
-/// How often a ping checks that a peer is still there (a dead peer is noticed within ~2×).
-pub const PING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long a new connection may take to set up (TCP, room key, Noise, Yamux) before it is
 /// dropped, so a peer that stalls mid-handshake cannot hold a pending slot.
@@ -46,11 +39,9 @@ pub const MAX_CONNECTIONS: u32 = 256;
 pub const MAX_INCOMING_CONNECTIONS: u32 = 128;
 /// Established connections to one peer (one is kept; duplicates are closed, see `discovery`).
 pub const MAX_CONNECTIONS_PER_PEER: u32 = 3;
-/// Yamux streams open at once on one connection (a connection needs two push streams, ping and
-/// a few requests).
+/// Yamux streams open at once on one connection (a connection needs four: two lanes each way,
+/// and a few more while lanes are reopened).
 pub const MAX_STREAMS_PER_CONNECTION: usize = 64;
-/// Request-response streams open at once on one connection, each way.
-pub const MAX_CONCURRENT_REQUESTS: usize = 16;
 
 /// How often mDNS asks the LAN who is there (answers also arrive whenever a peer starts).
 pub const MDNS_QUERY_INTERVAL: Duration = Duration::from_secs(5);
@@ -62,12 +53,8 @@ pub const MDNS_TTL: Duration = Duration::from_secs(30);
 pub struct Behaviour {
     /// Refuses connections over the limits above.
     pub limits: connection_limits::Behaviour,
-    /// Hello and range requests.
-    pub sync: request_response::cbor::Behaviour<Request, Response>,
-    /// Long-lived streams that push entry batches.
-    pub push: libp2p_stream::Behaviour,
-    /// Liveness: closes connections to peers that stop answering.
-    pub ping: ping::Behaviour,
+    /// The lanes: two long-lived streams each way per peer (liveness is the core's, on them).
+    pub lanes: libp2p_stream::Behaviour,
     /// Discovery on the LAN, unless turned off.
     pub mdns: Toggle<mdns::tokio::Behaviour>,
 }
@@ -293,9 +280,6 @@ fn behaviour(keypair: &libp2p::identity::Keypair, mdns: bool) -> anyhow::Result<
         )?),
         false => None,
     };
-    let codec = request_response::cbor::codec::Codec::default()
-        .set_request_size_maximum(MAX_REQUEST_BYTES as u64)
-        .set_response_size_maximum(MAX_RESPONSE_BYTES as u64);
     let limits = ConnectionLimits::default()
         .with_max_pending_incoming(Some(MAX_PENDING_CONNECTIONS))
         .with_max_pending_outgoing(Some(MAX_PENDING_CONNECTIONS))
@@ -304,19 +288,7 @@ fn behaviour(keypair: &libp2p::identity::Keypair, mdns: bool) -> anyhow::Result<
         .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER));
     Ok(Behaviour {
         limits: connection_limits::Behaviour::new(limits),
-        sync: request_response::Behaviour::with_codec(
-            codec,
-            [(StreamProtocol::new(SYNC_PROTOCOL), ProtocolSupport::Full)],
-            request_response::Config::default()
-                .with_request_timeout(REQUEST_TIMEOUT)
-                .with_max_concurrent_streams(MAX_CONCURRENT_REQUESTS),
-        ),
-        push: libp2p_stream::Behaviour::new(),
-        ping: ping::Behaviour::new(
-            ping::Config::new()
-                .with_interval(PING_INTERVAL)
-                .with_timeout(Duration::from_secs(2)),
-        ),
+        lanes: libp2p_stream::Behaviour::new(),
         mdns: Toggle::from(mdns),
     })
 }

@@ -12,6 +12,7 @@ use libp2p::swarm::{ConnectionDenied, ConnectionId, DialError, ListenError};
 use libp2p::{Multiaddr, PeerId};
 use tokio::time::Instant;
 
+use crate::backoff::Backoff;
 use crate::behaviour::{ConnectError, in_words};
 
 /// First wait before redialing a lost or failed peer.
@@ -31,30 +32,28 @@ struct Target {
     addr: Multiaddr,
     peer: Option<PeerId>,
     state: State,
-    backoff: Duration,
+    backoff: Backoff,
 }
 
-/// The addresses the user gave with `--peer`, each kept connected.
+/// The addresses the user gave with `--peer`, each kept connected. It reads no clock: every
+/// method that needs the time is given `now`.
 #[derive(Debug, Default)]
 pub struct Redialer {
     targets: Vec<Target>,
 }
 
 impl Redialer {
-    /// Adds an address to keep connected; it is dialed at the next [`Redialer::due`].
-    pub fn add(&mut self, addr: Multiaddr) {
+    /// Adds an address to keep connected, due at `now` (dialed at the next [`Redialer::due`]).
+    pub fn add(&mut self, addr: Multiaddr, now: Instant) {
         let peer = addr.iter().find_map(|p| match p {
             Protocol::P2p(peer) => Some(peer),
             _ => None,
         });
-        let state = State::Waiting {
-            until: Instant::now(),
-        };
         self.targets.push(Target {
             addr,
             peer,
-            state,
-            backoff: INITIAL_BACKOFF,
+            state: State::Waiting { until: now },
+            backoff: Backoff::new(INITIAL_BACKOFF, MAX_BACKOFF),
         });
     }
 
@@ -89,7 +88,7 @@ impl Redialer {
             if ours || target.peer == Some(peer) {
                 target.peer = Some(peer);
                 target.state = State::Connected(peer);
-                target.backoff = INITIAL_BACKOFF;
+                target.backoff.reset();
                 connected.push(target.addr.clone());
             }
         }
@@ -103,30 +102,28 @@ impl Redialer {
             .any(|target| target.peer.as_ref() == Some(peer))
     }
 
-    /// A dial we made failed; try again after the backoff, doubled for next time. Returns the
-    /// target's address, if the dial was for one.
-    pub fn dial_failed(&mut self, connection: ConnectionId) -> Option<Multiaddr> {
+    /// A dial we made failed at `now`; try again after the backoff, doubled for next time.
+    /// Returns the target's address, if the dial was for one.
+    pub fn dial_failed(&mut self, connection: ConnectionId, now: Instant) -> Option<Multiaddr> {
         let mut failed = None;
         for target in &mut self.targets {
             if matches!(target.state, State::Dialing(id) if id == connection) {
                 target.state = State::Waiting {
-                    until: Instant::now() + target.backoff,
+                    until: now + target.backoff.next(),
                 };
-                target.backoff = (target.backoff * 2).min(MAX_BACKOFF);
                 failed = Some(target.addr.clone());
             }
         }
         failed
     }
 
-    /// The last connection to `peer` closed; redial soon.
-    pub fn disconnected(&mut self, peer: PeerId) {
+    /// The last connection to `peer` closed at `now`; redial after the backoff.
+    pub fn disconnected(&mut self, peer: PeerId, now: Instant) {
         for target in &mut self.targets {
             if matches!(target.state, State::Connected(p) if p == peer) {
                 target.state = State::Waiting {
-                    until: Instant::now() + target.backoff,
+                    until: now + target.backoff.next(),
                 };
-                target.backoff = (target.backoff * 2).min(MAX_BACKOFF);
             }
         }
     }
@@ -347,34 +344,56 @@ mod tests {
 
     #[test]
     fn failed_dials_back_off_and_success_resets() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
         let mut redialer = Redialer::default();
-        redialer.add("/ip4/127.0.0.1/tcp/1".parse().unwrap());
-        let now = Instant::now();
-        let first = redialer.due(now);
+        redialer.add("/ip4/127.0.0.1/tcp/1".parse().unwrap(), at(0));
+        let first = redialer.due(at(0));
         assert_eq!(first.len(), 1);
         assert!(
-            redialer.due(now).is_empty(),
+            redialer.due(at(0)).is_empty(),
             "no second dial while one is pending"
         );
-        redialer.dial_failed(first[0].connection_id());
-        assert!(redialer.due(now).is_empty(), "waits for the backoff");
-        let retry = redialer.due(now + INITIAL_BACKOFF + Duration::from_millis(1));
+        redialer.dial_failed(first[0].connection_id(), at(100));
+        assert!(redialer.due(at(599)).is_empty(), "waits for the backoff");
+        let retry = redialer.due(at(600));
         assert_eq!(retry.len(), 1);
-        redialer.dial_failed(retry[0].connection_id());
-        assert!(
-            redialer.due(now + INITIAL_BACKOFF * 2).is_empty(),
-            "backoff doubled"
-        );
+        redialer.dial_failed(retry[0].connection_id(), at(700));
+        assert!(redialer.due(at(1699)).is_empty(), "backoff doubled");
+        let again = redialer.due(at(1700));
+        assert_eq!(again.len(), 1);
         let peer = PeerId::random();
-        let again = redialer.due(now + INITIAL_BACKOFF * 4);
-        redialer.connected(peer, again[0].connection_id());
-        assert_eq!(redialer.targets[0].backoff, INITIAL_BACKOFF);
-        redialer.disconnected(peer);
         assert_eq!(
-            redialer.due(Instant::now() + INITIAL_BACKOFF * 2).len(),
-            1,
-            "redials after a drop"
+            redialer.connected(peer, again[0].connection_id()),
+            ["/ip4/127.0.0.1/tcp/1".parse::<Multiaddr>().unwrap()]
         );
+        assert!(redialer.is_target(&peer));
+        redialer.disconnected(peer, at(5000));
+        assert!(
+            redialer.due(at(5499)).is_empty(),
+            "the connection reset the backoff to its first wait"
+        );
+        assert_eq!(redialer.due(at(5500)).len(), 1, "redials after a drop");
+    }
+
+    #[test]
+    fn the_wait_stops_growing_at_the_limit() {
+        let mut now = Instant::now();
+        let mut redialer = Redialer::default();
+        redialer.add("/ip4/127.0.0.1/tcp/1".parse().unwrap(), now);
+        for wait in [500, 1000, 2000, 4000, 8000, 15_000, 15_000] {
+            let dials = redialer.due(now);
+            assert_eq!(dials.len(), 1);
+            redialer.dial_failed(dials[0].connection_id(), now);
+            let wait = Duration::from_millis(wait);
+            assert!(
+                redialer
+                    .due(now + wait - Duration::from_millis(1))
+                    .is_empty(),
+                "waits {wait:?}"
+            );
+            now += wait;
+        }
     }
 
     fn transport(error: ConnectError) -> TransportError<std::io::Error> {

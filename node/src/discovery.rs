@@ -10,8 +10,11 @@
 //! After both sides discover each other they tend to dial at once. The peer with the smaller id
 //! dials at once and the other waits [`TIE_BREAK_DELAY`], so one connection is the usual
 //! outcome; [`keep_connection`] settles the rare duplicate the same way on both sides.
+//!
+//! What a crowded or hostile LAN can make it hold is bounded: [`MAX_FOUND`] peers with
+//! [`MAX_ADDRS`] addresses each, and [`MAX_NAMES`] names.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use libp2p::swarm::ConnectionId;
@@ -20,6 +23,7 @@ use libp2p::{Multiaddr, PeerId};
 use p2pchat_protocol::Author;
 use tokio::time::Instant;
 
+use crate::backoff::Backoff;
 use crate::identity;
 
 /// How long the peer with the larger id waits before dialing a discovered peer.
@@ -28,12 +32,29 @@ pub const TIE_BREAK_DELAY: Duration = Duration::from_millis(1500);
 pub const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
 /// Longest wait between redials of a discovered peer.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Most peers found by mDNS kept at once; one found beyond is ignored until others expire (mDNS
+/// announces it again).
+pub const MAX_FOUND: usize = 4096;
+/// Most addresses kept per peer found; a new one beyond replaces the oldest.
+pub const MAX_ADDRS: usize = 8;
+/// Most names learned from hellos kept at once; one learned beyond makes the node forget the
+/// name it learned longest ago of a peer not connected (a stream of strangers cannot grow it).
+pub const MAX_NAMES: usize = 4096;
 
 #[derive(Debug)]
 struct Found {
+    /// Oldest first, at most [`MAX_ADDRS`].
     addrs: Vec<Multiaddr>,
     next_dial: Instant,
-    backoff: Duration,
+    backoff: Backoff,
+}
+
+/// A name a peer claimed in its hello.
+#[derive(Debug)]
+struct Learned {
+    name: String,
+    /// When it was learned, as a key of [`Discovery::learned_order`].
+    order: u64,
 }
 
 /// What the node knows of peers on the LAN; see the module docs.
@@ -42,8 +63,14 @@ pub struct Discovery {
     local: PeerId,
     wanted: Vec<String>,
     room: bool,
+    /// At most [`MAX_FOUND`].
     found: HashMap<PeerId, Found>,
-    names: HashMap<PeerId, String>,
+    /// At most [`MAX_NAMES`].
+    names: HashMap<PeerId, Learned>,
+    /// The peers in `names`, by when their name was last learned (oldest first).
+    learned_order: BTreeMap<u64, PeerId>,
+    /// Names learned so far, for [`Learned::order`].
+    learned_count: u64,
 }
 
 impl Discovery {
@@ -55,6 +82,8 @@ impl Discovery {
             room,
             found: HashMap::new(),
             names: HashMap::new(),
+            learned_order: BTreeMap::new(),
+            learned_count: 0,
         }
     }
 
@@ -70,12 +99,19 @@ impl Discovery {
         } else {
             TIE_BREAK_DELAY
         };
+        if self.found.len() >= MAX_FOUND && !self.found.contains_key(&peer) {
+            tracing::debug!(%peer, "{MAX_FOUND} peers found on the LAN already; ignored for now");
+            return;
+        }
         let found = self.found.entry(peer).or_insert_with(|| Found {
             addrs: Vec::new(),
             next_dial: now + delay,
-            backoff: INITIAL_BACKOFF,
+            backoff: Backoff::new(INITIAL_BACKOFF, MAX_BACKOFF),
         });
         if !found.addrs.contains(&addr) {
+            if found.addrs.len() >= MAX_ADDRS {
+                found.addrs.remove(0);
+            }
             found.addrs.push(addr);
             // A new address (say, the peer restarted on another port) is worth a prompt try.
             found.next_dial = found.next_dial.min(now + delay);
@@ -92,15 +128,35 @@ impl Discovery {
         }
     }
 
-    /// A hello told us the name `peer` claims.
-    pub fn learned(&mut self, peer: PeerId, name: &str) {
-        self.names.insert(peer, name.to_owned());
+    /// A hello told us the name `peer` claims. Past [`MAX_NAMES`], the name learned longest ago
+    /// of a peer not `connected` is forgotten (of any peer, if all are).
+    pub fn learned(&mut self, peer: PeerId, name: &str, connected: impl Fn(&PeerId) -> bool) {
+        if let Some(old) = self.names.remove(&peer) {
+            self.learned_order.remove(&old.order);
+        }
+        if self.names.len() >= MAX_NAMES {
+            let oldest = self
+                .learned_order
+                .iter()
+                .find(|(_, peer)| !connected(peer))
+                .or_else(|| self.learned_order.first_key_value())
+                .map(|(order, peer)| (*order, *peer));
+            if let Some((order, forgotten)) = oldest {
+                self.learned_order.remove(&order);
+                self.names.remove(&forgotten);
+            }
+        }
+        let order = self.learned_count;
+        self.learned_count += 1;
+        self.learned_order.insert(order, peer);
+        let name = name.to_owned();
+        self.names.insert(peer, Learned { name, order });
     }
 
     /// A connection to `peer` is up: the next redial, if ever needed, starts from a short wait.
     pub fn connected(&mut self, peer: PeerId) {
         if let Some(found) = self.found.get_mut(&peer) {
-            found.backoff = INITIAL_BACKOFF;
+            found.backoff.reset();
         }
     }
 
@@ -110,7 +166,7 @@ impl Discovery {
             return true;
         }
         let author = identity::author_of(peer);
-        match self.names.get(peer) {
+        match self.names.get(peer).map(|learned| &learned.name) {
             Some(name) => {
                 self.wanted.contains(name) && pinned(name).is_none_or(|owner| Some(owner) == author)
             }
@@ -139,8 +195,7 @@ impl Discovery {
             .into_iter()
             .filter_map(|peer| {
                 let found = self.found.get_mut(&peer)?;
-                found.next_dial = now + found.backoff;
-                found.backoff = (found.backoff * 2).min(MAX_BACKOFF);
+                found.next_dial = now + found.backoff.next();
                 Some(
                     DialOpts::peer_id(peer)
                         .condition(PeerCondition::DisconnectedAndNotDialing)
@@ -234,13 +289,80 @@ mod tests {
         let (me, stranger) = (peer(1), peer(2));
         let mut discovery = Discovery::new(me, vec!["bob".into()], false);
         assert!(discovery.wants(&stranger, no_pins), "unknown name: probe");
-        discovery.learned(stranger, "carol");
+        discovery.learned(stranger, "carol", |_| false);
         assert!(
             !discovery.wants(&stranger, no_pins),
             "known to be someone else"
         );
-        discovery.learned(stranger, "bob");
+        discovery.learned(stranger, "bob", |_| false);
         assert!(discovery.wants(&stranger, no_pins));
+    }
+
+    #[test]
+    fn names_learned_are_bounded_forgetting_the_oldest_not_connected() {
+        let me = peer(1);
+        let (friend, old_stranger) = (peer(2), peer(3));
+        let mut discovery = Discovery::new(me, vec!["bob".into()], false);
+        let connected = |p: &PeerId| *p == friend;
+        discovery.learned(friend, "dave", connected);
+        discovery.learned(old_stranger, "carol", connected);
+        for _ in 0..MAX_NAMES {
+            discovery.learned(PeerId::random(), "mallory", connected);
+        }
+        assert_eq!(discovery.names.len(), MAX_NAMES);
+        assert_eq!(discovery.learned_order.len(), MAX_NAMES);
+        assert_eq!(
+            discovery.names.get(&friend).map(|l| l.name.as_str()),
+            Some("dave"),
+            "a connected peer's name is kept"
+        );
+        assert!(
+            discovery.wants(&old_stranger, no_pins),
+            "the oldest stranger's name was forgotten: probed again"
+        );
+        discovery.learned(friend, "dave", connected);
+        discovery.learned(old_stranger, "carol", |_| false);
+        assert!(discovery.names.contains_key(&friend), "learned again");
+        assert!(!discovery.wants(&old_stranger, no_pins));
+        assert_eq!(discovery.names.len(), MAX_NAMES);
+    }
+
+    #[test]
+    fn peers_found_and_their_addresses_are_bounded() {
+        let (small, large) = {
+            let (a, b) = (peer(1), peer(2));
+            if a < b { (a, b) } else { (b, a) }
+        };
+        let now = Instant::now();
+        let mut discovery = Discovery::new(small, vec![], true);
+        for port in 1..=MAX_ADDRS as u16 + 2 {
+            discovery.discovered(large, addr(port), now);
+        }
+        let addrs = &discovery.found[&large].addrs;
+        assert_eq!(addrs.len(), MAX_ADDRS);
+        assert_eq!(
+            addrs.last(),
+            Some(&addr(MAX_ADDRS as u16 + 2)),
+            "newest kept"
+        );
+        assert!(!addrs.contains(&addr(1)), "oldest gone");
+        for _ in 1..MAX_FOUND {
+            discovery.discovered(PeerId::random(), addr(1), now);
+        }
+        let late = PeerId::random();
+        discovery.discovered(late, addr(1), now);
+        assert_eq!(discovery.found.len(), MAX_FOUND);
+        assert!(!discovery.found.contains_key(&late), "beyond the bound");
+        discovery.expired(large, &addr(MAX_ADDRS as u16 + 2));
+        discovery.expired(large, &addr(MAX_ADDRS as u16 + 1));
+        assert!(discovery.found.contains_key(&large), "other addresses left");
+        discovery.discovered(late, addr(1), now);
+        assert!(!discovery.found.contains_key(&late), "still full");
+        for port in 3..=MAX_ADDRS as u16 {
+            discovery.expired(large, &addr(port));
+        }
+        discovery.discovered(late, addr(1), now);
+        assert!(discovery.found.contains_key(&late), "room once one expired");
     }
 
     #[test]
@@ -254,7 +376,7 @@ mod tests {
             !discovery.wants(&impostor, pins),
             "no probing once bob is pinned"
         );
-        discovery.learned(impostor, "bob");
+        discovery.learned(impostor, "bob", |_| false);
         assert!(
             !discovery.wants(&impostor, pins),
             "claiming the name is not enough"

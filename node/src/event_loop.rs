@@ -1,7 +1,9 @@
-//! The event loop: owns the swarm, says hello on every connection, answers requests, starts
-//! the push tasks, finds peers on the LAN and keeps the user's peers connected.
+//! The event loop: the driver of the replication core ([`Replica`]). It owns the swarm and the
+//! core, finds peers on the LAN and keeps the user's peers connected, opens each peer's lanes,
+//! and moves what happens between the lanes, the core, the storage worker and the user: every
+//! input goes to the core, and everything the core then asks for is done before the next one.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -9,36 +11,40 @@ use futures::StreamExt;
 use libp2p::core::transport::ListenerId;
 use libp2p::mdns;
 use libp2p::multiaddr::Protocol;
-use libp2p::request_response::{self, Message as RrMessage, OutboundRequestId};
 use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Swarm};
-use p2pchat_protocol::Author;
-use p2pchat_protocol::limits::{BATCH_BYTE_BUDGET, MAX_BATCH_ENTRIES, MAX_HELLO_HEADS};
-use p2pchat_protocol::route::Router;
-use p2pchat_protocol::wire::{Batch, Hello, RangeRequest, Request, Response};
-use p2pchat_storage::Pin;
-use serde_bytes::ByteBuf;
+use libp2p::{Multiaddr, PeerId, Stream, Swarm};
+use p2pchat_protocol::limits::MAX_BATCH_ENTRIES;
+use p2pchat_protocol::message::{HeadInfo, Lane, Message};
+use p2pchat_protocol::replica::{
+    self, BAN_TIME, Disconnect, Event as CoreEvent, Input, Output, Penalty, Replica,
+};
+use p2pchat_protocol::{Body, ValidationError};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 
 use crate::behaviour::{Behaviour, BehaviourEvent};
 use crate::dial::{Redialer, dial_failure, incoming_failure};
 use crate::discovery::{Discovery, keep_connection};
-use crate::push::{self, Fetch, Report};
-use crate::shared::{CatchUp, SharedRef};
+use crate::lanes::{self, LANE_QUEUE, LaneEvent, TaskId};
+use crate::shared::{PeerView, SharedRef};
+use crate::storer::{self, Job};
 use crate::warnings::Cause;
-use crate::{Event, NodeError, PeerSpec, behaviour, identity};
+use crate::{Event, NodeError, PeerSpec, SyncProgress, behaviour, identity};
 
 /// How often the node says which wanted names it has not found yet.
 const LOOKING_FOR_INTERVAL: Duration = Duration::from_secs(10);
-/// Wait before reopening a push stream that closed while the peer stays connected.
-const PUSH_RETRY_DELAY: Duration = Duration::from_millis(200);
-/// How long a connected peer has to send a hello we accept before it is disconnected, so
-/// connections that never say hello cannot pile up.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a peer that misbehaved is kept out: its connections are closed as they open.
-const BAN_TIME: Duration = Duration::from_secs(60);
+/// Wait before reopening the lanes of a peer that stays connected after they broke.
+const REOPEN_DELAY: Duration = Duration::from_millis(200);
+/// Lane events (messages read) waiting for the loop; a reader waits while it is full.
+const INBOX: usize = 256;
+/// Answers of the storage worker waiting for the loop.
+const STORED_QUEUE: usize = 256;
+/// Inbound lanes held for peers whose connection the loop has not seen yet.
+const MAX_EARLY_LANES: usize = 64;
+/// Both lanes, in the order sessions keep them.
+const LANES: [Lane; 2] = [Lane::Live, Lane::Bulk];
 
 /// Requests from the node's handle to its event loop.
 #[derive(Debug)]
@@ -60,15 +66,99 @@ pub struct Setup {
     pub ready: oneshot::Sender<Result<(), NodeError>>,
 }
 
+/// A peer the core knows of: from the moment its kept connection is chosen until its last
+/// connection closes.
+struct Session {
+    /// Its lanes, while open (not while broken, nor once the peer is being disconnected).
+    lanes: Option<Lanes>,
+    /// When to reopen its lanes, after they broke.
+    reopen_at: Option<Instant>,
+    /// When its lanes were opened.
+    started: Instant,
+    /// Whether the core was told it is connected (and not yet that it closed).
+    in_core: bool,
+    /// The name it said hello with, once accepted.
+    name: Option<String>,
+    /// The name it was shown as connected with: said once until it leaves, however often its
+    /// lanes are reopened.
+    shown: Option<String>,
+    /// Accepted, but not shown as connected yet: see [`Announcement`].
+    announcing: Option<Announcement>,
+}
+
+/// A peer accepted for the first time is shown as connected once the core has compared heads
+/// with it a first time: once the peer's answer to our first query is in (or at once when no
+/// query was needed). Till then, what it holds of our own log is unknown, and a line typed on
+/// seeing "connected" could fork a log that the peer holds further (a data directory restored
+/// from a backup). Its catch-up events wait meanwhile, so that they follow `Connected`.
+struct Announcement {
+    /// The name to show.
+    name: String,
+    /// Whether a query went out, whose answer is awaited.
+    queried: bool,
+    /// Catch-up events said meanwhile: the latest progress, then the completion (at most two).
+    held: Vec<Event>,
+}
+
+/// The tasks of one peer's lanes: ours (writers) and its (readers), by [`slot`].
+struct Lanes {
+    writers: [Writer; 2],
+    readers: [Option<(TaskId, AbortHandle)>; 2],
+}
+
+/// The writer task of one of our lanes, and its queue.
+struct Writer {
+    task: TaskId,
+    queue: mpsc::Sender<Message>,
+    handle: AbortHandle,
+}
+
+impl Lanes {
+    /// Stops every task.
+    fn end(self) {
+        for writer in self.writers {
+            writer.handle.abort();
+        }
+        for (_, handle) in self.readers.into_iter().flatten() {
+            handle.abort();
+        }
+    }
+
+    /// Whether `task` is one of these lanes' tasks.
+    fn runs(&self, task: TaskId) -> bool {
+        self.writers.iter().any(|writer| writer.task == task) || self.reads(task)
+    }
+
+    /// Whether `task` is one of these lanes' readers.
+    fn reads(&self, task: TaskId) -> bool {
+        self.readers.iter().flatten().any(|(id, _)| *id == task)
+    }
+}
+
+impl Session {
+    /// Stops the lanes' tasks (the session stays until the connection closes).
+    fn end_lanes(&mut self) {
+        if let Some(lanes) = self.lanes.take() {
+            lanes.end();
+        }
+    }
+}
+
+/// Where sessions keep `lane`'s tasks.
+fn slot(lane: Lane) -> usize {
+    match lane {
+        Lane::Live => 0,
+        Lane::Bulk => 1,
+    }
+}
+
 /// See the module docs.
 pub struct EventLoop {
     swarm: Swarm<Behaviour>,
     shared: SharedRef,
     commands: mpsc::Receiver<Command>,
-    report_tx: mpsc::Sender<Report>,
-    report_rx: mpsc::Receiver<Report>,
-    /// One source per log; the others are asked to skip it.
-    router: Router<PeerId>,
+    /// The replication core.
+    replica: Replica<PeerId>,
     listen_addrs: Arc<Mutex<Vec<Multiaddr>>>,
     redialer: Redialer,
     discovery: Discovery,
@@ -78,73 +168,85 @@ pub struct EventLoop {
     listeners: HashMap<ListenerId, Multiaddr>,
     /// Open connections per peer, oldest first, with whether we dialed each.
     connections: HashMap<PeerId, Vec<(ConnectionId, bool)>>,
-    /// Peers whose hello was accepted: they are synced with and shown as connected.
-    accepted: HashSet<PeerId>,
-    /// Skip lists received from peers before their hello was accepted.
-    early_skips: HashMap<PeerId, BTreeSet<Author>>,
-    /// Peers already warned about for claiming a name pinned to another key.
-    warned: HashSet<PeerId>,
-    /// Range requests in flight: which log each is for.
-    fetching: HashMap<OutboundRequestId, (PeerId, Author)>,
-    /// One push task per accepted peer.
-    pushers: HashMap<PeerId, tokio::task::AbortHandle>,
-    /// One push stream reader per peer: a newer stream from a peer replaces the older one.
-    receivers: HashMap<PeerId, tokio::task::AbortHandle>,
-    /// Connected peers not accepted yet, with when their first connection opened.
-    awaiting_hello: HashMap<PeerId, Instant>,
-    /// Peers that misbehaved, with when they may connect again.
-    banned: HashMap<PeerId, Instant>,
+    sessions: HashMap<PeerId, Session>,
+    /// Inbound lanes of peers whose session has not started (their connection event has not
+    /// come yet, or their lanes are about to be reopened), with when each came.
+    early: HashMap<PeerId, Vec<(Lane, Stream, Instant)>>,
+    /// What the lane tasks say.
+    lane_tx: mpsc::Sender<LaneEvent>,
+    lane_rx: mpsc::Receiver<LaneEvent>,
+    /// The storage worker's queue, and jobs held while it is full (bounded by the core's
+    /// windows: it asks to store only so many batches per peer before they are answered).
+    jobs: mpsc::Sender<Job>,
+    held_jobs: VecDeque<Job>,
+    /// The storage worker's answers.
+    stored: mpsc::Receiver<Input<PeerId>>,
+    /// The own log's highest seq the core knows of.
+    own_given: u64,
+    next_task: TaskId,
     tasks: JoinSet<()>,
 }
 
 impl EventLoop {
-    /// Prepares the loop; [`EventLoop::run`] drives it.
+    /// Prepares the loop (and starts the storage worker); [`EventLoop::run`] drives it.
+    /// `heads` are the store's.
     pub fn new(
         swarm: Swarm<Behaviour>,
         shared: SharedRef,
         commands: mpsc::Receiver<Command>,
         listen_addrs: Arc<Mutex<Vec<Multiaddr>>>,
         peers: &[PeerSpec],
-    ) -> Self {
-        let (report_tx, report_rx) = mpsc::channel(256);
-        let router = Router::new(shared.author());
+        heads: Vec<p2pchat_protocol::wire::HeadInfo>,
+    ) -> std::io::Result<Self> {
+        let (lane_tx, lane_rx) = mpsc::channel(INBOX);
+        let (stored_tx, stored) = mpsc::channel(STORED_QUEUE);
+        let jobs = storer::spawn(shared.clone(), stored_tx)?;
+        let me = shared.author();
+        // The store announces heads in the old wire type (the same fields).
+        let heads = heads.into_iter().map(|head| HeadInfo {
+            author: head.author,
+            seq: head.seq,
+            hash: head.hash,
+        });
+        let replica = Replica::new(me, shared.own_name(), heads);
         let mut redialer = Redialer::default();
         let mut names = Vec::new();
+        let now = Instant::now();
         for peer in peers {
             match peer {
-                PeerSpec::Addr(addr) => redialer.add(addr.clone()),
+                PeerSpec::Addr(addr) => redialer.add(addr.clone(), now),
                 PeerSpec::Name(name) => names.push(name.clone()),
             }
         }
         let discovery = Discovery::new(*swarm.local_peer_id(), names, peers.is_empty());
-        Self {
+        Ok(Self {
             swarm,
+            own_given: shared.store.head_seq(&me),
             shared,
             commands,
-            report_tx,
-            report_rx,
-            router,
+            replica,
             listen_addrs,
             redialer,
             discovery,
             private_room: false,
             listeners: HashMap::new(),
             connections: HashMap::new(),
-            accepted: HashSet::new(),
-            early_skips: HashMap::new(),
-            warned: HashSet::new(),
-            fetching: HashMap::new(),
-            pushers: HashMap::new(),
-            receivers: HashMap::new(),
-            awaiting_hello: HashMap::new(),
-            banned: HashMap::new(),
+            sessions: HashMap::new(),
+            early: HashMap::new(),
+            lane_tx,
+            lane_rx,
+            jobs,
+            held_jobs: VecDeque::new(),
+            stored,
+            next_task: 0,
             tasks: JoinSet::new(),
-        }
+        })
     }
 
     /// Runs until [`Command::Shutdown`].
     pub async fn run(mut self, setup: Setup) {
-        let mut waiting: HashSet<ListenerId> = setup.listeners.iter().map(|(id, _)| *id).collect();
+        let mut waiting: std::collections::HashSet<ListenerId> =
+            setup.listeners.iter().map(|(id, _)| *id).collect();
         self.listeners = setup.listeners.into_iter().collect();
         self.private_room = setup.private_room;
         let mut ready = Some(setup.ready);
@@ -158,21 +260,21 @@ impl EventLoop {
                 });
             }
         }
-        let incoming = self
-            .swarm
-            .behaviour()
-            .push
-            .new_control()
-            .accept(push::protocol());
-        let Ok(mut incoming) = incoming else {
+        let mut control = self.swarm.behaviour().lanes.new_control();
+        let (Ok(mut live_in), Ok(mut bulk_in)) = (
+            control.accept(lanes::protocol(Lane::Live)),
+            control.accept(lanes::protocol(Lane::Bulk)),
+        ) else {
             ready.take().map(|r| {
                 r.send(Err(NodeError::Network(
-                    "push protocol registered twice".into(),
+                    "lane protocols registered twice".into(),
                 )))
             });
             return;
         };
-        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        let mut own_appended = self.shared.own_appended.subscribe();
+        self.give_own_appends();
+        let mut tick = tokio::time::interval(replica::TICK);
         let mut looking_for = tokio::time::interval_at(
             Instant::now() + Duration::from_secs(3),
             LOOKING_FOR_INTERVAL,
@@ -199,24 +301,20 @@ impl EventLoop {
                         ready.take().map(|r| r.send(result));
                     }
                 }
-                Some((peer, stream)) = incoming.next() => {
-                    let reports = self.report_tx.clone();
-                    let task = self.tasks.spawn(push::receive_from(self.shared.clone(), peer, stream, reports));
-                    if let Some(older) = self.receivers.insert(peer, task) {
-                        older.abort();
-                    }
-                }
-                Some(report) = self.report_rx.recv() => self.on_report(report),
+                Some((peer, stream)) = live_in.next() => self.on_inbound_lane(peer, Lane::Live, stream),
+                Some((peer, stream)) = bulk_in.next() => self.on_inbound_lane(peer, Lane::Bulk, stream),
+                Some(event) = self.lane_rx.recv() => self.on_lane_event(event),
+                Some(stored) = self.stored.recv() => self.on_stored(stored),
+                Ok(()) = own_appended.changed() => self.give_own_appends(),
                 command = self.commands.recv() => match command {
                     Some(Command::Shutdown) | None => break,
                 },
                 _ = tick.tick() => {
+                    self.input(Input::Tick);
+                    self.reopen_due();
+                    self.queue_held_jobs();
                     self.dial_due();
-                    self.drop_silent_peers();
                     self.shared.say_warning_summaries();
-                    let store = &self.shared.store;
-                    let changed = self.router.check_stalls(std::time::Instant::now(), |author| store.head_seq(author));
-                    self.send_skip_lists(changed);
                 }
                 _ = looking_for.tick(), if setup.mdns => self.say_who_is_missing(),
             }
@@ -224,6 +322,525 @@ impl EventLoop {
             while self.tasks.try_join_next().is_some() {}
         }
         self.tasks.shutdown().await;
+    }
+
+    /// Gives the core `input`, then does everything it asks for, in order. An input that
+    /// answers one of its outputs (accepting a hello) is given before any other.
+    fn input(&mut self, input: Input<PeerId>) {
+        let mut inputs = VecDeque::from([input]);
+        while let Some(input) = inputs.pop_front() {
+            let compared = match &input {
+                Input::Accept { peer } => Some((*peer, false)),
+                Input::Received {
+                    peer,
+                    message: Message::Reply(_),
+                } => Some((*peer, true)),
+                _ => None,
+            };
+            self.replica
+                .handle(std::time::Instant::now(), input, &self.shared.store);
+            while let Some(output) = self.replica.poll() {
+                if let Some(answer) = self.perform(output) {
+                    inputs.push_front(answer);
+                }
+            }
+            if let Some((peer, replied)) = compared {
+                self.announce(peer, replied);
+            }
+        }
+    }
+
+    /// Shows `peer` as connected, if it waits for that, once heads were compared a first
+    /// time: after the core took its first reply, or its acceptance when that sent no query.
+    fn announce(&mut self, peer: PeerId, replied: bool) {
+        let Some(session) = self.sessions.get_mut(&peer) else {
+            return;
+        };
+        if session
+            .announcing
+            .as_ref()
+            .is_none_or(|announcing| announcing.queried && !replied)
+        {
+            return;
+        }
+        let Some(announcing) = session.announcing.take() else {
+            return;
+        };
+        session.shown = Some(announcing.name.clone());
+        self.shared.emit(Event::Connected {
+            peer,
+            name: announcing.name,
+        });
+        for event in announcing.held {
+            self.shared.emit(event);
+        }
+    }
+
+    /// Says a catch-up event, or holds it while its peer is not shown as connected yet.
+    fn say_catch_up(&mut self, peer: PeerId, event: Event) {
+        match self
+            .sessions
+            .get_mut(&peer)
+            .and_then(|s| s.announcing.as_mut())
+        {
+            Some(announcing) => {
+                // Only the latest progress matters.
+                announcing
+                    .held
+                    .retain(|held| !matches!(held, Event::SyncProgress { .. }));
+                announcing.held.push(event);
+            }
+            None => self.shared.emit(event),
+        }
+    }
+
+    /// Does what the core asks; returns the core's answer, if it needs one at once.
+    fn perform(&mut self, output: Output<PeerId>) -> Option<Input<PeerId>> {
+        match output {
+            Output::Send {
+                peer,
+                lane,
+                message,
+            } => self.send(peer, lane, message),
+            Output::Store { peer, batch } => {
+                let from = self.sessions.get(&peer).and_then(|s| s.name.clone());
+                let from = from.unwrap_or_else(|| peer.to_string());
+                self.queue_job(Job::Batch { peer, from, batch });
+            }
+            Output::Disconnect { peer, reason } => self.disconnect(peer, &reason),
+            Output::Event(event) => return self.on_core_event(event),
+        }
+        None
+    }
+
+    /// Queues `message` on `peer`'s `lane`; a peer whose queue is full does not read, and is
+    /// disconnected (the event loop never waits for a peer).
+    fn send(&mut self, peer: PeerId, lane: Lane, message: Message) {
+        let Some(session) = self.sessions.get_mut(&peer) else {
+            tracing::debug!(%peer, ?lane, "no session; message dropped");
+            return;
+        };
+        if let (Message::Query(_), Some(announcing)) = (&message, &mut session.announcing) {
+            announcing.queried = true;
+        }
+        let Some(lanes) = &session.lanes else {
+            tracing::debug!(%peer, ?lane, "no lanes open; message dropped");
+            return;
+        };
+        match lanes.writers[slot(lane)].queue.try_send(message) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                tracing::debug!(%peer, ?lane, "the peer does not read its lane; dropping its connection");
+                self.drop_peer(peer);
+            }
+            // The writer stopped; it says why.
+            Err(TrySendError::Closed(_)) => {}
+        }
+    }
+
+    /// Closes every connection to `peer` (and stops its lanes meanwhile).
+    fn drop_peer(&mut self, peer: PeerId) {
+        if let Some(session) = self.sessions.get_mut(&peer) {
+            session.end_lanes();
+            session.reopen_at = None;
+        }
+        let _ = self.swarm.disconnect_peer_id(peer);
+    }
+
+    /// The core disconnects `peer`: says why when the user should know.
+    fn disconnect(&mut self, peer: PeerId, reason: &Disconnect) {
+        match reason {
+            Disconnect::Penalised(penalty) => {
+                self.shared
+                    .warn(&peer.to_string(), Cause::Misbehaved, 1, || {
+                        format!(
+                            "peer {peer} sent {}; disconnecting it for {} s",
+                            penalty_words(penalty),
+                            BAN_TIME.as_secs()
+                        )
+                    });
+            }
+            // Silence is said by the Disconnected event; the others are the core's routine.
+            reason => tracing::debug!(%peer, "disconnecting: {reason}"),
+        }
+        self.drop_peer(peer);
+    }
+
+    fn on_core_event(&mut self, event: CoreEvent<PeerId>) -> Option<Input<PeerId>> {
+        match event {
+            CoreEvent::Hello { peer, name } => return self.on_hello(peer, name),
+            CoreEvent::SyncProgress {
+                peer,
+                received,
+                total,
+            } => {
+                let name = self.show_sync(peer, Some(SyncProgress { received, total }));
+                let event = Event::SyncProgress {
+                    peer,
+                    name,
+                    received,
+                    total,
+                };
+                self.say_catch_up(peer, event);
+            }
+            CoreEvent::SyncComplete { peer, received } => {
+                let name = self.show_sync(peer, None);
+                let event = Event::SyncComplete {
+                    peer,
+                    name,
+                    received,
+                };
+                self.say_catch_up(peer, event);
+            }
+            CoreEvent::OwnLogClaimed { seq } => {
+                self.shared
+                    .own_claimed
+                    .store(seq, std::sync::atomic::Ordering::Relaxed);
+                self.queue_job(Job::CheckOwn);
+            }
+            CoreEvent::Forked { author, seq } => {
+                let name = self.shared.display_name(&author);
+                self.shared.emit(Event::Warning {
+                    message: format!(
+                        "{name} ({}) signed two different entries at seq {seq}: their log is \
+                         forked, no more of it will be accepted",
+                        author.fingerprint()
+                    ),
+                });
+            }
+            CoreEvent::Rejected { peer, error, .. } => {
+                self.shared.warn(&peer.to_string(), Cause::Rejected, 1, || {
+                    format!("rejected an entry from peer {peer}: {error}")
+                });
+            }
+            other => tracing::debug!(?other, "an event of the core not shown"),
+        }
+        None
+    }
+
+    /// Publishes `peer`'s catch-up for the user interfaces; returns the name it said hello
+    /// with.
+    fn show_sync(&mut self, peer: PeerId, sync: Option<SyncProgress>) -> String {
+        let mut peers = self.shared.peers();
+        match peers.get_mut(&peer) {
+            Some(view) => {
+                view.sync = sync;
+                view.name.clone()
+            }
+            None => String::new(),
+        }
+    }
+
+    /// A peer said hello: pins its name, warns when the name is another key's, and syncs with
+    /// it ([`Input::Accept`]) if it is a peer we want, else closes the probe.
+    fn on_hello(&mut self, peer: PeerId, name: String) -> Option<Input<PeerId>> {
+        let connections = &self.connections;
+        self.discovery
+            .learned(peer, &name, |p| connections.contains_key(p));
+        // Sessions start only for peers whose id is an ed25519 key.
+        let author = identity::author_of(&peer)?;
+        self.queue_job(Job::Pin {
+            peer,
+            name: name.clone(),
+            author,
+        });
+        if !self.should_accept(&peer) {
+            tracing::debug!(%peer, name, "not a peer we want; closing the probe");
+            self.drop_peer(peer);
+            return None;
+        }
+        let shown = self.shared.qualified(&name, &author);
+        let session = self.sessions.get_mut(&peer)?;
+        session.name = Some(name.clone());
+        if session.shown.is_none() {
+            session.announcing = Some(Announcement {
+                name: shown,
+                queried: false,
+                held: Vec::new(),
+            });
+        }
+        let mut peers = self.shared.peers();
+        match peers.get_mut(&peer) {
+            Some(view) => view.name = name,
+            None => {
+                peers.insert(peer, PeerView { name, sync: None });
+            }
+        }
+        drop(peers);
+        Some(Input::Accept { peer })
+    }
+
+    /// Queues a job for the storage worker, or holds it while the worker's queue is full.
+    fn queue_job(&mut self, job: Job) {
+        self.held_jobs.push_back(job);
+        self.queue_held_jobs();
+    }
+
+    /// Moves held jobs to the storage worker's queue, in order, while there is room.
+    fn queue_held_jobs(&mut self) {
+        while let Some(job) = self.held_jobs.pop_front() {
+            match self.jobs.try_send(job) {
+                Ok(()) => {}
+                Err(TrySendError::Full(job)) => {
+                    self.held_jobs.push_front(job);
+                    return;
+                }
+                Err(TrySendError::Closed(_)) => {
+                    self.held_jobs.clear();
+                    self.shared.emit(Event::Error {
+                        message: "the storage worker stopped: nothing received is stored any \
+                                  more; restart p2pchat"
+                            .into(),
+                    });
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The storage worker stored a batch (or failed to).
+    fn on_stored(&mut self, stored: Input<PeerId>) {
+        if let Input::Stored {
+            author,
+            outcome: Ok(inserted),
+            ..
+        } = &stored
+            && *author == self.shared.author()
+        {
+            // Given to the core with this answer, not again as an append.
+            self.own_given = self.own_given.max(inserted.held_through);
+        }
+        self.queue_held_jobs();
+        self.input(stored);
+    }
+
+    /// Gives the core the own entries appended since it last heard (and the new name, after
+    /// a rename).
+    fn give_own_appends(&mut self) {
+        // The storage worker's answers first: own entries that came back from a peer reach
+        // the core with them, and are not given twice.
+        while let Ok(stored) = self.stored.try_recv() {
+            self.on_stored(stored);
+        }
+        let me = self.shared.author();
+        while self.own_given < self.shared.store.head_seq(&me) {
+            let from = self.own_given + 1;
+            let entries = match self
+                .shared
+                .store
+                .range(&me, from, MAX_BATCH_ENTRIES, usize::MAX)
+            {
+                Ok(entries) if !entries.is_empty() => entries,
+                Ok(_) => return,
+                Err(e) => return self.shared.store_failed("reading the store", &e),
+            };
+            self.own_given = entries.last().map_or(from, |entry| entry.seq());
+            let renamed = entries.iter().rev().find_map(|entry| match entry.body() {
+                Body::Profile { name } => Some(name.clone()),
+                _ => None,
+            });
+            self.input(Input::Appended { entries });
+            if let Some(name) = renamed {
+                self.input(Input::Renamed { name });
+            }
+        }
+    }
+
+    /// Starts a fresh session with `peer` on newly opened lanes: its first, or after its lanes
+    /// broke or it reopened them.
+    fn start_session(&mut self, peer: PeerId) {
+        let Some(author) = identity::author_of(&peer) else {
+            tracing::debug!(%peer, "peer id is not an ed25519 key; disconnecting");
+            let _ = self.swarm.disconnect_peer_id(peer);
+            return;
+        };
+        let (name, shown) = match self.sessions.remove(&peer) {
+            Some(mut old) => {
+                old.end_lanes();
+                if old.in_core {
+                    self.input(Input::Closed { peer });
+                }
+                (old.name, old.shown)
+            }
+            None => (None, None),
+        };
+        let writers = LANES.map(|lane| self.spawn_writer(peer, lane));
+        self.sessions.insert(
+            peer,
+            Session {
+                lanes: Some(Lanes {
+                    writers,
+                    readers: [None, None],
+                }),
+                reopen_at: None,
+                started: Instant::now(),
+                in_core: true,
+                name,
+                shown,
+                announcing: None,
+            },
+        );
+        for (lane, stream, _) in self.early.remove(&peer).unwrap_or_default() {
+            self.spawn_reader(peer, lane, stream);
+        }
+        self.input(Input::Connected { peer, author });
+    }
+
+    fn task_id(&mut self) -> TaskId {
+        self.next_task += 1;
+        self.next_task
+    }
+
+    fn spawn_writer(&mut self, peer: PeerId, lane: Lane) -> Writer {
+        let task = self.task_id();
+        let (queue, queued) = mpsc::channel(LANE_QUEUE);
+        let control = self.swarm.behaviour().lanes.new_control();
+        let events = self.lane_tx.clone();
+        let handle = self
+            .tasks
+            .spawn(lanes::write_lane(control, peer, lane, task, queued, events));
+        Writer {
+            task,
+            queue,
+            handle,
+        }
+    }
+
+    /// Reads `peer`'s `lane` from `stream`, in place of the one read before (if any).
+    fn spawn_reader(&mut self, peer: PeerId, lane: Lane, stream: Stream) {
+        let task = self.task_id();
+        let Some(lanes) = self.sessions.get_mut(&peer).and_then(|s| s.lanes.as_mut()) else {
+            return;
+        };
+        let events = self.lane_tx.clone();
+        let handle = self
+            .tasks
+            .spawn(lanes::read_lane(peer, task, stream, events));
+        if let Some((_, older)) = lanes.readers[slot(lane)].replace((task, handle)) {
+            older.abort();
+        }
+    }
+
+    /// The peer opened one of its lanes to us.
+    fn on_inbound_lane(&mut self, peer: PeerId, lane: Lane, stream: Stream) {
+        let reading = match self.sessions.get(&peer) {
+            Some(Session {
+                lanes: Some(lanes),
+                started,
+                ..
+            }) => {
+                let reading = lanes.readers[slot(lane)].is_some();
+                if reading && started.elapsed() < REOPEN_DELAY {
+                    // An honest peer reopens its lanes only after they broke, and waits
+                    // before it does: a flood of lanes is not followed.
+                    tracing::debug!(%peer, ?lane, "the peer reopened its lanes too soon");
+                    return;
+                }
+                Some(reading)
+            }
+            // Being disconnected.
+            Some(session) if session.reopen_at.is_none() => return,
+            // About to reopen our lanes, or not seen connected yet.
+            _ => None,
+        };
+        match reading {
+            Some(reading) => {
+                if reading {
+                    // The peer reopened its lanes: its side began a new session, and so
+                    // does ours, before the new lane's hello is read.
+                    tracing::debug!(%peer, ?lane, "the peer reopened its lanes");
+                    self.start_session(peer);
+                }
+                self.spawn_reader(peer, lane, stream);
+            }
+            // Read once the session starts.
+            None => {
+                let early_lanes: usize = self.early.values().map(Vec::len).sum();
+                if early_lanes < MAX_EARLY_LANES {
+                    let held = self.early.entry(peer).or_default();
+                    held.retain(|(held_lane, ..)| *held_lane != lane);
+                    held.push((lane, stream, Instant::now()));
+                }
+            }
+        }
+    }
+
+    fn on_lane_event(&mut self, event: LaneEvent) {
+        let (peer, task) = match &event {
+            LaneEvent::Received { peer, task, .. }
+            | LaneEvent::Ended { peer, task, .. }
+            | LaneEvent::Stalled { peer, task, .. }
+            | LaneEvent::Unsupported { peer, task } => (*peer, *task),
+        };
+        let Some(lanes) = self.sessions.get(&peer).and_then(|s| s.lanes.as_ref()) else {
+            return; // lanes since stopped
+        };
+        if !lanes.runs(task) {
+            return; // a task since replaced
+        }
+        match event {
+            LaneEvent::Received { message, .. } => {
+                if lanes.reads(task) {
+                    self.input(match message {
+                        Ok(message) => Input::Received { peer, message },
+                        Err(error) => Input::Malformed { peer, error },
+                    });
+                }
+            }
+            LaneEvent::Ended { why, .. } => {
+                tracing::debug!(%peer, "a lane ended ({why}); reopening them");
+                self.lanes_broke(peer);
+            }
+            LaneEvent::Stalled { why, .. } => {
+                self.shared.warn(&peer.to_string(), Cause::Stalled, 1, || {
+                    format!("dropped a lane from {peer}: {why}")
+                });
+                self.lanes_broke(peer);
+            }
+            LaneEvent::Unsupported { .. } => {
+                self.shared
+                    .warn(&peer.to_string(), Cause::Incompatible, 1, || {
+                        format!(
+                            "peer {peer} does not speak protocol version {}: it runs another \
+                             p2pchat release; disconnecting",
+                            p2pchat_protocol::message::PROTOCOL_VERSION
+                        )
+                    });
+                self.drop_peer(peer);
+            }
+        }
+    }
+
+    /// A lane of `peer` broke while it stays connected: the session ends, and a new one starts
+    /// on reopened lanes shortly.
+    fn lanes_broke(&mut self, peer: PeerId) {
+        let Some(session) = self.sessions.get_mut(&peer) else {
+            return;
+        };
+        session.end_lanes();
+        session.reopen_at = Some(Instant::now() + REOPEN_DELAY);
+        if std::mem::take(&mut session.in_core) {
+            self.input(Input::Closed { peer });
+        }
+    }
+
+    /// Reopens the lanes whose time has come, and lets go of inbound lanes held for longer
+    /// than a hello may take (their connection is gone, or never came).
+    fn reopen_due(&mut self) {
+        let now = Instant::now();
+        self.early.retain(|_, held| {
+            held.retain(|(.., since)| now - *since < replica::HELLO_TIMEOUT);
+            !held.is_empty()
+        });
+        let due: Vec<PeerId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.reopen_at.is_some_and(|at| at <= now))
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in due {
+            self.start_session(peer);
+        }
     }
 
     fn dial_due(&mut self) {
@@ -248,7 +865,7 @@ impl EventLoop {
 
     /// Backs off a failed dial and says why it failed (unless said lately).
     fn dial_failed(&mut self, connection: ConnectionId, peer: Option<PeerId>, error: &DialError) {
-        let target = self.redialer.dial_failed(connection);
+        let target = self.redialer.dial_failed(connection, Instant::now());
         let Some(reason) = dial_failure(error) else {
             return;
         };
@@ -270,44 +887,13 @@ impl EventLoop {
             .unwrap_or_else(Multiaddr::empty)
     }
 
-    /// Disconnects peers that did not send an acceptable hello in time, and forgets old bans.
-    fn drop_silent_peers(&mut self) {
-        let now = Instant::now();
-        let silent: Vec<PeerId> = self
-            .awaiting_hello
-            .iter()
-            .filter(|(_, since)| now - **since > HELLO_TIMEOUT)
-            .map(|(peer, _)| *peer)
-            .collect();
-        for peer in silent {
-            tracing::debug!(%peer, "no hello in time; disconnecting");
-            self.awaiting_hello.remove(&peer);
-            let _ = self.swarm.disconnect_peer_id(peer);
-        }
-        self.banned.retain(|_, until| *until > now);
-    }
-
-    /// Disconnects a peer that sent what no honest peer sends, and keeps it out for a while.
-    fn penalise(&mut self, peer: PeerId, reason: &str) {
-        self.shared
-            .warn(&peer.to_string(), Cause::Misbehaved, 1, || {
-                format!(
-                    "peer {peer} sent {reason}; disconnecting it for {} s",
-                    BAN_TIME.as_secs()
-                )
-            });
-        self.banned.insert(peer, Instant::now() + BAN_TIME);
-        let _ = self.swarm.disconnect_peer_id(peer);
-    }
-
     fn say_who_is_missing(&mut self) {
-        let peers = self.shared.peers();
         let connected: Vec<String> = self
-            .accepted
-            .iter()
-            .filter_map(|peer| peers.get(peer).and_then(|state| state.name.clone()))
+            .shared
+            .peers()
+            .values()
+            .map(|view| view.name.clone())
             .collect();
-        drop(peers);
         for name in self.discovery.missing_names(&connected) {
             self.shared.emit(Event::LookingFor {
                 name: name.to_owned(),
@@ -341,20 +927,6 @@ impl EventLoop {
                     warnings.connected(&ip);
                 }
                 drop(warnings);
-                if self
-                    .banned
-                    .get(&peer_id)
-                    .is_some_and(|until| *until > Instant::now())
-                {
-                    tracing::debug!(%peer_id, "closing a connection from a banned peer");
-                    self.swarm.close_connection(connection_id);
-                    return;
-                }
-                if !self.accepted.contains(&peer_id) {
-                    self.awaiting_hello
-                        .entry(peer_id)
-                        .or_insert_with(Instant::now);
-                }
                 self.discovery.connected(peer_id);
                 let connections = self.connections.entry(peer_id).or_default();
                 connections.push((connection_id, endpoint.is_dialer()));
@@ -365,8 +937,14 @@ impl EventLoop {
                         self.swarm.close_connection(id);
                     }
                 }
-                if keep == Some(connection_id) {
-                    self.say_hello(peer_id);
+                // A session starts on the first kept connection, or anew on one that came
+                // while the peer was being disconnected.
+                let idle = self
+                    .sessions
+                    .get(&peer_id)
+                    .is_none_or(|s| s.lanes.is_none() && s.reopen_at.is_none());
+                if keep == Some(connection_id) && idle {
+                    self.start_session(peer_id);
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -425,7 +1003,6 @@ impl EventLoop {
                         format!("listening on {address}: {words}")
                     });
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => self.on_sync_event(event),
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 let now = Instant::now();
                 for (peer, addr) in found {
@@ -438,286 +1015,27 @@ impl EventLoop {
                     self.discovery.expired(peer, &addr);
                 }
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Ping(libp2p::ping::Event {
-                peer,
-                connection,
-                result: Err(e),
-            })) if !matches!(e, libp2p::ping::Failure::Unsupported) => {
-                tracing::debug!(%peer, "ping failed, closing connection: {e}");
-                self.swarm.close_connection(connection);
-            }
             _ => {}
         }
     }
 
-    fn say_hello(&mut self, peer: PeerId) {
-        match self.shared.hello() {
-            Ok(hello) => {
-                self.swarm
-                    .behaviour_mut()
-                    .sync
-                    .send_request(&peer, Request::Hello(hello));
-            }
-            Err(e) => self.shared.store_failed("reading the store", &e),
-        }
-    }
-
+    /// The last connection to `peer` closed.
     fn on_peer_gone(&mut self, peer: PeerId) {
-        self.redialer.disconnected(peer);
-        let changed = self.router.left(peer);
-        self.send_skip_lists(changed);
-        if let Some(pusher) = self.pushers.remove(&peer) {
-            pusher.abort();
-        }
-        self.early_skips.remove(&peer);
-        if let Some(receiver) = self.receivers.remove(&peer) {
-            receiver.abort();
-        }
-        self.awaiting_hello.remove(&peer);
-        let state = self.shared.peers().remove(&peer);
-        // Its claim on our own log left with it.
-        self.shared.check_own();
-        if self.accepted.remove(&peer) {
-            let name = state
-                .and_then(|s| s.name)
-                .map(|name| self.display_claim(&peer, &name));
-            self.shared.emit(Event::Disconnected { peer, name });
-        }
-    }
-
-    fn display_claim(&self, peer: &PeerId, name: &str) -> String {
-        match identity::author_of(peer) {
-            Some(author) => self.shared.qualified(name, &author),
-            None => name.to_owned(),
-        }
-    }
-
-    fn on_sync_event(&mut self, event: request_response::Event<Request, Response>) {
-        match event {
-            request_response::Event::Message {
-                peer,
-                message:
-                    RrMessage::Request {
-                        request, channel, ..
-                    },
-                ..
-            } => {
-                let response = match request {
-                    Request::Hello(hello) => {
-                        self.on_hello(peer, hello);
-                        match self.shared.hello() {
-                            Ok(ours) => Response::Hello(ours),
-                            Err(e) => Response::Refused(format!("store unavailable: {e}")),
-                        }
-                    }
-                    Request::Range(range) => self.answer_range(range),
-                    Request::Skip(authors) => self.on_skip(peer, authors),
-                };
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .sync
-                    .send_response(channel, response);
-            }
-            request_response::Event::Message {
-                peer,
-                message:
-                    RrMessage::Response {
-                        request_id,
-                        response,
-                    },
-                ..
-            } => {
-                let fetched = self.fetching.remove(&request_id);
-                match response {
-                    Response::Hello(hello) => self.on_hello(peer, hello),
-                    Response::Entries(batch) => {
-                        let author = batch.author;
-                        if fetched.is_some_and(|(p, a)| p == peer && a == author) {
-                            self.on_range_answer(peer, batch);
-                        }
-                    }
-                    Response::Done => {}
-                    Response::Refused(reason) => {
-                        self.shared.warn(&peer.to_string(), Cause::Refused, 1, || {
-                            format!("peer {peer} refused a request: {reason}")
-                        });
-                    }
-                }
-            }
-            request_response::Event::OutboundFailure {
-                peer,
-                request_id,
-                error,
-                ..
-            } => {
-                self.fetching.remove(&request_id);
-                tracing::debug!(%peer, "request failed: {error}");
-            }
-            request_response::Event::InboundFailure { peer, error, .. } => {
-                tracing::debug!(%peer, "inbound request failed: {error}");
-            }
-            request_response::Event::ResponseSent { .. } => {}
-        }
-    }
-
-    /// Stores a range answer and asks for more while it brings something new. An answer that
-    /// brings nothing new ends the fetch, and the peer's claimed head is taken back: heads are
-    /// hints, and a peer announcing entries it does not send is not asked again and again.
-    fn on_range_answer(&mut self, peer: PeerId, batch: Batch) {
-        let author = batch.author;
-        let absorbed = match push::absorb(&self.shared, peer, batch) {
-            Ok(absorbed) => absorbed,
-            Err(push::Misbehaviour(reason)) => return self.penalise(peer, &reason),
-        };
-        if absorbed.stored == 0 {
-            let ours = self.shared.store.head_seq(&author);
-            self.shared.peer_lacks_beyond(&peer, author, ours);
-            self.shared.report_catch_up();
-            if author == self.shared.author() {
-                self.shared.check_own(); // a claim on our own log taken back
-            }
-            return;
-        }
-        if let Some(fetch) = absorbed
-            .fetch
-            .or_else(|| push::next_fetch(&self.shared, peer, author))
-        {
-            self.request_range(fetch);
-        }
-    }
-
-    fn on_hello(&mut self, peer: PeerId, hello: Hello) {
-        let heads = match hello.check() {
-            Ok(heads) => heads,
-            Err(e) => {
-                self.shared.emit(Event::Warning {
-                    message: format!("peer {peer} sent a bad hello ({e}); disconnecting"),
-                });
-                let _ = self.swarm.disconnect_peer_id(peer);
-                return;
-            }
-        };
-        let Some(author) = identity::author_of(&peer) else {
-            tracing::debug!(%peer, "peer id is not an ed25519 key; disconnecting");
-            let _ = self.swarm.disconnect_peer_id(peer);
+        self.redialer.disconnected(peer, Instant::now());
+        self.early.remove(&peer);
+        let Some(mut session) = self.sessions.remove(&peer) else {
             return;
         };
-        if let Err(e) = author.check_key() {
-            // Such a key signs anything (libp2p checks its handshake signature laxly): it can
-            // be no one's own log.
-            return self.penalise(peer, &format!("a hello with a key that {e}"));
+        session.end_lanes();
+        if session.in_core {
+            self.input(Input::Closed { peer });
         }
-        self.discovery.learned(peer, &hello.name);
-        self.check_name_claim(peer, author, &hello.name);
-        if !self.should_accept(&peer) {
-            tracing::debug!(%peer, name = hello.name, "not a peer we want; closing the probe");
-            let _ = self.swarm.disconnect_peer_id(peer);
-            return;
-        }
-        let first_hello = !self.accepted.contains(&peer);
-        let shown_as = self.display_claim(&peer, &hello.name);
-        {
-            let mut peers = self.shared.peers();
-            let state = peers.entry(peer).or_default();
-            state.name = Some(hello.name.clone());
-            p2pchat_protocol::sync::merge(&mut state.heads, &heads);
-            if first_hello {
-                state.skip = self.early_skips.remove(&peer).unwrap_or_default();
-                let store = &self.shared.store;
-                state.catch_up =
-                    CatchUp::new(&store.heads(), &heads, |author| store.is_frozen(author));
-                // Said while the peer table is locked: the peer's push stream is read only
-                // once it is in the table, so the start of a catch-up is announced before any
-                // of its entries is stored (line mode holds those to print them in order).
-                self.shared.emit(Event::Connected {
-                    peer,
-                    name: shown_as,
-                });
-                let name = hello.name.clone();
-                self.shared.emit(match &state.catch_up {
-                    Some(catch_up) => Event::SyncProgress {
-                        peer,
-                        name,
-                        received: 0,
-                        total: catch_up.total,
-                    },
-                    None => Event::SyncComplete {
-                        peer,
-                        name,
-                        received: 0,
-                    },
-                });
-            }
-        }
-        self.check_own_claim(peer, &hello);
-        if first_hello {
-            self.accepted.insert(peer);
-            self.awaiting_hello.remove(&peer);
-            let changed = self.router.joined(peer, author, heads.keys().copied());
-            self.send_skip_lists(changed);
-        }
-        if !self.pushers.contains_key(&peer) {
-            let shared = self.shared.clone();
-            let mut control = self.swarm.behaviour().push.new_control();
-            let task = self.tasks.spawn(async move {
-                // Reopen the stream if it closes while the peer stays (say, a duplicate
-                // connection carrying it was closed); stop once the peer has left.
-                while shared.peers().contains_key(&peer) {
-                    match control.open_stream(peer, push::protocol()).await {
-                        Ok(stream) => push::push_to(shared.clone(), peer, stream).await,
-                        Err(e) => tracing::debug!(%peer, "cannot open push stream: {e}"),
-                    }
-                    tokio::time::sleep(PUSH_RETRY_DELAY).await;
-                }
+        self.shared.peers().remove(&peer);
+        if let Some(name) = session.shown {
+            self.shared.emit(Event::Disconnected {
+                peer,
+                name: Some(name),
             });
-            self.pushers.insert(peer, task);
-        }
-        // New knowledge of the peer's heads may mean there is something to send.
-        self.shared.notify_changed();
-    }
-
-    /// Looks at what a hello says of our own log: a peer holding more of it holds our appends
-    /// until it is fetched ([`crate::shared::Shared::check_own`]); a peer holding another
-    /// entry at a seq we hold is asked for it, so a real fork is proven and stored.
-    fn check_own_claim(&mut self, peer: PeerId, hello: &Hello) {
-        let me = self.shared.author();
-        if let Some(claim) = hello.heads.iter().find(|head| head.author == me) {
-            let store = &self.shared.store;
-            let ours = store.get(&me, claim.seq).ok().flatten();
-            if claim.seq <= store.head_seq(&me) && ours.is_some_and(|e| e.hash() != claim.hash) {
-                self.request_range(Fetch {
-                    peer,
-                    request: RangeRequest {
-                        author: me,
-                        from: claim.seq,
-                        limit: 1,
-                    },
-                });
-            }
-        }
-        self.shared.check_own();
-    }
-
-    /// Pins a first-seen name to the peer's key, and warns when the name belongs to another key.
-    fn check_name_claim(&mut self, peer: PeerId, author: Author, name: &str) {
-        match self.shared.store.pin(name, author) {
-            Ok(Pin::New | Pin::Same) => {}
-            Ok(Pin::Conflict(owner)) => {
-                if self.warned.insert(peer) {
-                    self.shared.emit(Event::Warning {
-                        message: format!(
-                            "{name}#{} claims the name {name}, which belongs to {name}#{}: a different key, \
-                             shown with its fingerprint",
-                            author.fingerprint(),
-                            owner.fingerprint()
-                        ),
-                    });
-                }
-            }
-            Err(e) => self.shared.emit(Event::Error {
-                message: format!("writing the store failed: {e}"),
-            }),
         }
     }
 
@@ -734,91 +1052,20 @@ impl EventLoop {
                 .discovery
                 .wants(peer, |name| self.shared.store.pinned(name))
     }
+}
 
-    fn on_report(&mut self, report: Report) {
-        match report {
-            Report::Fetch(fetch) => self.request_range(fetch),
-            Report::Misbehaved { peer, reason } => self.penalise(peer, &reason),
-            Report::Received { peer, author } => {
-                if let Some(peer_author) = identity::author_of(&peer) {
-                    let changed = self.router.received(peer, peer_author, author);
-                    self.send_skip_lists(changed);
-                }
-            }
-            Report::Noted { peer, author, seq } => {
-                let ours = self.shared.store.head_seq(&author);
-                self.router
-                    .noted(peer, author, seq, ours, std::time::Instant::now());
-            }
-        }
-    }
-
-    /// Tells each of `peers` its current skip list.
-    fn send_skip_lists(&mut self, peers: Vec<PeerId>) {
-        for peer in peers {
-            if self.accepted.contains(&peer) {
-                let skip = self.router.skip_list(&peer);
-                tracing::debug!(%peer, ?skip, "asking to skip");
-                self.swarm
-                    .behaviour_mut()
-                    .sync
-                    .send_request(&peer, Request::Skip(skip));
-            }
-        }
-    }
-
-    fn on_skip(&mut self, peer: PeerId, authors: Vec<Author>) -> Response {
-        if authors.len() > MAX_HELLO_HEADS {
-            return Response::Refused(format!("a skip list holds at most {MAX_HELLO_HEADS} logs"));
-        }
-        match self.shared.peers().get_mut(&peer) {
-            Some(state) => state.skip = authors.into_iter().collect(),
-            // It accepted our hello before we accepted its: keep the list for then.
-            None => {
-                self.early_skips.insert(peer, authors.into_iter().collect());
-            }
-        }
-        self.shared.notify_changed();
-        Response::Done
-    }
-
-    fn answer_range(&self, range: RangeRequest) -> Response {
-        if self.shared.store.is_frozen(&range.author) {
-            return Response::Refused("that log is forked; it is no longer relayed".into());
-        }
-        let limit = (range.limit as usize).min(MAX_BATCH_ENTRIES);
-        match self.shared.store.range_envelopes(
-            &range.author,
-            range.from.max(1),
-            limit,
-            BATCH_BYTE_BUDGET,
-        ) {
-            Ok(entries) => Response::Entries(Batch {
-                author: range.author,
-                entries: entries
-                    .into_iter()
-                    .map(|(_, envelope)| ByteBuf::from(Vec::from(envelope)))
-                    .collect(),
-            }),
-            Err(e) => Response::Refused(format!("store unavailable: {e}")),
-        }
-    }
-
-    fn request_range(&mut self, fetch: Fetch) {
-        let author = fetch.request.author;
-        if self
-            .fetching
-            .values()
-            .any(|&(p, a)| p == fetch.peer && a == author)
-        {
-            return; // already asking this peer for this log
-        }
-        let id = self
-            .swarm
-            .behaviour_mut()
-            .sync
-            .send_request(&fetch.peer, Request::Range(fetch.request));
-        self.fetching.insert(id, (fetch.peer, author));
+/// What a peer sent that no honest peer sends, in words.
+fn penalty_words(penalty: &Penalty) -> String {
+    match penalty {
+        Penalty::InvalidEntry {
+            author,
+            error: ValidationError::BadAuthorKey(reason),
+        } => format!(
+            "entries of #{}, a key that {reason}: no honest peer relays them (older p2pchat \
+             versions accepted them; if it runs one, it should be updated)",
+            author.fingerprint()
+        ),
+        penalty => penalty.to_string(),
     }
 }
 

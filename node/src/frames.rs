@@ -1,6 +1,6 @@
-//! Reading length-prefixed push frames with a hard size cap and a per-frame deadline.
+//! Reading length-prefixed frames of a lane with a hard size cap and a per-frame deadline.
 //!
-//! A push stream is idle whenever there is nothing to send, so waiting for a frame to *start*
+//! A lane is idle whenever there is nothing to send, so waiting for a frame to *start*
 //! has no deadline. Once its first byte has arrived, the rest of the frame must follow within
 //! [`FRAME_TIMEOUT`]: a peer that stalls mid-frame loses the stream instead of pinning a task
 //! and a buffer forever. The length is checked before anything is read into memory, and the
@@ -30,13 +30,6 @@ pub enum FrameReadError {
     /// The stream failed or ended mid-frame.
     #[error("the stream broke mid-frame: {0}")]
     Io(#[from] std::io::Error),
-}
-
-impl FrameReadError {
-    /// Whether only a misbehaving peer causes this (an honest one never exceeds the cap).
-    pub fn is_misbehaviour(&self) -> bool {
-        matches!(self, FrameReadError::TooLarge(_))
-    }
 }
 
 /// Reads one frame (`u32` big-endian length, then that many bytes); `None` when the stream
@@ -128,7 +121,6 @@ mod tests {
             matches!(error, FrameReadError::TooLarge(len) if len == MAX_FRAME_BYTES + 1),
             "{error}"
         );
-        assert!(error.is_misbehaviour());
     }
 
     #[tokio::test]
@@ -138,7 +130,6 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(error, FrameReadError::Stalled(_)), "{error}");
-        assert!(!error.is_misbehaviour());
     }
 
     #[tokio::test]

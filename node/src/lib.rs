@@ -18,6 +18,7 @@
 //! # Ok(()) }
 //! ```
 
+mod backoff;
 mod behaviour;
 mod dial;
 mod discovery;
@@ -27,12 +28,13 @@ mod feed;
 mod frames;
 pub mod identity;
 mod import;
+mod lanes;
 mod node;
 mod own_log;
-mod push;
 mod room;
 mod roster;
 mod shared;
+mod storer;
 mod warnings;
 
 pub use dial::ConnectFailure;

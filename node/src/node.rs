@@ -397,7 +397,7 @@ impl NodeBuilder {
         } = open_data_dir(&name, &dir)?;
         tracing::debug!(elapsed = ?started.elapsed(), "store open");
         let (written, _) = watch::channel(());
-        let (changed, _) = watch::channel(());
+        let (own_appended, _) = watch::channel(());
         let (events, first_events) = broadcast::channel(1024);
         if current != name {
             let _ = events.send(Event::Warning {
@@ -416,7 +416,8 @@ impl NodeBuilder {
             key,
             own,
             written,
-            changed,
+            own_appended,
+            own_claimed: Default::default(),
             peers,
             events,
             stats: Default::default(),
@@ -449,6 +450,7 @@ impl NodeBuilder {
             listeners.push((id, address.clone()));
         }
         let peer_id = *swarm.local_peer_id();
+        let heads = shared.store.head_infos()?;
         let (commands, command_rx) = mpsc::channel(64);
         let (ready_tx, ready_rx) = oneshot::channel();
         let listen_addrs = Arc::new(Mutex::new(Vec::new()));
@@ -458,7 +460,9 @@ impl NodeBuilder {
             command_rx,
             listen_addrs.clone(),
             &self.peers,
-        );
+            heads,
+        )
+        .map_err(|e| NodeError::Network(format!("cannot start the storage worker: {e}")))?;
         let setup = Setup {
             listeners,
             mdns: !self.no_mdns,
@@ -659,7 +663,7 @@ impl Node {
         self.shared
             .peers()
             .iter()
-            .map(|(peer, state)| (*peer, state.name.clone()))
+            .map(|(peer, view)| (*peer, Some(view.name.clone())))
             .collect()
     }
 

@@ -55,21 +55,11 @@ impl Node {
     pub fn contacts(&self) -> Vec<Contact> {
         let shared = &self.shared;
         let heads = shared.store.heads();
-        let ours = &heads;
         let me = shared.author();
         let peers = shared.peers();
         let connected: Vec<(Author, PeerId, Option<SyncProgress>)> = peers
             .iter()
-            .filter_map(|(peer, state)| {
-                let sync = state.catch_up.as_ref().map(|c| {
-                    let remaining = c.remaining(ours).min(c.total);
-                    SyncProgress {
-                        received: c.total - remaining,
-                        total: c.total,
-                    }
-                });
-                Some((identity::author_of(peer)?, *peer, sync))
-            })
+            .filter_map(|(peer, view)| Some((identity::author_of(peer)?, *peer, view.sync)))
             .collect();
         drop(peers);
         let authors: BTreeSet<Author> = heads

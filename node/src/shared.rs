@@ -1,4 +1,4 @@
-//! State shared by the event loop, the per-peer tasks and the node's handles.
+//! State shared by the event loop, the storage worker and the node's handles.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -6,62 +6,22 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use libp2p::PeerId;
-use p2pchat_protocol::sync::{Range, count, missing};
-use p2pchat_protocol::wire::{Hello, PROTOCOL_VERSION};
-use p2pchat_protocol::{Author, Body, Entry, Heads, SigningKey};
+use p2pchat_protocol::{Author, Body, Entry, SigningKey};
 use p2pchat_storage::{Store, StoreError};
 use tokio::sync::{broadcast, watch};
 
 use crate::own_log::{Appended, OwnWriter, Restored};
 use crate::warnings::{Cause, Warnings};
-use crate::{ConnectFailure, Event, NodeError};
+use crate::{ConnectFailure, Event, NodeError, SyncProgress};
 
-/// What the node knows about one connected peer.
-#[derive(Debug, Default)]
-pub struct PeerState {
+/// What the user interfaces are shown of a connected peer: published by the event loop when
+/// the peer is accepted and as its catch-up moves.
+#[derive(Clone, Debug)]
+pub struct PeerView {
     /// The name the peer claimed in its hello.
-    pub name: Option<String>,
-    /// For each log, the highest seq the peer is known to hold (from its hello, from what it
-    /// sent us, and from what we sent it). Nothing at or below these is ever sent to it.
-    pub heads: Heads,
-    /// The catch-up on what the peer's hello announced, while it is not complete.
-    pub catch_up: Option<CatchUp>,
-    /// Logs the peer asked us not to push (we send notes on them instead).
-    pub skip: std::collections::BTreeSet<p2pchat_protocol::Author>,
-}
-
-/// Progress towards holding everything a peer announced in its hello.
-#[derive(Debug)]
-pub struct CatchUp {
-    /// The heads to reach (only the logs where the peer was ahead).
-    pub target: Heads,
-    /// Entries missing when the hello arrived.
-    pub total: u64,
-}
-
-impl CatchUp {
-    /// What we lack of `theirs`, given our heads; `None` when we lack nothing.
-    pub fn new(
-        ours: &Heads,
-        theirs: &Heads,
-        skip: impl Fn(&p2pchat_protocol::Author) -> bool,
-    ) -> Option<Self> {
-        let lacking: Vec<Range> = missing(theirs, ours)
-            .into_iter()
-            .filter(|r| !skip(&r.author))
-            .collect();
-        let total = count(&lacking);
-        let target = lacking
-            .iter()
-            .map(|range| (range.author, range.to))
-            .collect();
-        (total > 0).then_some(CatchUp { target, total })
-    }
-
-    /// Entries still missing, given our heads.
-    pub fn remaining(&self, ours: &Heads) -> u64 {
-        count(&missing(&self.target, ours))
-    }
+    pub name: String,
+    /// The catch-up on what the peer holds and we lacked, while under way.
+    pub sync: Option<SyncProgress>,
 }
 
 /// The node's shared core.
@@ -75,11 +35,13 @@ pub struct Shared {
     pub own: OwnWriter,
     /// Bumped after every write to the store, synced or not, waking the message feeds.
     pub written: watch::Sender<()>,
-    /// Bumped when writes are synced to disk or what peers hold changes, waking the pushers:
-    /// a node relays only what it holds durably.
-    pub changed: watch::Sender<()>,
-    /// Connected peers that have said hello.
-    pub peers: Mutex<HashMap<PeerId, PeerState>>,
+    /// Bumped after own entries were appended (durably), waking the event loop, which gives
+    /// them to the core.
+    pub own_appended: watch::Sender<()>,
+    /// The highest seq of the own log that a connected peer claims to hold (from the core).
+    pub own_claimed: AtomicU64,
+    /// Connected peers whose hello was accepted.
+    pub peers: Mutex<HashMap<PeerId, PeerView>>,
     /// Status events for the user interface.
     pub events: broadcast::Sender<Event>,
     /// Counters of what was received.
@@ -91,7 +53,7 @@ pub struct Shared {
     pub damage_reported: std::sync::atomic::AtomicBool,
 }
 
-/// Counters of entries received from peers (pushed or fetched).
+/// Counters of entries received from peers.
 #[derive(Debug, Default)]
 pub struct Counters {
     /// Entries received in batches, duplicates included.
@@ -111,7 +73,7 @@ impl Shared {
     }
 
     /// Locks the peer table.
-    pub fn peers(&self) -> MutexGuard<'_, HashMap<PeerId, PeerState>> {
+    pub fn peers(&self) -> MutexGuard<'_, HashMap<PeerId, PeerView>> {
         self.peers
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -182,45 +144,13 @@ impl Shared {
         self.written.send_replace(());
     }
 
-    /// Wakes the pushers: there may be something new to send.
-    pub fn notify_changed(&self) {
-        self.changed.send_replace(());
-    }
-
-    /// Reports catch-up progress for every peer with one under way; call after storing entries.
-    pub fn report_catch_up(&self) {
-        let ours = self.store.heads();
-        let mut events = Vec::new();
-        for (peer, state) in self.peers().iter_mut() {
-            let Some(catch_up) = &state.catch_up else {
-                continue;
-            };
-            let remaining = catch_up.remaining(&ours);
-            let name = state.name.clone().unwrap_or_default();
-            let received = catch_up.total - remaining.min(catch_up.total);
-            if remaining == 0 {
-                events.push(Event::SyncComplete {
-                    peer: *peer,
-                    name,
-                    received,
-                });
-                state.catch_up = None;
-            } else {
-                events.push(Event::SyncProgress {
-                    peer: *peer,
-                    name,
-                    received,
-                    total: catch_up.total,
-                });
-            }
-        }
-        for event in events {
-            self.emit(event);
-        }
+    /// Wakes the event loop: own entries were appended.
+    fn notify_own_appended(&self) {
+        self.own_appended.send_replace(());
     }
 
     /// Appends entries to the node's own log in one durable write (and its mark), and wakes
-    /// the pushers and feeds. While the own log is behind, the entries are held instead (none
+    /// the event loop and feeds. While the own log is behind, the entries are held instead (none
     /// returned), with a warning saying so; once it is back, what was held goes first, then
     /// these (all returned).
     pub fn append(&self, bodies: impl IntoIterator<Item = Body>) -> Result<Vec<Entry>, NodeError> {
@@ -232,7 +162,7 @@ impl Shared {
         {
             Appended::Stored(entries) => {
                 self.notify_written();
-                self.notify_changed();
+                self.notify_own_appended();
                 Ok(entries)
             }
             Appended::Restored { entries, restored } => {
@@ -252,10 +182,11 @@ impl Shared {
         }
     }
 
-    /// The own log is back and what was held went on top: wakes feeds and pushers, says so.
+    /// The own log is back and what was held went on top: wakes feeds and the event loop,
+    /// says so.
     fn own_log_restored(&self, restored: Restored) {
         self.notify_written();
-        self.notify_changed();
+        self.notify_own_appended();
         self.emit(Event::OwnLogRestored {
             restored: restored.restored,
             from: restored.from,
@@ -265,10 +196,7 @@ impl Shared {
 
     /// The highest seq of the own log that a connected peer claims to hold.
     fn own_claimed(&self) -> u64 {
-        let me = self.author();
-        let peers = self.peers();
-        let claims = peers.values().filter_map(|state| state.heads.get(&me));
-        claims.copied().max().unwrap_or(0)
+        self.own_claimed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Looks at the own log again after the store or the peers changed: warns when it is
@@ -296,42 +224,12 @@ impl Shared {
         }
     }
 
-    /// The node's hello: who it is and what it holds.
-    pub fn hello(&self) -> Result<Hello, StoreError> {
-        let name = self
-            .store
+    /// The name the node's hellos carry: its latest profile's, or one held to be appended.
+    pub fn own_name(&self) -> String {
+        self.store
             .name(&self.author())
             .or_else(|| self.own.held_name())
-            .unwrap_or_default();
-        Ok(Hello {
-            version: PROTOCOL_VERSION,
-            name,
-            heads: self.store.head_infos()?,
-        })
-    }
-
-    /// Records that `peer` holds `author`'s log up to at least `seq`.
-    pub fn peer_has(&self, peer: &PeerId, author: Author, seq: u64) {
-        if let Some(state) = self.peers().get_mut(peer) {
-            let head = state.heads.entry(author).or_default();
-            *head = (*head).max(seq);
-        }
-    }
-
-    /// Takes back what `peer` claimed to hold of `author`'s log beyond `seq`: it was asked for
-    /// more and sent none. Heads in a hello are hints; a peer that does not back them up is
-    /// not waited for.
-    pub fn peer_lacks_beyond(&self, peer: &PeerId, author: Author, seq: u64) {
-        if let Some(state) = self.peers().get_mut(peer) {
-            if let Some(head) = state.heads.get_mut(&author) {
-                *head = (*head).min(seq);
-            }
-            if let Some(catch_up) = &mut state.catch_up
-                && let Some(target) = catch_up.target.get_mut(&author)
-            {
-                *target = (*target).min(seq);
-            }
-        }
+            .unwrap_or_default()
     }
 
     /// The name to show for `author`: their latest profile name, with a short fingerprint when

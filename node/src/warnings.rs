@@ -26,10 +26,10 @@ pub enum Cause {
     Rejected,
     /// A peer sent what no honest peer sends and was disconnected.
     Misbehaved,
-    /// A peer's push stream stalled mid-frame and was dropped.
+    /// A frame on a peer's lane stalled midway and the lane was dropped.
     Stalled,
-    /// A peer refused one of our requests.
-    Refused,
+    /// A peer speaks another protocol version and was disconnected.
+    Incompatible,
     /// A listener failed (the subject is its address).
     Listening,
 }
@@ -41,8 +41,8 @@ impl Cause {
             Cause::ClockAhead => ("entries dated ahead of your clock", "from"),
             Cause::Rejected => ("rejected entries", "from"),
             Cause::Misbehaved => ("disconnections for misbehaviour", "from"),
-            Cause::Stalled => ("stalled push streams", "from"),
-            Cause::Refused => ("refused requests", "from"),
+            Cause::Stalled => ("stalled lanes", "from"),
+            Cause::Incompatible => ("connections of another protocol version", "from"),
             Cause::Listening => ("errors", "listening on"),
         }
     }

@@ -290,6 +290,30 @@ mod tests {
         }
     }
 
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The encodings quoted in docs/protocol.md, section 9.2.
+    #[test]
+    fn the_documented_encodings_hold() {
+        assert_eq!(hex(&Message::Ping.encode()), "6450696e67");
+        assert_eq!(hex(&Message::Ack(3).encode()), "a16341636b03");
+        let author = author(0x8a);
+        let want = Message::Want(HeadNote { author, seq: 2 });
+        let key = hex(author.as_bytes());
+        assert_eq!(
+            hex(&want.encode()),
+            format!("a16457616e74a266617574686f725820{key}6373657102")
+        );
+        let have = Message::Have(vec![HeadNote { author, seq: 2 }]);
+        assert_eq!(have.encode().len(), 54);
+        assert_eq!(
+            hex(&have.encode()),
+            format!("a1644861766581a266617574686f725820{key}6373657102")
+        );
+    }
+
     #[test]
     fn garbage_and_oversized_messages_are_refused() {
         assert!(matches!(

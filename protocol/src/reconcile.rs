@@ -1,5 +1,5 @@
 //! Comparing two sets of heads without sending them all (range-based set reconciliation,
-//! docs/protocol-reconcile.md).
+//! docs/protocol.md, section 9.3).
 //!
 //! Each head has an *item hash*, BLAKE3 of [`HEAD_DOMAIN`] ‖ author ‖ seq (u64 big-endian) ‖
 //! hash; a set of heads is summed up as its count and the XOR of its item hashes. The asker
@@ -234,9 +234,10 @@ pub enum ReconcileError {
         /// The author out of place.
         author: Author,
     },
-    /// A split into fewer than two sub-ranges (which would not get any closer to the heads).
-    #[error("part {part} splits the range into {found} sub-ranges, fewer than 2")]
-    SplitTooFew {
+    /// A split into fewer than 2 sub-ranges (which gets no closer to the heads) or more than
+    /// [`SPLIT_PARTS`].
+    #[error("part {part} splits the range into {found} sub-ranges, not 2 to {SPLIT_PARTS}")]
+    SplitParts {
         /// Index of the part in the reply.
         part: usize,
         /// Sub-ranges given.
@@ -299,7 +300,7 @@ pub struct Reconciler {
 
 impl Reconciler {
     /// Starts comparing our heads with a peer's, summed up in its hello. Done at once when
-    /// the summaries are equal.
+    /// the summaries are equal (every author is then the same, and no reply will say so).
     pub fn new(ours: &HeadSet, theirs: Summary) -> Self {
         let pending = if ours.summary(&AuthorRange::ALL) == theirs {
             VecDeque::new()
@@ -406,8 +407,8 @@ fn check_part(index: usize, asked: &AuthorRange, part: &Part) -> Result<(), Reco
             Ok(())
         }
         Part::Split(subs) => {
-            if subs.len() < 2 {
-                return Err(ReconcileError::SplitTooFew {
+            if !(2..=SPLIT_PARTS).contains(&subs.len()) {
+                return Err(ReconcileError::SplitParts {
                     part: index,
                     found: subs.len(),
                 });
@@ -857,12 +858,27 @@ mod tests {
         let not_covering = Err(ReconcileError::SplitNotCovering { part: 0 });
         assert_eq!(
             split(&[(min, None, 40)]),
-            Err(ReconcileError::SplitTooFew { part: 0, found: 1 })
+            Err(ReconcileError::SplitParts { part: 0, found: 1 })
         );
         assert_eq!(
             split(&[]),
-            Err(ReconcileError::SplitTooFew { part: 0, found: 0 })
+            Err(ReconcileError::SplitParts { part: 0, found: 0 })
         );
+        let bytes = |n: u8| Author::from_bytes([n; 32]);
+        let mut many: Vec<(Author, Option<Author>, u64)> = (0..=SPLIT_PARTS as u8)
+            .map(|n| (bytes(n), Some(bytes(n + 1)), 3))
+            .collect();
+        many[SPLIT_PARTS].1 = None;
+        assert_eq!(
+            split(&many),
+            Err(ReconcileError::SplitParts {
+                part: 0,
+                found: SPLIT_PARTS + 1
+            })
+        );
+        many.pop();
+        many[SPLIT_PARTS - 1].1 = None;
+        assert!(split(&many).is_ok());
         // Starts late, ends early, leaves a gap, overlaps.
         assert_eq!(split(&[(a1, Some(a2), 20), (a2, None, 20)]), not_covering);
         assert_eq!(
@@ -897,59 +913,31 @@ mod tests {
     }
 
     #[test]
-    fn a_replier_cannot_grow_the_pending_ranges_without_bound() {
-        // A hostile replier splits every range it is asked about into 32 equal sub-ranges (as
-        // many as a reply may hold for a full query), each claiming heads we lack.
-        const PARTS: u8 = 32;
-        /// `start` with the 5 bits from bit `low` (counted from the least significant) set to `i`.
-        fn with_bits(start: Author, low: usize, i: u8) -> Author {
-            let mut bytes = *start.as_bytes();
-            for bit in 0..5 {
-                if i >> bit & 1 == 1 {
-                    let at = low + bit;
-                    bytes[31 - at / 8] |= 1 << (at % 8);
-                }
-            }
-            Author::from_bytes(bytes)
-        }
-        let mut depths = BTreeMap::from([((Author::MIN, None), 0)]);
-        let mut split = |asked: &AuthorRange| {
-            let depth = depths[&(asked.start, asked.end)] + 1;
-            let low = 256 - 5 * depth;
-            let subs: Vec<(AuthorRange, Summary)> = (0..PARTS)
-                .map(|i| {
-                    let start = with_bits(asked.start, low, i);
-                    let end = if i + 1 == PARTS {
-                        asked.end
-                    } else {
-                        Some(with_bits(asked.start, low, i + 1))
-                    };
-                    (range(start, end), summary(3))
-                })
-                .collect();
-            for (sub, _) in &subs {
-                depths.insert((sub.start, sub.end), depth);
-            }
-            Part::Split(subs)
+    fn a_reply_that_would_leave_too_many_ranges_pending_is_refused() {
+        // A hostile replier can make every sub-range differ; the asker keeps only so many.
+        let asked = range(Author::MIN, Some(Author::from_bytes([0x80; 32])));
+        let cut = Author::from_bytes([0x40; 32]);
+        let reply = || {
+            vec![Part::Split(vec![
+                (range(Author::MIN, Some(cut)), summary(20)),
+                (range(cut, asked.end), summary(20)),
+            ])]
         };
-        let mut reconciler = asking_all();
-        let mut query = vec![AuthorRange::ALL];
-        let ours = HeadSet::new();
-        for round in 1..=100 {
-            let parts = query.iter().map(&mut split).collect();
-            match reconciler.on_reply(&ours, parts) {
-                Ok(_) => query = reconciler.next_query().expect("ranges pending"),
-                Err(error) => {
-                    assert!(
-                        matches!(error, ReconcileError::TooManyPending { found } if found > MAX_PENDING_RANGES),
-                        "{error}"
-                    );
-                    assert!(round > 30, "refused after {round} rounds");
-                    return;
-                }
-            }
-        }
-        panic!("100 rounds of hostile splits were taken");
+        // `left` ranges pending besides the one asked (their bounds do not matter here).
+        let asking = |left: usize| Reconciler {
+            pending: VecDeque::from(vec![range(Author::from_bytes([0xff; 32]), None); left]),
+            in_flight: Some(vec![asked]),
+        };
+        let mut fits = asking(MAX_PENDING_RANGES - 2);
+        assert!(fits.on_reply(&HeadSet::new(), reply()).is_ok());
+        assert_eq!(fits.pending.len(), MAX_PENDING_RANGES);
+        assert_eq!(fits.pending[1], range(cut, asked.end));
+        assert_eq!(
+            asking(MAX_PENDING_RANGES - 1).on_reply(&HeadSet::new(), reply()),
+            Err(ReconcileError::TooManyPending {
+                found: MAX_PENDING_RANGES + 1
+            })
+        );
     }
 
     /// How the heads of one author stand between the asker and the replier.
@@ -1049,7 +1037,7 @@ mod tests {
         }
     }
 
-    /// Hex with any whitespace in it, as the vectors are written in docs/protocol-reconcile.md.
+    /// Hex with any whitespace in it, as the vectors are written in docs/protocol.md, section 9.3.
     fn unhex(text: &str) -> Vec<u8> {
         let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
         digits

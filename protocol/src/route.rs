@@ -29,7 +29,8 @@ struct Stall<P> {
 #[derive(Debug)]
 pub struct Router<P> {
     own: Author,
-    peers: BTreeSet<P>,
+    /// Accepted peers, with their own logs.
+    peers: BTreeMap<P, Author>,
     sources: BTreeMap<Author, P>,
     stalls: BTreeMap<Author, Stall<P>>,
 }
@@ -39,7 +40,7 @@ impl<P: Copy + Ord> Router<P> {
     pub fn new(own: Author) -> Self {
         Self {
             own,
-            peers: BTreeSet::new(),
+            peers: BTreeMap::new(),
             sources: BTreeMap::new(),
             stalls: BTreeMap::new(),
         }
@@ -68,7 +69,7 @@ impl<P: Copy + Ord> Router<P> {
         peer_author: Author,
         announced: impl IntoIterator<Item = Author>,
     ) -> Vec<P> {
-        self.peers.insert(peer);
+        self.peers.insert(peer, peer_author);
         let mut changed = BTreeSet::new();
         for author in announced.into_iter().chain([peer_author]) {
             changed.extend(self.offer(peer, peer_author, author));
@@ -94,7 +95,7 @@ impl<P: Copy + Ord> Router<P> {
         match self.sources.get(&author).copied() {
             None => {
                 self.sources.insert(author, peer);
-                self.peers.iter().copied().filter(|p| *p != peer).collect()
+                self.peers.keys().copied().filter(|p| *p != peer).collect()
             }
             Some(source) if source != peer && author == peer_author => self.switch(author, peer),
             Some(_) => Vec::new(),
@@ -104,15 +105,20 @@ impl<P: Copy + Ord> Router<P> {
     /// Makes `peer` the source of `author`'s log; returns the two peers whose lists changed.
     fn switch(&mut self, author: Author, peer: P) -> Vec<P> {
         match self.sources.insert(author, peer) {
-            Some(old) if old != peer && self.peers.contains(&old) => vec![old, peer],
+            Some(old) if old != peer && self.peers.contains_key(&old) => vec![old, peer],
             Some(old) if old == peer => Vec::new(),
             _ => vec![peer],
         }
     }
 
     /// `peer` noted holding `author`'s log up to `seq`, while we hold `ours`.
+    /// A log whose source is its author in person never stalls: no relay can be ahead of the
+    /// author, so a note saying so is a lie (or a fork) and changes nothing.
     pub fn noted(&mut self, peer: P, author: Author, seq: u64, ours: u64, now: Instant) {
         if author == self.own || seq <= ours || self.sources.get(&author) == Some(&peer) {
+            return;
+        }
+        if self.sourced_by_author(&author) {
             return;
         }
         let stall = self.stalls.entry(author).or_insert(Stall {
@@ -139,16 +145,27 @@ impl<P: Copy + Ord> Router<P> {
         let mut changed = BTreeSet::new();
         for (author, peer, seq) in due {
             self.stalls.remove(&author);
-            if ours(&author) < seq && self.peers.contains(&peer) {
+            if ours(&author) < seq && self.peers.contains_key(&peer) {
                 changed.extend(self.switch(author, peer));
             }
         }
         changed.into_iter().collect()
     }
 
+    /// Whether `author`'s log comes from the author in person.
+    fn sourced_by_author(&self, author: &Author) -> bool {
+        self.sources
+            .get(author)
+            .and_then(|source| self.peers.get(source))
+            == Some(author)
+    }
+
     /// `peer` left: each log it was the source of moves to another peer (the smallest id; a
     /// stalled one is replaced in turn). Returns the peers whose skip lists changed.
-    pub fn left(&mut self, peer: P) -> Vec<P> {
+    ///
+    /// Logs it was the source of that `held` says we do not hold are forgotten instead: they
+    /// were only claims, and the next offer routes them again.
+    pub fn left(&mut self, peer: P, held: impl Fn(&Author) -> bool) -> Vec<P> {
         self.peers.remove(&peer);
         self.stalls.retain(|_, stall| stall.peer != peer);
         let orphans: Vec<Author> = self
@@ -157,7 +174,12 @@ impl<P: Copy + Ord> Router<P> {
             .filter(|(_, s)| **s == peer)
             .map(|(a, _)| *a)
             .collect();
-        let heir = self.peers.first().copied();
+        let (orphans, claims): (Vec<Author>, Vec<Author>) =
+            orphans.into_iter().partition(|author| held(author));
+        for author in claims {
+            self.sources.remove(&author);
+        }
+        let heir = self.peers.keys().next().copied();
         for author in &orphans {
             match heir {
                 Some(heir) => self.sources.insert(*author, heir),
@@ -267,11 +289,27 @@ mod tests {
     }
 
     #[test]
+    fn a_relay_noting_it_is_ahead_of_the_author_in_person_changes_nothing() {
+        let mut router = Router::new(author(ME));
+        let t0 = Instant::now();
+        router.joined(1, author(1), []);
+        router.joined(2, author(2), [author(1)]);
+        assert_eq!(router.source(&author(1)), Some(1));
+        router.noted(2, author(1), u64::MAX, 4, t0);
+        assert!(
+            router
+                .check_stalls(t0 + STALL_TIMEOUT * 2, |_| 4)
+                .is_empty()
+        );
+        assert_eq!(router.source(&author(1)), Some(1));
+    }
+
+    #[test]
     fn when_the_source_leaves_another_peer_takes_over() {
         let mut router = Router::new(author(ME));
         router.joined(1, author(1), [author(9)]);
         router.joined(2, author(2), [author(9)]);
-        assert_eq!(router.left(1), vec![2]);
+        assert_eq!(router.left(1, |_| true), vec![2]);
         assert_eq!(router.source(&author(9)), Some(2));
         assert!(router.skip_list(&2).is_empty());
     }

@@ -1,39 +1,42 @@
-//! A hostile test peer: a real libp2p swarm that speaks p2pchat's protocols, badly on purpose.
+//! A hostile test peer: a real libp2p swarm that speaks p2pchat's protocol v2, badly on purpose.
 //!
-//! It dials a node, says whatever hello it is told to, opens push streams and writes any bytes
-//! on them (well-formed frames of forged entries, oversized length prefixes, garbage), and
-//! reports when the node disconnects it. Built only from `protocol` and libp2p, like a second
-//! implementation would be.
+//! It dials a node, opens its two lanes to it (`/p2pchat/live/2`, `/p2pchat/bulk/2`) and writes
+//! whatever it is told on them: well-formed messages no honest peer sends (forged entries,
+//! floods of batches, replies that do not answer), or any bytes (oversized length prefixes,
+//! garbage, half a frame). Towards the node's own lanes it behaves like an honest peer unless
+//! told otherwise: it answers head queries from the heads it claims ([`HeadSet::answer`]), acks
+//! every batch, sends the logs it serves again when the node wants them, pings while it has
+//! nothing to say, and records what the node sent. It reports when the node disconnects it.
+//! Built only from `protocol` and libp2p, like a second implementation would be.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use futures::{AsyncWriteExt, StreamExt};
-use libp2p::request_response::{self, ProtocolSupport};
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol, SwarmBuilder, noise, ping, tcp, yamux};
-use p2pchat_protocol::limits::{MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES};
-use p2pchat_protocol::wire::{
-    Batch, Frame, HeadInfo, Hello, PROTOCOL_VERSION, PUSH_PROTOCOL, Request, Response,
-    SYNC_PROTOCOL,
+use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol, SwarmBuilder, noise, tcp, yamux};
+use p2pchat_protocol::limits::{MAX_BATCH_ENTRIES, MAX_FRAME_BYTES};
+use p2pchat_protocol::message::{
+    AuthorRange, BULK_PROTOCOL, Batch, HeadInfo, HeadNote, Hello, LIVE_PROTOCOL, Lane, Message,
+    PROTOCOL_VERSION,
 };
-use p2pchat_protocol::{Author, Body, Draft, Entry, SigningKey};
-use tokio::sync::{mpsc, oneshot};
+use p2pchat_protocol::reconcile::HeadSet;
+use p2pchat_protocol::replica::PING_INTERVAL;
+use p2pchat_protocol::{Author, Body, Draft, Entry, Hash, SigningKey};
+use tokio::sync::mpsc;
 
 use crate::DEADLINE;
 
+/// Frames queued per lane before a sender waits (the node reads them, or the test stalls).
+const LANE_QUEUE: usize = 1024;
+/// Messages from the node kept for the test to read; more are dropped (and counted).
+const INBOX: usize = 4096;
+
 #[derive(NetworkBehaviour)]
 struct Behaviour {
-    sync: request_response::cbor::Behaviour<Request, Response>,
-    push: libp2p_stream::Behaviour,
-    ping: ping::Behaviour,
-}
-
-enum Command {
-    Dial(Multiaddr),
-    Request(PeerId, Request, oneshot::Sender<Option<Response>>),
+    streams: libp2p_stream::Behaviour,
 }
 
 /// What the adversary saw happen to its connections.
@@ -45,38 +48,67 @@ pub enum Seen {
     Disconnected(PeerId),
 }
 
-/// See the module docs. Its swarm runs in a task that ends when this is dropped.
+/// The writers of the adversary's current lanes to one node.
+#[derive(Clone)]
+struct Lanes {
+    live: mpsc::Sender<Vec<u8>>,
+    bulk: mpsc::Sender<Vec<u8>>,
+}
+
+impl Lanes {
+    fn of(&self, lane: Lane) -> &mpsc::Sender<Vec<u8>> {
+        match lane {
+            Lane::Live => &self.live,
+            Lane::Bulk => &self.bulk,
+        }
+    }
+}
+
+/// What the adversary holds, how it behaves, and what it saw; shared with its swarm's tasks.
+struct State {
+    /// The heads it claims: in its hello's summary and its replies.
+    claimed: HeadSet,
+    /// The logs it can send, as envelopes from seq 1.
+    logs: HashMap<Author, Vec<Vec<u8>>>,
+    lanes: Option<Lanes>,
+    /// Whether queries are answered (from `claimed`).
+    answering: bool,
+    /// Whether a ping goes out every [`PING_INTERVAL`] (on after its hello).
+    pinging: bool,
+    node_hello: Option<Hello>,
+    /// Whether the node said anything after its hello but pings: it accepted the session.
+    accepted: bool,
+    wants: Vec<HeadNote>,
+    acks: u64,
+    batches: u64,
+    bad_messages: Vec<String>,
+    dropped: u64,
+}
+
+type Shared = Arc<Mutex<State>>;
+
+fn lock(state: &Shared) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// See the module docs. Its swarm runs in tasks that end when this is dropped.
 pub struct Adversary {
     /// Its key: its peer id and the author of the entries it signs.
     pub key: SigningKey,
     /// Its peer id.
     pub peer_id: PeerId,
+    name: String,
     control: libp2p_stream::Control,
-    commands: mpsc::Sender<Command>,
+    dials: mpsc::Sender<Multiaddr>,
     seen: mpsc::Receiver<Seen>,
-    ranges_asked: Arc<AtomicUsize>,
-    serving: Served,
+    inbox: mpsc::Receiver<Message>,
+    state: Shared,
 }
 
-/// Logs the adversary answers range requests with: envelopes by author, from seq 1.
-type Served = Arc<std::sync::Mutex<std::collections::HashMap<Author, Vec<Vec<u8>>>>>;
-
 impl Adversary {
-    /// Starts a swarm with a fresh key; it answers the node's hello with `name` and no heads.
+    /// Starts a swarm with a fresh key; its hello ([`Adversary::hello`]) will claim `name`.
     pub fn spawn(name: &str) -> anyhow::Result<Self> {
-        Self::start(Some(name))
-    }
-
-    /// Starts a swarm with a fresh key that never answers a request (it never says hello).
-    pub fn silent() -> anyhow::Result<Self> {
-        Self::start(None)
-    }
-
-    fn start(name: Option<&str>) -> anyhow::Result<Self> {
         let key = SigningKey::generate(&mut rand::rngs::OsRng);
-        let codec = request_response::cbor::codec::Codec::default()
-            .set_request_size_maximum(MAX_REQUEST_BYTES as u64 * 4)
-            .set_response_size_maximum(MAX_RESPONSE_BYTES as u64);
         let mut swarm = SwarmBuilder::with_existing_identity(p2pchat_node::identity::keypair(&key))
             .with_tokio()
             .with_tcp(
@@ -85,34 +117,44 @@ impl Adversary {
                 yamux::Config::default,
             )?
             .with_behaviour(|_| Behaviour {
-                sync: request_response::Behaviour::with_codec(
-                    codec,
-                    [(StreamProtocol::new(SYNC_PROTOCOL), ProtocolSupport::Full)],
-                    request_response::Config::default().with_request_timeout(DEADLINE),
-                ),
-                push: libp2p_stream::Behaviour::new(),
-                ping: ping::Behaviour::default(),
+                streams: libp2p_stream::Behaviour::new(),
             })?
             .with_swarm_config(|config| {
                 config.with_idle_connection_timeout(Duration::from_secs(3600))
             })
             .build();
         let peer_id = *swarm.local_peer_id();
-        let control = swarm.behaviour().push.new_control();
-        let (commands, mut command_rx) = mpsc::channel::<Command>(16);
+        let mut control = swarm.behaviour().streams.new_control();
+        let state: Shared = Arc::new(Mutex::new(State {
+            claimed: HeadSet::new(),
+            logs: HashMap::new(),
+            lanes: None,
+            answering: true,
+            pinging: false,
+            node_hello: None,
+            accepted: false,
+            wants: Vec::new(),
+            acks: 0,
+            batches: 0,
+            bad_messages: Vec::new(),
+            dropped: 0,
+        }));
+        let (dials, mut dial_rx) = mpsc::channel::<Multiaddr>(16);
         let (seen_tx, seen) = mpsc::channel(256);
-        let hello = name.map(|name| Hello {
-            version: PROTOCOL_VERSION,
-            name: name.to_owned(),
-            heads: vec![],
-        });
-        let mut unanswered = Vec::new(); // a silent adversary holds requests open, unanswered
-        let ranges_asked = Arc::new(AtomicUsize::new(0));
-        let ranges = ranges_asked.clone();
-        let serving = Served::default();
-        let served = serving.clone();
+        let (received_tx, received_rx) = mpsc::channel(LANE_QUEUE);
+        let (inbox_tx, inbox) = mpsc::channel(INBOX);
+
+        for (lane, protocol) in [(Lane::Live, LIVE_PROTOCOL), (Lane::Bulk, BULK_PROTOCOL)] {
+            let mut incoming = control.accept(StreamProtocol::new(protocol))?;
+            let received = received_tx.clone();
+            tokio::spawn(async move {
+                while let Some((_, stream)) = incoming.next().await {
+                    tokio::spawn(read_lane(stream, lane, received.clone()));
+                }
+            });
+        }
+        tokio::spawn(respond(state.clone(), received_rx, inbox_tx));
         tokio::spawn(async move {
-            let mut pending = std::collections::HashMap::new();
             loop {
                 tokio::select! {
                     event = swarm.select_next_some() => match event {
@@ -122,49 +164,11 @@ impl Adversary {
                         SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
                             let _ = seen_tx.try_send(Seen::Disconnected(peer_id));
                         }
-                        SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => match event {
-                            request_response::Event::Message { message: request_response::Message::Request { channel, request, .. }, .. } => {
-                                let Some(hello) = &hello else {
-                                    unanswered.push(channel);
-                                    continue;
-                                };
-                                let response = match request {
-                                    Request::Hello(_) => Response::Hello(hello.clone()),
-                                    // Whatever it announced, it sends nothing, unless told to
-                                    // serve a log (`Adversary::serve`).
-                                    Request::Range(range) => {
-                                        ranges.fetch_add(1, Ordering::Relaxed);
-                                        let skip = usize::try_from(range.from.max(1) - 1).unwrap_or(usize::MAX);
-                                        let entries = served.lock().unwrap().get(&range.author).map_or_else(Vec::new, |log| {
-                                            log.iter().skip(skip).cloned().map(serde_bytes::ByteBuf::from).collect()
-                                        });
-                                        Response::Entries(Batch { author: range.author, entries })
-                                    }
-                                    Request::Skip(_) => Response::Done,
-                                };
-                                let _ = swarm.behaviour_mut().sync.send_response(channel, response);
-                            }
-                            request_response::Event::Message { message: request_response::Message::Response { request_id, response }, .. } => {
-                                if let Some(reply) = pending.remove(&request_id) {
-                                    let _: Result<(), _> = oneshot::Sender::send(reply, Some(response));
-                                }
-                            }
-                            request_response::Event::OutboundFailure { request_id, .. } => {
-                                if let Some(reply) = pending.remove(&request_id) {
-                                    let _ = oneshot::Sender::send(reply, None);
-                                }
-                            }
-                            _ => {}
-                        },
                         _ => {}
                     },
-                    command = command_rx.recv() => match command {
-                        Some(Command::Dial(addr)) => {
+                    addr = dial_rx.recv() => match addr {
+                        Some(addr) => {
                             let _ = swarm.dial(addr);
-                        }
-                        Some(Command::Request(peer, request, reply)) => {
-                            let id = swarm.behaviour_mut().sync.send_request(&peer, request);
-                            pending.insert(id, reply);
                         }
                         None => break,
                     },
@@ -174,25 +178,13 @@ impl Adversary {
         Ok(Self {
             key,
             peer_id,
+            name: name.to_owned(),
             control,
-            commands,
+            dials,
             seen,
-            ranges_asked,
-            serving,
+            inbox,
+            state,
         })
-    }
-
-    /// From now on, answers range requests for `author` with `envelopes` (seq 1 first).
-    pub fn serve(&self, author: Author, envelopes: Vec<Vec<u8>>) {
-        self.serving
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(author, envelopes);
-    }
-
-    /// How many range requests the node sent it (each answered with no entries).
-    pub fn ranges_asked(&self) -> usize {
-        self.ranges_asked.load(Ordering::Relaxed)
     }
 
     /// The adversary's author id.
@@ -200,54 +192,205 @@ impl Adversary {
         Author::of(&self.key)
     }
 
-    /// Dials `addr` and waits for the connection.
-    pub async fn connect(&mut self, addr: &Multiaddr) -> anyhow::Result<PeerId> {
-        self.commands.send(Command::Dial(addr.clone())).await?;
+    /// Dials `addr` and waits for the connection, without opening lanes.
+    pub async fn dial(&mut self, addr: &Multiaddr) -> anyhow::Result<PeerId> {
+        self.dials.send(addr.clone()).await?;
         match self.next_seen(DEADLINE).await? {
             Seen::Connected(peer) => Ok(peer),
             other => bail!("expected a connection, saw {other:?}"),
         }
     }
 
-    /// Sends a request and waits for its answer (`None` if it failed).
-    pub async fn request(
-        &self,
-        peer: PeerId,
-        request: Request,
-    ) -> anyhow::Result<Option<Response>> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Request(peer, request, reply))
-            .await?;
-        Ok(tokio::time::timeout(DEADLINE, answer)
-            .await
-            .context("no answer in time")??)
+    /// Dials `addr`, waits for the connection and opens both lanes to it (replacing earlier
+    /// ones). Nothing is said yet: see [`Adversary::hello`].
+    pub async fn connect(&mut self, addr: &Multiaddr) -> anyhow::Result<PeerId> {
+        let peer = self.dial(addr).await?;
+        self.open_lanes(peer).await?;
+        Ok(peer)
     }
 
-    /// Says hello with `name` and `heads`, returning the node's answer.
-    pub async fn hello(
-        &self,
-        peer: PeerId,
-        name: &str,
-        heads: Vec<HeadInfo>,
-    ) -> anyhow::Result<Option<Response>> {
-        self.request(
-            peer,
-            Request::Hello(Hello {
-                version: PROTOCOL_VERSION,
-                name: name.to_owned(),
-                heads,
-            }),
+    /// Opens both lanes to `peer`, replacing the earlier ones (which close once what was
+    /// queued on them is written).
+    pub async fn open_lanes(&mut self, peer: PeerId) -> anyhow::Result<()> {
+        let live = self.open_stream(peer, Lane::Live).await?;
+        let bulk = self.open_stream(peer, Lane::Bulk).await?;
+        let lanes = Lanes {
+            live: write_lane(live),
+            bulk: write_lane(bulk),
+        };
+        let mut state = lock(&self.state);
+        state.lanes = Some(lanes);
+        state.accepted = false;
+        Ok(())
+    }
+
+    /// Opens one more stream of `lane`'s protocol to `peer`, for the test to write on.
+    pub async fn open_stream(&mut self, peer: PeerId, lane: Lane) -> anyhow::Result<Stream> {
+        let protocol = match lane {
+            Lane::Live => LIVE_PROTOCOL,
+            Lane::Bulk => BULK_PROTOCOL,
+        };
+        let stream = tokio::time::timeout(
+            DEADLINE,
+            self.control
+                .open_stream(peer, StreamProtocol::new(protocol)),
         )
         .await
+        .with_context(|| format!("opening {protocol} to {peer} took too long"))?
+        .with_context(|| format!("opening {protocol} to {peer}"))?;
+        Ok(stream)
     }
 
-    /// Opens a push stream to `peer` (call after a hello the node accepts).
-    pub async fn open_push(&mut self, peer: PeerId) -> anyhow::Result<Stream> {
-        Ok(self
-            .control
-            .open_stream(peer, StreamProtocol::new(PUSH_PROTOCOL))
-            .await?)
+    /// The honest hello: version 2, its name, and the summary of the heads it claims. From
+    /// now on it pings while it has nothing to say.
+    pub async fn hello(&self) -> anyhow::Result<()> {
+        let hello = self.hello_message();
+        self.send(Lane::Live, &hello).await?;
+        lock(&self.state).pinging = true;
+        Ok(())
+    }
+
+    /// Waits until the node accepted the session (it said something after its hello), so
+    /// that what goes on bulk now cannot overtake the hello on live.
+    pub async fn accepted(&self) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while !lock(&self.state).accepted {
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the node did not accept the session in time"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
+    /// The hello [`Adversary::hello`] sends.
+    pub fn hello_message(&self) -> Message {
+        Message::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            name: self.name.clone(),
+            heads: lock(&self.state).claimed.summary(&AuthorRange::ALL),
+        })
+    }
+
+    /// Writes `message` on `lane`, after everything queued before on it.
+    pub async fn send(&self, lane: Lane, message: &Message) -> anyhow::Result<()> {
+        self.send_raw(lane, frame(&message.encode())).await
+    }
+
+    /// Writes `bytes` as they are (no length prefix is added) on `lane`.
+    pub async fn send_raw(&self, lane: Lane, bytes: Vec<u8>) -> anyhow::Result<()> {
+        let lanes = lock(&self.state).lanes.clone().context("no lanes open")?;
+        lanes
+            .of(lane)
+            .send(bytes)
+            .await
+            .context("the lane is closed")
+    }
+
+    /// Sends `envelopes` as one batch of `author`'s log on `lane`.
+    pub async fn send_batch(
+        &self,
+        lane: Lane,
+        author: Author,
+        envelopes: Vec<Vec<u8>>,
+    ) -> anyhow::Result<()> {
+        self.send(lane, &batch(author, envelopes)).await
+    }
+
+    /// The next message from the node (pings left out), within `within`.
+    pub async fn next_message(&mut self, within: Duration) -> anyhow::Result<Message> {
+        tokio::time::timeout(within, self.inbox.recv())
+            .await
+            .context("no message from the node in time")?
+            .context("the adversary stopped")
+    }
+
+    /// The first message from the node that `wanted` picks (earlier ones are passed over),
+    /// within `within`.
+    pub async fn wait_message(
+        &mut self,
+        within: Duration,
+        wanted: impl Fn(&Message) -> bool,
+    ) -> anyhow::Result<Message> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let message = self.next_message(left).await?;
+            if wanted(&message) {
+                return Ok(message);
+            }
+        }
+    }
+
+    /// Whether the node sent nothing that `unwanted` picks for `quiet`.
+    pub async fn never_sent(
+        &mut self,
+        quiet: Duration,
+        unwanted: impl Fn(&Message) -> bool,
+    ) -> bool {
+        self.wait_message(quiet, unwanted).await.is_err()
+    }
+
+    /// From now on claims `author`'s log as `envelopes` (seq 1 first) and sends it again from
+    /// where the node wants it ([`Message::Want`]).
+    pub fn serve(&self, author: Author, envelopes: Vec<Vec<u8>>) {
+        let mut state = lock(&self.state);
+        if let Some(last) = envelopes.last() {
+            state.claimed.insert(HeadInfo {
+                author,
+                seq: envelopes.len() as u64,
+                hash: Hash::of(last),
+            });
+        }
+        state.logs.insert(author, envelopes);
+    }
+
+    /// From now on claims `head`, whatever it serves.
+    pub fn claim(&self, head: HeadInfo) {
+        lock(&self.state).claimed.insert(head);
+    }
+
+    /// Whether it answers the node's queries (it does at first).
+    pub fn answer_queries(&self, answering: bool) {
+        lock(&self.state).answering = answering;
+    }
+
+    /// Whether it pings while it has nothing to say (it does from its hello on).
+    pub fn keep_alive(&self, pinging: bool) {
+        lock(&self.state).pinging = pinging;
+    }
+
+    /// The honest reply to a query of `ranges`, from the heads it claims.
+    pub fn reply_to(&self, ranges: &[AuthorRange]) -> Message {
+        Message::Reply(lock(&self.state).claimed.answer(ranges))
+    }
+
+    /// The node's hello, once it came.
+    pub fn node_hello(&self) -> Option<Hello> {
+        lock(&self.state).node_hello.clone()
+    }
+
+    /// Every [`Message::Want`] the node sent, in order.
+    pub fn wants(&self) -> Vec<HeadNote> {
+        lock(&self.state).wants.clone()
+    }
+
+    /// How many of its batches the node acked.
+    pub fn acks(&self) -> u64 {
+        lock(&self.state).acks
+    }
+
+    /// How many batches the node sent it (each acked).
+    pub fn batches_received(&self) -> u64 {
+        lock(&self.state).batches
+    }
+
+    /// What the node sent that was not a valid message (none, from an honest node), and how
+    /// many messages were dropped because the test did not read them.
+    pub fn troubles(&self) -> (Vec<String>, u64) {
+        let state = lock(&self.state);
+        (state.bad_messages.clone(), state.dropped)
     }
 
     /// Waits up to `within` for the node to close the adversary's last connection to it.
@@ -255,7 +398,13 @@ impl Adversary {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             match tokio::time::timeout_at(deadline, self.seen.recv()).await {
-                Ok(Some(Seen::Disconnected(_))) => return true,
+                Ok(Some(Seen::Disconnected(_))) => {
+                    let mut state = lock(&self.state);
+                    state.lanes = None;
+                    state.pinging = false;
+                    state.accepted = false;
+                    return true;
+                }
                 Ok(Some(_)) => continue,
                 _ => return false,
             }
@@ -278,18 +427,11 @@ impl Adversary {
     /// [`Adversary::log`] with entry `seq` dated `start + seq` (milliseconds since the epoch).
     pub fn log_dated(&self, name: &str, texts: &[&str], start: u64) -> Vec<Entry> {
         let mut entries: Vec<Entry> = Vec::new();
-        let bodies = std::iter::once(Body::Profile {
-            name: name.to_owned(),
-        })
-        .chain(texts.iter().map(|text| Body::Text {
-            text: (*text).to_owned(),
-        }));
-        for (i, body) in bodies.enumerate() {
-            let prev = entries.last().map(Entry::hash);
+        for (i, body) in bodies(name, texts).enumerate() {
             let seq = i as u64 + 1;
             let draft = Draft {
                 seq,
-                prev,
+                prev: entries.last().map(Entry::hash),
                 timestamp: start + seq,
                 lamport: seq,
                 body,
@@ -300,22 +442,166 @@ impl Adversary {
     }
 }
 
-/// A push frame (length prefix included) holding `entries` as a batch of `author`'s log.
-pub fn batch_frame(author: Author, envelopes: Vec<Vec<u8>>) -> Vec<u8> {
-    let body = Frame::Batch(Batch {
+/// Reads length-prefixed messages from one of the node's lanes until it ends or breaks.
+async fn read_lane(
+    mut stream: Stream,
+    lane: Lane,
+    received: mpsc::Sender<(Lane, Result<Message, String>)>,
+) {
+    loop {
+        let mut prefix = [0u8; 4];
+        if stream.read_exact(&mut prefix).await.is_err() {
+            return;
+        }
+        let len = u32::from_be_bytes(prefix) as usize;
+        if len > MAX_FRAME_BYTES {
+            let _ = received
+                .send((lane, Err(format!("a frame of {len} bytes"))))
+                .await;
+            return;
+        }
+        let mut body = vec![0; len];
+        if stream.read_exact(&mut body).await.is_err() {
+            return;
+        }
+        let message = Message::decode(&body).map_err(|e| e.to_string());
+        if received.send((lane, message)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Writes what is queued for one of the adversary's lanes until the queue closes or the
+/// stream breaks.
+fn write_lane(mut stream: Stream) -> mpsc::Sender<Vec<u8>> {
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(LANE_QUEUE);
+    tokio::spawn(async move {
+        while let Some(bytes) = rx.recv().await {
+            if stream.write_all(&bytes).await.is_err() || stream.flush().await.is_err() {
+                return;
+            }
+        }
+        let _ = stream.close().await;
+    });
+    tx
+}
+
+/// The honest part: answers what the node sends, pings, and records it all for the test.
+async fn respond(
+    state: Shared,
+    mut received: mpsc::Receiver<(Lane, Result<Message, String>)>,
+    inbox: mpsc::Sender<Message>,
+) {
+    let mut ping = tokio::time::interval(PING_INTERVAL);
+    loop {
+        let (lane, message) = tokio::select! {
+            got = received.recv() => match got {
+                Some(got) => got,
+                None => return,
+            },
+            _ = ping.tick() => {
+                let lanes = {
+                    let state = lock(&state);
+                    state.lanes.clone().filter(|_| state.pinging)
+                };
+                if let Some(lanes) = lanes {
+                    let _ = lanes.live.send(frame(&Message::Ping.encode())).await;
+                }
+                continue;
+            }
+        };
+        let message = match message {
+            Ok(message) => message,
+            Err(error) => {
+                lock(&state)
+                    .bad_messages
+                    .push(format!("on {lane:?}: {error}"));
+                continue;
+            }
+        };
+        let (lanes, answers) = {
+            let mut state = lock(&state);
+            let answers = answers(&mut state, &message);
+            (state.lanes.clone(), answers)
+        };
+        if let Some(lanes) = lanes {
+            for (lane, answer) in answers {
+                let _ = lanes.of(lane).send(frame(&answer.encode())).await;
+            }
+        }
+        if !matches!(message, Message::Ping) && inbox.try_send(message).is_err() {
+            lock(&state).dropped += 1;
+        }
+    }
+}
+
+/// What an honest peer answers to `message` (recording it in `state`).
+fn answers(state: &mut State, message: &Message) -> Vec<(Lane, Message)> {
+    if !matches!(message, Message::Hello(_) | Message::Ping) {
+        state.accepted = true;
+    }
+    match message {
+        Message::Hello(hello) => {
+            state.node_hello = Some(hello.clone());
+            vec![]
+        }
+        Message::Query(ranges) if state.answering => {
+            vec![(Lane::Live, Message::Reply(state.claimed.answer(ranges)))]
+        }
+        Message::Batch(_) => {
+            state.batches += 1;
+            vec![(Lane::Live, Message::Ack(1))]
+        }
+        Message::Ack(n) => {
+            state.acks += u64::from(*n);
+            vec![]
+        }
+        Message::Want(note) => {
+            state.wants.push(*note);
+            let skip = usize::try_from(note.seq.max(1) - 1).unwrap_or(usize::MAX);
+            let Some(log) = state.logs.get(&note.author) else {
+                return vec![];
+            };
+            log.iter()
+                .skip(skip)
+                .cloned()
+                .collect::<Vec<_>>()
+                .chunks(MAX_BATCH_ENTRIES)
+                .map(|chunk| (Lane::Bulk, batch(note.author, chunk.to_vec())))
+                .collect()
+        }
+        _ => vec![],
+    }
+}
+
+fn bodies<'a>(name: &str, texts: &'a [&'a str]) -> impl Iterator<Item = Body> + 'a {
+    std::iter::once(Body::Profile {
+        name: name.to_owned(),
+    })
+    .chain(texts.iter().map(|text| Body::Text {
+        text: (*text).to_owned(),
+    }))
+}
+
+/// A batch of `author`'s log holding `envelopes`.
+pub fn batch(author: Author, envelopes: Vec<Vec<u8>>) -> Message {
+    Message::Batch(Batch {
         author,
         entries: envelopes
             .into_iter()
             .map(serde_bytes::ByteBuf::from)
             .collect(),
     })
-    .encode();
-    raw_frame(&body)
 }
 
-/// A push frame (length prefix included) with any body.
-pub fn raw_frame(body: &[u8]) -> Vec<u8> {
+/// `body` with its length prefix: one frame on a lane.
+pub fn frame(body: &[u8]) -> Vec<u8> {
     [&(body.len() as u32).to_be_bytes()[..], body].concat()
+}
+
+/// The envelopes of `entries`.
+pub fn envelopes(entries: &[Entry]) -> Vec<Vec<u8>> {
+    entries.iter().map(|e| e.envelope().to_vec()).collect()
 }
 
 /// Writes bytes on a stream and flushes them.
@@ -347,14 +633,8 @@ pub fn small_order_log(name: &str, texts: &[&str]) -> Vec<Entry> {
     use curve25519_dalek::scalar::Scalar;
     // Any key writes the payloads; its author bytes and signature are then replaced.
     let scribe = SigningKey::generate(&mut rand::rngs::OsRng);
-    let bodies = std::iter::once(Body::Profile {
-        name: name.to_owned(),
-    })
-    .chain(texts.iter().map(|text| Body::Text {
-        text: (*text).to_owned(),
-    }));
     let mut entries: Vec<Entry> = Vec::new();
-    for (i, body) in bodies.enumerate() {
+    for (i, body) in bodies(name, texts).enumerate() {
         let seq = i as u64 + 1;
         let draft = Draft {
             seq,

@@ -1,16 +1,23 @@
-//! Hostile peers against a real node (the adversary in `p2pchat_tests::adversary`): forged
-//! entries, bad frames, absurd hellos, stalled handshakes, silent peers and floods. The node
-//! disconnects the offender, stores nothing invalid, and honest peers keep chatting.
+//! Hostile peers against a real node, on protocol v2 (the adversary in
+//! `p2pchat_tests::adversary`): forged entries, entries filed under another log, bad frames,
+//! messages out of turn, replies that do not answer, floods of batches and notes, absurd claims,
+//! stalled handshakes and silent peers. The node disconnects the offender, stores nothing
+//! invalid, and honest peers keep chatting.
 
 use std::time::Duration;
 
 use anyhow::Context;
 use p2pchat_node::{Event, Node};
-use p2pchat_protocol::limits::{MAX_BATCH_ENTRIES, MAX_FRAME_BYTES, MAX_HELLO_HEADS};
-use p2pchat_protocol::wire::{HeadInfo, RangeRequest, Request, Response};
+use p2pchat_protocol::limits::{
+    MAX_BATCH_ENTRIES, MAX_FRAME_BYTES, MAX_MESSAGE_NOTES, MAX_QUERY_RANGES,
+};
+use p2pchat_protocol::message::{
+    AuthorRange, Fingerprint, HeadInfo, HeadNote, Hello, Lane, Message, Part, Summary,
+};
+use p2pchat_protocol::replica::{MAX_UNACKED_BATCHES, SILENCE_LIMIT};
 use p2pchat_protocol::{Author, Hash};
 use p2pchat_tests::adversary::{
-    Adversary, SMALL_ORDER_KEY, Seen, batch_frame, forge_signature, raw_frame, small_order_log,
+    Adversary, SMALL_ORDER_KEY, Seen, batch, envelopes, forge_signature, frame, small_order_log,
     write,
 };
 use p2pchat_tests::{DEADLINE, address_of, start_node, take, texts};
@@ -39,7 +46,8 @@ async fn warned_within(
             }
         }
     })
-    .await?
+    .await
+    .with_context(|| format!("no warning with {needle:?} in time"))?
 }
 
 /// alice (listening) and bob (connected to her), the honest pair every test checks on.
@@ -73,26 +81,49 @@ fn alice_history_len(alice: &Node) -> usize {
         .sum()
 }
 
+/// An adversary named `name`, connected to `node` with its lanes open, that said its hello
+/// and was accepted.
+async fn joined(name: &str, node: &Node) -> anyhow::Result<Adversary> {
+    let mut adversary = Adversary::spawn(name)?;
+    adversary.connect(&address_of(node)).await?;
+    adversary.hello().await?;
+    adversary.accepted().await?;
+    Ok(adversary)
+}
+
+/// Waits until `node` holds `author`'s log through `seq`.
+async fn holds(node: &Node, author: Author, seq: u64, what: &str) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while node.heads().get(&author) != Some(&seq) {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: holds {:?}, not {seq}",
+            node.heads().get(&author)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// The adversary's next connection to `node` is closed at once: it is banned.
+async fn banned(adversary: &mut Adversary, node: &Node) -> anyhow::Result<bool> {
+    adversary.dial(&address_of(node)).await?;
+    Ok(adversary.next_seen(DEADLINE).await? == Seen::Disconnected(node.peer_id()))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_signature_gets_the_sender_disconnected_and_its_valid_prefix_kept()
 -> anyhow::Result<()> {
     let dirs = (tempfile::tempdir()?, tempfile::tempdir()?);
     let (alice, bob) = honest_pair(&dirs).await?;
     let mut events = alice.events();
-    let mut mallory = Adversary::spawn("mallory")?;
-    let peer = mallory.connect(&address_of(&alice)).await?;
-    assert!(matches!(
-        mallory.hello(peer, "mallory", vec![]).await?,
-        Some(Response::Hello(_))
-    ));
-    let mut stream = mallory.open_push(peer).await?;
+    let mut mallory = joined("mallory", &alice).await?;
     let log = mallory.log("mallory", &["one", "two"]);
-    let envelopes = vec![
-        log[0].envelope().to_vec(),
-        log[1].envelope().to_vec(),
-        forge_signature(log[2].envelope()),
-    ];
-    write(&mut stream, &batch_frame(mallory.author(), envelopes)).await?;
+    let mut batch = envelopes(&log[..2]);
+    batch.push(forge_signature(log[2].envelope()));
+    mallory
+        .send_batch(Lane::Bulk, mallory.author(), batch)
+        .await?;
 
     assert!(
         mallory.disconnected_within(DEADLINE).await,
@@ -105,11 +136,9 @@ async fn a_forged_signature_gets_the_sender_disconnected_and_its_valid_prefix_ke
         Some(&2),
         "the valid prefix is kept, the forgery is not"
     );
-    // Banned for a while: a new connection is closed at once.
-    mallory.connect(&address_of(&alice)).await?;
-    assert_eq!(
-        mallory.next_seen(DEADLINE).await?,
-        Seen::Disconnected(alice.peer_id())
+    assert!(
+        banned(&mut mallory, &alice).await?,
+        "banned for a while: a new connection is closed at once"
     );
     still_chatting(&alice, &bob, "unaffected").await?;
     alice.shutdown().await;
@@ -118,44 +147,322 @@ async fn a_forged_signature_gets_the_sender_disconnected_and_its_valid_prefix_ke
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_filed_under_another_log_get_the_sender_disconnected() -> anyhow::Result<()> {
+    let dirs = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let (alice, bob) = honest_pair(&dirs).await?;
+    let mut mallory = joined("mallory", &alice).await?;
+    // Validly signed by mallory, but sent as a batch of bob's log.
+    let log = mallory.log("mallory", &["not bob's"]);
+    let bob_author = bob.author();
+    mallory
+        .send_batch(Lane::Live, bob_author, envelopes(&log))
+        .await?;
+    assert!(
+        mallory.disconnected_within(DEADLINE).await,
+        "the sender is disconnected"
+    );
+    assert!(banned(&mut mallory, &alice).await?, "and banned");
+    assert!(
+        !alice.heads().contains_key(&mallory.author()),
+        "nothing of it stored"
+    );
+    assert_eq!(
+        alice.heads().get(&bob_author),
+        Some(&2),
+        "bob's log untouched"
+    );
+    still_chatting(&alice, &bob, "unaffected").await?;
+    alice.shutdown().await;
+    bob.shutdown().await;
+    Ok(())
+}
+
+/// Frames no honest peer sends (of `author`'s log, where they hold entries), by what is wrong.
+fn bad_frames(author: Author) -> Vec<(&'static str, Vec<u8>)> {
+    let note = HeadNote {
+        author: Author::from_bytes([7; 32]),
+        seq: 1,
+    };
+    vec![
+        (
+            "an oversized length prefix",
+            ((MAX_FRAME_BYTES + 1) as u32).to_be_bytes().to_vec(),
+        ),
+        ("garbage", frame(&[0xff, 0x00, 0x13, 0x37])),
+        ("truncated CBOR", frame(&[0xa1, 0x65, b'B', b'a', b't'])),
+        (
+            "too many entries",
+            frame(&batch(author, vec![vec![0x80]; MAX_BATCH_ENTRIES + 1]).encode()),
+        ),
+        (
+            "an undecodable entry",
+            frame(&batch(author, vec![vec![0x82, 0x41, 0x00]]).encode()),
+        ),
+        (
+            "too many notes",
+            frame(&Message::Have(vec![note; MAX_MESSAGE_NOTES + 1]).encode()),
+        ),
+        (
+            "too many ranges",
+            frame(&Message::Query(vec![AuthorRange::ALL; MAX_QUERY_RANGES + 1]).encode()),
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_frames_get_the_sender_disconnected_and_nothing_stored() -> anyhow::Result<()> {
     let dirs = (tempfile::tempdir()?, tempfile::tempdir()?);
     let (alice, bob) = honest_pair(&dirs).await?;
-    let oversized = ((MAX_FRAME_BYTES + 1) as u32).to_be_bytes().to_vec();
-    let garbage = raw_frame(&[0xff, 0x00, 0x13, 0x37]);
-    let truncated_cbor = raw_frame(&[0xa1, 0x65, b'B', b'a', b't']);
-    let too_many = |author: Author| batch_frame(author, vec![vec![0x80]; MAX_BATCH_ENTRIES + 1]);
-    let undecodable_entry = |author: Author| batch_frame(author, vec![vec![0x82, 0x41, 0x00]]);
-    for case in 0..5 {
-        let mut mallory = Adversary::spawn("mallory")?;
-        let frame = match case {
-            0 => oversized.clone(),
-            1 => garbage.clone(),
-            2 => truncated_cbor.clone(),
-            3 => too_many(mallory.author()),
-            _ => undecodable_entry(mallory.author()),
-        };
-        let peer = mallory.connect(&address_of(&alice)).await?;
-        mallory.hello(peer, "mallory", vec![]).await?;
-        let mut stream = mallory.open_push(peer).await?;
-        write(&mut stream, &frame).await?;
-        assert!(
-            mallory.disconnected_within(DEADLINE).await,
-            "case {case}: the sender is disconnected"
-        );
-        assert!(
-            !alice.heads().contains_key(&mallory.author()),
-            "case {case}: nothing stored"
-        );
+    let mut case = 0;
+    for index in 0..bad_frames(Author::MIN).len() {
+        // Each on both lanes: the receiver treats them alike.
+        for lane in [Lane::Live, Lane::Bulk] {
+            case += 1;
+            let mut mallory = joined("mallory", &alice).await?;
+            let (what, bytes) = bad_frames(mallory.author()).swap_remove(index);
+            mallory.send_raw(lane, bytes).await?;
+            assert!(
+                mallory.disconnected_within(DEADLINE).await,
+                "{what} on {lane:?}: the sender is disconnected"
+            );
+            assert!(
+                banned(&mut mallory, &alice).await?,
+                "{what} on {lane:?}: and banned"
+            );
+            assert!(
+                !alice.heads().contains_key(&mallory.author()),
+                "{what} on {lane:?}: nothing stored"
+            );
+        }
     }
-    still_chatting(&alice, &bob, "after five bad frames").await?;
+    still_chatting(&alice, &bob, &format!("after {case} bad frames")).await?;
     alice.shutdown().await;
     bob.shutdown().await;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn absurd_hellos_are_refused_or_taken_as_hints() -> anyhow::Result<()> {
+async fn hellos_of_another_version_or_a_bad_name_are_refused() -> anyhow::Result<()> {
+    let dirs = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let (alice, bob) = honest_pair(&dirs).await?;
+    let empty = Summary {
+        count: 0,
+        fingerprint: Fingerprint::default(),
+    };
+    let hellos = [
+        ("version 1", 1, "mallory"),
+        ("version 3", 3, "mallory"),
+        ("an empty name", 2, ""),
+        ("a name with a line break", 2, "mal\nlory"),
+    ];
+    for (what, version, name) in hellos {
+        let mut mallory = Adversary::spawn("mallory")?;
+        mallory.connect(&address_of(&alice)).await?;
+        let hello = Message::Hello(Hello {
+            version,
+            name: name.to_owned(),
+            heads: empty,
+        });
+        mallory.send(Lane::Live, &hello).await?;
+        assert!(
+            mallory.disconnected_within(DEADLINE).await,
+            "a hello with {what} is refused"
+        );
+        // Banned, so not merely dropped for saying no hello in time.
+        assert!(
+            banned(&mut mallory, &alice).await?,
+            "a hello with {what}: banned"
+        );
+    }
+    still_chatting(&alice, &bob, "after bad hellos").await?;
+    alice.shutdown().await;
+    bob.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_before_the_hello_or_a_second_hello_gets_the_sender_disconnected()
+-> anyhow::Result<()> {
+    let dirs = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let (alice, bob) = honest_pair(&dirs).await?;
+    // Out of turn: a ping or a batch on either lane before the hello.
+    for (lane, before_hello) in [
+        ("ping", Lane::Live),
+        ("batch", Lane::Live),
+        ("batch", Lane::Bulk),
+    ]
+    .map(|(what, lane)| (lane, what))
+    {
+        let mut mallory = Adversary::spawn("mallory")?;
+        mallory.connect(&address_of(&alice)).await?;
+        let log = mallory.log("mallory", &["too early"]);
+        let message = match before_hello {
+            "ping" => Message::Ping,
+            _ => batch(mallory.author(), envelopes(&log)),
+        };
+        mallory.send(lane, &message).await?;
+        assert!(
+            mallory.disconnected_within(DEADLINE).await,
+            "a {before_hello} on {lane:?} before the hello: disconnected"
+        );
+        // Banned, so not merely dropped for saying no hello in time.
+        assert!(
+            banned(&mut mallory, &alice).await?,
+            "a {before_hello} on {lane:?} before the hello: banned"
+        );
+        assert!(
+            !alice.heads().contains_key(&mallory.author()),
+            "nothing stored from before the hello"
+        );
+    }
+    // A second hello in one session.
+    let mut mallory = joined("mallory", &alice).await?;
+    mallory.send(Lane::Live, &mallory.hello_message()).await?;
+    assert!(
+        mallory.disconnected_within(DEADLINE).await,
+        "a second hello: disconnected"
+    );
+    assert!(
+        banned(&mut mallory, &alice).await?,
+        "a second hello: banned"
+    );
+    still_chatting(&alice, &bob, "after messages out of turn").await?;
+    alice.shutdown().await;
+    bob.shutdown().await;
+    Ok(())
+}
+
+/// A head of a log nobody else holds, so that the node has something to ask about.
+fn made_up_head(seed: u8) -> HeadInfo {
+    HeadInfo {
+        author: Author::from_bytes([seed; 32]),
+        seq: 1,
+        hash: Hash::of(&[seed]),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_that_does_not_answer_or_that_nobody_asked_for_gets_the_sender_disconnected()
+-> anyhow::Result<()> {
+    let dirs = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let (alice, bob) = honest_pair(&dirs).await?;
+    let other_range = AuthorRange {
+        start: Author::from_bytes([0x80; 32]),
+        end: None,
+    };
+    for case in ["no parts", "another range", "asked once, answered twice"] {
+        let mut mallory = Adversary::spawn("mallory")?;
+        mallory.claim(made_up_head(9));
+        mallory.answer_queries(false);
+        mallory.connect(&address_of(&alice)).await?;
+        mallory.hello().await?;
+        let Message::Query(ranges) = mallory
+            .wait_message(DEADLINE, |m| matches!(m, Message::Query(_)))
+            .await?
+        else {
+            unreachable!("waited for a query");
+        };
+        let replies = match case {
+            "no parts" => vec![Message::Reply(vec![])],
+            "another range" => vec![Message::Reply(
+                ranges
+                    .iter()
+                    .map(|_| Part::Heads {
+                        range: other_range,
+                        heads: vec![],
+                    })
+                    .collect(),
+            )],
+            _ => vec![mallory.reply_to(&ranges), mallory.reply_to(&ranges)],
+        };
+        for reply in &replies {
+            mallory.send(Lane::Live, reply).await?;
+        }
+        assert!(
+            mallory.disconnected_within(DEADLINE).await,
+            "{case}: disconnected"
+        );
+        assert!(banned(&mut mallory, &alice).await?, "{case}: banned");
+    }
+    // The honest answer keeps the peer: what it claims is a hint, not misbehaviour.
+    let mut honest = Adversary::spawn("honest")?;
+    honest.claim(made_up_head(9));
+    honest.connect(&address_of(&alice)).await?;
+    honest.hello().await?;
+    honest
+        .wait_message(DEADLINE, |m| matches!(m, Message::Query(_)))
+        .await?;
+    assert!(
+        !honest.disconnected_within(Duration::from_secs(1)).await,
+        "an honest reply is taken"
+    );
+    still_chatting(&alice, &bob, "after bad replies").await?;
+    alice.shutdown().await;
+    bob.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_within_the_window_are_taken_and_a_flood_without_acks_is_not() -> anyhow::Result<()>
+{
+    let dirs = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let (alice, bob) = honest_pair(&dirs).await?;
+    let window = MAX_UNACKED_BATCHES;
+    let lines: Vec<String> = (1..2 * window).map(|i| format!("line {i}")).collect();
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+
+    // A full window, then (once acked) another: a peer that waits for acks is fine.
+    let mut paced = joined("paced", &alice).await?;
+    let log = paced.log("paced", &lines);
+    for window_of_batches in log.chunks(window) {
+        let before = paced.acks();
+        let burst: Vec<u8> = window_of_batches
+            .iter()
+            .flat_map(|entry| {
+                frame(&batch(paced.author(), envelopes(std::slice::from_ref(entry))).encode())
+            })
+            .collect();
+        paced.send_raw(Lane::Bulk, burst).await?;
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while paced.acks() < before + window_of_batches.len() as u64 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "acked {} of {}",
+                paced.acks(),
+                log.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    holds(&alice, paced.author(), log.len() as u64, "the paced log").await?;
+    assert!(
+        !paced.disconnected_within(Duration::from_millis(300)).await,
+        "a peer that keeps to its window stays"
+    );
+
+    // Twelve windows at once, never waiting for an ack: a flood.
+    let mut mallory = joined("mallory", &alice).await?;
+    let mut events = alice.events();
+    let entry = mallory.log("mallory", &[]);
+    let one = frame(&batch(mallory.author(), envelopes(&entry)).encode());
+    mallory
+        .send_raw(Lane::Bulk, one.repeat(12 * window))
+        .await?;
+    assert!(
+        mallory.disconnected_within(DEADLINE).await,
+        "a flood of batches without acks: disconnected"
+    );
+    assert!(banned(&mut mallory, &alice).await?, "a flood: banned");
+    let warning = warned(&mut events, &mallory.peer_id.to_string()).await?;
+    assert!(warning.contains("without waiting for an ack"), "{warning}");
+    still_chatting(&alice, &bob, "after a flood of batches").await?;
+    alice.shutdown().await;
+    bob.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absurd_claims_are_taken_as_hints() -> anyhow::Result<()> {
     let dirs = (tempfile::tempdir()?, tempfile::tempdir()?);
     let (alice, bob) = honest_pair(&dirs).await?;
     let head = |seed: u8| HeadInfo {
@@ -163,79 +470,41 @@ async fn absurd_hellos_are_refused_or_taken_as_hints() -> anyhow::Result<()> {
         seq: u64::MAX,
         hash: Hash::of(&[seed]),
     };
-
-    // Too many heads: refused, disconnected.
-    let mut mallory = Adversary::spawn("mallory")?;
-    let peer = mallory.connect(&address_of(&alice)).await?;
-    let _ = mallory
-        .hello(peer, "mallory", vec![head(1); MAX_HELLO_HEADS + 1])
-        .await;
-    assert!(
-        mallory.disconnected_within(DEADLINE).await,
-        "a hello over the heads limit is refused"
-    );
-
-    // A request over the codec's size limit (8,000 heads, about 760 KB) is refused by length.
-    let mut bulky = Adversary::spawn("bulky")?;
-    let peer = bulky.connect(&address_of(&alice)).await?;
-    assert_eq!(
-        bulky.hello(peer, "bulky", vec![head(3); 8_000]).await?,
-        None,
-        "no answer to an oversized request"
-    );
-
-    // Heads at u64::MAX (whose sum overflows): hints, not facts. The liar stays connected, its
-    // own log is stored when it sends it, and it is asked for the rest only once.
+    // Heads at u64::MAX (whose sum overflows), its own log among them: hints, not facts. The
+    // liar stays connected, and its own log is stored when it sends it.
     let mut liar = Adversary::spawn("liar")?;
-    let peer = liar.connect(&address_of(&alice)).await?;
-    let mut heads = vec![head(1), head(2)];
-    heads.push(HeadInfo {
+    let log = liar.log("liar", &["a", "b", "c"]);
+    for seed in [1, 2] {
+        liar.claim(head(seed));
+    }
+    liar.claim(HeadInfo {
         author: liar.author(),
         seq: u64::MAX,
         hash: Hash::of(b"x"),
     });
-    assert!(matches!(
-        liar.hello(peer, "liar", heads).await?,
-        Some(Response::Hello(_))
-    ));
-    let mut stream = liar.open_push(peer).await?;
-    let log = liar.log("liar", &["a", "b", "c"]);
-    // Seq 3 and 4 only: a gap, so alice asks for seq 1; the liar answers with no entries, which
-    // ends the fetch (before, alice asked again and again: the liar claims far more).
-    write(
-        &mut stream,
-        &batch_frame(
-            liar.author(),
-            vec![log[2].envelope().to_vec(), log[3].envelope().to_vec()],
-        ),
-    )
-    .await?;
-    write(
-        &mut stream,
-        &batch_frame(
-            liar.author(),
-            vec![log[0].envelope().to_vec(), log[1].envelope().to_vec()],
-        ),
-    )
-    .await?;
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while alice.heads().get(&liar.author()) != Some(&2) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the liar's valid entries were not stored"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    liar.connect(&address_of(&alice)).await?;
+    liar.hello().await?;
+    liar.wait_message(DEADLINE, |m| matches!(m, Message::Query(_)))
+        .await?;
+    // Seq 3 and 4 on live, ahead of their prefix: held until seq 1 and 2 come on bulk.
+    liar.send_batch(Lane::Live, liar.author(), envelopes(&log[2..]))
+        .await?;
+    liar.send_batch(Lane::Bulk, liar.author(), envelopes(&log[..2]))
+        .await?;
+    holds(&alice, liar.author(), 4, "the liar's valid entries").await?;
     assert!(
         !liar.disconnected_within(Duration::from_millis(500)).await,
         "lying heads are not misbehaviour"
     );
-    assert_eq!(
-        liar.ranges_asked(),
-        1,
-        "an answer that brings nothing ends the fetch"
+    still_chatting(&alice, &bob, "after absurd claims").await?;
+    assert!(
+        liar.never_sent(Duration::from_millis(300), |m| matches!(
+            m,
+            Message::Want(_)
+        ))
+        .await,
+        "nothing more is wanted of logs it never sent"
     );
-    still_chatting(&alice, &bob, "after absurd hellos").await?;
     alice.shutdown().await;
     bob.shutdown().await;
     Ok(())
@@ -259,12 +528,12 @@ async fn stalled_handshakes_and_silent_peers_are_dropped_while_honest_peers_chat
         })
         .expect("a tcp port");
 
-    // A flood: 10 libp2p peers with their own ids that connect and never say hello, then 40 TCP
-    // connections that never speak (more than the 32 pending slots: new connections are refused
-    // until the stalled ones time out).
+    // A flood: 10 libp2p peers with their own ids that open their lanes and never say hello,
+    // then 40 TCP connections that never speak (more than the 32 pending slots: new
+    // connections are refused until the stalled ones time out).
     let mut silent = Vec::new();
     for _ in 0..10 {
-        let mut peer = Adversary::silent()?;
+        let mut peer = Adversary::spawn("silent")?;
         peer.connect(&address_of(&alice)).await?;
         silent.push(peer);
     }
@@ -314,35 +583,62 @@ async fn stalled_handshakes_and_silent_peers_are_dropped_while_honest_peers_chat
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_falls_silent_after_its_hello_is_dropped_and_one_that_pings_is_kept()
+-> anyhow::Result<()> {
+    let dirs = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let (alice, bob) = honest_pair(&dirs).await?;
+    let mut quiet = joined("quiet", &alice).await?;
+    let mut pinging = joined("pinging", &alice).await?;
+    quiet.keep_alive(false);
+    // The limit plus a generous margin for a loaded machine; the hello timeout (10 s) is over.
+    assert!(
+        quiet
+            .disconnected_within(SILENCE_LIMIT + Duration::from_secs(5))
+            .await,
+        "a peer that says nothing for {SILENCE_LIMIT:?} is dropped"
+    );
+    assert!(
+        !pinging.disconnected_within(Duration::from_secs(2)).await,
+        "a peer that pings stays"
+    );
+    // Silence is not misbehaviour: it may come back at once.
+    quiet.connect(&address_of(&alice)).await?;
+    quiet.hello().await?;
+    let log = quiet.log("quiet", &["back"]);
+    quiet
+        .send_batch(Lane::Live, quiet.author(), envelopes(&log))
+        .await?;
+    holds(&alice, quiet.author(), 2, "the returning peer's log").await?;
+    still_chatting(&alice, &bob, "after silence").await?;
+    alice.shutdown().await;
+    bob.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_from_a_clock_in_the_future_are_kept_and_flagged_once_with_a_count()
 -> anyhow::Result<()> {
     let dirs = (tempfile::tempdir()?, tempfile::tempdir()?);
     let (alice, bob) = honest_pair(&dirs).await?;
     let mut events = alice.events();
-    let mut dana = Adversary::spawn("dana")?;
-    let peer = dana.connect(&address_of(&alice)).await?;
-    dana.hello(peer, "dana", vec![]).await?;
-    let mut stream = dana.open_push(peer).await?;
+    let mut dana = joined("dana", &alice).await?;
     let next_year = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis() as u64
         + 365 * 86_400_000;
-    // 14 entries dated a year ahead, each in a frame of its own (as typed live).
+    // 14 entries dated a year ahead, each in a batch of its own (as typed live).
     let texts: Vec<String> = (1..14).map(|i| format!("from the future {i}")).collect();
     let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
     let log = dana.log_dated("dana", &texts, next_year);
     for entry in &log {
-        write(
-            &mut stream,
-            &batch_frame(dana.author(), vec![entry.envelope().to_vec()]),
+        dana.send_batch(
+            Lane::Live,
+            dana.author(),
+            envelopes(std::slice::from_ref(entry)),
         )
         .await?;
     }
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while alice.heads().get(&dana.author()) != Some(&14) {
-        assert!(tokio::time::Instant::now() < deadline, "all 14 are kept");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    holds(&alice, dana.author(), 14, "all 14 are kept").await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut clock_warnings = Vec::new();
     while let Ok(event) = events.try_recv() {
@@ -385,32 +681,61 @@ async fn entries_from_a_clock_in_the_future_are_kept_and_flagged_once_with_a_cou
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_small_order_key_log_is_refused_pushed_or_in_a_range_answer() -> anyhow::Result<()> {
+async fn a_small_order_key_log_is_refused_pushed_or_sent_again_when_wanted() -> anyhow::Result<()> {
     let dirs = (tempfile::tempdir()?, tempfile::tempdir()?);
     let (alice, bob) = honest_pair(&dirs).await?;
     let mut events = alice.events();
     let weak = Author::from_bytes(SMALL_ORDER_KEY);
-    let forged = small_order_log("carol", &["one", "two"]);
-    let envelopes = |from: usize| -> Vec<Vec<u8>> {
-        forged[from..]
-            .iter()
-            .map(|e| e.envelope().to_vec())
-            .collect()
-    };
+    let forged = small_order_log("carol", &["one", "two", "3", "4", "5", "6", "7", "8", "9"]);
 
     // Pushed: the sender is disconnected and kept out; nothing is stored.
-    let mut mallory = Adversary::spawn("mallory")?;
-    let peer = mallory.connect(&address_of(&alice)).await?;
-    mallory.hello(peer, "mallory", vec![]).await?;
-    let mut stream = mallory.open_push(peer).await?;
-    write(&mut stream, &batch_frame(weak, envelopes(0))).await?;
+    let mut mallory = joined("mallory", &alice).await?;
+    mallory
+        .send_batch(Lane::Bulk, weak, envelopes(&forged))
+        .await?;
     assert!(
         mallory.disconnected_within(DEADLINE).await,
         "the sender is disconnected"
     );
-    let warning = warned(&mut events, "small order").await?;
+    let pushed = warned(&mut events, "small order").await?;
+    assert!(!alice.heads().contains_key(&weak), "nothing stored");
+    assert!(
+        banned(&mut mallory, &alice).await?,
+        "and banned: a new connection is closed at once"
+    );
+
+    // Sent again when wanted: seq 2 to 10, each alone on live, are ahead of their prefix; alice
+    // holds 8 of them (the most she holds for a peer), wants the log from seq 1 for the ninth,
+    // and gets the forgery.
+    let mut relay = Adversary::spawn("relay")?;
+    relay.serve(weak, envelopes(&forged));
+    relay.connect(&address_of(&alice)).await?;
+    relay.hello().await?;
+    for entry in &forged[1..] {
+        relay
+            .send_batch(Lane::Live, weak, envelopes(std::slice::from_ref(entry)))
+            .await?;
+    }
+    assert!(
+        relay.disconnected_within(DEADLINE).await,
+        "the relay is disconnected"
+    );
+    assert!(banned(&mut relay, &alice).await?, "the relay is banned");
     assert_eq!(
-        warning,
+        relay.wants(),
+        [HeadNote {
+            author: weak,
+            seq: 1
+        }],
+        "wanted from the gap"
+    );
+    let relayed = warned(&mut events, "small order").await?;
+    assert!(!alice.heads().contains_key(&weak), "nothing stored");
+    still_chatting(&alice, &bob, "unaffected").await?;
+    assert!(!bob.heads().contains_key(&weak), "nothing relayed");
+    // Each warning names the peer and the log it sent.
+    assert_eq!(
+        pushed,
         format!(
             "peer {} sent entries of #010000, a key that is of small order (anyone can sign for \
              it): no honest peer relays them (older p2pchat versions accepted them; if it runs \
@@ -418,34 +743,10 @@ async fn a_small_order_key_log_is_refused_pushed_or_in_a_range_answer() -> anyho
             mallory.peer_id
         )
     );
-    assert!(!alice.heads().contains_key(&weak), "nothing stored");
-    mallory.connect(&address_of(&alice)).await?;
-    assert_eq!(
-        mallory.next_seen(DEADLINE).await?,
-        Seen::Disconnected(alice.peer_id()),
-        "and banned: a new connection is closed at once"
-    );
-
-    // In a range answer: seq 2 and 3 leave a gap, alice asks for seq 1 on, and gets the forgery.
-    let mut relay = Adversary::spawn("relay")?;
-    relay.serve(weak, envelopes(0));
-    let peer = relay.connect(&address_of(&alice)).await?;
-    relay.hello(peer, "relay", vec![]).await?;
-    let mut stream = relay.open_push(peer).await?;
-    write(&mut stream, &batch_frame(weak, envelopes(1))).await?;
     assert!(
-        relay.disconnected_within(DEADLINE).await,
-        "the relay is disconnected"
+        relayed.starts_with(&format!("peer {} sent entries of #010000", relay.peer_id)),
+        "{relayed}"
     );
-    assert_eq!(relay.ranges_asked(), 1, "for the gap");
-    let warning = warned(&mut events, "small order").await?;
-    assert!(
-        warning.starts_with(&format!("peer {} sent entries of #010000", relay.peer_id)),
-        "{warning}"
-    );
-    assert!(!alice.heads().contains_key(&weak), "nothing stored");
-    still_chatting(&alice, &bob, "unaffected").await?;
-    assert!(!bob.heads().contains_key(&weak), "nothing relayed");
     alice.shutdown().await;
     bob.shutdown().await;
     Ok(())
@@ -472,26 +773,63 @@ async fn a_small_order_key_log_on_disk_is_neither_shown_nor_relayed() -> anyhow:
     );
     assert!(!alice.heads().contains_key(&weak));
 
-    // Not announced in a hello, not served in a range answer, not relayed to bob.
-    let mallory = Adversary::spawn("mallory")?;
-    let mut mallory = mallory;
-    let peer = mallory.connect(&address_of(&alice)).await?;
-    let Some(Response::Hello(hello)) = mallory.hello(peer, "mallory", vec![]).await? else {
-        anyhow::bail!("no hello from alice");
+    // Not listed in a reply, not counted in a hello, not sent when wanted, not relayed to bob.
+    let mut mallory = joined("mallory", &alice).await?;
+    // The feed can show bob's line a moment before the replica counts his log: ask until both
+    // logs are listed.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let listed = loop {
+        mallory
+            .send(Lane::Live, &Message::Query(vec![AuthorRange::ALL]))
+            .await?;
+        let Message::Reply(parts) = mallory
+            .wait_message(DEADLINE, |m| matches!(m, Message::Reply(_)))
+            .await?
+        else {
+            unreachable!("waited for a reply");
+        };
+        let [Part::Heads { heads, .. }] = &parts[..] else {
+            anyhow::bail!("at most three heads are listed, not split: {parts:?}");
+        };
+        assert!(heads.iter().all(|head| head.author != weak), "{heads:?}");
+        if heads.len() == 2 {
+            break heads.clone();
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "bob's log is not listed: {heads:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert!(
-        hello.heads.iter().all(|head| head.author != weak),
-        "{hello:?}"
+    let mut listed_set = p2pchat_protocol::reconcile::HeadSet::new();
+    for head in listed {
+        listed_set.insert(head);
+    }
+    let later = joined("later", &alice).await?;
+    let hello = later.node_hello().context("alice's hello")?;
+    assert_eq!(
+        hello.heads,
+        listed_set.summary(&AuthorRange::ALL),
+        "the hello sums up alice's and bob's logs only"
     );
-    let range = RangeRequest {
-        author: weak,
-        from: 1,
-        limit: 1024,
-    };
-    let Some(Response::Entries(batch)) = mallory.request(peer, Request::Range(range)).await? else {
-        anyhow::bail!("no range answer");
-    };
-    assert!(batch.entries.is_empty(), "not served");
+    mallory
+        .send(
+            Lane::Live,
+            &Message::Want(HeadNote {
+                author: weak,
+                seq: 1,
+            }),
+        )
+        .await?;
+    assert!(
+        mallory
+            .never_sent(Duration::from_secs(1), |m| matches!(
+                m,
+                Message::Batch(batch) if batch.author == weak
+            ))
+            .await,
+        "not sent"
+    );
     still_chatting(&alice, &bob, "still fine").await?;
     assert!(!bob.heads().contains_key(&weak), "not relayed");
     alice.shutdown().await;
@@ -538,39 +876,25 @@ async fn a_fork_freezes_its_author_and_everyone_else_syncs_on() -> anyhow::Resul
     let dirs = (tempfile::tempdir()?, tempfile::tempdir()?);
     let (alice, bob) = honest_pair(&dirs).await?;
     let mut events = alice.events();
-    let mut frank = Adversary::spawn("frank")?;
-    let peer = frank.connect(&address_of(&alice)).await?;
-    frank.hello(peer, "frank", vec![]).await?;
-    let mut stream = frank.open_push(peer).await?;
+    let mut frank = joined("frank", &alice).await?;
     // Two valid logs that share seq 1 and differ from seq 2 on.
     let first = frank.log("frank", &["one", "then"]);
     let second = frank.log("frank", &["uno", "luego"]);
-    let envelopes = |log: &[p2pchat_protocol::Entry]| {
-        log.iter()
-            .map(|e| e.envelope().to_vec())
-            .collect::<Vec<_>>()
-    };
-    write(
-        &mut stream,
-        &batch_frame(frank.author(), envelopes(&first[..2])),
-    )
-    .await?;
-    write(
-        &mut stream,
-        &batch_frame(frank.author(), envelopes(&second[1..2])),
-    )
-    .await?;
+    frank
+        .send_batch(Lane::Live, frank.author(), envelopes(&first[..2]))
+        .await?;
+    frank
+        .send_batch(Lane::Live, frank.author(), envelopes(&second[1..2]))
+        .await?;
     let warning = warned(&mut events, "forked").await?;
     assert!(
         warning.contains("frank") && warning.contains("seq 2"),
         "{warning}"
     );
     // Frozen: the first entry stays, and nothing more is taken, not even from the first branch.
-    write(
-        &mut stream,
-        &batch_frame(frank.author(), envelopes(&first[2..])),
-    )
-    .await?;
+    frank
+        .send_batch(Lane::Live, frank.author(), envelopes(&first[2..]))
+        .await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(alice.heads().get(&frank.author()), Some(&2));
     let mut feed = alice.messages();
@@ -588,43 +912,40 @@ async fn a_fork_freezes_its_author_and_everyone_else_syncs_on() -> anyhow::Resul
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_that_stalls_mid_frame_loses_its_stream_while_others_sync_on() -> anyhow::Result<()>
-{
+async fn a_peer_that_stalls_mid_frame_keeps_its_other_lane_and_is_dropped_when_silent()
+-> anyhow::Result<()> {
     let dirs = (tempfile::tempdir()?, tempfile::tempdir()?);
     let (alice, bob) = honest_pair(&dirs).await?;
-    let mut events = alice.events();
-    let mut slow = Adversary::spawn("slow")?;
-    let peer = slow.connect(&address_of(&alice)).await?;
-    slow.hello(peer, "slow", vec![]).await?;
-    let mut stream = slow.open_push(peer).await?;
-    // A frame announced as 256 bytes, of which one arrives.
-    write(&mut stream, &[0, 0, 1, 0, 0xa1]).await?;
+    let mut slow = joined("slow", &alice).await?;
+    let log = slow.log("slow", &["on live", "after the stall"]);
+    // On bulk, a frame announced as 256 bytes, of which one arrives; live goes on (and pings).
+    slow.send_raw(Lane::Bulk, vec![0, 0, 1, 0, 0xa1]).await?;
+    slow.send_batch(Lane::Live, slow.author(), envelopes(&log[..2]))
+        .await?;
+    holds(&alice, slow.author(), 2, "the live lane is read").await?;
     still_chatting(&alice, &bob, "while slow stalls").await?;
-    let warning = warned_within(&mut events, "stalled", Duration::from_secs(45)).await?;
-    assert!(warning.contains(&slow.peer_id.to_string()), "{warning}");
-    // A stall is not misbehaviour: the connection stays, and a new stream is read.
-    let mut stream = slow.open_push(peer).await?;
-    let log = slow.log("slow", &["finally"]);
-    write(
-        &mut stream,
-        &batch_frame(
-            slow.author(),
-            log.iter().map(|e| e.envelope().to_vec()).collect(),
-        ),
-    )
-    .await?;
+    assert!(
+        !slow.disconnected_within(SILENCE_LIMIT * 2).await,
+        "a peer whose live lane speaks is alive"
+    );
+    // On live, half a frame and then nothing: that is silence.
+    slow.keep_alive(false);
+    slow.send_raw(Lane::Live, vec![0, 0, 1, 0, 0xa1]).await?;
+    assert!(
+        slow.disconnected_within(SILENCE_LIMIT + Duration::from_secs(5))
+            .await,
+        "a peer stalled mid-frame on live is dropped as silent"
+    );
+    // A stall is not misbehaviour: it may come back at once.
+    slow.connect(&address_of(&alice)).await?;
+    slow.hello().await?;
+    slow.send_batch(Lane::Live, slow.author(), envelopes(&log))
+        .await?;
+    holds(&alice, slow.author(), 3, "the returning peer's log").await?;
     let mut feed = alice.messages();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while alice.heads().get(&slow.author()) != Some(&2) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the new stream was not read"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     assert!(
         texts(&take(&mut feed, alice_history_len(&alice)).await?)
-            .contains(&"slow> finally".to_owned())
+            .contains(&"slow> after the stall".to_owned())
     );
     alice.shutdown().await;
     bob.shutdown().await;
@@ -632,16 +953,15 @@ async fn a_peer_that_stalls_mid_frame_loses_its_stream_while_others_sync_on() ->
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flood_of_push_streams_keeps_one_reader_and_the_node_responsive() -> anyhow::Result<()> {
+async fn a_flood_of_lane_streams_keeps_one_reader_and_the_node_responsive() -> anyhow::Result<()> {
     use futures::AsyncReadExt;
     let dirs = (tempfile::tempdir()?, tempfile::tempdir()?);
     let (alice, bob) = honest_pair(&dirs).await?;
     let mut gus = Adversary::spawn("gus")?;
     let peer = gus.connect(&address_of(&alice)).await?;
-    gus.hello(peer, "gus", vec![]).await?;
     let mut streams = Vec::new();
     for _ in 0..40 {
-        streams.push(gus.open_push(peer).await?);
+        streams.push(gus.open_stream(peer, Lane::Live).await?);
     }
     // Only the newest is read: the node has closed every older one.
     for (i, stream) in streams.iter_mut().take(39).enumerate() {
@@ -654,24 +974,110 @@ async fn a_flood_of_push_streams_keeps_one_reader_and_the_node_responsive() -> a
     }
     let newest = streams.last_mut().expect("40 streams");
     let log = gus.log("gus", &["on the newest stream"]);
+    let hello = gus.hello_message();
+    write(newest, &frame(&hello.encode())).await?;
     write(
         newest,
-        &batch_frame(
-            gus.author(),
-            log.iter().map(|e| e.envelope().to_vec()).collect(),
-        ),
+        &frame(&batch(gus.author(), envelopes(&log)).encode()),
     )
     .await?;
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while alice.heads().get(&gus.author()) != Some(&2) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the newest stream was not read"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    holds(&alice, gus.author(), 2, "the newest stream is read").await?;
     still_chatting(&alice, &bob, "after a stream flood").await?;
     alice.shutdown().await;
     bob.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_fake_notes_do_not_push_real_logs_off_the_routing() -> anyhow::Result<()> {
+    let dirs = (
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+    );
+    let alice = start_node("alice", dirs.0.path(), &[]).await?;
+    let bob = start_node("bob", dirs.1.path(), &[address_of(&alice)]).await?;
+    let carol = start_node("carol", dirs.2.path(), &[address_of(&alice)]).await?;
+    let (mut bob_feed, mut carol_feed) = (bob.messages(), carol.messages());
+    bob.send("bob first")?;
+    carol.send("carol first")?;
+    assert!(texts(&take(&mut carol_feed, 2).await?).contains(&"bob> bob first".to_owned()));
+    assert!(texts(&take(&mut bob_feed, 2).await?).contains(&"carol> carol first".to_owned()));
+
+    // 5,000 notes of logs nobody has, far ahead, and of bob's and carol's logs far ahead of
+    // what they wrote, said again before every round: alice asked mallory to skip the two real
+    // logs (their authors are her sources), so a note on them is what an honest relay would say.
+    let mut mallory = joined("mallory", &alice).await?;
+    let real = [bob.author(), carol.author()];
+    let fake = (0..5_000u32).map(|i| {
+        let mut bytes = [0x5a; 32];
+        bytes[..4].copy_from_slice(&i.to_be_bytes());
+        Author::from_bytes(bytes)
+    });
+    let notes: Vec<HeadNote> = real
+        .into_iter()
+        .chain(fake)
+        .map(|author| HeadNote {
+            author,
+            seq: u64::MAX,
+        })
+        .collect();
+    // Lines still go from bob to carol and back through alice, round after round, past the
+    // stall timeout (1 s) after which a noting peer may become a log's source.
+    for round in 0..3 {
+        for chunk in notes.chunks(MAX_MESSAGE_NOTES) {
+            mallory
+                .send(Lane::Live, &Message::Have(chunk.to_vec()))
+                .await?;
+        }
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        bob.send(&format!("bob {round}"))?;
+        carol.send(&format!("carol {round}"))?;
+        assert_eq!(
+            texts(&take(&mut carol_feed, 2).await?)
+                .iter()
+                .filter(|line| line.starts_with("bob> "))
+                .count(),
+            1,
+            "round {round}: bob's line reaches carol"
+        );
+        assert_eq!(
+            texts(&take(&mut bob_feed, 2).await?)
+                .iter()
+                .filter(|line| line.starts_with("carol> "))
+                .count(),
+            1,
+            "round {round}: carol's line reaches bob"
+        );
+    }
+    // Nor did the notes move a log whose author is there in person to mallory: alice never
+    // took bob's or carol's log off mallory's skip list (making her its source, and asking the
+    // author to skip their own log).
+    let mut routes = Vec::new();
+    while let Ok(message) = mallory.next_message(Duration::from_millis(300)).await {
+        if let Message::Route { skip, unskip } = message {
+            routes.push((skip, unskip));
+        }
+    }
+    assert!(
+        routes
+            .iter()
+            .all(|(_, unskip)| real.iter().all(|author| !unskip.contains(author))),
+        "a real log moved to the noting peer: {routes:?}"
+    );
+    assert!(
+        !mallory
+            .disconnected_within(Duration::from_millis(300))
+            .await,
+        "notes are hints, not misbehaviour"
+    );
+    assert_eq!(
+        mallory.wants(),
+        [],
+        "nothing is wanted of a peer that only noted"
+    );
+    for node in [alice, bob, carol] {
+        node.shutdown().await;
+    }
     Ok(())
 }

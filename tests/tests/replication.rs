@@ -31,9 +31,10 @@ async fn a_late_peer_gets_earlier_lines() -> anyhow::Result<()> {
                 assert_eq!((name.as_str(), received), ("alice", 4));
                 break;
             }
+            // It opens at 0 of 0, while the heads are compared.
             Event::SyncProgress {
                 received, total, ..
-            } => assert!(received < total && total == 4),
+            } => assert!((received, total) == (0, 0) || (received < total && total == 4)),
             _ => {}
         }
     }

@@ -53,7 +53,13 @@ pub enum Format {
 
 /// Runs the chat in line mode until stdin's commands or a signal stop it.
 pub async fn run(node: Node, format: Format, mut signals: Signals) -> ExitCode {
-    let (out, writer) = match out::start() {
+    let tty = std::io::stderr().is_terminal();
+    let dropped = match (format, tty) {
+        (Format::Json, _) => dropped_events,
+        (Format::Plain, false) => dropped_lines,
+        (Format::Plain, true) => dropped_lines_on_a_terminal,
+    };
+    let (out, writer) = match out::start(dropped) {
         Ok(started) => started,
         Err(e) => {
             eprintln!("info> error: cannot start the output threads: {e}");
@@ -65,7 +71,7 @@ pub async fn run(node: Node, format: Format, mut signals: Signals) -> ExitCode {
         format,
         out: out.clone(),
         progress: None,
-        tty: std::io::stderr().is_terminal(),
+        tty,
     };
     // The first subscriber: it gets what was said during start-up. The printer subscribes after.
     let mut events = node.events();
@@ -426,7 +432,11 @@ impl Status {
         match self.format {
             Format::Json => {
                 if let Some(value) = json::event(event) {
-                    self.out.write(Stream::Stdout, format!("{value}\n"));
+                    let line = format!("{value}\n");
+                    match event {
+                        Event::Error { .. } => self.out.write_error(Stream::Stdout, line),
+                        _ => self.out.write(Stream::Stdout, line),
+                    }
                 }
             }
             Format::Plain => match event {
@@ -442,7 +452,7 @@ impl Status {
                 }
                 event => {
                     if let Some(line) = plain(event) {
-                        self.info(&line);
+                        self.say(&line, matches!(event, Event::Error { .. }));
                     }
                 }
             },
@@ -458,13 +468,26 @@ impl Status {
 
     /// An `info>` line on stderr (plain mode).
     fn info(&mut self, line: &str) {
-        self.clear_progress();
-        self.out.write(Stream::Stderr, format!("info> {line}\n"));
+        self.say(line, false);
     }
 
-    /// Redraws the one-line catch-up progress, at most every [`PROGRESS_EVERY`], on a terminal.
+    /// An `info>` line on stderr (plain mode), kept in a flood if it is an `error`.
+    fn say(&mut self, line: &str, error: bool) {
+        self.clear_progress();
+        let line = format!("info> {line}\n");
+        if error {
+            self.out.write_error(Stream::Stderr, line);
+        } else {
+            self.out.write(Stream::Stderr, line);
+        }
+    }
+
+    /// Redraws the one-line catch-up progress, at most every [`PROGRESS_EVERY`], on a terminal
+    /// (once anything is known to be missing: a catch-up opens at 0 of 0 while the heads are
+    /// compared).
     fn draw_progress(&mut self, name: &str, received: u64, total: u64) {
         if !self.tty
+            || total == 0
             || self
                 .progress
                 .is_some_and(|drawn| drawn.elapsed() < PROGRESS_EVERY)
@@ -489,6 +512,29 @@ impl Status {
             self.out.write(Stream::Stderr, "\r\x1b[K".into());
         }
     }
+}
+
+/// The line said when `n` status lines were dropped: a warning event (JSON).
+fn dropped_events(n: u64) -> String {
+    let message = format!(
+        "{} status events dropped: stdout is read too slowly",
+        thousands(n)
+    );
+    json::event(&Event::Warning { message }).map_or_else(String::new, |event| format!("{event}\n"))
+}
+
+/// The line said when `n` status lines were dropped (plain mode).
+fn dropped_lines(n: u64) -> String {
+    format!(
+        "info> … {} status lines dropped: stderr is read too slowly\n",
+        thousands(n)
+    )
+}
+
+/// [`dropped_lines`] on a terminal, erasing a progress line first (the line that would have
+/// erased it may be among those dropped).
+fn dropped_lines_on_a_terminal(n: u64) -> String {
+    format!("\r\x1b[K{}", dropped_lines(n))
 }
 
 /// The `info>` text of a status event, if it has one.
@@ -516,4 +562,26 @@ fn plain(event: &Event) -> Option<String> {
         } => own_log_restored(*restored, from, *sent),
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropped_status_lines_are_said_in_each_format() {
+        let event: serde_json::Value =
+            serde_json::from_str(&dropped_events(2048)).expect("one JSON line");
+        assert_eq!(event["type"], "warning");
+        assert_eq!(event["v"], 1);
+        assert_eq!(
+            event["message"],
+            "2,048 status events dropped: stdout is read too slowly"
+        );
+        assert_eq!(
+            dropped_lines(3),
+            "info> … 3 status lines dropped: stderr is read too slowly\n"
+        );
+        assert!(dropped_lines_on_a_terminal(3).starts_with("\r\x1b[Kinfo> … 3 status"));
+    }
 }

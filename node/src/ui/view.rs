@@ -612,6 +612,54 @@ mod tests {
     }
 
     #[test]
+    fn every_kind_of_line_counts_against_the_bound_and_the_oldest_goes() {
+        let mut app = App::new(author(1));
+        let first = 1_000_000;
+        for n in 0..MAX_ITEMS as u64 {
+            app.push(message_at(2, "bob", first + n, &format!("line {n}")));
+        }
+        app.push(message_at(3, "carol", 5, "older than all"));
+        assert_eq!(app.items.len(), MAX_ITEMS);
+        let texts = |app: &App| -> Vec<String> {
+            app.items
+                .values()
+                .map(|item| match item {
+                    Item::Message(m) => m.text.clone(),
+                    Item::Notice(t) | Item::Warning(t) | Item::Error(t) => t.clone(),
+                })
+                .collect()
+        };
+        assert_eq!(
+            texts(&app)[0],
+            "line 0",
+            "a line older than all kept goes at once"
+        );
+        app.scroll_up(MAX_ITEMS);
+        assert_eq!(app.anchor, app.items.first_key_value().map(|(p, _)| *p));
+        app.push(Item::Notice("notice".into()));
+        app.push(Item::Warning("warning".into()));
+        app.push(Item::Error("error".into()));
+        app.set_contacts(vec![contact(2, "bob", true, None)]);
+        app.set_contacts(vec![contact(2, "robert", true, None)]);
+        assert_eq!(
+            app.items.len(),
+            MAX_ITEMS,
+            "notices push the oldest out too"
+        );
+        let texts = texts(&app);
+        assert_eq!(texts[0], "line 4");
+        assert_eq!(
+            texts[MAX_ITEMS - 4..],
+            ["notice", "warning", "error", "bob is now known as robert"]
+        );
+        assert_eq!(
+            app.anchor,
+            app.items.first_key_value().map(|(p, _)| *p),
+            "a view scrolled to the oldest line stays on the oldest one left"
+        );
+    }
+
+    #[test]
     fn scrolled_to_the_oldest_lines_the_view_is_full() {
         let mut app = App::new(author(1));
         for n in 0..50 {

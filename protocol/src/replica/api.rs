@@ -142,8 +142,13 @@ pub enum Penalty {
     UnaskedReply,
     /// An entry no honest peer relays (undecodable, forged, filed under another log, a key
     /// that cannot sign).
-    #[error("an invalid entry ({0})")]
-    InvalidEntry(ValidationError),
+    #[error("an invalid entry of #{} ({error})", author.fingerprint())]
+    InvalidEntry {
+        /// Whose log it was offered for.
+        author: Author,
+        /// What is wrong with it.
+        error: ValidationError,
+    },
     /// More batches at once than its window allows.
     #[error(
         "more than {} batches without waiting for an ack",

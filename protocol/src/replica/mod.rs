@@ -183,12 +183,12 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
                     self.penalise(now, peer, Penalty::BadMessage(error));
                 }
             }
-            Input::Accept { peer } => self.accept(peer, logs),
+            Input::Accept { peer } => self.accept(peer),
             Input::Stored {
                 peer,
                 author,
                 outcome,
-            } => self.stored(now, peer, author, outcome, logs),
+            } => self.stored(now, peer, author, outcome),
             Input::Appended { entries } => {
                 if let Some(last) = entries.last() {
                     let head = HeadInfo {
@@ -244,7 +244,8 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
             return;
         };
         if let Phase::Accepted(_) = state.phase {
-            let changed = self.router.left(peer);
+            let heads = &self.heads;
+            let changed = self.router.left(peer, |author| heads.get(author).is_some());
             self.route(changed);
             self.check_own_claim();
         }
@@ -287,7 +288,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
         self.outputs.push_back(Output::Event(event));
     }
 
-    fn accept(&mut self, peer: P, logs: &impl Logs) {
+    fn accept(&mut self, peer: P) {
         let Some(state) = self.peers.get_mut(&peer) else {
             return;
         };
@@ -297,15 +298,19 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
         let (name, theirs) = (name.clone(), *heads);
         let peer_author = state.author;
         let mut session = Session::new(name, Reconciler::new(&self.heads, theirs));
+        let mut offered = Vec::new();
         if session.reconciler.is_done() {
             // Equal summaries: it holds exactly what we hold.
             for head in self.heads.iter() {
                 session.known.insert(head.author, head.seq);
+                offered.push(head.author);
             }
         }
         state.phase = Phase::Accepted(Box::new(session));
-        let changed = self.router.joined(peer, peer_author, []);
+        let mut changed = self.router.joined(peer, peer_author, offered);
+        changed.push(peer); // its first `Route`, if the comparison is already done
         self.route(changed);
+
         self.emit(Event::SyncProgress {
             peer,
             received: 0,
@@ -313,7 +318,6 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
         });
         self.next_query(peer);
         self.check_complete(peer);
-        let _ = logs;
     }
 
     fn received(&mut self, now: Instant, peer: P, message: Message, logs: &impl Logs) {
@@ -368,26 +372,11 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
                 }
                 self.next_query(peer);
                 self.check_complete(peer);
-            }
-            Message::Have(notes) => {
-                for note in notes {
-                    let held = self.heads.get(&note.author).map(|h| h.seq);
-                    // Notes on logs we neither hold nor route make no state.
-                    if held.is_none() && self.router.source(&note.author).is_none() {
-                        continue;
-                    }
-                    let ours = held.unwrap_or(0);
-                    self.router.noted(peer, note.author, note.seq, ours, now);
-                    if let Some(session) = self.session_mut(&peer)
-                        && session.learn(note.author, note.seq, held.is_some())
-                    {
-                        session.catch_up.claim(note.author, note.seq, ours);
-                    }
-                    if note.author == self.own {
-                        self.check_own_claim();
-                    }
+                if self.session(&peer).is_some_and(|s| s.reconciler.is_done()) {
+                    self.route(vec![peer]);
                 }
             }
+            Message::Have(notes) => self.on_notes(now, peer, notes),
             Message::Want(note) => {
                 if let Some(session) = self.session_mut(&peer) {
                     let below = note.seq.saturating_sub(1);
@@ -404,6 +393,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
                 let Some(session) = session_in(&mut self.peers, &peer) else {
                     return;
                 };
+                session.routed_by_it = true;
                 // A list about logs we do not hold (yet) makes bounded state.
                 let bound = heads.len() + MAX_UNKNOWN_CLAIMS;
                 for author in skip {
@@ -413,7 +403,8 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
                     }
                 }
                 for author in unskip {
-                    if session.skipped_by_it.remove(&author) {
+                    let offered = session.offered_only.remove(&author);
+                    if session.skipped_by_it.remove(&author) || offered {
                         session.dirty.insert(author);
                     }
                 }
@@ -425,6 +416,52 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
                 }
             }
             Message::Ping => {}
+        }
+    }
+
+    /// Takes `peer`'s notes of how far it holds logs. A note on a log new to us is an offer:
+    /// the first peer to offer it becomes its source and is asked for it (`unskip`); a note
+    /// from a log's source while we are behind means it waits to be asked.
+    fn on_notes(&mut self, now: Instant, peer: P, notes: Vec<HeadNote>) {
+        let Some(peer_author) = self.peers.get(&peer).map(|p| p.author) else {
+            return;
+        };
+        let mut changed = BTreeSet::new();
+        let mut ask = Vec::new();
+        for note in notes {
+            let author = note.author;
+            let held = self.heads.get(&author).map(|h| h.seq);
+            let ours = held.unwrap_or(0);
+            let Some(session) = session_in(&mut self.peers, &peer) else {
+                return;
+            };
+            // Claims on logs we do not hold are bounded per peer: beyond, a note makes no state.
+            if session.learn(author, note.seq, held.is_some()) {
+                session.catch_up.claim(author, note.seq, ours);
+            } else if held.is_none() && self.router.source(&author).is_none() {
+                continue;
+            }
+            if author == self.own {
+                self.check_own_claim();
+                continue;
+            }
+            if self.router.source(&author).is_none() {
+                changed.extend(self.router.received(peer, peer_author, author));
+            } else {
+                self.router.noted(peer, author, note.seq, ours, now);
+            }
+            let coming = self.storing.get(&author).map_or(0, |s| s.0);
+            if self.router.source(&author) == Some(peer) && note.seq > ours.max(coming) {
+                ask.push(author);
+            }
+        }
+        self.route(changed.into_iter().collect());
+        for unskip in ask.chunks(MAX_ROUTE_AUTHORS) {
+            let message = Message::Route {
+                skip: Vec::new(),
+                unskip: unskip.to_vec(),
+            };
+            self.send(now, peer, Lane::Live, message);
         }
     }
 
@@ -453,9 +490,11 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
             for head in theirs {
                 let ours = self.heads.get(&head.author).map(|h| h.seq);
                 if session.learn(head.author, head.seq, ours.is_some()) {
-                    session
-                        .catch_up
-                        .claim(head.author, head.seq, ours.unwrap_or(0));
+                    // A forked log is never fetched: it is not part of the catch-up.
+                    if !logs.is_frozen(&head.author) {
+                        let ours = ours.unwrap_or(0);
+                        session.catch_up.claim(head.author, head.seq, ours);
+                    }
                     offered.push(head.author);
                     session.dirty.insert(head.author);
                 }
@@ -548,7 +587,9 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
                 if session.stash.len() < MAX_STASHED_BATCHES {
                     session.stash.push(batch);
                 } else {
-                    // Too much came early: ask for it again once the prefix is in.
+                    // Too much came early: dropped (but acked, so the sender's window moves),
+                    // and asked for again from the first missing seq.
+                    session.to_ack += 1;
                     let want = Message::Want(HeadNote {
                         author,
                         seq: expected + 1,
@@ -566,14 +607,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
         }
     }
 
-    fn stored(
-        &mut self,
-        now: Instant,
-        peer: P,
-        author: Author,
-        outcome: Result<Inserted, String>,
-        logs: &impl Logs,
-    ) {
+    fn stored(&mut self, now: Instant, peer: P, author: Author, outcome: Result<Inserted, String>) {
         let inserted = outcome.unwrap_or_default();
         if let Some(newest) = inserted.stored.last() {
             self.advance(HeadInfo {
@@ -581,6 +615,12 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
                 seq: newest.seq(),
                 hash: newest.hash(),
             });
+            // A peer whose batch brought new entries offers to be the log's source (only
+            // valid entries make routing state).
+            if let Some(peer_author) = self.peers.get(&peer).map(|p| p.author) {
+                let changed = self.router.received(peer, peer_author, author);
+                self.route(changed);
+            }
         }
         let ours = self.heads.get(&author).map_or(0, |h| h.seq);
         if let Some((_, count)) = self.storing.get_mut(&author) {
@@ -620,7 +660,14 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
                 | ValidationError::BadSignature { .. }
                 | ValidationError::WrongAuthor { .. }
                 | ValidationError::BadAuthorKey(_)),
-            ) => self.penalise(now, peer, Penalty::InvalidEntry(forged)),
+            ) => self.penalise(
+                now,
+                peer,
+                Penalty::InvalidEntry {
+                    author,
+                    error: forged,
+                },
+            ),
             Some(error) => self.emit(Event::Rejected {
                 peer,
                 author,
@@ -628,7 +675,6 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
             }),
         }
         self.unstash(now, peer, author);
-        let _ = logs;
     }
 
     /// Stashed batches of `peer` for `author`'s log that now join go to the store.
@@ -653,12 +699,20 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
             return;
         }
         self.heads.insert(head);
+        if old == 0 {
+            // A log new to us: the peers that are not its source skip it from now on.
+            let peers = self.accepted().map(|(peer, _)| peer).collect();
+            self.route(peers);
+        }
         let mut complete = Vec::new();
         for (peer, state) in &mut self.peers {
             let Phase::Accepted(session) = &mut state.phase else {
                 continue;
             };
             session.now_held(&author, old > 0);
+            if old == 0 && session.has(&author) == 0 && author != self.own {
+                session.offered_only.insert(author);
+            }
             if session.has(&author) >= old && head.seq - old <= MAX_LIVE_RUN {
                 session.live.insert(author);
             }
@@ -688,20 +742,39 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
     /// Tells each of `peers` how its skip list changed.
     fn route(&mut self, peers: Vec<P>) {
         for peer in peers {
-            let wanted: BTreeSet<Author> = self.router.skip_list(&peer).into_iter().collect();
+            // Only logs we hold are skipped: a claim on another log (a note) makes no skip
+            // list for everyone else, so a peer's claims cost only that peer's session.
+            let heads = &self.heads;
+            let wanted: BTreeSet<Author> = self
+                .router
+                .skip_list(&peer)
+                .into_iter()
+                .filter(|author| heads.get(author).is_some())
+                .collect();
             let Some(session) = self.session_mut(&peer) else {
                 continue;
             };
-            let (skip, unskip) = route_delta(&session.skipped_by_us, &wanted);
-            if skip.is_empty() && unskip.is_empty() {
+            // The first `Route` of a session waits until our comparison is done, and is sent
+            // even if empty: the peer pushes nothing before it.
+            if !session.reconciler.is_done() {
                 continue;
             }
+            let first = !session.routed_by_us;
+            let (skip, unskip) = route_delta(&session.skipped_by_us, &wanted);
+            if skip.is_empty() && unskip.is_empty() && !first {
+                continue;
+            }
+            session.routed_by_us = true;
             session.skipped_by_us = wanted;
             let skips = skip.chunks(MAX_ROUTE_AUTHORS).map(|c| (c.to_vec(), vec![]));
             let unskips = unskip
                 .chunks(MAX_ROUTE_AUTHORS)
                 .map(|c| (vec![], c.to_vec()));
-            for (skip, unskip) in skips.chain(unskips) {
+            let mut messages: Vec<_> = skips.chain(unskips).collect();
+            if messages.is_empty() {
+                messages.push((Vec::new(), Vec::new()));
+            }
+            for (skip, unskip) in messages {
                 self.outputs.push_back(Output::Send {
                     peer,
                     lane: Lane::Live,
@@ -779,63 +852,131 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
     }
 
     fn push(&mut self, now: Instant, peer: P, logs: &impl Logs) {
-        let mut sends = Vec::new();
-        let heads = &self.heads;
         let Some(state) = self.peers.get_mut(&peer) else {
             return;
         };
         let Phase::Accepted(session) = &mut state.phase else {
             return;
         };
+        let mut pusher = Pusher {
+            now,
+            heads: &self.heads,
+            logs,
+            sends: Vec::new(),
+            notes: Vec::new(),
+        };
         if session.to_ack > 0 {
-            sends.push((Lane::Live, Message::Ack(session.to_ack)));
+            pusher
+                .sends
+                .push((Lane::Live, Message::Ack(session.to_ack)));
             session.to_ack = 0;
         }
-        let mut notes = Vec::new();
-        // Live first: new entries of logs the peer was up to date on.
-        let live: Vec<Author> = std::mem::take(&mut session.live).into_iter().collect();
-        for author in live {
-            let (live_n, _) = session.in_flight_on(Lane::Live);
-            if live_n >= LIVE_WINDOW_BATCHES {
-                session.live.insert(author);
-                continue;
+        // Nothing is pushed before the peer said how it routes (its first `Route`, sent once
+        // its comparison is done), so a log it gets from another peer is not pushed twice.
+        if session.routed_by_it {
+            // Live first: new entries of logs the peer was up to date on.
+            let live: Vec<Author> = std::mem::take(&mut session.live).into_iter().collect();
+            for author in live {
+                let (live_n, _) = session.in_flight_on(Lane::Live);
+                if live_n >= LIVE_WINDOW_BATCHES {
+                    session.live.insert(author);
+                } else if pusher.log(session, author, Lane::Live) {
+                    session.dirty.insert(author);
+                }
             }
-            push_log(
-                now,
-                session,
-                heads,
-                logs,
-                author,
-                Lane::Live,
-                &mut sends,
-                &mut notes,
-            );
-        }
-        loop {
-            let (bulk_n, bulk_bytes) = session.in_flight_on(Lane::Bulk);
-            if bulk_n >= BULK_WINDOW_BATCHES || bulk_bytes >= session.bulk_window() {
-                break;
+            // Then bulk: short runs first (a log with a few new entries, a newcomer's
+            // profile), then long ones, a batch of each in turn.
+            loop {
+                let (bulk_n, bulk_bytes) = session.in_flight_on(Lane::Bulk);
+                if bulk_n >= BULK_WINDOW_BATCHES || bulk_bytes >= session.bulk_window() {
+                    break;
+                }
+                if let Some(author) = session.dirty.pop_first() {
+                    let ours = self.heads.get(&author).map_or(0, |h| h.seq);
+                    if ours.saturating_sub(session.has(&author)) > MAX_LIVE_RUN {
+                        session.backlog.insert(author);
+                    } else if pusher.log(session, author, Lane::Bulk) {
+                        session.dirty.insert(author);
+                    }
+                } else if let Some(author) = session.next_in_backlog() {
+                    if !pusher.log(session, author, Lane::Bulk) {
+                        session.backlog.remove(&author);
+                    }
+                } else {
+                    break;
+                }
             }
-            let Some(author) = session.dirty.pop_first() else {
-                break;
-            };
-            push_log(
-                now,
-                session,
-                heads,
-                logs,
-                author,
-                Lane::Bulk,
-                &mut sends,
-                &mut notes,
-            );
         }
+        let Pusher {
+            mut sends, notes, ..
+        } = pusher;
         for chunk in notes.chunks(MAX_MESSAGE_NOTES) {
             sends.push((Lane::Live, Message::Have(chunk.to_vec())));
         }
         for (lane, message) in sends {
             self.send(now, peer, lane, message);
         }
+    }
+}
+
+/// What one round of pushing to a peer reads and gathers.
+struct Pusher<'a, L> {
+    now: Instant,
+    heads: &'a HeadSet,
+    logs: &'a L,
+    sends: Vec<(Lane, Message)>,
+    notes: Vec<HeadNote>,
+}
+
+impl<L: Logs> Pusher<'_, L> {
+    /// Sends `session`'s peer one batch of what it lacks of `author`'s log on `lane`, or a
+    /// note when it skips the log. Returns whether more of the log is due after this batch.
+    fn log(&mut self, session: &mut Session, author: Author, lane: Lane) -> bool {
+        let Some(ours) = self.heads.get(&author).map(|h| h.seq) else {
+            return false;
+        };
+        let has = session.has(&author);
+        if has >= ours || self.logs.is_frozen(&author) {
+            return false;
+        }
+        if session.skipped_by_it.contains(&author) || session.offered_only.contains(&author) {
+            if session.noted.get(&author).is_none_or(|n| *n < ours) {
+                session.noted.insert(author, ours);
+                self.notes.push(HeadNote { author, seq: ours });
+            }
+            return false;
+        }
+        let budget = match lane {
+            Lane::Live => BATCH_BYTE_BUDGET,
+            Lane::Bulk => session.bulk_batch_bytes(),
+        };
+        // Only up to what we hold durably, though the store may hold more already.
+        let count = usize::try_from(ours - has).unwrap_or(usize::MAX);
+        let read = self
+            .logs
+            .envelopes(&author, has + 1, count.min(MAX_BATCH_ENTRIES), budget);
+        let envelopes = match read {
+            Ok(envelopes) if !envelopes.is_empty() => envelopes,
+            // Unreadable (damage) or gone: not sent; the peer may get it from others.
+            _ => return false,
+        };
+        let last = envelopes.last().map_or(has, |(seq, _)| *seq);
+        let bytes = envelopes.iter().map(|(_, e)| e.len()).sum();
+        let batch = Batch {
+            author,
+            entries: envelopes
+                .into_iter()
+                .map(|(_, envelope)| serde_bytes::ByteBuf::from(Vec::from(envelope)))
+                .collect(),
+        };
+        session.sent.insert(author, last);
+        session.in_flight.push_back(InFlight {
+            lane,
+            bytes,
+            sent_at: self.now,
+        });
+        self.sends.push((lane, Message::Batch(batch)));
+        last < ours
     }
 }
 
@@ -846,68 +987,6 @@ fn session_in<'a, P: Ord>(peers: &'a mut BTreeMap<P, Peer>, peer: &P) -> Option<
         Phase::Accepted(session) => Some(session),
         _ => None,
     }
-}
-
-/// Sends `session`'s peer what it lacks of `author`'s log on `lane` (one batch; the log stays
-/// dirty if more is due), or a note when the peer skips the log.
-#[allow(clippy::too_many_arguments)]
-fn push_log(
-    now: Instant,
-    session: &mut Session,
-    heads: &HeadSet,
-    logs: &impl Logs,
-    author: Author,
-    lane: Lane,
-    sends: &mut Vec<(Lane, Message)>,
-    notes: &mut Vec<HeadNote>,
-) {
-    let Some(ours) = heads.get(&author).map(|h| h.seq) else {
-        return;
-    };
-    if logs.is_frozen(&author) {
-        return;
-    }
-    let has = session.has(&author);
-    if has >= ours {
-        return;
-    }
-    if session.skipped_by_it.contains(&author) {
-        if session.noted.get(&author).is_none_or(|n| *n < ours) {
-            session.noted.insert(author, ours);
-            notes.push(HeadNote { author, seq: ours });
-        }
-        return;
-    }
-    let budget = match lane {
-        Lane::Live => BATCH_BYTE_BUDGET,
-        Lane::Bulk => session.bulk_batch_bytes(),
-    };
-    // Only up to what we hold durably, though the store may hold more already.
-    let count = usize::try_from(ours - has).unwrap_or(usize::MAX);
-    let envelopes = match logs.envelopes(&author, has + 1, count.min(MAX_BATCH_ENTRIES), budget) {
-        Ok(envelopes) if !envelopes.is_empty() => envelopes,
-        // Unreadable (damage) or gone: not sent; the peer may get it from others.
-        _ => return,
-    };
-    let last = envelopes.last().map_or(has, |(seq, _)| *seq);
-    let bytes = envelopes.iter().map(|(_, e)| e.len()).sum();
-    let batch = Batch {
-        author,
-        entries: envelopes
-            .into_iter()
-            .map(|(_, envelope)| serde_bytes::ByteBuf::from(Vec::from(envelope)))
-            .collect(),
-    };
-    session.sent.insert(author, last);
-    session.in_flight.push_back(InFlight {
-        lane,
-        bytes,
-        sent_at: now,
-    });
-    if last < ours {
-        session.dirty.insert(author);
-    }
-    sends.push((lane, Message::Batch(batch)));
 }
 
 #[cfg(test)]

@@ -96,12 +96,23 @@ pub struct Session {
     pub sent: Heads,
     /// Logs it asked us to skip: we send notes of them.
     pub skipped_by_it: BTreeSet<Author>,
+    /// Logs new to us during the session, of which it holds nothing: offered by a note, sent
+    /// once it asks (`unskip`), so a new log is not pushed by every neighbour at once.
+    pub offered_only: BTreeSet<Author>,
     /// What we last noted to it of each skipped log.
     pub noted: Heads,
     /// Logs we asked it to skip (as last told).
     pub skipped_by_us: BTreeSet<Author>,
     /// Logs whose sending may be due.
     pub dirty: BTreeSet<Author>,
+    /// Logs with a long run due (a catch-up): sent a batch of each in turn, after the others.
+    pub backlog: BTreeSet<Author>,
+    /// The log of the backlog that had the last turn.
+    pub backlog_turn: Option<Author>,
+    /// Whether the peer said how it routes (its first `Route`): nothing is pushed before.
+    pub routed_by_it: bool,
+    /// Whether we sent our first `Route` (once our comparison was done).
+    pub routed_by_us: bool,
     /// Logs that got new entries while it held all we had of them: those go on the live lane.
     pub live: BTreeSet<Author>,
     /// Our batches it has not acked, oldest first.
@@ -130,9 +141,14 @@ impl Session {
             unknown_claims: 0,
             sent: Heads::new(),
             skipped_by_it: BTreeSet::new(),
+            offered_only: BTreeSet::new(),
             noted: Heads::new(),
             skipped_by_us: BTreeSet::new(),
             dirty: BTreeSet::new(),
+            backlog: BTreeSet::new(),
+            backlog_turn: None,
+            routed_by_it: false,
+            routed_by_us: false,
             live: BTreeSet::new(),
             in_flight: VecDeque::new(),
             bulk_rate: 0.0,
@@ -177,6 +193,21 @@ impl Session {
         if !was_held && self.known.contains_key(author) {
             self.unknown_claims = self.unknown_claims.saturating_sub(1);
         }
+    }
+
+    /// The log of the backlog whose turn it is (after the last one's, wrapping around).
+    pub fn next_in_backlog(&mut self) -> Option<Author> {
+        let next = match self.backlog_turn {
+            Some(last) => self
+                .backlog
+                .range((std::ops::Bound::Excluded(last), std::ops::Bound::Unbounded))
+                .next()
+                .or_else(|| self.backlog.first()),
+            None => self.backlog.first(),
+        }
+        .copied();
+        self.backlog_turn = next;
+        next
     }
 
     /// How many batches and bytes of ours are in flight on `lane`.
@@ -231,9 +262,11 @@ impl Session {
         self.known.len()
             + self.sent.len()
             + self.skipped_by_it.len()
+            + self.offered_only.len()
             + self.noted.len()
             + self.skipped_by_us.len()
             + self.dirty.len()
+            + self.backlog.len()
             + self.live.len()
             + self.in_flight.len()
             + self.stash.len()

@@ -73,6 +73,7 @@ fn a_log_is_stored_and_read_back() {
     assert_eq!(inserted.held_through, 5);
     assert_eq!((inserted.duplicates, inserted.rejected), (0, None));
     assert_eq!(store.len(), 5);
+    assert!(!store.is_empty());
     assert_eq!(store.head_seq(&author), 5);
     assert_eq!(store.max_lamport(), 5);
     assert_eq!(
@@ -332,13 +333,24 @@ fn verify_chains_finds_a_broken_link() {
     )
     .unwrap();
     entries[2] = stray;
-    store.logs.insert(author, entries);
+    store.logs.insert(author, entries.clone());
     assert_eq!(
         store.verify_chains(),
         Err(BrokenLog {
             author,
             seq: 3,
             error: ValidationError::WrongPrev { seq: 3 }
+        })
+    );
+    // And one whose signature is not the author's.
+    entries[2] = forged_after(&k, &entries[1]);
+    store.logs.insert(author, entries);
+    assert_eq!(
+        store.verify_chains(),
+        Err(BrokenLog {
+            author,
+            seq: 3,
+            error: ValidationError::BadSignature { seq: 3 }
         })
     );
 }

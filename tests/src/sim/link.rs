@@ -45,7 +45,8 @@ impl LinkParams {
     pub fn transmit_time(&self, bytes: usize) -> Duration {
         match self.bandwidth {
             Some(bits_per_second) => {
-                let nanos = (bytes as u128 * 8 * 1_000_000_000) / u128::from(bits_per_second.max(1));
+                let nanos =
+                    (bytes as u128 * 8 * 1_000_000_000) / u128::from(bits_per_second.max(1));
                 Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
             }
             None => Duration::ZERO,
@@ -159,7 +160,11 @@ mod tests {
         assert_eq!(lost, MS + MAX_RETRANSMITS * 200 * MS);
         let mut link_after = link.clone();
         link_after.params.loss = 0.0;
-        assert_eq!(link_after.send(MS, 100, &mut rng), lost, "waits behind the lost one");
+        assert_eq!(
+            link_after.send(MS, 100, &mut rng),
+            lost,
+            "waits behind the lost one"
+        );
         assert_eq!(link_after.send(lost, 100, &mut rng), lost + MS);
     }
 
@@ -178,7 +183,10 @@ mod tests {
                 delayed += 1;
             }
         }
-        assert!((20..=90).contains(&delayed), "{delayed} of 1000 delayed at 5% loss");
+        assert!(
+            (20..=90).contains(&delayed),
+            "{delayed} of 1000 delayed at 5% loss"
+        );
     }
 
     #[test]

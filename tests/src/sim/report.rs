@@ -77,8 +77,23 @@ pub struct AttackOutcome {
     pub target: NodeId,
     /// How.
     pub attack: Attack,
-    /// The target's penalty, if it gave one.
-    pub penalty: Option<String>,
+    /// When it attacked (`None`: the connection closed first, say because it was banned).
+    pub attacked_at: Option<Duration>,
+    /// Why the target disconnected it, if it did.
+    pub refused: Option<String>,
+    /// Whether that was a penalty (not a ban still running, say).
+    pub penalised: bool,
+}
+
+/// What honest nodes sent of one kind of message.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sent {
+    /// Frames.
+    pub frames: u64,
+    /// Bytes, with the length prefixes.
+    pub bytes: u64,
+    /// Entries (batches only).
+    pub entries: u64,
 }
 
 /// What a run measured. Printable, and as one JSON line ([`Report::json`]).
@@ -100,6 +115,10 @@ pub struct Report {
     pub entries_total: u64,
     /// Entries in batches that honest nodes received from honest peers.
     pub entries_received: u64,
+    /// Of `entries_received`, those that came on a live lane.
+    pub entries_received_live: u64,
+    /// Entries the storage workers were given that their stores already held.
+    pub duplicates_stored: u64,
     /// Entries the honest nodes lacked at the start or did not write themselves: what they
     /// had to receive at least.
     pub unique_needed: u64,
@@ -109,10 +128,11 @@ pub struct Report {
     pub bulk_bytes_sent: u64,
     /// Frames honest nodes sent.
     pub frames_sent: u64,
+    /// What honest nodes sent, by kind of message (`hello`, `batch`, `have`, ...).
+    pub by_kind: std::collections::BTreeMap<&'static str, Sent>,
     /// Frames the hostile node sent.
     pub hostile_frames: u64,
-    /// The most per-peer items one core held at once (`Replica::footprint`; 0 until the core
-    /// reports it).
+    /// The most per-peer items one core held at once (`Replica::footprint`, after each input).
     pub peak_footprint: usize,
     /// How long lines written during the run took to be stored by each other honest node.
     pub latency: Histogram,
@@ -138,7 +158,11 @@ impl Report {
     /// Received entries per entry needed (1.0: no duplicate at all).
     pub fn duplicate_ratio(&self) -> f64 {
         if self.unique_needed == 0 {
-            return if self.entries_received == 0 { 1.0 } else { f64::INFINITY };
+            return if self.entries_received == 0 {
+                1.0
+            } else {
+                f64::INFINITY
+            };
         }
         self.entries_received as f64 / self.unique_needed as f64
     }
@@ -169,11 +193,16 @@ impl Report {
             "lines_written": self.lines_written,
             "entries_total": self.entries_total,
             "entries_received": self.entries_received,
+            "entries_received_live": self.entries_received_live,
+            "duplicates_stored": self.duplicates_stored,
             "unique_needed": self.unique_needed,
             "duplicate_ratio": self.duplicate_ratio(),
             "bytes_sent": self.bytes_sent,
             "bulk_bytes_sent": self.bulk_bytes_sent,
             "frames_sent": self.frames_sent,
+            "by_kind": self.by_kind.iter().map(|(kind, sent)| (kind.to_string(), serde_json::json!({
+                "frames": sent.frames, "bytes": sent.bytes, "entries": sent.entries,
+            }))).collect::<serde_json::Map<_, _>>(),
             "peak_footprint": self.peak_footprint,
             "latency_p50_ms": ms(self.latency.quantile(0.5)),
             "latency_p99_ms": ms(self.latency.quantile(0.99)),
@@ -204,18 +233,27 @@ impl fmt::Display for Report {
         }
         writeln!(
             f,
-            "  {} lines written, {} entries in all; received {} of {} needed ({:.3}x)",
+            "  {} lines written, {} entries in all; received {} of {} needed ({:.3}x; {} on live lanes; {} duplicates given to stores)",
             self.lines_written,
             self.entries_total,
             self.entries_received,
             self.unique_needed,
-            self.duplicate_ratio()
+            self.duplicate_ratio(),
+            self.entries_received_live,
+            self.duplicates_stored
         )?;
         writeln!(
             f,
             "  {} bytes in {} frames sent by honest nodes ({} frames by the hostile one)",
             self.bytes_sent, self.frames_sent, self.hostile_frames
         )?;
+        for (kind, sent) in &self.by_kind {
+            writeln!(
+                f,
+                "    {kind}: {} frames, {} bytes, {} entries",
+                sent.frames, sent.bytes, sent.entries
+            )?;
+        }
         writeln!(
             f,
             "  line latency p50 {}, p99 {} ({} deliveries); peak footprint {}",
@@ -236,10 +274,11 @@ impl fmt::Display for Report {
         for attack in &self.attacks {
             writeln!(
                 f,
-                "  attack {:?} on {}: {}",
+                "  attack {:?} on {} at {}: {}",
                 attack.attack,
                 attack.target,
-                attack.penalty.as_deref().unwrap_or("not penalised")
+                opt(attack.attacked_at),
+                attack.refused.as_deref().unwrap_or("still connected")
             )?;
         }
         writeln!(
@@ -272,6 +311,9 @@ mod tests {
         assert_eq!(histogram.count(), 101);
         assert_eq!(histogram.quantile(0.5), Some(Duration::from_millis(51)));
         assert_eq!(histogram.quantile(0.99), Some(Duration::from_millis(100)));
-        assert_eq!(histogram.quantile(1.0), Some(Duration::from_secs(60) + Duration::from_millis(1)));
+        assert_eq!(
+            histogram.quantile(1.0),
+            Some(Duration::from_secs(60) + Duration::from_millis(1))
+        );
     }
 }

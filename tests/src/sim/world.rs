@@ -39,28 +39,73 @@ const HOSTILE_PING: Duration = Duration::from_millis(400);
 type ConnId = u64;
 
 enum Ev {
-    Dial { from: NodeId, to: NodeId },
-    Up { conn: ConnId },
-    Arrive { conn: ConnId, dir: usize, bytes: Vec<u8> },
-    Release { conn: ConnId, dir: usize },
-    Closed { node: NodeId, peer: NodeId, life: u32 },
-    Tick { node: NodeId, life: u32 },
-    StoreDone { node: NodeId, life: u32 },
-    Write { node: NodeId },
+    Dial {
+        from: NodeId,
+        to: NodeId,
+    },
+    Up {
+        conn: ConnId,
+    },
+    Arrive {
+        conn: ConnId,
+        dir: usize,
+        lane: Lane,
+        bytes: Vec<u8>,
+    },
+    Release {
+        conn: ConnId,
+        dir: usize,
+    },
+    Closed {
+        conn: ConnId,
+        node: NodeId,
+        peer: NodeId,
+        life: u32,
+    },
+    Tick {
+        node: NodeId,
+        life: u32,
+    },
+    StoreDone {
+        node: NodeId,
+        life: u32,
+    },
+    Write {
+        node: NodeId,
+    },
     Fault(usize),
-    Restarted { node: NodeId },
-    HostileAttack { conn: ConnId },
-    HostilePing { conn: ConnId },
+    Restarted {
+        node: NodeId,
+    },
+    HostileAttack {
+        conn: ConnId,
+    },
+    HostilePing {
+        conn: ConnId,
+    },
 }
 
 /// What waits for a frozen node (and what a running one processes at once).
 enum Inbox {
-    Connected { peer: NodeId },
-    Closed { peer: NodeId },
-    Frame { conn: ConnId, peer: NodeId, bytes: Vec<u8> },
+    Connected {
+        conn: ConnId,
+        peer: NodeId,
+    },
+    Closed {
+        conn: ConnId,
+        peer: NodeId,
+    },
+    Frame {
+        conn: ConnId,
+        peer: NodeId,
+        lane: Lane,
+        bytes: Vec<u8>,
+    },
     StoreDone,
     Write,
-    Dial { to: NodeId },
+    Dial {
+        to: NodeId,
+    },
 }
 
 struct Honest {
@@ -74,6 +119,9 @@ struct Honest {
     down: bool,
     frozen: bool,
     inbox: VecDeque<Inbox>,
+    /// The connection to each peer as this node's driver knows it (a frozen node learns of
+    /// closed and new ones when it thaws): what the core sends goes there.
+    current: BTreeMap<NodeId, ConnId>,
     /// Batches waiting for the storage worker, oldest first.
     jobs: VecDeque<(NodeId, Batch)>,
     storing: bool,
@@ -94,7 +142,7 @@ struct Conn {
     /// `[dialer → other, other → dialer]`.
     links: [Link; 2],
     /// Frames that reached a partition, per direction, delivered in order when it heals.
-    held: [VecDeque<Vec<u8>>; 2],
+    held: [VecDeque<(Lane, Vec<u8>)>; 2],
     /// The hostile node's attack on this connection, and its index in the report.
     attack: Option<(Attack, usize)>,
 }
@@ -205,6 +253,7 @@ impl Sim {
                 down: false,
                 frozen: false,
                 inbox: VecDeque::new(),
+                current: BTreeMap::new(),
                 jobs: VecDeque::new(),
                 storing: false,
                 held,
@@ -369,11 +418,21 @@ impl Sim {
         match event {
             Ev::Dial { from, to } => self.deliver_or_act(from, Inbox::Dial { to }),
             Ev::Up { conn } => self.up(conn),
-            Ev::Arrive { conn, dir, bytes } => self.arrive(conn, dir, bytes),
+            Ev::Arrive {
+                conn,
+                dir,
+                lane,
+                bytes,
+            } => self.arrive(conn, dir, lane, bytes),
             Ev::Release { conn, dir } => self.release(conn, dir),
-            Ev::Closed { node, peer, life } => {
+            Ev::Closed {
+                conn,
+                node,
+                peer,
+                life,
+            } => {
                 if self.honest[node.index()].life == life {
-                    self.deliver(node, Inbox::Closed { peer });
+                    self.deliver(node, Inbox::Closed { conn, peer });
                 }
             }
             Ev::Tick { node, life } => {
@@ -445,12 +504,24 @@ impl Sim {
 
     fn process(&mut self, node: NodeId, item: Inbox) {
         match item {
-            Inbox::Connected { peer } => {
+            Inbox::Connected { conn, peer } => {
+                self.honest[node.index()].current.insert(peer, conn);
                 let author = self.author_of(peer);
                 self.input(node, Input::Connected { peer, author });
             }
-            Inbox::Closed { peer } => self.input(node, Input::Closed { peer }),
-            Inbox::Frame { conn, peer, bytes } => {
+            Inbox::Closed { conn, peer } => {
+                let current = &mut self.honest[node.index()].current;
+                if current.get(&peer) == Some(&conn) {
+                    current.remove(&peer);
+                }
+                self.input(node, Input::Closed { peer });
+            }
+            Inbox::Frame {
+                conn,
+                peer,
+                lane,
+                bytes,
+            } => {
                 if !self.conns.contains_key(&conn) {
                     return; // the connection closed: what it still carried is gone
                 }
@@ -475,7 +546,11 @@ impl Sim {
                             if let Message::Batch(batch) = &message
                                 && !self.is_hostile(peer)
                             {
-                                self.report.entries_received += batch.entries.len() as u64;
+                                let n = batch.entries.len() as u64;
+                                self.report.entries_received += n;
+                                if lane == Lane::Live {
+                                    self.report.entries_received_live += n;
+                                }
                             }
                             Input::Received { peer, message }
                         }
@@ -502,6 +577,8 @@ impl Sim {
         let h = &mut self.honest[node.index()];
         h.replica.handle(now, input, &h.store);
         self.drain(node);
+        let footprint = self.honest[node.index()].replica.footprint();
+        self.report.peak_footprint = self.report.peak_footprint.max(footprint);
     }
 
     /// Carries out everything the node's core asks, until it asks nothing more.
@@ -525,8 +602,15 @@ impl Sim {
                 lane,
                 message,
             } => {
-                if let Some(&conn) = self.pairs.get(&pair(node, peer)) {
-                    self.transmit(conn, node, lane, message.encode());
+                if let Some(&conn) = self.honest[node.index()].current.get(&peer) {
+                    let bytes = message.encode();
+                    let sent = self.report.by_kind.entry(kind(&message)).or_default();
+                    sent.frames += 1;
+                    sent.bytes += bytes.len() as u64 + 4;
+                    if let Message::Batch(batch) = &message {
+                        sent.entries += batch.entries.len() as u64;
+                    }
+                    self.transmit(conn, node, lane, bytes);
                 }
             }
             Output::Store { peer, batch } => {
@@ -541,7 +625,7 @@ impl Sim {
             }
             Output::Disconnect { peer, reason } => {
                 self.disconnected(node, peer, &reason);
-                if let Some(&conn) = self.pairs.get(&pair(node, peer)) {
+                if let Some(&conn) = self.honest[node.index()].current.get(&peer) {
                     self.close(conn, Some(node));
                 }
             }
@@ -560,22 +644,22 @@ impl Sim {
                 let h = &mut self.honest[node.index()];
                 h.replica.handle(now, Input::Accept { peer }, &h.store);
             }
-            Event::Forked { author, seq } => {
-                if self.expected.contains_key(&author) {
-                    self.report
-                        .problems
-                        .push(format!("{node} says honest log {author:?} forked at seq {seq}"));
-                }
+            Event::Forked { author, seq } if self.expected.contains_key(&author) => {
+                self.report.problems.push(format!(
+                    "{node} says honest log {author:?} forked at seq {seq}"
+                ));
             }
-            Event::Rejected { peer, author, error } => {
-                if !self.is_hostile(peer) {
-                    self.report.rejected_from_honest += 1;
-                    if self.report.rejected_from_honest <= 3 {
-                        self.report.notes.push(format!(
-                            "at {:?} {node} rejected a batch of {author:?} from honest {peer}: {error}",
-                            self.now()
-                        ));
-                    }
+            Event::Rejected {
+                peer,
+                author,
+                error,
+            } if !self.is_hostile(peer) => {
+                self.report.rejected_from_honest += 1;
+                if self.report.rejected_from_honest <= 3 {
+                    self.report.notes.push(format!(
+                        "at {:?} {node} rejected a batch of {author:?} from honest {peer}: {error}",
+                        self.now()
+                    ));
                 }
             }
             _ => {}
@@ -591,11 +675,12 @@ impl Sim {
             reason: reason.to_string(),
             penalised,
         };
-        if penalised
-            && let Some(&conn) = self.pairs.get(&pair(node, peer))
+        if let Some(&conn) = self.honest[node.index()].current.get(&peer)
             && let Some((_, index)) = self.conns.get(&conn).and_then(|c| c.attack)
         {
-            self.report.attacks[index].penalty = Some(record.reason.clone());
+            let outcome = &mut self.report.attacks[index];
+            outcome.refused = Some(record.reason.clone());
+            outcome.penalised = penalised;
         }
         self.report.disconnects.push(record);
     }
@@ -615,6 +700,7 @@ impl Sim {
         let author = batch.author;
         let envelopes = batch.entries.into_iter().map(|e| Bytes::from(e.into_vec()));
         let inserted = h.store.insert(author, envelopes);
+        self.report.duplicates_stored += inserted.duplicates as u64;
         if self.expected.contains_key(&author) {
             let stored = inserted.stored.len() as u64;
             h.held += stored;
@@ -733,7 +819,7 @@ impl Sim {
             if self.is_hostile(node) {
                 self.hostile_connected(id, peer);
             } else {
-                self.deliver(node, Inbox::Connected { peer });
+                self.deliver(node, Inbox::Connected { conn: id, peer });
             }
         }
     }
@@ -756,7 +842,15 @@ impl Sim {
                         conn.links[0].params().latency
                     };
                     let life = h.life;
-                    self.queue.after(delay, Ev::Closed { node, peer, life });
+                    self.queue.after(
+                        delay,
+                        Ev::Closed {
+                            conn: id,
+                            node,
+                            peer,
+                            life,
+                        },
+                    );
                 }
             }
         }
@@ -778,7 +872,15 @@ impl Sim {
         let dir = conn.dir_from(from);
         let size = bytes.len() + 4;
         let arrival = conn.links[dir].send(now, size, &mut self.rng);
-        self.queue.push(arrival, Ev::Arrive { conn: id, dir, bytes });
+        self.queue.push(
+            arrival,
+            Ev::Arrive {
+                conn: id,
+                dir,
+                lane,
+                bytes,
+            },
+        );
         if hostile {
             self.report.hostile_frames += 1;
         } else {
@@ -790,18 +892,18 @@ impl Sim {
         }
     }
 
-    fn arrive(&mut self, id: ConnId, dir: usize, bytes: Vec<u8>) {
+    fn arrive(&mut self, id: ConnId, dir: usize, lane: Lane, bytes: Vec<u8>) {
         let Some(conn) = self.conns.get(&id) else {
             return;
         };
         let (from, to) = conn.ends(dir);
         if self.is_cut(from, to) || !conn.held[dir].is_empty() {
             if let Some(conn) = self.conns.get_mut(&id) {
-                conn.held[dir].push_back(bytes);
+                conn.held[dir].push_back((lane, bytes));
             }
             return;
         }
-        self.arrived(id, from, to, bytes);
+        self.arrived(id, from, to, lane, bytes);
     }
 
     fn release(&mut self, id: ConnId, dir: usize) {
@@ -816,16 +918,16 @@ impl Sim {
             }
             return;
         }
-        for bytes in held {
+        for (lane, bytes) in held {
             if !self.conns.contains_key(&id) {
                 return;
             }
-            self.arrived(id, from, to, bytes);
+            self.arrived(id, from, to, lane, bytes);
         }
     }
 
     /// A frame reached `to`'s end of the connection.
-    fn arrived(&mut self, id: ConnId, from: NodeId, to: NodeId, bytes: Vec<u8>) {
+    fn arrived(&mut self, id: ConnId, from: NodeId, to: NodeId, lane: Lane, bytes: Vec<u8>) {
         self.now().as_nanos().hash(&mut self.trace);
         (from, to).hash(&mut self.trace);
         bytes.hash(&mut self.trace);
@@ -837,6 +939,7 @@ impl Sim {
                 Inbox::Frame {
                     conn: id,
                     peer: from,
+                    lane,
                     bytes,
                 },
             );
@@ -874,6 +977,7 @@ impl Sim {
                 h.down = true;
                 h.life += 1;
                 h.inbox.clear();
+                h.current.clear();
                 h.jobs.clear();
                 h.storing = false;
                 self.disturbed += 1;
@@ -933,20 +1037,24 @@ impl Sim {
         self.report.attacks.push(AttackOutcome {
             target,
             attack,
-            penalty: None,
+            attacked_at: None,
+            refused: None,
+            penalised: false,
         });
         if let Some(conn) = self.conns.get_mut(&id) {
             conn.attack = Some((attack, index));
         }
         self.transmit(id, me, Lane::Live, Hostile::hello().encode());
-        self.queue.after(ATTACK_DELAY, Ev::HostileAttack { conn: id });
+        self.queue
+            .after(ATTACK_DELAY, Ev::HostileAttack { conn: id });
         self.queue.after(HOSTILE_PING, Ev::HostilePing { conn: id });
     }
 
     fn hostile_attack(&mut self, id: ConnId) {
-        let Some((attack, _)) = self.conns.get(&id).and_then(|c| c.attack) else {
+        let Some((attack, index)) = self.conns.get(&id).and_then(|c| c.attack) else {
             return;
         };
+        self.report.attacks[index].attacked_at = Some(self.now());
         let Some((me, hostile)) = &self.hostile else {
             return;
         };
@@ -1036,6 +1144,21 @@ impl Sim {
         }
         report.trace = self.trace.finish();
         self.report
+    }
+}
+
+/// The message's kind, for counting what is sent.
+fn kind(message: &Message) -> &'static str {
+    match message {
+        Message::Hello(_) => "hello",
+        Message::Query(_) => "query",
+        Message::Reply(_) => "reply",
+        Message::Have(_) => "have",
+        Message::Want(_) => "want",
+        Message::Route { .. } => "route",
+        Message::Batch(_) => "batch",
+        Message::Ack(_) => "ack",
+        Message::Ping => "ping",
     }
 }
 

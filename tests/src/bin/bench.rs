@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use p2pchat_node::Event;
+use p2pchat_node::{Event, identity};
 use p2pchat_tests::Frozen;
 use p2pchat_tests::generate::{self, generate};
 use p2pchat_tests::sim::{self, Scenario};
@@ -691,9 +691,10 @@ impl Bench {
     /// throttled to `rate` bytes per second each way; while B catches up, A types a line every
     /// `interval`: how long each took to reach B, and how long the catch-up took.
     ///
-    /// B runs in this process (`p2pchat_node::Node`), and a line counts as received when B's
-    /// message feed yields it: the binary's printer would add its own wait (it holds lines
-    /// that arrive during a catch-up, up to 2 s, to print them in merged order).
+    /// B runs in this process (`p2pchat_node::Node`), and a line counts as received once B's
+    /// store holds it (B's heads, looked at every 10 ms): the binary's printer would add its
+    /// own wait (it holds lines that arrive during a catch-up, up to 2 s, to print them in
+    /// merged order).
     async fn live_under_catchup(
         &self,
         backlog: u64,
@@ -711,20 +712,25 @@ impl Bench {
         }
         let (via, wire) = counting_proxy(&alice.addr, Some(rate)).await?;
         let bob = p2pchat_tests::start_node(b, &self.dir(b), &[via.parse()?]).await?;
-        let (mut events, mut feed) = (bob.events(), bob.messages());
-        let connected = loop {
+        let mut events = bob.events();
+        let (connected, alice_author) = loop {
             let event = tokio::time::timeout(STEP_LIMIT, events.recv())
                 .await
                 .context("qb: no connection")?;
             match event {
-                Ok(Event::Connected { .. }) => break Instant::now(),
+                Ok(Event::Connected { peer, .. }) => {
+                    let author = identity::author_of(&peer).context("qa's peer id")?;
+                    break (Instant::now(), author);
+                }
                 Ok(Event::Error { message }) => bail!("qb: {message}"),
                 Ok(_) | Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => bail!("qb stopped"),
             }
         };
         let mut sent: Vec<Instant> = Vec::new();
-        let mut arrived: HashMap<usize, Instant> = HashMap::new();
+        // When B's store first held each line (`live i` is seq i + 2 of A's log: its profile
+        // is seq 1).
+        let mut arrived: Vec<Instant> = Vec::new();
         let mut caught_up: Option<Instant> = None;
         let mut ticker = tokio::time::interval(interval);
         let mut check = tokio::time::interval(Duration::from_millis(10));
@@ -739,21 +745,25 @@ impl Bench {
                     sent.push(Instant::now());
                     alice.say(&format!("live {}", sent.len() - 1)).await?;
                 }
-                _ = check.tick(), if caught_up.is_none() => {
-                    if bob.heads().get(&other) >= Some(&backlog) {
-                        caught_up = Some(Instant::now());
+                _ = check.tick() => {
+                    anyhow::ensure!(tokio::time::Instant::now() < deadline, "qb: timed out");
+                    let (heads, now) = (bob.heads(), Instant::now());
+                    if caught_up.is_none() && heads.get(&other) >= Some(&backlog) {
+                        caught_up = Some(now);
                     }
-                }
-                next = tokio::time::timeout_at(deadline, feed.next()) => {
-                    let message = next.context("qb: timed out")?.context("qb stopped")?;
-                    if let Some(i) = message.text.strip_prefix("live ").and_then(|i| i.parse().ok()) {
-                        arrived.insert(i, Instant::now());
+                    let held = heads.get(&alice_author).map_or(0, |seq| seq.saturating_sub(1));
+                    while (arrived.len() as u64) < held.min(sent.len() as u64) {
+                        arrived.push(now);
                     }
                 }
             }
         }
         let done = caught_up.context("qb never caught up")?;
-        let mut delays: Vec<Duration> = arrived.iter().map(|(i, at)| *at - sent[*i]).collect();
+        let mut delays: Vec<Duration> = arrived
+            .iter()
+            .zip(&sent)
+            .map(|(at, sent)| *at - *sent)
+            .collect();
         delays.sort();
         let pct = |p: f64| ms(delays[((delays.len() as f64 * p) as usize).min(delays.len() - 1)]);
         let rss_a = alice.peak_rss_mb();

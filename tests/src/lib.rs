@@ -3,6 +3,7 @@
 //! and wait for output with deadlines.
 
 pub mod adversary;
+pub mod generate;
 pub mod netns;
 pub mod schema;
 pub mod sim;
@@ -383,6 +384,46 @@ impl Chat {
             .context("no exit after SIGINT")??;
         Ok(status.success())
     }
+}
+
+/// A process stopped with SIGSTOP (frozen, as a hung or suspended peer looks from outside),
+/// continued with SIGCONT by [`Frozen::thaw`] or, whatever happens to the test, when dropped.
+pub struct Frozen {
+    pid: u32,
+    thawed: bool,
+}
+
+impl Frozen {
+    /// Stops the process `pid` (one the test started).
+    pub fn freeze(pid: u32) -> anyhow::Result<Self> {
+        signal(pid, "STOP")?;
+        Ok(Self { pid, thawed: false })
+    }
+
+    /// Continues the process.
+    pub fn thaw(mut self) -> anyhow::Result<()> {
+        self.thawed = true;
+        signal(self.pid, "CONT")
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        if !self.thawed {
+            let _ = signal(self.pid, "CONT");
+        }
+    }
+}
+
+/// Sends the signal `name` (`STOP`, `CONT`, `INT`, …) to the process `pid`, with `kill(1)`.
+pub fn signal(pid: u32, name: &str) -> anyhow::Result<()> {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .context("cannot run kill")?;
+    anyhow::ensure!(status.success(), "kill -{name} {pid} failed: {status}");
+    Ok(())
 }
 
 /// What [`verify_store`] found in a data directory.

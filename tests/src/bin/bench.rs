@@ -4,10 +4,14 @@
 //!
 //!     cargo run --release -p p2pchat-tests --bin bench -- all
 //!
-//! or name scenarios: `catchup live transitive reconnect startup mesh`. Options:
-//! `--n N` (catch-up size, default 100000), `--big N` (size of the reconnect/start-up store,
-//! default 1000000), `--scuttleup DIR` (also run the scuttleup baseline from DIR, a writable
-//! copy of shared/peers/scuttleup with `npm install` done, and print its figures beside ours).
+//! or name scenarios: `catchup live transitive reconnect startup mesh authors
+//! live_under_catchup liveness sim1000`. Options: `--n N` (catch-up size, default 100000),
+//! `--big N` (size of the reconnect/start-up store, default 1000000), `--authors N` (authors of
+//! the `authors` store, 10 entries each, default 10000), `--backlog N` (the catch-up under which
+//! `live_under_catchup` measures live lines, default 20000), `--nodes N` (simulated nodes of
+//! `sim1000`, default 1000), `--scuttleup DIR` (also run the
+//! scuttleup baseline from DIR, a writable copy of shared/peers/scuttleup with `npm install`
+//! done, and print its figures beside ours).
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -18,41 +22,61 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use p2pchat_node::{Event, identity};
+use p2pchat_tests::Frozen;
+use p2pchat_tests::generate::{self, generate};
+use p2pchat_tests::sim::{self, Scenario};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
 /// The scenarios, in the order `all` runs them.
-const SCENARIOS: [&str; 6] = [
+const SCENARIOS: [&str; 10] = [
     "catchup",
     "live",
     "transitive",
     "reconnect",
     "startup",
     "mesh",
+    "authors",
+    "live_under_catchup",
+    "liveness",
+    "sim1000",
 ];
 
 /// What `bench --help` prints.
-const USAGE: &str = "usage: bench [all|catchup|live|transitive|reconnect|startup|mesh]... [--n N] [--big N] [--scuttleup DIR]
+const USAGE: &str = "usage: bench [all|catchup|live|transitive|reconnect|startup|mesh|authors|live_under_catchup|liveness|sim1000]...
+             [--n N] [--big N] [--authors N] [--backlog N] [--nodes N] [--scuttleup DIR]
   --n N             catch-up size (default 100000)
   --big N           size of the reconnect/start-up store (default 1000000)
+  --authors N       authors in the `authors` store, 10 entries each (default 10000)
+  --backlog N       entries of the catch-up in `live_under_catchup` (default 20000)
+  --nodes N         simulated nodes in `sim1000`, 10 lines each (default 1000)
   --scuttleup DIR   also run the scuttleup baseline from DIR (see docs/benchmarks.md)
 Build it with --release: cargo run --release -p p2pchat-tests --bin bench -- all";
 
 /// Longest any scenario step may take.
 const STEP_LIMIT: Duration = Duration::from_secs(300);
 
+/// 1 Mbit/s, in bytes per second: the throttled link of `live_under_catchup`.
+const ONE_MBIT: u64 = 125_000;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let mut scenarios = Vec::new();
     let (mut n, mut big, mut scuttleup) = (100_000u64, 1_000_000u64, None);
+    let (mut authors, mut backlog, mut nodes) = (10_000usize, 20_000u64, 1_000usize);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--n" => n = args.next().context("--n needs a number")?.parse()?,
             "--big" => big = args.next().context("--big needs a number")?.parse()?,
+            "--authors" => authors = args.next().context("--authors needs a number")?.parse()?,
+            "--backlog" => backlog = args.next().context("--backlog needs a number")?.parse()?,
+            "--nodes" => nodes = args.next().context("--nodes needs a number")?.parse()?,
             "--scuttleup" => {
                 scuttleup = Some(PathBuf::from(
                     args.next().context("--scuttleup needs a dir")?,
@@ -84,6 +108,14 @@ async fn main() -> anyhow::Result<()> {
             "reconnect" => bench.reconnect(big).await,
             "startup" => bench.startup(big).await,
             "mesh" => bench.mesh(16, 100).await,
+            "authors" => bench.authors(authors, 10).await,
+            "live_under_catchup" => {
+                bench
+                    .live_under_catchup(backlog, Duration::from_millis(50), ONE_MBIT)
+                    .await
+            }
+            "liveness" => bench.liveness(3).await,
+            "sim1000" => sim(nodes, 10).await,
             other => bail!("unknown scenario {other}"),
         };
         let mut line = result.with_context(|| format!("scenario {scenario}"))?;
@@ -284,8 +316,12 @@ fn ms(d: Duration) -> f64 {
     round(d.as_secs_f64() * 1000.0)
 }
 
-/// A TCP relay that counts the bytes it carries, to measure what goes on the wire.
-async fn counting_proxy(target: &str) -> anyhow::Result<(String, Arc<AtomicU64>)> {
+/// A TCP relay that counts the bytes it carries, to measure what goes on the wire; with a
+/// `rate` (bytes per second), each direction is throttled to it, as over a slow link.
+async fn counting_proxy(
+    target: &str,
+    rate: Option<u64>,
+) -> anyhow::Result<(String, Arc<AtomicU64>)> {
     let port = target.split('/').nth(4).context("no port in address")?;
     let peer_id = target.rsplit('/').next().unwrap_or_default().to_owned();
     let upstream = format!("127.0.0.1:{port}");
@@ -305,8 +341,8 @@ async fn counting_proxy(target: &str) -> anyhow::Result<(String, Arc<AtomicU64>)
                 let (mut ri, mut wi) = inbound.into_split();
                 let (mut ro, mut wo) = outbound.into_split();
                 let (c1, c2) = (counter.clone(), counter);
-                let up = async move { copy_counting(&mut ri, &mut wo, &c1).await };
-                let down = async move { copy_counting(&mut ro, &mut wi, &c2).await };
+                let up = async move { copy_counting(&mut ri, &mut wo, &c1, rate).await };
+                let down = async move { copy_counting(&mut ro, &mut wi, &c2, rate).await };
                 let _ = tokio::join!(up, down);
             });
         }
@@ -321,16 +357,60 @@ async fn copy_counting(
     from: &mut (impl tokio::io::AsyncRead + Unpin),
     to: &mut (impl tokio::io::AsyncWrite + Unpin),
     counter: &AtomicU64,
+    rate: Option<u64>,
 ) -> std::io::Result<()> {
     use tokio::io::AsyncReadExt;
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut bucket = rate.map(TokenBucket::new);
+    // Throttled, read no more than the bucket holds, so a read is passed on in one piece.
+    let chunk = bucket.as_ref().map_or(64 * 1024, |b| b.burst as usize);
+    let mut buf = vec![0u8; chunk];
     loop {
         let n = from.read(&mut buf).await?;
         if n == 0 {
             return to.shutdown().await;
         }
+        if let Some(bucket) = &mut bucket {
+            bucket.take(n).await;
+        }
         counter.fetch_add(n as u64, Ordering::Relaxed);
         to.write_all(&buf[..n]).await?;
+    }
+}
+
+/// A token bucket: `rate` bytes per second on average, bursts of at most `burst` bytes.
+struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket for `rate` bytes per second, holding 20 ms of it (at least 1,500 bytes).
+    fn new(rate: u64) -> Self {
+        let rate = rate.max(1) as f64;
+        let burst = (rate / 50.0).max(1500.0);
+        Self {
+            rate,
+            burst,
+            tokens: burst,
+            at: Instant::now(),
+        }
+    }
+
+    /// Waits until `n` bytes (at most `burst`) may pass, and takes them.
+    async fn take(&mut self, n: usize) {
+        let n = n as f64;
+        let now = Instant::now();
+        self.tokens = (self.tokens + (now - self.at).as_secs_f64() * self.rate).min(self.burst);
+        self.at = now;
+        if self.tokens < n {
+            let wait = Duration::from_secs_f64((n - self.tokens) / self.rate);
+            tokio::time::sleep(wait).await;
+            self.tokens = n;
+            self.at += wait;
+        }
+        self.tokens -= n;
     }
 }
 
@@ -342,7 +422,7 @@ impl Bench {
         let mut alice = self.start(&a, &[]).await?;
         // A has been up a while when B joins, as on a real LAN: its own history is printed.
         alice.wait_messages("", n).await?;
-        let (via, wire) = counting_proxy(&alice.addr).await?;
+        let (via, wire) = counting_proxy(&alice.addr, None).await?;
         let spawned = Instant::now();
         let mut bob = self.start(&b, &[&via]).await?;
         let (connected, _) = bob.wait(|e| e["type"] == "connected").await?;
@@ -435,7 +515,7 @@ impl Bench {
         let mut bob = self.start(b, &[&alice.addr.clone()]).await?;
         bob.wait(|e| e["type"] == "sync_complete").await?;
         bob.stop().await?;
-        let (via, wire) = counting_proxy(&alice.addr).await?;
+        let (via, wire) = counting_proxy(&alice.addr, None).await?;
         let mut bob = self.start(b, &[&via]).await?;
         let ready = Instant::now(); // `start` returns once B listens
         let (done, complete) = bob.wait(|e| e["type"] == "sync_complete").await?;
@@ -523,16 +603,248 @@ impl Bench {
     }
 }
 
+/// Lines `live_under_catchup` types at most (the catch-up normally ends long before).
+const MAX_LIVE_LINES: usize = 4_000;
+
+impl Bench {
+    /// A holds `authors` generated logs of `entries` each (fresh keys, offline); an empty B
+    /// catches up through the counting relay; then B restarts and reconnects with nothing new:
+    /// time from B listening to in sync, and every byte both ways.
+    async fn authors(&self, authors: usize, entries: u64) -> anyhow::Result<Value> {
+        let (a, b) = (format!("aa{authors}"), format!("ab{authors}"));
+        let dir = self.dir(&a);
+        let started = Instant::now();
+        let generated =
+            tokio::task::spawn_blocking(move || generate(&dir, authors, entries)).await??;
+        let generate_took = started.elapsed();
+        settle_disk().await;
+        let mut alice = self.start(&a, &[]).await?;
+        // A has been up a while when B joins: its history is printed.
+        let texts = generated.entries() - authors as u64;
+        if texts > 0 {
+            alice.wait_messages("", texts).await?;
+        }
+        let (via, wire) = counting_proxy(&alice.addr, None).await?;
+        let mut bob = self.start(&b, &[&via]).await?;
+        let (connected, _) = bob.wait(|e| e["type"] == "connected").await?;
+        // Until B said `sync_complete` and printed every generated line (so it holds every
+        // entry: a `sync_complete` said too early does not end the catch-up).
+        let generated_line = |e: &Value| {
+            e["type"] == "message"
+                && e["text"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with(generate::TEXT_PREFIX))
+        };
+        let (mut said, mut printed, mut last) = (None, 0, connected);
+        while said.is_none() || printed < texts {
+            let (at, event) = bob
+                .wait(|e| e["type"] == "sync_complete" || generated_line(e))
+                .await
+                .with_context(|| {
+                    format!(
+                        "B printed {printed} of {texts} generated lines; sync_complete: {said:?}"
+                    )
+                })?;
+            if event["type"] == "sync_complete" {
+                said = Some((at, event["received"].as_u64().unwrap_or(0)));
+            } else {
+                printed += 1;
+                last = at;
+            }
+        }
+        // Every generated entry and A's profile.
+        let received = generated.entries() + 1;
+        let (said_at, said_received) = said.context("no sync_complete")?;
+        // As in `catchup`, the catch-up ends at `sync_complete`, if it came with everything.
+        let done = if said_received >= received {
+            said_at
+        } else {
+            last
+        };
+        let took = done - connected;
+        let catchup_wire = wire.load(Ordering::Relaxed);
+        let rss_catchup = json!({"a": alice.peak_rss_mb(), "b": bob.peak_rss_mb()});
+        bob.stop().await?;
+
+        let (via, wire) = counting_proxy(&alice.addr, None).await?;
+        let mut bob = self.start(&b, &[&via]).await?;
+        let ready = Instant::now(); // `start` returns once B listens
+        let (in_sync, again) = bob.wait(|e| e["type"] == "sync_complete").await?;
+        // Let anything else the two would exchange go over the wire before counting.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let reconnect_wire = wire.load(Ordering::Relaxed);
+        bob.stop().await?;
+        alice.stop().await?;
+        Ok(json!({
+            "scenario": "authors", "authors": authors, "entries_each": entries,
+            "generate_ms": ms(generate_took), "received": received, "catchup_ms": ms(took),
+            "sync_complete_received": said_received,
+            "entries_per_s": (received as f64 / took.as_secs_f64()).round(),
+            "catchup_wire_bytes_per_entry": round(catchup_wire as f64 / received.max(1) as f64),
+            "reconnect_received": again["received"],
+            "reconnect_ready_to_in_sync_ms": ms(in_sync - ready),
+            "reconnect_wire_bytes": reconnect_wire, "peak_rss_mb": rss_catchup,
+        }))
+    }
+
+    /// A holds a `backlog`-entry log of another author (generated); B connects through a relay
+    /// throttled to `rate` bytes per second each way; while B catches up, A types a line every
+    /// `interval`: how long each took to reach B, and how long the catch-up took.
+    ///
+    /// B runs in this process (`p2pchat_node::Node`), and a line counts as received once B's
+    /// store holds it (B's heads, looked at every 10 ms): the binary's printer would add its
+    /// own wait (it holds lines that arrive during a catch-up, up to 2 s, to print them in
+    /// merged order).
+    async fn live_under_catchup(
+        &self,
+        backlog: u64,
+        interval: Duration,
+        rate: u64,
+    ) -> anyhow::Result<Value> {
+        let (a, b) = ("qa", "qb");
+        let dir = self.dir(a);
+        let generated = tokio::task::spawn_blocking(move || generate(&dir, 1, backlog)).await??;
+        let other = *generated.heads.keys().next().context("nothing generated")?;
+        settle_disk().await;
+        let mut alice = self.start(a, &[]).await?;
+        if backlog > 1 {
+            alice.wait_messages("", backlog - 1).await?;
+        }
+        let (via, wire) = counting_proxy(&alice.addr, Some(rate)).await?;
+        let bob = p2pchat_tests::start_node(b, &self.dir(b), &[via.parse()?]).await?;
+        let mut events = bob.events();
+        let (connected, alice_author) = loop {
+            let event = tokio::time::timeout(STEP_LIMIT, events.recv())
+                .await
+                .context("qb: no connection")?;
+            match event {
+                Ok(Event::Connected { peer, .. }) => {
+                    let author = identity::author_of(&peer).context("qa's peer id")?;
+                    break (Instant::now(), author);
+                }
+                Ok(Event::Error { message }) => bail!("qb: {message}"),
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => bail!("qb stopped"),
+            }
+        };
+        let mut sent: Vec<Instant> = Vec::new();
+        // When B's store first held each line (`live i` is seq i + 2 of A's log: its profile
+        // is seq 1).
+        let mut arrived: Vec<Instant> = Vec::new();
+        let mut caught_up: Option<Instant> = None;
+        let mut ticker = tokio::time::interval(interval);
+        let mut check = tokio::time::interval(Duration::from_millis(10));
+        let deadline = tokio::time::Instant::now() + STEP_LIMIT;
+        loop {
+            if caught_up.is_some() && arrived.len() == sent.len() {
+                break;
+            }
+            let typing = caught_up.is_none() && sent.len() < MAX_LIVE_LINES;
+            tokio::select! {
+                _ = ticker.tick(), if typing => {
+                    sent.push(Instant::now());
+                    alice.say(&format!("live {}", sent.len() - 1)).await?;
+                }
+                _ = check.tick() => {
+                    anyhow::ensure!(tokio::time::Instant::now() < deadline, "qb: timed out");
+                    let (heads, now) = (bob.heads(), Instant::now());
+                    if caught_up.is_none() && heads.get(&other) >= Some(&backlog) {
+                        caught_up = Some(now);
+                    }
+                    let held = heads.get(&alice_author).map_or(0, |seq| seq.saturating_sub(1));
+                    while (arrived.len() as u64) < held.min(sent.len() as u64) {
+                        arrived.push(now);
+                    }
+                }
+            }
+        }
+        let done = caught_up.context("qb never caught up")?;
+        let mut delays: Vec<Duration> = arrived
+            .iter()
+            .zip(&sent)
+            .map(|(at, sent)| *at - *sent)
+            .collect();
+        delays.sort();
+        let pct = |p: f64| ms(delays[((delays.len() as f64 * p) as usize).min(delays.len() - 1)]);
+        let rss_a = alice.peak_rss_mb();
+        let wire = wire.load(Ordering::Relaxed);
+        let stats = bob.stats();
+        bob.shutdown().await;
+        alice.stop().await?;
+        let took = done - connected;
+        Ok(json!({
+            "scenario": "live_under_catchup", "backlog": backlog,
+            "rate_bytes_per_s": rate, "interval_ms": ms(interval), "lines": sent.len(),
+            "p50_ms": pct(0.5), "p90_ms": pct(0.9), "p99_ms": pct(0.99), "max_ms": pct(1.0),
+            "received": stats.received, "catchup_ms": ms(took),
+            "entries_per_s": (backlog as f64 / took.as_secs_f64()).round(),
+            "wire_bytes": wire, "peak_rss_mb": {"a": rss_a},
+        }))
+    }
+
+    /// A and B connected; B is stopped with SIGSTOP: time until A says it is disconnected,
+    /// then, after SIGCONT, until A says it is connected again; `runs` times.
+    async fn liveness(&self, runs: usize) -> anyhow::Result<Value> {
+        let mut alice = self.start("va", &[]).await?;
+        let mut bob = self.start("vb", &[&alice.addr.clone()]).await?;
+        bob.wait(|e| e["type"] == "sync_complete").await?;
+        alice.wait(|e| e["type"] == "connected").await?;
+        let (mut detected, mut back) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            let frozen = Frozen::freeze(bob.child.id().context("vb has exited")?)?;
+            let stopped = Instant::now();
+            let (at, _) = alice.wait(|e| e["type"] == "disconnected").await?;
+            detected.push(at - stopped);
+            frozen.thaw()?;
+            let thawed = Instant::now();
+            let (at, _) = alice.wait(|e| e["type"] == "connected").await?;
+            back.push(at - thawed);
+        }
+        bob.stop().await?;
+        alice.stop().await?;
+        let median = |samples: &mut Vec<Duration>| {
+            samples.sort();
+            ms(samples[samples.len() / 2])
+        };
+        Ok(json!({
+            "scenario": "liveness", "runs": runs,
+            "detect_ms": detected.iter().copied().map(ms).collect::<Vec<_>>(),
+            "detect_ms_median": median(&mut detected),
+            "reconnect_after_cont_ms": back.iter().copied().map(ms).collect::<Vec<_>>(),
+            "reconnect_after_cont_ms_median": median(&mut back),
+        }))
+    }
+}
+
+/// `nodes` replicas in the deterministic simulator (`p2pchat_tests::sim`), on a simulated LAN,
+/// each dialing 3 others and writing `lines` lines in the first 2 s: the simulator's report
+/// (virtual convergence time, entries received over those needed, events per second).
+async fn sim(nodes: usize, lines: usize) -> anyhow::Result<Value> {
+    let mut scenario = Scenario::new("sim1000", 1, nodes);
+    scenario.lines.per_writer = lines;
+    scenario.time_limit = Duration::from_secs(300);
+    // Every signature of a sample of nodes (all 1,000 would take longer than the run).
+    scenario.verify_nodes = 20;
+    let report = tokio::task::spawn_blocking(move || sim::run(scenario)).await?;
+    let mut line: Value = serde_json::from_str(&report.json())?;
+    line["lines_each"] = json!(lines);
+    Ok(line)
+}
+
+/// The `N` of a `live N` message event.
+fn live_index(event: &Value) -> Option<usize> {
+    if event["type"] != "message" {
+        return None;
+    }
+    event["text"].as_str()?.strip_prefix("live ")?.parse().ok()
+}
+
 /// When each `live N` message was printed by `peer`.
 async fn live_arrivals(peer: &mut Peer, count: usize) -> anyhow::Result<HashMap<usize, Instant>> {
     let mut got = HashMap::new();
     while got.len() < count {
         let (at, event) = peer.wait(|e| e["type"] == "message").await?;
-        if let Some(i) = event["text"]
-            .as_str()
-            .and_then(|t| t.strip_prefix("live "))
-            .and_then(|i| i.parse::<usize>().ok())
-        {
+        if let Some(i) = live_index(&event) {
             got.insert(i, at);
         }
     }

@@ -17,6 +17,8 @@ pub const LIVE_WINDOW_BATCHES: usize = 16;
 /// How much sending time the bulk lane may queue ahead of a live line: the bulk window in
 /// bytes is the measured delivery rate times this.
 pub const BULK_QUEUE_TIME: Duration = Duration::from_millis(250);
+/// The shortest time over which the bulk lane's delivery rate is measured.
+pub const RATE_INTERVAL: Duration = Duration::from_millis(50);
 /// The bulk window, in bytes, before any rate was measured, and never below.
 pub const MIN_BULK_WINDOW: usize = 32 * 1024;
 /// The bulk window, in bytes, never above.
@@ -122,8 +124,10 @@ pub struct Session {
     pub in_flight: VecDeque<InFlight>,
     /// Measured delivery rate of the bulk lane, bytes per second (0: not measured yet).
     pub bulk_rate: f64,
-    /// When the last bulk batch was acked.
-    pub last_bulk_ack: Option<Instant>,
+    /// Bulk bytes acked since the current measurement began.
+    pub acked_bytes: usize,
+    /// When the current measurement of the bulk lane's rate began.
+    pub measuring_since: Option<Instant>,
     /// Its batches given to the store and not stored yet.
     pub storing: usize,
     /// Its batches stored since we last acked.
@@ -155,7 +159,8 @@ impl Session {
             live: BTreeSet::new(),
             in_flight: VecDeque::new(),
             bulk_rate: 0.0,
-            last_bulk_ack: None,
+            acked_bytes: 0,
+            measuring_since: None,
             storing: 0,
             to_ack: 0,
             stash: Vec::new(),
@@ -237,28 +242,36 @@ impl Session {
     }
 
     /// It acked `count` of our batches at `now`: they leave the window, and the bulk lane's
-    /// delivery rate is measured from them.
+    /// delivery rate is measured from them: the bulk bytes acked over at least
+    /// [`RATE_INTERVAL`], from when the first of them was sent (or the last measurement, while
+    /// the lane stayed busy). Acks come in bursts (a receiver stores batches in groups), so a
+    /// single ack says little about the rate.
     pub fn acked(&mut self, count: u32, now: Instant) {
         for _ in 0..count {
             let Some(batch) = self.in_flight.pop_front() else {
-                return;
+                break;
             };
-            if batch.lane != Lane::Bulk {
-                continue;
+            if batch.lane == Lane::Bulk {
+                self.acked_bytes += batch.bytes;
+                self.measuring_since.get_or_insert(batch.sent_at);
             }
-            let since = match self.last_bulk_ack {
-                Some(last) if last > batch.sent_at => last,
-                _ => batch.sent_at,
-            };
-            let took = now.duration_since(since).max(Duration::from_millis(1));
-            let sample = batch.bytes as f64 / took.as_secs_f64();
-            self.bulk_rate = if self.bulk_rate <= 0.0 {
-                sample
-            } else {
-                0.75 * self.bulk_rate + 0.25 * sample
-            };
-            self.last_bulk_ack = Some(now);
         }
+        let Some(since) = self.measuring_since else {
+            return;
+        };
+        let took = now.saturating_duration_since(since);
+        if took < RATE_INTERVAL {
+            return;
+        }
+        let sample = self.acked_bytes as f64 / took.as_secs_f64();
+        self.bulk_rate = if self.bulk_rate <= 0.0 {
+            sample
+        } else {
+            0.75 * self.bulk_rate + 0.25 * sample
+        };
+        self.acked_bytes = 0;
+        let busy = self.in_flight.iter().any(|f| f.lane == Lane::Bulk);
+        self.measuring_since = busy.then_some(now);
     }
 
     /// A rough count of the items this session holds (for the simulator's state figures).

@@ -26,11 +26,13 @@ enum Phase {
     /// delivered up to `delivered` (the merged order keeps each log in seq order).
     History {
         heads: Heads,
+        since: u64,
         pos: Option<HistoryPos>,
         delivered: Heads,
     },
-    /// Following the store; everything up to `delivered` has been delivered.
-    Live { delivered: Heads },
+    /// Following the store; everything up to `delivered` has been delivered, and every log
+    /// whose head moved after version `since` is to be looked at (`Store::heads_moved_since`).
+    Live { delivered: Heads, since: u64 },
 }
 
 /// A stream of chat messages; see the module docs.
@@ -71,8 +73,10 @@ impl MessageFeed {
         let shared = self.shared.upgrade()?;
         let (entries, more) = match std::mem::replace(&mut self.phase, Phase::Start) {
             Phase::Start => {
+                let (heads, since) = shared.store.heads_with_version();
                 self.phase = Phase::History {
-                    heads: shared.store.heads(),
+                    heads,
+                    since,
                     pos: None,
                     delivered: Heads::new(),
                 };
@@ -80,6 +84,7 @@ impl MessageFeed {
             }
             Phase::History {
                 heads,
+                since,
                 pos,
                 mut delivered,
             } => {
@@ -89,7 +94,7 @@ impl MessageFeed {
                         // The rest of the merged history cannot be read: go on log by log from
                         // what was delivered, skipping only what cannot be read.
                         shared.store_failed("reading the history", &e);
-                        self.phase = Phase::Live { delivered };
+                        self.phase = Phase::Live { delivered, since };
                         return Some(true);
                     }
                     Err(_) => return None,
@@ -102,18 +107,26 @@ impl MessageFeed {
                 self.phase = match last {
                     Some(pos) => Phase::History {
                         heads,
+                        since,
                         pos: Some(pos),
                         delivered,
                     },
-                    None => Phase::Live { delivered: heads },
+                    None => Phase::Live {
+                        delivered: heads,
+                        since,
+                    },
                 };
                 (entries, true)
             }
-            Phase::Live { mut delivered } => {
+            Phase::Live {
+                mut delivered,
+                mut since,
+            } => {
                 // At most a page per refill, so a reader slower than a big catch-up does not
-                // pull the whole backlog into memory.
+                // pull the whole backlog into memory. Only logs that moved are looked at.
                 let mut entries = Vec::new();
-                for (author, head) in shared.store.heads() {
+                let (moved, version) = shared.store.heads_moved_since(since);
+                for (author, head) in moved {
                     let done = delivered.entry(author).or_default();
                     while *done < head && entries.len() < PAGE {
                         let chunk = match shared.store.range(
@@ -142,7 +155,11 @@ impl MessageFeed {
                     }
                 }
                 entries.sort_by_key(HistoryKey::of);
-                self.phase = Phase::Live { delivered };
+                // A page cut short leaves logs to finish: look at the same ones next time.
+                if entries.len() < PAGE {
+                    since = version;
+                }
+                self.phase = Phase::Live { delivered, since };
                 let found = !entries.is_empty();
                 (entries, found)
             }

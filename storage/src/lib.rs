@@ -173,7 +173,41 @@ struct Cache {
     max_lamport: u64,
     frozen: BTreeSet<Author>,
     names: BTreeMap<Author, String>,
+    /// `names` turned around: the authors whose latest name is each name (so showing a name
+    /// with or without a fingerprint costs a lookup, not a pass over every author).
+    named: BTreeMap<String, BTreeSet<Author>>,
     pins: BTreeMap<String, Author>,
+    /// Bumped on every write that moves a head: the cache's version.
+    version: u64,
+    /// The logs by the version at which their head last moved (one row per log), so a
+    /// follower asks what moved since it last looked instead of going over every head.
+    moved: BTreeMap<u64, Author>,
+    /// For each log, its row in `moved`.
+    moved_at: BTreeMap<Author, u64>,
+}
+
+impl Cache {
+    /// Records that `author`'s head moved.
+    fn head_moved(&mut self, author: Author) {
+        self.version += 1;
+        if let Some(old) = self.moved_at.insert(author, self.version) {
+            self.moved.remove(&old);
+        }
+        self.moved.insert(self.version, author);
+    }
+
+    /// Records `name` as `author`'s latest name.
+    fn set_name(&mut self, author: Author, name: String) {
+        if let Some(old) = self.names.insert(author, name.clone())
+            && let Some(authors) = self.named.get_mut(&old)
+        {
+            authors.remove(&author);
+            if authors.is_empty() {
+                self.named.remove(&old);
+            }
+        }
+        self.named.entry(name).or_default().insert(author);
+    }
 }
 
 /// The outcome of [`Store::pin`].
@@ -378,7 +412,7 @@ impl Store {
             let author = author_from(&author).ok_or_else(|| self.bad_row())?;
             if !cache.refused.contains_key(&author) {
                 let name = String::from_utf8_lossy(&name).into_owned();
-                cache.names.insert(author, name);
+                cache.set_name(author, name);
             }
         }
         // A name pinned to a refused key is free again.
@@ -410,12 +444,13 @@ impl Store {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for entry in stored {
             if let Body::Profile { name } = entry.body() {
-                cache.names.insert(author, name.clone());
+                cache.set_name(author, name.clone());
             }
         }
         cache.pins.extend(new_pins);
         if let Some(last) = stored.last() {
             cache.heads.insert(author, last.seq());
+            cache.head_moved(author);
         }
         let max = stored.iter().map(Entry::lamport).max().unwrap_or(0);
         cache.max_lamport = cache.max_lamport.max(max);
@@ -427,6 +462,25 @@ impl Store {
     /// For each author, the highest seq stored.
     pub fn heads(&self) -> Heads {
         self.cache().heads.clone()
+    }
+
+    /// The heads, and the version they are at (see [`Store::heads_moved_since`]).
+    pub fn heads_with_version(&self) -> (Heads, u64) {
+        let cache = self.cache();
+        (cache.heads.clone(), cache.version)
+    }
+
+    /// The heads of the logs whose head moved after `version` (0: every log), with the
+    /// version to ask from next time. A follower of new entries (the message feed) reads only
+    /// these, however many logs the store holds.
+    pub fn heads_moved_since(&self, version: u64) -> (Vec<(Author, u64)>, u64) {
+        let cache = self.cache();
+        let moved = cache
+            .moved
+            .range(version + 1..)
+            .filter_map(|(_, author)| Some((*author, *cache.heads.get(author)?)))
+            .collect();
+        (moved, cache.version)
     }
 
     /// The highest seq stored for `author` (0 when none).
@@ -509,11 +563,10 @@ impl Store {
     /// Every author whose current name is `name`.
     pub fn authors_named(&self, name: &str) -> Vec<Author> {
         self.cache()
-            .names
-            .iter()
-            .filter(|(_, n)| *n == name)
-            .map(|(author, _)| *author)
-            .collect()
+            .named
+            .get(name)
+            .map(|authors| authors.iter().copied().collect())
+            .unwrap_or_default()
     }
 
     /// The author a name is pinned to: the first key seen claiming it (trust on first use).

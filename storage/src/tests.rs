@@ -864,3 +864,29 @@ fn a_store_that_cannot_be_opened_is_named_with_the_reason_in_words() {
         "{message}"
     );
 }
+
+#[test]
+fn a_follower_is_told_only_the_logs_that_moved() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (a, b) = (key(1), key(2));
+    store.append_own(&a, profile("alice"), 1).unwrap();
+    let (heads, since) = store.heads_with_version();
+    assert_eq!(heads.len(), 1);
+    assert_eq!(store.heads_moved_since(since).0, vec![]);
+    store
+        .insert_remote(Author::of(&b), envelopes(&log(&b, 3)))
+        .unwrap();
+    store.append_own(&a, text("hello"), 2).unwrap();
+    let (moved, now) = store.heads_moved_since(since);
+    let mut moved = moved;
+    moved.sort();
+    let mut expected = vec![(Author::of(&a), 2), (Author::of(&b), 3)];
+    expected.sort();
+    assert_eq!(moved, expected);
+    assert_eq!(store.heads_moved_since(now).0, vec![]);
+    // A log that moves again is told once, at its newest head.
+    store.append_own(&a, text("again"), 3).unwrap();
+    store.append_own(&a, text("and again"), 4).unwrap();
+    assert_eq!(store.heads_moved_since(now).0, vec![(Author::of(&a), 4)]);
+}

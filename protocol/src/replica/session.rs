@@ -11,7 +11,7 @@ use crate::reconcile::Reconciler;
 use crate::sync::Heads;
 
 /// Most batches of ours a peer may hold unacked on the bulk lane.
-pub const BULK_WINDOW_BATCHES: usize = 32;
+pub const BULK_WINDOW_BATCHES: usize = 48;
 /// Most batches of ours a peer may hold unacked on the live lane.
 pub const LIVE_WINDOW_BATCHES: usize = 16;
 /// How much sending time the bulk lane may queue ahead of a live line: the bulk window in

@@ -13,12 +13,12 @@ use libp2p::mdns;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Stream, Swarm};
+use p2pchat_protocol::ValidationError;
 use p2pchat_protocol::limits::MAX_BATCH_ENTRIES;
 use p2pchat_protocol::message::{HeadInfo, Lane, Message};
 use p2pchat_protocol::replica::{
     self, BAN_TIME, Disconnect, Event as CoreEvent, Input, Output, Penalty, Replica,
 };
-use p2pchat_protocol::{Body, ValidationError};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{AbortHandle, JoinSet};
@@ -608,8 +608,7 @@ impl EventLoop {
         self.input(stored);
     }
 
-    /// Gives the core the own entries appended since it last heard (and the new name, after
-    /// a rename).
+    /// Gives the core the own entries appended since it last heard (a rename among them).
     fn give_own_appends(&mut self) {
         // The storage worker's answers first: own entries that came back from a peer reach
         // the core with them, and are not given twice.
@@ -629,14 +628,7 @@ impl EventLoop {
                 Err(e) => return self.shared.store_failed("reading the store", &e),
             };
             self.own_given = entries.last().map_or(from, |entry| entry.seq());
-            let renamed = entries.iter().rev().find_map(|entry| match entry.body() {
-                Body::Profile { name } => Some(name.clone()),
-                _ => None,
-            });
             self.input(Input::Appended { entries });
-            if let Some(name) = renamed {
-                self.input(Input::Renamed { name });
-            }
         }
     }
 

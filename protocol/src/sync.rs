@@ -1,4 +1,4 @@
-//! The sync planner: given two sets of heads, which entries does one side lack?
+//! Heads as a vector clock, and which entries one side lacks of the other's.
 //!
 //! Heads are a vector clock: for each author, the highest seq a side holds. Logs have no gaps,
 //! so "what you lack" is always one contiguous range per author.
@@ -41,20 +41,6 @@ pub fn missing(ours: &Heads, theirs: &Heads) -> Vec<Range> {
             })
         })
         .collect()
-}
-
-/// How many entries `ranges` hold (saturating: heads in a hello are only claims, and may be
-/// absurd, such as `u64::MAX`).
-pub fn count(ranges: &[Range]) -> u64 {
-    ranges.iter().map(Range::size).fold(0, u64::saturating_add)
-}
-
-/// Raises each head in `heads` to at least the one in `seen` (a peer never un-learns entries).
-pub fn merge(heads: &mut Heads, seen: &Heads) {
-    for (&author, &seq) in seen {
-        let head = heads.entry(author).or_default();
-        *head = (*head).max(seq);
-    }
 }
 
 #[cfg(test)]
@@ -147,22 +133,5 @@ mod tests {
                 }
             ]
         );
-    }
-
-    #[test]
-    fn counting_never_overflows() {
-        let ours = heads(&[(1, 4)]);
-        assert_eq!(count(&missing(&heads(&[(1, 10), (2, 3)]), &ours)), 9);
-        assert_eq!(
-            count(&missing(&heads(&[(2, u64::MAX), (3, u64::MAX)]), &ours)),
-            u64::MAX
-        );
-    }
-
-    #[test]
-    fn merge_never_lowers_a_head() {
-        let mut known = heads(&[(1, 5), (2, 1)]);
-        merge(&mut known, &heads(&[(1, 3), (2, 4), (3, 1)]));
-        assert_eq!(known, heads(&[(1, 5), (2, 4), (3, 1)]));
     }
 }

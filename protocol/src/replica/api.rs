@@ -54,15 +54,11 @@ pub enum Input<P> {
         /// What the store did.
         outcome: Result<Inserted, String>,
     },
-    /// Entries of the node's own log were appended and are durable.
+    /// Entries of the node's own log were appended and are durable (a profile among them
+    /// renames the node: the next hellos carry its name).
     Appended {
         /// The new entries, oldest first.
         entries: Vec<Entry>,
-    },
-    /// The node's user name changed (the next hellos carry it).
-    Renamed {
-        /// The new name.
-        name: String,
     },
     /// Time passed: timers (liveness, hello deadline, stalled sources, bans) are checked.
     /// Call it every [`super::TICK`] or so.

@@ -24,7 +24,7 @@ pub use session::{
     MAX_UNKNOWN_CLAIMS, MAX_UNKNOWN_NOTES, MIN_BULK_WINDOW,
 };
 
-use crate::entry::Author;
+use crate::entry::{Author, Body};
 use crate::limits::{BATCH_BYTE_BUDGET, MAX_BATCH_ENTRIES, MAX_MESSAGE_NOTES, MAX_ROUTE_AUTHORS};
 use crate::message::{
     AuthorRange, Batch, HeadInfo, HeadNote, Hello, Lane, Message, PROTOCOL_VERSION, Summary,
@@ -139,18 +139,6 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
             })
     }
 
-    /// How far the catch-up on `peer` went: (received, total), while it is not complete.
-    pub fn catch_up(&self, peer: &P) -> Option<(u64, u64)> {
-        let session = self.session(peer)?;
-        let catch_up = &session.catch_up;
-        (!catch_up.complete).then(|| (catch_up.received(), catch_up.total))
-    }
-
-    /// What `peer` is known to hold, per log.
-    pub fn known_heads(&self, peer: &P) -> Option<&crate::Heads> {
-        self.session(peer).map(|session| &session.known)
-    }
-
     /// A rough count of the per-peer items the core holds (heads known, skip lists, windows,
     /// stashes), for the simulator's state figures.
     pub fn footprint(&self) -> usize {
@@ -190,6 +178,14 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
                 outcome,
             } => self.stored(now, peer, author, outcome),
             Input::Appended { entries } => {
+                // A profile among them renames us: the next hellos carry the name.
+                let renamed = entries.iter().rev().find_map(|entry| match entry.body() {
+                    Body::Profile { name } => Some(name.clone()),
+                    _ => None,
+                });
+                if let Some(name) = renamed {
+                    self.name = name;
+                }
                 if let Some(last) = entries.last() {
                     let head = HeadInfo {
                         author: last.author(),
@@ -199,7 +195,6 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
                     self.advance(head);
                 }
             }
-            Input::Renamed { name } => self.name = name,
             Input::Tick => self.tick(now),
         }
         self.push_all(now, logs);

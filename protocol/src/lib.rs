@@ -8,15 +8,19 @@
 mod cbor;
 pub mod entry;
 pub mod limits;
+pub mod membership;
 pub mod message;
 pub mod own;
 pub mod reconcile;
 pub mod replica;
+pub mod room;
+pub mod rooms;
 pub mod route;
 pub mod store;
 pub mod sync;
 pub mod validate;
 
 pub use entry::{Author, Body, DecodeError, Draft, Entry, Hash, KeyError, SigningKey};
+pub use room::{Room, RoomId, RoomKind};
 pub use sync::{Heads, Range};
 pub use validate::ValidationError;

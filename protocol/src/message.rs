@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
 use crate::entry::{Author, DecodeError, Hash, check_name};
+use crate::membership::{Greet, MAX_ROOMS, Tag};
 use crate::limits::{
     MAX_BATCH_ENTRIES, MAX_MESSAGE_NOTES, MAX_QUERY_RANGES, MAX_REPLY_HEADS, MAX_ROUTE_AUTHORS,
 };
@@ -33,7 +34,22 @@ pub enum Lane {
     Bulk,
 }
 
-/// One message on a lane.
+/// One frame on a lane: the membership handshake, then messages of the shared rooms.
+///
+/// The live lane carries the [`Frame::Greet`] first and the [`Frame::Proof`] second; after
+/// them, every frame on either lane is a [`Frame::Room`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Frame {
+    /// The sender's protocol version and fresh nonce.
+    Greet(Greet),
+    /// One membership tag per room the sender is in (at most [`MAX_ROOMS`]), sorted.
+    Proof(Vec<Tag>),
+    /// A message of the shared room numbered `slot` (shared rooms numbered from 0 in the
+    /// order of their ids).
+    Room(u8, Message),
+}
+
+/// One message of a room's replication session.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
     /// The first message on the live lane: who the sender is and a summary of what it holds.

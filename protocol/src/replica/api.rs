@@ -112,6 +112,9 @@ pub enum Disconnect {
     /// No hello arrived in time.
     #[error("it sent no hello within {} s", super::HELLO_TIMEOUT.as_secs())]
     NoHello,
+    /// It proved membership of none of our rooms.
+    #[error("it shares no room with us")]
+    NoSharedRoom,
 }
 
 /// What a peer did that no honest peer does.

@@ -1,0 +1,266 @@
+//! The test vectors of docs/protocol.md, checked against the code: every hex value quoted in
+//! the document under a label (`label = hex`, the hex possibly continued on the lines below)
+//! is read from the document itself, so the document cannot drift from what the code does.
+//! Where a vector is a derivation a second implementation must redo (room ids, proof keys,
+//! membership tags), the test also redoes it from the document's recipe with plain BLAKE3.
+
+use bytes::Bytes;
+use p2pchat_protocol::membership::{Greet, Nonce, Transcript};
+use p2pchat_protocol::message::{Frame, HeadNote, Message};
+use p2pchat_protocol::{Author, Entry, Hash, Room, SigningKey};
+
+const PROTOCOL_MD: &str = include_str!("../../docs/protocol.md");
+
+/// The hex quoted in docs/protocol.md as `label = …`: the rest of that line, then every line
+/// after it that holds only hex digits (spaces ignored). The label must occur exactly once.
+fn vector(label: &str) -> Vec<u8> {
+    let lines: Vec<&str> = PROTOCOL_MD.lines().collect();
+    let found: Vec<usize> = (0..lines.len())
+        .filter(|&i| {
+            lines[i]
+                .split_once('=')
+                .is_some_and(|(left, _)| left.trim() == label)
+        })
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "label {label:?} in docs/protocol.md: {found:?}"
+    );
+    let start = found[0];
+    let mut hex: String = lines[start]
+        .split_once('=')
+        .map(|(_, right)| right.split_whitespace().collect())
+        .unwrap_or_default();
+    for line in &lines[start + 1..] {
+        let digits: String = line.split_whitespace().collect();
+        if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
+            break;
+        }
+        hex.push_str(&digits);
+    }
+    assert!(
+        !hex.is_empty() && hex.len() % 2 == 0,
+        "label {label:?}: {hex:?} is not hex bytes"
+    );
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex digits"))
+        .collect()
+}
+
+fn vector_32(label: &str) -> [u8; 32] {
+    vector(label)
+        .try_into()
+        .unwrap_or_else(|bytes: Vec<u8>| panic!("{label:?} is {} bytes, not 32", bytes.len()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The context strings of section 4.1, as the document states them.
+const OPEN_SECRET: &str = "p2pchat 2026-12 open room secret";
+const PRIVATE_SECRET: &str = "p2pchat 2026-12 private room secret";
+const ROOM_ID: &str = "p2pchat 2026-12 room id";
+const PROOF_KEY: &str = "p2pchat 2026-12 room proof key";
+/// The prefix of a membership transcript (section 9.1.2).
+const TRANSCRIPT_PREFIX: &[u8] = b"p2pchat/membership/v1";
+
+#[test]
+fn the_documented_context_strings_are_quoted_in_the_document() {
+    for context in [OPEN_SECRET, PRIVATE_SECRET, ROOM_ID, PROOF_KEY] {
+        assert!(
+            PROTOCOL_MD.contains(&format!("`\"{context}\"`")),
+            "{context:?} is not quoted in section 4.1"
+        );
+    }
+    assert!(PROTOCOL_MD.contains("`\"p2pchat/membership/v1\"`"));
+}
+
+#[test]
+fn room_ids_and_proof_keys_follow_section_4() {
+    // The LAN room: the open room `lan`.
+    let secret = blake3::derive_key(OPEN_SECRET, b"lan");
+    assert_eq!(hex(&secret), hex(&vector("secret of lan")));
+    let id = blake3::derive_key(ROOM_ID, &secret);
+    assert_eq!(hex(&id), hex(&vector("room id of lan")));
+    assert_eq!(Room::lan().id().as_bytes(), &id);
+    assert_eq!(
+        Room::open("lan").expect("a room name").id(),
+        Room::lan().id()
+    );
+    assert_eq!(
+        hex(&blake3::derive_key(PROOF_KEY, &secret)),
+        hex(&vector("proof key of lan"))
+    );
+    // Another open room, to show the name is the key material.
+    let ops = blake3::derive_key(ROOM_ID, &blake3::derive_key(OPEN_SECRET, b"ops"));
+    assert_eq!(hex(&ops), hex(&vector("room id of ops")));
+    assert_eq!(
+        Room::open("ops").expect("a room name").id().as_bytes(),
+        &ops
+    );
+
+    // A private room from a key file's 32 bytes.
+    let key = vector_32("team.key bytes");
+    assert_eq!(key, std::array::from_fn(|i| i as u8), "00 01 … 1f");
+    let secret = blake3::derive_key(PRIVATE_SECRET, &key);
+    assert_eq!(hex(&secret), hex(&vector("secret of team")));
+    let id = blake3::derive_key(ROOM_ID, &secret);
+    assert_eq!(hex(&id), hex(&vector("room id of team")));
+    assert_eq!(Room::private(&key, "team").id().as_bytes(), &id);
+    assert_eq!(
+        Room::private(&key, "other label").id(),
+        Room::private(&key, "team").id(),
+        "the label is not part of the room"
+    );
+    assert_eq!(
+        hex(&blake3::derive_key(PROOF_KEY, &secret)),
+        hex(&vector("proof key of team"))
+    );
+}
+
+/// Alice (section 7's key) and bob (the secret `02 … 02`) on one connection, with the nonces
+/// of section 9.1.5, as each of them sees it.
+fn alice_and_bob() -> (Transcript, Transcript) {
+    let alice = Author::of(&SigningKey::from_bytes(&[1; 32]));
+    let bob = Author::of(&SigningKey::from_bytes(&[2; 32]));
+    assert_eq!(alice.as_bytes(), &vector_32("alice's key"));
+    assert_eq!(bob.as_bytes(), &vector_32("bob's key"));
+    let alice_nonce = Nonce::new(vector_32("alice's nonce"));
+    let bob_nonce = Nonce::new(vector_32("bob's nonce"));
+    (
+        Transcript {
+            us: alice,
+            them: bob,
+            our_nonce: alice_nonce,
+            their_nonce: bob_nonce,
+        },
+        Transcript {
+            us: bob,
+            them: alice,
+            our_nonce: bob_nonce,
+            their_nonce: alice_nonce,
+        },
+    )
+}
+
+#[test]
+fn membership_tags_follow_section_9_1() {
+    let (alice, bob) = alice_and_bob();
+    let team = Room::private(&vector_32("team.key bytes"), "team");
+    let lan = Room::lan();
+
+    // The transcript of alice's tags: prefix, prover, verifier, prover's nonce, verifier's.
+    let mut transcript = TRANSCRIPT_PREFIX.to_vec();
+    transcript.extend_from_slice(alice.us.as_bytes());
+    transcript.extend_from_slice(alice.them.as_bytes());
+    transcript.extend_from_slice(&alice.our_nonce.0[..]);
+    transcript.extend_from_slice(&alice.their_nonce.0[..]);
+    assert_eq!(transcript.len(), 149);
+    assert_eq!(hex(&transcript), hex(&vector("alice's transcript")));
+
+    let tag_of = |proof_key: &str| {
+        let key = vector_32(proof_key);
+        *blake3::keyed_hash(&key, &transcript).as_bytes()
+    };
+    let lan_tag = tag_of("proof key of lan");
+    let team_tag = tag_of("proof key of team");
+    assert_eq!(hex(&lan_tag), hex(&vector("alice's tag for lan")));
+    assert_eq!(hex(&team_tag), hex(&vector("alice's tag for team")));
+
+    // The code agrees, and sorts the tags whatever the order of the rooms.
+    let tags: Vec<[u8; 32]> = alice
+        .our_tags(&[lan.clone(), team.clone()])
+        .iter()
+        .map(|tag| tag.0.into_array())
+        .collect();
+    let mut sorted = vec![lan_tag, team_tag];
+    sorted.sort();
+    assert_eq!(tags, sorted);
+    assert_eq!(
+        alice.our_tags(&[team.clone(), lan.clone()]),
+        alice.our_tags(&[lan.clone(), team.clone()])
+    );
+
+    // Bob, in `ops`, the LAN room and team (in that order), finds the two he shares with
+    // alice, numbered by room id: lan (00c8…) is slot 0, team (2ed4…) slot 1.
+    let ops = Room::open("ops").expect("a room name");
+    let bob_rooms = [ops, team.clone(), lan.clone()];
+    let shared = bob.shared(&bob_rooms, &alice.our_tags(&[lan.clone(), team.clone()]));
+    assert_eq!(shared, vec![2, 1], "bob's indices of lan, then team");
+    let alice_rooms = [team.clone(), lan.clone()];
+    let at_alice = alice.shared(&alice_rooms, &bob.our_tags(&bob_rooms));
+    assert_eq!(at_alice, vec![1, 0], "alice's indices of lan, then team");
+    // A tag for a room proves nothing on another connection, nor sent back to its prover.
+    let replayed = Transcript {
+        their_nonce: Nonce::new([0xb3; 32]),
+        ..alice
+    };
+    assert!(
+        bob.shared(&bob_rooms, &replayed.our_tags(&alice_rooms))
+            .is_empty()
+    );
+    assert!(
+        alice
+            .shared(&alice_rooms, &alice.our_tags(&alice_rooms))
+            .is_empty()
+    );
+}
+
+fn encode(frame: &Frame) -> Vec<u8> {
+    cbor4ii::serde::to_vec(Vec::new(), frame).expect("encoding into memory")
+}
+
+fn decode(bytes: &[u8]) -> Frame {
+    cbor4ii::serde::from_slice(bytes).expect("a frame")
+}
+
+#[test]
+fn frames_encode_as_section_9_1_shows() {
+    let (alice, _) = alice_and_bob();
+    let greet = Frame::Greet(Greet {
+        version: 3,
+        nonce: alice.our_nonce,
+    });
+    let proof = Frame::Proof(alice.our_tags(&[
+        Room::lan(),
+        Room::private(&vector_32("team.key bytes"), "team"),
+    ]));
+    let ping = Frame::Room(1, Message::Ping);
+    let want = Frame::Room(
+        0,
+        Message::Want(HeadNote {
+            author: alice.us,
+            seq: 2,
+        }),
+    );
+    for (frame, label) in [
+        (greet, "alice's greet"),
+        (proof, "alice's proof"),
+        (ping, "a ping in slot 1"),
+        (want, "a want in slot 0"),
+    ] {
+        let bytes = vector(label);
+        assert_eq!(hex(&encode(&frame)), hex(&bytes), "{label}");
+        assert_eq!(decode(&bytes), frame, "{label}");
+    }
+}
+
+#[test]
+fn the_format_1_entries_of_section_7_still_decode_and_verify() {
+    let key = SigningKey::from_bytes(&[1; 32]);
+    let first = Entry::decode(Bytes::from(vector("format 1, entry 1"))).expect("entry 1");
+    let second = Entry::decode(Bytes::from(vector("format 1, entry 2"))).expect("entry 2");
+    for (entry, hash) in [
+        (&first, "format 1, hash of entry 1"),
+        (&second, "format 1, hash of entry 2"),
+    ] {
+        assert_eq!(entry.author(), Author::of(&key));
+        assert!(entry.signature_is_valid());
+        assert_eq!(entry.hash(), Hash::from_bytes(vector_32(hash)));
+    }
+    assert_eq!(second.prev(), Some(first.hash()));
+    assert_eq!((first.seq(), second.seq()), (1, 2));
+}

@@ -5,7 +5,7 @@
 //! membership tags), the test also redoes it from the document's recipe with plain BLAKE3.
 
 use bytes::Bytes;
-use p2pchat_protocol::membership::{Greet, Nonce, Transcript};
+use p2pchat_protocol::membership::{Greet, Nonce, Tag, Transcript};
 use p2pchat_protocol::message::{Frame, HeadNote, Message};
 use p2pchat_protocol::{Author, Entry, Hash, Room, SigningKey};
 
@@ -66,13 +66,15 @@ const ROOM_ID: &str = "p2pchat 2026-12 room id";
 const PROOF_KEY: &str = "p2pchat 2026-12 room proof key";
 /// The prefix of a membership transcript (section 9.1.2).
 const TRANSCRIPT_PREFIX: &[u8] = b"p2pchat/membership/v1";
+/// The context of a node's padding key (section 9.1.2).
+const PADDING_KEY: &str = "p2pchat 2026-12 membership padding key";
 
 #[test]
 fn the_documented_context_strings_are_quoted_in_the_document() {
-    for context in [OPEN_SECRET, PRIVATE_SECRET, ROOM_ID, PROOF_KEY] {
+    for context in [OPEN_SECRET, PRIVATE_SECRET, ROOM_ID, PROOF_KEY, PADDING_KEY] {
         assert!(
             PROTOCOL_MD.contains(&format!("`\"{context}\"`")),
-            "{context:?} is not quoted in section 4.1"
+            "{context:?} is not quoted in the document"
         );
     }
     assert!(PROTOCOL_MD.contains("`\"p2pchat/membership/v1\"`"));
@@ -170,19 +172,23 @@ fn membership_tags_follow_section_9_1() {
     assert_eq!(hex(&lan_tag), hex(&vector("alice's tag for lan")));
     assert_eq!(hex(&team_tag), hex(&vector("alice's tag for team")));
 
-    // The code agrees, and sorts the tags whatever the order of the rooms.
-    let tags: Vec<[u8; 32]> = alice
-        .our_tags(&[lan.clone(), team.clone()])
-        .iter()
-        .map(|tag| tag.0.into_array())
-        .collect();
-    let mut sorted = vec![lan_tag, team_tag];
-    sorted.sort();
-    assert_eq!(tags, sorted);
-    assert_eq!(
-        alice.our_tags(&[team.clone(), lan.clone()]),
-        alice.our_tags(&[lan.clone(), team.clone()])
-    );
+    // Padding up to 16 tags, keyed by a key of all of alice's proof keys in her rooms' order.
+    let mut proof_keys = vector("proof key of lan");
+    proof_keys.extend(vector("proof key of team"));
+    let padding_key = blake3::derive_key(PADDING_KEY, &proof_keys);
+    assert_eq!(hex(&padding_key), hex(&vector("alice's padding key")));
+    let padding = |i: u8| {
+        let mut input = transcript.clone();
+        input.push(i);
+        *blake3::keyed_hash(&padding_key, &input).as_bytes()
+    };
+    assert_eq!(hex(&padding(2)), hex(&vector("alice's padding 2")));
+    assert_eq!(hex(&padding(15)), hex(&vector("alice's padding 15")));
+    let mut proof: Vec<[u8; 32]> = vec![lan_tag, team_tag];
+    proof.extend((2..16).map(padding));
+    proof.sort();
+    let proof = Frame::Proof(proof.into_iter().map(|tag| Tag(tag.into())).collect());
+    assert_eq!(hex(&encode(&proof)), hex(&vector("alice's proof")));
 
     // Bob, in `ops`, the LAN room and team (in that order), finds the two he shares with
     // alice, numbered by room id: lan (00c8…) is slot 0, team (2ed4…) slot 1.
@@ -224,10 +230,6 @@ fn frames_encode_as_section_9_1_shows() {
         version: 3,
         nonce: alice.our_nonce,
     });
-    let proof = Frame::Proof(alice.our_tags(&[
-        Room::lan(),
-        Room::private(&vector_32("team.key bytes"), "team"),
-    ]));
     let ping = Frame::Room(1, Message::Ping);
     let want = Frame::Room(
         0,
@@ -238,7 +240,7 @@ fn frames_encode_as_section_9_1_shows() {
     );
     for (frame, label) in [
         (greet, "alice's greet"),
-        (proof, "alice's proof"),
+        (decode(&vector("alice's proof")), "alice's proof"),
         (ping, "a ping in slot 1"),
         (want, "a want in slot 0"),
     ] {
@@ -246,6 +248,18 @@ fn frames_encode_as_section_9_1_shows() {
         assert_eq!(hex(&encode(&frame)), hex(&bytes), "{label}");
         assert_eq!(decode(&bytes), frame, "{label}");
     }
+    // A whole frame on a lane: the 4-byte big-endian length, then the CBOR.
+    let note = vector("a note in slot 0");
+    let (length, body) = note.split_at(4);
+    assert_eq!(u32::from_be_bytes(length.try_into().expect("4 bytes")) as usize, body.len());
+    let have = Frame::Room(
+        0,
+        Message::Have(vec![HeadNote {
+            author: alice.us,
+            seq: 2,
+        }]),
+    );
+    assert_eq!(hex(&encode(&have)), hex(body));
 }
 
 #[test]

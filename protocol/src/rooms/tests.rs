@@ -256,7 +256,7 @@ fn peers_in_one_room_greet_prove_and_sync() {
             .map(|(_, _, frame)| frame)
             .collect();
         assert!(matches!(mine[0], Frame::Greet(_)));
-        assert!(matches!(mine[1], Frame::Proof(tags) if tags.len() == 1));
+        assert!(matches!(mine[1], Frame::Proof(tags) if tags.len() == MAX_ROOMS));
         assert!(mine[2..].iter().all(|f| matches!(f, Frame::Room(0, _))));
         assert!(matches!(mine[2], Frame::Room(0, Message::Hello(_))));
     }

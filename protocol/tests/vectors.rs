@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 use p2pchat_protocol::membership::{Greet, Nonce, Tag, Transcript};
-use p2pchat_protocol::message::{Frame, HeadNote, Message};
+use p2pchat_protocol::message::{Frame, HeadNote, Message, PROTOCOL_VERSION};
 use p2pchat_protocol::{Author, Entry, Hash, Room, SigningKey};
 
 const PROTOCOL_MD: &str = include_str!("../../docs/protocol.md");
@@ -187,18 +187,23 @@ fn membership_tags_follow_section_9_1() {
     let mut proof: Vec<[u8; 32]> = vec![lan_tag, team_tag];
     proof.extend((2..16).map(padding));
     proof.sort();
-    let proof = Frame::Proof(proof.into_iter().map(|tag| Tag(tag.into())).collect());
-    assert_eq!(hex(&encode(&proof)), hex(&vector("alice's proof")));
+    let proof: Vec<Tag> = proof.into_iter().map(|tag| Tag(tag.into())).collect();
+    assert_eq!(
+        hex(&encode(&Frame::Proof(proof.clone()))),
+        hex(&vector("alice's proof"))
+    );
+    // The code agrees, for her rooms in that order.
+    let alice_rooms = [lan.clone(), team.clone()];
+    assert_eq!(alice.our_tags(&alice_rooms), proof);
 
-    // Bob, in `ops`, the LAN room and team (in that order), finds the two he shares with
+    // Bob, in `ops`, team and the LAN room (in that order), finds the two he shares with
     // alice, numbered by room id: lan (00c8…) is slot 0, team (2ed4…) slot 1.
     let ops = Room::open("ops").expect("a room name");
     let bob_rooms = [ops, team.clone(), lan.clone()];
-    let shared = bob.shared(&bob_rooms, &alice.our_tags(&[lan.clone(), team.clone()]));
+    let shared = bob.shared(&bob_rooms, &proof);
     assert_eq!(shared, vec![2, 1], "bob's indices of lan, then team");
-    let alice_rooms = [team.clone(), lan.clone()];
     let at_alice = alice.shared(&alice_rooms, &bob.our_tags(&bob_rooms));
-    assert_eq!(at_alice, vec![1, 0], "alice's indices of lan, then team");
+    assert_eq!(at_alice, vec![0, 1], "alice's indices of lan, then team");
     // A tag for a room proves nothing on another connection, nor sent back to its prover.
     let replayed = Transcript {
         their_nonce: Nonce::new([0xb3; 32]),
@@ -216,18 +221,18 @@ fn membership_tags_follow_section_9_1() {
 }
 
 fn encode(frame: &Frame) -> Vec<u8> {
-    cbor4ii::serde::to_vec(Vec::new(), frame).expect("encoding into memory")
+    frame.encode()
 }
 
 fn decode(bytes: &[u8]) -> Frame {
-    cbor4ii::serde::from_slice(bytes).expect("a frame")
+    Frame::decode(bytes).expect("a valid frame")
 }
 
 #[test]
 fn frames_encode_as_section_9_1_shows() {
     let (alice, _) = alice_and_bob();
     let greet = Frame::Greet(Greet {
-        version: 3,
+        version: PROTOCOL_VERSION,
         nonce: alice.our_nonce,
     });
     let ping = Frame::Room(1, Message::Ping);
@@ -251,7 +256,10 @@ fn frames_encode_as_section_9_1_shows() {
     // A whole frame on a lane: the 4-byte big-endian length, then the CBOR.
     let note = vector("a note in slot 0");
     let (length, body) = note.split_at(4);
-    assert_eq!(u32::from_be_bytes(length.try_into().expect("4 bytes")) as usize, body.len());
+    assert_eq!(
+        u32::from_be_bytes(length.try_into().expect("4 bytes")) as usize,
+        body.len()
+    );
     let have = Frame::Room(
         0,
         Message::Have(vec![HeadNote {

@@ -40,7 +40,7 @@ fn vector(label: &str) -> Vec<u8> {
         hex.push_str(&digits);
     }
     assert!(
-        !hex.is_empty() && hex.len() % 2 == 0,
+        !hex.is_empty() && hex.len().is_multiple_of(2),
         "label {label:?}: {hex:?} is not hex bytes"
     );
     (0..hex.len())

@@ -13,10 +13,10 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
 use crate::entry::{Author, DecodeError, Hash, check_name};
-use crate::membership::{Greet, MAX_ROOMS, Tag};
 use crate::limits::{
     MAX_BATCH_ENTRIES, MAX_MESSAGE_NOTES, MAX_QUERY_RANGES, MAX_REPLY_HEADS, MAX_ROUTE_AUTHORS,
 };
+use crate::membership::{Greet, MAX_ROOMS, Tag};
 
 /// The version spoken here; a hello with another version is refused.
 pub const PROTOCOL_VERSION: u32 = 2;

@@ -45,7 +45,7 @@ impl Net {
         let nodes = (0..count)
             .map(|i| {
                 let key = key(i as u8);
-                let mut store = MemoryStore::new();
+                let mut store = MemoryStore::new(crate::Room::lan().id());
                 let profile = Body::Profile {
                     name: format!("n{i}"),
                 };
@@ -468,7 +468,7 @@ fn thousands_of_logs_sync_and_a_reconnect_costs_only_the_hellos() {
         seed[..4].copy_from_slice(&i.to_be_bytes());
         seed[31] = 0xee;
         let author_key = SigningKey::from_bytes(&seed);
-        let mut scratch = MemoryStore::new();
+        let mut scratch = MemoryStore::new(crate::Room::lan().id());
         let profile = Body::Profile {
             name: format!("a{i}"),
         };

@@ -32,8 +32,10 @@ use p2pchat_protocol::{
 
 mod history;
 mod journal;
+mod locate;
 mod repair;
 pub use history::{HistoryKey, HistoryPos};
+pub use locate::{Located, REGISTRY, locate};
 pub use p2pchat_protocol::store::Inserted;
 pub use repair::{Damage, LogCheck, LogLoss};
 
@@ -83,6 +85,19 @@ pub enum StoreError {
     )]
     Damaged {
         /// The store directory.
+        path: PathBuf,
+        /// What is wrong, in words.
+        what: String,
+    },
+    /// The room registry of a data directory ([`locate`]) cannot be read or is damaged.
+    #[error(
+        "the room registry {} {what}; p2pchat does not guess which room the logs in store/ \
+         belong to: restore the file from a backup (one line per room: its id in hex, a space, \
+         its store directory)",
+        path.display()
+    )]
+    Registry {
+        /// The registry file.
         path: PathBuf,
         /// What is wrong, in words.
         what: String,

@@ -5,9 +5,15 @@
 //! membership tags), the test also redoes it from the document's recipe with plain BLAKE3.
 
 use bytes::Bytes;
+use p2pchat_protocol::clock;
+use p2pchat_protocol::entry::VerifyError;
+use p2pchat_protocol::limits::MAX_CLOCK_AHEAD_MS;
 use p2pchat_protocol::membership::{Greet, Nonce, Tag, Transcript};
 use p2pchat_protocol::message::{Frame, HeadNote, Message, PROTOCOL_VERSION};
-use p2pchat_protocol::{Author, Entry, Hash, Room, SigningKey};
+use p2pchat_protocol::validate::{check_known, check_next};
+use p2pchat_protocol::{
+    Author, Body, Draft, Entry, Hash, KeyError, Room, RoomId, SigningKey, ValidationError,
+};
 
 const PROTOCOL_MD: &str = include_str!("../../docs/protocol.md");
 
@@ -285,4 +291,125 @@ fn the_format_1_entries_of_section_7_still_decode_and_verify() {
     }
     assert_eq!(second.prev(), Some(first.hash()));
     assert_eq!((first.seq(), second.seq()), (1, 2));
+}
+
+#[test]
+fn the_format_2_entries_of_section_7_are_what_entry_sign_writes() {
+    let key = SigningKey::from_bytes(&[1; 32]);
+    let team = Room::private(&vector_32("team.key bytes"), "team");
+    let now_ms = 1_800_000_000_000;
+    let first = Entry::sign(
+        &key,
+        Draft {
+            room: team.id(),
+            seq: 1,
+            prev: None,
+            timestamp: now_ms,
+            clock: clock::next(now_ms, 0, 0),
+            body: Body::Profile {
+                name: "alice".into(),
+            },
+        },
+    )
+    .expect("a valid draft");
+    let second = Entry::sign(
+        &key,
+        Draft {
+            room: team.id(),
+            seq: 2,
+            prev: Some(first.hash()),
+            timestamp: now_ms + 1,
+            clock: clock::next(now_ms + 1, first.clock(), first.clock()),
+            body: Body::Text {
+                text: "hello".into(),
+            },
+        },
+    )
+    .expect("a valid draft");
+    for (entry, envelope, hash) in [
+        (&first, "format 2, entry 1", "format 2, hash of entry 1"),
+        (&second, "format 2, entry 2", "format 2, hash of entry 2"),
+    ] {
+        assert_eq!(hex(entry.envelope()), hex(&vector(envelope)), "{envelope}");
+        assert_eq!(entry.hash(), Hash::from_bytes(vector_32(hash)), "{hash}");
+        let decoded = Entry::decode(Bytes::from(vector(envelope))).expect("a format 2 entry");
+        assert_eq!((decoded.format(), decoded.room()), (2, Some(team.id())));
+        assert!(decoded.signature_is_valid());
+    }
+    assert_eq!(first.clock(), now_ms << 16);
+    assert_eq!(second.clock(), (now_ms + 1) << 16);
+
+    // Their room is named under the signature: the LAN room's store refuses them.
+    let lan = Room::lan().id();
+    assert_eq!(
+        check_next(lan, first.author(), None, &first),
+        Err(ValidationError::WrongRoom { seq: 1 })
+    );
+    check_next(team.id(), first.author(), None, &first).expect("entry 1 in its room");
+    check_next(team.id(), first.author(), Some(&first), &second).expect("entry 2 after it");
+}
+
+#[test]
+fn format_1_is_accepted_only_as_a_prefix() {
+    let old = Entry::decode(Bytes::from(vector("format 1, entry 1"))).expect("entry 1");
+    assert_eq!((old.format(), old.room(), old.clock()), (1, None, 1));
+    let team = Room::private(&vector_32("team.key bytes"), "team").id();
+    check_next(team, old.author(), None, &old).expect("a format-1 log start, in any room");
+    let new = Entry::decode(Bytes::from(vector("format 2, entry 1"))).expect("a format-2 entry");
+    // A format-1 entry where the log holds a format-2 one is another room's, not a fork.
+    assert_eq!(
+        check_known(team, &new, &old),
+        Err(ValidationError::WrongRoom { seq: 1 })
+    );
+}
+
+#[test]
+fn clock_next_follows_section_2_5() {
+    let at_ms = clock::at_ms;
+    let now = 1_800_000_000_000;
+    let doc = |case: &str| {
+        u64::from_be_bytes(
+            vector(&format!("clock case {case}"))
+                .try_into()
+                .expect("8 bytes"),
+        )
+    };
+    assert_eq!(at_ms(now), 0x01a3_185c_5000_0000);
+    let cases = [
+        ("a", now, 0, at_ms(now - 360_000) + 3),
+        ("b", now, at_ms(now), at_ms(now)),
+        ("c", now, 0, at_ms(now + 2000) + 7),
+        ("d", now, 0, at_ms(now + 86_400_000)),
+        ("e", now - 5000, at_ms(now) + 1, 0),
+    ];
+    for (case, now_ms, last_own, max_seen) in cases {
+        assert_eq!(
+            format!("{:016x}", clock::next(now_ms, last_own, max_seen)),
+            format!("{:016x}", doc(case)),
+            "case {case}"
+        );
+    }
+    assert_eq!(
+        doc("d"),
+        at_ms(now + MAX_CLOCK_AHEAD_MS) + 1,
+        "bounded 10 min ahead"
+    );
+}
+
+#[test]
+fn the_small_order_forgery_of_section_3_1_is_refused() {
+    let forgery = Entry::decode(Bytes::from(vector("the small-order forgery"))).expect("decodes");
+    let mut identity = [0; 32];
+    identity[0] = 1;
+    assert_eq!(forgery.author(), Author::from_bytes(identity));
+    let room = RoomId::from_bytes([0xee; 32]);
+    assert_eq!(forgery.room(), Some(room));
+    assert_eq!(
+        forgery.verify(),
+        Err(VerifyError::Key(KeyError::SmallOrder))
+    );
+    assert_eq!(
+        check_next(room, forgery.author(), None, &forgery),
+        Err(ValidationError::BadAuthorKey(KeyError::SmallOrder))
+    );
 }

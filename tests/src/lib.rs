@@ -453,6 +453,11 @@ impl Chat {
 
     /// Waits for a stderr line holding `needle` anywhere, returning it.
     pub async fn wait_stderr_containing(&mut self, needle: &str) -> anyhow::Result<String> {
+        self.wait_stderr_with_all(&[needle]).await
+    }
+
+    /// Waits for a stderr line holding every one of `needles`, returning it.
+    pub async fn wait_stderr_with_all(&mut self, needles: &[&str]) -> anyhow::Result<String> {
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
             let line = tokio::time::timeout_at(deadline, self.stderr.recv())
@@ -461,12 +466,12 @@ impl Chat {
                 .flatten()
                 .with_context(|| {
                     format!(
-                        "{} saw no stderr line with {needle:?}{}",
+                        "{} saw no stderr line with {needles:?}{}",
                         self.name,
                         self.stderr_tail()
                     )
                 })?;
-            if line.contains(needle) {
+            if needles.iter().all(|needle| line.contains(needle)) {
                 return Ok(line);
             }
         }

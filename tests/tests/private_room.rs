@@ -51,6 +51,16 @@ async fn keygen_room_writes_a_new_key_file_and_never_overwrites_one() -> anyhow:
     Ok(())
 }
 
+/// The peer id at the end of a `/p2p/<id>` address.
+fn peer_id(addr: &str) -> String {
+    addr.rsplit('/').next().unwrap_or_default().to_owned()
+}
+
+/// Waits for `chat` to say that the peer `other` shares no room with it.
+async fn no_shared_room(chat: &mut Chat, other: &str) -> anyhow::Result<String> {
+    chat.wait_stderr_with_all(&[NO_SHARED_ROOM, other]).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_holders_of_the_key_exchange_anything_and_outsiders_are_told() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -61,6 +71,7 @@ async fn only_holders_of_the_key_exchange_anything_and_outsiders_are_told() -> a
 
     let mut alice = Chat::start_user("alice", &path("alice"), &[], &["--room-key", &key])?;
     let alice_addr = alice.listen_addr().await?;
+    let alice_id = peer_id(&alice_addr);
     alice.say("members only").await?;
     alice.wait_line("alice> members only").await?;
 
@@ -71,26 +82,24 @@ async fn only_holders_of_the_key_exchange_anything_and_outsiders_are_told() -> a
         &[&alice_addr],
         &["--room-key", &other_key],
     )?;
+    let mallory_id = peer_id(&mallory.listen_addr().await?);
     mallory.say("let me in").await?;
     mallory.wait_line("mallory> let me in").await?;
-    mallory.wait_stderr_containing(NO_SHARED_ROOM).await?;
-    alice.wait_stderr_containing(NO_SHARED_ROOM).await?;
+    no_shared_room(&mut mallory, &alice_id).await?;
+    no_shared_room(&mut alice, &mallory_id).await?;
     // No key at all (the open LAN room only): the same.
     let mut eve = Chat::start_user("eve", &path("eve"), &[&alice_addr], &[])?;
     let eve_addr = eve.listen_addr().await?;
+    let eve_id = peer_id(&eve_addr);
     eve.say("anyone?").await?;
     eve.wait_line("eve> anyone?").await?;
-    eve.wait_stderr_containing(NO_SHARED_ROOM).await?;
-    alice.wait_stderr_containing(NO_SHARED_ROOM).await?;
+    no_shared_room(&mut eve, &alice_id).await?;
+    no_shared_room(&mut alice, &eve_id).await?;
     // And the other way round: a member dials an outsider.
-    let mut alice2 = Chat::start_user(
-        "alice2",
-        &path("alice2"),
-        &[&eve_addr],
-        &["--room-key", &key],
-    )?;
-    alice2.wait_stderr_containing(NO_SHARED_ROOM).await?;
-    eve.wait_stderr_containing(NO_SHARED_ROOM).await?;
+    let mut carol = Chat::start_user("carol", &path("carol"), &[&eve_addr], &["--room-key", &key])?;
+    let carol_id = peer_id(&carol.listen_addr().await?);
+    no_shared_room(&mut carol, &eve_id).await?;
+    no_shared_room(&mut eve, &carol_id).await?;
 
     // The right key: chat, both ways.
     let mut bob = Chat::start_user("bob", &path("bob"), &[&alice_addr], &["--room-key", &key])?;
@@ -98,31 +107,27 @@ async fn only_holders_of_the_key_exchange_anything_and_outsiders_are_told() -> a
     bob.say("hi alice").await?;
     alice.wait_line("bob> hi alice").await?;
 
-    // Nothing crossed: the outsiders saw only their own lines, the members only theirs.
+    // Nothing crossed: no outsider saw a member's line or name (names come with the room's
+    // hello, after the proofs), no member an outsider's.
     let quiet = Duration::from_secs(2);
-    for (chat, own) in [
-        (&mut mallory, &["mallory> let me in"][..]),
-        (&mut eve, &["eve> anyone?"]),
-        (&mut alice2, &[]),
+    for (chat, secrets) in [
+        (&mut mallory, &["alice", "carol", "members only"][..]),
+        (&mut eve, &["alice", "carol", "members only"]),
+        (&mut alice, &["mallory", "let me in", "anyone?"]),
+        (&mut carol, &["alice", "mallory", "members only", "anyone?"]),
     ] {
         let more = chat.lines_until_quiet(quiet).await?;
-        assert!(
-            more.is_empty(),
-            "{} saw {more:?} besides {own:?}",
-            chat.name
-        );
+        assert!(more.is_empty(), "{} saw {more:?}", chat.name);
         let stderr = chat.stderr_lines();
-        assert!(
-            stderr.iter().all(|line| !line.contains("alice>")
-                && !line.contains("bob")
-                && !line.contains("members only")),
-            "{} learnt of the room: {stderr:#?}",
-            chat.name
-        );
+        for secret in secrets {
+            assert!(
+                stderr.iter().all(|line| !line.contains(secret)),
+                "{} learnt {secret:?}: {stderr:#?}",
+                chat.name
+            );
+        }
     }
-    let more = alice.lines_until_quiet(Duration::from_millis(200)).await?;
-    assert!(more.is_empty(), "alice saw {more:?}");
-    for chat in [alice, alice2, bob, mallory, eve] {
+    for chat in [alice, carol, bob, mallory, eve] {
         assert!(chat.interrupt().await?);
     }
     let exported = |name: &str, args: &[&str]| export(name, dir.path().join(name).as_ref(), args);
@@ -139,6 +144,6 @@ async fn only_holders_of_the_key_exchange_anything_and_outsiders_are_told() -> a
         ["mallory> let me in"]
     );
     assert_eq!(exported("eve", &[])?, ["eve> anyone?"]);
-    assert!(exported("alice2", &["--room-key", &key])?.is_empty());
+    assert!(exported("carol", &["--room-key", &key])?.is_empty());
     Ok(())
 }

@@ -18,6 +18,8 @@ use crate::room::{Room, RoomId};
 pub const MAX_ROOMS: usize = 16;
 /// Starts the transcript of every membership tag.
 const TRANSCRIPT_TAG: &[u8] = b"p2pchat/membership/v1";
+/// Context of the key of a node's padding tags, derived from all its rooms' proof keys.
+const PADDING_KEY_CONTEXT: &str = "p2pchat 2026-12 membership padding key";
 
 /// A connection's first frame: the sender's protocol version and its fresh nonce.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,7 +78,11 @@ impl Transcript {
         Tag(ByteArray::new(*hasher.finalize().as_bytes()))
     }
 
-    /// The tags we send for `rooms`, sorted (so their order tells nothing).
+    /// The tags we send for `rooms` (at most [`MAX_ROOMS`]): one per room, padded to
+    /// [`MAX_ROOMS`] tags, sorted, so neither their number nor their order tells how many
+    /// rooms we are in. A padding tag is BLAKE3 keyed by a key derived from every room's proof
+    /// key, over the transcript and its index: a peer that lacks one of our rooms' secrets
+    /// cannot tell it from a room's tag.
     pub fn our_tags(&self, rooms: &[Room]) -> Vec<Tag> {
         let mut tags: Vec<Tag> = rooms
             .iter()
@@ -90,6 +96,21 @@ impl Transcript {
                 )
             })
             .collect();
+        let mut keys = Vec::with_capacity(32 * rooms.len());
+        for room in rooms {
+            keys.extend_from_slice(&room.proof_key());
+        }
+        let padding_key = blake3::derive_key(PADDING_KEY_CONTEXT, &keys);
+        for index in rooms.len()..MAX_ROOMS {
+            let mut hasher = blake3::Hasher::new_keyed(&padding_key);
+            hasher.update(TRANSCRIPT_TAG);
+            hasher.update(self.us.as_bytes());
+            hasher.update(self.them.as_bytes());
+            hasher.update(&self.our_nonce.0[..]);
+            hasher.update(&self.their_nonce.0[..]);
+            hasher.update(&[index as u8]);
+            tags.push(Tag(ByteArray::new(*hasher.finalize().as_bytes())));
+        }
         tags.sort_unstable();
         tags
     }
@@ -183,6 +204,14 @@ mod tests {
             alice.shared(&team, &alice.our_tags(&team)).is_empty(),
             "reflected back"
         );
+        assert_eq!(alice.our_tags(&team).len(), MAX_ROOMS, "padded");
+        let lan = [Room::lan()];
+        assert_ne!(
+            alice.our_tags(&lan),
+            alice.our_tags(&team),
+            "padding depends on the rooms"
+        );
+        assert!(bob.shared(&lan, &alice.our_tags(&team)).is_empty());
         let wrong = [Room::private(&[9; 32], "team")];
         assert!(
             bob.shared(&team, &alice.our_tags(&wrong)).is_empty(),

@@ -1,29 +1,31 @@
-//! Messages of protocol version 2 (docs/protocol.md, section 9).
+//! Frames and messages of protocol version 3 (docs/protocol.md, section 9).
 //!
-//! Each side of a connection opens two ordered streams to the other and writes [`Message`]s on
+//! Each side of a connection opens two ordered streams to the other and writes [`Frame`]s on
 //! them, each as a 4-byte big-endian length followed by that many bytes of CBOR:
-//! - [`Lane::Live`] on [`LIVE_PROTOCOL`]: the hello first, then everything small and urgent
-//!   (head queries and replies, notes, routing, acks, keep-alives, and new entries);
+//! - [`Lane::Live`] on [`LIVE_PROTOCOL`]: the membership handshake first ([`Frame::Greet`],
+//!   then [`Frame::Proof`]), then everything small and urgent of every shared room (hellos,
+//!   head queries and replies, notes, routing, acks, keep-alives, and new entries);
 //! - [`Lane::Bulk`] on [`BULK_PROTOCOL`]: catch-up batches.
 //!
-//! A receiver treats a message the same whichever lane it came on; the lane is the sender's
-//! choice of priority, so a live line never waits behind a catch-up.
+//! After the handshake every frame is a [`Frame::Room`]: one room's [`Message`], tagged with
+//! the room's slot. A receiver treats a message the same whichever lane it came on; the lane
+//! is the sender's choice of priority, so a live line never waits behind a catch-up.
 
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
 use crate::entry::{Author, DecodeError, Hash, check_name};
-use crate::membership::{Greet, MAX_ROOMS, Tag};
 use crate::limits::{
     MAX_BATCH_ENTRIES, MAX_MESSAGE_NOTES, MAX_QUERY_RANGES, MAX_REPLY_HEADS, MAX_ROUTE_AUTHORS,
 };
+use crate::membership::{Greet, MAX_ROOMS, Tag};
 
 /// The version spoken here; a hello with another version is refused.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 /// The live lane's stream protocol name.
-pub const LIVE_PROTOCOL: &str = "/p2pchat/live/2";
+pub const LIVE_PROTOCOL: &str = "/p2pchat/live/3";
 /// The bulk lane's stream protocol name.
-pub const BULK_PROTOCOL: &str = "/p2pchat/bulk/2";
+pub const BULK_PROTOCOL: &str = "/p2pchat/bulk/3";
 
 /// Which of a peer's two streams a message goes on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -187,7 +189,7 @@ pub enum MessageError {
         /// The limit.
         limit: usize,
     },
-    /// A hello of another protocol version.
+    /// A greet or hello of another protocol version.
     #[error("peer speaks protocol version {0}, we speak {PROTOCOL_VERSION}")]
     Version(u32),
     /// The claimed name breaks the name rules.
@@ -195,19 +197,52 @@ pub enum MessageError {
     Name(#[from] DecodeError),
 }
 
-impl Message {
-    /// Encodes the message as the body of one length-prefixed frame.
+impl Frame {
+    /// Encodes the frame as the body of one length-prefixed frame.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        // Writing into a Vec cannot fail: `Vec`'s writer only fails when memory runs out,
-        // which aborts the process instead.
-        if let Err(never) = cbor4ii::serde::to_writer(&mut out, self) {
-            unreachable!("encoding into memory failed: {never}");
-        }
-        out
+        encode(self)
     }
 
-    /// Decodes the body of one frame and checks its limits (and a hello's version and name).
+    /// Decodes the body of one frame and checks its limits: a greet's version, a proof's
+    /// number of tags, and a room message as [`Message::decode`] does.
+    pub fn decode(bytes: &[u8]) -> Result<Self, MessageError> {
+        let frame: Frame = cbor4ii::serde::from_slice(bytes)
+            .map_err(|e| MessageError::Malformed(e.to_string()))?;
+        match &frame {
+            Frame::Greet(greet) if greet.version != PROTOCOL_VERSION => {
+                Err(MessageError::Version(greet.version))
+            }
+            Frame::Greet(_) => Ok(()),
+            Frame::Proof(tags) if tags.len() > MAX_ROOMS => Err(MessageError::TooLarge {
+                what: "membership tags",
+                found: tags.len(),
+                limit: MAX_ROOMS,
+            }),
+            Frame::Proof(_) => Ok(()),
+            Frame::Room(_, message) => message.check(),
+        }?;
+        Ok(frame)
+    }
+}
+
+/// CBOR of `value`.
+fn encode(value: &impl Serialize) -> Vec<u8> {
+    let mut out = Vec::new();
+    // Writing into a Vec cannot fail: `Vec`'s writer only fails when memory runs out, which
+    // aborts the process instead.
+    if let Err(never) = cbor4ii::serde::to_writer(&mut out, value) {
+        unreachable!("encoding into memory failed: {never}");
+    }
+    out
+}
+
+impl Message {
+    /// Encodes the message as CBOR (inside a [`Frame::Room`] on the wire).
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    /// Decodes a message's CBOR and checks its limits (and a hello's version and name).
     pub fn decode(bytes: &[u8]) -> Result<Self, MessageError> {
         let message: Message = cbor4ii::serde::from_slice(bytes)
             .map_err(|e| MessageError::Malformed(e.to_string()))?;
@@ -359,6 +394,53 @@ mod tests {
             Message::decode(&old.encode()),
             Err(MessageError::Version(1))
         );
+    }
+
+    #[test]
+    fn frames_round_trip_and_are_checked() {
+        use crate::membership::{Greet, Nonce};
+        let tag = || crate::membership::Tag(serde_bytes::ByteArray::new([3; 32]));
+        let frames = [
+            Frame::Greet(Greet {
+                version: PROTOCOL_VERSION,
+                nonce: Nonce::new([1; 32]),
+            }),
+            Frame::Proof(vec![tag(); MAX_ROOMS]),
+            Frame::Room(2, Message::Ack(1)),
+        ];
+        for frame in frames {
+            assert_eq!(Frame::decode(&frame.encode()).unwrap(), frame);
+        }
+        let old = Frame::Greet(Greet {
+            version: 2,
+            nonce: Nonce::new([1; 32]),
+        });
+        assert_eq!(Frame::decode(&old.encode()), Err(MessageError::Version(2)));
+        let many = Frame::Proof(vec![tag(); MAX_ROOMS + 1]);
+        assert!(matches!(
+            Frame::decode(&many.encode()),
+            Err(MessageError::TooLarge {
+                what: "membership tags",
+                ..
+            })
+        ));
+        let notes = vec![
+            HeadNote {
+                author: author(1),
+                seq: 1
+            };
+            MAX_MESSAGE_NOTES + 1
+        ];
+        let inner = Frame::Room(0, Message::Have(notes));
+        assert!(matches!(
+            Frame::decode(&inner.encode()),
+            Err(MessageError::TooLarge { what: "notes", .. })
+        ));
+        // A bare message (protocol 2's frame) is no frame.
+        assert!(matches!(
+            Frame::decode(&Message::Ping.encode()),
+            Err(MessageError::Malformed(_))
+        ));
     }
 
     #[test]

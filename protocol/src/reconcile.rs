@@ -91,6 +91,12 @@ impl HeadSet {
             xor_into(&mut self.total, &old.item);
         }
     }
+    /// Takes `author`'s log out of the set.
+    pub fn remove(&mut self, author: &Author) {
+        if let Some(old) = self.heads.remove(author) {
+            xor_into(&mut self.total, &old.item);
+        }
+    }
     /// The head of `author`'s log, if held.
     pub fn get(&self, author: &Author) -> Option<&HeadInfo> {
         self.heads.get(author).map(|held| &held.head)

@@ -148,6 +148,21 @@ pub enum Penalty {
         /// What is wrong with it.
         error: ValidationError,
     },
+    /// Something other than a greet as a connection's first frame.
+    #[error("a frame before its greet")]
+    BeforeGreet,
+    /// A second greet on one connection.
+    #[error("a second greet")]
+    SecondGreet,
+    /// A room's message before its membership proof.
+    #[error("a room's message before its membership proof")]
+    BeforeProof,
+    /// A second membership proof on one connection.
+    #[error("a second membership proof")]
+    SecondProof,
+    /// A message for a room slot past the rooms the two share.
+    #[error("a message for room slot {0}, past the rooms we share")]
+    UnknownRoom(u8),
     /// More batches at once than its window allows.
     #[error(
         "more than {} batches without waiting for an ack",

@@ -81,8 +81,12 @@ struct Peer {
 pub struct Replica<P> {
     own: Author,
     name: String,
-    /// What we hold durably: only this is announced, compared and sent.
+    /// What we hold durably, frozen (forked) logs excepted: only this is announced, compared
+    /// and sent.
     heads: HeadSet,
+    /// Whether the logs frozen before we started were taken out of `heads` (done on the first
+    /// input, the first time the store is at hand).
+    frozen_taken_out: bool,
     /// For each log with batches given to the store and not answered yet: the highest seq
     /// they reach (to tell a batch that joins from one that came too early), and how many.
     storing: BTreeMap<Author, (u64, usize)>,
@@ -105,6 +109,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
             own,
             name,
             heads: set,
+            frozen_taken_out: false,
             storing: BTreeMap::new(),
             peers: BTreeMap::new(),
             banned: BTreeMap::new(),
@@ -119,7 +124,8 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
         self.outputs.pop_front()
     }
 
-    /// The heads held durably, as the core knows them.
+    /// The heads held durably, as the core knows them (frozen logs excepted, once it had an
+    /// input).
     pub fn heads(&self) -> &HeadSet {
         &self.heads
     }
@@ -162,6 +168,18 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
 
     /// Takes one input at time `now`; `logs` is read for entries to send.
     pub fn handle(&mut self, now: Instant, input: Input<P>, logs: &impl Logs) {
+        if !self.frozen_taken_out {
+            self.frozen_taken_out = true;
+            let frozen: Vec<Author> = self
+                .heads
+                .iter()
+                .map(|head| head.author)
+                .filter(|author| logs.is_frozen(author))
+                .collect();
+            for author in frozen {
+                self.heads.remove(&author);
+            }
+        }
         match input {
             Input::Connected { peer, author } => self.connected(now, peer, author),
             Input::Closed { peer } => self.closed(peer),
@@ -640,7 +658,11 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
                 });
                 self.send(now, peer, Lane::Live, want);
             }
-            Some(ValidationError::Fork { seq }) => self.emit(Event::Forked { author, seq }),
+            Some(ValidationError::Fork { seq }) => {
+                // A frozen log is neither announced nor compared: peers would wait for it.
+                self.heads.remove(&author);
+                self.emit(Event::Forked { author, seq });
+            }
             Some(ValidationError::WrongPrev { .. }) if author == self.own => {
                 // Our own log, but not on top of what we hold: the entry at our head shows
                 // whether the two are a fork.

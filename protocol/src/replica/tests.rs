@@ -523,3 +523,46 @@ fn a_live_batch_ahead_of_its_prefix_waits_for_it() {
     assert!(net.same_heads());
     assert!(net.log.disconnects.is_empty());
 }
+
+#[test]
+fn a_frozen_log_is_not_announced_so_peers_do_not_wait_for_it() {
+    let mut net = Net::new(2);
+    // Node 0 holds two entries of x's log, then a second entry at seq 1: x is frozen.
+    let x = key(9);
+    let (mut one, mut other) = (MemoryStore::new(), MemoryStore::new());
+    one.append(&x, Body::Profile { name: "x".into() }, 1_000)
+        .unwrap();
+    one.append(&x, Body::Text { text: "a".into() }, 1_001)
+        .unwrap();
+    let twin = other
+        .append(&x, Body::Profile { name: "y".into() }, 1_000)
+        .unwrap();
+    let author = Author::of(&x);
+    let envelopes = |entries: &[crate::entry::Entry]| {
+        entries
+            .iter()
+            .map(|e| e.envelope().clone())
+            .collect::<Vec<_>>()
+    };
+    let store = &mut net.nodes[0].store;
+    store.insert(author, envelopes(one.entries_of(&author)));
+    store.insert(author, envelopes(&[twin]));
+    assert!(store.is_frozen(&author));
+    let heads = store.heads();
+    assert_eq!(heads.len(), 2, "the store still lists its head");
+    net.nodes[0].replica = Replica::new(net.author(0), "n0".into(), heads);
+    net.connect(0, 1);
+    net.settle();
+    let hello = net.log.sent.iter().find_map(|(from, _, _, m)| match m {
+        Message::Hello(hello) if *from == 0 => Some(hello.heads.count),
+        _ => None,
+    });
+    assert_eq!(hello, Some(1), "its own log only");
+    let complete = net
+        .log
+        .events
+        .iter()
+        .any(|(at, e)| *at == 1 && matches!(e, Event::SyncComplete { .. }));
+    assert!(complete, "node 1 does not wait for the frozen log");
+    assert_eq!(net.nodes[1].store.head_seq(&author), 0);
+}

@@ -408,6 +408,9 @@ fn copy_fixture(root: &Path) -> anyhow::Result<PathBuf> {
 /// Lines in the fixture: alice's 40 imported and 1 typed, and bob's 20.
 const FIXTURE_LINES: usize = 61;
 
+/// How a node says, once, that the logs of the previous release joined a room.
+const CLAIM: &str = "logs stored before rooms";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_of_the_previous_release_go_to_the_first_room_started_and_only_there()
 -> anyhow::Result<()> {
@@ -424,10 +427,11 @@ async fn logs_of_the_previous_release_go_to_the_first_room_started_and_only_ther
 
     // The first start takes them into its room, says so, and shows them.
     let mut alice = Chat::start_user("alice", &dir_arg, &[], &["--room-key", &team])?;
-    let claim = alice.wait_stderr("info> logs stored before rooms").await?;
-    assert_eq!(
-        claim,
-        "info> logs stored before rooms (2 logs) now belong to room team"
+    let claim = alice.wait_stderr_containing(CLAIM).await?;
+    assert!(
+        claim.starts_with("info> ")
+            && claim.ends_with(&format!("{CLAIM} (2 logs) now belong to room team")),
+        "{claim}"
     );
     alice.say("typed in team").await?;
     let shown = alice.wait_line("alice> typed in team").await?;
@@ -472,7 +476,7 @@ async fn logs_of_the_previous_release_go_to_the_first_room_started_and_only_ther
     );
     shown.retain(|line| !line.starts_with("[team] "));
     assert_eq!(shown, ["[lan] alice> typed in lan"]);
-    never_mentions("a later start", &said, &["logs stored before rooms"]);
+    never_mentions("a later start", &said, &[CLAIM]);
 
     let in_team = export("alice", &dir, &["--room-key", &team])?;
     assert_eq!(in_team.len(), FIXTURE_LINES + 1, "{in_team:#?}");

@@ -97,6 +97,9 @@ async fn a_private_rooms_lines_never_reach_the_open_room_through_a_member() -> a
     eve.say("eve here").await?;
     eve_saw.extend(eve.wait_line("eve> eve here").await?);
     alice.wait_line("eve> eve here").await?;
+    // Everyone whose log eve holds (a profile is enough) is listed.
+    eve.say("/peers").await?;
+    eve.wait_stderr("info> alice #").await?;
     eve_saw.extend(eve.lines_until_quiet(QUIET).await?);
     eve_saw.extend(eve.stderr_lines());
     never_mentions("eve", &eve_saw, &["dave", "secret", "alice in team"]);

@@ -146,8 +146,9 @@ pub enum ConnectFailure {
         /// The id it has.
         found: PeerId,
     },
-    /// The two sides do not hold the same room key, or only one holds one, as far as can be
-    /// told: the connection turned to garbage or broke off right after the room key layer.
+    /// The peer garbled the handshake's first step: not p2pchat there, or an earlier p2pchat
+    /// started with `--room-key`, which wrapped connections in a room key layer (its code stays
+    /// `room_key`).
     RoomKey,
     /// A connection limit was reached.
     TooManyConnections,
@@ -205,8 +206,8 @@ impl fmt::Display for ConnectFailure {
             }
             ConnectFailure::Stalled => write!(
                 f,
-                "the connection opened but the handshake did not finish in time: wrong room key, \
-                 or not p2pchat there?"
+                "the connection opened but the handshake did not finish in time: not p2pchat \
+                 there, or an earlier p2pchat started with --room-key?"
             ),
             ConnectFailure::WrongPeerId { found } => write!(
                 f,
@@ -215,9 +216,9 @@ impl fmt::Display for ConnectFailure {
             ),
             ConnectFailure::RoomKey => write!(
                 f,
-                "the handshake failed at its first step: wrong room key, or not p2pchat there? \
-                 (every member of a private room needs the same --room-key file; a node without \
-                 one cannot join it)"
+                "the handshake failed at its first step: not p2pchat there, or an earlier \
+                 p2pchat started with --room-key (it must upgrade: private rooms no longer \
+                 change the connection)"
             ),
             ConnectFailure::TooManyConnections => {
                 write!(f, "too many connections (a limit was reached)")
@@ -245,14 +246,13 @@ pub fn dial_failure(error: &DialError) -> Option<ConnectFailure> {
 }
 
 /// Why a connection a peer dialed to us failed, or `None` if it is not worth saying: aborted,
-/// or broken off in a way that a dialer trying several addresses at once causes. `private_room`
-/// tells whether this node holds a room key.
-pub fn incoming_failure(error: &ListenError, private_room: bool) -> Option<ConnectFailure> {
+/// or broken off in a way that a dialer trying several addresses at once causes.
+pub fn incoming_failure(error: &ListenError) -> Option<ConnectFailure> {
     match error {
         ListenError::Denied { cause } => Some(denied(cause)),
         ListenError::Transport(TransportError::Other(e)) => {
             match e.get_ref().and_then(|e| e.downcast_ref::<ConnectError>()) {
-                Some(e) => connect_failure(e, Side::Listener { private_room }),
+                Some(e) => connect_failure(e, Side::Listener),
                 None => Some(ConnectFailure::Other(in_words(e))),
             }
         }
@@ -264,7 +264,7 @@ pub fn incoming_failure(error: &ListenError, private_room: bool) -> Option<Conne
 #[derive(Clone, Copy)]
 enum Side {
     Dialer,
-    Listener { private_room: bool },
+    Listener,
 }
 
 fn denied(cause: &ConnectionDenied) -> ConnectFailure {
@@ -296,17 +296,13 @@ fn transport_failure(
 /// and drops the rest when one connects).
 fn connect_failure(error: &ConnectError, side: Side) -> Option<ConnectFailure> {
     use std::io::ErrorKind;
-    // A peer that holds another room key, or none, reads our first bytes as garbage, and we
-    // its; whichever notices first hangs up, so the other sees the connection break off, or
-    // both wait for more. The room key layer checks nothing itself, so a dialer whose
-    // connection breaks off or stalls in its first steps takes it for a key mismatch. So does a
-    // listener that holds a key; an open one, which sees garbage instead, says so only then,
-    // as a dialer may just have given up on a duplicate attempt (it dials all of a peer's
-    // addresses at once and drops the rest when one connects).
-    let break_off_is_telling = match side {
-        Side::Dialer => true,
-        Side::Listener { private_room } => private_room,
-    };
+    // A peer that garbles the connection's first bytes (an earlier p2pchat that wrapped
+    // connections in a room key layer, or not p2pchat at all) makes whichever side notices
+    // first hang up, so the other sees the connection break off. A dialer takes that for such
+    // a peer; a listener says so only when it sees garbage itself, as a dialer may just have
+    // given up on a duplicate attempt (it dials all of a peer's addresses at once and drops
+    // the rest when one connects).
+    let break_off_is_telling = matches!(side, Side::Dialer);
     Some(match error {
         ConnectError::Tcp(e) => match e.kind() {
             ErrorKind::ConnectionRefused => ConnectFailure::Refused,
@@ -317,7 +313,6 @@ fn connect_failure(error: &ConnectError, side: Side) -> Option<ConnectFailure> {
             _ => ConnectFailure::Other(in_words(e)),
         },
         ConnectError::Stalled => ConnectFailure::Stalled,
-        ConnectError::RoomKeyExchange(_) if matches!(side, Side::Dialer) => ConnectFailure::RoomKey,
         ConnectError::Upgrade {
             security: true,
             garbled,
@@ -326,15 +321,8 @@ fn connect_failure(error: &ConnectError, side: Side) -> Option<ConnectFailure> {
         } if *garbled || (*broken_off && break_off_is_telling) => ConnectFailure::RoomKey,
         ConnectError::Upgrade {
             broken_off: true, ..
-        }
-        | ConnectError::RoomKeyExchange(_)
-            if matches!(side, Side::Listener { .. }) =>
-        {
-            return None;
-        }
-        ConnectError::RoomKeyExchange(_) | ConnectError::Upgrade { .. } => {
-            ConnectFailure::Other(error.to_string())
-        }
+        } if matches!(side, Side::Listener) => return None,
+        ConnectError::Upgrade { .. } => ConnectFailure::Other(error.to_string()),
     })
 }
 
@@ -476,24 +464,18 @@ mod tests {
     }
 
     #[test]
-    fn a_listener_says_a_key_mismatch_but_not_a_dialer_giving_up_a_duplicate() {
-        let incoming = |error, private_room| {
-            incoming_failure(&ListenError::Transport(transport(error)), private_room)
-        };
+    fn a_listener_says_a_garbled_handshake_but_not_a_dialer_giving_up_a_duplicate() {
+        let incoming = |error| incoming_failure(&ListenError::Transport(transport(error)));
         assert_eq!(
-            incoming(upgrade(true, true, false), false),
+            incoming(upgrade(true, true, false)),
             Some(ConnectFailure::RoomKey)
         );
+        assert_eq!(incoming(upgrade(true, false, true)), None);
+        assert_eq!(incoming(upgrade(false, false, true)), None);
         assert_eq!(
-            incoming(upgrade(true, false, true), true),
-            Some(ConnectFailure::RoomKey)
-        );
-        assert_eq!(incoming(upgrade(true, false, true), false), None);
-        assert_eq!(incoming(upgrade(false, false, true), true), None);
-        assert_eq!(
-            incoming(ConnectError::Stalled, false),
+            incoming(ConnectError::Stalled),
             Some(ConnectFailure::Stalled)
         );
-        assert_eq!(incoming_failure(&ListenError::Aborted, true), None);
+        assert_eq!(incoming_failure(&ListenError::Aborted), None);
     }
 }

@@ -32,6 +32,9 @@ pub const TIE_BREAK_DELAY: Duration = Duration::from_millis(1500);
 pub const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
 /// Longest wait between redials of a discovered peer.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How long a discovered peer that proved membership of none of our rooms waits before it is
+/// dialed again (it may join one of them meanwhile; it dials us then, too).
+pub const NO_SHARED_ROOM_RETRY: Duration = Duration::from_secs(60);
 /// Most peers found by mDNS kept at once; one found beyond is ignored until others expire (mDNS
 /// announces it again).
 pub const MAX_FOUND: usize = 4096;
@@ -157,6 +160,13 @@ impl Discovery {
     pub fn connected(&mut self, peer: PeerId) {
         if let Some(found) = self.found.get_mut(&peer) {
             found.backoff.reset();
+        }
+    }
+
+    /// `peer` shares no room with us: it is not dialed again for [`NO_SHARED_ROOM_RETRY`].
+    pub fn shares_no_room(&mut self, peer: PeerId, now: Instant) {
+        if let Some(found) = self.found.get_mut(&peer) {
+            found.next_dial = found.next_dial.max(now + NO_SHARED_ROOM_RETRY);
         }
     }
 

@@ -22,7 +22,8 @@ pub const MAX_HELD: usize = 4096;
 
 /// See the module docs.
 pub struct OwnWriter {
-    dir: PathBuf,
+    /// The mark file.
+    mark: PathBuf,
     inner: Mutex<Inner>,
 }
 
@@ -74,19 +75,27 @@ pub struct Restored {
 }
 
 impl OwnWriter {
-    /// Reads the mark in `dir` (a data directory of an older release gets one from its
-    /// store's head, so upgrading raises no alarm).
-    pub fn open(dir: &Path, store: &Store, key: &SigningKey) -> Result<Self, NodeError> {
-        let (mut file, mut mark) = OwnMarkFile::open(dir)?.unzip();
+    /// Reads the mark file `mark` of the own log in `store` (a data directory of an older
+    /// release gets one from its store's head, so upgrading raises no alarm). With `fresh`, a
+    /// missing mark means the own log in this store has not started yet (a room joined for the
+    /// first time), and an empty store gets a mark at seq 0.
+    pub fn open(
+        mark: &Path,
+        store: &Store,
+        key: &SigningKey,
+        fresh: bool,
+    ) -> Result<Self, NodeError> {
+        let path = mark;
+        let (mut file, mut mark) = OwnMarkFile::open(path)?.unzip();
         let author = Author::of(key);
         let head = store.head_seq(&author);
-        if mark.is_none() && head > 0 {
+        if mark.is_none() && (head > 0 || fresh) {
             let upgraded = stored_mark(store, &author, head)?;
-            file = Some(OwnMarkFile::create(dir, &upgraded)?);
+            file = Some(OwnMarkFile::create(path, &upgraded)?);
             mark = Some(upgraded);
         }
         Ok(Self {
-            dir: dir.to_owned(),
+            mark: path.to_owned(),
             inner: Mutex::new(Inner {
                 file,
                 mark,
@@ -287,7 +296,7 @@ impl OwnWriter {
         if inner.mark != Some(mark) {
             match &mut inner.file {
                 Some(file) => file.write(&mark)?,
-                None => inner.file = Some(OwnMarkFile::create(&self.dir, &mark)?),
+                None => inner.file = Some(OwnMarkFile::create(&self.mark, &mark)?),
             }
             inner.mark = Some(mark);
         }
@@ -356,7 +365,13 @@ mod tests {
         let key = identity::load_or_create(dir.path()).unwrap();
         let author = Author::of(&key);
         let store = Store::open(&dir.path().join("store")).unwrap();
-        let own = OwnWriter::open(dir.path(), &store, &key).unwrap();
+        let own = OwnWriter::open(
+            &dir.path().join(identity::OWN_HEAD_FILE),
+            &store,
+            &key,
+            false,
+        )
+        .unwrap();
         let profile = Body::Profile { name: "bob".into() };
         assert!(matches!(
             own.append(&store, &key, [profile.clone(), text("one"), text("two")], 0)
@@ -375,7 +390,13 @@ mod tests {
         // The store is lost; the key and its mark are not.
         std::fs::remove_dir_all(dir.path().join("store")).unwrap();
         let store = Store::open(&dir.path().join("store")).unwrap();
-        let own = OwnWriter::open(dir.path(), &store, &key).unwrap();
+        let own = OwnWriter::open(
+            &dir.path().join(identity::OWN_HEAD_FILE),
+            &store,
+            &key,
+            false,
+        )
+        .unwrap();
         let behind = OwnLog::Behind { expected: Some(3) };
         assert_eq!(own.state(&store, &key, 0).unwrap(), behind);
         let held = own
@@ -412,7 +433,13 @@ mod tests {
         let key = identity::load_or_create(dir.path()).unwrap();
         let author = Author::of(&key);
         let store = Store::open(&dir.path().join("store")).unwrap();
-        let own = OwnWriter::open(dir.path(), &store, &key).unwrap();
+        let own = OwnWriter::open(
+            &dir.path().join(identity::OWN_HEAD_FILE),
+            &store,
+            &key,
+            false,
+        )
+        .unwrap();
         let profile = Body::Profile { name: "bob".into() };
         own.append(&store, &key, [profile, text("one"), text("two")], 0)
             .unwrap();
@@ -429,7 +456,13 @@ mod tests {
         std::fs::remove_dir_all(dir.path().join("store")).unwrap();
         let store = Store::open(&dir.path().join("store")).unwrap();
         store.insert_remote(author, old).unwrap();
-        let own = OwnWriter::open(dir.path(), &store, &key).unwrap();
+        let own = OwnWriter::open(
+            &dir.path().join(identity::OWN_HEAD_FILE),
+            &store,
+            &key,
+            false,
+        )
+        .unwrap();
         let behind = own.state(&store, &key, 0).unwrap();
         assert_eq!(behind, OwnLog::Behind { expected: Some(3) });
         assert!(own.observe(behind, 1).is_some());
@@ -462,7 +495,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = identity::load_or_create(dir.path()).unwrap();
         let store = Store::open(&dir.path().join("store")).unwrap();
-        let own = OwnWriter::open(dir.path(), &store, &key).unwrap();
+        let own = OwnWriter::open(
+            &dir.path().join(identity::OWN_HEAD_FILE),
+            &store,
+            &key,
+            false,
+        )
+        .unwrap();
         let profile = Body::Profile { name: "bob".into() };
         own.append(&store, &key, [profile], 0).unwrap();
         let held = own.append(&store, &key, [text("x")], 5).unwrap();
@@ -485,7 +524,13 @@ mod tests {
             .append_own(&key, Body::Profile { name: "bob".into() }, 0)
             .unwrap();
         std::fs::remove_file(dir.path().join(identity::OWN_HEAD_FILE)).unwrap();
-        let own = OwnWriter::open(dir.path(), &store, &key).unwrap();
+        let own = OwnWriter::open(
+            &dir.path().join(identity::OWN_HEAD_FILE),
+            &store,
+            &key,
+            false,
+        )
+        .unwrap();
         assert_eq!(own.state(&store, &key, 0).unwrap(), OwnLog::Current);
         assert_eq!(identity::read_own_mark(dir.path()).unwrap().unwrap().seq, 1);
 
@@ -494,7 +539,13 @@ mod tests {
         std::fs::remove_dir_all(dir.path().join("store")).unwrap();
         std::fs::remove_file(dir.path().join(identity::OWN_HEAD_FILE)).unwrap();
         let store = Store::open(&dir.path().join("store")).unwrap();
-        let own = OwnWriter::open(dir.path(), &store, &key).unwrap();
+        let own = OwnWriter::open(
+            &dir.path().join(identity::OWN_HEAD_FILE),
+            &store,
+            &key,
+            false,
+        )
+        .unwrap();
         assert_eq!(
             own.state(&store, &key, 0).unwrap(),
             OwnLog::Behind { expected: None }

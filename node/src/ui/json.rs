@@ -33,7 +33,7 @@ fn as_hex<S: serde::Serializer>(author: &&Author, serializer: S) -> Result<S::Ok
 pub fn message(message: &Message) -> String {
     let event = MessageEvent {
         author: &message.author,
-        lamport: message.lamport,
+        lamport: message.clock,
         name: &message.name,
         seq: message.seq,
         text: &message.text,
@@ -51,7 +51,7 @@ pub fn event(event: &Event) -> Option<Value> {
             json!({"v": 1, "type": "listening", "address": address.to_string()})
         }
         Event::LookingFor { name } => json!({"v": 1, "type": "looking_for", "name": name}),
-        Event::Connected { peer, name } => {
+        Event::Connected { peer, name, .. } => {
             json!({"v": 1, "type": "connected", "peer": peer.to_string(), "name": name})
         }
         Event::Disconnected { peer, name } => {
@@ -62,6 +62,7 @@ pub fn event(event: &Event) -> Option<Value> {
             name,
             received,
             total,
+            ..
         } => json!({
             "v": 1, "type": "sync_progress", "peer": peer.to_string(), "name": name,
             "received": received, "total": total,
@@ -70,6 +71,7 @@ pub fn event(event: &Event) -> Option<Value> {
             peer,
             name,
             received,
+            ..
         } => json!({
             "v": 1, "type": "sync_complete", "peer": peer.to_string(), "name": name, "received": received,
         }),

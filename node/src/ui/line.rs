@@ -542,7 +542,7 @@ fn plain(event: &Event) -> Option<String> {
     Some(match event {
         Event::Listening { address } => format!("listening on {address}"),
         Event::LookingFor { name } => format!("looking for {} on the LAN…", display(name)),
-        Event::Connected { peer, name } => format!("connected to {} ({peer})", display(name)),
+        Event::Connected { peer, name, .. } => format!("connected to {} ({peer})", display(name)),
         Event::Disconnected { peer, name } => match name {
             Some(name) => format!("disconnected from {}", display(name)),
             None => format!("disconnected from {peer}"),

@@ -479,8 +479,9 @@ mod tests {
         Item::Message(Message {
             author: author(from),
             name: name.into(),
+            room: "lan".into(),
             seq: lamport,
-            lamport,
+            clock: lamport,
             timestamp: 0,
             text: text.into(),
         })

@@ -836,7 +836,7 @@ async fn a_small_order_key_log_on_disk_is_neither_shown_nor_relayed() -> anyhow:
     bob.shutdown().await;
 
     // Nor exported.
-    let archive = p2pchat_node::Archive::open(dirs.0.path())?;
+    let archive = p2pchat_node::Archive::open(dirs.0.path(), &p2pchat_protocol::Room::lan())?;
     assert_eq!(archive.warnings().len(), 1);
     let exported: Vec<String> = archive
         .messages()

@@ -18,7 +18,7 @@ async fn start(
         .listen("/ip4/127.0.0.1/tcp/0".parse()?)
         .mdns(false);
     if let Some(room) = room {
-        builder = builder.room_key(room);
+        builder = builder.room(room.room("team"));
     }
     if let Some(peer) = peer {
         builder = builder.peer(PeerSpec::Addr(address_of(peer)));

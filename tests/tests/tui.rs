@@ -304,7 +304,13 @@ async fn start_up_warnings_show_below_the_stored_history() -> anyhow::Result<()>
     };
     let dir = tempfile::tempdir()?;
     let lines: String = (1..=100).map(|n| format!("stored line {n}\n")).collect();
-    p2pchat_node::import("alice", dir.path(), lines.as_bytes(), |_, _| {})?;
+    p2pchat_node::import(
+        "alice",
+        dir.path(),
+        p2pchat_protocol::Room::lan(),
+        lines.as_bytes(),
+        |_, _| {},
+    )?;
     tmux.open("alice", 120, 30)?;
     tmux.line("alice", &chat_command("alice", dir.path(), ""))?;
     tmux.wait_text("alice", "stored line 100").await?;

@@ -164,7 +164,7 @@ pub fn in_words(e: &std::io::Error) -> String {
             let mut chars = text.chars();
             match chars.next() {
                 Some(first) => first.to_lowercase().chain(chars).collect(),
-                None => format!("{:?}", e.kind()),
+                None => e.kind().to_string(),
             }
         }
     }

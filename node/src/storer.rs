@@ -283,7 +283,7 @@ fn warn_of_clocks_ahead(shared: &SharedRef, room: usize, author: Author, stored:
         };
         format!(
             "{whose} {} ahead of your clock: one of the two clocks is wrong{likely} (kept; \
-             messages are ordered by lamport clock, not by date)",
+             messages are ordered by their clocks, not by date)",
             span(most)
         )
     });

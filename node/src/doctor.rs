@@ -62,20 +62,17 @@ pub fn doctor(dir: &Path, room: &Room, repair: bool) -> Result<Checkup, NodeErro
     }
     let (path, _) = locate_store(dir, room)?;
     if !path.is_dir() {
-        return Err(NodeError::NoRoomData {
-            dir: dir.to_owned(),
-            room: room.label().to_owned(),
-        });
+        return Err(NodeError::NoData(dir.to_owned()));
     }
     let scratch;
     let store = if repair {
-        Store::repair(&path)?
+        Store::repair(&path, room.id())?
     } else {
         scratch = tempfile::tempdir().map_err(|source| NodeError::DataDir {
             path: std::env::temp_dir(),
             source,
         })?;
-        Store::open_copy(&path, scratch.path(), true)?
+        Store::open_copy(&path, scratch.path(), true, room.id())?
     };
     let damage = store.damage().cloned().unwrap_or_default();
     let mut logs: Vec<LogReport> = store

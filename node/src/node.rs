@@ -124,8 +124,7 @@ pub struct Message {
     pub room: String,
     /// Its position in the author's log.
     pub seq: u64,
-    /// Its clock (hybrid logical clock; for entries written before rooms, their lamport
-    /// clock).
+    /// Its clock (the merged order's first key; see `p2pchat_protocol::clock`).
     pub clock: u64,
     /// When the author wrote it (milliseconds since the Unix epoch, by their clock).
     pub timestamp: u64,
@@ -145,7 +144,7 @@ impl Message {
             name,
             room: room.to_owned(),
             seq: entry.seq(),
-            clock: entry.lamport(),
+            clock: entry.clock(),
             timestamp: entry.timestamp(),
             text: text.clone(),
         })
@@ -331,17 +330,6 @@ pub enum NodeError {
         "the data directory {0} is not a directory: give --data-dir the directory that holds identity.key and store/"
     )]
     NotADirectory(PathBuf),
-    /// The user has no store of this room yet (never chatted in it).
-    #[error(
-        "no messages of room {room} in {} (a chat started with that --room or --room-key creates them)",
-        dir.display()
-    )]
-    NoRoomData {
-        /// The data directory.
-        dir: PathBuf,
-        /// The room's label.
-        room: String,
-    },
     /// `import` was asked to add to a user who does not exist yet.
     #[error(
         "no p2pchat user in {0}: import adds to an existing user's log, so check --name and --data-dir, or add --create to make a new user"
@@ -593,17 +581,12 @@ pub(crate) struct DataDir {
     pub claimed: Option<(String, usize)>,
 }
 
-/// Where `room`'s store lives in the data directory `dir`, and whether this call took `store/`
-/// (the logs of a store written before rooms) for it.
-///
-/// TEMPORARY until `storage::locate` is merged: the LAN room keeps `store/`, every other room
-/// gets `rooms/<first 16 hex digits of its id>`, and nothing is recorded.
+/// Where `room`'s store lives in the data directory `dir` (recorded there if the room is new),
+/// and whether this call took `store/`, the logs stored before rooms, for it
+/// ([`p2pchat_storage::locate`]).
 pub(crate) fn locate_store(dir: &Path, room: &Room) -> Result<(PathBuf, bool), NodeError> {
-    Ok(if room.id() == Room::lan().id() {
-        (dir.join("store"), false)
-    } else {
-        (dir.join("rooms").join(&room.id().to_string()[..16]), false)
-    })
+    let located = p2pchat_storage::locate(dir, &room.id())?;
+    Ok((located.dir, located.claimed))
 }
 
 /// The own log's mark of the room whose store is `store_dir`: beside the key for `store/` (as
@@ -630,7 +613,7 @@ pub(crate) fn open_room(
     if let Some(parent) = store_dir.parent() {
         create_private_dir(parent)?;
     }
-    let store = Store::open(&store_dir)?;
+    let store = Store::open(&store_dir, room.id())?;
     let (mark, fresh) = mark_path(dir, &store_dir);
     let own = OwnWriter::open(&mark, &store, key, fresh)?;
     Ok((
@@ -884,5 +867,96 @@ impl Node {
         while Arc::strong_count(&self.shared) > 1 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn start(dir: &Path, rooms: &[Room]) -> Node {
+        let mut builder = Node::builder()
+            .name("alice")
+            .data_dir(dir)
+            .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+            .mdns(false);
+        for room in rooms {
+            builder = builder.room(room.clone());
+        }
+        builder.spawn().await.unwrap()
+    }
+
+    /// The warnings said at start-up.
+    fn start_up_warnings(node: &Node) -> Vec<String> {
+        let mut events = node.events();
+        let mut said = Vec::new();
+        while let Ok(event) = events.try_recv() {
+            if let Event::Warning { message } = event {
+                said.push(message);
+            }
+        }
+        said
+    }
+
+    #[tokio::test]
+    async fn the_logs_stored_before_rooms_go_to_the_first_room_and_it_is_said_once() {
+        let root = tempfile::tempdir().unwrap();
+        let fixture = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/previous-release/alice"
+        );
+        let copied = std::process::Command::new("cp")
+            .args(["-a", fixture])
+            .arg(root.path())
+            .status()
+            .unwrap();
+        assert!(copied.success());
+        let dir = root.path().join("alice");
+        let rooms = [Room::private(&[7; 32], "team"), Room::lan()];
+        let node = start(&dir, &rooms).await;
+        let labels: Vec<String> = node.rooms().iter().map(|r| r.label().into()).collect();
+        assert_eq!(labels, ["team", "lan"]);
+        assert_eq!(
+            start_up_warnings(&node),
+            ["logs stored before rooms (2 logs) now belong to room team"]
+        );
+        assert_eq!(node.heads_in("team").unwrap().len(), 2, "alice's and bob's");
+        assert_eq!(
+            node.heads_in("lan").unwrap().len(),
+            1,
+            "alice's new log only"
+        );
+        assert_eq!(
+            node.heads(),
+            node.heads_in("team").unwrap(),
+            "the first room"
+        );
+        let sent = node.send_in("lan", "in the LAN room").unwrap().unwrap();
+        assert_eq!((sent.room.as_str(), sent.seq), ("lan", 2));
+        node.shutdown().await;
+
+        let again = start(&dir, &[Room::lan(), rooms[0].clone()]).await;
+        assert!(start_up_warnings(&again).is_empty(), "said once");
+        assert_eq!(again.heads_in("team").unwrap().len(), 2);
+        assert_eq!(again.heads().len(), 1, "lan is the first room now");
+        again.shutdown().await;
+    }
+
+    #[test]
+    fn rooms_are_each_given_once_under_their_own_label() {
+        let team = Room::private(&[7; 32], "team");
+        assert!(check_rooms(&[Room::lan(), team.clone()]).is_ok());
+        let error = check_rooms(&[team.clone(), Room::open("team").unwrap()]).unwrap_err();
+        assert!(
+            error.to_string().contains("two rooms are called team"),
+            "{error}"
+        );
+        let error = check_rooms(&[team.clone(), team.clone().with_label("again")]).unwrap_err();
+        assert!(error.to_string().contains("the same room"), "{error}");
+        let many: Vec<Room> = (0..=MAX_ROOMS)
+            .map(|n| Room::open(&format!("room{n}")).unwrap())
+            .collect();
+        assert!(check_rooms(&many).is_err());
+        assert!(check_rooms(&many[..MAX_ROOMS]).is_ok());
     }
 }

@@ -364,7 +364,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = identity::load_or_create(dir.path()).unwrap();
         let author = Author::of(&key);
-        let store = Store::open(&dir.path().join("store")).unwrap();
+        let store = Store::open(
+            &dir.path().join("store"),
+            p2pchat_protocol::Room::lan().id(),
+        )
+        .unwrap();
         let own = OwnWriter::open(
             &dir.path().join(identity::OWN_HEAD_FILE),
             &store,
@@ -389,7 +393,11 @@ mod tests {
 
         // The store is lost; the key and its mark are not.
         std::fs::remove_dir_all(dir.path().join("store")).unwrap();
-        let store = Store::open(&dir.path().join("store")).unwrap();
+        let store = Store::open(
+            &dir.path().join("store"),
+            p2pchat_protocol::Room::lan().id(),
+        )
+        .unwrap();
         let own = OwnWriter::open(
             &dir.path().join(identity::OWN_HEAD_FILE),
             &store,
@@ -432,7 +440,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = identity::load_or_create(dir.path()).unwrap();
         let author = Author::of(&key);
-        let store = Store::open(&dir.path().join("store")).unwrap();
+        let store = Store::open(
+            &dir.path().join("store"),
+            p2pchat_protocol::Room::lan().id(),
+        )
+        .unwrap();
         let own = OwnWriter::open(
             &dir.path().join(identity::OWN_HEAD_FILE),
             &store,
@@ -454,7 +466,11 @@ mod tests {
         // The store lost its tail (the mark kept): behind, and nothing held yet.
         drop((own, store));
         std::fs::remove_dir_all(dir.path().join("store")).unwrap();
-        let store = Store::open(&dir.path().join("store")).unwrap();
+        let store = Store::open(
+            &dir.path().join("store"),
+            p2pchat_protocol::Room::lan().id(),
+        )
+        .unwrap();
         store.insert_remote(author, old).unwrap();
         let own = OwnWriter::open(
             &dir.path().join(identity::OWN_HEAD_FILE),
@@ -494,7 +510,11 @@ mod tests {
     fn a_peer_holding_more_of_the_own_log_holds_appends() {
         let dir = tempfile::tempdir().unwrap();
         let key = identity::load_or_create(dir.path()).unwrap();
-        let store = Store::open(&dir.path().join("store")).unwrap();
+        let store = Store::open(
+            &dir.path().join("store"),
+            p2pchat_protocol::Room::lan().id(),
+        )
+        .unwrap();
         let own = OwnWriter::open(
             &dir.path().join(identity::OWN_HEAD_FILE),
             &store,
@@ -519,7 +539,11 @@ mod tests {
     fn an_older_release_without_a_mark_gets_one_from_its_store() {
         let dir = tempfile::tempdir().unwrap();
         let key = identity::load_or_create(dir.path()).unwrap();
-        let store = Store::open(&dir.path().join("store")).unwrap();
+        let store = Store::open(
+            &dir.path().join("store"),
+            p2pchat_protocol::Room::lan().id(),
+        )
+        .unwrap();
         store
             .append_own(&key, Body::Profile { name: "bob".into() }, 0)
             .unwrap();
@@ -538,7 +562,11 @@ mod tests {
         drop((own, store));
         std::fs::remove_dir_all(dir.path().join("store")).unwrap();
         std::fs::remove_file(dir.path().join(identity::OWN_HEAD_FILE)).unwrap();
-        let store = Store::open(&dir.path().join("store")).unwrap();
+        let store = Store::open(
+            &dir.path().join("store"),
+            p2pchat_protocol::Room::lan().id(),
+        )
+        .unwrap();
         let own = OwnWriter::open(
             &dir.path().join(identity::OWN_HEAD_FILE),
             &store,

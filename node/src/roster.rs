@@ -193,20 +193,14 @@ impl Archive {
             return Err(NodeError::NoData(dir.to_owned()));
         }
         let (path, _) = locate_store(dir, room)?;
-        if !path.is_dir() {
-            return Err(NodeError::NoRoomData {
-                dir: dir.to_owned(),
-                room: room.label().to_owned(),
-            });
-        }
         let label = room.label().to_owned();
-        match Store::open(&path) {
+        match Store::open(&path, room.id()) {
             Ok(store) => Ok(Archive {
                 store,
                 label,
                 _copy: None,
             }),
-            Err(StoreError::ReadOnly { .. }) => Self::open_copy(&path, label, false),
+            Err(StoreError::ReadOnly { .. }) => Self::open_copy(&path, room, false),
             Err(e) => Err(e.into()),
         }
     }
@@ -215,20 +209,20 @@ impl Archive {
     /// directory (the original is not changed): for reading a store found damaged while read.
     pub fn salvaged(dir: &Path, room: &Room) -> Result<Self, NodeError> {
         let (path, _) = locate_store(dir, room)?;
-        Self::open_copy(&path, room.label().to_owned(), true)
+        Self::open_copy(&path, room, true)
     }
 
     /// Opens a copy of the store in `path` in a temporary directory; with `repair`, rebuilt
     /// from what verifies there.
-    fn open_copy(path: &Path, label: String, repair: bool) -> Result<Self, NodeError> {
+    fn open_copy(path: &Path, room: &Room, repair: bool) -> Result<Self, NodeError> {
         let copy = tempfile::tempdir().map_err(|source| NodeError::DataDir {
             path: std::env::temp_dir(),
             source,
         })?;
-        let store = Store::open_copy(path, copy.path(), repair)?;
+        let store = Store::open_copy(path, copy.path(), repair, room.id())?;
         Ok(Archive {
             store,
-            label,
+            label: room.label().to_owned(),
             _copy: Some(copy),
         })
     }

@@ -45,6 +45,10 @@ pub struct RoomState {
 impl Logs for RoomState {
     type Error = StoreError;
 
+    fn room(&self) -> p2pchat_protocol::RoomId {
+        self.store.room()
+    }
+
     fn head_seq(&self, author: &Author) -> u64 {
         self.store.head_seq(author)
     }

@@ -39,8 +39,8 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Append each line of standard input as a message, without going online (fast, one disk
-    /// sync per 10,000 lines). Lines over 4096 bytes are skipped and reported; empty lines are
+    /// Append each line of standard input as a message in one room (--room or --room-key;
+    /// default the LAN room), without going online (fast, one disk sync per 10,000 lines). Lines over 4096 bytes are skipped and reported; empty lines are
     /// counted, not sent.
     #[command(
         after_help = "Examples:\n  p2pchat import --name alice < lines.txt\n  \
@@ -60,7 +60,9 @@ pub enum Command {
         #[command(flatten)]
         rooms: RoomArgs,
     },
-    /// Print every message this user holds, from every author, in merged order. Stop the
+    /// Print every message this user holds in the rooms given (--room, --room-key; default the
+    /// LAN room), from every author, in merged order, room after room (with several rooms, each
+    /// text line starts with `[ROOM] `). Stop the
     /// user's chat first (one process per data directory); inside a chat, use /history.
     #[command(after_help = "Examples:\n  p2pchat export --name alice > chat.txt\n  \
                             p2pchat export --name alice --format ndjson | jq -r .text")]
@@ -80,7 +82,8 @@ pub enum Command {
         #[command(flatten)]
         rooms: RoomArgs,
     },
-    /// Check a user's store offline: every log's chain and signatures, heads against entries,
+    /// Check a user's store of each room given (--room, --room-key; default the LAN room)
+    /// offline: every log's chain and signatures, heads against entries,
     /// fork proofs, journals and tables; one line per log. Exits 1 if anything is damaged or
     /// lost. Without --repair only a copy is read; stop the user's chat first.
     #[command(after_help = "Examples:\n  p2pchat doctor --name alice\n  \
@@ -182,14 +185,15 @@ pub struct ChatArgs {
 /// [`Cli::parse_ordered`]).
 #[derive(Debug, Default, Args)]
 pub struct RoomArgs {
-    /// Join the open room NAME: anyone who knows the name is a member (`lan` is the LAN room,
-    /// where p2pchat is without --room or --room-key). Repeatable; the first room given (of
-    /// --room and --room-key) is where typed lines go at first, and the one that takes the
-    /// logs stored before rooms.
+    /// An open room: anyone who knows its name is a member (`lan` is the LAN room, the only
+    /// room without --room and --room-key). Repeatable, with --room-key, in command-line order:
+    /// a chat's first room is where typed lines go at first, and the one that takes the logs
+    /// stored before rooms; export, doctor and import use the rooms given (import: one), by
+    /// default the LAN room.
     #[arg(long = "room", value_name = "NAME", value_parser = parse_room)]
     pub room: Vec<String>,
-    /// Join the private room whose key is in FILE (see `p2pchat keygen-room`), shown by the
-    /// file's stem (team.key: room team): only peers holding the same key share it. Repeatable.
+    /// A private room, by its key file (see `p2pchat keygen-room`), shown by the file's stem
+    /// (team.key: room team): only peers holding the same key share it. Repeatable.
     #[arg(long = "room-key", value_name = "FILE")]
     pub room_key: Vec<PathBuf>,
     /// Both, in command-line order.

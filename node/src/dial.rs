@@ -19,6 +19,8 @@ use crate::behaviour::{ConnectError, in_words};
 pub const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
 /// Longest wait between redials.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(15);
+/// Wait before redialing a `--peer` address whose peer shares no room with us.
+pub const NO_SHARED_ROOM_RETRY: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
 enum State {
@@ -33,6 +35,8 @@ struct Target {
     peer: Option<PeerId>,
     state: State,
     backoff: Backoff,
+    /// No redial before this: the peer there shares no room with us.
+    not_before: Option<Instant>,
 }
 
 /// The addresses the user gave with `--peer`, each kept connected. It reads no clock: every
@@ -54,6 +58,7 @@ impl Redialer {
             peer,
             state: State::Waiting { until: now },
             backoff: Backoff::new(INITIAL_BACKOFF, MAX_BACKOFF),
+            not_before: None,
         });
     }
 
@@ -117,13 +122,25 @@ impl Redialer {
         failed
     }
 
-    /// The last connection to `peer` closed at `now`; redial after the backoff.
+    /// The last connection to `peer` closed at `now`; redial after the backoff (or once the
+    /// wait after it shared no room with us is over).
     pub fn disconnected(&mut self, peer: PeerId, now: Instant) {
         for target in &mut self.targets {
             if matches!(target.state, State::Connected(p) if p == peer) {
+                let until = now + target.backoff.next();
                 target.state = State::Waiting {
-                    until: now + target.backoff.next(),
+                    until: target.not_before.take().map_or(until, |at| at.max(until)),
                 };
+            }
+        }
+    }
+
+    /// `peer` proved membership of none of our rooms at `now`: its targets are redialed after
+    /// [`NO_SHARED_ROOM_RETRY`] only (it may join one of our rooms meanwhile), not at once.
+    pub fn shares_no_room(&mut self, peer: PeerId, now: Instant) {
+        for target in &mut self.targets {
+            if target.peer == Some(peer) {
+                target.not_before = Some(now + NO_SHARED_ROOM_RETRY);
             }
         }
     }
@@ -400,6 +417,26 @@ mod tests {
             broken_off,
             detail: "…".into(),
         }
+    }
+
+    #[test]
+    fn a_target_sharing_no_room_is_redialed_after_a_long_wait() {
+        let now = Instant::now();
+        let mut redialer = Redialer::default();
+        let peer = PeerId::random();
+        let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/1/p2p/{peer}").parse().unwrap();
+        redialer.add(addr, now);
+        let dial = redialer.due(now).remove(0);
+        redialer.connected(peer, dial.connection_id());
+        redialer.shares_no_room(peer, now);
+        redialer.disconnected(peer, now);
+        assert!(redialer.due(now + MAX_BACKOFF).is_empty());
+        assert_eq!(redialer.due(now + NO_SHARED_ROOM_RETRY).len(), 1);
+        // Once: the next time it leaves, the usual backoff.
+        redialer.connected(peer, dial.connection_id());
+        let later = now + NO_SHARED_ROOM_RETRY;
+        redialer.disconnected(peer, later);
+        assert_eq!(redialer.due(later + INITIAL_BACKOFF).len(), 1);
     }
 
     #[test]

@@ -509,6 +509,7 @@ impl EventLoop {
             }
             Disconnect::NoSharedRoom => {
                 self.discovery.shares_no_room(peer, Instant::now());
+                self.redialer.shares_no_room(peer, Instant::now());
                 self.shared
                     .warn(&peer.to_string(), Cause::NoSharedRoom, 1, || {
                         format!("closed {peer}: it shares no room with us")

@@ -309,3 +309,49 @@ async fn a_peer_sharing_no_room_is_closed_with_a_warning_on_both_sides() -> anyh
     bob.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_of_the_release_before_rooms_is_told_to_upgrade() -> anyhow::Result<()> {
+    use futures::StreamExt;
+    use libp2p::{StreamProtocol, SwarmBuilder, noise, tcp, yamux};
+    let dir = tempfile::tempdir()?;
+    let node = p2pchat_tests::start_node("alice", dir.path(), &[]).await?;
+    let events = node.events();
+    // A peer that speaks only the lanes of protocol 2, as the release before rooms did.
+    let key = p2pchat_protocol::SigningKey::generate(&mut rand::rngs::OsRng);
+    let mut old = SwarmBuilder::with_existing_identity(p2pchat_node::identity::keypair(&key))
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )?
+        .with_behaviour(|_| libp2p_stream::Behaviour::new())?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    let _lanes = old
+        .behaviour()
+        .new_control()
+        .accept(StreamProtocol::new("/p2pchat/live/2"))?;
+    old.dial(address_of(&node))?;
+    let swarm = tokio::spawn(async move {
+        loop {
+            old.select_next_some().await;
+        }
+    });
+    let expected = format!(
+        "{} speaks an older p2pchat (protocol 2); it must upgrade",
+        libp2p::PeerId::from(p2pchat_node::identity::keypair(&key).public())
+    );
+    let mut events = events;
+    loop {
+        match tokio::time::timeout(p2pchat_tests::DEADLINE, events.recv()).await?? {
+            Event::Warning { message } if message == expected => break,
+            Event::Connected { .. } => anyhow::bail!("an old peer shown as connected"),
+            _ => {}
+        }
+    }
+    swarm.abort();
+    node.shutdown().await;
+    Ok(())
+}

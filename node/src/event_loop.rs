@@ -75,7 +75,8 @@ struct Session {
     lanes: Option<Lanes>,
     /// When to reopen its lanes, after they broke.
     reopen_at: Option<Instant>,
-    /// When to close its connection, once what was queued for it went out.
+    /// When to close its connection, once what was queued for it went out (a peer that shares
+    /// no room with us).
     close_at: Option<Instant>,
     /// When its lanes were opened.
     started: Instant,
@@ -122,13 +123,6 @@ struct Writer {
 }
 
 impl Lanes {
-    /// Stops reading, and lets the writers write what is queued and close their streams.
-    fn finish(self) {
-        for (_, handle) in self.readers.into_iter().flatten() {
-            handle.abort();
-        }
-    }
-
     /// Stops every task.
     fn end(self) {
         for writer in self.writers {
@@ -515,12 +509,10 @@ impl EventLoop {
                         format!("closed {peer}: it shares no room with us")
                     });
                 // Gracefully: our proof may still be queued, and the peer says why only once
-                // it has it.
+                // it has it. The lanes stay open meanwhile (a lane closed now could reach the
+                // peer before the proof on the other, and end its session first); the core
+                // ignores what else comes from the peer.
                 if let Some(session) = self.sessions.get_mut(&peer) {
-                    if let Some(lanes) = session.lanes.take() {
-                        lanes.finish();
-                    }
-                    session.reopen_at = None;
                     session.close_at = Some(Instant::now() + CLOSE_GRACE);
                 }
                 return;
@@ -904,6 +896,10 @@ impl EventLoop {
         let Some(session) = self.sessions.get_mut(&peer) else {
             return;
         };
+        if session.close_at.is_some() {
+            // Being closed: the peer is done too.
+            return self.drop_peer(peer);
+        }
         session.end_lanes();
         session.reopen_at = Some(Instant::now() + REOPEN_DELAY);
         if std::mem::take(&mut session.in_core) {
@@ -938,7 +934,7 @@ impl EventLoop {
             })
             .collect();
         for peer in closing {
-            let _ = self.swarm.disconnect_peer_id(peer);
+            self.drop_peer(peer);
         }
     }
 

@@ -547,6 +547,21 @@ pub(crate) fn check_rooms(rooms: &[Room]) -> Result<(), NodeError> {
     Ok(())
 }
 
+/// How many logs of `store` were started before rooms (their first entry is of the format
+/// before rooms, which names no room).
+fn logs_before_rooms(store: &Store) -> Result<usize, NodeError> {
+    let mut logs = 0;
+    for author in store.heads().keys() {
+        if store
+            .get(author, 1)?
+            .is_some_and(|first| first.format() == p2pchat_protocol::entry::FORMAT_BEFORE_ROOMS)
+        {
+            logs += 1;
+        }
+    }
+    Ok(logs)
+}
+
 /// The start-up line that says which room took the logs a store kept from before rooms.
 fn claimed_words(label: &str, logs: usize) -> String {
     let logs = match logs {
@@ -647,9 +662,11 @@ pub(crate) fn open_data_dir(
     let mut claimed = None;
     for room in rooms {
         let (state, took) = open_room(dir, room, &key)?;
-        let logs = state.store.heads().len();
-        if took && logs > 0 {
-            claimed = Some((state.room.label().to_owned(), logs));
+        if took {
+            let logs = logs_before_rooms(&state.store)?;
+            if logs > 0 {
+                claimed = Some((state.room.label().to_owned(), logs));
+            }
         }
         opened.push(state);
     }

@@ -1,9 +1,11 @@
-//! A hostile node: no replica, a script. It says a valid hello, then tries one attack per
-//! connection, keeps the connection alive with pings, and answers queries (with nothing, or
-//! wrongly).
+//! A hostile node: no core, a script. It greets, proves membership of the LAN room (the
+//! simulator's room 0; slot 0 with every target in it), says a valid hello there, then tries
+//! one attack per connection, keeps the connection alive with pings, and answers queries (with
+//! nothing, or wrongly).
 
+use p2pchat_protocol::membership::{Greet, Nonce};
 use p2pchat_protocol::message::{
-    AuthorRange, Batch, HeadNote, Hello, Lane, Message, PROTOCOL_VERSION, Part, Summary,
+    AuthorRange, Batch, Frame, HeadNote, Hello, Lane, Message, PROTOCOL_VERSION, Part, Summary,
 };
 use p2pchat_protocol::{Author, Body, Draft, Entry, SigningKey};
 use rand::Rng;
@@ -83,21 +85,32 @@ impl Hostile {
         attack
     }
 
-    /// Its hello: a valid one, claiming to hold nothing.
-    pub fn hello() -> Message {
-        Message::Hello(Hello {
+    /// Its greet on a connection.
+    pub fn greet(nonce: Nonce) -> Frame {
+        Frame::Greet(Greet {
             version: PROTOCOL_VERSION,
-            name: "mallory".into(),
-            heads: Summary {
-                count: 0,
-                fingerprint: Default::default(),
-            },
+            nonce,
         })
+    }
+
+    /// Its hello in the room of slot 0: a valid one, claiming to hold nothing.
+    pub fn hello() -> Frame {
+        Frame::Room(
+            0,
+            Message::Hello(Hello {
+                version: PROTOCOL_VERSION,
+                name: "mallory".into(),
+                heads: Summary {
+                    count: 0,
+                    fingerprint: Default::default(),
+                },
+            }),
+        )
     }
 
     /// The frames of `attack` (each a frame's body), with their lanes.
     pub fn attack(&self, attack: Attack, rng: &mut impl Rng) -> Vec<(Lane, Vec<u8>)> {
-        let live = |message: Message| (Lane::Live, message.encode());
+        let live = |message: Message| (Lane::Live, Frame::Room(0, message).encode());
         match attack {
             Attack::Garbage => vec![(Lane::Live, vec![0xff, 0x00, 0x13, 0x37])],
             Attack::ForgedEntry => {
@@ -116,7 +129,8 @@ impl Hostile {
                 heads: Vec::new(),
             }]))],
             Attack::Flood => {
-                let frame = batch(self.sample.author(), self.sample.envelope().to_vec()).encode();
+                let message = batch(self.sample.author(), self.sample.envelope().to_vec());
+                let frame = Frame::Room(0, message).encode();
                 vec![(Lane::Bulk, frame); FLOOD_BATCHES]
             }
             Attack::FakeHaves => (0..FAKE_HAVE_MESSAGES)
@@ -142,7 +156,7 @@ impl Hostile {
                 })
                 .collect()
         };
-        Some(Message::Reply(parts).encode())
+        Some(Frame::Room(0, Message::Reply(parts)).encode())
     }
 
     fn own_profile(&self) -> Entry {

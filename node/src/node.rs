@@ -115,8 +115,8 @@ pub struct Message {
     pub name: String,
     /// Its position in the author's log.
     pub seq: u64,
-    /// Its lamport clock.
-    pub lamport: u64,
+    /// Its clock (the merged order's first key; see `p2pchat_protocol::clock`).
+    pub clock: u64,
     /// When the author wrote it (milliseconds since the Unix epoch, by their clock).
     pub timestamp: u64,
     /// The line.
@@ -133,7 +133,7 @@ impl Message {
             author: entry.author(),
             name,
             seq: entry.seq(),
-            lamport: entry.lamport(),
+            clock: entry.clock(),
             timestamp: entry.timestamp(),
             text: text.clone(),
         })
@@ -143,7 +143,7 @@ impl Message {
     /// stored history in (and [`Node::history`]): a user interface shows messages that arrive
     /// out of that order (a catch-up sends one log after another) in their place by this key.
     pub fn history_key(&self) -> HistoryKey {
-        HistoryKey::new(self.lamport, self.author, self.seq)
+        HistoryKey::new(self.clock, self.author, self.seq)
     }
 }
 
@@ -516,7 +516,7 @@ pub(crate) fn open_data_dir(name: &str, dir: &std::path::Path) -> Result<DataDir
     check_name(name).map_err(NodeError::Name)?;
     create_private_dir(dir)?;
     let key = identity::load_or_create(dir)?;
-    let store = Store::open(&dir.join("store"))?;
+    let store = Store::open(&dir.join("store"), p2pchat_protocol::Room::lan().id())?;
     let own = OwnWriter::open(dir, &store, &key)?;
     let name = match store.name(&Author::of(&key)) {
         Some(current) => current,

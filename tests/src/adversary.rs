@@ -28,7 +28,7 @@ use p2pchat_protocol::message::{
 };
 use p2pchat_protocol::reconcile::HeadSet;
 use p2pchat_protocol::replica::PING_INTERVAL;
-use p2pchat_protocol::room::Room;
+use p2pchat_protocol::room::{Room, RoomId};
 use p2pchat_protocol::{Author, Body, Draft, Entry, Hash, SigningKey};
 use tokio::sync::mpsc;
 
@@ -569,27 +569,45 @@ impl Adversary {
             .context("swarm stopped")
     }
 
-    /// The adversary's own log: a profile named `name`, then `texts`, validly signed.
+    /// The adversary's own log in the first of its rooms (the LAN room if none): a profile
+    /// named `name`, then `texts`, validly signed.
     pub fn log(&self, name: &str, texts: &[&str]) -> Vec<Entry> {
         self.log_dated(name, texts, 1_700_000_000_000)
     }
 
     /// [`Adversary::log`] with entry `seq` dated `start + seq` (milliseconds since the epoch).
     pub fn log_dated(&self, name: &str, texts: &[&str], start: u64) -> Vec<Entry> {
-        let mut entries: Vec<Entry> = Vec::new();
-        for (i, body) in bodies(name, texts).enumerate() {
-            let seq = i as u64 + 1;
-            let draft = Draft {
-                seq,
-                prev: entries.last().map(Entry::hash),
-                timestamp: start + seq,
-                lamport: seq,
-                body,
-            };
-            entries.push(Entry::sign(&self.key, draft).expect("a small entry signs"));
-        }
-        entries
+        let room = lock(&self.state)
+            .rooms
+            .first()
+            .map_or_else(|| Room::lan().id(), Room::id);
+        signed_log(&self.key, room, name, texts, start)
     }
+}
+
+/// `key`'s log in `room`: a profile named `name`, then `texts`, validly signed, entry `seq`
+/// dated `start + seq` (milliseconds since the epoch).
+pub fn signed_log(
+    key: &SigningKey,
+    room: RoomId,
+    name: &str,
+    texts: &[&str],
+    start: u64,
+) -> Vec<Entry> {
+    let mut entries: Vec<Entry> = Vec::new();
+    for (i, body) in bodies(name, texts).enumerate() {
+        let seq = i as u64 + 1;
+        let draft = Draft {
+            room,
+            seq,
+            prev: entries.last().map(Entry::hash),
+            timestamp: start + seq,
+            clock: seq,
+            body,
+        };
+        entries.push(Entry::sign(key, draft).expect("a small entry signs"));
+    }
+    entries
 }
 
 /// Reads length-prefixed messages from one of the node's lanes until it ends or breaks.
@@ -821,10 +839,11 @@ pub fn small_order_log(name: &str, texts: &[&str]) -> Vec<Entry> {
     for (i, body) in bodies(name, texts).enumerate() {
         let seq = i as u64 + 1;
         let draft = Draft {
+            room: p2pchat_protocol::Room::lan().id(),
             seq,
             prev: entries.last().map(Entry::hash),
             timestamp: 1_700_000_000_000 + seq,
-            lamport: seq,
+            clock: seq,
             body,
         };
         let mut bytes = Entry::sign(&scribe, draft)

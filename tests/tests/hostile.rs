@@ -17,10 +17,10 @@ use p2pchat_protocol::message::{
     Part, Summary,
 };
 use p2pchat_protocol::replica::{MAX_UNACKED_BATCHES, SILENCE_LIMIT};
-use p2pchat_protocol::{Author, Hash};
+use p2pchat_protocol::{Author, Hash, Room, SigningKey};
 use p2pchat_tests::adversary::{
     Adversary, SMALL_ORDER_KEY, Seen, batch, envelopes, forge_signature, frame, room_frame,
-    small_order_log,
+    signed_log, small_order_log,
 };
 use p2pchat_tests::{DEADLINE, address_of, start_node, take, texts};
 use tokio::io::AsyncReadExt;
@@ -172,6 +172,43 @@ async fn entries_filed_under_another_log_get_the_sender_disconnected() -> anyhow
         alice.heads().get(&bob_author),
         Some(&2),
         "bob's log untouched"
+    );
+    still_chatting(&alice, &bob, "unaffected").await?;
+    alice.shutdown().await;
+    bob.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_of_another_room_replayed_into_the_open_room_gets_the_sender_disconnected()
+-> anyhow::Result<()> {
+    let dirs = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let (alice, bob) = honest_pair(&dirs).await?;
+    let mut events = alice.events();
+    // dave's log of a private room, validly signed: what a member of that room holds.
+    let team = Room::private(&[7; 32], "team");
+    let dave = SigningKey::generate(&mut rand::rngs::OsRng);
+    let log = signed_log(
+        &dave,
+        team.id(),
+        "dave",
+        &["private line"],
+        1_700_000_000_000,
+    );
+    let mut mallory = joined("mallory", &alice).await?;
+    mallory
+        .send_batch(Lane::Live, Author::of(&dave), envelopes(&log))
+        .await?;
+    assert!(
+        mallory.disconnected_within(DEADLINE).await,
+        "the sender is disconnected"
+    );
+    let warning = warned(&mut events, "disconnecting").await?;
+    assert!(warning.contains("another room"), "{warning}");
+    assert!(banned(&mut mallory, &alice).await?, "and banned");
+    assert!(
+        !alice.heads().contains_key(&Author::of(&dave)),
+        "nothing of it stored"
     );
     still_chatting(&alice, &bob, "unaffected").await?;
     alice.shutdown().await;

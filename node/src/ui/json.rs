@@ -33,7 +33,7 @@ fn as_hex<S: serde::Serializer>(author: &&Author, serializer: S) -> Result<S::Ok
 pub fn message(message: &Message) -> String {
     let event = MessageEvent {
         author: &message.author,
-        lamport: message.lamport,
+        lamport: message.clock,
         name: &message.name,
         seq: message.seq,
         text: &message.text,

@@ -474,13 +474,13 @@ mod tests {
         message_at(from, name, 1, text)
     }
 
-    /// A message with lamport clock `lamport` (and as seq, which grows with it in a log).
-    fn message_at(from: u8, name: &str, lamport: u64, text: &str) -> Item {
+    /// A message with clock `clock` (and as seq, which grows with it in a log).
+    fn message_at(from: u8, name: &str, clock: u64, text: &str) -> Item {
         Item::Message(Message {
             author: author(from),
             name: name.into(),
-            seq: lamport,
-            lamport,
+            seq: clock,
+            clock,
             timestamp: 0,
             text: text.into(),
         })
@@ -683,12 +683,12 @@ mod tests {
         let mut app = App::new(author(1));
         app.push(Item::Notice("listening".into()));
         // A catch-up from bob: his log first, then alice's.
-        for (lamport, text) in [(3, "answer 1"), (5, "answer 2"), (7, "answer 3")] {
-            app.push(message_at(3, "bob", lamport, text));
+        for (clock, text) in [(3, "answer 1"), (5, "answer 2"), (7, "answer 3")] {
+            app.push(message_at(3, "bob", clock, text));
         }
         app.push(Item::Notice("bob connected".into()));
-        for (lamport, text) in [(2, "question 1"), (4, "question 2"), (6, "question 3")] {
-            app.push(message_at(2, "alice", lamport, text));
+        for (clock, text) in [(2, "question 1"), (4, "question 2"), (6, "question 3")] {
+            app.push(message_at(2, "alice", clock, text));
         }
         app.push(Item::Notice("caught up with bob".into()));
         app.push(message_at(1, "carol", 8, "thanks"));
@@ -740,8 +740,8 @@ mod tests {
     #[test]
     fn a_view_scrolled_back_stays_put_while_lines_land_above_and_below_it() {
         let mut app = App::new(author(1));
-        for lamport in (2..=40).step_by(2) {
-            app.push(message_at(2, "bob", lamport, &format!("line {lamport}")));
+        for clock in (2..=40).step_by(2) {
+            app.push(message_at(2, "bob", clock, &format!("line {clock}")));
         }
         // Scrolled back 5 lines: line 30 is at the bottom, above the hint.
         for _ in 0..5 {
@@ -758,8 +758,8 @@ mod tests {
             ]
         );
         // A catch-up brings alice's log: lines above the view, in it, and below it.
-        for lamport in [3, 27, 29, 31, 39] {
-            app.push(message_at(3, "alice", lamport, &format!("line {lamport}")));
+        for clock in [3, 27, 29, 31, 39] {
+            app.push(message_at(3, "alice", clock, &format!("line {clock}")));
         }
         app.push(Item::Notice("caught up with alice".into()));
         assert_eq!(

@@ -62,7 +62,7 @@ impl Net {
                 let mut stores = Vec::new();
                 let mut config = Vec::new();
                 for room in rooms {
-                    let mut store = MemoryStore::new();
+                    let mut store = MemoryStore::new(room.id());
                     let profile = Body::Profile {
                         name: format!("n{n}"),
                     };
@@ -310,6 +310,16 @@ fn three_rooms_with_overlapping_members_exchange_only_what_they_share() {
     for n in 0..net.nodes.len() {
         for (r, room) in net.nodes[n].core.rooms().to_vec().iter().enumerate() {
             assert_eq!(net.lines(n, r), members(room), "n{n} in {}", room.label());
+        }
+    }
+    // Every entry held is of the room it is held in.
+    for node in &net.nodes {
+        for (store, room) in node.stores.iter().zip(node.core.rooms()) {
+            for head in store.heads() {
+                for entry in store.entries_of(&head.author) {
+                    assert_eq!(entry.room(), Some(room.id()));
+                }
+            }
         }
     }
     // No frame names a slot past what the two share.

@@ -146,7 +146,7 @@ pub struct Report {
     pub wall: Duration,
     /// A hash of every frame delivered (with its time and endpoints): equal runs, equal traces.
     pub trace: u64,
-    /// Entries a node stored in a room they are not of (must stay 0).
+    /// Entries delivered to (or stored by) a node in a room they are not of (must stay 0).
     pub misplaced_entries: u64,
     /// Batches from honest peers that stopped at an entry refused (`Event::Rejected`).
     pub rejected_from_honest: u64,

@@ -237,7 +237,7 @@ impl Sim {
         }
         let mut expected = vec![BTreeMap::new(); room_count];
         // Preloaded logs are of the first room.
-        let mut preloaded = MemoryStore::new();
+        let mut preloaded = MemoryStore::new(rooms[0].id());
         if let Some(preload) = &scenario.preload {
             for a in 0..preload.authors {
                 let key = SigningKey::from_bytes(&rng.r#gen());
@@ -275,7 +275,7 @@ impl Sim {
                 let mut store = if r == 0 && holders.contains(&id) {
                     preloaded.clone()
                 } else {
-                    MemoryStore::new()
+                    MemoryStore::new(rooms[r].id())
                 };
                 let profile = Body::Profile { name: name.clone() };
                 if let Err(e) = store.append(&key, profile, BASE_UNIX_MS) {
@@ -608,9 +608,10 @@ impl Sim {
                 } else {
                     match Frame::decode(&bytes) {
                         Ok(frame) => {
-                            if let Frame::Room(_, Message::Batch(batch)) = &frame
+                            if let Frame::Room(slot, Message::Batch(batch)) = &frame
                                 && !self.is_hostile(peer)
                             {
+                                self.check_delivery(node, peer, *slot, batch);
                                 let n = batch.entries.len() as u64;
                                 self.report.entries_received += n;
                                 if lane == Lane::Live {
@@ -634,6 +635,28 @@ impl Sim {
             Inbox::StoreDone => self.store_next(node),
             Inbox::Write => self.write(node),
             Inbox::Dial { to } => self.dial(node, to),
+        }
+    }
+
+    /// Counts the entries of `batch` (from honest `peer`, in its room `slot`) that are not of
+    /// the room the slot is at `node`: an entry delivered outside its room.
+    fn check_delivery(&mut self, node: NodeId, peer: NodeId, slot: u8, batch: &Batch) {
+        let h = &self.honest[node.index()];
+        let Some(&local) = h.core.shared_rooms(&peer).get(usize::from(slot)) else {
+            return; // not proved yet: the core refuses it
+        };
+        let room = &self.rooms[h.rooms[local]];
+        for envelope in &batch.entries {
+            let entry = Entry::decode(Bytes::copy_from_slice(envelope));
+            if !entry.is_ok_and(|entry| belongs(&entry, room)) {
+                self.report.misplaced_entries += 1;
+                if self.report.misplaced_entries <= 3 {
+                    self.report.problems.push(format!(
+                        "{peer} sent {node} in {} an entry of another room",
+                        room.label()
+                    ));
+                }
+            }
         }
     }
 
@@ -820,8 +843,7 @@ impl Sim {
         let local = h.written % h.rooms.len();
         let room = h.rooms[local];
         h.written += 1;
-        let label = self.rooms[room].label();
-        let text = format!("line {} from {} in {label}", h.written, h.name);
+        let text = format!("line {} from {}", h.written, h.name);
         let timestamp = BASE_UNIX_MS + now.as_millis() as u64;
         let entry = match h.stores[local].append(&h.key, Body::Text { text }, timestamp) {
             Ok(entry) => entry,
@@ -1302,15 +1324,9 @@ fn world_room(r: usize) -> Room {
     }
 }
 
-/// Whether `entry` may be stored in `room`: a text written in the simulator names its room
-/// (the only check an entry of format 1 allows).
+/// Whether `entry` may be stored in `room`: its signed payload names that room.
 fn belongs(entry: &Entry, room: &Room) -> bool {
-    match entry.body() {
-        Body::Text { text } if text.starts_with("line ") => {
-            text.ends_with(&format!(" in {}", room.label()))
-        }
-        _ => true,
-    }
+    entry.room() == Some(room.id())
 }
 
 /// The frame's kind, for counting what is sent.

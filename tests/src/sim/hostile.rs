@@ -7,7 +7,7 @@ use p2pchat_protocol::membership::{Greet, Nonce};
 use p2pchat_protocol::message::{
     AuthorRange, Batch, Frame, HeadNote, Hello, Lane, Message, PROTOCOL_VERSION, Part, Summary,
 };
-use p2pchat_protocol::{Author, Body, Draft, Entry, SigningKey};
+use p2pchat_protocol::{Author, Body, Draft, Entry, Room, RoomId, SigningKey};
 use rand::Rng;
 use serde_bytes::ByteBuf;
 
@@ -25,6 +25,8 @@ pub enum Attack {
     ForgedEntry,
     /// An entry it signed, filed under an honest author's log.
     ForeignEntry,
+    /// Its own valid entry of another room (a private room it is not in), in the LAN room.
+    OtherRoomEntry,
     /// A reply nobody asked for, and replies that do not answer the query.
     BadReply,
     /// Many more batches than the window allows, without waiting for acks.
@@ -35,10 +37,11 @@ pub enum Attack {
 
 impl Attack {
     /// Every attack, in the order a hostile node tries them.
-    pub const ALL: [Attack; 6] = [
+    pub const ALL: [Attack; 7] = [
         Attack::Garbage,
         Attack::ForgedEntry,
         Attack::ForeignEntry,
+        Attack::OtherRoomEntry,
         Attack::BadReply,
         Attack::Flood,
         Attack::FakeHaves,
@@ -124,6 +127,10 @@ impl Hostile {
                 let victim = self.honest.first().copied().unwrap_or(self.author);
                 vec![live(batch(victim, self.own_profile().envelope().to_vec()))]
             }
+            Attack::OtherRoomEntry => {
+                let elsewhere = self.profile_in(Room::private(&[0xee; 32], "elsewhere").id());
+                vec![live(batch(self.author, elsewhere.envelope().to_vec()))]
+            }
             Attack::BadReply => vec![live(Message::Reply(vec![Part::Heads {
                 range: AuthorRange::ALL,
                 heads: Vec::new(),
@@ -160,8 +167,12 @@ impl Hostile {
     }
 
     fn own_profile(&self) -> Entry {
+        self.profile_in(Room::lan().id())
+    }
+
+    fn profile_in(&self, room: RoomId) -> Entry {
         let draft = Draft {
-            room: p2pchat_protocol::Room::lan().id(),
+            room,
             seq: 1,
             prev: None,
             timestamp: super::BASE_UNIX_MS,

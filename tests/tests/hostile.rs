@@ -379,15 +379,23 @@ async fn frames_out_of_the_membership_handshake_get_the_sender_disconnected() ->
 {
     let dirs = (tempfile::tempdir()?, tempfile::tempdir()?);
     let (alice, bob) = honest_pair(&dirs).await?;
+    // Each case, and what the node says it sent.
     let cases = [
-        "a room's message before the greet",
-        "a greet of protocol 2",
-        "a room's batch before the proof",
-        "a second greet",
-        "a second proof",
-        "a message for a room slot not shared",
+        (
+            "a room's message before the greet",
+            "a frame before its greet",
+        ),
+        ("a greet of protocol 2", "protocol version 2"),
+        (
+            "a room's batch before the proof",
+            "before its membership proof",
+        ),
+        ("a second greet", "a second greet"),
+        ("a second proof", "a second membership proof"),
+        ("a message for a room slot not shared", "room slot 1"),
     ];
-    for case in cases {
+    for (case, said) in cases {
+        let mut events = alice.events();
         let mut mallory = Adversary::spawn("mallory")?;
         let log = mallory.log("mallory", &["too early"]);
         let early = batch(mallory.author(), envelopes(&log));
@@ -438,7 +446,12 @@ async fn frames_out_of_the_membership_handshake_get_the_sender_disconnected() ->
             mallory.disconnected_within(DEADLINE).await,
             "{case}: disconnected"
         );
-        // Banned, so not merely dropped for proving nothing in time.
+        // For that, not merely dropped for proving nothing in time.
+        let warning = warned(&mut events, said).await?;
+        assert!(
+            warning.contains(&mallory.peer_id.to_string()),
+            "{case}: {warning}"
+        );
         assert!(banned(&mut mallory, &alice).await?, "{case}: banned");
         assert!(
             !alice.heads().contains_key(&mallory.author()),

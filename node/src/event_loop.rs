@@ -364,6 +364,7 @@ impl EventLoop {
         self.shared.emit(Event::Connected {
             peer,
             name: announcing.name,
+            rooms: vec![p2pchat_protocol::room::LAN.to_owned()],
         });
         for event in announcing.held {
             self.shared.emit(event);
@@ -472,6 +473,7 @@ impl EventLoop {
                 let event = Event::SyncProgress {
                     peer,
                     name,
+                    room: p2pchat_protocol::room::LAN.to_owned(),
                     received,
                     total,
                 };
@@ -482,6 +484,7 @@ impl EventLoop {
                 let event = Event::SyncComplete {
                     peer,
                     name,
+                    room: p2pchat_protocol::room::LAN.to_owned(),
                     received,
                 };
                 self.say_catch_up(peer, event);

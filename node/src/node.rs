@@ -39,6 +39,8 @@ pub enum Event {
         peer: PeerId,
         /// The name it claims (with `#fingerprint` if another key has it too).
         name: String,
+        /// The labels of the rooms shared with it.
+        rooms: Vec<String>,
     },
     /// The last connection to a peer closed.
     Disconnected {
@@ -54,6 +56,8 @@ pub enum Event {
         peer: PeerId,
         /// The name it claims.
         name: String,
+        /// The room's label.
+        room: String,
         /// Entries held so far of those missing at the hello.
         received: u64,
         /// Entries missing at the hello.
@@ -66,6 +70,8 @@ pub enum Event {
         peer: PeerId,
         /// The name it claims.
         name: String,
+        /// The room's label.
+        room: String,
         /// Entries that were missing at the hello.
         received: u64,
     },
@@ -115,12 +121,14 @@ pub struct Message {
     pub name: String,
     /// Its position in the author's log.
     pub seq: u64,
-    /// Its lamport clock.
-    pub lamport: u64,
+    /// Its clock, which orders the merged history.
+    pub clock: u64,
     /// When the author wrote it (milliseconds since the Unix epoch, by their clock).
     pub timestamp: u64,
     /// The line.
     pub text: String,
+    /// The label of its room.
+    pub room: String,
 }
 
 impl Message {
@@ -133,9 +141,10 @@ impl Message {
             author: entry.author(),
             name,
             seq: entry.seq(),
-            lamport: entry.lamport(),
+            clock: entry.lamport(),
             timestamp: entry.timestamp(),
             text: text.clone(),
+            room: p2pchat_protocol::room::LAN.to_owned(),
         })
     }
 
@@ -143,7 +152,7 @@ impl Message {
     /// stored history in (and [`Node::history`]): a user interface shows messages that arrive
     /// out of that order (a catch-up sends one log after another) in their place by this key.
     pub fn history_key(&self) -> HistoryKey {
-        HistoryKey::new(self.lamport, self.author, self.seq)
+        HistoryKey::new(self.clock, self.author, self.seq)
     }
 }
 
@@ -290,6 +299,9 @@ pub enum NodeError {
     /// The node has stopped.
     #[error("the node has stopped")]
     Stopped,
+    /// No room has this label.
+    #[error("no room called {0}")]
+    NoSuchRoom(String),
     /// A new name is pinned to another key here, so peers would see it as someone else's.
     #[error("the name {name} belongs to another key ({name}#{owner}); pick another")]
     NameTaken {
@@ -627,6 +639,19 @@ impl Node {
         });
         self.shared.append(bodies)?;
         Ok(())
+    }
+
+    /// The rooms the node is in, in the order given; the first is the default room.
+    pub fn rooms(&self) -> Vec<p2pchat_protocol::Room> {
+        vec![p2pchat_protocol::Room::lan()]
+    }
+
+    /// [`Node::send`] in the room labelled `room`.
+    pub fn send_in(&self, room: &str, text: &str) -> Result<Option<Message>, NodeError> {
+        match self.rooms().first() {
+            Some(first) if first.label() == room => self.send(text),
+            _ => Err(NodeError::NoSuchRoom(room.to_owned())),
+        }
     }
 
     /// Every chat message exactly once: stored history in merged order, then each new one.

@@ -132,6 +132,14 @@ impl Node {
             .await
             .map_err(|_| NodeError::Stopped)?
     }
+
+    /// [`Node::history`] of the room labelled `room`.
+    pub async fn history_in(&self, room: &str, n: usize) -> Result<Vec<Message>, NodeError> {
+        match self.rooms().first() {
+            Some(first) if first.label() == room => self.history(n).await,
+            _ => Err(NodeError::NoSuchRoom(room.to_owned())),
+        }
+    }
 }
 
 /// A user's data directory, opened without going online: to export messages or show the

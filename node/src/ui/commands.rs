@@ -182,18 +182,23 @@ fn in_rooms(rooms: &mut Rooms, command: &Command) -> Reply {
     }
 }
 
-/// Stores and sends `texts` in the current room of `rooms`, in one durable write in the default
-/// room, and clears them.
-pub fn send(node: &Node, rooms: &Rooms, texts: &mut Vec<String>) -> Result<(), NodeError> {
+/// Stores and sends `texts` in the room labelled `room`, one of `rooms` (in the default room in
+/// one durable write), and clears them.
+pub fn send(
+    node: &Node,
+    rooms: &Rooms,
+    room: &str,
+    texts: &mut Vec<String>,
+) -> Result<(), NodeError> {
     if texts.is_empty() {
         return Ok(());
     }
-    if rooms.in_default() {
+    if rooms.index_of(room) == Some(0) {
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         node.send_all(&refs)?;
     } else {
         for text in texts.iter() {
-            node.send_in(rooms.current(), text)?;
+            node.send_in(room, text)?;
         }
     }
     texts.clear();

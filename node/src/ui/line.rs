@@ -458,7 +458,7 @@ impl Status {
 
     /// Stores and sends the pending `texts` in the current room, and clears them.
     fn send(&mut self, node: &Node, texts: &mut Vec<String>) -> Result<(), NodeError> {
-        commands::send(node, &self.rooms, texts)
+        commands::send(node, &self.rooms, self.rooms.current(), texts)
     }
 
     /// Prints a status event.

@@ -46,11 +46,6 @@ impl Rooms {
         self.current
     }
 
-    /// Whether the current room is the first, the node's default room.
-    pub fn in_default(&self) -> bool {
-        self.current == 0
-    }
-
     /// The position of the room labelled `label`.
     pub fn index_of(&self, label: &str) -> Option<usize> {
         self.labels.iter().position(|l| l == label)
@@ -144,11 +139,9 @@ mod tests {
     fn the_first_room_is_current_and_switching_says_what_is_wrong() {
         let mut rooms = rooms(&["lan", "team", "ops"]);
         assert_eq!(rooms.current(), "lan");
-        assert!(rooms.in_default());
         assert_eq!(rooms.list(), "rooms: lan (current), team, ops");
         rooms.switch("team").expect("a room it is in");
         assert_eq!(rooms.current(), "team");
-        assert!(!rooms.in_default());
         assert_eq!(rooms.list(), "rooms: lan, team (current), ops");
         let why = rooms.switch("nope").expect_err("not one of its rooms");
         assert_eq!(

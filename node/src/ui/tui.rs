@@ -203,6 +203,8 @@ fn burst_from(first: TermEvent) -> std::io::Result<Vec<TermEvent>> {
 /// was submitted before); `Err` if the node cannot go on.
 async fn on_input(node: &Node, app: &mut App, burst: Vec<TermEvent>) -> Result<bool, NodeError> {
     let mut texts: Vec<String> = Vec::new();
+    // The room `texts` were typed in: a key of the same burst may switch rooms.
+    let mut typed_in = app.rooms().current().to_owned();
     let mut refused: Option<(String, NodeError)> = None;
     let mut submitted = false;
     for input in burst {
@@ -210,7 +212,7 @@ async fn on_input(node: &Node, app: &mut App, burst: Vec<TermEvent>) -> Result<b
             TermEvent::Key(key) => match app.on_key(key) {
                 Some(Action::Submit(line)) => vec![line],
                 Some(Action::Quit) => {
-                    commands::send(node, app.rooms(), &mut texts)?;
+                    commands::send(node, app.rooms(), &typed_in, &mut texts)?;
                     return Ok(false);
                 }
                 None => continue,
@@ -230,16 +232,20 @@ async fn on_input(node: &Node, app: &mut App, burst: Vec<TermEvent>) -> Result<b
             match commands::parse(&line) {
                 Input::Message(text) => match check_text(&text) {
                     Ok(()) => {
+                        if app.rooms().current() != typed_in {
+                            commands::send(node, app.rooms(), &typed_in, &mut texts)?;
+                            typed_in = app.rooms().current().to_owned();
+                        }
                         texts.push(text);
                         if texts.len() == MAX_GROUP {
-                            commands::send(node, app.rooms(), &mut texts)?;
+                            commands::send(node, app.rooms(), &typed_in, &mut texts)?;
                         }
                     }
                     Err(why) => refused = Some((line, why)),
                 },
                 Input::Invalid(why) => app.push(Item::Error(why)),
                 Input::Command(command) => {
-                    commands::send(node, app.rooms(), &mut texts)?;
+                    commands::send(node, app.rooms(), &typed_in, &mut texts)?;
                     match commands::run(node, app.rooms(), &command).await? {
                         Reply::Lines(lines) => lines
                             .into_iter()
@@ -251,7 +257,7 @@ async fn on_input(node: &Node, app: &mut App, burst: Vec<TermEvent>) -> Result<b
             }
         }
     }
-    commands::send(node, app.rooms(), &mut texts)?;
+    commands::send(node, app.rooms(), &typed_in, &mut texts)?;
     if let Some((line, why)) = refused {
         let kept = if app.keep_input(&line) {
             "; it is kept in the input line to shorten (Ctrl-U clears it)"

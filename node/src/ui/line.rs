@@ -86,6 +86,10 @@ pub async fn run(node: Node, format: Format, mut signals: Signals) -> ExitCode {
         });
         printed.insert(address);
     }
+    if format == Format::Plain && rooms.several() {
+        // Where typed lines go, before any is typed.
+        status.info(&rooms.list());
+    }
 
     let mut printer = tokio::spawn(Printer::new(&node, format, out, rooms).run(node.messages()));
 

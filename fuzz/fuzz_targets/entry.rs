@@ -10,8 +10,9 @@ use p2pchat_protocol::{Entry, validate};
 fuzz_target!(|data: &[u8]| {
     let Ok(entry) = Entry::decode(Bytes::copy_from_slice(data)) else { return };
     assert_eq!(entry.envelope().as_ref(), data, "a decoded entry keeps its exact bytes");
-    let _ = validate::check_next(entry.author(), None, &entry);
-    let _ = validate::check_known(&entry, &entry);
+    let room = entry.room().unwrap_or_else(|| p2pchat_protocol::Room::lan().id());
+    let _ = validate::check_next(room, entry.author(), None, &entry);
+    let _ = validate::check_known(room, &entry, &entry);
     let again = Entry::decode(entry.envelope().clone()).expect("an entry that decoded once decodes again");
     assert_eq!(again.hash(), entry.hash());
 });

@@ -60,13 +60,18 @@ pub fn doctor(dir: &Path, repair: bool) -> Result<Checkup, NodeError> {
     }
     let scratch;
     let store = if repair {
-        Store::repair(&path)?
+        Store::repair(&path, p2pchat_protocol::Room::lan().id())?
     } else {
         scratch = tempfile::tempdir().map_err(|source| NodeError::DataDir {
             path: std::env::temp_dir(),
             source,
         })?;
-        Store::open_copy(&path, scratch.path(), true)?
+        Store::open_copy(
+            &path,
+            scratch.path(),
+            true,
+            p2pchat_protocol::Room::lan().id(),
+        )?
     };
     let damage = store.damage().cloned().unwrap_or_default();
     let mut logs: Vec<LogReport> = store

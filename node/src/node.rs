@@ -121,7 +121,7 @@ pub struct Message {
     pub name: String,
     /// Its position in the author's log.
     pub seq: u64,
-    /// Its clock, which orders the merged history.
+    /// Its clock (the merged order's first key; see `p2pchat_protocol::clock`).
     pub clock: u64,
     /// When the author wrote it (milliseconds since the Unix epoch, by their clock).
     pub timestamp: u64,
@@ -141,7 +141,7 @@ impl Message {
             author: entry.author(),
             name,
             seq: entry.seq(),
-            clock: entry.lamport(),
+            clock: entry.clock(),
             timestamp: entry.timestamp(),
             text: text.clone(),
             room: p2pchat_protocol::room::LAN.to_owned(),
@@ -528,7 +528,7 @@ pub(crate) fn open_data_dir(name: &str, dir: &std::path::Path) -> Result<DataDir
     check_name(name).map_err(NodeError::Name)?;
     create_private_dir(dir)?;
     let key = identity::load_or_create(dir)?;
-    let store = Store::open(&dir.join("store"))?;
+    let store = Store::open(&dir.join("store"), p2pchat_protocol::Room::lan().id())?;
     let own = OwnWriter::open(dir, &store, &key)?;
     let name = match store.name(&Author::of(&key)) {
         Some(current) => current,

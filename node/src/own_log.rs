@@ -355,7 +355,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = identity::load_or_create(dir.path()).unwrap();
         let author = Author::of(&key);
-        let store = Store::open(&dir.path().join("store")).unwrap();
+        let store = Store::open(
+            &dir.path().join("store"),
+            p2pchat_protocol::Room::lan().id(),
+        )
+        .unwrap();
         let own = OwnWriter::open(dir.path(), &store, &key).unwrap();
         let profile = Body::Profile { name: "bob".into() };
         assert!(matches!(
@@ -374,7 +378,11 @@ mod tests {
 
         // The store is lost; the key and its mark are not.
         std::fs::remove_dir_all(dir.path().join("store")).unwrap();
-        let store = Store::open(&dir.path().join("store")).unwrap();
+        let store = Store::open(
+            &dir.path().join("store"),
+            p2pchat_protocol::Room::lan().id(),
+        )
+        .unwrap();
         let own = OwnWriter::open(dir.path(), &store, &key).unwrap();
         let behind = OwnLog::Behind { expected: Some(3) };
         assert_eq!(own.state(&store, &key, 0).unwrap(), behind);
@@ -411,7 +419,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = identity::load_or_create(dir.path()).unwrap();
         let author = Author::of(&key);
-        let store = Store::open(&dir.path().join("store")).unwrap();
+        let store = Store::open(
+            &dir.path().join("store"),
+            p2pchat_protocol::Room::lan().id(),
+        )
+        .unwrap();
         let own = OwnWriter::open(dir.path(), &store, &key).unwrap();
         let profile = Body::Profile { name: "bob".into() };
         own.append(&store, &key, [profile, text("one"), text("two")], 0)
@@ -427,7 +439,11 @@ mod tests {
         // The store lost its tail (the mark kept): behind, and nothing held yet.
         drop((own, store));
         std::fs::remove_dir_all(dir.path().join("store")).unwrap();
-        let store = Store::open(&dir.path().join("store")).unwrap();
+        let store = Store::open(
+            &dir.path().join("store"),
+            p2pchat_protocol::Room::lan().id(),
+        )
+        .unwrap();
         store.insert_remote(author, old).unwrap();
         let own = OwnWriter::open(dir.path(), &store, &key).unwrap();
         let behind = own.state(&store, &key, 0).unwrap();
@@ -461,7 +477,11 @@ mod tests {
     fn a_peer_holding_more_of_the_own_log_holds_appends() {
         let dir = tempfile::tempdir().unwrap();
         let key = identity::load_or_create(dir.path()).unwrap();
-        let store = Store::open(&dir.path().join("store")).unwrap();
+        let store = Store::open(
+            &dir.path().join("store"),
+            p2pchat_protocol::Room::lan().id(),
+        )
+        .unwrap();
         let own = OwnWriter::open(dir.path(), &store, &key).unwrap();
         let profile = Body::Profile { name: "bob".into() };
         own.append(&store, &key, [profile], 0).unwrap();
@@ -480,7 +500,11 @@ mod tests {
     fn an_older_release_without_a_mark_gets_one_from_its_store() {
         let dir = tempfile::tempdir().unwrap();
         let key = identity::load_or_create(dir.path()).unwrap();
-        let store = Store::open(&dir.path().join("store")).unwrap();
+        let store = Store::open(
+            &dir.path().join("store"),
+            p2pchat_protocol::Room::lan().id(),
+        )
+        .unwrap();
         store
             .append_own(&key, Body::Profile { name: "bob".into() }, 0)
             .unwrap();
@@ -493,7 +517,11 @@ mod tests {
         drop((own, store));
         std::fs::remove_dir_all(dir.path().join("store")).unwrap();
         std::fs::remove_file(dir.path().join(identity::OWN_HEAD_FILE)).unwrap();
-        let store = Store::open(&dir.path().join("store")).unwrap();
+        let store = Store::open(
+            &dir.path().join("store"),
+            p2pchat_protocol::Room::lan().id(),
+        )
+        .unwrap();
         let own = OwnWriter::open(dir.path(), &store, &key).unwrap();
         assert_eq!(
             own.state(&store, &key, 0).unwrap(),

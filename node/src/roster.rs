@@ -159,7 +159,7 @@ impl Archive {
         if !path.is_dir() {
             return Err(NodeError::NoData(dir.to_owned()));
         }
-        match Store::open(&path) {
+        match Store::open(&path, p2pchat_protocol::Room::lan().id()) {
             Ok(store) => Ok(Archive { store, _copy: None }),
             Err(StoreError::ReadOnly { .. }) => Self::open_copy(&path, false),
             Err(e) => Err(e.into()),
@@ -179,7 +179,12 @@ impl Archive {
             path: std::env::temp_dir(),
             source,
         })?;
-        let store = Store::open_copy(path, copy.path(), repair)?;
+        let store = Store::open_copy(
+            path,
+            copy.path(),
+            repair,
+            p2pchat_protocol::Room::lan().id(),
+        )?;
         Ok(Archive {
             store,
             _copy: Some(copy),
@@ -200,7 +205,7 @@ impl Archive {
         self.store.damage()
     }
 
-    /// Every message of every log held, in merged order (lamport clock, then author, then seq).
+    /// Every message of every log held, in merged order (clock, then author, then seq).
     pub fn messages(&self) -> impl Iterator<Item = Result<Message, NodeError>> + '_ {
         self.store.history().filter_map(|entry| {
             entry

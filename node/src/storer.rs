@@ -13,7 +13,7 @@ use libp2p::PeerId;
 use p2pchat_protocol::message::Batch;
 use p2pchat_protocol::replica::Input;
 use p2pchat_protocol::store::Inserted;
-use p2pchat_protocol::validate::is_far_future;
+use p2pchat_protocol::validate::{dated_ahead_ms, is_far_future};
 use p2pchat_protocol::{Author, Entry, ValidationError};
 use p2pchat_storage::Pin;
 use tokio::sync::mpsc;
@@ -222,7 +222,7 @@ fn warn_of_clocks_ahead(shared: &SharedRef, author: Author, stored: &[Entry]) {
     let ahead: Vec<u64> = stored
         .iter()
         .filter(|entry| is_far_future(entry, now))
-        .map(|entry| entry.timestamp() - now)
+        .map(|entry| dated_ahead_ms(entry, now))
         .collect();
     let Some(&most) = ahead.iter().max() else {
         return;
@@ -244,7 +244,8 @@ fn warn_of_clocks_ahead(shared: &SharedRef, author: Author, stored: &[Entry]) {
         };
         format!(
             "{whose} {} ahead of your clock: one of the two clocks is wrong{likely} (kept; \
-             messages are ordered by lamport clock, not by date)",
+             messages are ordered by their clocks, and yours follows no clock more than 10 \
+             minutes ahead)",
             span(most)
         )
     });

@@ -2,8 +2,10 @@
 //!
 //! An entry travels and rests as one byte string, the *envelope*: a CBOR array
 //! `[payload: bstr, signature: bstr(64)]`. The payload is itself canonical CBOR,
-//! `[format, author, seq, prev, timestamp, lamport, body]`, and the signature is ed25519 over
-//! [`DOMAIN_TAG`] followed by the payload bytes. The entry's [`Hash`](struct@Hash) is BLAKE3 of the whole
+//! `[2, room, author, seq, prev, timestamp, clock, body]` (format 2, what this version writes),
+//! or `[1, author, seq, prev, timestamp, lamport, body]` (format 1, written before rooms: no
+//! room, and a lamport clock), and the signature is ed25519 over [`DOMAIN_TAG`] followed by the
+//! payload bytes. The entry's [`Hash`](struct@Hash) is BLAKE3 of the whole
 //! envelope. Bytes are never re-encoded after signing: what was signed is what is stored and sent.
 
 use std::fmt;
@@ -17,13 +19,16 @@ use serde_bytes::ByteArray;
 
 use crate::cbor;
 use crate::limits::{MAX_ENTRY_BYTES, MAX_NAME_BYTES, MAX_TEXT_BYTES};
+use crate::room::RoomId;
 
 pub use ed25519_dalek::SigningKey;
 
 /// Prepended to the payload before signing, so a signature cannot be replayed in another app.
 pub const DOMAIN_TAG: &[u8] = b"p2pchat/entry/v1";
-/// The payload format version this implementation writes and reads.
-pub const FORMAT_VERSION: u8 = 1;
+/// The payload format version this implementation writes: entries that name their room.
+pub const FORMAT_VERSION: u8 = 2;
+/// The payload format written before rooms, still read and validated: no room field.
+pub const FORMAT_BEFORE_ROOMS: u8 = 1;
 
 /// An author: the 32-byte ed25519 public key that signs a log.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -272,17 +277,19 @@ pub fn check_name(name: &str) -> Result<(), DecodeError> {
     Ok(())
 }
 
-/// The fields of a new entry, before it is signed.
+/// The fields of a new entry, before it is signed (always written as format 2).
 #[derive(Clone, Debug)]
 pub struct Draft {
+    /// The room the entry belongs to (and may only ever be stored in).
+    pub room: RoomId,
     /// Position in the author's log, from 1.
     pub seq: u64,
     /// Hash of the entry at `seq - 1`; `None` only at seq 1.
     pub prev: Option<Hash>,
     /// Wall-clock time of writing, in milliseconds since the Unix epoch.
     pub timestamp: u64,
-    /// Lamport clock: 1 + the largest lamport the writer had seen.
-    pub lamport: u64,
+    /// Hybrid logical clock ([`crate::clock::next`]): above the log's previous clock.
+    pub clock: u64,
     /// What the entry says.
     pub body: Body,
 }
@@ -299,11 +306,13 @@ pub struct Entry {
     payload: Bytes,
     signature: [u8; 64],
     hash: OnceLock<Hash>,
+    format: u8,
+    room: Option<RoomId>,
     author: Author,
     seq: u64,
     prev: Option<Hash>,
     timestamp: u64,
-    lamport: u64,
+    clock: u64,
     body: Body,
 }
 
@@ -319,9 +328,10 @@ impl Eq for Entry {}
 impl fmt::Debug for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Entry")
+            .field("room", &self.room)
             .field("author", &self.author)
             .field("seq", &self.seq)
-            .field("lamport", &self.lamport)
+            .field("clock", &self.clock)
             .field("body", &self.body)
             .finish_non_exhaustive()
     }
@@ -343,7 +353,7 @@ pub enum DecodeError {
     /// The bytes decode, but are not the one canonical encoding of what they hold.
     #[error("entry is not canonically encoded")]
     NonCanonical,
-    /// The payload's format version is not [`FORMAT_VERSION`].
+    /// The payload's format version is neither [`FORMAT_VERSION`] nor [`FORMAT_BEFORE_ROOMS`].
     #[error("entry format version {0} is not supported")]
     UnsupportedVersion(u8),
     /// The signature field is not 64 bytes.
@@ -376,9 +386,10 @@ impl Entry {
     /// Signs `draft` with `key`, producing the entry's one canonical encoding.
     pub fn sign(key: &SigningKey, draft: Draft) -> Result<Self, DecodeError> {
         draft.body.check_limits()?;
-        let mut payload = Vec::with_capacity(160);
-        cbor::write_array(&mut payload, 7);
+        let mut payload = Vec::with_capacity(200);
+        cbor::write_array(&mut payload, 8);
         cbor::write_uint(&mut payload, FORMAT_VERSION.into());
+        cbor::write_bytes(&mut payload, draft.room.as_bytes());
         cbor::write_bytes(&mut payload, Author::of(key).as_bytes());
         cbor::write_uint(&mut payload, draft.seq);
         match draft.prev {
@@ -386,12 +397,17 @@ impl Entry {
             None => payload.push(cbor::NULL),
         }
         cbor::write_uint(&mut payload, draft.timestamp);
-        cbor::write_uint(&mut payload, draft.lamport);
+        cbor::write_uint(&mut payload, draft.clock);
         draft.body.write(&mut payload)?;
-        let signature = key.sign(&signed_message(&payload)).to_bytes();
+        Self::sign_payload(key, &payload)
+    }
+
+    /// The envelope of `payload` signed by `key`, decoded.
+    fn sign_payload(key: &SigningKey, payload: &[u8]) -> Result<Self, DecodeError> {
+        let signature = key.sign(&signed_message(payload)).to_bytes();
         let mut envelope = Vec::with_capacity(payload.len() + 72);
         cbor::write_array(&mut envelope, 2);
-        cbor::write_bytes(&mut envelope, &payload);
+        cbor::write_bytes(&mut envelope, payload);
         cbor::write_bytes(&mut envelope, &signature);
         Self::decode(Bytes::from(envelope))
     }
@@ -418,18 +434,23 @@ impl Entry {
             .map_err(|_| DecodeError::InvalidSignatureLength)?;
 
         let mut fields = cbor::Reader::new(payload);
-        if fields.array()? != 7 {
-            return Err(DecodeError::Malformed(
-                "the payload is not a 7-item array".into(),
-            ));
+        let items = fields.array()?;
+        let format = match u8::try_from(fields.uint()?) {
+            Ok(format @ (FORMAT_VERSION | FORMAT_BEFORE_ROOMS)) => format,
+            Ok(other) => return Err(DecodeError::UnsupportedVersion(other)),
+            Err(_) => return Err(DecodeError::Malformed("format version out of range".into())),
+        };
+        let expected = if format == FORMAT_VERSION { 8 } else { 7 };
+        if items != expected {
+            return Err(DecodeError::Malformed(format!(
+                "the payload of format {format} is not a {expected}-item array"
+            )));
         }
-        let version = fields.uint()?;
-        if version != u64::from(FORMAT_VERSION) {
-            return Err(match u8::try_from(version) {
-                Ok(version) => DecodeError::UnsupportedVersion(version),
-                Err(_) => DecodeError::Malformed("format version out of range".into()),
-            });
-        }
+        let room = if format == FORMAT_VERSION {
+            Some(RoomId::from_bytes(read_32(&mut fields, "room")?))
+        } else {
+            None
+        };
         let author = Author::from_bytes(read_32(&mut fields, "author")?);
         let seq = fields.uint()?;
         let prev = if fields.null() {
@@ -438,10 +459,12 @@ impl Entry {
             Some(Hash::from_bytes(read_32(&mut fields, "prev")?))
         };
         let timestamp = fields.uint()?;
-        let lamport = fields.uint()?;
+        let clock = fields.uint()?;
         let body = Body::read(fields.rest())?;
         Ok(Self {
             hash: OnceLock::new(),
+            format,
+            room,
             payload: envelope.slice_ref(payload),
             envelope,
             signature,
@@ -449,7 +472,7 @@ impl Entry {
             seq,
             prev,
             timestamp,
-            lamport,
+            clock,
             body,
         })
     }
@@ -480,6 +503,15 @@ impl Entry {
     pub fn hash(&self) -> Hash {
         *self.hash.get_or_init(|| Hash::of(&self.envelope))
     }
+    /// The payload format: [`FORMAT_VERSION`], or [`FORMAT_BEFORE_ROOMS`] for an entry
+    /// written before rooms.
+    pub fn format(&self) -> u8 {
+        self.format
+    }
+    /// The room the entry belongs to; `None` for a format 1 entry (written before rooms).
+    pub fn room(&self) -> Option<RoomId> {
+        self.room
+    }
     /// The signing author.
     pub fn author(&self) -> Author {
         self.author
@@ -496,9 +528,10 @@ impl Entry {
     pub fn timestamp(&self) -> u64 {
         self.timestamp
     }
-    /// Lamport clock value, for merged ordering across authors.
-    pub fn lamport(&self) -> u64 {
-        self.lamport
+    /// The clock, for merged ordering across authors: a hybrid logical clock
+    /// ([`crate::clock`]) for format 2, the lamport clock for format 1.
+    pub fn clock(&self) -> u64 {
+        self.clock
     }
     /// What the entry says.
     pub fn body(&self) -> &Body {
@@ -512,6 +545,31 @@ fn read_32(reader: &mut cbor::Reader<'_>, field: &str) -> Result<[u8; 32], Decod
         .bytes()?
         .try_into()
         .map_err(|_| DecodeError::Malformed(format!("{field} is not 32 bytes")))
+}
+
+/// Signs a format 1 entry (`[1, author, seq, prev, timestamp, lamport, body]`), as the release
+/// before rooms wrote them: for tests of the rules that still accept them.
+#[cfg(test)]
+pub(crate) fn sign_format_1(
+    key: &SigningKey,
+    seq: u64,
+    prev: Option<Hash>,
+    lamport: u64,
+    body: &Body,
+) -> Entry {
+    let mut payload = Vec::new();
+    cbor::write_array(&mut payload, 7);
+    cbor::write_uint(&mut payload, FORMAT_BEFORE_ROOMS.into());
+    cbor::write_bytes(&mut payload, Author::of(key).as_bytes());
+    cbor::write_uint(&mut payload, seq);
+    match prev {
+        Some(prev) => cbor::write_bytes(&mut payload, prev.as_bytes()),
+        None => payload.push(cbor::NULL),
+    }
+    cbor::write_uint(&mut payload, 1_700_000_000_000);
+    cbor::write_uint(&mut payload, lamport);
+    body.write(&mut payload).expect("a known body kind");
+    Entry::sign_payload(key, &payload).expect("a well-formed format 1 entry")
 }
 
 fn signed_message(payload: &[u8]) -> Vec<u8> {
@@ -532,12 +590,17 @@ mod tests {
         SigningKey::from_bytes(&[seed; 32])
     }
 
+    fn room() -> RoomId {
+        RoomId::from_bytes([0xee; 32])
+    }
+
     fn text(seq: u64, prev: Option<Hash>, text: &str) -> Draft {
         Draft {
+            room: room(),
             seq,
             prev,
             timestamp: 1_700_000_000_000,
-            lamport: seq,
+            clock: seq,
             body: Body::Text { text: text.into() },
         }
     }
@@ -555,6 +618,78 @@ mod tests {
             }
         );
         assert!(decoded.signature_is_valid());
+        assert_eq!(decoded.format(), FORMAT_VERSION);
+        assert_eq!(decoded.room(), Some(room()));
+    }
+
+    #[test]
+    fn format_2_names_its_room_first_in_the_payload() {
+        let draft = Draft {
+            clock: 1_764_000_000_000 << 16,
+            ..text(3, Some(Hash::from_bytes([0x11; 32])), "hi")
+        };
+        let entry = Entry::sign(&key(1), draft).unwrap();
+        let mut expected = vec![0x88, 0x02, 0x58, 0x20];
+        expected.extend_from_slice(room().as_bytes());
+        expected.extend_from_slice(&[0x58, 0x20]);
+        expected.extend_from_slice(Author::of(&key(1)).as_bytes());
+        expected.extend_from_slice(&[0x03, 0x58, 0x20]);
+        expected.extend_from_slice(&[0x11; 32]);
+        expected.push(0x1b);
+        expected.extend_from_slice(&1_700_000_000_000u64.to_be_bytes());
+        expected.push(0x1b);
+        expected.extend_from_slice(&(1_764_000_000_000u64 << 16).to_be_bytes());
+        expected.extend_from_slice(&[0x82, 0x64, b't', b'e', b'x', b't', 0x62, b'h', b'i']);
+        assert_eq!(&entry.payload[..], &expected[..]);
+        assert_eq!(entry.clock(), 1_764_000_000_000 << 16);
+        assert_eq!(entry.timestamp(), 1_700_000_000_000);
+    }
+
+    #[test]
+    fn format_1_entries_still_decode_and_verify() {
+        let body = Body::Profile {
+            name: "alice".into(),
+        };
+        let old = sign_format_1(&key(1), 1, None, 1, &body);
+        let decoded = Entry::decode(old.envelope().clone()).unwrap();
+        assert_eq!(decoded.format(), FORMAT_BEFORE_ROOMS);
+        assert_eq!(decoded.room(), None);
+        assert_eq!((decoded.seq(), decoded.clock()), (1, 1));
+        assert_eq!(decoded.body(), &body);
+        assert!(decoded.signature_is_valid());
+    }
+
+    #[test]
+    fn a_payload_whose_length_is_not_its_formats_is_malformed() {
+        let format_2 = Entry::sign(&key(1), text(1, None, "hi")).unwrap();
+        // A format 2 payload claiming 7 items, and a format 1 payload claiming 8.
+        let mut short = format_2.payload.to_vec();
+        short[0] = 0x87;
+        let old = sign_format_1(&key(1), 1, None, 1, &Body::Text { text: "hi".into() });
+        let mut long = old.payload.to_vec();
+        long[0] = 0x88;
+        long.push(0x00);
+        for payload in [short, long] {
+            assert!(matches!(
+                Entry::decode(Bytes::from(signed_envelope(&payload))),
+                Err(DecodeError::Malformed(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn a_format_2_room_that_is_not_32_bytes_is_malformed() {
+        let entry = Entry::sign(&key(1), text(1, None, "hi")).unwrap();
+        let payload = entry.payload.to_vec();
+        // 0x88 0x02, then the room as 0x58 0x20 + 32 bytes: make it 31 bytes.
+        let mut short = payload[..2].to_vec();
+        short.extend_from_slice(&[0x58, 0x1f]);
+        short.extend_from_slice(&payload[4..35]);
+        short.extend_from_slice(&payload[36..]);
+        assert!(matches!(
+            Entry::decode(Bytes::from(signed_envelope(&short))),
+            Err(DecodeError::Malformed(_))
+        ));
     }
 
     #[test]
@@ -625,14 +760,22 @@ mod tests {
         // The payload with seq = 1 written as a two-byte integer (0x18 0x01) instead of 0x01.
         let entry = Entry::sign(&key(1), text(1, None, "hi")).unwrap();
         let payload = entry.payload.to_vec();
-        // payload = 0x87 (array 7), 0x01 (version), 0x58 0x20 + 32 key bytes, then seq.
-        assert_eq!(payload[36], 0x01);
-        let mut stretched = payload[..36].to_vec();
+        // payload = 0x88 (array 8), 0x02 (version), 0x58 0x20 + 32 room bytes, 0x58 0x20 + 32
+        // key bytes, then seq.
+        assert_eq!(payload[70], 0x01);
+        let mut stretched = payload[..70].to_vec();
         stretched.extend_from_slice(&[0x18, 0x01]);
-        stretched.extend_from_slice(&payload[37..]);
+        stretched.extend_from_slice(&payload[71..]);
         let envelope = signed_envelope(&stretched);
         assert_eq!(
             Entry::decode(Bytes::from(envelope)),
+            Err(DecodeError::NonCanonical)
+        );
+        // The version written as 0x18 0x02.
+        let mut version = vec![0x88, 0x18, 0x02];
+        version.extend_from_slice(&payload[2..]);
+        assert_eq!(
+            Entry::decode(Bytes::from(signed_envelope(&version))),
             Err(DecodeError::NonCanonical)
         );
     }
@@ -727,10 +870,10 @@ mod tests {
     #[test]
     fn a_future_format_version_is_named_as_such() {
         let mut payload = payload_with_body(&[0x82, 0x64, b't', b'e', b'x', b't', 0x60]);
-        payload[1] = 0x02;
+        payload[1] = 0x03;
         assert_eq!(
             Entry::decode(Bytes::from(signed_envelope(&payload))),
-            Err(DecodeError::UnsupportedVersion(2))
+            Err(DecodeError::UnsupportedVersion(3))
         );
     }
 }

@@ -6,6 +6,7 @@
 //! network or the disk, so every rule can be tested with plain function calls.
 
 mod cbor;
+pub mod clock;
 pub mod entry;
 pub mod limits;
 pub mod membership;

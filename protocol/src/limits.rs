@@ -12,14 +12,14 @@ pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
 pub const BATCH_BYTE_BUDGET: usize = 512 * 1024;
 /// Most entries in one batch.
 pub const MAX_BATCH_ENTRIES: usize = 1024;
-/// Largest lamport clock accepted (2^53: far beyond any real chat, and never near overflow).
-pub const MAX_LAMPORT: u64 = 1 << 53;
-/// A node's own clock follows the clocks it has seen only up to this (2^52). Someone relaying an
-/// entry with an absurd clock cannot push everyone else's next entries past [`MAX_LAMPORT`].
-pub const LAMPORT_FOLLOW_LIMIT: u64 = 1 << 52;
-/// How far ahead of the receiver's clock an entry's timestamp may be before it is flagged (10
-/// minutes). Such entries are still accepted, and ordered by lamport clock like any other: the
-/// flag only tells the user that the author's clock is wrong.
+/// Largest clock accepted (2^62: milliseconds up to the year 4199 in a hybrid logical clock,
+/// see [`crate::clock`]; never near overflow).
+pub const MAX_CLOCK: u64 = 1 << 62;
+/// How far ahead of the receiver's wall time an entry may be dated (its timestamp, or for
+/// format 2 its clock's milliseconds) before it is flagged (10 minutes). Such entries are still
+/// accepted and ordered by their clock like any other; the flag tells the user that the
+/// author's clock is wrong. A node's own clock never follows a seen clock further ahead than
+/// this ([`crate::clock::next`]).
 pub const MAX_CLOCK_AHEAD_MS: u64 = 10 * 60 * 1000;
 /// Most author ranges in one head query, and parts in its reply.
 pub const MAX_QUERY_RANGES: usize = 64;

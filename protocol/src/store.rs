@@ -10,17 +10,21 @@ use std::convert::Infallible;
 
 use bytes::Bytes;
 
+use crate::clock;
 use crate::entry::{Author, Body, DecodeError, Draft, Entry, SigningKey};
-use crate::limits::LAMPORT_FOLLOW_LIMIT;
 use crate::message::HeadInfo;
+use crate::room::RoomId;
 use crate::validate::{
     ValidationError, check_known, check_link, check_next, newest_vouches_for_run,
 };
 
-/// Reads of a store of logs.
+/// Reads of a store of logs: one room's logs.
 pub trait Logs {
     /// A failed read.
     type Error: std::error::Error + Send + Sync + 'static;
+
+    /// The room whose logs the store holds: it takes no entry that names another.
+    fn room(&self) -> RoomId;
 
     /// The highest seq held of `author`'s log (0: none).
     fn head_seq(&self, author: &Author) -> u64;
@@ -89,7 +93,10 @@ pub enum PlanError<E> {
 }
 
 /// Plans the insert of consecutive entries of `author`'s log received from a peer, against
-/// what `logs` holds (docs/protocol.md, 6.2). Entries already held are skipped (counted as
+/// what `logs` holds (docs/protocol.md, 6.2). Every entry must belong to the store's room
+/// ([`crate::validate::check_room`]): one that names another room, or a format 1 entry where
+/// the log holds a format 2 one, is [`ValidationError::WrongRoom`] (never a fork). Entries
+/// already held are skipped (counted as
 /// duplicates); a different valid entry at a held seq is a fork: it becomes the plan's proof
 /// and the batch stops there. New entries are checked link by link and their signatures
 /// through the newest one ([`newest_vouches_for_run`]); the valid prefix is planned, and the
@@ -137,7 +144,7 @@ pub fn plan_insert<L: Logs>(
                 });
                 break;
             }
-            match check_known(&held(entry.seq())?, &entry) {
+            match check_known(logs.room(), &held(entry.seq())?, &entry) {
                 Ok(()) => {
                     outcome.duplicates += 1;
                     outcome.held_through = outcome.held_through.max(entry.seq());
@@ -152,7 +159,7 @@ pub fn plan_insert<L: Logs>(
                 }
             }
         }
-        if let Err(e) = check_link(author, last.as_ref(), &entry) {
+        if let Err(e) = check_link(logs.room(), author, last.as_ref(), &entry) {
             outcome.rejected = Some(e);
             break;
         }
@@ -183,22 +190,29 @@ pub struct BrokenLog {
     pub error: ValidationError,
 }
 
-/// An in-memory store of logs, with the same insert rules as the fjall store: for tests and
-/// the simulator. It holds what it is given, nothing more.
-#[derive(Clone, Debug, Default)]
+/// An in-memory store of one room's logs, with the same insert rules as the fjall store: for
+/// tests and the simulator. It holds what it is given, nothing more.
+#[derive(Clone, Debug)]
 pub struct MemoryStore {
+    /// The room whose logs it holds.
+    room: RoomId,
     /// Each author's log, entry `seq` at index `seq - 1` (logs have no gaps).
     logs: BTreeMap<Author, Vec<Entry>>,
     /// For each author who forked, the second entry kept as proof.
     forks: BTreeMap<Author, Entry>,
-    /// The largest lamport clock of any stored entry.
-    max_lamport: u64,
+    /// The largest clock of any stored entry.
+    max_clock: u64,
 }
 
 impl MemoryStore {
-    /// An empty store.
-    pub fn new() -> Self {
-        Self::default()
+    /// An empty store of `room`'s logs.
+    pub fn new(room: RoomId) -> Self {
+        Self {
+            room,
+            logs: BTreeMap::new(),
+            forks: BTreeMap::new(),
+            max_clock: 0,
+        }
     }
 
     /// Offers consecutive entries of `author`'s log received from a peer, as the fjall
@@ -221,10 +235,10 @@ impl MemoryStore {
         plan.outcome
     }
 
-    /// Signs `body` as the next entry of `key`'s own log and stores it. Its lamport clock is
-    /// one more than the larger of the log's last clock and the largest clock seen (followed
-    /// only up to [`LAMPORT_FOLLOW_LIMIT`]). Seq 1 must be a profile: that is the caller's job.
-    /// Fails, storing nothing, if the body breaks a limit.
+    /// Signs `body` as the next entry of `key`'s own log in the store's room, written at wall
+    /// time `timestamp_ms`, and stores it. Its clock is [`clock::next`] of that time, the
+    /// log's last clock and the largest clock stored. Seq 1 must be a profile: that is the
+    /// caller's job. Fails, storing nothing, if the body breaks a limit.
     pub fn append(
         &mut self,
         key: &SigningKey,
@@ -233,12 +247,12 @@ impl MemoryStore {
     ) -> Result<Entry, DecodeError> {
         let author = Author::of(key);
         let last = self.logs.get(&author).and_then(|log| log.last());
-        let seen = self.max_lamport.min(LAMPORT_FOLLOW_LIMIT);
         let draft = Draft {
+            room: self.room,
             seq: last.map_or(0, Entry::seq) + 1,
             prev: last.map(Entry::hash),
             timestamp: timestamp_ms,
-            lamport: last.map_or(0, Entry::lamport).max(seen) + 1,
+            clock: clock::next(timestamp_ms, last.map_or(0, Entry::clock), self.max_clock),
             body,
         };
         let entry = Entry::sign(key, draft)?;
@@ -248,8 +262,8 @@ impl MemoryStore {
 
     /// Appends `run`, which links to `author`'s head, to their log.
     fn remember(&mut self, author: Author, run: &[Entry]) {
-        if let Some(max) = run.iter().map(Entry::lamport).max() {
-            self.max_lamport = self.max_lamport.max(max);
+        if let Some(max) = run.iter().map(Entry::clock).max() {
+            self.max_clock = self.max_clock.max(max);
             self.logs.entry(author).or_default().extend_from_slice(run);
         }
     }
@@ -279,9 +293,9 @@ impl MemoryStore {
         self.logs.is_empty()
     }
 
-    /// The largest lamport clock of any stored entry (0 if none).
-    pub fn max_lamport(&self) -> u64 {
-        self.max_lamport
+    /// The largest clock of any stored entry (0 if none).
+    pub fn max_clock(&self) -> u64 {
+        self.max_clock
     }
 
     /// `author`'s log, oldest first (empty if none is held).
@@ -300,7 +314,7 @@ impl MemoryStore {
         for (&author, log) in &self.logs {
             let mut last = None;
             for entry in log {
-                check_next(author, last, entry).map_err(|error| BrokenLog {
+                check_next(self.room, author, last, entry).map_err(|error| BrokenLog {
                     author,
                     seq: entry.seq(),
                     error,
@@ -314,6 +328,10 @@ impl MemoryStore {
 
 impl Logs for MemoryStore {
     type Error = Infallible;
+
+    fn room(&self) -> RoomId {
+        self.room
+    }
 
     fn head_seq(&self, author: &Author) -> u64 {
         self.entries_of(author).last().map_or(0, Entry::seq)

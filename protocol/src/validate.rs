@@ -1,10 +1,13 @@
 //! The rules an entry must pass before it is stored.
 //!
 //! Storage calls [`check_next`] for an entry that would extend a log, and [`check_known`] for
-//! one at a seq the log already holds. Both are pure: they look only at the entries given.
+//! one at a seq the log already holds. Both are pure: they look only at the room and the
+//! entries given.
 
-use crate::entry::{Author, Body, DecodeError, Entry, KeyError, VerifyError};
-use crate::limits::{MAX_CLOCK_AHEAD_MS, MAX_LAMPORT};
+use crate::clock;
+use crate::entry::{Author, Body, DecodeError, Entry, FORMAT_BEFORE_ROOMS, KeyError, VerifyError};
+use crate::limits::{MAX_CLOCK, MAX_CLOCK_AHEAD_MS};
+use crate::room::RoomId;
 
 /// Why an entry was refused. Each variant is one way an entry can be wrong.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -35,18 +38,26 @@ pub enum ValidationError {
         /// The offending entry's seq.
         seq: u64,
     },
-    /// Seq 1 must be a profile entry.
-    #[error("the first entry of a log must be a profile")]
-    FirstNotProfile,
-    /// The lamport clock is beyond [`MAX_LAMPORT`].
-    #[error("seq {seq} has an absurd lamport clock")]
-    LamportTooLarge {
+    /// The entry names another room than the store's (an entry is only ever stored in the
+    /// room it names), or it is a format 1 entry (written before rooms, naming none) where the
+    /// log already holds a format 2 one: format 1 entries are accepted only as a log's prefix.
+    #[error("seq {seq} belongs to another room")]
+    WrongRoom {
         /// The offending entry's seq.
         seq: u64,
     },
-    /// The lamport clock must grow along a log.
-    #[error("seq {seq} has a lamport clock no larger than its predecessor's")]
-    LamportNotIncreasing {
+    /// Seq 1 must be a profile entry.
+    #[error("the first entry of a log must be a profile")]
+    FirstNotProfile,
+    /// The clock is beyond [`MAX_CLOCK`].
+    #[error("seq {seq} has an absurd clock")]
+    ClockTooLarge {
+        /// The offending entry's seq.
+        seq: u64,
+    },
+    /// The clock must grow along a log.
+    #[error("seq {seq} has a clock no larger than its predecessor's")]
+    ClockNotIncreasing {
         /// The offending entry's seq.
         seq: u64,
     },
@@ -72,20 +83,51 @@ pub enum ValidationError {
 }
 
 /// Whether `entry` is dated more than [`MAX_CLOCK_AHEAD_MS`] after `now_ms` (the receiver's
-/// clock): not an error, only worth a warning. Timestamps are never used for ordering.
+/// wall time): its timestamp, or for a format 2 entry its clock's milliseconds. Not an error,
+/// only worth a warning (the entry is ordered by its clock like any other).
 pub fn is_far_future(entry: &Entry, now_ms: u64) -> bool {
-    entry.timestamp() > now_ms.saturating_add(MAX_CLOCK_AHEAD_MS)
+    dated_ahead_ms(entry, now_ms) > MAX_CLOCK_AHEAD_MS
 }
 
-/// Checks that `entry` is the valid next entry of `author`'s log, whose last entry is `last`.
+/// How far ahead of `now_ms` `entry` is dated, in ms (0 if not ahead): the later of its
+/// timestamp and, for a format 2 entry, its clock's milliseconds.
+pub fn dated_ahead_ms(entry: &Entry, now_ms: u64) -> u64 {
+    let clock_ms = entry.room().map_or(0, |_| clock::ms_of(entry.clock()));
+    entry.timestamp().max(clock_ms).saturating_sub(now_ms)
+}
+
+/// Checks that `entry` may be stored in `room`'s log of its author, given `held`: the entry
+/// the log holds at the entry's seq, else the log's last entry (`None` for an empty log).
+/// A format 2 entry must name `room`; a format 1 entry (which names none) is accepted only
+/// while the log holds no format 2 entry at or before its seq (formats never go back in a log,
+/// so `held` tells). Either way [`ValidationError::WrongRoom`].
+pub fn check_room(
+    room: RoomId,
+    held: Option<&Entry>,
+    entry: &Entry,
+) -> Result<(), ValidationError> {
+    let belongs = match entry.room() {
+        Some(named) => named == room,
+        None => held.is_none_or(|held| held.format() == FORMAT_BEFORE_ROOMS),
+    };
+    if belongs {
+        Ok(())
+    } else {
+        Err(ValidationError::WrongRoom { seq: entry.seq() })
+    }
+}
+
+/// Checks that `entry` is the valid next entry of `author`'s log in `room`, whose last entry
+/// is `last`.
 ///
 /// The signature is checked last, as it is the expensive part.
 pub fn check_next(
+    room: RoomId,
     author: Author,
     last: Option<&Entry>,
     entry: &Entry,
 ) -> Result<(), ValidationError> {
-    check_link(author, last, entry)?;
+    check_link(room, author, last, entry)?;
     check_signature(entry)
 }
 
@@ -105,6 +147,7 @@ fn check_signature(entry: &Entry) -> Result<(), ValidationError> {
 /// the newest entry vouches, through the hash chain, for every byte of the run below it. See
 /// [`newest_vouches_for_run`].
 pub fn check_link(
+    room: RoomId,
     author: Author,
     last: Option<&Entry>,
     entry: &Entry,
@@ -115,6 +158,7 @@ pub fn check_link(
             found: entry.author(),
         });
     }
+    check_room(room, last, entry)?;
     let expected = last.map_or(1, |last| last.seq() + 1);
     if entry.seq() != expected {
         return Err(ValidationError::Gap {
@@ -129,13 +173,13 @@ pub fn check_link(
         None if !matches!(entry.body(), Body::Profile { .. }) => {
             return Err(ValidationError::FirstNotProfile);
         }
-        Some(last) if entry.lamport() <= last.lamport() => {
-            return Err(ValidationError::LamportNotIncreasing { seq: entry.seq() });
+        Some(last) if entry.clock() <= last.clock() => {
+            return Err(ValidationError::ClockNotIncreasing { seq: entry.seq() });
         }
         _ => {}
     }
-    if entry.lamport() > MAX_LAMPORT {
-        return Err(ValidationError::LamportTooLarge { seq: entry.seq() });
+    if entry.clock() > MAX_CLOCK {
+        return Err(ValidationError::ClockTooLarge { seq: entry.seq() });
     }
     Ok(())
 }
@@ -167,10 +211,12 @@ pub fn newest_vouches_for_run(run: &[Entry]) -> (usize, Option<ValidationError>)
     }
 }
 
-/// Compares `entry` with `stored`, the entry the log already holds at the same seq:
+/// Compares `entry` with `stored`, the entry `room`'s log already holds at the same seq:
 /// `Ok` for the same entry (a duplicate, to be ignored), [`ValidationError::Fork`] for a
-/// different validly signed one.
-pub fn check_known(stored: &Entry, entry: &Entry) -> Result<(), ValidationError> {
+/// different validly signed one of this room. An entry of another room, or a format 1 entry
+/// where a format 2 one is held, is [`ValidationError::WrongRoom`], never a fork: it is not a
+/// second entry of this log.
+pub fn check_known(room: RoomId, stored: &Entry, entry: &Entry) -> Result<(), ValidationError> {
     if stored.author() != entry.author() {
         return Err(ValidationError::WrongAuthor {
             expected: stored.author(),
@@ -180,6 +226,7 @@ pub fn check_known(stored: &Entry, entry: &Entry) -> Result<(), ValidationError>
     if stored.hash() == entry.hash() {
         return Ok(());
     }
+    check_room(room, Some(stored), entry)?;
     check_signature(entry)?;
     Err(ValidationError::Fork { seq: entry.seq() })
 }
@@ -189,18 +236,23 @@ mod tests {
     use super::*;
     use crate::entry::{Draft, Hash, SigningKey};
 
+    fn room() -> RoomId {
+        RoomId::from_bytes([0xee; 32])
+    }
+
     fn key(seed: u8) -> SigningKey {
         SigningKey::from_bytes(&[seed; 32])
     }
 
-    fn entry(key: &SigningKey, seq: u64, prev: Option<Hash>, lamport: u64, body: Body) -> Entry {
+    fn entry(key: &SigningKey, seq: u64, prev: Option<Hash>, clock: u64, body: Body) -> Entry {
         Entry::sign(
             key,
             Draft {
+                room: room(),
                 seq,
                 prev,
                 timestamp: 1,
-                lamport,
+                clock,
                 body,
             },
         )
@@ -225,7 +277,7 @@ mod tests {
             key,
             last.seq() + 1,
             Some(last.hash()),
-            last.lamport() + 1,
+            last.clock() + 1,
             body,
         )
     }
@@ -235,8 +287,8 @@ mod tests {
         let k = key(1);
         let first = profile(&k);
         let second = text_after(&k, &first, "hi");
-        check_next(Author::of(&k), None, &first).unwrap();
-        check_next(Author::of(&k), Some(&first), &second).unwrap();
+        check_next(room(), Author::of(&k), None, &first).unwrap();
+        check_next(room(), Author::of(&k), Some(&first), &second).unwrap();
     }
 
     #[test]
@@ -246,7 +298,7 @@ mod tests {
         let second = text_after(&k, &first, "a");
         let third = text_after(&k, &second, "b");
         assert_eq!(
-            check_next(Author::of(&k), Some(&first), &third),
+            check_next(room(), Author::of(&k), Some(&first), &third),
             Err(ValidationError::Gap {
                 expected: 2,
                 found: 3
@@ -266,7 +318,7 @@ mod tests {
             Body::Text { text: "x".into() },
         );
         assert_eq!(
-            check_next(Author::of(&k), Some(&first), &bad),
+            check_next(room(), Author::of(&k), Some(&first), &bad),
             Err(ValidationError::WrongPrev { seq: 2 })
         );
         let prev_at_one = entry(
@@ -277,7 +329,7 @@ mod tests {
             Body::Profile { name: "a".into() },
         );
         assert_eq!(
-            check_next(Author::of(&k), None, &prev_at_one),
+            check_next(room(), Author::of(&k), None, &prev_at_one),
             Err(ValidationError::WrongPrev { seq: 1 })
         );
     }
@@ -286,7 +338,7 @@ mod tests {
     fn wrong_author_is_rejected() {
         let first = profile(&key(2));
         assert!(matches!(
-            check_next(Author::of(&key(1)), None, &first),
+            check_next(room(), Author::of(&key(1)), None, &first),
             Err(ValidationError::WrongAuthor { .. })
         ));
     }
@@ -296,13 +348,13 @@ mod tests {
         let k = key(1);
         let first = entry(&k, 1, None, 1, Body::Text { text: "hi".into() });
         assert_eq!(
-            check_next(Author::of(&k), None, &first),
+            check_next(room(), Author::of(&k), None, &first),
             Err(ValidationError::FirstNotProfile)
         );
     }
 
     #[test]
-    fn lamport_must_grow() {
+    fn clock_must_grow() {
         let k = key(1);
         let first = entry(&k, 1, None, 5, Body::Profile { name: "a".into() });
         let second = entry(
@@ -313,24 +365,24 @@ mod tests {
             Body::Text { text: "x".into() },
         );
         assert_eq!(
-            check_next(Author::of(&k), Some(&first), &second),
-            Err(ValidationError::LamportNotIncreasing { seq: 2 })
+            check_next(room(), Author::of(&k), Some(&first), &second),
+            Err(ValidationError::ClockNotIncreasing { seq: 2 })
         );
     }
 
     #[test]
-    fn absurd_lamport_is_rejected() {
+    fn absurd_clock_is_rejected() {
         let k = key(1);
         let first = entry(
             &k,
             1,
             None,
-            MAX_LAMPORT + 1,
+            MAX_CLOCK + 1,
             Body::Profile { name: "a".into() },
         );
         assert_eq!(
-            check_next(Author::of(&k), None, &first),
-            Err(ValidationError::LamportTooLarge { seq: 1 })
+            check_next(room(), Author::of(&k), None, &first),
+            Err(ValidationError::ClockTooLarge { seq: 1 })
         );
     }
 
@@ -351,7 +403,7 @@ mod tests {
         let forged = Entry::decode(forged_bytes.into()).unwrap();
         assert_eq!(forged.author(), honest.author());
         assert_eq!(
-            check_next(Author::of(&key(1)), None, &forged),
+            check_next(room(), Author::of(&key(1)), None, &forged),
             Err(ValidationError::BadSignature { seq: 1 })
         );
     }
@@ -370,10 +422,11 @@ mod tests {
             let fake = Entry::sign(
                 &other,
                 Draft {
+                    room: room(),
                     seq: 3,
                     prev: Some(second.hash()),
                     timestamp: 1,
-                    lamport: 3,
+                    clock: 3,
                     body: Body::Text { text: "x".into() },
                 },
             )
@@ -386,7 +439,7 @@ mod tests {
             bytes[at..at + 32].copy_from_slice(Author::of(&k).as_bytes());
             Entry::decode(bytes.into()).unwrap()
         };
-        check_link(Author::of(&k), Some(&second), &forged).unwrap();
+        check_link(room(), Author::of(&k), Some(&second), &forged).unwrap();
         assert_eq!(
             newest_vouches_for_run(&[first, second, forged]),
             (2, Some(ValidationError::BadSignature { seq: 3 }))
@@ -401,10 +454,11 @@ mod tests {
             Entry::sign(
                 &k,
                 Draft {
+                    room: room(),
                     seq: 1,
                     prev: None,
                     timestamp,
-                    lamport: 1,
+                    clock: 1,
                     body: Body::Profile { name: "a".into() },
                 },
             )
@@ -417,7 +471,113 @@ mod tests {
             !is_far_future(&dated(u64::MAX), u64::MAX - 1),
             "no overflow"
         );
-        check_next(Author::of(&k), None, &dated(u64::MAX)).unwrap();
+        check_next(room(), Author::of(&k), None, &dated(u64::MAX)).unwrap();
+    }
+
+    #[test]
+    fn a_far_future_clock_is_flagged_for_format_2_only() {
+        let k = key(1);
+        let now = 1_764_000_000_000;
+        let clocked = |ms: u64| {
+            Entry::sign(
+                &k,
+                Draft {
+                    room: room(),
+                    seq: 1,
+                    prev: None,
+                    timestamp: now,
+                    clock: clock::at_ms(ms) + 5,
+                    body: Body::Profile { name: "a".into() },
+                },
+            )
+            .unwrap()
+        };
+        assert!(!is_far_future(&clocked(now + MAX_CLOCK_AHEAD_MS), now));
+        assert!(is_far_future(&clocked(now + MAX_CLOCK_AHEAD_MS + 1), now));
+        check_next(room(), Author::of(&k), None, &clocked(now + 86_400_000)).unwrap();
+        // A format 1 clock is a lamport counter, not a time: never flagged by its size.
+        let old =
+            crate::entry::sign_format_1(&k, 1, None, u64::from(u32::MAX) << 20, &profile_body());
+        assert!(!is_far_future(&old, 1_700_000_000_000));
+    }
+
+    fn profile_body() -> Body {
+        Body::Profile {
+            name: "alice".into(),
+        }
+    }
+
+    #[test]
+    fn an_entry_of_another_room_is_refused_both_ways() {
+        let k = key(1);
+        let other = RoomId::from_bytes([0x0e; 32]);
+        let first = profile(&k);
+        let second = text_after(&k, &first, "hi");
+        // Ours offered to another room's log: refused at seq 1 and after.
+        assert_eq!(
+            check_next(other, Author::of(&k), None, &first),
+            Err(ValidationError::WrongRoom { seq: 1 })
+        );
+        // Another room's entries offered to ours.
+        let theirs = Entry::sign(
+            &k,
+            Draft {
+                room: other,
+                seq: 2,
+                prev: Some(first.hash()),
+                timestamp: 1,
+                clock: 2,
+                body: Body::Text { text: "x".into() },
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            check_next(room(), Author::of(&k), Some(&first), &theirs),
+            Err(ValidationError::WrongRoom { seq: 2 })
+        );
+        // At a seq held: not a fork (the author's log in the other room is another log).
+        assert_eq!(
+            check_known(room(), &second, &theirs),
+            Err(ValidationError::WrongRoom { seq: 2 })
+        );
+        assert_eq!(
+            check_known(room(), &second, &text_after(&k, &first, "fork")),
+            Err(ValidationError::Fork { seq: 2 })
+        );
+    }
+
+    #[test]
+    fn format_1_is_accepted_only_as_a_logs_prefix() {
+        use crate::entry::sign_format_1;
+        let k = key(1);
+        let old_first = sign_format_1(&k, 1, None, 1, &profile_body());
+        let hi = Body::Text { text: "hi".into() };
+        let old_second = sign_format_1(&k, 2, Some(old_first.hash()), 2, &hi);
+        // Format 1 in any room, while the log holds only format 1.
+        for in_room in [room(), RoomId::from_bytes([0x0e; 32])] {
+            check_next(in_room, Author::of(&k), None, &old_first).unwrap();
+            check_next(in_room, Author::of(&k), Some(&old_first), &old_second).unwrap();
+        }
+        // Format 2 goes on top of format 1, its clock above the lamport.
+        let new_third = text_after(&k, &old_second, "now");
+        check_next(room(), Author::of(&k), Some(&old_second), &new_third).unwrap();
+        // Format 1 after format 2: refused, whether it extends the log or sits at a held seq.
+        let new_first = profile(&k);
+        let old_after = sign_format_1(&k, 2, Some(new_first.hash()), 2, &hi);
+        assert_eq!(
+            check_next(room(), Author::of(&k), Some(&new_first), &old_after),
+            Err(ValidationError::WrongRoom { seq: 2 })
+        );
+        assert_eq!(
+            check_known(room(), &new_first, &old_first),
+            Err(ValidationError::WrongRoom { seq: 1 })
+        );
+        // Two format 1 entries at one seq are a fork, as before rooms.
+        let old_other = sign_format_1(&k, 2, Some(old_first.hash()), 3, &hi);
+        assert_eq!(
+            check_known(room(), &old_second, &old_other),
+            Err(ValidationError::Fork { seq: 2 })
+        );
     }
 
     #[test]
@@ -426,7 +586,10 @@ mod tests {
         let first = profile(&k);
         let a = text_after(&k, &first, "one");
         let b = text_after(&k, &first, "two");
-        assert_eq!(check_known(&a, &a.clone()), Ok(()));
-        assert_eq!(check_known(&a, &b), Err(ValidationError::Fork { seq: 2 }));
+        assert_eq!(check_known(room(), &a, &a.clone()), Ok(()));
+        assert_eq!(
+            check_known(room(), &a, &b),
+            Err(ValidationError::Fork { seq: 2 })
+        );
     }
 }

@@ -12,11 +12,15 @@ use p2pchat_protocol::message::{
     Summary,
 };
 use p2pchat_protocol::validate::{check_known, check_next};
-use p2pchat_protocol::{Author, Body, Draft, Entry, SigningKey};
+use p2pchat_protocol::{Author, Body, Draft, Entry, RoomId, SigningKey};
 use proptest::prelude::*;
 
 fn key(seed: u8) -> SigningKey {
     SigningKey::from_bytes(&[seed; 32])
+}
+
+fn room() -> RoomId {
+    RoomId::from_bytes([0xee; 32])
 }
 
 fn body() -> impl Strategy<Value = Body> {
@@ -38,32 +42,33 @@ proptest! {
 
     #[test]
     fn signed_entries_decode_to_themselves(
-        seq in 1u64..u64::MAX, timestamp: u64, lamport in 1u64..(1 << 53), body in body(),
+        seq in 1u64..u64::MAX, timestamp: u64, clock in 1u64..(1 << 62), body in body(), room: [u8; 32],
     ) {
         let prev = (seq > 1).then(|| p2pchat_protocol::Hash::of(&seq.to_be_bytes()));
-        let entry = Entry::sign(&key(1), Draft { seq, prev, timestamp, lamport, body: body.clone() }).unwrap();
+        let room = RoomId::from_bytes(room);
+        let entry = Entry::sign(&key(1), Draft { room, seq, prev, timestamp, clock, body: body.clone() }).unwrap();
         let decoded = Entry::decode(entry.envelope().clone()).unwrap();
         prop_assert_eq!(&decoded, &entry);
-        prop_assert_eq!((decoded.seq(), decoded.prev(), decoded.timestamp(), decoded.lamport()), (seq, prev, timestamp, lamport));
+        prop_assert_eq!((decoded.room(), decoded.seq(), decoded.prev(), decoded.timestamp(), decoded.clock()), (Some(room), seq, prev, timestamp, clock));
         prop_assert_eq!(decoded.body(), &body);
         prop_assert!(decoded.signature_is_valid());
     }
 
     #[test]
     fn a_changed_envelope_never_validates(at in any::<prop::sample::Index>(), bit in 0u8..8, name in "[a-z]{1,20}") {
-        let entry = Entry::sign(&key(1), Draft { seq: 1, prev: None, timestamp: 7, lamport: 1, body: Body::Profile { name } }).unwrap();
+        let entry = Entry::sign(&key(1), Draft { room: room(), seq: 1, prev: None, timestamp: 7, clock: 1, body: Body::Profile { name } }).unwrap();
         let mut bytes = entry.envelope().to_vec();
         let at = at.index(bytes.len());
         bytes[at] ^= 1 << bit;
         if let Ok(changed) = Entry::decode(Bytes::from(bytes)) {
-            prop_assert!(check_next(Author::of(&key(1)), None, &changed).is_err(), "a flipped bit at {} validated", at);
-            prop_assert!(check_known(&entry, &changed).is_err());
+            prop_assert!(check_next(room(), Author::of(&key(1)), None, &changed).is_err(), "a flipped bit at {} validated", at);
+            prop_assert!(check_known(room(), &entry, &changed).is_err());
         }
     }
 
     #[test]
     fn truncated_or_extended_envelopes_are_refused(cut in any::<prop::sample::Index>(), extra in proptest::collection::vec(any::<u8>(), 1..8)) {
-        let entry = Entry::sign(&key(2), Draft { seq: 1, prev: None, timestamp: 1, lamport: 1, body: Body::Profile { name: "bob".into() } }).unwrap();
+        let entry = Entry::sign(&key(2), Draft { room: room(), seq: 1, prev: None, timestamp: 1, clock: 1, body: Body::Profile { name: "bob".into() } }).unwrap();
         let bytes = entry.envelope().to_vec();
         let cut = cut.index(bytes.len());
         prop_assert!(Entry::decode(Bytes::copy_from_slice(&bytes[..cut])).is_err());
@@ -221,11 +226,16 @@ fn deep_nesting_is_an_error_not_a_crash() {
 /// generic values, re-encode, and compare bytes. Returns the fields, or `None` if it refuses.
 mod oracle {
     use cbor4ii::core::Value;
-    use p2pchat_protocol::{Author, Hash};
+    use p2pchat_protocol::{Author, Hash, RoomId};
     use serde::{Deserialize, Serialize};
 
+    /// Format 1, before rooms.
     #[derive(Serialize, Deserialize)]
-    struct Payload(u8, Author, u64, Option<Hash>, u64, u64, Value);
+    struct Payload1(u8, Author, u64, Option<Hash>, u64, u64, Value);
+
+    /// Format 2: the room after the version.
+    #[derive(Serialize, Deserialize)]
+    struct Payload2(u8, RoomId, Author, u64, Option<Hash>, u64, u64, Value);
 
     #[derive(Serialize, Deserialize)]
     struct Envelope<'a>(
@@ -237,8 +247,18 @@ mod oracle {
         cbor4ii::serde::to_vec(Vec::new(), value).expect("encodes")
     }
 
-    /// (author, seq, prev, timestamp, lamport, body kind, body field if known).
-    pub type Fields = (Author, u64, Option<Hash>, u64, u64, String, Option<String>);
+    /// (format, room, author, seq, prev, timestamp, clock, body kind, body field if known).
+    pub type Fields = (
+        u8,
+        Option<RoomId>,
+        Author,
+        u64,
+        Option<Hash>,
+        u64,
+        u64,
+        String,
+        Option<String>,
+    );
 
     pub fn decode(envelope: &[u8]) -> Option<Fields> {
         if envelope.len() > 8192 {
@@ -248,11 +268,24 @@ mod oracle {
         if encode(&Envelope(payload, signature)) != envelope || signature.len() != 64 {
             return None;
         }
-        let decoded: Payload = cbor4ii::serde::from_slice(payload).ok()?;
-        if encode(&decoded) != payload[..] {
-            return None;
-        }
-        let Payload(version, author, seq, prev, timestamp, lamport, body) = decoded;
+        let format_2 = cbor4ii::serde::from_slice(payload)
+            .ok()
+            .filter(|decoded: &Payload2| encode(decoded) == payload[..] && decoded.0 == 2)
+            .map(
+                |Payload2(v, room, author, seq, prev, timestamp, clock, body)| {
+                    (v, Some(room), author, seq, prev, timestamp, clock, body)
+                },
+            );
+        let format_1 = || {
+            cbor4ii::serde::from_slice(payload)
+                .ok()
+                .filter(|decoded: &Payload1| encode(decoded) == payload[..] && decoded.0 == 1)
+                .map(|Payload1(v, author, seq, prev, timestamp, clock, body)| {
+                    (v, None, author, seq, prev, timestamp, clock, body)
+                })
+        };
+        let (version, room, author, seq, prev, timestamp, clock, body) =
+            format_2.or_else(format_1)?;
         let Value::Array(items) = body else {
             return None;
         };
@@ -271,7 +304,17 @@ mod oracle {
             ("profile" | "text", _) => return None,
             _ => None,
         };
-        (version == 1).then(|| (author, seq, prev, timestamp, lamport, kind.clone(), field))
+        Some((
+            version,
+            room,
+            author,
+            seq,
+            prev,
+            timestamp,
+            clock,
+            kind.clone(),
+            field,
+        ))
     }
 }
 
@@ -283,11 +326,13 @@ fn fields_of(entry: &Entry) -> oracle::Fields {
         _ => unreachable!("no other kinds"),
     };
     (
+        entry.format(),
+        entry.room(),
         entry.author(),
         entry.seq(),
         entry.prev(),
         entry.timestamp(),
-        entry.lamport(),
+        entry.clock(),
         kind,
         field,
     )
@@ -295,14 +340,15 @@ fn fields_of(entry: &Entry) -> oracle::Fields {
 
 /// A signed entry's envelope, or one with an unknown body kind built by hand.
 fn envelope() -> impl Strategy<Value = Vec<u8>> {
-    let known = (1u64..u64::MAX, any::<u64>(), 1u64..(1 << 53), body()).prop_map(
-        |(seq, timestamp, lamport, body)| {
+    let known = (1u64..u64::MAX, any::<u64>(), 1u64..(1 << 62), body()).prop_map(
+        |(seq, timestamp, clock, body)| {
             let prev = (seq > 1).then(|| p2pchat_protocol::Hash::of(&seq.to_be_bytes()));
             let draft = Draft {
+                room: room(),
                 seq,
                 prev,
                 timestamp,
-                lamport,
+                clock,
                 body,
             };
             Entry::sign(&key(1), draft).unwrap().envelope().to_vec()

@@ -1,7 +1,7 @@
-//! The merged history: every log interleaved by lamport clock, then author, then seq
+//! The merged history: every log interleaved by clock, then author, then seq
 //! ([`HistoryKey`]).
 //!
-//! A log's lamport clocks grow with its seq (a validation rule), so each log is already in
+//! A log's clocks grow with its seq (a validation rule), so each log is already in
 //! history order and the history is their k-way merge. Nothing is indexed when entries are
 //! written; a position in the history is how far it has gone into each log.
 //!
@@ -19,29 +19,27 @@ use crate::{Store, StoreError};
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HistoryPos(Heads);
 
-/// Where an entry sits in the merged history: ordered by lamport clock, then author, then seq.
+/// Where an entry sits in the merged history: ordered by clock (the hybrid logical clock of
+/// format 2, the lamport clock of format 1: small, so pre-rooms history sorts first), then
+/// author, then seq.
 /// The one definition of that order, for the store's walks and for anyone who shows entries
 /// as they arrive (the message feed, the user interfaces).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct HistoryKey {
-    lamport: u64,
+    clock: u64,
     author: Author,
     seq: u64,
 }
 
 impl HistoryKey {
-    /// The key of the entry by `author` at `seq` with clock `lamport`.
-    pub fn new(lamport: u64, author: Author, seq: u64) -> Self {
-        HistoryKey {
-            lamport,
-            author,
-            seq,
-        }
+    /// The key of the entry by `author` at `seq` with clock `clock`.
+    pub fn new(clock: u64, author: Author, seq: u64) -> Self {
+        HistoryKey { clock, author, seq }
     }
 
     /// The key of `entry`.
     pub fn of(entry: &Entry) -> Self {
-        HistoryKey::new(entry.lamport(), entry.author(), entry.seq())
+        HistoryKey::new(entry.clock(), entry.author(), entry.seq())
     }
 }
 
@@ -235,7 +233,7 @@ impl Store {
         Ok((page, last))
     }
 
-    /// Every stored entry in merged order: by lamport clock, then author, then seq.
+    /// Every stored entry in merged order: by clock, then author, then seq.
     pub fn history(&self) -> impl Iterator<Item = Result<Entry, StoreError>> + '_ {
         Merge::oldest_first(self, &HistoryPos::default())
     }

@@ -1,6 +1,7 @@
 //! The fjall-backed store of append-only logs.
 //!
-//! One [`Store`] per data directory holds every log the node knows. Keyspaces:
+//! One [`Store`] per room holds that room's logs ([`locate`] says where each room's store is
+//! in a data directory); it takes no entry of another room. Keyspaces:
 //!
 //! | keyspace  | key                              | value                          |
 //! |-----------|----------------------------------|--------------------------------|
@@ -22,15 +23,19 @@ use std::sync::{Mutex, MutexGuard, RwLock};
 
 use bytes::Bytes;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
-use p2pchat_protocol::limits::LAMPORT_FOLLOW_LIMIT;
+use p2pchat_protocol::clock;
 use p2pchat_protocol::message::HeadInfo;
 use p2pchat_protocol::store::{Logs, PlanError, plan_insert};
-use p2pchat_protocol::{Author, Body, DecodeError, Draft, Entry, Heads, KeyError, SigningKey};
+use p2pchat_protocol::{
+    Author, Body, DecodeError, Draft, Entry, Heads, KeyError, RoomId, SigningKey,
+};
 
 mod history;
 mod journal;
+mod locate;
 mod repair;
 pub use history::{HistoryKey, HistoryPos};
+pub use locate::{Located, REGISTRY, locate};
 pub use p2pchat_protocol::store::Inserted;
 pub use repair::{Damage, LogCheck, LogLoss};
 
@@ -80,6 +85,19 @@ pub enum StoreError {
     )]
     Damaged {
         /// The store directory.
+        path: PathBuf,
+        /// What is wrong, in words.
+        what: String,
+    },
+    /// The room registry of a data directory ([`locate`]) cannot be read or is damaged.
+    #[error(
+        "the room registry {} {what}; p2pchat does not guess which room the logs in store/ \
+         belong to: restore the file from a backup (one line per room: its id in hex, a space, \
+         its store directory)",
+        path.display()
+    )]
+    Registry {
+        /// The registry file.
         path: PathBuf,
         /// What is wrong, in words.
         what: String,
@@ -170,7 +188,7 @@ pub struct RefusedLog {
 struct Cache {
     heads: Heads,
     refused: BTreeMap<Author, RefusedLog>,
-    max_lamport: u64,
+    max_clock: u64,
     frozen: BTreeSet<Author>,
     names: BTreeMap<Author, String>,
     /// `names` turned around: the authors whose latest name is each name (so showing a name
@@ -224,10 +242,11 @@ pub enum Pin {
 /// Pins that a write batch is about to add (so a batch with two claims pins the first).
 type NewPins = BTreeMap<String, Author>;
 
-/// A data directory's logs. Cheap to share behind an `Arc`; reads run concurrently, writes one
-/// at a time.
+/// One room's logs. Cheap to share behind an `Arc`; reads run concurrently, writes one at a
+/// time.
 pub struct Store {
     dir: PathBuf,
+    room: RoomId,
     db: Database,
     entries: Keyspace,
     heads: Keyspace,
@@ -274,31 +293,41 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store in `dir`. Fails with [`StoreError::InUse`] if
-    /// another process has it open.
+    /// Opens (creating if needed) the store of `room`'s logs in `dir` ([`locate`] says which
+    /// directory). Fails with [`StoreError::InUse`] if another process has it open.
     ///
     /// Damage is looked for first (journals, the heads record, a repair mark left by a run
     /// that hit damage): a damaged store is moved aside and rebuilt from every entry that
     /// still verifies, and [`Store::damage`] says what was lost. A healthy store (also after
     /// a crash) opens without a finding.
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        repair::open(dir, false)
+    pub fn open(dir: &Path, room: RoomId) -> Result<Self, StoreError> {
+        repair::open(dir, false, room)
     }
 
     /// Looks for damage like [`Store::open`], then moves the store in `dir` aside and rebuilds
     /// it from every entry that still verifies, damaged or not (`p2pchat doctor --repair`).
     /// [`Store::damage`] is then always set; [`Damage::is_damage`] says if anything was wrong.
-    pub fn repair(dir: &Path) -> Result<Self, StoreError> {
-        repair::open(dir, true)
+    pub fn repair(dir: &Path, room: RoomId) -> Result<Self, StoreError> {
+        repair::open(dir, true, room)
     }
 
     /// Copies the store in `dir` into `scratch` (a new or empty directory) and opens the copy
     /// there, with `repair` as [`Store::repair`], else as [`Store::open`]. The original is
     /// only read: for a read-only data directory, and for `p2pchat doctor` without `--repair`.
-    pub fn open_copy(dir: &Path, scratch: &Path, repair: bool) -> Result<Self, StoreError> {
+    pub fn open_copy(
+        dir: &Path,
+        scratch: &Path,
+        repair: bool,
+        room: RoomId,
+    ) -> Result<Self, StoreError> {
         let copy = scratch.join("store");
         repair::copy_dir(dir, &copy).map_err(|e| StoreError::from_io(dir, e))?;
-        repair::open(&copy, repair)
+        repair::open(&copy, repair, room)
+    }
+
+    /// The room whose logs this store holds.
+    pub fn room(&self) -> RoomId {
+        self.room
     }
 
     /// What the open found damaged, lost and repaired; `None` for a healthy store.
@@ -313,7 +342,7 @@ impl Store {
 
     /// Opens fjall in `dir`, without looking for damage; with `load`, reads the caches (which
     /// fails if a head entry is missing).
-    fn open_engine(dir: &Path, load: bool) -> Result<Self, StoreError> {
+    fn open_engine(dir: &Path, load: bool, room: RoomId) -> Result<Self, StoreError> {
         let engine = |e| StoreError::from_engine(dir, e);
         let db = Database::builder(dir)
             .cache_size(CACHE_BYTES)
@@ -338,6 +367,7 @@ impl Store {
             pins: keyspace("pins")?,
             db,
             dir: dir.to_owned(),
+            room,
             cache: RwLock::default(),
             writer: Mutex::new(()),
             record: Mutex::new(()),
@@ -397,7 +427,7 @@ impl Store {
         // A log's clocks grow with its seq: the largest clock is on one of the heads.
         for (author, seq) in &cache.heads {
             let head = self.head_entry(author, *seq)?;
-            cache.max_lamport = cache.max_lamport.max(head.lamport());
+            cache.max_clock = cache.max_clock.max(head.clock());
         }
         for row in self.forks.iter() {
             let key = self.engine(row.key())?;
@@ -452,8 +482,8 @@ impl Store {
             cache.heads.insert(author, last.seq());
             cache.head_moved(author);
         }
-        let max = stored.iter().map(Entry::lamport).max().unwrap_or(0);
-        cache.max_lamport = cache.max_lamport.max(max);
+        let max = stored.iter().map(Entry::clock).max().unwrap_or(0);
+        cache.max_clock = cache.max_clock.max(max);
         if frozen {
             cache.frozen.insert(author);
         }
@@ -488,9 +518,9 @@ impl Store {
         self.cache().heads.get(author).copied().unwrap_or(0)
     }
 
-    /// The largest lamport clock of any stored entry.
-    pub fn max_lamport(&self) -> u64 {
-        self.cache().max_lamport
+    /// The largest clock of any stored entry.
+    pub fn max_clock(&self) -> u64 {
+        self.cache().max_clock
     }
 
     /// Logs on disk whose author's key cannot sign, found at open; they are ignored.
@@ -600,8 +630,10 @@ impl Store {
         Ok(Pin::New)
     }
 
-    /// Signs `body` as the next entry of `key`'s own log and stores it durably (fsynced)
-    /// before returning it.
+    /// Signs `body` as the next entry of `key`'s own log in the store's room, written at wall
+    /// time `timestamp` (ms since the Unix epoch), and stores it durably (fsynced) before
+    /// returning it. Its clock is [`clock::next`] of that time, the log's last clock and the
+    /// largest clock stored.
     pub fn append_own(
         &self,
         key: &SigningKey,
@@ -631,18 +663,19 @@ impl Store {
             0 => None,
             seq => Some(self.head_entry(&author, seq)?),
         };
-        let seen = self.max_lamport().min(LAMPORT_FOLLOW_LIMIT);
+        let seen = self.max_clock();
         let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
         let mut new_pins = NewPins::new();
         let mut entries = Vec::new();
         for body in bodies {
-            let lamport = last.as_ref().map_or(0, Entry::lamport).max(seen) + 1;
+            let last_clock = last.as_ref().map_or(0, Entry::clock);
             let seq = last.as_ref().map_or(0, Entry::seq) + 1;
             let draft = Draft {
+                room: self.room,
                 seq,
                 prev: last.as_ref().map(Entry::hash),
                 timestamp,
-                lamport,
+                clock: clock::next(timestamp, last_clock, seen),
                 body,
             };
             let entry = Entry::sign(key, draft)?;
@@ -797,6 +830,10 @@ impl Store {
 /// The reads the replication core and the insert planner make.
 impl Logs for Store {
     type Error = StoreError;
+
+    fn room(&self) -> RoomId {
+        self.room
+    }
 
     fn head_seq(&self, author: &Author) -> u64 {
         Store::head_seq(self, author)

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use p2pchat_protocol::validate::{check_link, check_next};
-use p2pchat_protocol::{Author, Entry, Heads};
+use p2pchat_protocol::{Author, Entry, Heads, RoomId};
 
 use crate::journal::{self, Finding};
 use crate::{Store, StoreError, author_from, entry_key, u64_from};
@@ -300,7 +300,7 @@ fn check_not_in_use(dir: &Path) -> Result<(), StoreError> {
 
 /// Opens the store in `dir`, first looking for damage; see the module docs. With `force`, the
 /// store is rebuilt whatever is found.
-pub(crate) fn open(dir: &Path, force: bool) -> Result<Store, StoreError> {
+pub(crate) fn open(dir: &Path, force: bool, room: RoomId) -> Result<Store, StoreError> {
     let started = std::time::Instant::now();
     let mut found = Vec::new();
     let mut rebuild_needed = false;
@@ -336,13 +336,13 @@ pub(crate) fn open(dir: &Path, force: bool) -> Result<Store, StoreError> {
     }
     tracing::debug!(elapsed = ?started.elapsed(), "looked for damage");
     if rebuild_needed || (force && dir.is_dir()) {
-        return rebuild(dir, found);
+        return rebuild(dir, found, room);
     }
-    let mut store = match Store::open_engine(dir, true) {
+    let mut store = match Store::open_engine(dir, true, room) {
         Ok(store) => store,
         Err(StoreError::Damaged { what, .. }) => {
             found.push(what);
-            return rebuild(dir, found);
+            return rebuild(dir, found, room);
         }
         Err(e) => return Err(e),
     };
@@ -460,8 +460,8 @@ impl Salvage {
 
     /// The rows of the store's tables in `copy` (a copy without journals, opened by fjall),
     /// as far as they read; returns what was wrong, in words.
-    fn read_tables(&mut self, copy: &Path) -> Vec<String> {
-        let store = match Store::open_engine(copy, false) {
+    fn read_tables(&mut self, copy: &Path, room: RoomId) -> Vec<String> {
+        let store = match Store::open_engine(copy, false, room) {
             Ok(store) => store,
             Err(e) => return vec![format!("its tables do not open ({})", describe_error(&e))],
         };
@@ -576,9 +576,13 @@ fn sibling(dir: &Path, suffix: &str) -> PathBuf {
 }
 
 /// Moves the store in `dir` aside and rebuilds it from what verifies; `found` says why.
-pub(crate) fn rebuild(dir: &Path, mut found: Vec<String>) -> Result<Store, StoreError> {
+pub(crate) fn rebuild(
+    dir: &Path,
+    mut found: Vec<String>,
+    room: RoomId,
+) -> Result<Store, StoreError> {
     if !dir.is_dir() {
-        return Store::open_engine(dir, true);
+        return Store::open_engine(dir, true, room);
     }
     check_not_in_use(dir)?;
     let record = Record::read(dir);
@@ -598,14 +602,14 @@ pub(crate) fn rebuild(dir: &Path, mut found: Vec<String>) -> Result<Store, Store
     let scratch = sibling(dir, ".salvage");
     let _ = std::fs::remove_dir_all(&scratch);
     match copy_tables(&moved_to, &scratch) {
-        Ok(()) => found.extend(salvage.read_tables(&scratch)),
+        Ok(()) => found.extend(salvage.read_tables(&scratch, room)),
         Err(e) => found.push(format!("its tables cannot be copied ({e})")),
     }
     let _ = std::fs::remove_dir_all(&scratch);
     found.extend(salvage.read_journals(&moved_to, record.as_ref().map(|r| r.keyspaces)));
     found.dedup();
 
-    let mut store = Store::open_engine(dir, true)?;
+    let mut store = Store::open_engine(dir, true, room)?;
     for (name, author) in &salvage.pins {
         store.pin(name, *author)?;
     }
@@ -647,7 +651,7 @@ fn restore_log(
         };
         let next = found.iter().find_map(|envelope| {
             let entry = Entry::decode(envelope.clone()).ok()?;
-            check_link(author, last.as_ref(), &entry).ok()?;
+            check_link(store.room(), author, last.as_ref(), &entry).ok()?;
             Some(entry)
         });
         let Some(next) = next else { break };
@@ -715,7 +719,7 @@ impl Store {
                         break;
                     }
                     for entry in chunk {
-                        if check_next(author, last.as_ref(), &entry).is_err() {
+                        if check_next(self.room(), author, last.as_ref(), &entry).is_err() {
                             break 'log;
                         }
                         verified = entry.seq();

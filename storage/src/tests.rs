@@ -1,6 +1,11 @@
 use super::*;
 use p2pchat_protocol::ValidationError;
 
+/// The room of every store here.
+fn room() -> p2pchat_protocol::RoomId {
+    p2pchat_protocol::Room::lan().id()
+}
+
 fn key(seed: u8) -> SigningKey {
     SigningKey::from_bytes(&[seed; 32])
 }
@@ -27,10 +32,11 @@ fn log(key: &SigningKey, n: u64) -> Vec<Entry> {
             Entry::sign(
                 key,
                 Draft {
+                    room: room(),
                     seq,
                     prev,
                     timestamp: seq,
-                    lamport: seq,
+                    clock: seq,
                     body,
                 },
             )
@@ -49,16 +55,16 @@ fn append_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let k = key(1);
     {
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), room()).unwrap();
         store.append_own(&k, profile("alice"), 1).unwrap();
         let second = store.append_own(&k, text("hello"), 2).unwrap();
         assert_eq!(second.seq(), 2);
-        assert_eq!(second.lamport(), 2);
+        assert_eq!(second.clock(), clock::at_ms(2));
     }
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open(dir.path(), room()).unwrap();
     let author = Author::of(&k);
     assert_eq!(store.heads(), Heads::from([(author, 2)]));
-    assert_eq!(store.max_lamport(), 2);
+    assert_eq!(store.max_clock(), clock::at_ms(2));
     assert_eq!(
         store.get(&author, 2).unwrap().unwrap().body(),
         &text("hello")
@@ -75,7 +81,7 @@ fn append_survives_reopen() {
 #[test]
 fn remote_batch_is_stored_and_heads_follow() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open(dir.path(), room()).unwrap();
     let k = key(2);
     let entries = log(&k, 5);
     let inserted = store
@@ -98,7 +104,7 @@ fn remote_batch_is_stored_and_heads_follow() {
 #[test]
 fn gap_is_rejected_and_nothing_stored() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open(dir.path(), room()).unwrap();
     let k = key(2);
     let entries = log(&k, 5);
     store
@@ -121,16 +127,17 @@ fn gap_is_rejected_and_nothing_stored() {
 #[test]
 fn wrong_prev_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open(dir.path(), room()).unwrap();
     let k = key(2);
     let entries = log(&k, 1);
     let stray = Entry::sign(
         &k,
         Draft {
+            room: room(),
             seq: 2,
             prev: Some(p2pchat_protocol::Hash::of(b"x")),
             timestamp: 2,
-            lamport: 2,
+            clock: 2,
             body: text("x"),
         },
     )
@@ -151,7 +158,7 @@ fn wrong_prev_is_rejected() {
 #[test]
 fn bad_signature_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open(dir.path(), room()).unwrap();
     let honest = key(2);
     // An entry claiming `honest` as author but signed by another key.
     let mut bytes = log(&key(3), 1)[0].envelope().to_vec();
@@ -173,7 +180,7 @@ fn bad_signature_is_rejected() {
 #[test]
 fn wrong_author_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open(dir.path(), room()).unwrap();
     let inserted = store
         .insert_remote(Author::of(&key(2)), envelopes(&log(&key(3), 2)))
         .unwrap();
@@ -187,7 +194,7 @@ fn wrong_author_is_rejected() {
 #[test]
 fn bad_entry_in_the_middle_stores_exactly_the_valid_prefix() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open(dir.path(), room()).unwrap();
     let k = key(2);
     let mut batch = envelopes(&log(&k, 6));
     batch[3] = Bytes::from_static(b"\x82\x40\x40"); // well-formed CBOR, not an entry
@@ -207,16 +214,17 @@ fn fork_keeps_the_first_entry_and_freezes_the_author() {
     let other = Entry::sign(
         &k,
         Draft {
+            room: room(),
             seq: 2,
             prev: Some(entries[0].hash()),
             timestamp: 9,
-            lamport: 2,
+            clock: 2,
             body: text("other"),
         },
     )
     .unwrap();
     {
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), room()).unwrap();
         store.insert_remote(author, envelopes(&entries)).unwrap();
         let inserted = store
             .insert_remote(author, [other.envelope().clone()])
@@ -225,15 +233,16 @@ fn fork_keeps_the_first_entry_and_freezes_the_author() {
         assert_eq!(store.get(&author, 2).unwrap().unwrap(), entries[1]);
         assert!(store.is_frozen(&author));
     }
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open(dir.path(), room()).unwrap();
     assert!(store.is_frozen(&author), "the freeze survives a restart");
     let next = Entry::sign(
         &k,
         Draft {
+            room: room(),
             seq: 3,
             prev: Some(entries[1].hash()),
             timestamp: 10,
-            lamport: 3,
+            clock: 3,
             body: text("more"),
         },
     )
@@ -247,46 +256,115 @@ fn fork_keeps_the_first_entry_and_freezes_the_author() {
 #[test]
 fn second_open_of_the_same_dir_fails_clearly() {
     let dir = tempfile::tempdir().unwrap();
-    let _first = Store::open(dir.path()).unwrap();
-    let second = Store::open(dir.path());
+    let _first = Store::open(dir.path(), room()).unwrap();
+    let second = Store::open(dir.path(), room());
     assert!(
         matches!(second, Err(StoreError::InUse { .. })),
         "got {:?}",
         second.err()
     );
-    let message = Store::open(dir.path()).err().unwrap().to_string();
+    let message = Store::open(dir.path(), room()).err().unwrap().to_string();
     assert!(
         message.contains("in use by another p2pchat process"),
         "{message}"
     );
 }
 
+/// A wall time of December 2026, in ms since the Unix epoch.
+const NOW: u64 = 1_764_000_000_000;
+
 #[test]
-fn history_is_merged_by_lamport_then_author() {
+fn history_is_merged_by_clock_then_author() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open(dir.path(), room()).unwrap();
     let (a, b) = (key(1), key(2));
-    store.append_own(&a, profile("alice"), 1).unwrap(); // lamport 1
+    store.append_own(&a, profile("alice"), NOW).unwrap();
     store
         .insert_remote(Author::of(&b), envelopes(&log(&b, 3)))
-        .unwrap(); // lamports 1..3
-    store.append_own(&a, text("after"), 5).unwrap(); // lamport 4
+        .unwrap(); // clocks 1..3
+    store.append_own(&a, text("after"), NOW + 5).unwrap();
     let order: Vec<(u64, Author)> = store
         .history()
         .map(|e| e.unwrap())
-        .map(|e| (e.lamport(), e.author()))
+        .map(|e| (e.clock(), e.author()))
         .collect();
     let mut expected = order.clone();
     expected.sort();
     assert_eq!(order, expected);
     assert_eq!(order.len(), 5);
-    assert_eq!(order.last().unwrap(), &(4, Author::of(&a)));
+    assert_eq!(
+        order.last().unwrap(),
+        &(clock::at_ms(NOW + 5), Author::of(&a))
+    );
+}
+
+#[test]
+fn a_late_joiners_first_line_sorts_at_its_wall_time_after_older_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), room()).unwrap();
+    // Alice wrote six minutes ago; Dave, who never synced, writes now in his own store.
+    let alice = Store::open(&dir.path().join("alice"), room()).unwrap();
+    alice
+        .append_own(&key(1), profile("alice"), NOW - 360_000)
+        .unwrap();
+    alice
+        .append_own(&key(1), text("07:39"), NOW - 359_000)
+        .unwrap();
+    let dave = Store::open(&dir.path().join("dave"), room()).unwrap();
+    dave.append_own(&key(4), profile("dave"), NOW).unwrap();
+    dave.append_own(&key(4), text("07:45"), NOW + 1).unwrap();
+    for from in [&alice, &dave] {
+        for (author, _) in from.heads() {
+            let entries = from.range(&author, 1, 10, usize::MAX).unwrap();
+            store.insert_remote(author, envelopes(&entries)).unwrap();
+        }
+    }
+    let lines: Vec<String> = store
+        .history()
+        .map(|e| match e.unwrap().body() {
+            Body::Text { text } => text.clone(),
+            Body::Profile { name } => name.clone(),
+            _ => unreachable!(),
+        })
+        .collect();
+    assert_eq!(lines, ["alice", "07:39", "dave", "07:45"]);
+}
+
+#[test]
+fn entries_of_another_room_are_refused_and_stored_nowhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), room()).unwrap();
+    let elsewhere = p2pchat_protocol::Room::open("ops").unwrap().id();
+    let other = Store::open(&dir.path().join("ops"), elsewhere).unwrap();
+    assert_eq!((store.room(), other.room()), (room(), elsewhere));
+    let k = key(1);
+    let theirs = other.append_own(&k, profile("alice"), NOW).unwrap();
+    assert_eq!(theirs.room(), Some(elsewhere));
+    let inserted = store
+        .insert_remote(Author::of(&k), [theirs.envelope().clone()])
+        .unwrap();
+    assert_eq!(
+        inserted.rejected,
+        Some(ValidationError::WrongRoom { seq: 1 })
+    );
+    assert!(store.heads().is_empty());
+    // Also at a seq the store holds: not taken for a fork.
+    let ours = store.append_own(&k, profile("alice"), NOW).unwrap();
+    assert_eq!(ours.room(), Some(room()));
+    let inserted = store
+        .insert_remote(Author::of(&k), [theirs.envelope().clone()])
+        .unwrap();
+    assert_eq!(
+        inserted.rejected,
+        Some(ValidationError::WrongRoom { seq: 1 })
+    );
+    assert!(!store.is_frozen(&Author::of(&k)));
 }
 
 #[test]
 fn range_respects_entry_and_byte_bounds() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open(dir.path(), room()).unwrap();
     let k = key(2);
     let entries = log(&k, 10);
     store
@@ -321,10 +399,11 @@ fn first_key_seen_for_a_name_is_pinned_and_kept_across_restarts() {
         let first = Entry::sign(
             key,
             Draft {
+                room: room(),
                 seq: 1,
                 prev: None,
                 timestamp: 1,
-                lamport: 1,
+                clock: 1,
                 body: profile("bob"),
             },
         )
@@ -332,7 +411,7 @@ fn first_key_seen_for_a_name_is_pinned_and_kept_across_restarts() {
         vec![first.envelope().clone()]
     };
     {
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), room()).unwrap();
         store
             .insert_remote(Author::of(&bob), bob_log(&bob))
             .unwrap();
@@ -352,26 +431,27 @@ fn first_key_seen_for_a_name_is_pinned_and_kept_across_restarts() {
         assert_eq!(store.pin("bob", Author::of(&bob)).unwrap(), Pin::Same);
         assert_eq!(store.pin("carol", Author::of(&mallory)).unwrap(), Pin::New);
     }
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open(dir.path(), room()).unwrap();
     assert_eq!(store.pinned("bob"), Some(Author::of(&bob)));
     assert_eq!(store.pinned("carol"), Some(Author::of(&mallory)));
     assert_eq!(store.name(&Author::of(&mallory)).as_deref(), Some("bob"));
 }
 
 #[test]
-fn an_absurd_remote_clock_does_not_drag_our_own_past_the_limit() {
-    use p2pchat_protocol::limits::{LAMPORT_FOLLOW_LIMIT, MAX_LAMPORT};
+fn an_absurd_remote_clock_drags_our_own_no_further_than_ten_minutes_ahead() {
+    use p2pchat_protocol::limits::{MAX_CLOCK, MAX_CLOCK_AHEAD_MS};
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open(dir.path(), room()).unwrap();
     let (me, other) = (key(1), key(2));
-    store.append_own(&me, profile("me"), 1).unwrap();
+    store.append_own(&me, profile("me"), NOW).unwrap();
     let absurd = Entry::sign(
         &other,
         Draft {
+            room: room(),
             seq: 1,
             prev: None,
             timestamp: 1,
-            lamport: MAX_LAMPORT,
+            clock: MAX_CLOCK,
             body: profile("x"),
         },
     )
@@ -383,20 +463,24 @@ fn an_absurd_remote_clock_does_not_drag_our_own_past_the_limit() {
             .rejected
             .is_none()
     );
-    let next = store.append_own(&me, text("still fine"), 2).unwrap();
-    assert_eq!(next.lamport(), LAMPORT_FOLLOW_LIMIT + 1);
-    let after = store.append_own(&me, text("and again"), 3).unwrap();
+    assert_eq!(store.max_clock(), MAX_CLOCK);
+    let bound = clock::at_ms(NOW + MAX_CLOCK_AHEAD_MS);
+    let next = store.append_own(&me, text("still fine"), NOW).unwrap();
+    assert_eq!(next.clock(), bound + 1);
+    let after = store.append_own(&me, text("and again"), NOW).unwrap();
+    assert_eq!(after.clock(), bound + 2, "own clock still grows");
+    // The bound moves with the wall time, never further.
+    let later = store.append_own(&me, text("later"), NOW + 1).unwrap();
     assert_eq!(
-        after.lamport(),
-        LAMPORT_FOLLOW_LIMIT + 2,
-        "own clock still grows"
+        later.clock(),
+        clock::at_ms(NOW + 1 + MAX_CLOCK_AHEAD_MS) + 1
     );
 }
 
 #[test]
 fn group_commit_appends_a_valid_chain_or_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open(dir.path(), room()).unwrap();
     let k = key(1);
     store.append_own(&k, profile("alice"), 1).unwrap();
     let lines = (0..100).map(|i| text(&format!("line {i}")));
@@ -405,7 +489,7 @@ fn group_commit_appends_a_valid_chain_or_nothing() {
     assert_eq!(store.head_seq(&Author::of(&k)), 101);
     // The chain is valid as a peer would check it.
     let other = tempfile::tempdir().unwrap();
-    let copy = Store::open(other.path()).unwrap();
+    let copy = Store::open(other.path(), room()).unwrap();
     let all = store.range(&Author::of(&k), 1, 1000, usize::MAX).unwrap();
     let inserted = copy.insert_remote(Author::of(&k), envelopes(&all)).unwrap();
     assert_eq!((inserted.stored.len(), inserted.rejected), (101, None));
@@ -421,7 +505,7 @@ fn group_commit_appends_a_valid_chain_or_nothing() {
 #[test]
 fn history_pages_cover_the_history_once_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open(dir.path(), room()).unwrap();
     let (a, b) = (key(1), key(2));
     store.append_own(&a, profile("alice"), 1).unwrap();
     store
@@ -448,7 +532,7 @@ fn history_pages_cover_the_history_once_in_order() {
     assert_eq!(newest_first, all);
 }
 
-/// A log of `n` entries for `key` whose lamport clocks jump by `step` (a profile, then texts).
+/// A log of `n` entries for `key` whose clocks jump by `step` (a profile, then texts).
 fn log_stepping(key: &SigningKey, n: u64, step: u64) -> Vec<Entry> {
     let mut out: Vec<Entry> = Vec::new();
     for seq in 1..=n {
@@ -458,10 +542,11 @@ fn log_stepping(key: &SigningKey, n: u64, step: u64) -> Vec<Entry> {
             text(&seq.to_string())
         };
         let draft = Draft {
+            room: room(),
             seq,
             prev: out.last().map(Entry::hash),
             timestamp: seq,
-            lamport: seq * step,
+            clock: seq * step,
             body,
         };
         out.push(Entry::sign(key, draft).unwrap());
@@ -472,7 +557,7 @@ fn log_stepping(key: &SigningKey, n: u64, step: u64) -> Vec<Entry> {
 #[test]
 fn the_merged_history_is_every_entry_sorted_by_clock_author_seq_in_any_page_size() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open(dir.path(), room()).unwrap();
     // Five logs of different lengths and clock speeds: many equal clocks across authors, and
     // logs longer than a merge's first reads.
     let mut all = Vec::new();
@@ -483,7 +568,7 @@ fn the_merged_history_is_every_entry_sorted_by_clock_author_seq_in_any_page_size
             .unwrap();
         all.extend(entries);
     }
-    all.sort_by_key(|e| (e.lamport(), e.author(), e.seq()));
+    all.sort_by_key(|e| (e.clock(), e.author(), e.seq()));
     let merged: Vec<Entry> = store.history().map(Result::unwrap).collect();
     assert_eq!(merged, all);
     for size in [1, 7, 64, 1000] {
@@ -504,7 +589,7 @@ fn the_merged_history_is_every_entry_sorted_by_clock_author_seq_in_any_page_size
 #[test]
 fn a_page_position_survives_entries_arriving_meanwhile() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open(dir.path(), room()).unwrap();
     let (a, b) = (log_stepping(&key(1), 10, 1), log_stepping(&key(2), 10, 1));
     store
         .insert_remote(Author::of(&key(1)), envelopes(&a))
@@ -518,24 +603,24 @@ fn a_page_position_survives_entries_arriving_meanwhile() {
     let (rest, _) = store.history_page(pos.as_ref(), 100).unwrap();
     // Nothing already returned comes again; b's entries from before the position come now.
     let mut expected: Vec<Entry> = a[4..].iter().chain(&b).cloned().collect();
-    expected.sort_by_key(|e| (e.lamport(), e.author(), e.seq()));
+    expected.sort_by_key(|e| (e.clock(), e.author(), e.seq()));
     assert_eq!(rest, expected);
 }
 
 #[test]
-fn max_lamport_is_found_again_at_open() {
+fn max_clock_is_found_again_at_open() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), room()).unwrap();
         for (seed, step) in [(1, 3), (2, 5)] {
             let entries = log_stepping(&key(seed), 4, step);
             store
                 .insert_remote(Author::of(&key(seed)), envelopes(&entries))
                 .unwrap();
         }
-        assert_eq!(store.max_lamport(), 20);
+        assert_eq!(store.max_clock(), 20);
     }
-    assert_eq!(Store::open(dir.path()).unwrap().max_lamport(), 20);
+    assert_eq!(Store::open(dir.path(), room()).unwrap().max_clock(), 20);
 }
 
 /// A log of `n` entries whose author is the identity point, a key of small order, "signed"
@@ -557,10 +642,11 @@ fn small_order_log(n: u64) -> Vec<Entry> {
         let relinked = Entry::sign(
             &signer,
             Draft {
+                room: room(),
                 seq: entry.seq(),
                 prev: out.last().map(Entry::hash),
                 timestamp: entry.timestamp(),
-                lamport: entry.lamport(),
+                clock: entry.clock(),
                 body: entry.body().clone(),
             },
         )
@@ -581,7 +667,7 @@ fn small_order_log(n: u64) -> Vec<Entry> {
 #[test]
 fn a_small_order_log_is_refused_on_arrival() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open(dir.path(), room()).unwrap();
     let forged = small_order_log(3);
     let author = forged[0].author();
     let inserted = store.insert_remote(author, envelopes(&forged)).unwrap();
@@ -603,7 +689,7 @@ fn a_small_order_log_already_on_disk_is_ignored_at_open() {
     let author = forged[0].author();
     let honest = key(1);
     {
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), room()).unwrap();
         let mut batch = store.db.batch().durability(Some(PersistMode::SyncData));
         let mut pins = NewPins::new();
         for entry in &forged {
@@ -614,7 +700,7 @@ fn a_small_order_log_already_on_disk_is_ignored_at_open() {
         batch.commit().unwrap();
         store.append_own(&honest, profile("bob"), 1).unwrap();
     }
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open(dir.path(), room()).unwrap();
     assert_eq!(
         store.refused_logs(),
         vec![RefusedLog {
@@ -648,7 +734,7 @@ fn a_small_order_log_already_on_disk_is_ignored_at_open() {
 
 /// A store in `dir` with alice's own log of `own` entries and bob's log of `remote`, closed.
 fn damaged_store_fixture(dir: &Path, own: usize, remote: u64) {
-    let store = Store::open(dir).unwrap();
+    let store = Store::open(dir, room()).unwrap();
     let alice = key(1);
     store.append_own(&alice, profile("alice"), 1).unwrap();
     for chunk in 0..own / 100 {
@@ -700,7 +786,7 @@ fn the_journal_reader_reads_what_fjall_writes() {
 fn a_healthy_reopen_reports_nothing() {
     let dir = tempfile::tempdir().unwrap();
     damaged_store_fixture(dir.path(), 300, 120);
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open(dir.path(), room()).unwrap();
     assert_eq!(store.damage(), None);
     assert_eq!(store.heads().values().sum::<u64>(), 421);
 }
@@ -718,7 +804,7 @@ fn an_unfinished_batch_at_the_end_is_a_crash_not_damage() {
     data.extend_from_slice(&[1, 5, 0, 0, 0]);
     data.extend_from_slice(&last_batch);
     std::fs::write(&path, &data).unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open(dir.path(), room()).unwrap();
     assert_eq!(store.damage(), None);
     assert_eq!(store.heads().values().sum::<u64>(), 421);
 }
@@ -733,7 +819,7 @@ fn a_zeroed_block_in_the_journal_is_salvaged_around() {
     data[at..at + 4096].fill(0);
     std::fs::write(&path, &data).unwrap();
 
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open(dir.path(), room()).unwrap();
     let damage = store.damage().expect("damage is reported").clone();
     let text = damage.to_string();
     assert!(
@@ -758,7 +844,7 @@ fn a_zeroed_block_in_the_journal_is_salvaged_around() {
     }
     drop(store);
     assert_eq!(
-        Store::open(dir.path()).unwrap().damage(),
+        Store::open(dir.path(), room()).unwrap().damage(),
         None,
         "repaired for good"
     );
@@ -779,7 +865,7 @@ fn a_flipped_bit_in_the_journal_loses_only_the_entry_it_hit() {
     data[at] ^= 0x04;
     std::fs::write(&path, &data).unwrap();
 
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open(dir.path(), room()).unwrap();
     let damage = store.damage().expect("damage is reported").clone();
     assert!(damage.to_string().contains("checksum mismatch"), "{damage}");
     let alice = Author::of(&key(1));
@@ -798,7 +884,7 @@ fn a_truncated_journal_is_counted() {
     let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     file.set_len(len as u64 / 2).unwrap();
     drop(file);
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open(dir.path(), room()).unwrap();
     let damage = store.damage().expect("damage is reported").clone();
     assert!(damage.to_string().contains("truncated"), "{damage}");
     let held: u64 = store.heads().values().sum();
@@ -811,7 +897,7 @@ fn a_deleted_journal_and_a_deleted_version_file() {
     let dir = tempfile::tempdir().unwrap();
     damaged_store_fixture(dir.path(), 300, 100);
     std::fs::remove_file(dir.path().join("version")).unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open(dir.path(), room()).unwrap();
     let damage = store.damage().expect("said").to_string();
     assert!(
         damage.contains("version was missing (restored)"),
@@ -821,7 +907,7 @@ fn a_deleted_journal_and_a_deleted_version_file() {
     drop(store);
 
     std::fs::remove_file(journal_of(dir.path())).unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open(dir.path(), room()).unwrap();
     let damage = store.damage().expect("said").clone();
     assert!(
         damage.to_string().contains("journal is missing"),
@@ -857,7 +943,7 @@ fn a_store_that_cannot_be_opened_is_named_with_the_reason_in_words() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("store");
     std::fs::write(&file, "not a directory").unwrap();
-    let message = Store::open(&file).err().unwrap().to_string();
+    let message = Store::open(&file, room()).err().unwrap().to_string();
     assert!(message.contains(&file.display().to_string()), "{message}");
     assert!(
         !message.contains("FjallError") && !message.contains("Os {"),
@@ -868,7 +954,7 @@ fn a_store_that_cannot_be_opened_is_named_with_the_reason_in_words() {
 #[test]
 fn a_follower_is_told_only_the_logs_that_moved() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open(dir.path(), room()).unwrap();
     let (a, b) = (key(1), key(2));
     store.append_own(&a, profile("alice"), 1).unwrap();
     let (heads, since) = store.heads_with_version();

@@ -10,6 +10,11 @@ use p2pchat_protocol::{Author, Body, Hash, SigningKey};
 use p2pchat_storage::Store;
 use proptest::prelude::*;
 
+/// The room of every store here.
+fn room() -> p2pchat_protocol::RoomId {
+    p2pchat_protocol::Room::lan().id()
+}
+
 const NODES: usize = 4;
 
 #[derive(Debug, Clone)]
@@ -46,7 +51,7 @@ fn key(node: usize) -> SigningKey {
 }
 
 fn open(dir: &tempfile::TempDir) -> Store {
-    Store::open(dir.path()).expect("a store opens")
+    Store::open(dir.path(), room()).expect("a store opens")
 }
 
 fn at(stores: &[Option<Store>], node: usize) -> &Store {
@@ -139,7 +144,7 @@ proptest! {
                 prop_assert_eq!(entries.len() as u64, *head);
                 let mut last = None;
                 for entry in &entries {
-                    prop_assert!(check_next(*author, last, entry).is_ok(), "node {} holds an invalid chain", node);
+                    prop_assert!(check_next(room(), *author, last, entry).is_ok(), "node {} holds an invalid chain", node);
                     last = Some(entry);
                 }
             }

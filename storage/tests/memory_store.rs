@@ -10,6 +10,11 @@ use p2pchat_protocol::{Author, Body, Draft, Entry, SigningKey};
 use p2pchat_storage::Store;
 use proptest::prelude::*;
 
+/// The room of every store here.
+fn room() -> p2pchat_protocol::RoomId {
+    p2pchat_protocol::Room::lan().id()
+}
+
 /// Authors whose logs are offered as remote batches.
 const AUTHORS: usize = 3;
 /// Entries in each author's honest log.
@@ -69,12 +74,13 @@ fn key(seed: usize) -> SigningKey {
     SigningKey::from_bytes(&[seed as u8 + 1; 32])
 }
 
-fn sign(key: &SigningKey, seq: u64, prev: Option<&Entry>, lamport: u64, body: Body) -> Entry {
+fn sign(key: &SigningKey, seq: u64, prev: Option<&Entry>, clock: u64, body: Body) -> Entry {
     let draft = Draft {
+        room: room(),
         seq,
         prev: prev.map(Entry::hash),
         timestamp: seq,
-        lamport,
+        clock,
         body,
     };
     Entry::sign(key, draft).expect("a small entry signs")
@@ -94,8 +100,8 @@ fn honest_log(author: usize) -> Vec<Entry> {
                 text: format!("line {seq}"),
             },
         };
-        let lamport = 100 * author as u64 + 3 * seq;
-        log.push(sign(&key, seq, log.last(), lamport, body));
+        let clock = 100 * author as u64 + 3 * seq;
+        log.push(sign(&key, seq, log.last(), clock, body));
     }
     log
 }
@@ -113,8 +119,8 @@ fn envelopes(logs: &[Vec<Entry>], author: usize, picks: &[Pick]) -> Vec<Bytes> {
                 let body = Body::Text {
                     text: format!("the other line {seq}"),
                 };
-                let lamport = at(seq).lamport();
-                sign(&key(author), seq, before(seq), lamport, body)
+                let clock = at(seq).clock();
+                sign(&key(author), seq, before(seq), clock, body)
                     .envelope()
                     .clone()
             }
@@ -124,7 +130,7 @@ fn envelopes(logs: &[Vec<Entry>], author: usize, picks: &[Pick]) -> Vec<Bytes> {
                     &forger,
                     seq,
                     before(seq),
-                    at(seq).lamport(),
+                    at(seq).clock(),
                     at(seq).body().clone(),
                 );
                 let mut bytes = fake.envelope().to_vec();
@@ -152,8 +158,8 @@ proptest! {
         let logs: Vec<Vec<Entry>> = (0..AUTHORS).map(honest_log).collect();
         let me = key(AUTHORS);
         let dir = tempfile::tempdir().expect("a temp dir");
-        let fjall = Store::open(dir.path()).expect("a store opens");
-        let mut memory = MemoryStore::new();
+        let fjall = Store::open(dir.path(), room()).expect("a store opens");
+        let mut memory = MemoryStore::new(room());
         for (i, step) in steps.iter().enumerate() {
             match step {
                 Step::Offer { author, picks } => {
@@ -176,7 +182,7 @@ proptest! {
         }
         let heads: Vec<(Author, u64)> = memory.heads().iter().map(|h| (h.author, h.seq)).collect();
         prop_assert_eq!(fjall.heads().into_iter().collect::<Vec<_>>(), heads);
-        prop_assert_eq!(fjall.max_lamport(), memory.max_lamport());
+        prop_assert_eq!(fjall.max_clock(), memory.max_clock());
         for author in (0..=AUTHORS).map(|seed| Author::of(&key(seed))) {
             prop_assert_eq!(fjall.is_frozen(&author), memory.is_frozen(&author));
             let on_disk = fjall.range_envelopes(&author, 1, usize::MAX, usize::MAX).expect("a log reads");

@@ -430,10 +430,11 @@ impl Adversary {
         for (i, body) in bodies(name, texts).enumerate() {
             let seq = i as u64 + 1;
             let draft = Draft {
+                room: p2pchat_protocol::Room::lan().id(),
                 seq,
                 prev: entries.last().map(Entry::hash),
                 timestamp: start + seq,
-                lamport: seq,
+                clock: seq,
                 body,
             };
             entries.push(Entry::sign(&self.key, draft).expect("a small entry signs"));
@@ -637,10 +638,11 @@ pub fn small_order_log(name: &str, texts: &[&str]) -> Vec<Entry> {
     for (i, body) in bodies(name, texts).enumerate() {
         let seq = i as u64 + 1;
         let draft = Draft {
+            room: p2pchat_protocol::Room::lan().id(),
             seq,
             prev: entries.last().map(Entry::hash),
             timestamp: 1_700_000_000_000 + seq,
-            lamport: seq,
+            clock: seq,
             body,
         };
         let mut bytes = Entry::sign(&scribe, draft)

@@ -57,7 +57,7 @@ pub fn generate(dir: &Path, authors: usize, entries: u64) -> anyhow::Result<Gene
         .create(dir)
         .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
     let own = Author::of(&p2pchat_node::identity::load_or_create(dir)?);
-    let store = Store::open(&dir.join("store"))?;
+    let store = Store::open(&dir.join("store"), p2pchat_protocol::Room::lan().id())?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let timestamp = now_ms();
     let heads = std::thread::scope(|scope| {
@@ -110,10 +110,11 @@ fn signed_log(
             }
         };
         let draft = Draft {
+            room: p2pchat_protocol::Room::lan().id(),
             seq,
             prev,
             timestamp,
-            lamport: seq,
+            clock: seq,
             body,
         };
         let entry = Entry::sign(&key, draft)?;

@@ -439,12 +439,13 @@ pub struct Verified {
 
 /// Opens the store of the data directory `dir` (its process must have exited) and checks that
 /// every log is a valid chain from seq 1 to its head: full decoding (canonical form, limits),
-/// links and lamport order of every entry, and the newest entry's signature, which vouches for
+/// links and clock order of every entry, and the newest entry's signature, which vouches for
 /// the whole chain below it through the `prev` hashes (as for a batch from a peer).
 pub fn verify_store(dir: &Path) -> anyhow::Result<Verified> {
     use p2pchat_protocol::limits::{BATCH_BYTE_BUDGET, MAX_BATCH_ENTRIES};
     use p2pchat_protocol::{Body, Entry, validate};
-    let store = p2pchat_storage::Store::open(&dir.join("store"))?;
+    let room = p2pchat_protocol::Room::lan().id();
+    let store = p2pchat_storage::Store::open(&dir.join("store"), room)?;
     let mut verified = Verified {
         heads: store.heads(),
         ..Default::default()
@@ -463,7 +464,7 @@ pub fn verify_store(dir: &Path) -> anyhow::Result<Verified> {
             for (seq, envelope) in rows {
                 let entry = Entry::decode(envelope)
                     .with_context(|| format!("{author} seq {seq} does not decode"))?;
-                validate::check_link(*author, last.as_ref(), &entry)
+                validate::check_link(room, *author, last.as_ref(), &entry)
                     .with_context(|| format!("{author} seq {seq}"))?;
                 if let Body::Text { text } = entry.body() {
                     verified.texts.push((*author, text.clone()));

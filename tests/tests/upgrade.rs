@@ -1,10 +1,13 @@
 //! A data directory written by the previous release (`tests/fixtures/previous-release`) opens
 //! with this one with nothing lost and nothing said: no damage (it has no heads record), no
 //! own log "behind" (it has no `own-head` mark), and the user goes on typing on top of it.
+//! Its logs, which name no room, belong to the first room located in it, and only to that one.
 
 use std::path::Path;
 use std::time::Duration;
 
+use p2pchat_protocol::{Body, Room};
+use p2pchat_storage::{Located, Store, locate};
 use p2pchat_tests::{Chat, p2pchat_binary, verify_store};
 
 /// Lines in the fixture: alice's 40 imported and 1 typed, and bob's 20.
@@ -74,5 +77,81 @@ async fn a_data_dir_of_the_previous_release_opens_with_nothing_lost() -> anyhow:
     assert!(verified.forked.is_empty());
     assert_eq!(verified.texts.len(), LINES + 1);
     assert_eq!(export(&dir)?.len(), LINES + 1);
+    Ok(())
+}
+
+/// The texts of a store's merged history.
+fn texts(store: &Store) -> anyhow::Result<Vec<String>> {
+    let mut texts = Vec::new();
+    for entry in store.history() {
+        if let Body::Text { text } = entry?.body() {
+            texts.push(text.clone());
+        }
+    }
+    Ok(texts)
+}
+
+#[test]
+fn the_previous_releases_logs_go_to_the_first_room_located_and_only_to_it() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let dir = copy_fixture(root.path())?;
+    // The first room given is a private one, not the LAN room.
+    let (team, lan) = (Room::private(&[7; 32], "team"), Room::lan());
+    let first = locate(&dir, &team.id())?;
+    assert_eq!(
+        first,
+        Located {
+            dir: dir.join("store"),
+            claimed: true
+        }
+    );
+    {
+        let store = Store::open(&first.dir, team.id())?;
+        assert!(store.damage().is_none());
+        let old = texts(&store)?;
+        assert_eq!(old.len(), LINES, "{old:#?}");
+        assert!(old.contains(&"hi bob, from the old release".to_owned()));
+        assert!(store.history().all(|e| e.is_ok_and(|e| e.room().is_none())));
+        assert!(
+            store.verify().iter().all(|log| log.is_ok()),
+            "every log verifies in its room"
+        );
+        // Alice goes on typing there: format 2 entries of that room, on top of her old log.
+        let key = p2pchat_node::identity::load_or_create(&dir)?;
+        let author = p2pchat_protocol::Author::of(&key);
+        let head = store.head_seq(&author);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis() as u64;
+        let line = Body::Text {
+            text: "typed in team after the upgrade".into(),
+        };
+        let typed = store.append_own(&key, line, now)?;
+        assert_eq!((typed.seq(), typed.room()), (head + 1, Some(team.id())));
+        let texts = texts(&store)?;
+        assert_eq!(
+            texts.last().map(String::as_str),
+            Some("typed in team after the upgrade")
+        );
+        assert_eq!(texts.len(), LINES + 1);
+    }
+    // A second room in the same data directory sees none of them.
+    let second = locate(&dir, &lan.id())?;
+    assert!(!second.claimed);
+    assert_ne!(second.dir, first.dir);
+    assert!(Store::open(&second.dir, lan.id())?.heads().is_empty());
+    // Located again, each room finds its own store; store/ stays the first room's.
+    assert_eq!(
+        locate(&dir, &team.id())?,
+        Located {
+            dir: dir.join("store"),
+            claimed: false
+        }
+    );
+    assert_eq!(locate(&dir, &lan.id())?, second);
+    assert_eq!(
+        texts(&Store::open(&first.dir, team.id())?)?.len(),
+        LINES + 1
+    );
     Ok(())
 }

@@ -38,11 +38,17 @@ fn order_8_point() -> EdwardsPoint {
     point
 }
 
-/// `[1, author, 1, null, 1700000000000, 1, ["profile", name]]`: a first entry's payload.
+/// The room of every entry here.
+fn room() -> RoomId {
+    RoomId::from_bytes([0xee; 32])
+}
+
+/// `[2, room, author, 1, null, 1700000000000, 1, ["profile", name]]`: a first entry's payload.
 fn profile_payload(author: &[u8; 32], name: &str) -> Vec<u8> {
     let mut payload = Vec::new();
-    cbor::write_array(&mut payload, 7);
-    cbor::write_uint(&mut payload, 1);
+    cbor::write_array(&mut payload, 8);
+    cbor::write_uint(&mut payload, 2);
+    cbor::write_bytes(&mut payload, room().as_bytes());
     cbor::write_bytes(&mut payload, author);
     cbor::write_uint(&mut payload, 1);
     payload.push(cbor::NULL);
@@ -117,8 +123,9 @@ fn plus_p(bytes: [u8; 32]) -> Option<[u8; 32]> {
 
 #[test]
 fn the_small_order_key_vector_is_forgeable_by_anyone_and_refused() {
-    // The worked vector of docs/protocol.md, 3.2: the identity point as the author, "signed"
-    // with R = [1]B, S = 1, which satisfies [S]B = R + [k]A for every message.
+    // The worked vector of docs/protocol.md, 3.2 (a format 2 entry in room ee…ee): the
+    // identity point as the author, "signed" with R = [1]B, S = 1, which satisfies
+    // [S]B = R + [k]A for every message.
     let payload = profile_payload(&IDENTITY, "mallory");
     let mut one = [0; 32];
     one[0] = 1;
@@ -127,17 +134,18 @@ fn the_small_order_key_vector_is_forgeable_by_anyone_and_refused() {
     assert_eq!(
         hex_of(entry.envelope()),
         concat!(
-            "8258418701582001000000000000000000000000000000000000000000000000",
-            "0000000000000001f61b0000018bcfe5680001826770726f66696c65676d616c",
-            "6c6f727958405866666666666666666666666666666666666666666666666666",
-            "6666666666660100000000000000000000000000000000000000000000000000",
-            "000000000000",
+            "82586388025820eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee",
+            "eeeeeeeeeeeeee58200100000000000000000000000000000000000000000000",
+            "00000000000000000001f61b0000018bcfe5680001826770726f66696c65676d",
+            "616c6c6f72795840586666666666666666666666666666666666666666666666",
+            "6666666666666666010000000000000000000000000000000000000000000000",
+            "0000000000000000",
         )
     );
     assert!(lax_accepts(&entry), "a lax verifier takes the forgery");
     assert_eq!(entry.verify(), Err(VerifyError::Key(KeyError::SmallOrder)));
     assert_eq!(
-        check_next(Author::from_bytes(IDENTITY), None, &entry),
+        check_next(room(), Author::from_bytes(IDENTITY), None, &entry),
         Err(ValidationError::BadAuthorKey(KeyError::SmallOrder))
     );
 }
@@ -273,7 +281,7 @@ fn a_small_order_r_is_refused_even_from_the_key_owner() {
     assert!(lax_accepts(&entry), "the cofactorless equation holds");
     assert_eq!(entry.verify(), Err(VerifyError::Signature));
     assert_eq!(
-        check_next(Author::of(&key), None, &entry),
+        check_next(room(), Author::of(&key), None, &entry),
         Err(ValidationError::BadSignature { seq: 1 })
     );
 }
@@ -303,10 +311,11 @@ fn a_non_canonical_s_is_refused() {
     let honest = Entry::sign(
         &key,
         Draft {
+            room: room(),
             seq: 1,
             prev: None,
             timestamp: 1,
-            lamport: 1,
+            clock: 1,
             body: Body::Profile { name: "a".into() },
         },
     )

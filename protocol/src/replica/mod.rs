@@ -676,6 +676,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
                 forged @ (ValidationError::Decode(_)
                 | ValidationError::BadSignature { .. }
                 | ValidationError::WrongAuthor { .. }
+                | ValidationError::WrongRoom { .. }
                 | ValidationError::BadAuthorKey(_)),
             ) => self.penalise(
                 now,

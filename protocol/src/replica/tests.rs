@@ -45,7 +45,7 @@ impl Net {
         let nodes = (0..count)
             .map(|i| {
                 let key = key(i as u8);
-                let mut store = MemoryStore::new();
+                let mut store = MemoryStore::new(crate::Room::lan().id());
                 let profile = Body::Profile {
                     name: format!("n{i}"),
                 };
@@ -468,7 +468,7 @@ fn thousands_of_logs_sync_and_a_reconnect_costs_only_the_hellos() {
         seed[..4].copy_from_slice(&i.to_be_bytes());
         seed[31] = 0xee;
         let author_key = SigningKey::from_bytes(&seed);
-        let mut scratch = MemoryStore::new();
+        let mut scratch = MemoryStore::new(crate::Room::lan().id());
         let profile = Body::Profile {
             name: format!("a{i}"),
         };
@@ -529,7 +529,10 @@ fn a_frozen_log_is_not_announced_so_peers_do_not_wait_for_it() {
     let mut net = Net::new(2);
     // Node 0 holds two entries of x's log, then a second entry at seq 1: x is frozen.
     let x = key(9);
-    let (mut one, mut other) = (MemoryStore::new(), MemoryStore::new());
+    let (mut one, mut other) = (
+        MemoryStore::new(crate::Room::lan().id()),
+        MemoryStore::new(crate::Room::lan().id()),
+    );
     one.append(&x, Body::Profile { name: "x".into() }, 1_000)
         .unwrap();
     one.append(&x, Body::Text { text: "a".into() }, 1_001)
@@ -565,4 +568,34 @@ fn a_frozen_log_is_not_announced_so_peers_do_not_wait_for_it() {
         .any(|(at, e)| *at == 1 && matches!(e, Event::SyncComplete { .. }));
     assert!(complete, "node 1 does not wait for the frozen log");
     assert_eq!(net.nodes[1].store.head_seq(&author), 0);
+}
+
+#[test]
+fn an_entry_of_another_room_is_penalised() {
+    let mut net = Net::new(2);
+    // Node 1 serves its log from a store of another room: its entries name that room.
+    let key = net.nodes[1].key.clone();
+    let mut store = MemoryStore::new(crate::RoomId::from_bytes([9; 32]));
+    let profile = Body::Profile { name: "n1".into() };
+    store.append(&key, profile, 1_000).unwrap();
+    net.nodes[1].replica = Replica::new(Author::of(&key), "n1".into(), store.heads());
+    net.nodes[1].store = store;
+    net.connect(0, 1);
+    net.settle();
+    assert!(
+        // Whichever side gets the other's entry first closes the connection.
+        net.log.disconnects.iter().any(|(_, _, reason)| {
+            matches!(
+                reason,
+                Disconnect::Penalised(Penalty::InvalidEntry {
+                    error: ValidationError::WrongRoom { seq: 1 },
+                    ..
+                })
+            )
+        }),
+        "{:?}",
+        net.log.disconnects
+    );
+    assert_eq!(net.nodes[0].store.head_seq(&net.author(1)), 0);
+    assert_eq!(net.nodes[1].store.head_seq(&net.author(0)), 0);
 }

@@ -62,7 +62,7 @@ impl Net {
                 let mut stores = Vec::new();
                 let mut config = Vec::new();
                 for room in rooms {
-                    let mut store = MemoryStore::new();
+                    let mut store = MemoryStore::new(room.id());
                     let profile = Body::Profile {
                         name: format!("n{n}"),
                     };

@@ -1,6 +1,15 @@
 use super::*;
 use crate::entry::Hash;
-use crate::limits::MAX_TEXT_BYTES;
+use crate::entry::sign_format_1;
+use crate::limits::{MAX_CLOCK_AHEAD_MS, MAX_TEXT_BYTES};
+
+fn room() -> RoomId {
+    RoomId::from_bytes([0xee; 32])
+}
+
+fn other_room() -> RoomId {
+    RoomId::from_bytes([0x0e; 32])
+}
 
 fn key(seed: u8) -> SigningKey {
     SigningKey::from_bytes(&[seed; 32])
@@ -28,10 +37,11 @@ fn log(key: &SigningKey, n: u64) -> Vec<Entry> {
 /// The entry after `last` (or the first one) in `key`'s log.
 fn next(key: &SigningKey, last: Option<&Entry>, body: Body) -> Entry {
     let draft = Draft {
+        room: room(),
         seq: last.map_or(0, Entry::seq) + 1,
         prev: last.map(Entry::hash),
         timestamp: 7,
-        lamport: last.map_or(0, Entry::lamport) + 1,
+        clock: last.map_or(0, Entry::clock) + 1,
         body,
     };
     Entry::sign(key, draft).unwrap()
@@ -67,7 +77,7 @@ fn a_log_is_stored_and_read_back() {
     let k = key(1);
     let author = Author::of(&k);
     let entries = log(&k, 5);
-    let mut store = MemoryStore::new();
+    let mut store = MemoryStore::new(room());
     let inserted = store.insert(author, envelopes(&entries));
     assert_eq!(inserted.stored, entries);
     assert_eq!(inserted.held_through, 5);
@@ -75,7 +85,7 @@ fn a_log_is_stored_and_read_back() {
     assert_eq!(store.len(), 5);
     assert!(!store.is_empty());
     assert_eq!(store.head_seq(&author), 5);
-    assert_eq!(store.max_lamport(), 5);
+    assert_eq!(store.max_clock(), 5);
     assert_eq!(
         store.heads(),
         vec![HeadInfo {
@@ -96,7 +106,7 @@ fn envelopes_respect_their_limits() {
     let k = key(1);
     let author = Author::of(&k);
     let entries = log(&k, 5);
-    let mut store = MemoryStore::new();
+    let mut store = MemoryStore::new(room());
     store.insert(author, envelopes(&entries));
     let seqs = |from, max_entries, max_bytes| -> Vec<u64> {
         let got = store
@@ -122,7 +132,7 @@ fn duplicates_are_skipped_and_the_rest_stored() {
     let k = key(1);
     let author = Author::of(&k);
     let entries = log(&k, 5);
-    let mut store = MemoryStore::new();
+    let mut store = MemoryStore::new(room());
     store.insert(author, envelopes(&entries[..3]));
     let inserted = store.insert(author, envelopes(&entries[1..]));
     assert_eq!(inserted.duplicates, 2);
@@ -140,7 +150,7 @@ fn a_fork_is_kept_as_proof_and_freezes_the_author() {
     let k = key(1);
     let author = Author::of(&k);
     let entries = log(&k, 4);
-    let mut store = MemoryStore::new();
+    let mut store = MemoryStore::new(room());
     store.insert(author, envelopes(&entries));
     let other = next(&k, Some(&entries[1]), text("the other line 3"));
     let inserted = store.insert(author, envelopes(&[entries[0].clone(), other.clone()]));
@@ -165,7 +175,7 @@ fn a_forged_entry_at_a_held_seq_is_no_fork() {
     let k = key(1);
     let author = Author::of(&k);
     let entries = log(&k, 3);
-    let mut store = MemoryStore::new();
+    let mut store = MemoryStore::new(room());
     store.insert(author, envelopes(&entries));
     let inserted = store.insert(author, envelopes(&[forged_after(&k, &entries[0])]));
     assert_eq!(
@@ -180,7 +190,7 @@ fn a_gap_stores_nothing_after_it() {
     let k = key(1);
     let author = Author::of(&k);
     let entries = log(&k, 5);
-    let mut store = MemoryStore::new();
+    let mut store = MemoryStore::new(room());
     store.insert(author, envelopes(&entries[..2]));
     let inserted = store.insert(author, envelopes(&entries[3..]));
     assert_eq!(
@@ -215,7 +225,7 @@ fn the_valid_prefix_before_a_bad_signature_is_stored() {
     batch.push(forged.envelope().clone());
     // Another forgery after it (the real key would not sign on from a forgery).
     batch.push(forged_after(&k, &forged).envelope().clone());
-    let mut store = MemoryStore::new();
+    let mut store = MemoryStore::new(room());
     let inserted = store.insert(author, batch);
     assert_eq!(inserted.stored, entries);
     assert_eq!(inserted.held_through, 3);
@@ -234,7 +244,7 @@ fn undecodable_bytes_end_the_batch() {
     let mut batch = envelopes(&entries[..2]);
     batch.push(Bytes::from_static(b"\x82\x40 not an entry"));
     batch.push(entries[2].envelope().clone());
-    let mut store = MemoryStore::new();
+    let mut store = MemoryStore::new(room());
     let inserted = store.insert(author, batch);
     assert_eq!(inserted.stored, entries[..2]);
     assert!(matches!(
@@ -246,7 +256,7 @@ fn undecodable_bytes_end_the_batch() {
 #[test]
 fn entries_of_another_author_or_a_bad_key_are_refused() {
     let k = key(1);
-    let mut store = MemoryStore::new();
+    let mut store = MemoryStore::new(room());
     let inserted = store.insert(Author::of(&key(2)), envelopes(&log(&k, 2)));
     assert!(matches!(
         inserted.rejected,
@@ -265,24 +275,41 @@ fn entries_of_another_author_or_a_bad_key_are_refused() {
     assert!(store.heads().is_empty());
 }
 
+const NOW: u64 = 1_764_000_000_000;
+
+/// The first entry of `key`'s log in `room`, with clock `clock`.
+fn profile_at(key: &SigningKey, room: RoomId, clock: u64) -> Entry {
+    let draft = Draft {
+        room,
+        seq: 1,
+        prev: None,
+        timestamp: clock::ms_of(clock),
+        clock,
+        body: Body::Profile { name: "big".into() },
+    };
+    Entry::sign(key, draft).unwrap()
+}
+
 #[test]
 fn own_entries_chain_and_follow_seen_clocks() {
     let me = key(1);
-    let mut store = MemoryStore::new();
+    let mut store = MemoryStore::new(room());
     let first = store
-        .append(&me, Body::Profile { name: "me".into() }, 10)
+        .append(&me, Body::Profile { name: "me".into() }, NOW)
         .unwrap();
-    assert_eq!((first.seq(), first.prev(), first.lamport()), (1, None, 1));
-    assert_eq!(first.timestamp(), 10);
-    // Someone else's log with higher clocks: the next own entry follows them.
-    let theirs = log(&key(2), 6);
-    store.insert(Author::of(&key(2)), envelopes(&theirs));
-    let second = store.append(&me, text("hi"), 11).unwrap();
+    assert_eq!((first.seq(), first.prev()), (1, None));
+    assert_eq!(first.clock(), clock::at_ms(NOW));
+    assert_eq!((first.timestamp(), first.room()), (NOW, Some(room())));
+    // Someone else's log with a clock a little ahead: the next own entry follows it.
+    let ahead = profile_at(&key(2), room(), clock::at_ms(NOW + 5000) + 3);
+    store.insert(Author::of(&key(2)), [ahead.envelope().clone()]);
+    let second = store.append(&me, text("hi"), NOW + 1).unwrap();
     assert_eq!(second.seq(), 2);
     assert_eq!(second.prev(), Some(first.hash()));
-    assert_eq!(second.lamport(), 7);
-    let third = store.append(&me, text("again"), 12).unwrap();
-    assert_eq!(third.lamport(), 8);
+    assert_eq!(second.clock(), ahead.clock() + 1);
+    // Within one millisecond (or with the wall clock gone back), the counter moves on.
+    let third = store.append(&me, text("again"), NOW).unwrap();
+    assert_eq!(third.clock(), second.clock() + 1);
     store.verify_chains().unwrap();
     // A text over the limit fails and stores nothing.
     let long = text(&"x".repeat(MAX_TEXT_BYTES + 1));
@@ -291,25 +318,115 @@ fn own_entries_chain_and_follow_seen_clocks() {
 }
 
 #[test]
-fn own_clocks_follow_only_up_to_the_limit() {
+fn own_clocks_follow_a_far_future_clock_only_ten_minutes_ahead() {
     let other = key(2);
-    let absurd = Entry::sign(
-        &other,
-        Draft {
-            seq: 1,
-            prev: None,
-            timestamp: 1,
-            lamport: LAMPORT_FOLLOW_LIMIT + 1000,
-            body: Body::Profile { name: "big".into() },
-        },
-    )
-    .unwrap();
-    let mut store = MemoryStore::new();
-    store.insert(Author::of(&other), [absurd.envelope().clone()]);
+    let absurd = profile_at(&other, room(), clock::at_ms(NOW + 86_400_000));
+    let mut store = MemoryStore::new(room());
+    let inserted = store.insert(Author::of(&other), [absurd.envelope().clone()]);
+    assert_eq!(inserted.rejected, None, "far-future clocks are accepted");
+    assert!(crate::validate::is_far_future(&absurd, NOW), "and flagged");
     let mine = store
-        .append(&key(1), Body::Profile { name: "me".into() }, 1)
+        .append(&key(1), Body::Profile { name: "me".into() }, NOW)
         .unwrap();
-    assert_eq!(mine.lamport(), LAMPORT_FOLLOW_LIMIT + 1);
+    assert_eq!(mine.clock(), clock::at_ms(NOW + MAX_CLOCK_AHEAD_MS) + 1);
+    assert!(!crate::validate::is_far_future(&mine, NOW));
+}
+
+#[test]
+fn a_late_joiners_first_entry_sorts_after_older_history() {
+    // Older history: format 1 (lamport) and format 2 entries written minutes ago.
+    let mut store = MemoryStore::new(room());
+    let old = sign_format_1(&key(2), 1, None, 40, &Body::Profile { name: "bob".into() });
+    store.insert(Author::of(&key(2)), [old.envelope().clone()]);
+    let earlier = profile_at(&key(3), room(), clock::at_ms(NOW - 6 * 60_000) + 9);
+    store.insert(Author::of(&key(3)), [earlier.envelope().clone()]);
+    // A node that writes before its first sync (its store empty) and one that has synced.
+    let mut alone = MemoryStore::new(room());
+    let joiner = alone
+        .append(
+            &key(1),
+            Body::Profile {
+                name: "dave".into(),
+            },
+            NOW,
+        )
+        .unwrap();
+    let synced = store
+        .append(
+            &key(1),
+            Body::Profile {
+                name: "dave".into(),
+            },
+            NOW,
+        )
+        .unwrap();
+    for mine in [joiner, synced] {
+        assert!(mine.clock() > earlier.clock() && mine.clock() > old.clock());
+    }
+}
+
+#[test]
+fn entries_of_another_room_are_refused_as_such() {
+    let k = key(1);
+    let author = Author::of(&k);
+    let ours = log(&k, 2);
+    // Ours, offered to another room's store: refused from seq 1, nothing stored.
+    let mut elsewhere = MemoryStore::new(other_room());
+    assert_eq!(elsewhere.room(), other_room());
+    let inserted = elsewhere.insert(author, envelopes(&ours));
+    assert_eq!(
+        inserted.rejected,
+        Some(ValidationError::WrongRoom { seq: 1 })
+    );
+    assert!(elsewhere.is_empty());
+    // Another room's entry at a seq our store holds: refused, and not taken for a fork.
+    let mut store = MemoryStore::new(room());
+    store.insert(author, envelopes(&ours));
+    let theirs = elsewhere
+        .append(
+            &k,
+            Body::Profile {
+                name: "alice".into(),
+            },
+            NOW,
+        )
+        .unwrap();
+    let inserted = store.insert(author, [theirs.envelope().clone()]);
+    assert_eq!(
+        inserted.rejected,
+        Some(ValidationError::WrongRoom { seq: 1 })
+    );
+    assert!(!store.is_frozen(&author));
+    assert_eq!(store.entries_of(&author), &ours[..]);
+}
+
+#[test]
+fn format_1_entries_are_taken_only_as_a_logs_prefix() {
+    let k = key(1);
+    let author = Author::of(&k);
+    let old_first = sign_format_1(&k, 1, None, 1, &Body::Profile { name: "al".into() });
+    let old_second = sign_format_1(&k, 2, Some(old_first.hash()), 2, &text("old"));
+    // An old log, then new entries on top of it.
+    let mut store = MemoryStore::new(room());
+    let inserted = store.insert(author, envelopes(&[old_first.clone(), old_second.clone()]));
+    assert_eq!((inserted.stored.len(), inserted.rejected), (2, None));
+    let third = store.append(&k, text("new"), NOW).unwrap();
+    assert_eq!((third.format(), third.seq()), (2, 3));
+    let old_third = sign_format_1(&k, 3, Some(old_second.hash()), 3, &text("late"));
+    let old_fourth = sign_format_1(&k, 4, Some(third.hash()), 3, &text("late"));
+    // A format 1 entry where a format 2 one is held, or after one: refused, never a fork.
+    for late in [old_third, old_fourth] {
+        let inserted = store.insert(author, [late.envelope().clone()]);
+        assert!(matches!(
+            inserted.rejected,
+            Some(ValidationError::WrongRoom { .. })
+        ));
+        assert!(!store.is_frozen(&author));
+    }
+    assert_eq!(store.head_seq(&author), 3);
+    // The old entries themselves are still duplicates, not refused.
+    let again = store.insert(author, envelopes(&[old_first, old_second]));
+    assert_eq!((again.duplicates, again.rejected), (2, None));
 }
 
 #[test]
@@ -317,17 +434,18 @@ fn verify_chains_finds_a_broken_link() {
     let k = key(1);
     let author = Author::of(&k);
     let mut entries = log(&k, 3);
-    let mut store = MemoryStore::new();
+    let mut store = MemoryStore::new(room());
     store.insert(author, envelopes(&entries));
     store.verify_chains().unwrap();
     // Written past the planner: seq 3 that links elsewhere.
     let stray = Entry::sign(
         &k,
         Draft {
+            room: room(),
             seq: 3,
             prev: Some(Hash::of(b"elsewhere")),
             timestamp: 1,
-            lamport: 3,
+            clock: 3,
             body: text("stray"),
         },
     )
@@ -360,6 +478,9 @@ struct Damaged(MemoryStore);
 
 impl Logs for Damaged {
     type Error = Infallible;
+    fn room(&self) -> RoomId {
+        self.0.room()
+    }
     fn head_seq(&self, author: &Author) -> u64 {
         self.0.head_seq(author) + 2
     }
@@ -385,7 +506,7 @@ fn a_missing_entry_below_the_head_is_an_error() {
     let k = key(1);
     let author = Author::of(&k);
     let entries = log(&k, 3);
-    let mut store = MemoryStore::new();
+    let mut store = MemoryStore::new(room());
     store.insert(author, envelopes(&entries[..1]));
     let damaged = Damaged(store);
     let plan = plan_insert(&damaged, author, envelopes(&entries));

@@ -147,10 +147,11 @@ impl Hostile {
 
     fn own_profile(&self) -> Entry {
         let draft = Draft {
+            room: p2pchat_protocol::Room::lan().id(),
             seq: 1,
             prev: None,
             timestamp: super::BASE_UNIX_MS,
-            lamport: 1,
+            clock: 1,
             body: Body::Profile {
                 name: "mallory".into(),
             },

@@ -198,7 +198,7 @@ impl Sim {
     pub(super) fn new(scenario: Scenario) -> Self {
         let mut rng = StdRng::seed_from_u64(scenario.seed);
         let mut expected = BTreeMap::new();
-        let mut preloaded = MemoryStore::new();
+        let mut preloaded = MemoryStore::new(p2pchat_protocol::Room::lan().id());
         if let Some(preload) = &scenario.preload {
             for a in 0..preload.authors {
                 let key = SigningKey::from_bytes(&rng.r#gen());
@@ -234,7 +234,7 @@ impl Sim {
             let mut store = if holders.contains(&id) {
                 preloaded.clone()
             } else {
-                MemoryStore::new()
+                MemoryStore::new(p2pchat_protocol::Room::lan().id())
             };
             let profile = Body::Profile { name: name.clone() };
             if let Err(e) = store.append(&key, profile, BASE_UNIX_MS) {

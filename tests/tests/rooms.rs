@@ -1,8 +1,9 @@
 //! Rooms end to end with the `p2pchat` binary (issue 13), on 127.0.0.1 with mDNS off: a
 //! private room's lines never reach a node outside it, even through a member that later
-//! chats elsewhere with the same data directory; one process in several rooms keeps each
-//! room apart; a late joiner's line sorts at its wall time; a far-future clock is kept,
-//! flagged and not followed; a previous release's logs go to one room only.
+//! chats elsewhere with the same data directory, and a private room's entry replayed into the
+//! open room is refused; one process in several rooms keeps each room apart; a late joiner's
+//! line sorts at its wall time; a far-future clock is kept, flagged and not followed; a
+//! previous release's logs go to one room only.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -496,6 +497,64 @@ async fn logs_of_the_previous_release_go_to_the_first_room_started_and_only_ther
     assert_eq!(
         export("alice", &dir, &["--room", "lan"])?,
         ["alice> typed in lan"]
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_rooms_entry_replayed_into_the_open_room_is_refused() -> anyhow::Result<()> {
+    use p2pchat_protocol::limits::{BATCH_BYTE_BUDGET, MAX_BATCH_ENTRIES};
+    use p2pchat_protocol::message::Lane;
+    use p2pchat_tests::adversary::Adversary;
+
+    let scratch = Scratch::new()?;
+    let team = scratch.key("team")?;
+    let (alice_dir, dave_dir) = (scratch.arg("alice"), scratch.arg("dave"));
+    let mut alice = Chat::start_user("alice", &alice_dir, &[], &["--room-key", &team])?;
+    let alice_addr = alice.listen_addr().await?;
+    let mut dave = Chat::start_user("dave", &dave_dir, &[&alice_addr], &["--room-key", &team])?;
+    dave.say("dave's secret plan").await?;
+    alice.wait_line("dave> dave's secret plan").await?;
+    assert!(dave.interrupt().await?);
+    assert!(alice.interrupt().await?);
+
+    // dave's log of the private room as alice stores it: validly signed, by its author.
+    let room = p2pchat_node::room_of_key_file(Path::new(&team))?;
+    let dave_author =
+        p2pchat_protocol::Author::of(&p2pchat_node::identity::load_or_create(dave_dir.as_ref())?);
+    let located = p2pchat_storage::locate(alice_dir.as_ref(), &room.id())?;
+    let envelopes: Vec<Vec<u8>> = {
+        let store = p2pchat_storage::Store::open(&located.dir, room.id())?;
+        store
+            .range_envelopes(&dave_author, 1, MAX_BATCH_ENTRIES, BATCH_BYTE_BUDGET)?
+            .into_iter()
+            .map(|(_, envelope)| envelope.to_vec())
+            .collect()
+    };
+    assert_eq!(envelopes.len(), 2, "dave's profile and line");
+
+    // Replayed into the open room, where alice is now: refused, and the sender closed.
+    let mut alice = Chat::start_user("alice", &alice_dir, &[], &[])?;
+    let alice_addr = alice.listen_addr().await?;
+    let mut mallory = Adversary::spawn("mallory")?;
+    mallory.connect(&alice_addr.parse()?).await?;
+    mallory.hello().await?;
+    mallory.accepted().await?;
+    mallory
+        .send_batch(Lane::Live, dave_author, envelopes)
+        .await?;
+    assert!(
+        mallory.disconnected_within(p2pchat_tests::DEADLINE).await,
+        "a replayed entry is a penalty"
+    );
+    let said = alice.wait_stderr_containing("another room").await?;
+    assert!(said.contains(&mallory.peer_id.to_string()), "{said}");
+    let shown = alice.lines_until_quiet(QUIET).await?;
+    assert!(shown.is_empty(), "alice showed {shown:?}");
+    assert!(alice.interrupt().await?);
+    assert!(
+        export("alice", alice_dir.as_ref(), &[])?.is_empty(),
+        "the open room holds nothing of dave"
     );
     Ok(())
 }

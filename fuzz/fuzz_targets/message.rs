@@ -1,17 +1,20 @@
-//! `Message::decode` on arbitrary bytes (the body of one frame on a live or bulk lane), as the
-//! receiver reads it: every envelope of a batch through `Entry::decode`, and a reply through the
-//! asker's `Reconciler::on_reply` (a reply that does not answer is an error, never a panic).
-//! Whatever decodes re-encodes to a message that decodes to the same.
+//! `Frame::decode` on arbitrary bytes (the body of one frame on a live or bulk lane), as the
+//! receiver reads it: in a room's frame, every envelope of a batch through `Entry::decode`, and
+//! a reply through the asker's `Reconciler::on_reply` (a reply that does not answer is an
+//! error, never a panic). Whatever decodes re-encodes to a frame that decodes to the same.
 #![no_main]
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use p2pchat_protocol::message::{Fingerprint, HeadInfo, Message, Summary};
+use p2pchat_protocol::message::{Fingerprint, Frame, HeadInfo, Message, Summary};
 use p2pchat_protocol::reconcile::{HeadSet, Reconciler};
 use p2pchat_protocol::{Author, Entry, Hash};
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(message) = Message::decode(data) else { return };
+    let Ok(frame) = Frame::decode(data) else { return };
+    let again = Frame::decode(&frame.encode()).expect("a decoded frame re-encodes to a valid one");
+    assert_eq!(again, frame);
+    let Frame::Room(_, message) = frame else { return };
     match &message {
         Message::Batch(batch) => {
             for envelope in &batch.entries {
@@ -30,6 +33,4 @@ fuzz_target!(|data: &[u8]| {
         }
         _ => {}
     }
-    let again = Message::decode(&message.encode()).expect("a decoded message re-encodes to a valid one");
-    assert_eq!(again, message);
 });

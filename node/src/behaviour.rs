@@ -3,7 +3,6 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use futures::future::Either;
 use libp2p::connection_limits::{self, ConnectionLimits};
 use libp2p::core::Transport;
 use libp2p::core::muxing::StreamMuxerBox;
@@ -12,20 +11,18 @@ use libp2p::core::transport::TransportError;
 use libp2p::core::transport::timeout::{TransportTimeout, TransportTimeoutError};
 use libp2p::core::upgrade::{NegotiationError, ProtocolError, Version};
 use libp2p::multiaddr::Protocol;
-use libp2p::pnet::{PnetConfig, PnetError};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{Multiaddr, PeerId, Swarm, mdns, noise, tcp, yamux};
 use p2pchat_protocol::SigningKey;
 
 use crate::identity;
-use crate::room::RoomKey;
 
 /// How long a connection with no open stream stays up. Lanes stay open while peers are
 /// connected, so this only matters between a connection's start and its lanes opening.
 pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(3600);
 
-/// How long a new connection may take to set up (TCP, room key, Noise, Yamux) before it is
+/// How long a new connection may take to set up (TCP, Noise, Yamux) before it is
 /// dropped, so a peer that stalls mid-handshake cannot hold a pending slot.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a dial may wait for TCP to connect (part of [`HANDSHAKE_TIMEOUT`]), so that a
@@ -59,18 +56,15 @@ pub struct Behaviour {
     pub mdns: Toggle<mdns::tokio::Behaviour>,
 }
 
-/// Builds the swarm: TCP (+ the private network layer if `room` is given) + Noise + Yamux, with
-/// the node key as its identity; mDNS if `mdns`.
-pub fn build_swarm(
-    key: &SigningKey,
-    mdns: bool,
-    room: Option<RoomKey>,
-) -> anyhow::Result<Swarm<Behaviour>> {
+/// Builds the swarm: TCP + Noise + Yamux, with the node key as its identity (the same for every
+/// room: membership is proved on the lanes, see `p2pchat_protocol::membership`); mDNS if
+/// `mdns`.
+pub fn build_swarm(key: &SigningKey, mdns: bool) -> anyhow::Result<Swarm<Behaviour>> {
     let keypair = identity::keypair(key);
     let config = libp2p::swarm::Config::with_tokio_executor()
         .with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT);
     Ok(Swarm::new(
-        transport(&keypair, room)?,
+        transport(&keypair)?,
         behaviour(&keypair, mdns)?,
         keypair.public().to_peer_id(),
         config,
@@ -81,7 +75,6 @@ pub fn build_swarm(
 /// up a connection reaches the event loop as a [`ConnectError`] it can put in words.
 fn transport(
     keypair: &libp2p::identity::Keypair,
-    room: Option<RoomKey>,
 ) -> anyhow::Result<Boxed<(PeerId, StreamMuxerBox)>> {
     let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
     let tcp = TransportTimeout::with_outgoing_timeout(tcp, TCP_CONNECT_TIMEOUT)
@@ -91,17 +84,7 @@ fn transport(
             }
             TransportTimeoutError::TimerError(e) | TransportTimeoutError::Other(e) => e,
         })
-        .and_then(move |socket, _| async move {
-            match room {
-                Some(room) => PnetConfig::new(room.psk())
-                    .handshake(socket)
-                    .await
-                    .map(Either::Left)
-                    .map_err(ConnectError::RoomKeyExchange),
-                None => Ok(Either::Right(socket)),
-            }
-        })
-        .map_err(|e| e.either(ConnectError::Tcp, |e| e));
+        .map_err(ConnectError::Tcp);
     let mut yamux = yamux::Config::default();
     yamux.set_max_num_streams(MAX_STREAMS_PER_CONNECTION);
     Ok(tcp
@@ -181,7 +164,7 @@ pub fn in_words(e: &std::io::Error) -> String {
             let mut chars = text.chars();
             match chars.next() {
                 Some(first) => first.to_lowercase().chain(chars).collect(),
-                None => format!("{:?}", e.kind()),
+                None => e.kind().to_string(),
             }
         }
     }
@@ -193,17 +176,13 @@ pub enum ConnectError {
     /// TCP: refused, unreachable, …
     #[error("{}", in_words(.0))]
     Tcp(std::io::Error),
-    /// The room key layer's exchange of nonces broke off (it checks nothing itself: a peer
-    /// with another key, or none, fails at the next step).
-    #[error("the room key exchange broke off: {0}")]
-    RoomKeyExchange(PnetError),
     /// Noise (the first upgrade) or Yamux (the second) could not be agreed on or failed.
     #[error("{} failed: {detail}", if *.security { "the encrypted handshake" } else { "the multiplexer setup" })]
     Upgrade {
-        /// Whether it was the first upgrade, Noise, right after TCP and the room key layer.
+        /// Whether it was the first upgrade, Noise, right after TCP.
         security: bool,
         /// Whether the peer sent bytes that make no sense (no negotiation message, or invalid
-        /// data): one side reads ciphertext of the room key layer as plain text.
+        /// data): say, an earlier p2pchat that wraps connections in a room key layer.
         garbled: bool,
         /// Whether the connection just broke off (closed or reset by the peer).
         broken_off: bool,
@@ -300,7 +279,7 @@ mod tests {
     #[tokio::test]
     async fn a_taken_port_is_found_before_listening() {
         let key = SigningKey::from_bytes(&[7; 32]);
-        let mut first = build_swarm(&key, false, None).unwrap();
+        let mut first = build_swarm(&key, false).unwrap();
         first
             .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
             .unwrap();

@@ -2,10 +2,11 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use libp2p::Multiaddr;
-use p2pchat_node::{NodeBuilder, NodeError, PeerSpec, RoomKey};
+use p2pchat_node::{NodeBuilder, NodeError, PeerSpec, room_of_key_file};
 use p2pchat_protocol::entry::check_name;
+use p2pchat_protocol::room::Room;
 
 use crate::ui::Mode;
 
@@ -21,6 +22,7 @@ use crate::ui::Mode;
     after_help = "Examples:\n  p2pchat --name alice --peer bob\n  \
                   p2pchat --name bob --listen /ip4/127.0.0.1/tcp/4001 --no-mdns\n  \
                   p2pchat --name alice --peer /ip4/127.0.0.1/tcp/4001 --no-mdns\n  \
+                  p2pchat --name alice --room lan --room-key ~/team.key\n  \
                   p2pchat --name alice --ui json | jq .\n  \
                   p2pchat import --name alice < lines.txt\n  \
                   p2pchat export --name alice > chat.txt"
@@ -37,8 +39,8 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Append each line of standard input as a message, without going online (fast, one disk
-    /// sync per 10,000 lines). Lines over 4096 bytes are skipped and reported; empty lines are
+    /// Append each line of standard input as a message in one room (--room or --room-key;
+    /// default the LAN room), without going online (fast, one disk sync per 10,000 lines). Lines over 4096 bytes are skipped and reported; empty lines are
     /// counted, not sent.
     #[command(
         after_help = "Examples:\n  p2pchat import --name alice < lines.txt\n  \
@@ -54,8 +56,13 @@ pub enum Command {
         /// Create the user if there is none yet (without it, a mistyped --name is refused).
         #[arg(long)]
         create: bool,
+        /// The room to append to: one --room NAME or --room-key FILE (default: the LAN room).
+        #[command(flatten)]
+        rooms: RoomArgs,
     },
-    /// Print every message this user holds, from every author, in merged order. Stop the
+    /// Print every message this user holds in the rooms given (--room, --room-key; default the
+    /// LAN room), from every author, in merged order, room after room (with several rooms, each
+    /// text line starts with `[ROOM] `). Stop the
     /// user's chat first (one process per data directory); inside a chat, use /history.
     #[command(after_help = "Examples:\n  p2pchat export --name alice > chat.txt\n  \
                             p2pchat export --name alice --format ndjson | jq -r .text")]
@@ -70,8 +77,13 @@ pub enum Command {
         /// `ndjson`: one `message` event per line (docs/json-events.md).
         #[arg(long, value_enum, default_value_t = ExportFormat::Text)]
         format: ExportFormat,
+        /// The rooms to print, room after room (default: the LAN room); with several, each text
+        /// line starts with `[ROOM] `.
+        #[command(flatten)]
+        rooms: RoomArgs,
     },
-    /// Check a user's store offline: every log's chain and signatures, heads against entries,
+    /// Check a user's store of each room given (--room, --room-key; default the LAN room)
+    /// offline: every log's chain and signatures, heads against entries,
     /// fork proofs, journals and tables; one line per log. Exits 1 if anything is damaged or
     /// lost. Without --repair only a copy is read; stop the user's chat first.
     #[command(after_help = "Examples:\n  p2pchat doctor --name alice\n  \
@@ -87,6 +99,9 @@ pub enum Command {
         /// it from every entry that still verifies; peers refill the rest at the next chat.
         #[arg(long)]
         repair: bool,
+        /// The rooms whose stores to check (default: the LAN room).
+        #[command(flatten)]
+        rooms: RoomArgs,
     },
     /// Print the user's peer id and key fingerprint (the `#3fa2c1` others may see).
     #[command(after_help = "Example:\n  p2pchat id --name alice")]
@@ -99,7 +114,8 @@ pub enum Command {
         data_dir: Option<PathBuf>,
     },
     /// Create a private room's key file (mode 0600). Give it to each member over a safe channel;
-    /// nodes started with `--room-key FILE` talk only to nodes holding the same key.
+    /// nodes started with `--room-key FILE` share that room only with nodes holding the same
+    /// key.
     #[command(
         name = "keygen-room",
         after_help = "Example:\n  p2pchat keygen-room ~/team.key\n  \
@@ -138,7 +154,7 @@ pub struct ChatArgs {
     #[arg(long, required = true, value_parser = parse_name)]
     pub name: Option<String>,
     /// A peer to connect to: a user name on the LAN, or a multiaddr such as
-    /// /ip4/192.168.1.7/tcp/4001[/p2p/<peer id>]. Repeatable.
+    /// /ip4/192.168.1.7/tcp/4001[/p2p/PEER_ID]. Repeatable.
     #[arg(long = "peer", value_name = "PEER")]
     pub peers: Vec<PeerSpec>,
     /// Address to listen on. Repeatable.
@@ -148,10 +164,9 @@ pub struct ChatArgs {
     /// ~/.local/share/p2pchat/NAME).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Join the private room whose key is in FILE (see `p2pchat keygen-room`): connect only to
-    /// peers holding the same key. Without it, the open LAN room.
-    #[arg(long, value_name = "FILE")]
-    pub room_key: Option<PathBuf>,
+    /// The rooms to chat in.
+    #[command(flatten)]
+    pub rooms: RoomArgs,
     /// Do not use mDNS (no discovery on the LAN; peers must be given by address).
     #[arg(long)]
     pub no_mdns: bool,
@@ -164,6 +179,139 @@ pub struct ChatArgs {
     /// Short for `--ui json`.
     #[arg(long, conflicts_with = "ui")]
     pub json: bool,
+}
+
+/// `--room NAME` and `--room-key FILE`, both repeatable, kept in command-line order (see
+/// [`Cli::parse_ordered`]).
+#[derive(Debug, Default, Args)]
+pub struct RoomArgs {
+    /// An open room: anyone who knows its name is a member (`lan` is the LAN room, the only
+    /// room without --room and --room-key). Repeatable, with --room-key, in command-line order:
+    /// a chat's first room is where typed lines go at first, and the one that takes the logs
+    /// stored before rooms; export, doctor and import use the rooms given (import: one), by
+    /// default the LAN room.
+    #[arg(long = "room", value_name = "NAME", value_parser = parse_room)]
+    pub room: Vec<String>,
+    /// A private room, by its key file (see `p2pchat keygen-room`), shown by the file's stem
+    /// (team.key: room team): only peers holding the same key share it. Repeatable.
+    #[arg(long = "room-key", value_name = "FILE")]
+    pub room_key: Vec<PathBuf>,
+    /// Both, in command-line order.
+    #[arg(skip)]
+    pub order: Vec<RoomArg>,
+}
+
+/// One `--room` or `--room-key`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RoomArg {
+    /// `--room NAME`.
+    Open(String),
+    /// `--room-key FILE`.
+    Key(PathBuf),
+}
+
+impl RoomArg {
+    /// How the user named the room, to say it back.
+    fn given(&self) -> String {
+        match self {
+            RoomArg::Open(name) => format!("--room {name}"),
+            RoomArg::Key(path) => format!("--room-key {}", path.display()),
+        }
+    }
+}
+
+impl RoomArgs {
+    /// Puts the rooms in command-line order, from `matches` (of the command these arguments
+    /// belong to).
+    fn order_from(&mut self, matches: &ArgMatches) {
+        let mut all: Vec<(usize, RoomArg)> = Vec::new();
+        if let Some(at) = matches.indices_of("room") {
+            all.extend(at.zip(self.room.iter().cloned().map(RoomArg::Open)));
+        }
+        if let Some(at) = matches.indices_of("room_key") {
+            all.extend(at.zip(self.room_key.iter().cloned().map(RoomArg::Key)));
+        }
+        all.sort_by_key(|(at, _)| *at);
+        self.order = all.into_iter().map(|(_, room)| room).collect();
+    }
+
+    /// The rooms, in command-line order (reading key files); none when none was given. Two
+    /// rooms with one label, or one room given twice, are refused, naming both.
+    pub fn rooms(&self) -> Result<Vec<Room>, NodeError> {
+        let mut rooms: Vec<(Room, &RoomArg)> = Vec::new();
+        for arg in &self.order {
+            let room = match arg {
+                RoomArg::Open(name) => {
+                    Room::open(name).map_err(|e| NodeError::Rooms(format!("--room {name}: {e}")))?
+                }
+                RoomArg::Key(path) => room_of_key_file(path)?,
+            };
+            if let Some((_, earlier)) = rooms.iter().find(|(r, _)| r.label() == room.label()) {
+                return Err(NodeError::Rooms(format!(
+                    "{} and {} are both room {}: every room needs its own label (a key file is \
+                     shown by its name without the extension: rename one)",
+                    earlier.given(),
+                    arg.given(),
+                    room.label()
+                )));
+            }
+            if let Some((_, earlier)) = rooms.iter().find(|(r, _)| r.id() == room.id()) {
+                return Err(NodeError::Rooms(format!(
+                    "{} and {} are the same room (the same key): give it once",
+                    earlier.given(),
+                    arg.given()
+                )));
+            }
+            rooms.push((room, arg));
+        }
+        Ok(rooms.into_iter().map(|(room, _)| room).collect())
+    }
+
+    /// The rooms, or the LAN room when none was given.
+    pub fn rooms_or_lan(&self) -> Result<Vec<Room>, NodeError> {
+        let rooms = self.rooms()?;
+        Ok(if rooms.is_empty() {
+            vec![Room::lan()]
+        } else {
+            rooms
+        })
+    }
+}
+
+impl Cli {
+    /// Parses the command line, keeping the order of `--room` and `--room-key` (exits with
+    /// clap's message on a bad command line, as [`Parser::parse`] does).
+    pub fn parse_ordered() -> Self {
+        Self::try_parse_ordered(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// [`Cli::parse_ordered`] of `args`.
+    pub fn try_parse_ordered<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = Self::command().try_get_matches_from(args)?;
+        let mut cli = Self::from_arg_matches(&matches)?;
+        cli.chat.rooms.order_from(&matches);
+        if let Some((_, sub)) = matches.subcommand()
+            && let Some(
+                Command::Import { rooms, .. }
+                | Command::Export { rooms, .. }
+                | Command::Doctor { rooms, .. },
+            ) = &mut cli.command
+        {
+            rooms.order_from(sub);
+        }
+        Ok(cli)
+    }
+}
+
+/// A `--room` name that can name a room.
+fn parse_room(name: &str) -> Result<String, String> {
+    Room::open(name)
+        .map(|_| name.to_owned())
+        .map_err(|e| e.to_string())
 }
 
 /// A `--name` that follows the name rule (the one peers check profiles against).
@@ -208,8 +356,8 @@ impl ChatArgs {
         for peer in &self.peers {
             builder = builder.peer(peer.clone());
         }
-        if let Some(path) = &self.room_key {
-            builder = builder.room_key(RoomKey::load(path)?);
+        for room in self.rooms.rooms()? {
+            builder = builder.room(room);
         }
         Ok(builder)
     }
@@ -270,8 +418,140 @@ mod tests {
         let keygen = Cli::try_parse_from(["p2pchat", "keygen-room", "team.key"]).unwrap();
         assert!(matches!(keygen.command, Some(Command::KeygenRoom { .. })));
         let room =
-            Cli::try_parse_from(["p2pchat", "--name", "a", "--room-key", "team.key"]).unwrap();
-        assert_eq!(room.chat.room_key, Some(PathBuf::from("team.key")));
+            Cli::try_parse_ordered(["p2pchat", "--name", "a", "--room-key", "team.key"]).unwrap();
+        assert_eq!(
+            room.chat.rooms.order,
+            [RoomArg::Key(PathBuf::from("team.key"))]
+        );
+    }
+
+    #[test]
+    fn rooms_are_kept_in_command_line_order() {
+        let cli = Cli::try_parse_ordered([
+            "p2pchat",
+            "--name",
+            "a",
+            "--room-key",
+            "b.key",
+            "--room",
+            "ops",
+            "--no-mdns",
+            "--room-key",
+            "a.key",
+            "--room",
+            "lan",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.chat.rooms.order,
+            [
+                RoomArg::Key("b.key".into()),
+                RoomArg::Open("ops".into()),
+                RoomArg::Key("a.key".into()),
+                RoomArg::Open("lan".into()),
+            ]
+        );
+        for sub in ["export", "doctor", "import"] {
+            let cli = Cli::try_parse_ordered([
+                "p2pchat",
+                sub,
+                "--name",
+                "a",
+                "--room",
+                "z",
+                "--room-key",
+                "k.key",
+                "--room",
+                "y",
+            ])
+            .unwrap();
+            let Some(
+                Command::Export { rooms, .. }
+                | Command::Doctor { rooms, .. }
+                | Command::Import { rooms, .. },
+            ) = cli.command
+            else {
+                panic!("{sub} parses as {sub}");
+            };
+            assert_eq!(
+                rooms.order,
+                [
+                    RoomArg::Open("z".into()),
+                    RoomArg::Key("k.key".into()),
+                    RoomArg::Open("y".into()),
+                ],
+                "{sub}"
+            );
+        }
+        let none = Cli::try_parse_ordered(["p2pchat", "--name", "a"]).unwrap();
+        assert!(
+            none.chat.rooms.rooms().unwrap().is_empty(),
+            "the node's default"
+        );
+        assert_eq!(none.chat.rooms.rooms_or_lan().unwrap(), [Room::lan()]);
+        assert!(
+            Cli::try_parse_ordered(["p2pchat", "--name", "a", "--room", " x"]).is_err(),
+            "a room name follows the name rule"
+        );
+    }
+
+    #[test]
+    fn rooms_load_in_order_and_labels_must_differ() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = |path: &str| {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            p2pchat_node::RoomKey::create(&path).unwrap();
+            path.display().to_string()
+        };
+        let (team, other_team, ops) = (key("team.key"), key("elsewhere/team.key"), key("ops"));
+        let rooms = |args: &[&str]| {
+            let mut line = vec!["p2pchat", "--name", "a"];
+            line.extend(args);
+            Cli::try_parse_ordered(line).unwrap().chat.rooms.rooms()
+        };
+        let labels = |found: Vec<Room>| -> Vec<String> {
+            found.iter().map(|room| room.label().to_owned()).collect()
+        };
+        assert_eq!(
+            labels(rooms(&["--room-key", &ops, "--room", "lan", "--room-key", &team]).unwrap()),
+            ["ops", "lan", "team"]
+        );
+        assert_eq!(rooms(&["--room", "lan"]).unwrap(), [Room::lan()]);
+        let error = rooms(&["--room-key", &team, "--room-key", &other_team])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(&team) && error.contains(&other_team) && error.contains("room team"),
+            "{error}"
+        );
+        let error = rooms(&["--room", "team", "--room-key", &team])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("--room team and --room-key") && error.contains(&team),
+            "{error}"
+        );
+        let copy = dir.path().join("copy.key");
+        std::fs::copy(&team, &copy).unwrap();
+        let error = rooms(&[
+            "--room-key",
+            &team,
+            "--room-key",
+            &copy.display().to_string(),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("the same room"), "{error}");
+        let error = rooms(&["--room", "ops", "--room", "ops"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("--room ops and --room ops"), "{error}");
+        let missing = dir.path().join("missing.key").display().to_string();
+        assert!(matches!(
+            rooms(&["--room-key", &missing]),
+            Err(NodeError::RoomKey(_))
+        ));
     }
 
     #[test]

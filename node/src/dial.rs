@@ -19,6 +19,8 @@ use crate::behaviour::{ConnectError, in_words};
 pub const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
 /// Longest wait between redials.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(15);
+/// Wait before redialing a `--peer` address whose peer shares no room with us.
+pub const NO_SHARED_ROOM_RETRY: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
 enum State {
@@ -33,6 +35,8 @@ struct Target {
     peer: Option<PeerId>,
     state: State,
     backoff: Backoff,
+    /// No redial before this: the peer there shares no room with us.
+    not_before: Option<Instant>,
 }
 
 /// The addresses the user gave with `--peer`, each kept connected. It reads no clock: every
@@ -54,6 +58,7 @@ impl Redialer {
             peer,
             state: State::Waiting { until: now },
             backoff: Backoff::new(INITIAL_BACKOFF, MAX_BACKOFF),
+            not_before: None,
         });
     }
 
@@ -117,13 +122,25 @@ impl Redialer {
         failed
     }
 
-    /// The last connection to `peer` closed at `now`; redial after the backoff.
+    /// The last connection to `peer` closed at `now`; redial after the backoff (or once the
+    /// wait after it shared no room with us is over).
     pub fn disconnected(&mut self, peer: PeerId, now: Instant) {
         for target in &mut self.targets {
             if matches!(target.state, State::Connected(p) if p == peer) {
+                let until = now + target.backoff.next();
                 target.state = State::Waiting {
-                    until: now + target.backoff.next(),
+                    until: target.not_before.take().map_or(until, |at| at.max(until)),
                 };
+            }
+        }
+    }
+
+    /// `peer` proved membership of none of our rooms at `now`: its targets are redialed after
+    /// [`NO_SHARED_ROOM_RETRY`] only (it may join one of our rooms meanwhile), not at once.
+    pub fn shares_no_room(&mut self, peer: PeerId, now: Instant) {
+        for target in &mut self.targets {
+            if target.peer == Some(peer) {
+                target.not_before = Some(now + NO_SHARED_ROOM_RETRY);
             }
         }
     }
@@ -146,8 +163,9 @@ pub enum ConnectFailure {
         /// The id it has.
         found: PeerId,
     },
-    /// The two sides do not hold the same room key, or only one holds one, as far as can be
-    /// told: the connection turned to garbage or broke off right after the room key layer.
+    /// The peer garbled the handshake's first step: not p2pchat there, or an earlier p2pchat
+    /// started with `--room-key`, which wrapped connections in a room key layer (its code stays
+    /// `room_key`).
     RoomKey,
     /// A connection limit was reached.
     TooManyConnections,
@@ -205,8 +223,8 @@ impl fmt::Display for ConnectFailure {
             }
             ConnectFailure::Stalled => write!(
                 f,
-                "the connection opened but the handshake did not finish in time: wrong room key, \
-                 or not p2pchat there?"
+                "the connection opened but the handshake did not finish in time: not p2pchat \
+                 there, or an earlier p2pchat started with --room-key?"
             ),
             ConnectFailure::WrongPeerId { found } => write!(
                 f,
@@ -215,9 +233,9 @@ impl fmt::Display for ConnectFailure {
             ),
             ConnectFailure::RoomKey => write!(
                 f,
-                "the handshake failed at its first step: wrong room key, or not p2pchat there? \
-                 (every member of a private room needs the same --room-key file; a node without \
-                 one cannot join it)"
+                "the handshake failed at its first step: not p2pchat there, or an earlier \
+                 p2pchat started with --room-key (it must upgrade: private rooms no longer \
+                 change the connection)"
             ),
             ConnectFailure::TooManyConnections => {
                 write!(f, "too many connections (a limit was reached)")
@@ -245,14 +263,13 @@ pub fn dial_failure(error: &DialError) -> Option<ConnectFailure> {
 }
 
 /// Why a connection a peer dialed to us failed, or `None` if it is not worth saying: aborted,
-/// or broken off in a way that a dialer trying several addresses at once causes. `private_room`
-/// tells whether this node holds a room key.
-pub fn incoming_failure(error: &ListenError, private_room: bool) -> Option<ConnectFailure> {
+/// or broken off in a way that a dialer trying several addresses at once causes.
+pub fn incoming_failure(error: &ListenError) -> Option<ConnectFailure> {
     match error {
         ListenError::Denied { cause } => Some(denied(cause)),
         ListenError::Transport(TransportError::Other(e)) => {
             match e.get_ref().and_then(|e| e.downcast_ref::<ConnectError>()) {
-                Some(e) => connect_failure(e, Side::Listener { private_room }),
+                Some(e) => connect_failure(e, Side::Listener),
                 None => Some(ConnectFailure::Other(in_words(e))),
             }
         }
@@ -264,7 +281,7 @@ pub fn incoming_failure(error: &ListenError, private_room: bool) -> Option<Conne
 #[derive(Clone, Copy)]
 enum Side {
     Dialer,
-    Listener { private_room: bool },
+    Listener,
 }
 
 fn denied(cause: &ConnectionDenied) -> ConnectFailure {
@@ -296,17 +313,13 @@ fn transport_failure(
 /// and drops the rest when one connects).
 fn connect_failure(error: &ConnectError, side: Side) -> Option<ConnectFailure> {
     use std::io::ErrorKind;
-    // A peer that holds another room key, or none, reads our first bytes as garbage, and we
-    // its; whichever notices first hangs up, so the other sees the connection break off, or
-    // both wait for more. The room key layer checks nothing itself, so a dialer whose
-    // connection breaks off or stalls in its first steps takes it for a key mismatch. So does a
-    // listener that holds a key; an open one, which sees garbage instead, says so only then,
-    // as a dialer may just have given up on a duplicate attempt (it dials all of a peer's
-    // addresses at once and drops the rest when one connects).
-    let break_off_is_telling = match side {
-        Side::Dialer => true,
-        Side::Listener { private_room } => private_room,
-    };
+    // A peer that garbles the connection's first bytes (an earlier p2pchat that wrapped
+    // connections in a room key layer, or not p2pchat at all) makes whichever side notices
+    // first hang up, so the other sees the connection break off. A dialer takes that for such
+    // a peer; a listener says so only when it sees garbage itself, as a dialer may just have
+    // given up on a duplicate attempt (it dials all of a peer's addresses at once and drops
+    // the rest when one connects).
+    let break_off_is_telling = matches!(side, Side::Dialer);
     Some(match error {
         ConnectError::Tcp(e) => match e.kind() {
             ErrorKind::ConnectionRefused => ConnectFailure::Refused,
@@ -317,7 +330,6 @@ fn connect_failure(error: &ConnectError, side: Side) -> Option<ConnectFailure> {
             _ => ConnectFailure::Other(in_words(e)),
         },
         ConnectError::Stalled => ConnectFailure::Stalled,
-        ConnectError::RoomKeyExchange(_) if matches!(side, Side::Dialer) => ConnectFailure::RoomKey,
         ConnectError::Upgrade {
             security: true,
             garbled,
@@ -326,15 +338,8 @@ fn connect_failure(error: &ConnectError, side: Side) -> Option<ConnectFailure> {
         } if *garbled || (*broken_off && break_off_is_telling) => ConnectFailure::RoomKey,
         ConnectError::Upgrade {
             broken_off: true, ..
-        }
-        | ConnectError::RoomKeyExchange(_)
-            if matches!(side, Side::Listener { .. }) =>
-        {
-            return None;
-        }
-        ConnectError::RoomKeyExchange(_) | ConnectError::Upgrade { .. } => {
-            ConnectFailure::Other(error.to_string())
-        }
+        } if matches!(side, Side::Listener) => return None,
+        ConnectError::Upgrade { .. } => ConnectFailure::Other(error.to_string()),
     })
 }
 
@@ -415,6 +420,26 @@ mod tests {
     }
 
     #[test]
+    fn a_target_sharing_no_room_is_redialed_after_a_long_wait() {
+        let now = Instant::now();
+        let mut redialer = Redialer::default();
+        let peer = PeerId::random();
+        let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/1/p2p/{peer}").parse().unwrap();
+        redialer.add(addr, now);
+        let dial = redialer.due(now).remove(0);
+        redialer.connected(peer, dial.connection_id());
+        redialer.shares_no_room(peer, now);
+        redialer.disconnected(peer, now);
+        assert!(redialer.due(now + MAX_BACKOFF).is_empty());
+        assert_eq!(redialer.due(now + NO_SHARED_ROOM_RETRY).len(), 1);
+        // Once: the next time it leaves, the usual backoff.
+        redialer.connected(peer, dial.connection_id());
+        let later = now + NO_SHARED_ROOM_RETRY;
+        redialer.disconnected(peer, later);
+        assert_eq!(redialer.due(later + INITIAL_BACKOFF).len(), 1);
+    }
+
+    #[test]
     fn dial_failures_are_told_apart() {
         let tcp = |kind| ConnectError::Tcp(std::io::Error::from(kind));
         use std::io::ErrorKind;
@@ -476,24 +501,18 @@ mod tests {
     }
 
     #[test]
-    fn a_listener_says_a_key_mismatch_but_not_a_dialer_giving_up_a_duplicate() {
-        let incoming = |error, private_room| {
-            incoming_failure(&ListenError::Transport(transport(error)), private_room)
-        };
+    fn a_listener_says_a_garbled_handshake_but_not_a_dialer_giving_up_a_duplicate() {
+        let incoming = |error| incoming_failure(&ListenError::Transport(transport(error)));
         assert_eq!(
-            incoming(upgrade(true, true, false), false),
+            incoming(upgrade(true, true, false)),
             Some(ConnectFailure::RoomKey)
         );
+        assert_eq!(incoming(upgrade(true, false, true)), None);
+        assert_eq!(incoming(upgrade(false, false, true)), None);
         assert_eq!(
-            incoming(upgrade(true, false, true), true),
-            Some(ConnectFailure::RoomKey)
-        );
-        assert_eq!(incoming(upgrade(true, false, true), false), None);
-        assert_eq!(incoming(upgrade(false, false, true), true), None);
-        assert_eq!(
-            incoming(ConnectError::Stalled, false),
+            incoming(ConnectError::Stalled),
             Some(ConnectFailure::Stalled)
         );
-        assert_eq!(incoming_failure(&ListenError::Aborted, true), None);
+        assert_eq!(incoming_failure(&ListenError::Aborted), None);
     }
 }

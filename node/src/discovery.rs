@@ -32,6 +32,9 @@ pub const TIE_BREAK_DELAY: Duration = Duration::from_millis(1500);
 pub const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
 /// Longest wait between redials of a discovered peer.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How long a discovered peer that proved membership of none of our rooms waits before it is
+/// dialed again (it may join one of them meanwhile; it dials us then, too).
+pub const NO_SHARED_ROOM_RETRY: Duration = Duration::from_secs(300);
 /// Most peers found by mDNS kept at once; one found beyond is ignored until others expire (mDNS
 /// announces it again).
 pub const MAX_FOUND: usize = 4096;
@@ -157,6 +160,13 @@ impl Discovery {
     pub fn connected(&mut self, peer: PeerId) {
         if let Some(found) = self.found.get_mut(&peer) {
             found.backoff.reset();
+        }
+    }
+
+    /// `peer` shares no room with us: it is not dialed again for [`NO_SHARED_ROOM_RETRY`].
+    pub fn shares_no_room(&mut self, peer: PeerId, now: Instant) {
+        if let Some(found) = self.found.get_mut(&peer) {
+            found.next_dial = found.next_dial.max(now + NO_SHARED_ROOM_RETRY);
         }
     }
 
@@ -420,6 +430,21 @@ mod tests {
                 .is_empty(),
             "gone from the LAN"
         );
+    }
+
+    #[test]
+    fn a_peer_sharing_no_room_is_not_dialed_again_for_a_while() {
+        let (ours, theirs) = (peer(1), peer(2));
+        let now = Instant::now();
+        let mut discovery = Discovery::new(ours, vec![], true);
+        discovery.discovered(theirs, addr(1), now);
+        let soon = now + TIE_BREAK_DELAY;
+        assert_eq!(discovery.due(soon, |_| false, no_pins).len(), 1);
+        discovery.shares_no_room(theirs, soon);
+        let later = soon + MAX_BACKOFF * 2;
+        assert!(discovery.due(later, |_| false, no_pins).is_empty());
+        let retry = soon + NO_SHARED_ROOM_RETRY;
+        assert_eq!(discovery.due(retry, |_| false, no_pins).len(), 1);
     }
 
     #[test]

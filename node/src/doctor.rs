@@ -3,9 +3,11 @@
 use std::path::Path;
 
 use p2pchat_protocol::Author;
+use p2pchat_protocol::room::Room;
 use p2pchat_storage::{Damage, Store};
 
 use crate::NodeError;
+use crate::node::locate_store;
 
 /// What [`doctor`] found.
 #[derive(Debug)]
@@ -48,30 +50,29 @@ impl Checkup {
     }
 }
 
-/// Checks the store in the data directory `dir` offline: every journal, every chain and
+/// Checks `room`'s store in the data directory `dir` offline: every journal, every chain and
 /// signature, heads against entries, fork proofs, and what was lost since the heads were last
 /// recorded. Without `repair` a copy is checked (in a temporary directory) and the data
 /// directory is not changed; with it, the store is rebuilt from what verifies, the damaged
 /// files moved aside, as a start would.
-pub fn doctor(dir: &Path, repair: bool) -> Result<Checkup, NodeError> {
-    let path = dir.join("store");
+pub fn doctor(dir: &Path, room: &Room, repair: bool) -> Result<Checkup, NodeError> {
+    crate::node::check_not_a_file(dir)?;
+    if !dir.is_dir() {
+        return Err(NodeError::NoData(dir.to_owned()));
+    }
+    let (path, _) = locate_store(dir, room)?;
     if !path.is_dir() {
         return Err(NodeError::NoData(dir.to_owned()));
     }
     let scratch;
     let store = if repair {
-        Store::repair(&path, p2pchat_protocol::Room::lan().id())?
+        Store::repair(&path, room.id())?
     } else {
         scratch = tempfile::tempdir().map_err(|source| NodeError::DataDir {
             path: std::env::temp_dir(),
             source,
         })?;
-        Store::open_copy(
-            &path,
-            scratch.path(),
-            true,
-            p2pchat_protocol::Room::lan().id(),
-        )?
+        Store::open_copy(&path, scratch.path(), true, room.id())?
     };
     let damage = store.damage().cloned().unwrap_or_default();
     let mut logs: Vec<LogReport> = store

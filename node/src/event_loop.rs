@@ -1,7 +1,8 @@
-//! The event loop: the driver of the replication core ([`Replica`]). It owns the swarm and the
-//! core, finds peers on the LAN and keeps the user's peers connected, opens each peer's lanes,
-//! and moves what happens between the lanes, the core, the storage worker and the user: every
-//! input goes to the core, and everything the core then asks for is done before the next one.
+//! The event loop: the driver of the multi-room core ([`Rooms`]: membership, then one replica
+//! per shared room). It owns the swarm and the core, finds peers on the LAN and keeps the
+//! user's peers connected, opens each peer's lanes, and moves what happens between the lanes,
+//! the core, the storage worker and the user: every input goes to the core, and everything the
+//! core then asks for is done before the next one.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -13,12 +14,12 @@ use libp2p::mdns;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Stream, Swarm};
-use p2pchat_protocol::ValidationError;
 use p2pchat_protocol::limits::MAX_BATCH_ENTRIES;
-use p2pchat_protocol::message::{HeadInfo, Lane, Message};
-use p2pchat_protocol::replica::{
-    self, BAN_TIME, Disconnect, Event as CoreEvent, Input, Output, Penalty, Replica,
-};
+use p2pchat_protocol::membership::Nonce;
+use p2pchat_protocol::message::{Frame, Lane, Message, MessageError};
+use p2pchat_protocol::replica::{self, BAN_TIME, Disconnect, Event as CoreEvent, Penalty};
+use p2pchat_protocol::rooms::{Rooms, RoomsEvent, RoomsInput, RoomsOutput};
+use p2pchat_protocol::{DecodeError, ValidationError};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{AbortHandle, JoinSet};
@@ -35,6 +36,9 @@ use crate::{Event, NodeError, PeerSpec, SyncProgress, behaviour, identity};
 
 /// How often the node says which wanted names it has not found yet.
 const LOOKING_FOR_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a peer that shares no room with us keeps its connection after the core closed
+/// it, so that the frames queued before (our membership proof) reach it and it can tell why.
+const CLOSE_GRACE: Duration = Duration::from_millis(500);
 /// Wait before reopening the lanes of a peer that stays connected after they broke.
 const REOPEN_DELAY: Duration = Duration::from_millis(200);
 /// Lane events (messages read) waiting for the loop; a reader waits while it is full.
@@ -60,8 +64,6 @@ pub struct Setup {
     pub listeners: Vec<(ListenerId, Multiaddr)>,
     /// Whether mDNS discovery runs.
     pub mdns: bool,
-    /// Whether the node holds a room key.
-    pub private_room: bool,
     /// Answered once the node is ready, or with why it could not start.
     pub ready: oneshot::Sender<Result<(), NodeError>>,
 }
@@ -73,11 +75,16 @@ struct Session {
     lanes: Option<Lanes>,
     /// When to reopen its lanes, after they broke.
     reopen_at: Option<Instant>,
+    /// When to close its connection, once what was queued for it went out (a peer that shares
+    /// no room with us).
+    close_at: Option<Instant>,
     /// When its lanes were opened.
     started: Instant,
     /// Whether the core was told it is connected (and not yet that it closed).
     in_core: bool,
-    /// The name it said hello with, once accepted.
+    /// The rooms (indices) it proved membership of, in slot order (empty until then).
+    rooms: Vec<usize>,
+    /// The name it said hello with (its first hello's), once accepted.
     name: Option<String>,
     /// The name it was shown as connected with: said once until it leaves, however often its
     /// lanes are reopened.
@@ -87,16 +94,18 @@ struct Session {
 }
 
 /// A peer accepted for the first time is shown as connected once the core has compared heads
-/// with it a first time: once the peer's answer to our first query is in (or at once when no
-/// query was needed). Till then, what it holds of our own log is unknown, and a line typed on
-/// seeing "connected" could fork a log that the peer holds further (a data directory restored
-/// from a backup). Its catch-up events wait meanwhile, so that they follow `Connected`.
+/// with it a first time in every room the two share: once the peer's answer to our first
+/// query there is in (or at once when no query was needed). Till then, what it holds of our
+/// own log is unknown, and a line typed on seeing "connected" could fork a log that the peer
+/// holds further (a data directory restored from a backup). Its catch-up events wait
+/// meanwhile, so that they follow `Connected`.
 struct Announcement {
     /// The name to show.
     name: String,
-    /// Whether a query went out, whose answer is awaited.
-    queried: bool,
-    /// Catch-up events said meanwhile: the latest progress, then the completion (at most two).
+    /// The shared rooms whose heads were not compared yet, each with whether a query went
+    /// out there, whose answer is awaited.
+    waiting: Vec<(usize, bool)>,
+    /// Catch-up events said meanwhile: per room, the latest progress, then the completion.
     held: Vec<Event>,
 }
 
@@ -109,7 +118,7 @@ struct Lanes {
 /// The writer task of one of our lanes, and its queue.
 struct Writer {
     task: TaskId,
-    queue: mpsc::Sender<Message>,
+    queue: mpsc::Sender<Frame>,
     handle: AbortHandle,
 }
 
@@ -157,13 +166,11 @@ pub struct EventLoop {
     swarm: Swarm<Behaviour>,
     shared: SharedRef,
     commands: mpsc::Receiver<Command>,
-    /// The replication core.
-    replica: Replica<PeerId>,
+    /// The multi-room core.
+    core: Rooms<PeerId>,
     listen_addrs: Arc<Mutex<Vec<Multiaddr>>>,
     redialer: Redialer,
     discovery: Discovery,
-    /// Whether the node holds a room key (see [`incoming_failure`]).
-    private_room: bool,
     /// The address each listener was asked for.
     listeners: HashMap<ListenerId, Multiaddr>,
     /// Open connections per peer, oldest first, with whether we dialed each.
@@ -180,29 +187,38 @@ pub struct EventLoop {
     jobs: mpsc::Sender<Job>,
     held_jobs: VecDeque<Job>,
     /// The storage worker's answers.
-    stored: mpsc::Receiver<Input<PeerId>>,
-    /// The own log's highest seq the core knows of.
-    own_given: u64,
+    stored: mpsc::Receiver<RoomsInput<PeerId>>,
+    /// The own log's highest seq the core knows of, per room.
+    own_given: Vec<u64>,
     next_task: TaskId,
     tasks: JoinSet<()>,
 }
 
 impl EventLoop {
     /// Prepares the loop (and starts the storage worker); [`EventLoop::run`] drives it.
-    /// `heads` are the store's.
     pub fn new(
         swarm: Swarm<Behaviour>,
         shared: SharedRef,
         commands: mpsc::Receiver<Command>,
         listen_addrs: Arc<Mutex<Vec<Multiaddr>>>,
         peers: &[PeerSpec],
-        heads: Vec<HeadInfo>,
-    ) -> std::io::Result<Self> {
+    ) -> Result<Self, NodeError> {
         let (lane_tx, lane_rx) = mpsc::channel(INBOX);
         let (stored_tx, stored) = mpsc::channel(STORED_QUEUE);
-        let jobs = storer::spawn(shared.clone(), stored_tx)?;
         let me = shared.author();
-        let replica = Replica::new(me, shared.own_name(), heads);
+        let mut rooms = Vec::with_capacity(shared.rooms.len());
+        for (index, state) in shared.rooms.iter().enumerate() {
+            let heads = state.store.head_infos()?;
+            rooms.push((state.room.clone(), shared.own_name(index), heads));
+        }
+        let core = Rooms::new(me, rooms);
+        let own_given = shared
+            .rooms
+            .iter()
+            .map(|state| state.store.head_seq(&me))
+            .collect();
+        let jobs = storer::spawn(shared.clone(), stored_tx)
+            .map_err(|e| NodeError::Network(format!("cannot start the storage worker: {e}")))?;
         let mut redialer = Redialer::default();
         let mut names = Vec::new();
         let now = Instant::now();
@@ -215,14 +231,13 @@ impl EventLoop {
         let discovery = Discovery::new(*swarm.local_peer_id(), names, peers.is_empty());
         Ok(Self {
             swarm,
-            own_given: shared.store.head_seq(&me),
+            own_given,
             shared,
             commands,
-            replica,
+            core,
             listen_addrs,
             redialer,
             discovery,
-            private_room: false,
             listeners: HashMap::new(),
             connections: HashMap::new(),
             sessions: HashMap::new(),
@@ -242,7 +257,6 @@ impl EventLoop {
         let mut waiting: std::collections::HashSet<ListenerId> =
             setup.listeners.iter().map(|(id, _)| *id).collect();
         self.listeners = setup.listeners.into_iter().collect();
-        self.private_room = setup.private_room;
         let mut ready = Some(setup.ready);
         if waiting.is_empty() {
             ready.take().map(|r| r.send(Ok(())));
@@ -304,7 +318,7 @@ impl EventLoop {
                     Some(Command::Shutdown) | None => break,
                 },
                 _ = tick.tick() => {
-                    self.input(Input::Tick);
+                    self.input(RoomsInput::Tick);
                     self.reopen_due();
                     self.queue_held_jobs();
                     self.dial_due();
@@ -320,50 +334,67 @@ impl EventLoop {
 
     /// Gives the core `input`, then does everything it asks for, in order. An input that
     /// answers one of its outputs (accepting a hello) is given before any other.
-    fn input(&mut self, input: Input<PeerId>) {
+    fn input(&mut self, input: RoomsInput<PeerId>) {
         let mut inputs = VecDeque::from([input]);
         while let Some(input) = inputs.pop_front() {
             let compared = match &input {
-                Input::Accept { peer } => Some((*peer, false)),
-                Input::Received {
+                RoomsInput::Accept { room, peer } => Some((*peer, *room, false)),
+                RoomsInput::Received {
                     peer,
-                    message: Message::Reply(_),
-                } => Some((*peer, true)),
+                    frame: Frame::Room(slot, Message::Reply(_)),
+                } => self
+                    .room_of_slot(peer, *slot)
+                    .map(|room| (*peer, room, true)),
                 _ => None,
             };
-            self.replica
-                .handle(std::time::Instant::now(), input, &self.shared.store);
-            while let Some(output) = self.replica.poll() {
+            self.core
+                .handle(std::time::Instant::now(), input, &self.shared.rooms);
+            while let Some(output) = self.core.poll() {
                 if let Some(answer) = self.perform(output) {
                     inputs.push_front(answer);
                 }
             }
-            if let Some((peer, replied)) = compared {
-                self.announce(peer, replied);
+            if let Some((peer, room, replied)) = compared {
+                self.announce(peer, room, replied);
             }
         }
     }
 
-    /// Shows `peer` as connected, if it waits for that, once heads were compared a first
-    /// time: after the core took its first reply, or its acceptance when that sent no query.
-    fn announce(&mut self, peer: PeerId, replied: bool) {
+    /// The room (index) of `peer`'s shared room numbered `slot`.
+    fn room_of_slot(&self, peer: &PeerId, slot: u8) -> Option<usize> {
+        let session = self.sessions.get(peer)?;
+        session.rooms.get(usize::from(slot)).copied()
+    }
+
+    /// Shows `peer` as connected, if it waits for that, once heads were compared a first time
+    /// in every room shared with it: after the core took its first reply there, or its
+    /// acceptance when that sent no query.
+    fn announce(&mut self, peer: PeerId, room: usize, replied: bool) {
         let Some(session) = self.sessions.get_mut(&peer) else {
             return;
         };
-        if session
-            .announcing
-            .as_ref()
-            .is_none_or(|announcing| announcing.queried && !replied)
-        {
+        let Some(announcing) = session.announcing.as_mut() else {
+            return;
+        };
+        announcing
+            .waiting
+            .retain(|(waiting, queried)| *waiting != room || (*queried && !replied));
+        if !announcing.waiting.is_empty() {
             return;
         }
         let Some(announcing) = session.announcing.take() else {
             return;
         };
         session.shown = Some(announcing.name.clone());
+        let rooms = session
+            .rooms
+            .iter()
+            .map(|&room| self.shared.rooms[room].room.label().to_owned())
+            .collect();
         self.shared.emit(Event::Connected {
             peer,
             name: announcing.name,
+            rooms,
         });
         for event in announcing.held {
             self.shared.emit(event);
@@ -378,10 +409,12 @@ impl EventLoop {
             .and_then(|s| s.announcing.as_mut())
         {
             Some(announcing) => {
-                // Only the latest progress matters.
-                announcing
-                    .held
-                    .retain(|held| !matches!(held, Event::SyncProgress { .. }));
+                // Only the latest progress of each room matters.
+                if let Event::SyncProgress { room, .. } = &event {
+                    announcing.held.retain(
+                        |held| !matches!(held, Event::SyncProgress { room: at, .. } if at == room),
+                    );
+                }
                 announcing.held.push(event);
             }
             None => self.shared.emit(event),
@@ -389,39 +422,53 @@ impl EventLoop {
     }
 
     /// Does what the core asks; returns the core's answer, if it needs one at once.
-    fn perform(&mut self, output: Output<PeerId>) -> Option<Input<PeerId>> {
+    fn perform(&mut self, output: RoomsOutput<PeerId>) -> Option<RoomsInput<PeerId>> {
         match output {
-            Output::Send {
-                peer,
-                lane,
-                message,
-            } => self.send(peer, lane, message),
-            Output::Store { peer, batch } => {
+            RoomsOutput::Send { peer, lane, frame } => self.send(peer, lane, frame),
+            RoomsOutput::Store { room, peer, batch } => {
                 let from = self.sessions.get(&peer).and_then(|s| s.name.clone());
                 let from = from.unwrap_or_else(|| peer.to_string());
-                self.queue_job(Job::Batch { peer, from, batch });
+                self.queue_job(Job::Batch {
+                    room,
+                    peer,
+                    from,
+                    batch,
+                });
             }
-            Output::Disconnect { peer, reason } => self.disconnect(peer, &reason),
-            Output::Event(event) => return self.on_core_event(event),
+            RoomsOutput::Disconnect { peer, reason } => self.disconnect(peer, &reason),
+            RoomsOutput::Event(RoomsEvent::Joined { peer, rooms }) => {
+                if let Some(session) = self.sessions.get_mut(&peer) {
+                    session.rooms = rooms;
+                }
+            }
+            RoomsOutput::Event(RoomsEvent::Room { room, event }) => {
+                return self.on_core_event(room, event);
+            }
+            RoomsOutput::Event(other) => tracing::debug!(?other, "an event of the core not shown"),
         }
         None
     }
 
-    /// Queues `message` on `peer`'s `lane`; a peer whose queue is full does not read, and is
+    /// Queues `frame` on `peer`'s `lane`; a peer whose queue is full does not read, and is
     /// disconnected (the event loop never waits for a peer).
-    fn send(&mut self, peer: PeerId, lane: Lane, message: Message) {
+    fn send(&mut self, peer: PeerId, lane: Lane, frame: Frame) {
         let Some(session) = self.sessions.get_mut(&peer) else {
-            tracing::debug!(%peer, ?lane, "no session; message dropped");
+            tracing::debug!(%peer, ?lane, "no session; frame dropped");
             return;
         };
-        if let (Message::Query(_), Some(announcing)) = (&message, &mut session.announcing) {
-            announcing.queried = true;
+        if let (Frame::Room(slot, Message::Query(_)), Some(announcing)) =
+            (&frame, &mut session.announcing)
+            && let Some(&room) = session.rooms.get(usize::from(*slot))
+        {
+            for (waiting, queried) in &mut announcing.waiting {
+                *queried |= *waiting == room;
+            }
         }
         let Some(lanes) = &session.lanes else {
-            tracing::debug!(%peer, ?lane, "no lanes open; message dropped");
+            tracing::debug!(%peer, ?lane, "no lanes open; frame dropped");
             return;
         };
-        match lanes.writers[slot(lane)].queue.try_send(message) {
+        match lanes.writers[slot(lane)].queue.try_send(frame) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 tracing::debug!(%peer, ?lane, "the peer does not read its lane; dropping its connection");
@@ -454,57 +501,85 @@ impl EventLoop {
                         )
                     });
             }
+            Disconnect::NoSharedRoom => {
+                self.discovery.shares_no_room(peer, Instant::now());
+                self.redialer.shares_no_room(peer, Instant::now());
+                self.shared
+                    .warn(&peer.to_string(), Cause::NoSharedRoom, 1, || {
+                        format!("closed {peer}: it shares no room with us")
+                    });
+                // Gracefully: our proof may still be queued, and the peer says why only once
+                // it has it. The lanes stay open meanwhile (a lane closed now could reach the
+                // peer before the proof on the other, and end its session first); the core
+                // ignores what else comes from the peer.
+                if let Some(session) = self.sessions.get_mut(&peer) {
+                    session.close_at = Some(Instant::now() + CLOSE_GRACE);
+                }
+                return;
+            }
             // Silence is said by the Disconnected event; the others are the core's routine.
             reason => tracing::debug!(%peer, "disconnecting: {reason}"),
         }
         self.drop_peer(peer);
     }
 
-    fn on_core_event(&mut self, event: CoreEvent<PeerId>) -> Option<Input<PeerId>> {
+    /// Something happened in room `room`.
+    fn on_core_event(
+        &mut self,
+        room: usize,
+        event: CoreEvent<PeerId>,
+    ) -> Option<RoomsInput<PeerId>> {
+        let label = || self.shared.rooms[room].room.label().to_owned();
         match event {
-            CoreEvent::Hello { peer, name } => return self.on_hello(peer, name),
+            CoreEvent::Hello { peer, name } => return self.on_hello(room, peer, name),
             CoreEvent::SyncProgress {
                 peer,
                 received,
                 total,
             } => {
+                let room = label();
                 let name = self.show_sync(peer, Some(SyncProgress { received, total }));
                 let event = Event::SyncProgress {
                     peer,
                     name,
+                    room,
                     received,
                     total,
                 };
                 self.say_catch_up(peer, event);
             }
             CoreEvent::SyncComplete { peer, received } => {
+                let room = label();
                 let name = self.show_sync(peer, None);
                 let event = Event::SyncComplete {
                     peer,
                     name,
+                    room,
                     received,
                 };
                 self.say_catch_up(peer, event);
             }
             CoreEvent::OwnLogClaimed { seq } => {
-                self.shared
+                self.shared.rooms[room]
                     .own_claimed
                     .store(seq, std::sync::atomic::Ordering::Relaxed);
-                self.queue_job(Job::CheckOwn);
+                self.queue_job(Job::CheckOwn(room));
             }
             CoreEvent::Forked { author, seq } => {
-                let name = self.shared.display_name(&author);
+                let name = self.shared.display_name(room, &author);
                 self.shared.emit(Event::Warning {
                     message: format!(
-                        "{name} ({}) signed two different entries at seq {seq}: their log is \
-                         forked, no more of it will be accepted",
-                        author.fingerprint()
+                        "{name} ({}) signed two different entries at seq {seq}{}: their log \
+                         there is forked, no more of it will be accepted",
+                        author.fingerprint(),
+                        self.shared.in_room(room),
                     ),
                 });
             }
             CoreEvent::Rejected { peer, error, .. } => {
+                let in_room = self.shared.in_room(room);
                 self.shared.warn(&peer.to_string(), Cause::Rejected, 1, || {
-                    format!("rejected an entry from peer {peer}: {error}")
+                    format!("rejected an entry from peer {peer}{in_room}: {error}")
                 });
             }
             other => tracing::debug!(?other, "an event of the core not shown"),
@@ -525,31 +600,37 @@ impl EventLoop {
         }
     }
 
-    /// A peer said hello: pins its name, warns when the name is another key's, and syncs with
-    /// it ([`Input::Accept`]) if it is a peer we want, else closes the probe.
-    fn on_hello(&mut self, peer: PeerId, name: String) -> Option<Input<PeerId>> {
-        let connections = &self.connections;
-        self.discovery
-            .learned(peer, &name, |p| connections.contains_key(p));
+    /// A peer said hello in `room`: pins its name there, warns when the name is another key's,
+    /// and syncs the room with it ([`RoomsInput::Accept`]) if it is a peer we want, else
+    /// closes the probe. Its first hello names it.
+    fn on_hello(&mut self, room: usize, peer: PeerId, name: String) -> Option<RoomsInput<PeerId>> {
         // Sessions start only for peers whose id is an ed25519 key.
         let author = identity::author_of(&peer)?;
         self.queue_job(Job::Pin {
+            room,
             peer,
             name: name.clone(),
             author,
         });
+        let first = self.sessions.get(&peer)?.name.is_none();
+        if !first {
+            return Some(RoomsInput::Accept { room, peer });
+        }
+        let connections = &self.connections;
+        self.discovery
+            .learned(peer, &name, |p| connections.contains_key(p));
         if !self.should_accept(&peer) {
             tracing::debug!(%peer, name, "not a peer we want; closing the probe");
             self.drop_peer(peer);
             return None;
         }
-        let shown = self.shared.qualified(&name, &author);
+        let shown = self.shared.qualified(room, &name, &author);
         let session = self.sessions.get_mut(&peer)?;
         session.name = Some(name.clone());
         if session.shown.is_none() {
             session.announcing = Some(Announcement {
                 name: shown,
-                queried: false,
+                waiting: session.rooms.iter().map(|&room| (room, false)).collect(),
                 held: Vec::new(),
             });
         }
@@ -561,7 +642,7 @@ impl EventLoop {
             }
         }
         drop(peers);
-        Some(Input::Accept { peer })
+        Some(RoomsInput::Accept { room, peer })
     }
 
     /// Queues a job for the storage worker, or holds it while the worker's queue is full.
@@ -593,8 +674,9 @@ impl EventLoop {
     }
 
     /// The storage worker stored a batch (or failed to).
-    fn on_stored(&mut self, stored: Input<PeerId>) {
-        if let Input::Stored {
+    fn on_stored(&mut self, stored: RoomsInput<PeerId>) {
+        if let RoomsInput::Stored {
+            room,
             author,
             outcome: Ok(inserted),
             ..
@@ -602,7 +684,7 @@ impl EventLoop {
             && *author == self.shared.author()
         {
             // Given to the core with this answer, not again as an append.
-            self.own_given = self.own_given.max(inserted.held_through);
+            self.own_given[*room] = self.own_given[*room].max(inserted.held_through);
         }
         self.queue_held_jobs();
         self.input(stored);
@@ -616,19 +698,24 @@ impl EventLoop {
             self.on_stored(stored);
         }
         let me = self.shared.author();
-        while self.own_given < self.shared.store.head_seq(&me) {
-            let from = self.own_given + 1;
-            let entries = match self
-                .shared
-                .store
-                .range(&me, from, MAX_BATCH_ENTRIES, usize::MAX)
-            {
-                Ok(entries) if !entries.is_empty() => entries,
-                Ok(_) => return,
-                Err(e) => return self.shared.store_failed("reading the store", &e),
-            };
-            self.own_given = entries.last().map_or(from, |entry| entry.seq());
-            self.input(Input::Appended { entries });
+        for room in 0..self.shared.rooms.len() {
+            while self.own_given[room] < self.shared.rooms[room].store.head_seq(&me) {
+                let from = self.own_given[room] + 1;
+                let read =
+                    self.shared.rooms[room]
+                        .store
+                        .range(&me, from, MAX_BATCH_ENTRIES, usize::MAX);
+                let entries = match read {
+                    Ok(entries) if !entries.is_empty() => entries,
+                    Ok(_) => break,
+                    Err(e) => {
+                        self.shared.store_failed("reading the store", &e);
+                        break;
+                    }
+                };
+                self.own_given[room] = entries.last().map_or(from, |entry| entry.seq());
+                self.input(RoomsInput::Appended { room, entries });
+            }
         }
     }
 
@@ -640,15 +727,15 @@ impl EventLoop {
             let _ = self.swarm.disconnect_peer_id(peer);
             return;
         };
-        let (name, shown) = match self.sessions.remove(&peer) {
+        let shown = match self.sessions.remove(&peer) {
             Some(mut old) => {
                 old.end_lanes();
                 if old.in_core {
-                    self.input(Input::Closed { peer });
+                    self.input(RoomsInput::Closed { peer });
                 }
-                (old.name, old.shown)
+                old.shown
             }
-            None => (None, None),
+            None => None,
         };
         let writers = LANES.map(|lane| self.spawn_writer(peer, lane));
         self.sessions.insert(
@@ -659,9 +746,11 @@ impl EventLoop {
                     readers: [None, None],
                 }),
                 reopen_at: None,
+                close_at: None,
                 started: Instant::now(),
                 in_core: true,
-                name,
+                rooms: Vec::new(),
+                name: None,
                 shown,
                 announcing: None,
             },
@@ -669,7 +758,13 @@ impl EventLoop {
         for (lane, stream, _) in self.early.remove(&peer).unwrap_or_default() {
             self.spawn_reader(peer, lane, stream);
         }
-        self.input(Input::Connected { peer, author });
+        // A fresh nonce for every session: membership proofs are bound to it.
+        let nonce = Nonce::new(rand::random());
+        self.input(RoomsInput::Connected {
+            peer,
+            author,
+            nonce,
+        });
     }
 
     fn task_id(&mut self) -> TaskId {
@@ -765,11 +860,11 @@ impl EventLoop {
             return; // a task since replaced
         }
         match event {
-            LaneEvent::Received { message, .. } => {
+            LaneEvent::Received { frame, .. } => {
                 if lanes.reads(task) {
-                    self.input(match message {
-                        Ok(message) => Input::Received { peer, message },
-                        Err(error) => Input::Malformed { peer, error },
+                    self.input(match frame {
+                        Ok(frame) => RoomsInput::Received { peer, frame },
+                        Err(error) => RoomsInput::Malformed { peer, error },
                     });
                 }
             }
@@ -784,13 +879,11 @@ impl EventLoop {
                 self.lanes_broke(peer);
             }
             LaneEvent::Unsupported { .. } => {
+                // Its lanes' protocol names are not ours: the release before rooms speaks
+                // protocol 2.
                 self.shared
                     .warn(&peer.to_string(), Cause::Incompatible, 1, || {
-                        format!(
-                            "peer {peer} does not speak protocol version {}: it runs another \
-                             p2pchat release; disconnecting",
-                            p2pchat_protocol::message::PROTOCOL_VERSION
-                        )
+                        format!("{peer} speaks an older p2pchat (protocol 2); it must upgrade")
                     });
                 self.drop_peer(peer);
             }
@@ -803,10 +896,14 @@ impl EventLoop {
         let Some(session) = self.sessions.get_mut(&peer) else {
             return;
         };
+        if session.close_at.is_some() {
+            // Being closed: the peer is done too.
+            return self.drop_peer(peer);
+        }
         session.end_lanes();
         session.reopen_at = Some(Instant::now() + REOPEN_DELAY);
         if std::mem::take(&mut session.in_core) {
-            self.input(Input::Closed { peer });
+            self.input(RoomsInput::Closed { peer });
         }
     }
 
@@ -827,17 +924,29 @@ impl EventLoop {
         for peer in due {
             self.start_session(peer);
         }
+        let closing: Vec<PeerId> = self
+            .sessions
+            .iter_mut()
+            .filter(|(_, s)| s.close_at.is_some_and(|at| at <= now))
+            .map(|(peer, s)| {
+                s.close_at = None;
+                *peer
+            })
+            .collect();
+        for peer in closing {
+            self.drop_peer(peer);
+        }
     }
 
     fn dial_due(&mut self) {
         let now = Instant::now();
         let mut dials = self.redialer.due(now);
         let connections = &self.connections;
-        let store = &self.shared.store;
+        let shared = &self.shared;
         dials.extend(self.discovery.due(
             now,
             |peer| connections.contains_key(peer),
-            |name| store.pinned(name),
+            |name| shared.pinned(name),
         ));
         for dial in dials {
             let (id, peer) = (dial.connection_id(), dial.get_peer_id());
@@ -962,7 +1071,7 @@ impl EventLoop {
             } => {
                 tracing::debug!(%send_back_addr, "incoming connection failed: {error}");
                 // Named by IP: each connection comes from another port.
-                if let Some(reason) = incoming_failure(&error, self.private_room)
+                if let Some(reason) = incoming_failure(&error)
                     && let Some(ip) = ip_of(&send_back_addr)
                 {
                     self.shared.connection_failed(&ip, true, reason);
@@ -1014,7 +1123,7 @@ impl EventLoop {
         };
         session.end_lanes();
         if session.in_core {
-            self.input(Input::Closed { peer });
+            self.input(RoomsInput::Closed { peer });
         }
         self.shared.peers().remove(&peer);
         if let Some(name) = session.shown {
@@ -1034,15 +1143,31 @@ impl EventLoop {
             .is_some_and(|c| c.iter().any(|(_, we_dialed)| !we_dialed));
         dialed_by_them
             || self.redialer.is_target(peer)
-            || self
-                .discovery
-                .wants(peer, |name| self.shared.store.pinned(name))
+            || self.discovery.wants(peer, |name| self.shared.pinned(name))
     }
 }
 
-/// What a peer sent that no honest peer sends, in words.
+/// What a peer sent that no honest peer sends, in words (never a decoder's debug text).
 fn penalty_words(penalty: &Penalty) -> String {
     match penalty {
+        Penalty::BadMessage(MessageError::Malformed(_)) => {
+            "a frame that does not decode (not a message of p2pchat protocol 3)".to_owned()
+        }
+        Penalty::InvalidEntry {
+            author,
+            error: ValidationError::Decode(DecodeError::Malformed(_)),
+        } => format!(
+            "an entry for the log of #{} that does not decode",
+            author.fingerprint()
+        ),
+        Penalty::InvalidEntry {
+            error: ValidationError::WrongAuthor { expected, found },
+            ..
+        } => format!(
+            "an entry signed by #{} as one of #{}'s log",
+            found.fingerprint(),
+            expected.fingerprint()
+        ),
         Penalty::InvalidEntry {
             author,
             error: ValidationError::BadAuthorKey(reason),
@@ -1062,4 +1187,37 @@ fn ip_of(address: &Multiaddr) -> Option<String> {
         Protocol::Ip6(ip) => Some(ip.to_string()),
         _ => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use p2pchat_protocol::Author;
+
+    use super::*;
+
+    #[test]
+    fn penalties_are_said_without_debug_text() {
+        let (a, b) = (Author::from_bytes([1; 32]), Author::from_bytes([2; 32]));
+        let cbor = "Core(Unsupported { name: \"x\", found: 7 })".to_owned();
+        for penalty in [
+            Penalty::BadMessage(MessageError::Malformed(cbor.clone())),
+            Penalty::InvalidEntry {
+                author: a,
+                error: ValidationError::Decode(DecodeError::Malformed(cbor)),
+            },
+            Penalty::InvalidEntry {
+                author: a,
+                error: ValidationError::WrongAuthor {
+                    expected: a,
+                    found: b,
+                },
+            },
+        ] {
+            let words = penalty_words(&penalty);
+            assert!(
+                !words.contains("Core(") && !words.contains("Author("),
+                "{words}"
+            );
+        }
+    }
 }

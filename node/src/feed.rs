@@ -1,7 +1,9 @@
-//! The message feed: every text entry exactly once, stored history first, then live.
+//! The message feed: every text entry of every room exactly once, stored history first (room
+//! after room), then live.
 //!
-//! The feed follows the store rather than a queue of events. It first pages through the merged
-//! history as it stood when the feed started (up to the heads of that moment); then it keeps,
+//! The feed follows the rooms' stores rather than a queue of events. For each room in turn, it
+//! first pages through the merged history as it stood when it began that room (up to the
+//! heads of that moment); then, once every room's history is delivered, it keeps, per room and
 //! for each author, the last seq it has delivered and, on every store change, reads what lies
 //! beyond. Nothing can be missed or repeated, however fast entries arrive or however slowly the
 //! reader reads, and memory stays at one page.
@@ -10,7 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Weak;
 
 use p2pchat_protocol::{Entry, Heads};
-use p2pchat_storage::{HistoryKey, HistoryPos};
+use p2pchat_storage::{HistoryKey, HistoryPos, Store};
 use tokio::sync::watch;
 
 use crate::Message;
@@ -39,16 +41,17 @@ enum Phase {
 pub struct MessageFeed {
     shared: Weak<Shared>,
     written: watch::Receiver<()>,
-    phase: Phase,
+    /// Each room's phase, by room index.
+    phases: Vec<Phase>,
     queue: VecDeque<Message>,
 }
 
 impl MessageFeed {
-    pub(crate) fn new(shared: Weak<Shared>, written: watch::Receiver<()>) -> Self {
+    pub(crate) fn new(shared: Weak<Shared>, written: watch::Receiver<()>, rooms: usize) -> Self {
         Self {
             shared,
             written,
-            phase: Phase::Start,
+            phases: (0..rooms).map(|_| Phase::Start).collect(),
             queue: VecDeque::new(),
         }
     }
@@ -67,74 +70,101 @@ impl MessageFeed {
         }
     }
 
-    /// Reads undelivered entries into the queue; `Some(true)` if there may be more to read
-    /// without waiting.
+    /// Reads undelivered entries into the queue: the stored history of the first room whose
+    /// history is not delivered yet, else what is new in every room. `Some(true)` if there may
+    /// be more to read without waiting.
     fn refill(&mut self) -> Option<bool> {
         let shared = self.shared.upgrade()?;
-        let (entries, more) = match std::mem::replace(&mut self.phase, Phase::Start) {
-            Phase::Start => {
-                let (heads, since) = shared.store.heads_with_version();
-                self.phase = Phase::History {
-                    heads,
-                    since,
-                    pos: None,
-                    delivered: Heads::new(),
-                };
-                return Some(true);
+        let in_history = self
+            .phases
+            .iter()
+            .position(|phase| !matches!(phase, Phase::Live { .. }));
+        let rooms: Vec<usize> = match in_history {
+            Some(room) => vec![room],
+            None => (0..self.phases.len()).collect(),
+        };
+        let mut more = false;
+        for room in rooms {
+            let phase = &mut self.phases[room];
+            let store = &shared.rooms[room].store;
+            let (entries, more_here) = step(&shared, store, phase)?;
+            more |= more_here;
+            let mut names = HashMap::new();
+            let label = shared.rooms[room].room.label();
+            for entry in &entries {
+                let name = names
+                    .entry(entry.author())
+                    .or_insert_with(|| shared.display_name(room, &entry.author()));
+                self.queue.extend(Message::of(entry, name.clone(), label));
             }
-            Phase::History {
+        }
+        Some(more)
+    }
+}
+
+/// Moves one room's `phase` on, reading `store`: the entries to deliver, and whether there may
+/// be more to read without waiting (`None`: the store failed).
+fn step(shared: &Shared, store: &Store, phase: &mut Phase) -> Option<(Vec<Entry>, bool)> {
+    let (entries, more) = match std::mem::replace(phase, Phase::Start) {
+        Phase::Start => {
+            let (heads, since) = store.heads_with_version();
+            *phase = Phase::History {
                 heads,
                 since,
-                pos,
-                mut delivered,
-            } => {
-                let (page, last) = match shared.store.history_page(pos.as_ref(), PAGE) {
-                    Ok(read) => read,
-                    Err(e) if e.is_damage() => {
-                        // The rest of the merged history cannot be read: go on log by log from
-                        // what was delivered, skipping only what cannot be read.
-                        shared.store_failed("reading the history", &e);
-                        self.phase = Phase::Live { delivered, since };
-                        return Some(true);
-                    }
-                    Err(_) => return None,
-                };
-                let held = |e: &Entry| e.seq() <= heads.get(&e.author()).copied().unwrap_or(0);
-                let entries: Vec<Entry> = page.into_iter().filter(held).collect();
-                for entry in &entries {
-                    delivered.insert(entry.author(), entry.seq());
+                pos: None,
+                delivered: Heads::new(),
+            };
+            return Some((Vec::new(), true));
+        }
+        Phase::History {
+            heads,
+            since,
+            pos,
+            mut delivered,
+        } => {
+            let (page, last) = match store.history_page(pos.as_ref(), PAGE) {
+                Ok(read) => read,
+                Err(e) if e.is_damage() => {
+                    // The rest of the merged history cannot be read: go on log by log from
+                    // what was delivered, skipping only what cannot be read.
+                    shared.store_failed("reading the history", &e);
+                    *phase = Phase::Live { delivered, since };
+                    return Some((Vec::new(), true));
                 }
-                self.phase = match last {
-                    Some(pos) => Phase::History {
-                        heads,
-                        since,
-                        pos: Some(pos),
-                        delivered,
-                    },
-                    None => Phase::Live {
-                        delivered: heads,
-                        since,
-                    },
-                };
-                (entries, true)
+                Err(_) => return None,
+            };
+            let held = |e: &Entry| e.seq() <= heads.get(&e.author()).copied().unwrap_or(0);
+            let entries: Vec<Entry> = page.into_iter().filter(held).collect();
+            for entry in &entries {
+                delivered.insert(entry.author(), entry.seq());
             }
-            Phase::Live {
-                mut delivered,
-                mut since,
-            } => {
-                // At most a page per refill, so a reader slower than a big catch-up does not
-                // pull the whole backlog into memory. Only logs that moved are looked at.
-                let mut entries = Vec::new();
-                let (moved, version) = shared.store.heads_moved_since(since);
-                for (author, head) in moved {
-                    let done = delivered.entry(author).or_default();
-                    while *done < head && entries.len() < PAGE {
-                        let chunk = match shared.store.range(
-                            &author,
-                            *done + 1,
-                            PAGE - entries.len(),
-                            usize::MAX,
-                        ) {
+            *phase = match last {
+                Some(pos) => Phase::History {
+                    heads,
+                    since,
+                    pos: Some(pos),
+                    delivered,
+                },
+                None => Phase::Live {
+                    delivered: heads,
+                    since,
+                },
+            };
+            (entries, true)
+        }
+        Phase::Live {
+            mut delivered,
+            mut since,
+        } => {
+            // At most a page per refill, so a reader slower than a big catch-up does not
+            // pull the whole backlog into memory. Only logs that moved are looked at.
+            let mut entries = Vec::new();
+            let (moved, version) = store.heads_moved_since(since);
+            for (author, head) in moved {
+                let done = delivered.entry(author).or_default();
+                while *done < head && entries.len() < PAGE {
+                    let chunk =
+                        match store.range(&author, *done + 1, PAGE - entries.len(), usize::MAX) {
                             Ok(chunk) => chunk,
                             Err(e) if e.is_damage() => {
                                 shared.store_failed("reading the store", &e);
@@ -142,35 +172,27 @@ impl MessageFeed {
                                 let end = head.min(*done + (PAGE - entries.len()) as u64);
                                 entries.extend(
                                     (*done + 1..=end)
-                                        .filter_map(|seq| shared.store.get(&author, seq).ok()?),
+                                        .filter_map(|seq| store.get(&author, seq).ok()?),
                                 );
                                 *done = end;
                                 continue;
                             }
                             Err(_) => return None,
                         };
-                        let Some(last) = chunk.last() else { break };
-                        *done = last.seq();
-                        entries.extend(chunk);
-                    }
+                    let Some(last) = chunk.last() else { break };
+                    *done = last.seq();
+                    entries.extend(chunk);
                 }
-                entries.sort_by_key(HistoryKey::of);
-                // A page cut short leaves logs to finish: look at the same ones next time.
-                if entries.len() < PAGE {
-                    since = version;
-                }
-                self.phase = Phase::Live { delivered, since };
-                let found = !entries.is_empty();
-                (entries, found)
             }
-        };
-        let mut names = HashMap::new();
-        for entry in &entries {
-            let name = names
-                .entry(entry.author())
-                .or_insert_with(|| shared.display_name(&entry.author()));
-            self.queue.extend(Message::of(entry, name.clone()));
+            entries.sort_by_key(HistoryKey::of);
+            // A page cut short leaves logs to finish: look at the same ones next time.
+            if entries.len() < PAGE {
+                since = version;
+            }
+            *phase = Phase::Live { delivered, since };
+            let found = !entries.is_empty();
+            (entries, found)
         }
-        Some(more)
-    }
+    };
+    Some((entries, more))
 }

@@ -129,11 +129,17 @@ pub struct OwnMarkFile {
 }
 
 impl OwnMarkFile {
-    /// Creates the mark file in `dir` holding `mark`, replacing any: written to a temporary
+    /// Creates the mark file `path` holding `mark`, replacing any: written to a temporary
     /// file, synced, renamed into place, and the directory synced.
-    pub fn create(dir: &Path, mark: &OwnMark) -> Result<Self, IdentityError> {
-        let path = dir.join(OWN_HEAD_FILE);
-        let temp = dir.join(format!("{OWN_HEAD_FILE}.tmp"));
+    pub fn create(path: &Path, mark: &OwnMark) -> Result<Self, IdentityError> {
+        let path = path.to_owned();
+        let mut temp = path.clone().into_os_string();
+        temp.push(".tmp");
+        let temp = std::path::PathBuf::from(temp);
+        let dir = path
+            .parent()
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         let io = |source| IdentityError::Io {
             path: path.display().to_string(),
             source,
@@ -158,9 +164,9 @@ impl OwnMarkFile {
         })
     }
 
-    /// Opens the mark file in `dir` and reads its mark; `None` if there is no file.
-    pub fn open(dir: &Path) -> Result<Option<(Self, OwnMark)>, IdentityError> {
-        let path = dir.join(OWN_HEAD_FILE);
+    /// Opens the mark file `path` and reads its mark; `None` if there is no file.
+    pub fn open(path: &Path) -> Result<Option<(Self, OwnMark)>, IdentityError> {
+        let path = path.to_owned();
         let io = |source| IdentityError::Io {
             path: path.display().to_string(),
             source,
@@ -229,7 +235,7 @@ pub fn load_or_create(dir: &Path) -> Result<SigningKey, IdentityError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             // A new key has written nothing: say so before the key exists, so that a key
             // without a mark can only be an older release's (or a hand-deleted mark).
-            OwnMarkFile::create(dir, &OwnMark { seq: 0, hash: None })?;
+            OwnMarkFile::create(&dir.join(OWN_HEAD_FILE), &OwnMark { seq: 0, hash: None })?;
             let key = SigningKey::generate(&mut rand::rngs::OsRng);
             let mut file = fs::OpenOptions::new()
                 .write(true)
@@ -305,7 +311,9 @@ mod tests {
             seq,
             hash: Some(Hash::from_bytes([seq as u8; 32])),
         };
-        let (mut file, read) = OwnMarkFile::open(dir.path()).unwrap().unwrap();
+        let (mut file, read) = OwnMarkFile::open(&dir.path().join(OWN_HEAD_FILE))
+            .unwrap()
+            .unwrap();
         assert_eq!(read, new);
         for seq in 1..=3 {
             file.write(&mark(seq)).unwrap();
@@ -319,7 +327,9 @@ mod tests {
         bytes[..20].copy_from_slice(&torn[..20]);
         fs::write(&path, &bytes).unwrap();
         assert_eq!(read_own_mark(dir.path()).unwrap(), Some(mark(3)));
-        let (mut file, _) = OwnMarkFile::open(dir.path()).unwrap().unwrap();
+        let (mut file, _) = OwnMarkFile::open(&dir.path().join(OWN_HEAD_FILE))
+            .unwrap()
+            .unwrap();
         file.write(&mark(4)).unwrap();
         file.write(&mark(5)).unwrap();
         assert_eq!(read_own_mark(dir.path()).unwrap(), Some(mark(5)));

@@ -4,10 +4,12 @@ use std::io::BufRead;
 use std::path::Path;
 
 use p2pchat_protocol::Body;
+use p2pchat_protocol::room::Room;
 
 use crate::NodeError;
 use crate::node::{DataDir, open_data_dir};
 use crate::own_log::{Appended, behind_warning};
+use crate::shared::RoomState;
 
 /// Lines appended per group commit (one fsync each).
 pub const IMPORT_CHUNK: usize = 10_000;
@@ -28,8 +30,8 @@ pub struct Imported {
     pub damage: Option<p2pchat_storage::Damage>,
 }
 
-/// Appends each non-empty line of `lines` as a message of user `name`, whose data lives in
-/// `dir` (created on first use, as for chatting), in group commits of [`IMPORT_CHUNK`]. The
+/// Appends each non-empty line of `lines` as a message of user `name` in `room`, whose data
+/// lives in `dir` (created on first use, as for chatting), in group commits of [`IMPORT_CHUNK`]. The
 /// node must not be running (the data directory lock makes sure). A line that breaks a limit
 /// is skipped and passed to `on_skip` with its 1-based line number and the reason; empty lines
 /// are counted; every other line is stored. Refused
@@ -37,15 +39,16 @@ pub struct Imported {
 pub fn import(
     name: &str,
     dir: &Path,
+    room: Room,
     lines: impl BufRead,
     mut on_skip: impl FnMut(u64, &str),
 ) -> Result<Imported, NodeError> {
     let DataDir {
-        key,
-        store,
-        own,
-        name,
-    } = open_data_dir(name, dir)?;
+        key, rooms, name, ..
+    } = open_data_dir(name, dir, vec![room])?;
+    let Some(RoomState { store, own, .. }) = rooms.into_iter().next() else {
+        return Err(NodeError::Rooms("no room to import into".into()));
+    };
     let state = own.state(&store, &key, 0)?;
     if let Some(why) = behind_warning(state, store.head_seq(&p2pchat_protocol::Author::of(&key))) {
         let damage = store
@@ -106,9 +109,13 @@ mod tests {
         let long = "x".repeat(p2pchat_protocol::limits::MAX_TEXT_BYTES + 1);
         let input = format!("one\n\n two \n \t\n{long}\nthree\r\n");
         let mut skipped = Vec::new();
-        let imported = import("alice", dir.path(), input.as_bytes(), |n, _| {
-            skipped.push(n)
-        })
+        let imported = import(
+            "alice",
+            dir.path(),
+            Room::lan(),
+            input.as_bytes(),
+            |n, _| skipped.push(n),
+        )
         .unwrap();
         assert_eq!(
             imported,
@@ -121,7 +128,9 @@ mod tests {
             }
         );
         assert_eq!(skipped, [5]);
-        let DataDir { key, store, .. } = open_data_dir("alice", dir.path()).unwrap();
+        let DataDir { key, rooms, .. } =
+            open_data_dir("alice", dir.path(), vec![Room::lan()]).unwrap();
+        let store = &rooms[0].store;
         let author = p2pchat_protocol::Author::of(&key);
         assert_eq!(store.head_seq(&author), 4, "profile + three lines");
         let texts: Vec<_> = store

@@ -1,6 +1,6 @@
 //! A peer's lanes (docs/protocol.md, section 9): each side opens two streams to the other,
-//! [`LIVE_PROTOCOL`] and [`BULK_PROTOCOL`], and writes [`Message`]s on them as frames (a `u32`
-//! big-endian length, then the message's CBOR). One writer task per outbound lane, fed by a
+//! [`LIVE_PROTOCOL`] and [`BULK_PROTOCOL`], and writes [`Frame`]s on them (a `u32` big-endian
+//! length, then the frame's CBOR): the membership handshake, then the shared rooms' messages. One writer task per outbound lane, fed by a
 //! bounded queue; one reader task per inbound lane, reporting into the event loop's bounded
 //! inbox (a full inbox stops the reader, which holds the peer back).
 
@@ -9,7 +9,7 @@ use futures::{AsyncRead, AsyncWrite, SinkExt};
 use libp2p::{PeerId, StreamProtocol};
 use libp2p_stream::{Control, OpenStreamError};
 use p2pchat_protocol::limits::MAX_FRAME_BYTES;
-use p2pchat_protocol::message::{BULK_PROTOCOL, LIVE_PROTOCOL, Lane, Message, MessageError};
+use p2pchat_protocol::message::{BULK_PROTOCOL, Frame, LIVE_PROTOCOL, Lane, MessageError};
 use p2pchat_protocol::replica::MAX_UNACKED_BATCHES;
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedWrite, LengthDelimitedCodec};
@@ -17,7 +17,7 @@ use tokio_util::compat::FuturesAsyncWriteCompatExt;
 
 use crate::frames::{FRAME_TIMEOUT, FrameReadError, read_frame};
 
-/// Messages queued for one outbound lane. The core keeps at most [`MAX_UNACKED_BATCHES`]
+/// Frames queued for one outbound lane. The core keeps at most [`MAX_UNACKED_BATCHES`]
 /// batches unacknowledged (and sends little else), so a queue that fills up means the peer
 /// does not read: its connection is dropped.
 pub const LANE_QUEUE: usize = 2 * MAX_UNACKED_BATCHES;
@@ -37,14 +37,14 @@ pub fn protocol(lane: Lane) -> StreamProtocol {
 /// What a lane task tells the event loop.
 #[derive(Debug)]
 pub enum LaneEvent {
-    /// A reader read a frame: a message, or bytes that are not one.
+    /// A reader read a frame, or bytes that are not one.
     Received {
         /// The sender.
         peer: PeerId,
         /// The reader.
         task: TaskId,
-        /// The message, decoded and checked.
-        message: Result<Message, MessageError>,
+        /// The frame, decoded and checked.
+        frame: Result<Frame, MessageError>,
     },
     /// A lane ended or broke (its reader or writer stopped).
     Ended {
@@ -64,7 +64,8 @@ pub enum LaneEvent {
         /// What happened, in words.
         why: String,
     },
-    /// The peer does not speak this protocol version: its connection is closed.
+    /// The peer does not speak this protocol version (its lanes' protocol names are not ours):
+    /// its connection is closed.
     Unsupported {
         /// The peer.
         peer: PeerId,
@@ -80,7 +81,7 @@ pub async fn write_lane(
     peer: PeerId,
     lane: Lane,
     task: TaskId,
-    mut queue: mpsc::Receiver<Message>,
+    mut queue: mpsc::Receiver<Frame>,
     events: mpsc::Sender<LaneEvent>,
 ) {
     let event = match control.open_stream(peer, protocol(lane)).await {
@@ -89,40 +90,48 @@ pub async fn write_lane(
             Err(e) => LaneEvent::Ended {
                 peer,
                 task,
-                why: format!("writing the {lane:?} lane failed: {e}"),
+                why: format!("writing the {} lane failed: {e}", lane_name(lane)),
             },
         },
         Err(OpenStreamError::UnsupportedProtocol(_)) => LaneEvent::Unsupported { peer, task },
         Err(e) => LaneEvent::Ended {
             peer,
             task,
-            why: format!("cannot open the {lane:?} lane: {e}"),
+            why: format!("cannot open the {} lane: {e}", lane_name(lane)),
         },
     };
     let _ = events.send(event).await;
 }
 
-/// Writes every message `queue` brings on `stream`, flushing whenever the queue is empty.
+/// The lane's name in words.
+fn lane_name(lane: Lane) -> &'static str {
+    match lane {
+        Lane::Live => "live",
+        Lane::Bulk => "bulk",
+    }
+}
+
+/// Writes every frame `queue` brings on `stream`, flushing whenever the queue is empty.
 async fn write_all(
     stream: impl AsyncWrite + Unpin,
-    queue: &mut mpsc::Receiver<Message>,
+    queue: &mut mpsc::Receiver<Frame>,
 ) -> std::io::Result<()> {
     let codec = LengthDelimitedCodec::builder()
         .length_field_length(4)
         .max_frame_length(MAX_FRAME_BYTES)
         .new_codec();
     let mut frames = FramedWrite::new(stream.compat_write(), codec);
-    while let Some(message) = queue.recv().await {
-        frames.feed(Bytes::from(message.encode())).await?;
-        while let Ok(message) = queue.try_recv() {
-            frames.feed(Bytes::from(message.encode())).await?;
+    while let Some(frame) = queue.recv().await {
+        frames.feed(Bytes::from(frame.encode())).await?;
+        while let Ok(frame) = queue.try_recv() {
+            frames.feed(Bytes::from(frame.encode())).await?;
         }
         SinkExt::<Bytes>::flush(&mut frames).await?;
     }
     SinkExt::<Bytes>::close(&mut frames).await
 }
 
-/// Reads the messages `peer` writes on one of its lanes into `events`, until the stream ends.
+/// Reads the frames `peer` writes on one of its lanes into `events`, until the stream ends.
 pub async fn read_lane(
     peer: PeerId,
     task: TaskId,
@@ -134,15 +143,8 @@ pub async fn read_lane(
     loop {
         let (event, more) = match read_frame(&mut stream, FRAME_TIMEOUT).await {
             Ok(Some(bytes)) => {
-                let message = Message::decode(&bytes);
-                (
-                    LaneEvent::Received {
-                        peer,
-                        task,
-                        message,
-                    },
-                    true,
-                )
+                let frame = Frame::decode(&bytes);
+                (LaneEvent::Received { peer, task, frame }, true)
             }
             Ok(None) => {
                 let why = "the peer closed it".to_owned();
@@ -150,19 +152,12 @@ pub async fn read_lane(
             }
             Err(FrameReadError::TooLarge(found)) => {
                 // The rest of the stream cannot be framed any more.
-                let message = Err(MessageError::TooLarge {
+                let frame = Err(MessageError::TooLarge {
                     what: "bytes in a frame",
                     found,
                     limit: MAX_FRAME_BYTES,
                 });
-                (
-                    LaneEvent::Received {
-                        peer,
-                        task,
-                        message,
-                    },
-                    false,
-                )
+                (LaneEvent::Received { peer, task, frame }, false)
             }
             Err(e @ FrameReadError::Stalled(_)) => {
                 let why = e.to_string();
@@ -182,7 +177,8 @@ pub async fn read_lane(
 #[cfg(test)]
 mod tests {
     use futures::AsyncWriteExt;
-    use p2pchat_protocol::message::{Fingerprint, Hello, PROTOCOL_VERSION, Summary};
+    use p2pchat_protocol::membership::{Greet, Nonce};
+    use p2pchat_protocol::message::{Fingerprint, Hello, Message, PROTOCOL_VERSION, Summary};
     use tokio_util::compat::TokioAsyncReadCompatExt;
 
     use super::*;
@@ -198,17 +194,15 @@ mod tests {
         all
     }
 
-    fn received(event: &LaneEvent) -> &Result<Message, MessageError> {
+    fn received(event: &LaneEvent) -> &Result<Frame, MessageError> {
         match event {
-            LaneEvent::Received {
-                message, task: 7, ..
-            } => message,
+            LaneEvent::Received { frame, task: 7, .. } => frame,
             other => panic!("not a message read: {other:?}"),
         }
     }
 
     #[tokio::test]
-    async fn messages_written_are_read_in_order_until_the_writer_closes() {
+    async fn frames_written_are_read_in_order_until_the_writer_closes() {
         let (ours, theirs) = tokio::io::duplex(64 * 1024);
         let (queue, mut queued) = mpsc::channel(LANE_QUEUE);
         let hello = Message::Hello(Hello {
@@ -219,15 +213,24 @@ mod tests {
                 fingerprint: Fingerprint::default(),
             },
         });
-        let sent = [hello, Message::Ack(3), Message::Ping];
-        for message in sent.clone() {
-            queue.try_send(message).unwrap();
+        let greet = Frame::Greet(Greet {
+            version: PROTOCOL_VERSION,
+            nonce: Nonce::new([9; 32]),
+        });
+        let sent = [
+            greet,
+            Frame::Room(0, hello),
+            Frame::Room(1, Message::Ack(3)),
+            Frame::Room(0, Message::Ping),
+        ];
+        for frame in sent.clone() {
+            queue.try_send(frame).unwrap();
         }
         drop(queue);
         write_all(ours.compat(), &mut queued).await.unwrap();
         let events = read_all(theirs.compat()).await;
         let (last, messages) = events.split_last().unwrap();
-        let read: Vec<Message> = messages
+        let read: Vec<Frame> = messages
             .iter()
             .map(|event| received(event).clone().unwrap())
             .collect();
@@ -241,7 +244,7 @@ mod tests {
         let mut ours = ours.compat();
         let garbage = [0, 0, 0, 2, 0xff, 0x00];
         let oversized = ((MAX_FRAME_BYTES + 1) as u32).to_be_bytes();
-        let ping = Message::Ping.encode();
+        let ping = Frame::Room(0, Message::Ping).encode();
         let after = [&(ping.len() as u32).to_be_bytes()[..], &ping].concat();
         ours.write_all(&[&garbage[..], &oversized, &after].concat())
             .await

@@ -1,4 +1,6 @@
 //! The p2pchat node: a library that the `p2pchat` binary, the tests and other programs use.
+//! One node is in one or more rooms ([`NodeBuilder::room`]; the LAN room when none is given)
+//! over one swarm.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), p2pchat_node::NodeError> {
@@ -45,6 +47,6 @@ pub use node::{Event, Message, Node, NodeBuilder, NodeError, PeerSpec, Stats, ch
 pub use own_log::MAX_HELD;
 /// The merged history's order, as [`Message::history_key`] gives it.
 pub use p2pchat_storage::HistoryKey;
-pub use room::{RoomKey, RoomKeyError};
+pub use room::{RoomKey, RoomKeyError, room_of_key_file};
 pub use roster::{Archive, Contact, SyncProgress, identity_of};
 pub use warnings::WINDOW as NOTICE_INTERVAL;

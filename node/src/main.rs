@@ -7,13 +7,14 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser};
+use clap::CommandFactory;
 use p2pchat_node::{Archive, NodeError, RoomKey};
+use p2pchat_protocol::room::Room;
 
-use cli::{ChatArgs, Cli, Command, ExportFormat};
+use cli::{ChatArgs, Cli, Command, ExportFormat, RoomArgs};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_ordered();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -26,18 +27,23 @@ fn main() -> ExitCode {
             name,
             data_dir,
             create,
-        }) => import(&name, data_dir.as_ref(), create),
+            rooms,
+        }) => import(&name, data_dir.as_ref(), create, &rooms),
         Some(Command::Export {
             name,
             data_dir,
             format,
-        }) => export(&name, data_dir.as_ref(), format),
+            rooms,
+        }) => rooms
+            .rooms_or_lan()
+            .and_then(|rooms| export(&name, data_dir.as_ref(), format, &rooms)),
         Some(Command::Id { name, data_dir }) => id(&name, data_dir.as_ref()),
         Some(Command::Doctor {
             name,
             data_dir,
             repair,
-        }) => return doctor(&name, data_dir.as_ref(), repair),
+            rooms,
+        }) => return doctor(&name, data_dir.as_ref(), repair, &rooms),
         Some(Command::KeygenRoom { file }) => keygen_room(&file),
         Some(Command::Completions { shell }) => {
             clap_complete::generate(
@@ -59,15 +65,30 @@ fn main() -> ExitCode {
     }
 }
 
-/// `p2pchat import`: into an existing user only, unless `create`.
-fn import(name: &str, data_dir: Option<&PathBuf>, create: bool) -> Result<(), NodeError> {
+/// `p2pchat import`: into an existing user only, unless `create`; into one room.
+fn import(
+    name: &str,
+    data_dir: Option<&PathBuf>,
+    create: bool,
+    rooms: &RoomArgs,
+) -> Result<(), NodeError> {
+    let room = match <[Room; 1]>::try_from(rooms.rooms_or_lan()?) {
+        Ok([room]) => room,
+        Err(rooms) => {
+            return Err(NodeError::Rooms(format!(
+                "import appends to one room, and {} were given: import into each in turn",
+                rooms.len()
+            )));
+        }
+    };
     let dir = cli::data_dir(name, data_dir)?;
     if !create && !dir.join(p2pchat_node::identity::IDENTITY_FILE).is_file() {
         return Err(NodeError::NoUser(dir));
     }
-    let imported = p2pchat_node::import(name, &dir, std::io::stdin().lock(), |line, reason| {
-        eprintln!("info> error: line {line} skipped: {reason}");
-    })?;
+    let imported =
+        p2pchat_node::import(name, &dir, room, std::io::stdin().lock(), |line, reason| {
+            eprintln!("info> error: line {line} skipped: {reason}");
+        })?;
     if let Some(damage) = &imported.damage {
         eprintln!("info> warning: {damage}");
     }
@@ -90,19 +111,48 @@ fn lines(n: u64) -> String {
     }
 }
 
-fn export(name: &str, data_dir: Option<&PathBuf>, format: ExportFormat) -> Result<(), NodeError> {
+/// `p2pchat export`: every message of each room, room after room.
+fn export(
+    name: &str,
+    data_dir: Option<&PathBuf>,
+    format: ExportFormat,
+    rooms: &[Room],
+) -> Result<(), NodeError> {
     let dir = cli::data_dir(name, data_dir)?;
-    let mut archive = Archive::open(&dir)?;
-    for warning in archive.warnings() {
-        eprintln!("info> warning: {warning}");
-    }
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+    for room in rooms {
+        let several = rooms.len() > 1;
+        if !export_room(&dir, room, format, several, &mut stdout)? {
+            return Ok(()); // the reader has gone (say, `| head`): nothing more to do
+        }
+    }
+    let _ = stdout.flush();
+    Ok(())
+}
+
+/// Writes every message of `room` to `out`, each text line prefixed with its room when
+/// `several`; `false` when the reader has gone.
+fn export_room(
+    dir: &std::path::Path,
+    room: &Room,
+    format: ExportFormat,
+    several: bool,
+    stdout: &mut impl Write,
+) -> Result<bool, NodeError> {
+    let mut archive = Archive::open(dir, room)?;
+    let said = |message: &str| match several {
+        true => format!("room {}: {message}", room.label()),
+        false => message.to_owned(),
+    };
+    for warning in archive.warnings() {
+        eprintln!("info> warning: {}", said(&warning));
+    }
     // The merged-order position of the last message written, so a salvaged copy resumes there.
     let mut written: Option<p2pchat_node::HistoryKey> = None;
     let mut salvaged = false;
     loop {
         if let Some(damage) = archive.damage().filter(|d| d.is_damage()) {
-            eprintln!("info> warning: {damage}");
+            eprintln!("info> warning: {}", said(&damage.to_string()));
         }
         let mut damaged = None;
         for message in archive.messages() {
@@ -120,36 +170,61 @@ fn export(name: &str, data_dir: Option<&PathBuf>, format: ExportFormat) -> Resul
             }
             written = Some(position);
             let line = match format {
+                ExportFormat::Text if several => {
+                    format!("[{}] {}", room.label(), ui::format::history_line(&message))
+                }
                 ExportFormat::Text => ui::format::history_line(&message),
                 ExportFormat::Ndjson => ui::json::message(&message),
             };
             if writeln!(stdout, "{line}").is_err() {
-                return Ok(()); // the reader has gone (say, `| head`): nothing more to do
+                return Ok(false);
             }
         }
         let Some(e) = damaged else { break };
         // Go on from a copy rebuilt from what verifies.
-        eprintln!("info> warning: {e}");
+        eprintln!("info> warning: {}", said(&e.to_string()));
         salvaged = true;
-        archive = Archive::salvaged(&dir)?;
+        archive = Archive::salvaged(dir, room)?;
     }
-    let _ = stdout.flush();
-    Ok(())
+    Ok(true)
 }
 
-fn doctor(name: &str, data_dir: Option<&PathBuf>, repair: bool) -> ExitCode {
-    let checkup = match cli::data_dir(name, data_dir).and_then(|dir| {
-        eprintln!(
-            "info> checking {}{}",
-            dir.join("store").display(),
-            if repair {
-                ""
-            } else {
-                " (a copy; nothing is changed without --repair)"
-            }
-        );
-        p2pchat_node::doctor(&dir, repair)
-    }) {
+/// `p2pchat doctor`: each room's store in turn; exit 2 if one cannot be checked, else 1 if
+/// one is damaged.
+fn doctor(name: &str, data_dir: Option<&PathBuf>, repair: bool, rooms: &RoomArgs) -> ExitCode {
+    let checked = cli::data_dir(name, data_dir).and_then(|dir| Ok((dir, rooms.rooms_or_lan()?)));
+    let (dir, rooms) = match checked {
+        Ok(checked) => checked,
+        Err(e) => {
+            eprintln!("info> error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut code = ExitCode::SUCCESS;
+    for room in &rooms {
+        let checked = doctor_room(name, &dir, room, repair);
+        if checked != ExitCode::SUCCESS {
+            code = checked;
+        }
+        if checked == ExitCode::from(2) {
+            break;
+        }
+    }
+    code
+}
+
+fn doctor_room(name: &str, dir: &std::path::Path, room: &Room, repair: bool) -> ExitCode {
+    eprintln!(
+        "info> checking room {} in {}{}",
+        room.label(),
+        dir.display(),
+        if repair {
+            ""
+        } else {
+            " (a copy; nothing is changed without --repair)"
+        }
+    );
+    let checkup = match p2pchat_node::doctor(dir, room, repair) {
         Ok(checkup) => checkup,
         Err(e) => {
             eprintln!("info> error: {e}");

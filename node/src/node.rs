@@ -1,11 +1,13 @@
 //! The public handle: build a node, send lines, follow messages and status, shut down.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use libp2p::{Multiaddr, PeerId};
 use p2pchat_protocol::entry::check_name;
+use p2pchat_protocol::membership::MAX_ROOMS;
+use p2pchat_protocol::room::Room;
 use p2pchat_protocol::{Author, Body, DecodeError, Entry, SigningKey};
 use p2pchat_storage::{HistoryKey, RefusedLog, Store, StoreError};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -15,8 +17,7 @@ use crate::dial::ConnectFailure;
 use crate::event_loop::{Command, EventLoop, Setup};
 use crate::feed::MessageFeed;
 use crate::own_log::OwnWriter;
-use crate::room::RoomKey;
-use crate::shared::{Shared, SharedRef};
+use crate::shared::{RoomState, Shared, SharedRef};
 use crate::{behaviour, identity};
 
 /// Status events, for display. Messages themselves come from [`Node::messages`].
@@ -33,12 +34,14 @@ pub enum Event {
         /// The wanted name.
         name: String,
     },
-    /// A peer connected and said hello.
+    /// A peer connected, proved membership of rooms we are in, and said hello.
     Connected {
         /// The peer.
         peer: PeerId,
         /// The name it claims (with `#fingerprint` if another key has it too).
         name: String,
+        /// The labels of the rooms shared with it.
+        rooms: Vec<String>,
     },
     /// The last connection to a peer closed.
     Disconnected {
@@ -54,6 +57,8 @@ pub enum Event {
         peer: PeerId,
         /// The name it claims.
         name: String,
+        /// The room's label.
+        room: String,
         /// Entries held so far of those missing at the hello.
         received: u64,
         /// Entries missing at the hello.
@@ -66,6 +71,8 @@ pub enum Event {
         peer: PeerId,
         /// The name it claims.
         name: String,
+        /// The room's label.
+        room: String,
         /// Entries that were missing at the hello.
         received: u64,
     },
@@ -111,8 +118,10 @@ pub enum Event {
 pub struct Message {
     /// Who wrote it.
     pub author: Author,
-    /// The author's current name (or `#fingerprint` if no profile is known yet).
+    /// The author's current name in the room (or `#fingerprint` if no profile is known yet).
     pub name: String,
+    /// The label of its room.
+    pub room: String,
     /// Its position in the author's log.
     pub seq: u64,
     /// Its clock (the merged order's first key; see `p2pchat_protocol::clock`).
@@ -124,14 +133,16 @@ pub struct Message {
 }
 
 impl Message {
-    /// The message a text entry shows as, with `name` for its author; `None` for other kinds.
-    pub fn of(entry: &Entry, name: String) -> Option<Message> {
+    /// The message a text entry of room `room` (a label) shows as, with `name` for its
+    /// author; `None` for other kinds.
+    pub fn of(entry: &Entry, name: String, room: &str) -> Option<Message> {
         let Body::Text { text } = entry.body() else {
             return None;
         };
         Some(Message {
             author: entry.author(),
             name,
+            room: room.to_owned(),
             seq: entry.seq(),
             clock: entry.clock(),
             timestamp: entry.timestamp(),
@@ -139,9 +150,10 @@ impl Message {
         })
     }
 
-    /// Where the message sits in the merged history, the order [`Node::messages`] gives the
-    /// stored history in (and [`Node::history`]): a user interface shows messages that arrive
-    /// out of that order (a catch-up sends one log after another) in their place by this key.
+    /// Where the message sits in its room's merged history, the order [`Node::messages`]
+    /// gives the stored history in (and [`Node::history`]): a user interface shows messages
+    /// that arrive out of that order (a catch-up sends one log after another) in their place
+    /// by this key.
     pub fn history_key(&self) -> HistoryKey {
         HistoryKey::new(self.clock, self.author, self.seq)
     }
@@ -270,6 +282,13 @@ pub enum NodeError {
     /// The room key could not be read or written.
     #[error(transparent)]
     RoomKey(#[from] crate::room::RoomKeyError),
+    /// The rooms asked for cannot be joined together (two with one label, one twice, too
+    /// many), said in words.
+    #[error("{0}")]
+    Rooms(String),
+    /// No room has this label.
+    #[error("no room called {0}")]
+    NoSuchRoom(String),
     /// The store failed.
     #[error(transparent)]
     Store(StoreError),
@@ -342,7 +361,7 @@ pub struct NodeBuilder {
     listen: Vec<Multiaddr>,
     peers: Vec<PeerSpec>,
     no_mdns: bool,
-    room: Option<RoomKey>,
+    rooms: Vec<Room>,
 }
 
 impl NodeBuilder {
@@ -376,63 +395,82 @@ impl NodeBuilder {
         self
     }
 
-    /// Makes the node a member of a private room: it connects only to peers holding the same
-    /// key (default: none, the open LAN room).
-    pub fn room_key(mut self, key: RoomKey) -> Self {
-        self.room = Some(key);
+    /// Makes the node a member of `room` (repeatable; the first is the default room, and the
+    /// one that takes the logs a store kept from before rooms). Default: the LAN room only.
+    /// Labels must be unique, at most [`MAX_ROOMS`] rooms.
+    pub fn room(mut self, room: Room) -> Self {
+        self.rooms.push(room);
         self
     }
 
-    /// Opens the store, starts listening and dialing, and returns once every listener has an
+    /// Opens the stores, starts listening and dialing, and returns once every listener has an
     /// address.
     pub async fn spawn(self) -> Result<Node, NodeError> {
         let name = self.name.unwrap_or_default();
         let dir = self.data_dir.ok_or(NodeError::NoDataDir)?;
+        let rooms = match self.rooms {
+            rooms if rooms.is_empty() => vec![Room::lan()],
+            rooms => rooms,
+        };
+        check_rooms(&rooms)?;
         let started = std::time::Instant::now();
         let DataDir {
             key,
-            store,
-            own,
+            rooms,
             name: current,
-        } = open_data_dir(&name, &dir)?;
-        tracing::debug!(elapsed = ?started.elapsed(), "store open");
+            claimed,
+        } = open_data_dir(&name, &dir, rooms)?;
+        tracing::debug!(elapsed = ?started.elapsed(), "stores open");
         let (written, _) = watch::channel(());
         let (own_appended, _) = watch::channel(());
         let (events, first_events) = broadcast::channel(1024);
+        let several = rooms.len() > 1;
+        let in_room = |state: &RoomState, message: String| match several {
+            true => format!("room {}: {message}", state.room.label()),
+            false => message,
+        };
+        for state in &rooms {
+            if let Some(damage) = state.store.damage() {
+                // Said first, so the user reads it before anything else.
+                let _ = events.send(Event::Warning {
+                    message: in_room(state, damage.to_string()),
+                });
+            }
+        }
+        if let Some((label, logs)) = claimed {
+            let _ = events.send(Event::Warning {
+                message: claimed_words(&label, logs),
+            });
+        }
         if current != name {
             let _ = events.send(Event::Warning {
                 message: kept_name_warning(&name, &current),
             });
         }
-        let peers = Mutex::new(HashMap::new());
-        if let Some(damage) = store.damage() {
-            // Said first, so the user reads it before anything else.
-            let _ = events.send(Event::Warning {
-                message: damage.to_string(),
-            });
+        for state in &rooms {
+            for log in state.store.refused_logs() {
+                let _ = events.send(Event::Warning {
+                    message: in_room(state, refused_log_warning(&log)),
+                });
+            }
         }
         let shared = Arc::new(Shared {
-            store,
+            rooms,
             key,
-            own,
             written,
             own_appended,
-            own_claimed: Default::default(),
-            peers,
+            peers: Mutex::new(HashMap::new()),
             events,
             stats: Default::default(),
             warnings: Default::default(),
             damage_reported: Default::default(),
         });
-        // Says so if the own log is behind: the first subscriber to events sees it.
-        shared.check_own();
-        for log in shared.store.refused_logs() {
-            shared.emit(Event::Warning {
-                message: refused_log_warning(&log),
-            });
+        // Says so if an own log is behind: the first subscriber to events sees it.
+        for room in 0..shared.rooms.len() {
+            shared.check_own(room);
         }
 
-        let mut swarm = behaviour::build_swarm(&shared.key, !self.no_mdns, self.room)
+        let mut swarm = behaviour::build_swarm(&shared.key, !self.no_mdns)
             .map_err(|e| NodeError::Network(e.to_string()))?;
         let unusable = |address: &Multiaddr, reason| NodeError::Listen {
             address: address.clone(),
@@ -450,7 +488,6 @@ impl NodeBuilder {
             listeners.push((id, address.clone()));
         }
         let peer_id = *swarm.local_peer_id();
-        let heads = shared.store.head_infos()?;
         let (commands, command_rx) = mpsc::channel(64);
         let (ready_tx, ready_rx) = oneshot::channel();
         let listen_addrs = Arc::new(Mutex::new(Vec::new()));
@@ -460,13 +497,10 @@ impl NodeBuilder {
             command_rx,
             listen_addrs.clone(),
             &self.peers,
-            heads,
-        )
-        .map_err(|e| NodeError::Network(format!("cannot start the storage worker: {e}")))?;
+        )?;
         let setup = Setup {
             listeners,
             mdns: !self.no_mdns,
-            private_room: self.room.is_some(),
             ready: ready_tx,
         };
         let task = tokio::spawn(event_loop.run(setup));
@@ -483,6 +517,60 @@ impl NodeBuilder {
     }
 }
 
+/// Checks that `rooms` can be joined together: at most [`MAX_ROOMS`], each once, each label
+/// once.
+pub(crate) fn check_rooms(rooms: &[Room]) -> Result<(), NodeError> {
+    if rooms.len() > MAX_ROOMS {
+        return Err(NodeError::Rooms(format!(
+            "{} rooms given; a node is in at most {MAX_ROOMS}",
+            rooms.len()
+        )));
+    }
+    for (at, room) in rooms.iter().enumerate() {
+        for earlier in &rooms[..at] {
+            if earlier.label() == room.label() {
+                return Err(NodeError::Rooms(format!(
+                    "two rooms are called {}: give each room once, and key files with different \
+                     names",
+                    room.label()
+                )));
+            }
+            if earlier.id() == room.id() {
+                return Err(NodeError::Rooms(format!(
+                    "rooms {} and {} are the same room (the same key or name)",
+                    earlier.label(),
+                    room.label()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How many logs of `store` were started before rooms (their first entry is of the format
+/// before rooms, which names no room).
+fn logs_before_rooms(store: &Store) -> Result<usize, NodeError> {
+    let mut logs = 0;
+    for author in store.heads().keys() {
+        if store
+            .get(author, 1)?
+            .is_some_and(|first| first.format() == p2pchat_protocol::entry::FORMAT_BEFORE_ROOMS)
+        {
+            logs += 1;
+        }
+    }
+    Ok(logs)
+}
+
+/// The start-up line that says which room took the logs a store kept from before rooms.
+fn claimed_words(label: &str, logs: usize) -> String {
+    let logs = match logs {
+        1 => "1 log".to_owned(),
+        n => format!("{n} logs"),
+    };
+    format!("logs stored before rooms ({logs}) now belong to room {label}")
+}
+
 /// What to tell the user about a log the store ignores because its key cannot sign.
 pub(crate) fn refused_log_warning(log: &RefusedLog) -> String {
     format!(
@@ -494,45 +582,111 @@ pub(crate) fn refused_log_warning(log: &RefusedLog) -> String {
     )
 }
 
-/// A user's data directory, opened: their key, their store, and the name they go by.
+/// A user's data directory, opened: their key, their rooms' stores, and the name they go by.
 pub(crate) struct DataDir {
     /// The user's key.
     pub key: SigningKey,
-    /// The store of every log held.
-    pub store: Store,
-    /// The one writer of the own log.
-    pub own: OwnWriter,
-    /// The name the user goes by: the one asked for on first use; after a `/nick`, that one.
+    /// Each room's store and own log, in the order asked.
+    pub rooms: Vec<RoomState>,
+    /// The name the user goes by: the one asked for on first use; after a `/nick`, that one
+    /// (as the first room knows it).
     pub name: String,
+    /// The room that just took the logs stored before rooms, and how many logs it took (said
+    /// once, at the start that took them).
+    pub claimed: Option<(String, usize)>,
 }
 
-/// Opens (creating on first use) the data directory of user `name`: its key, its store and the
-/// own log's writer.
+/// Where `room`'s store lives in the data directory `dir` (recorded there if the room is new),
+/// and whether this call took `store/`, the logs stored before rooms, for it
+/// ([`p2pchat_storage::locate`]).
+pub(crate) fn locate_store(dir: &Path, room: &Room) -> Result<(PathBuf, bool), NodeError> {
+    let located = p2pchat_storage::locate(dir, &room.id())?;
+    Ok((located.dir, located.claimed))
+}
+
+/// The own log's mark of the room whose store is `store_dir`: beside the key for `store/` (as
+/// before rooms), beside the room's store directory for the others.
+fn mark_path(dir: &Path, store_dir: &Path) -> (PathBuf, bool) {
+    if store_dir == dir.join("store") {
+        (dir.join(identity::OWN_HEAD_FILE), false)
+    } else {
+        let mut mark = store_dir.as_os_str().to_owned();
+        mark.push(".");
+        mark.push(identity::OWN_HEAD_FILE);
+        (PathBuf::from(mark), true)
+    }
+}
+
+/// Opens `room`'s store in the data directory `dir` and its own log's writer; with whether it
+/// took the logs stored before rooms.
+pub(crate) fn open_room(
+    dir: &Path,
+    room: Room,
+    key: &SigningKey,
+) -> Result<(RoomState, bool), NodeError> {
+    let (store_dir, claimed) = locate_store(dir, &room)?;
+    if let Some(parent) = store_dir.parent() {
+        create_private_dir(parent)?;
+    }
+    let store = Store::open(&store_dir, room.id())?;
+    let (mark, fresh) = mark_path(dir, &store_dir);
+    let own = OwnWriter::open(&mark, &store, key, fresh)?;
+    Ok((
+        RoomState {
+            room,
+            store,
+            own,
+            own_claimed: Default::default(),
+        },
+        claimed,
+    ))
+}
+
+/// Opens (creating on first use) the data directory of user `name` for `rooms`: its key, each
+/// room's store and own log's writer.
 /// On first use the user's profile entry names them `name`; later, `name` only identifies the
-/// directory and the user keeps the name of their last profile (a `/nick` survives restarts). While the own log is behind, the
-/// first profile is held like any own append. Damage the store found and repaired at open is in
-/// [`Store::damage`], for the caller to say.
-pub(crate) fn open_data_dir(name: &str, dir: &std::path::Path) -> Result<DataDir, NodeError> {
+/// directory and the user keeps the name of their last profile (a `/nick` survives restarts),
+/// as the first room knows it. A room joined for the first time gets a profile with that name.
+/// While an own log is behind, the first profile is held like any own append. Damage a store
+/// found and repaired at open is in [`Store::damage`], for the caller to say.
+pub(crate) fn open_data_dir(
+    name: &str,
+    dir: &Path,
+    rooms: Vec<Room>,
+) -> Result<DataDir, NodeError> {
     check_name(name).map_err(NodeError::Name)?;
     create_private_dir(dir)?;
     let key = identity::load_or_create(dir)?;
-    let store = Store::open(&dir.join("store"), p2pchat_protocol::Room::lan().id())?;
-    let own = OwnWriter::open(dir, &store, &key)?;
-    let name = match store.name(&Author::of(&key)) {
-        Some(current) => current,
-        None => {
-            let profile = Body::Profile {
-                name: name.to_owned(),
-            };
-            own.append(&store, &key, [profile], 0)?;
-            name.to_owned()
+    let me = Author::of(&key);
+    let mut opened = Vec::with_capacity(rooms.len());
+    let mut claimed = None;
+    for room in rooms {
+        let (state, took) = open_room(dir, room, &key)?;
+        if took {
+            let logs = logs_before_rooms(&state.store)?;
+            if logs > 0 {
+                claimed = Some((state.room.label().to_owned(), logs));
+            }
         }
-    };
+        opened.push(state);
+    }
+    let current = opened
+        .first()
+        .and_then(|state| state.store.name(&me))
+        .unwrap_or_else(|| name.to_owned());
+    for state in &opened {
+        if state.store.name(&me).is_none() {
+            let profile = Body::Profile {
+                name: current.clone(),
+            };
+            state.own.append(&state.store, &key, [profile], 0)?;
+        }
+    }
     Ok(DataDir {
         key,
-        store,
-        own,
-        name,
+        rooms: opened,
+        name: current,
+        claimed,
     })
 }
 
@@ -543,7 +697,7 @@ pub(crate) fn kept_name_warning(asked: &str, current: &str) -> String {
     )
 }
 
-fn create_private_dir(dir: &std::path::Path) -> Result<(), NodeError> {
+pub(crate) fn create_private_dir(dir: &Path) -> Result<(), NodeError> {
     use std::os::unix::fs::DirBuilderExt;
     check_not_a_file(dir)?;
     std::fs::DirBuilder::new()
@@ -603,37 +757,70 @@ impl Node {
             .clone()
     }
 
-    /// Appends `text` to the node's own log (durably) and sends it to connected peers.
-    /// `None` when the line is held: the own log is behind what this key wrote before, and
-    /// the line is appended once a peer gave the log back (a warning says so, and
-    /// [`Event::OwnLogRestored`] when it is sent).
+    /// The rooms the node is in, in the order given; the first is the default room.
+    pub fn rooms(&self) -> Vec<Room> {
+        self.shared
+            .rooms
+            .iter()
+            .map(|state| state.room.clone())
+            .collect()
+    }
+
+    /// The index of the room labelled `room`.
+    pub(crate) fn room_index(&self, room: &str) -> Result<usize, NodeError> {
+        self.shared
+            .room_index(room)
+            .ok_or_else(|| NodeError::NoSuchRoom(room.to_owned()))
+    }
+
+    /// Appends `text` to the node's own log in the first room (durably) and sends it to the
+    /// peers connected in that room; see [`Node::send_in`].
     pub fn send(&self, text: &str) -> Result<Option<Message>, NodeError> {
+        self.send_to(0, text)
+    }
+
+    /// Appends `text` to the node's own log in the room labelled `room` (durably) and sends it
+    /// to the peers connected in that room.
+    /// `None` when the line is held: the own log there is behind what this key wrote before,
+    /// and the line is appended once a peer gave the log back (a warning says so, and
+    /// [`Event::OwnLogRestored`] when it is sent).
+    pub fn send_in(&self, room: &str, text: &str) -> Result<Option<Message>, NodeError> {
+        self.send_to(self.room_index(room)?, text)
+    }
+
+    fn send_to(&self, room: usize, text: &str) -> Result<Option<Message>, NodeError> {
         let body = Body::Text {
             text: text.to_owned(),
         };
-        let Some(entry) = self.shared.append([body])?.pop() else {
+        let Some(entry) = self.shared.append(room, [body])?.pop() else {
             return Ok(None);
         };
-        let name = self.shared.display_name(&entry.author());
-        Ok(Message::of(&entry, name))
+        let name = self.shared.display_name(room, &entry.author());
+        Ok(Message::of(
+            &entry,
+            name,
+            self.shared.rooms[room].room.label(),
+        ))
     }
 
-    /// Appends several lines at once, in one durable write (group commit), and sends them
-    /// (or holds them, as [`Node::send`] does). Nothing is stored if any line is invalid
-    /// (check each with [`check_text`] first).
+    /// Appends several lines at once to the first room, in one durable write (group commit),
+    /// and sends them (or holds them, as [`Node::send`] does). Nothing is stored if any line
+    /// is invalid (check each with [`check_text`] first).
     pub fn send_all(&self, texts: &[&str]) -> Result<(), NodeError> {
         let bodies = texts.iter().map(|text| Body::Text {
             text: (*text).to_owned(),
         });
-        self.shared.append(bodies)?;
+        self.shared.append(0, bodies)?;
         Ok(())
     }
 
-    /// Every chat message exactly once: stored history in merged order, then each new one.
+    /// Every chat message of every room exactly once: each room's stored history in merged
+    /// order, room after room, then each new one.
     pub fn messages(&self) -> MessageFeed {
         MessageFeed::new(
             Arc::downgrade(&self.shared),
             self.shared.written.subscribe(),
+            self.shared.rooms.len(),
         )
     }
 
@@ -647,15 +834,20 @@ impl Node {
             .unwrap_or_else(|| self.shared.events.subscribe())
     }
 
-    /// How many own entries are held, waiting for the own log to come back from a peer (see
-    /// [`Node::send`]). They are kept in memory only: lost if the node stops first.
+    /// How many own entries are held in all rooms, waiting for an own log to come back from a
+    /// peer (see [`Node::send`]). They are kept in memory only: lost if the node stops first.
     pub fn held(&self) -> usize {
-        self.shared.own.held()
+        self.shared.rooms.iter().map(|state| state.own.held()).sum()
     }
 
-    /// For each author, the highest seq this node holds.
+    /// For each author, the highest seq this node holds in the first room.
     pub fn heads(&self) -> p2pchat_protocol::Heads {
-        self.shared.store.heads()
+        self.shared.rooms[0].store.heads()
+    }
+
+    /// For each author, the highest seq this node holds in the room labelled `room`.
+    pub fn heads_in(&self, room: &str) -> Result<p2pchat_protocol::Heads, NodeError> {
+        Ok(self.shared.rooms[self.room_index(room)?].store.heads())
     }
 
     /// Names of the peers currently connected (that have said hello).
@@ -692,5 +884,96 @@ impl Node {
         while Arc::strong_count(&self.shared) > 1 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn start(dir: &Path, rooms: &[Room]) -> Node {
+        let mut builder = Node::builder()
+            .name("alice")
+            .data_dir(dir)
+            .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+            .mdns(false);
+        for room in rooms {
+            builder = builder.room(room.clone());
+        }
+        builder.spawn().await.unwrap()
+    }
+
+    /// The warnings said at start-up.
+    fn start_up_warnings(node: &Node) -> Vec<String> {
+        let mut events = node.events();
+        let mut said = Vec::new();
+        while let Ok(event) = events.try_recv() {
+            if let Event::Warning { message } = event {
+                said.push(message);
+            }
+        }
+        said
+    }
+
+    #[tokio::test]
+    async fn the_logs_stored_before_rooms_go_to_the_first_room_and_it_is_said_once() {
+        let root = tempfile::tempdir().unwrap();
+        let fixture = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/previous-release/alice"
+        );
+        let copied = std::process::Command::new("cp")
+            .args(["-a", fixture])
+            .arg(root.path())
+            .status()
+            .unwrap();
+        assert!(copied.success());
+        let dir = root.path().join("alice");
+        let rooms = [Room::private(&[7; 32], "team"), Room::lan()];
+        let node = start(&dir, &rooms).await;
+        let labels: Vec<String> = node.rooms().iter().map(|r| r.label().into()).collect();
+        assert_eq!(labels, ["team", "lan"]);
+        assert_eq!(
+            start_up_warnings(&node),
+            ["logs stored before rooms (2 logs) now belong to room team"]
+        );
+        assert_eq!(node.heads_in("team").unwrap().len(), 2, "alice's and bob's");
+        assert_eq!(
+            node.heads_in("lan").unwrap().len(),
+            1,
+            "alice's new log only"
+        );
+        assert_eq!(
+            node.heads(),
+            node.heads_in("team").unwrap(),
+            "the first room"
+        );
+        let sent = node.send_in("lan", "in the LAN room").unwrap().unwrap();
+        assert_eq!((sent.room.as_str(), sent.seq), ("lan", 2));
+        node.shutdown().await;
+
+        let again = start(&dir, &[Room::lan(), rooms[0].clone()]).await;
+        assert!(start_up_warnings(&again).is_empty(), "said once");
+        assert_eq!(again.heads_in("team").unwrap().len(), 2);
+        assert_eq!(again.heads().len(), 1, "lan is the first room now");
+        again.shutdown().await;
+    }
+
+    #[test]
+    fn rooms_are_each_given_once_under_their_own_label() {
+        let team = Room::private(&[7; 32], "team");
+        assert!(check_rooms(&[Room::lan(), team.clone()]).is_ok());
+        let error = check_rooms(&[team.clone(), Room::open("team").unwrap()]).unwrap_err();
+        assert!(
+            error.to_string().contains("two rooms are called team"),
+            "{error}"
+        );
+        let error = check_rooms(&[team.clone(), team.clone().with_label("again")]).unwrap_err();
+        assert!(error.to_string().contains("the same room"), "{error}");
+        let many: Vec<Room> = (0..=MAX_ROOMS)
+            .map(|n| Room::open(&format!("room{n}")).unwrap())
+            .collect();
+        assert!(check_rooms(&many).is_err());
+        assert!(check_rooms(&many[..MAX_ROOMS]).is_ok());
     }
 }

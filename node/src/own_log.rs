@@ -22,7 +22,8 @@ pub const MAX_HELD: usize = 4096;
 
 /// See the module docs.
 pub struct OwnWriter {
-    dir: PathBuf,
+    /// The mark file.
+    mark: PathBuf,
     inner: Mutex<Inner>,
 }
 
@@ -74,19 +75,27 @@ pub struct Restored {
 }
 
 impl OwnWriter {
-    /// Reads the mark in `dir` (a data directory of an older release gets one from its
-    /// store's head, so upgrading raises no alarm).
-    pub fn open(dir: &Path, store: &Store, key: &SigningKey) -> Result<Self, NodeError> {
-        let (mut file, mut mark) = OwnMarkFile::open(dir)?.unzip();
+    /// Reads the mark file `mark` of the own log in `store` (a data directory of an older
+    /// release gets one from its store's head, so upgrading raises no alarm). With `fresh`, a
+    /// missing mark means the own log in this store has not started yet (a room joined for the
+    /// first time), and an empty store gets a mark at seq 0.
+    pub fn open(
+        mark: &Path,
+        store: &Store,
+        key: &SigningKey,
+        fresh: bool,
+    ) -> Result<Self, NodeError> {
+        let path = mark;
+        let (mut file, mut mark) = OwnMarkFile::open(path)?.unzip();
         let author = Author::of(key);
         let head = store.head_seq(&author);
-        if mark.is_none() && head > 0 {
+        if mark.is_none() && (head > 0 || fresh) {
             let upgraded = stored_mark(store, &author, head)?;
-            file = Some(OwnMarkFile::create(dir, &upgraded)?);
+            file = Some(OwnMarkFile::create(path, &upgraded)?);
             mark = Some(upgraded);
         }
         Ok(Self {
-            dir: dir.to_owned(),
+            mark: path.to_owned(),
             inner: Mutex::new(Inner {
                 file,
                 mark,
@@ -287,7 +296,7 @@ impl OwnWriter {
         if inner.mark != Some(mark) {
             match &mut inner.file {
                 Some(file) => file.write(&mark)?,
-                None => inner.file = Some(OwnMarkFile::create(&self.dir, &mark)?),
+                None => inner.file = Some(OwnMarkFile::create(&self.mark, &mark)?),
             }
             inner.mark = Some(mark);
         }
@@ -360,7 +369,13 @@ mod tests {
             p2pchat_protocol::Room::lan().id(),
         )
         .unwrap();
-        let own = OwnWriter::open(dir.path(), &store, &key).unwrap();
+        let own = OwnWriter::open(
+            &dir.path().join(identity::OWN_HEAD_FILE),
+            &store,
+            &key,
+            false,
+        )
+        .unwrap();
         let profile = Body::Profile { name: "bob".into() };
         assert!(matches!(
             own.append(&store, &key, [profile.clone(), text("one"), text("two")], 0)
@@ -383,7 +398,13 @@ mod tests {
             p2pchat_protocol::Room::lan().id(),
         )
         .unwrap();
-        let own = OwnWriter::open(dir.path(), &store, &key).unwrap();
+        let own = OwnWriter::open(
+            &dir.path().join(identity::OWN_HEAD_FILE),
+            &store,
+            &key,
+            false,
+        )
+        .unwrap();
         let behind = OwnLog::Behind { expected: Some(3) };
         assert_eq!(own.state(&store, &key, 0).unwrap(), behind);
         let held = own
@@ -424,7 +445,13 @@ mod tests {
             p2pchat_protocol::Room::lan().id(),
         )
         .unwrap();
-        let own = OwnWriter::open(dir.path(), &store, &key).unwrap();
+        let own = OwnWriter::open(
+            &dir.path().join(identity::OWN_HEAD_FILE),
+            &store,
+            &key,
+            false,
+        )
+        .unwrap();
         let profile = Body::Profile { name: "bob".into() };
         own.append(&store, &key, [profile, text("one"), text("two")], 0)
             .unwrap();
@@ -445,7 +472,13 @@ mod tests {
         )
         .unwrap();
         store.insert_remote(author, old).unwrap();
-        let own = OwnWriter::open(dir.path(), &store, &key).unwrap();
+        let own = OwnWriter::open(
+            &dir.path().join(identity::OWN_HEAD_FILE),
+            &store,
+            &key,
+            false,
+        )
+        .unwrap();
         let behind = own.state(&store, &key, 0).unwrap();
         assert_eq!(behind, OwnLog::Behind { expected: Some(3) });
         assert!(own.observe(behind, 1).is_some());
@@ -482,7 +515,13 @@ mod tests {
             p2pchat_protocol::Room::lan().id(),
         )
         .unwrap();
-        let own = OwnWriter::open(dir.path(), &store, &key).unwrap();
+        let own = OwnWriter::open(
+            &dir.path().join(identity::OWN_HEAD_FILE),
+            &store,
+            &key,
+            false,
+        )
+        .unwrap();
         let profile = Body::Profile { name: "bob".into() };
         own.append(&store, &key, [profile], 0).unwrap();
         let held = own.append(&store, &key, [text("x")], 5).unwrap();
@@ -509,7 +548,13 @@ mod tests {
             .append_own(&key, Body::Profile { name: "bob".into() }, 0)
             .unwrap();
         std::fs::remove_file(dir.path().join(identity::OWN_HEAD_FILE)).unwrap();
-        let own = OwnWriter::open(dir.path(), &store, &key).unwrap();
+        let own = OwnWriter::open(
+            &dir.path().join(identity::OWN_HEAD_FILE),
+            &store,
+            &key,
+            false,
+        )
+        .unwrap();
         assert_eq!(own.state(&store, &key, 0).unwrap(), OwnLog::Current);
         assert_eq!(identity::read_own_mark(dir.path()).unwrap().unwrap().seq, 1);
 
@@ -522,7 +567,13 @@ mod tests {
             p2pchat_protocol::Room::lan().id(),
         )
         .unwrap();
-        let own = OwnWriter::open(dir.path(), &store, &key).unwrap();
+        let own = OwnWriter::open(
+            &dir.path().join(identity::OWN_HEAD_FILE),
+            &store,
+            &key,
+            false,
+        )
+        .unwrap();
         assert_eq!(
             own.state(&store, &key, 0).unwrap(),
             OwnLog::Behind { expected: None }

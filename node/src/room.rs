@@ -1,20 +1,27 @@
-//! Private rooms: a pre-shared key that every member holds in a file.
+//! Private rooms' key files: 32 random bytes that every member holds in a file.
 //!
-//! A node given a room key wraps every TCP connection in libp2p's private network layer (pnet:
-//! XSalsa20 keyed by the pre-shared key, before Noise). A peer without the same key cannot
-//! complete a connection, so it can neither read nor send anything. The file uses the format of
-//! IPFS's `swarm.key` (`/key/swarm/psk/1.0.0/`, `/base16/`, 64 hex digits).
+//! A key file makes a private room ([`RoomKey::room`]): its secret, id and membership proofs
+//! are derived from the file's 32 bytes ([`p2pchat_protocol::room`]); nothing of the key goes
+//! on the wire. The file uses the format of IPFS's `swarm.key` (`/key/swarm/psk/1.0.0/`,
+//! `/base16/`, 64 hex digits), so the key files of earlier releases keep working.
 
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use libp2p::pnet::PreSharedKey;
+use p2pchat_protocol::room::Room;
 
-/// A private room's pre-shared key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RoomKey(PreSharedKey);
+/// A private room's key, as read from its key file.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct RoomKey([u8; 32]);
+
+/// Never shows the key.
+impl std::fmt::Debug for RoomKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RoomKey({})", self.fingerprint())
+    }
+}
 
 /// Why a room key could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +56,12 @@ pub enum RoomKeyError {
 impl RoomKey {
     /// A new random key.
     pub fn generate() -> Self {
-        Self(PreSharedKey::new(rand::random()))
+        Self(rand::random())
+    }
+
+    /// A key from its 32 bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
     }
 
     /// Reads a key file.
@@ -59,7 +71,7 @@ impl RoomKey {
             source,
         })?;
         parse_key_file(&bytes)
-            .map(|key| Self(PreSharedKey::new(key)))
+            .map(Self)
             .map_err(|reason| RoomKeyError::Invalid {
                 path: path.to_owned(),
                 reason,
@@ -79,21 +91,39 @@ impl RoomKey {
             .mode(0o600)
             .open(path)
             .map_err(write)?;
-        file.write_all(key.0.to_key_file().as_bytes())
+        file.write_all(key.to_key_file().as_bytes())
             .map_err(write)?;
         file.sync_all().map_err(write)?;
         Ok(key)
     }
 
-    /// A short, public fingerprint of the key (32 hex digits), to compare keys without showing
-    /// them.
-    pub fn fingerprint(&self) -> String {
-        self.0.fingerprint().to_string()
+    /// The private room of this key, shown as `label`.
+    pub fn room(&self, label: impl Into<String>) -> Room {
+        Room::private(&self.0, label)
     }
 
-    pub(crate) fn psk(&self) -> PreSharedKey {
-        self.0
+    /// A short, public fingerprint of the key (32 hex digits, the first half of its room's
+    /// public id), to compare keys without showing them.
+    pub fn fingerprint(&self) -> String {
+        self.room("").id().to_string()[..32].to_owned()
     }
+
+    /// The key file's text.
+    fn to_key_file(self) -> String {
+        let hex: String = self.0.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}\n{}\n{hex}\n", KEY_FILE_HEADER[0], KEY_FILE_HEADER[1])
+    }
+}
+
+/// The private room of the key file at `path`, labelled with the file's stem
+/// (`~/keys/team.key` is room `team`).
+pub fn room_of_key_file(path: &Path) -> Result<Room, RoomKeyError> {
+    let key = RoomKey::load(path)?;
+    let stem = path
+        .file_stem()
+        .map(|stem| stem.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string());
+    Ok(key.room(stem))
 }
 
 /// The first two lines of a key file.
@@ -160,6 +190,22 @@ mod tests {
             "never overwritten"
         );
         assert_ne!(RoomKey::generate(), key);
+        let room = room_of_key_file(&path).unwrap();
+        assert_eq!(room.label(), "room");
+        assert_eq!(room.id(), key.room("other").id());
+        let secret: String = key.0.iter().map(|b| format!("{b:02x}")).collect();
+        assert!(!format!("{key:?}").contains(&secret[..8]), "never shown");
+    }
+
+    #[test]
+    fn an_earlier_releases_key_file_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("team.key");
+        let hex = "0123456789abcdef".repeat(4);
+        fs::write(&path, format!("/key/swarm/psk/1.0.0/\n/base16/\n{hex}\n")).unwrap();
+        let key = RoomKey::load(&path).unwrap();
+        assert_eq!(key.to_key_file(), fs::read_to_string(&path).unwrap());
+        assert_eq!(key.0[..2], [0x01, 0x23]);
     }
 
     #[test]

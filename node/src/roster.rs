@@ -9,7 +9,9 @@ use p2pchat_protocol::entry::check_name;
 use p2pchat_protocol::{Author, Body, Entry};
 use p2pchat_storage::{Store, StoreError};
 
-use crate::node::check_not_a_file;
+use p2pchat_protocol::room::Room;
+
+use crate::node::{check_not_a_file, locate_store};
 use crate::shared::display_name;
 use crate::{Message, Node, NodeError, identity};
 
@@ -50,11 +52,16 @@ impl Contact {
 }
 
 impl Node {
-    /// Everyone the node knows: itself first, then connected peers, then the other authors
-    /// whose logs it holds, each group by name.
+    /// Everyone the node knows, in any of its rooms: itself first, then connected peers, then
+    /// the other authors whose logs it holds, each group by name (as the first room that
+    /// holds their log names them).
     pub fn contacts(&self) -> Vec<Contact> {
         let shared = &self.shared;
-        let heads = shared.store.heads();
+        let heads: Vec<p2pchat_protocol::Heads> = shared
+            .rooms
+            .iter()
+            .map(|state| state.store.heads())
+            .collect();
         let me = shared.author();
         let peers = shared.peers();
         let connected: Vec<(Author, PeerId, Option<SyncProgress>)> = peers
@@ -63,23 +70,30 @@ impl Node {
             .collect();
         drop(peers);
         let authors: BTreeSet<Author> = heads
-            .keys()
-            .copied()
+            .iter()
+            .flat_map(|heads| heads.keys().copied())
             .chain(connected.iter().map(|(a, _, _)| *a))
             .collect();
         let mut contacts: Vec<Contact> = authors
             .into_iter()
             .map(|author| {
                 let link = connected.iter().find(|(a, _, _)| *a == author);
+                let room = heads
+                    .iter()
+                    .position(|heads| heads.contains_key(&author))
+                    .unwrap_or(0);
                 Contact {
                     author,
                     peer: link
                         .map(|(_, peer, _)| *peer)
                         .or_else(|| identity::peer_id_of(&author)),
-                    name: shared.display_name(&author),
+                    name: shared.display_name(room, &author),
                     is_self: author == me,
                     connected: link.is_some(),
-                    held: heads.get(&author).copied().unwrap_or(0),
+                    held: heads
+                        .iter()
+                        .map(|heads| heads.get(&author).copied().unwrap_or(0))
+                        .sum(),
                     sync: link.and_then(|(_, _, sync)| *sync),
                 }
             })
@@ -90,95 +104,125 @@ impl Node {
         contacts
     }
 
-    /// The contacts that answer to `name`: by their name, or as shown (`name#fingerprint`).
+    /// The contacts that answer to `name` in any room: by their name, or as shown
+    /// (`name#fingerprint`).
     pub fn whois(&self, name: &str) -> Vec<Contact> {
         self.contacts()
             .into_iter()
             .filter(|c| {
-                let claimed = self.shared.store.name(&c.author).unwrap_or_default();
                 c.name == name
-                    || claimed == name
-                    || format!("{claimed}#{}", c.fingerprint()) == name
+                    || self.shared.rooms.iter().any(|state| {
+                        let claimed = state.store.name(&c.author).unwrap_or_default();
+                        claimed == name || format!("{claimed}#{}", c.fingerprint()) == name
+                    })
             })
             .collect()
     }
 
-    /// Renames the node's user: appends a profile entry, which peers receive like any other.
-    /// Refused if the name breaks the name rules or is pinned to another key here.
+    /// Renames the node's user in every room: appends a profile entry to each room's own log
+    /// whose name differs, which peers receive like any other. Refused if the name breaks the
+    /// name rules or is pinned to another key in any room.
     pub fn rename(&self, name: &str) -> Result<(), NodeError> {
         check_name(name).map_err(NodeError::Name)?;
         let me = self.shared.author();
-        if let Some(owner) = self.shared.store.pinned(name).filter(|owner| *owner != me) {
+        if let Some(owner) = self
+            .shared
+            .rooms
+            .iter()
+            .find_map(|state| state.store.pinned(name).filter(|owner| *owner != me))
+        {
             return Err(NodeError::NameTaken {
                 name: name.to_owned(),
                 owner: owner.fingerprint(),
             });
         }
-        if self.shared.store.name(&me).as_deref() == Some(name) {
-            return Ok(());
+        for (room, state) in self.shared.rooms.iter().enumerate() {
+            if state.store.name(&me).as_deref() != Some(name) {
+                self.shared.append(
+                    room,
+                    [Body::Profile {
+                        name: name.to_owned(),
+                    }],
+                )?;
+            }
         }
-        self.shared.append([Body::Profile {
-            name: name.to_owned(),
-        }])?;
         Ok(())
     }
 
-    /// The last `n` messages, in merged order, as [`Node::messages`] shows them. Read on a
-    /// blocking thread: `n` may be large, and the caller's task stays free meanwhile (to
-    /// notice a signal, say).
+    /// The last `n` messages of the first room, in merged order, as [`Node::messages`] shows
+    /// them; see [`Node::history_in`].
     pub async fn history(&self, n: usize) -> Result<Vec<Message>, NodeError> {
+        self.history_of(0, n).await
+    }
+
+    /// The last `n` messages of the room labelled `room`, in merged order. Read on a blocking
+    /// thread: `n` may be large, and the caller's task stays free meanwhile (to notice a
+    /// signal, say).
+    pub async fn history_in(&self, room: &str, n: usize) -> Result<Vec<Message>, NodeError> {
+        self.history_of(self.room_index(room)?, n).await
+    }
+
+    async fn history_of(&self, room: usize, n: usize) -> Result<Vec<Message>, NodeError> {
         let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || last_messages(&shared.store, n))
-            .await
-            .map_err(|_| NodeError::Stopped)?
+        tokio::task::spawn_blocking(move || {
+            let state = &shared.rooms[room];
+            last_messages(&state.store, state.room.label(), n)
+        })
+        .await
+        .map_err(|_| NodeError::Stopped)?
     }
 }
 
-/// A user's data directory, opened without going online: to export messages or show the
-/// identity. The chat must not be running on it (the store's lock makes sure).
+/// One room of a user's data directory, opened without going online: to export messages.
+/// The chat must not be running on it (the store's lock makes sure).
 pub struct Archive {
     store: Store,
+    /// The room's label.
+    label: String,
     /// The copy read, when the data directory is read-only.
     _copy: Option<tempfile::TempDir>,
 }
 
 impl Archive {
-    /// Opens the store in `dir`; an error if there is none yet. A read-only store (a failing
-    /// disk remounted read-only, say) is copied to a temporary directory and read there.
-    pub fn open(dir: &Path) -> Result<Self, NodeError> {
+    /// Opens `room`'s store in `dir`; an error if the user has none yet. A read-only store (a
+    /// failing disk remounted read-only, say) is copied to a temporary directory and read
+    /// there.
+    pub fn open(dir: &Path, room: &Room) -> Result<Self, NodeError> {
         check_not_a_file(dir)?;
-        let path = dir.join("store");
-        if !path.is_dir() {
+        if !dir.join(identity::IDENTITY_FILE).is_file() && !dir.join("store").is_dir() {
             return Err(NodeError::NoData(dir.to_owned()));
         }
-        match Store::open(&path, p2pchat_protocol::Room::lan().id()) {
-            Ok(store) => Ok(Archive { store, _copy: None }),
-            Err(StoreError::ReadOnly { .. }) => Self::open_copy(&path, false),
+        let (path, _) = locate_store(dir, room)?;
+        let label = room.label().to_owned();
+        match Store::open(&path, room.id()) {
+            Ok(store) => Ok(Archive {
+                store,
+                label,
+                _copy: None,
+            }),
+            Err(StoreError::ReadOnly { .. }) => Self::open_copy(&path, room, false),
             Err(e) => Err(e.into()),
         }
     }
 
-    /// Opens a copy of the store in `dir` rebuilt from what verifies, in a temporary
+    /// Opens a copy of `room`'s store in `dir` rebuilt from what verifies, in a temporary
     /// directory (the original is not changed): for reading a store found damaged while read.
-    pub fn salvaged(dir: &Path) -> Result<Self, NodeError> {
-        Self::open_copy(&dir.join("store"), true)
+    pub fn salvaged(dir: &Path, room: &Room) -> Result<Self, NodeError> {
+        let (path, _) = locate_store(dir, room)?;
+        Self::open_copy(&path, room, true)
     }
 
     /// Opens a copy of the store in `path` in a temporary directory; with `repair`, rebuilt
     /// from what verifies there.
-    fn open_copy(path: &Path, repair: bool) -> Result<Self, NodeError> {
+    fn open_copy(path: &Path, room: &Room, repair: bool) -> Result<Self, NodeError> {
         let copy = tempfile::tempdir().map_err(|source| NodeError::DataDir {
             path: std::env::temp_dir(),
             source,
         })?;
-        let store = Store::open_copy(
-            path,
-            copy.path(),
-            repair,
-            p2pchat_protocol::Room::lan().id(),
-        )?;
+        let store = Store::open_copy(path, copy.path(), repair, room.id())?;
         Ok(Archive {
             store,
+            label: room.label().to_owned(),
             _copy: Some(copy),
         })
     }
@@ -197,12 +241,13 @@ impl Archive {
         self.store.damage()
     }
 
-    /// Every message of every log held, in merged order (clock, then author, then seq).
+    /// Every message of every log of the room held, in merged order (clock, then author,
+    /// then seq).
     pub fn messages(&self) -> impl Iterator<Item = Result<Message, NodeError>> + '_ {
         self.store.history().filter_map(|entry| {
             entry
                 .map_err(NodeError::from)
-                .map(|entry| text_message(&self.store, &entry))
+                .map(|entry| text_message(&self.store, &self.label, &entry))
                 .transpose()
         })
     }
@@ -221,22 +266,24 @@ pub fn identity_of(dir: &Path) -> Result<(PeerId, String), NodeError> {
     ))
 }
 
-/// The last `n` text messages of `store`'s merged history, read from the newest back.
-fn last_messages(store: &Store, n: usize) -> Result<Vec<Message>, NodeError> {
+/// The last `n` text messages of `store`'s merged history (room `label`), read from the
+/// newest back.
+fn last_messages(store: &Store, label: &str, n: usize) -> Result<Vec<Message>, NodeError> {
     let mut last = Vec::with_capacity(n.min(4096));
     for entry in store.history_newest_first() {
         if last.len() == n {
             break;
         }
-        last.extend(text_message(store, &entry?));
+        last.extend(text_message(store, label, &entry?));
     }
     last.reverse();
     Ok(last)
 }
 
-/// The message a text entry shows as (names as they are now); `None` for other kinds.
-pub(crate) fn text_message(store: &Store, entry: &Entry) -> Option<Message> {
-    Message::of(entry, display_name(store, &entry.author()))
+/// The message a text entry of room `label` shows as (names as they are now); `None` for
+/// other kinds.
+pub(crate) fn text_message(store: &Store, label: &str, entry: &Entry) -> Option<Message> {
+    Message::of(entry, display_name(store, &entry.author()), label)
 }
 
 #[cfg(test)]
@@ -289,7 +336,7 @@ mod tests {
         alice.rename("alice").unwrap();
         alice.shutdown().await;
 
-        let archive = Archive::open(dir.path()).unwrap();
+        let archive = Archive::open(dir.path(), &Room::lan()).unwrap();
         let all: Vec<Message> = archive.messages().collect::<Result<_, _>>().unwrap();
         assert_eq!(texts(all.clone()), ["one", "two", "three"]);
         assert!(all.iter().all(|m| m.name == "alice"));
@@ -304,7 +351,7 @@ mod tests {
     fn a_missing_data_dir_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nobody");
-        let error = Archive::open(&missing)
+        let error = Archive::open(&missing, &Room::lan())
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
@@ -315,7 +362,9 @@ mod tests {
         assert!(matches!(identity_of(&missing), Err(NodeError::NoData(_))));
         let file = dir.path().join("a-file");
         std::fs::write(&file, "").unwrap();
-        let error = Archive::open(&file).err().map(|e| e.to_string());
+        let error = Archive::open(&file, &Room::lan())
+            .err()
+            .map(|e| e.to_string());
         assert!(
             error
                 .as_ref()

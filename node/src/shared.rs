@@ -5,7 +5,10 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use libp2p::PeerId;
+use p2pchat_protocol::room::Room;
+use p2pchat_protocol::store::Logs;
 use p2pchat_protocol::{Author, Body, Entry, SigningKey};
 use p2pchat_storage::{Store, StoreError};
 use tokio::sync::{broadcast, watch};
@@ -24,22 +27,62 @@ pub struct PeerView {
     pub sync: Option<SyncProgress>,
 }
 
+/// One room the node is in: its store (every log of the room held) and the own log there.
+pub struct RoomState {
+    /// The room.
+    pub room: Room,
+    /// The room's logs.
+    pub store: Store,
+    /// The one path for own appends in this room: keeps its mark, holds appends while the
+    /// own log there is behind.
+    pub own: OwnWriter,
+    /// The highest seq of the own log in this room that a connected peer claims to hold
+    /// (from the core).
+    pub own_claimed: AtomicU64,
+}
+
+/// What the multi-room core reads of a room: its store.
+impl Logs for RoomState {
+    type Error = StoreError;
+
+    fn room(&self) -> p2pchat_protocol::RoomId {
+        self.store.room()
+    }
+
+    fn head_seq(&self, author: &Author) -> u64 {
+        self.store.head_seq(author)
+    }
+
+    fn is_frozen(&self, author: &Author) -> bool {
+        self.store.is_frozen(author)
+    }
+
+    fn entry(&self, author: &Author, seq: u64) -> Result<Option<Entry>, StoreError> {
+        Logs::entry(&self.store, author, seq)
+    }
+
+    fn envelopes(
+        &self,
+        author: &Author,
+        from: u64,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Bytes)>, StoreError> {
+        Logs::envelopes(&self.store, author, from, max_entries, max_bytes)
+    }
+}
+
 /// The node's shared core.
 pub struct Shared {
-    /// Every log the node holds.
-    pub store: Store,
+    /// The rooms, in the order given (the first is the default room).
+    pub rooms: Vec<RoomState>,
     /// The node's own key (its author and peer identity).
     pub key: SigningKey,
-    /// The one path for own appends: keeps the mark beside the key, holds appends while the
-    /// own log is behind.
-    pub own: OwnWriter,
     /// Bumped after every write to the store, synced or not, waking the message feeds.
     pub written: watch::Sender<()>,
-    /// Bumped after own entries were appended (durably), waking the event loop, which gives
-    /// them to the core.
+    /// Bumped after own entries were appended (durably) in any room, waking the event loop,
+    /// which gives them to the core.
     pub own_appended: watch::Sender<()>,
-    /// The highest seq of the own log that a connected peer claims to hold (from the core).
-    pub own_claimed: AtomicU64,
     /// Connected peers whose hello was accepted.
     pub peers: Mutex<HashMap<PeerId, PeerView>>,
     /// Status events for the user interface.
@@ -149,16 +192,37 @@ impl Shared {
         self.own_appended.send_replace(());
     }
 
-    /// Appends entries to the node's own log in one durable write (and its mark), and wakes
-    /// the event loop and feeds. While the own log is behind, the entries are held instead (none
-    /// returned), with a warning saying so; once it is back, what was held goes first, then
-    /// these (all returned).
-    pub fn append(&self, bodies: impl IntoIterator<Item = Body>) -> Result<Vec<Entry>, NodeError> {
+    /// The index of the room labelled `label`.
+    pub fn room_index(&self, label: &str) -> Option<usize> {
+        self.rooms
+            .iter()
+            .position(|state| state.room.label() == label)
+    }
+
+    /// ` in room LABEL` for warnings about room `room`, when the node is in several rooms
+    /// (with one, warnings read as before rooms).
+    pub fn in_room(&self, room: usize) -> String {
+        match (self.rooms.len(), self.rooms.get(room)) {
+            (2.., Some(state)) => format!(" in room {}", state.room.label()),
+            _ => String::new(),
+        }
+    }
+
+    /// Appends entries to the node's own log in `room` in one durable write (and its mark),
+    /// and wakes the event loop and feeds. While the own log there is behind, the entries are
+    /// held instead (none returned), with a warning saying so; once it is back, what was held
+    /// goes first, then these (all returned).
+    pub fn append(
+        &self,
+        room: usize,
+        bodies: impl IntoIterator<Item = Body>,
+    ) -> Result<Vec<Entry>, NodeError> {
         let bodies: Vec<Body> = bodies.into_iter().collect();
         let what = describe(&bodies);
-        match self
+        let state = &self.rooms[room];
+        match state
             .own
-            .append(&self.store, &self.key, bodies, self.own_claimed())?
+            .append(&state.store, &self.key, bodies, self.own_claimed(room))?
         {
             Appended::Stored(entries) => {
                 self.notify_written();
@@ -172,11 +236,12 @@ impl Shared {
             Appended::Held { waiting, .. } => {
                 self.emit(Event::Warning {
                     message: format!(
-                        "held, not sent yet: {what} ({waiting} waiting for your own log to come \
-                         back from a peer)"
+                        "held, not sent yet: {what} ({waiting} waiting for your own log{} to \
+                         come back from a peer)",
+                        self.in_room(room)
                     ),
                 });
-                self.check_own();
+                self.check_own(room);
                 Ok(Vec::new())
             }
         }
@@ -194,54 +259,70 @@ impl Shared {
         });
     }
 
-    /// The highest seq of the own log that a connected peer claims to hold.
-    fn own_claimed(&self) -> u64 {
-        self.own_claimed.load(std::sync::atomic::Ordering::Relaxed)
+    /// The highest seq of the own log in `room` that a connected peer claims to hold.
+    fn own_claimed(&self, room: usize) -> u64 {
+        self.rooms[room]
+            .own_claimed
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Looks at the own log again after the store or the peers changed: warns when it is
-    /// found behind (or forked), and when it is back, appends what was held on top and says
-    /// so.
-    pub fn check_own(&self) {
-        let claimed = self.own_claimed();
-        let state = match self.own.state(&self.store, &self.key, claimed) {
-            Ok(state) => state,
+    /// Looks at the own log in `room` again after its store or the peers changed: warns when
+    /// it is found behind (or forked), and when it is back, appends what was held on top and
+    /// says so.
+    pub fn check_own(&self, room: usize) {
+        let claimed = self.own_claimed(room);
+        let state = &self.rooms[room];
+        let own = match state.own.state(&state.store, &self.key, claimed) {
+            Ok(own) => own,
             Err(e) => {
                 return self.emit(Event::Error {
-                    message: format!("checking your own log failed: {e}"),
+                    message: format!("checking your own log{} failed: {e}", self.in_room(room)),
                 });
             }
         };
-        if let Some(message) = self.own.observe(state, self.store.head_seq(&self.author())) {
+        if let Some(message) = state.own.observe(own, state.store.head_seq(&self.author())) {
+            let message = match self.rooms.len() {
+                1 => message,
+                _ => format!("room {}: {message}", state.room.label()),
+            };
             self.emit(Event::Warning { message });
         }
-        match self.own.recheck(&self.store, &self.key, claimed) {
+        match state.own.recheck(&state.store, &self.key, claimed) {
             Ok(Some(restored)) => self.own_log_restored(restored),
             Ok(None) => {}
             Err(e) => self.emit(Event::Error {
-                message: format!("writing your own log failed: {e}"),
+                message: format!("writing your own log{} failed: {e}", self.in_room(room)),
             }),
         }
     }
 
-    /// The name the node's hellos carry: its latest profile's, or one held to be appended.
-    pub fn own_name(&self) -> String {
-        self.store
+    /// The name the node's hellos carry in `room`: its latest profile's there, or one held to
+    /// be appended.
+    pub fn own_name(&self, room: usize) -> String {
+        let state = &self.rooms[room];
+        state
+            .store
             .name(&self.author())
-            .or_else(|| self.own.held_name())
+            .or_else(|| state.own.held_name())
             .unwrap_or_default()
     }
 
-    /// The name to show for `author`: their latest profile name, with a short fingerprint when
-    /// the name is ambiguous; a bare fingerprint before any profile is known.
-    pub fn display_name(&self, author: &Author) -> String {
-        display_name(&self.store, author)
+    /// The name to show for `author` in `room`: their latest profile name there, with a short
+    /// fingerprint when the name is ambiguous; a bare fingerprint before any profile is known.
+    pub fn display_name(&self, room: usize, author: &Author) -> String {
+        display_name(&self.rooms[room].store, author)
     }
 
-    /// `name` as claimed by `author`: as is when only that author has it (and it is pinned to
-    /// them or to no one), `name#fingerprint` when another key claims or owns it too.
-    pub fn qualified(&self, name: &str, author: &Author) -> String {
-        qualified(&self.store, name, author)
+    /// `name` as claimed by `author` in `room`: as is when only that author has it (and it is
+    /// pinned to them or to no one), `name#fingerprint` when another key claims or owns it
+    /// too.
+    pub fn qualified(&self, room: usize, name: &str, author: &Author) -> String {
+        qualified(&self.rooms[room].store, name, author)
+    }
+
+    /// The key a name is pinned to in any of the rooms (the first room's pin first).
+    pub fn pinned(&self, name: &str) -> Option<Author> {
+        self.rooms.iter().find_map(|state| state.store.pinned(name))
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use libp2p::PeerId;
 use p2pchat_protocol::message::Batch;
-use p2pchat_protocol::replica::Input;
+use p2pchat_protocol::rooms::RoomsInput;
 use p2pchat_protocol::store::Inserted;
 use p2pchat_protocol::validate::{dated_ahead_ms, is_far_future};
 use p2pchat_protocol::{Author, Entry, ValidationError};
@@ -30,11 +30,13 @@ pub const MAX_GROUP: usize = 64;
 /// is forgotten beyond: it may be warned about once more).
 const MAX_WARNED: usize = 1024;
 
-/// Something to write.
+/// Something to write; `room` is the index of the room whose store it goes to.
 #[derive(Debug)]
 pub enum Job {
     /// Store a batch `peer` sent (`from`: the peer's name, for the own log's restore notice).
     Batch {
+        /// The room.
+        room: usize,
         /// The sender.
         peer: PeerId,
         /// Its name.
@@ -45,6 +47,8 @@ pub enum Job {
     /// Pin `name` to `author`, the key of `peer`, which claimed it in a hello; warn if the
     /// name belongs to another key.
     Pin {
+        /// The room.
+        room: usize,
         /// The peer.
         peer: PeerId,
         /// The name claimed.
@@ -52,15 +56,15 @@ pub enum Job {
         /// Its key.
         author: Author,
     },
-    /// Look at the own log again: a peer's claim on it changed.
-    CheckOwn,
+    /// Look at the own log in `room` again: a peer's claim on it changed.
+    CheckOwn(usize),
 }
 
 /// Starts the worker; it stops when the returned queue is dropped, or when the event loop's
 /// inbox `stored` is gone.
 pub fn spawn(
     shared: SharedRef,
-    stored: mpsc::Sender<Input<PeerId>>,
+    stored: mpsc::Sender<RoomsInput<PeerId>>,
 ) -> std::io::Result<mpsc::Sender<Job>> {
     let (jobs, queue) = mpsc::channel(QUEUED_JOBS);
     std::thread::Builder::new()
@@ -69,7 +73,11 @@ pub fn spawn(
     Ok(jobs)
 }
 
-fn run(shared: &SharedRef, mut queue: mpsc::Receiver<Job>, stored: &mpsc::Sender<Input<PeerId>>) {
+fn run(
+    shared: &SharedRef,
+    mut queue: mpsc::Receiver<Job>,
+    stored: &mpsc::Sender<RoomsInput<PeerId>>,
+) {
     let mut warned = Warned::default();
     while let Some(first) = queue.blocking_recv() {
         let mut group = vec![first];
@@ -79,40 +87,59 @@ fn run(shared: &SharedRef, mut queue: mpsc::Receiver<Job>, stored: &mpsc::Sender
             group.push(job);
         }
         let mut done = Vec::new();
-        let mut check_own = false;
+        let mut check_own = vec![false; shared.rooms.len()];
         for job in group {
             match job {
-                Job::Batch { peer, from, batch } => {
+                Job::Batch {
+                    room,
+                    peer,
+                    from,
+                    batch,
+                } => {
                     let author = batch.author;
                     let received = batch.entries.len();
-                    let outcome = insert(shared, from, batch);
-                    done.push((peer, author, received, outcome));
+                    let outcome = insert(shared, room, from, batch);
+                    done.push((room, peer, author, received, outcome));
                 }
-                Job::Pin { peer, name, author } => pin(shared, &mut warned, peer, &name, author),
+                Job::Pin {
+                    room,
+                    peer,
+                    name,
+                    author,
+                } => pin(shared, &mut warned, room, peer, &name, author),
                 // At once, in order: own entries a later batch brings back then count as
                 // restored.
-                Job::CheckOwn => shared.check_own(),
+                Job::CheckOwn(room) => shared.check_own(room),
             }
         }
-        if done.iter().any(|(.., outcome)| has_stored(outcome)) {
+        for (room, state) in shared.rooms.iter().enumerate() {
+            if !done
+                .iter()
+                .any(|(at, .., outcome)| *at == room && has_stored(outcome))
+            {
+                continue;
+            }
             // Shown as soon as written; relayed once synced to disk.
             shared.notify_written();
-            if let Err(e) = shared.store.sync() {
+            if let Err(e) = state.store.sync() {
                 shared.store_failed("storing entries", &e);
-                for (.., outcome) in &mut done {
-                    *outcome = Err(format!("syncing the store failed: {e}"));
+                for (at, .., outcome) in &mut done {
+                    if *at == room {
+                        *outcome = Err(format!("syncing the store failed: {e}"));
+                    }
                 }
             }
         }
         let me = shared.author();
-        for (peer, author, received, outcome) in done {
+        for (room, peer, author, received, outcome) in done {
             if let Ok(inserted) = &outcome {
                 count(shared, received, inserted);
-                warn_of_clocks_ahead(shared, author, &inserted.stored);
+                warn_of_clocks_ahead(shared, room, author, &inserted.stored);
                 let forked = matches!(inserted.rejected, Some(ValidationError::Fork { .. }));
-                check_own |= author == me && (!inserted.stored.is_empty() || forked);
+                check_own[room] |= author == me && (!inserted.stored.is_empty() || forked);
             }
-            let input = Input::Stored {
+            let input = RoomsInput::Stored {
+                room,
                 peer,
                 author,
                 outcome,
@@ -121,11 +148,13 @@ fn run(shared: &SharedRef, mut queue: mpsc::Receiver<Job>, stored: &mpsc::Sender
                 return; // the event loop stopped
             }
         }
-        if check_own {
-            // Our own log, given back by a peer (or a claim on it changed): what was held
-            // may go on top now. After the answers above, so that the event loop learns of
-            // the entries stored before of the ones appended on top.
-            shared.check_own();
+        // Our own log, given back by a peer (or a claim on it changed): what was held may go
+        // on top now. After the answers above, so that the event loop learns of the entries
+        // stored before of the ones appended on top.
+        for (room, check) in check_own.into_iter().enumerate() {
+            if check {
+                shared.check_own(room);
+            }
         }
     }
 }
@@ -136,14 +165,15 @@ fn has_stored(outcome: &Result<Inserted, String>) -> bool {
         .is_ok_and(|inserted| !inserted.stored.is_empty())
 }
 
-/// Plans and commits `batch` (not synced yet).
-fn insert(shared: &SharedRef, from: String, batch: Batch) -> Result<Inserted, String> {
+/// Plans and commits `batch` into `room`'s store (not synced yet).
+fn insert(shared: &SharedRef, room: usize, from: String, batch: Batch) -> Result<Inserted, String> {
     let author = batch.author;
     let entries = batch.entries.into_iter().map(|e| Bytes::from(e.into_vec()));
-    let insert = || shared.store.insert_remote(author, entries);
+    let state = &shared.rooms[room];
+    let insert = || state.store.insert_remote(author, entries);
     let stored = if author == shared.author() {
         // Our own log, given back by a peer: counted for the restore notice as it is stored.
-        shared.own.insert_received(from, insert)
+        state.own.insert_received(from, insert)
     } else {
         insert()
     };
@@ -170,18 +200,27 @@ fn count(shared: &SharedRef, received: usize, inserted: &Inserted) {
     }
 }
 
-/// Pins a first-seen name to the peer's key, and warns when the name belongs to another key.
-fn pin(shared: &SharedRef, warned: &mut Warned, peer: PeerId, name: &str, author: Author) {
-    match shared.store.pin(name, author) {
+/// Pins a first-seen name to the peer's key in `room`, and warns when the name belongs to
+/// another key there.
+fn pin(
+    shared: &SharedRef,
+    warned: &mut Warned,
+    room: usize,
+    peer: PeerId,
+    name: &str,
+    author: Author,
+) {
+    match shared.rooms[room].store.pin(name, author) {
         Ok(Pin::New | Pin::Same) => {}
         Ok(Pin::Conflict(owner)) => {
             if warned.insert(peer) {
                 shared.emit(Event::Warning {
                     message: format!(
-                        "{name}#{} claims the name {name}, which belongs to {name}#{}: a different key, \
-                         shown with its fingerprint",
+                        "{name}#{} claims the name {name}, which belongs to {name}#{}{}: a \
+                         different key, shown with its fingerprint",
                         author.fingerprint(),
-                        owner.fingerprint()
+                        owner.fingerprint(),
+                        shared.in_room(room),
                     ),
                 });
             }
@@ -217,7 +256,7 @@ impl Warned {
 
 /// Warns, once in a while per author, when entries just stored are dated far ahead of our
 /// clock. Either clock may be wrong; when several people's entries are ahead, ours likely is.
-fn warn_of_clocks_ahead(shared: &SharedRef, author: Author, stored: &[Entry]) {
+fn warn_of_clocks_ahead(shared: &SharedRef, room: usize, author: Author, stored: &[Entry]) {
     let now = now_ms();
     let ahead: Vec<u64> = stored
         .iter()
@@ -227,7 +266,7 @@ fn warn_of_clocks_ahead(shared: &SharedRef, author: Author, stored: &[Entry]) {
     let Some(&most) = ahead.iter().max() else {
         return;
     };
-    let name = shared.display_name(&author);
+    let name = shared.display_name(room, &author);
     let others = shared.warnings().others_open(Cause::ClockAhead, &name);
     shared.warn(&name, Cause::ClockAhead, ahead.len() as u64, || {
         let whose = match ahead.len() {

@@ -30,6 +30,8 @@ pub enum Cause {
     Stalled,
     /// A peer speaks another protocol version and was disconnected.
     Incompatible,
+    /// A peer proved membership of none of our rooms and was disconnected.
+    NoSharedRoom,
     /// A listener failed (the subject is its address).
     Listening,
 }
@@ -43,6 +45,7 @@ impl Cause {
             Cause::Misbehaved => ("disconnections for misbehaviour", "from"),
             Cause::Stalled => ("stalled lanes", "from"),
             Cause::Incompatible => ("connections of another protocol version", "from"),
+            Cause::NoSharedRoom => ("connections sharing no room", "with"),
             Cause::Listening => ("errors", "listening on"),
         }
     }

@@ -365,6 +365,32 @@ mod tests {
         );
     }
 
+    /// The frame encodings quoted in docs/protocol.md.
+    #[test]
+    fn the_documented_frame_encodings_hold() {
+        use crate::membership::{Greet, Nonce, Tag};
+        assert_eq!(
+            hex(&Frame::Room(0, Message::Ping).encode()),
+            "a164526f6f6d82006450696e67"
+        );
+        let greet = Frame::Greet(Greet {
+            version: PROTOCOL_VERSION,
+            nonce: Nonce::new([0x11; 32]),
+        });
+        assert_eq!(
+            hex(&greet.encode()),
+            format!(
+                "a1654772656574a26776657273696f6e03656e6f6e63655820{}",
+                "11".repeat(32)
+            )
+        );
+        let proof = Frame::Proof(vec![Tag(serde_bytes::ByteArray::new([0x22; 32]))]);
+        assert_eq!(
+            hex(&proof.encode()),
+            format!("a16550726f6f66815820{}", "22".repeat(32))
+        );
+    }
+
     #[test]
     fn garbage_and_oversized_messages_are_refused() {
         assert!(matches!(

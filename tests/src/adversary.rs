@@ -1,13 +1,16 @@
-//! A hostile test peer: a real libp2p swarm that speaks p2pchat's protocol v2, badly on purpose.
+//! A hostile test peer: a real libp2p swarm that speaks p2pchat's protocol 3, badly on purpose.
 //!
-//! It dials a node, opens its two lanes to it (`/p2pchat/live/2`, `/p2pchat/bulk/2`) and writes
-//! whatever it is told on them: well-formed messages no honest peer sends (forged entries,
-//! floods of batches, replies that do not answer), or any bytes (oversized length prefixes,
-//! garbage, half a frame). Towards the node's own lanes it behaves like an honest peer unless
-//! told otherwise: it answers head queries from the heads it claims ([`HeadSet::answer`]), acks
-//! every batch, sends the logs it serves again when the node wants them, pings while it has
-//! nothing to say, and records what the node sent. It reports when the node disconnects it.
-//! Built only from `protocol` and libp2p, like a second implementation would be.
+//! It dials a node, opens its two lanes to it (`/p2pchat/live/3`, `/p2pchat/bulk/3`), greets
+//! and proves membership of the rooms it is given (the LAN room unless told otherwise), and
+//! then writes whatever it is told: well-formed messages no honest peer sends (forged entries,
+//! floods of batches, replies that do not answer), each in a [`Frame::Room`] of the first room
+//! it shares with the node, other frames (out of the handshake's order), or any bytes
+//! (oversized length prefixes, garbage, half a frame). Towards the node's own lanes it behaves
+//! like an honest peer unless told otherwise: it answers the node's greet with its proof, head
+//! queries from the heads it claims ([`HeadSet::answer`]), acks every batch, sends the logs it
+//! serves again when the node wants them, pings while it has nothing to say, and records what
+//! the node sent. It reports when the node disconnects it. Built only from `protocol` and
+//! libp2p, like a second implementation would be.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -18,12 +21,14 @@ use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol, SwarmBuilder, noise, tcp, yamux};
 use p2pchat_protocol::limits::{MAX_BATCH_ENTRIES, MAX_FRAME_BYTES};
+use p2pchat_protocol::membership::{Greet, Nonce, Transcript};
 use p2pchat_protocol::message::{
-    AuthorRange, BULK_PROTOCOL, Batch, HeadInfo, HeadNote, Hello, LIVE_PROTOCOL, Lane, Message,
-    PROTOCOL_VERSION,
+    AuthorRange, BULK_PROTOCOL, Batch, Frame, HeadInfo, HeadNote, Hello, LIVE_PROTOCOL, Lane,
+    Message, PROTOCOL_VERSION,
 };
 use p2pchat_protocol::reconcile::HeadSet;
 use p2pchat_protocol::replica::PING_INTERVAL;
+use p2pchat_protocol::room::{Room, RoomId};
 use p2pchat_protocol::{Author, Body, Draft, Entry, Hash, SigningKey};
 use tokio::sync::mpsc;
 
@@ -64,8 +69,43 @@ impl Lanes {
     }
 }
 
+/// Where the membership handshake of the current lanes is.
+#[derive(Clone, Debug, Default)]
+struct Handshake {
+    /// The node's key (from its peer id).
+    node: Option<Author>,
+    /// The nonce we greeted with.
+    ours: Option<Nonce>,
+    /// The node's greet's nonce, once it came.
+    theirs: Option<Nonce>,
+    /// Whether our proof went out.
+    proof_sent: bool,
+    /// The rooms (indices into ours) the node proved, in slot order, once its proof came.
+    shared: Option<Vec<usize>>,
+    /// The connection is new and no lanes were opened on it yet (a greet that came is of it).
+    fresh: bool,
+}
+
+impl Handshake {
+    fn transcript(&self, us: Author) -> Option<Transcript> {
+        Some(Transcript {
+            us,
+            them: self.node?,
+            our_nonce: self.ours?,
+            their_nonce: self.theirs?,
+        })
+    }
+}
+
 /// What the adversary holds, how it behaves, and what it saw; shared with its swarm's tasks.
 struct State {
+    /// Its author (for the membership transcript).
+    author: Author,
+    /// The rooms it proves.
+    rooms: Vec<Room>,
+    /// Whether it answers the node's greet with its proof (it does unless told otherwise).
+    proving: bool,
+    handshake: Handshake,
     /// The heads it claims: in its hello's summary and its replies.
     claimed: HeadSet,
     /// The logs it can send, as envelopes from seq 1.
@@ -106,8 +146,14 @@ pub struct Adversary {
 }
 
 impl Adversary {
-    /// Starts a swarm with a fresh key; its hello ([`Adversary::hello`]) will claim `name`.
+    /// Starts a swarm with a fresh key in the LAN room; its hello ([`Adversary::hello`]) will
+    /// claim `name`.
     pub fn spawn(name: &str) -> anyhow::Result<Self> {
+        Self::spawn_in(name, vec![Room::lan()])
+    }
+
+    /// [`Adversary::spawn`], proving membership of `rooms` (none: a stranger everywhere).
+    pub fn spawn_in(name: &str, rooms: Vec<Room>) -> anyhow::Result<Self> {
         let key = SigningKey::generate(&mut rand::rngs::OsRng);
         let mut swarm = SwarmBuilder::with_existing_identity(p2pchat_node::identity::keypair(&key))
             .with_tokio()
@@ -126,6 +172,10 @@ impl Adversary {
         let peer_id = *swarm.local_peer_id();
         let mut control = swarm.behaviour().streams.new_control();
         let state: Shared = Arc::new(Mutex::new(State {
+            author: Author::of(&key),
+            rooms,
+            proving: true,
+            handshake: Handshake::default(),
             claimed: HeadSet::new(),
             logs: HashMap::new(),
             lanes: None,
@@ -154,14 +204,21 @@ impl Adversary {
             });
         }
         tokio::spawn(respond(state.clone(), received_rx, inbox_tx));
+        let connections = state.clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     event = swarm.select_next_some() => match event {
                         SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                            // Before any of its streams is read: what comes is of it.
+                            lock(&connections).handshake = Handshake {
+                                fresh: true,
+                                ..Handshake::default()
+                            };
                             let _ = seen_tx.try_send(Seen::Connected(peer_id));
                         }
                         SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                            lock(&connections).handshake = Handshake::default();
                             let _ = seen_tx.try_send(Seen::Disconnected(peer_id));
                         }
                         _ => {}
@@ -201,16 +258,31 @@ impl Adversary {
         }
     }
 
-    /// Dials `addr`, waits for the connection and opens both lanes to it (replacing earlier
-    /// ones). Nothing is said yet: see [`Adversary::hello`].
+    /// Dials `addr`, waits for the connection, opens both lanes to it (replacing earlier
+    /// ones), greets, and waits for the node's proof (its own proof went out on the node's
+    /// greet): the rooms the two share are known ([`Adversary::shared`]). No hello is said
+    /// yet: see [`Adversary::hello`].
     pub async fn connect(&mut self, addr: &Multiaddr) -> anyhow::Result<PeerId> {
         let peer = self.dial(addr).await?;
         self.open_lanes(peer).await?;
+        self.greet().await?;
+        self.proven().await?;
+        Ok(peer)
+    }
+
+    /// [`Adversary::connect`] without proving anything: it greets, the node greets and
+    /// proves, and it never sends its proof (until told to, [`Adversary::prove`]).
+    pub async fn connect_unproven(&mut self, addr: &Multiaddr) -> anyhow::Result<PeerId> {
+        lock(&self.state).proving = false;
+        let peer = self.dial(addr).await?;
+        self.open_lanes(peer).await?;
+        self.greet().await?;
+        self.proven().await?;
         Ok(peer)
     }
 
     /// Opens both lanes to `peer`, replacing the earlier ones (which close once what was
-    /// queued on them is written).
+    /// queued on them is written). Nothing is said: see [`Adversary::greet`].
     pub async fn open_lanes(&mut self, peer: PeerId) -> anyhow::Result<()> {
         let live = self.open_stream(peer, Lane::Live).await?;
         let bulk = self.open_stream(peer, Lane::Bulk).await?;
@@ -221,7 +293,79 @@ impl Adversary {
         let mut state = lock(&self.state);
         state.lanes = Some(lanes);
         state.accepted = false;
+        // On a new connection the node may have greeted already; on lanes reopened, it greets
+        // again once it sees them.
+        let theirs = state.handshake.theirs.filter(|_| state.handshake.fresh);
+        state.handshake = Handshake {
+            node: p2pchat_node::identity::author_of(&peer),
+            theirs,
+            ..Handshake::default()
+        };
         Ok(())
+    }
+
+    /// Makes `stream` (a live lane it opened to the node) its live lane, and the handshake
+    /// starts again on it: see [`Adversary::greet`].
+    pub fn use_live_stream(&self, stream: Stream) {
+        let mut state = lock(&self.state);
+        if let Some(lanes) = &mut state.lanes {
+            lanes.live = write_lane(stream);
+        }
+        state.accepted = false;
+        let node = state.handshake.node;
+        state.handshake = Handshake {
+            node,
+            ..Handshake::default()
+        };
+    }
+
+    /// Sends its greet (a fresh nonce) on the live lane, and its proof after it if the node
+    /// greeted already (else the proof answers the node's greet).
+    pub async fn greet(&self) -> anyhow::Result<()> {
+        let nonce = Nonce::new(rand::random());
+        let greet = Frame::Greet(Greet {
+            version: PROTOCOL_VERSION,
+            nonce,
+        });
+        self.send_frame(Lane::Live, &greet).await?;
+        let proof = {
+            let mut state = lock(&self.state);
+            state.handshake.ours = Some(nonce);
+            proof(&mut state)
+        };
+        match proof {
+            Some(proof) => self.send_frame(Lane::Live, &proof).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Sends its proof now (the node's greet must have come), and proves on its next
+    /// connections again.
+    pub async fn prove(&self) -> anyhow::Result<()> {
+        let proof = {
+            let mut state = lock(&self.state);
+            state.proving = true;
+            proof(&mut state).context("no greet from the node yet, or proved already")?
+        };
+        self.send_frame(Lane::Live, &proof).await
+    }
+
+    /// Waits for the node's proof on the current lanes.
+    pub async fn proven(&self) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while lock(&self.state).handshake.shared.is_none() {
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the node sent no membership proof in time"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
+    /// The rooms (indices into its own) the node proved on the current lanes, in slot order.
+    pub fn shared(&self) -> Option<Vec<usize>> {
+        lock(&self.state).handshake.shared.clone()
     }
 
     /// Opens one more stream of `lane`'s protocol to `peer`, for the test to write on.
@@ -241,8 +385,8 @@ impl Adversary {
         Ok(stream)
     }
 
-    /// The honest hello: version 2, its name, and the summary of the heads it claims. From
-    /// now on it pings while it has nothing to say.
+    /// The honest hello (in the first shared room): version 3, its name, and the summary of
+    /// the heads it claims. From now on it pings while it has nothing to say.
     pub async fn hello(&self) -> anyhow::Result<()> {
         let hello = self.hello_message();
         self.send(Lane::Live, &hello).await?;
@@ -273,9 +417,15 @@ impl Adversary {
         })
     }
 
-    /// Writes `message` on `lane`, after everything queued before on it.
+    /// Writes `message` on `lane` as a message of slot 0 (the first room shared), after
+    /// everything queued before on it.
     pub async fn send(&self, lane: Lane, message: &Message) -> anyhow::Result<()> {
-        self.send_raw(lane, frame(&message.encode())).await
+        self.send_raw(lane, room_frame(message)).await
+    }
+
+    /// Writes `frame` on `lane`, after everything queued before on it.
+    pub async fn send_frame(&self, lane: Lane, frame_: &Frame) -> anyhow::Result<()> {
+        self.send_raw(lane, frame(&frame_.encode())).await
     }
 
     /// Writes `bytes` as they are (no length prefix is added) on `lane`.
@@ -419,35 +569,52 @@ impl Adversary {
             .context("swarm stopped")
     }
 
-    /// The adversary's own log: a profile named `name`, then `texts`, validly signed.
+    /// The adversary's own log in the first of its rooms (the LAN room if none): a profile
+    /// named `name`, then `texts`, validly signed.
     pub fn log(&self, name: &str, texts: &[&str]) -> Vec<Entry> {
         self.log_dated(name, texts, 1_700_000_000_000)
     }
 
     /// [`Adversary::log`] with entry `seq` dated `start + seq` (milliseconds since the epoch).
     pub fn log_dated(&self, name: &str, texts: &[&str], start: u64) -> Vec<Entry> {
-        let mut entries: Vec<Entry> = Vec::new();
-        for (i, body) in bodies(name, texts).enumerate() {
-            let seq = i as u64 + 1;
-            let draft = Draft {
-                room: p2pchat_protocol::Room::lan().id(),
-                seq,
-                prev: entries.last().map(Entry::hash),
-                timestamp: start + seq,
-                clock: seq,
-                body,
-            };
-            entries.push(Entry::sign(&self.key, draft).expect("a small entry signs"));
-        }
-        entries
+        let room = lock(&self.state)
+            .rooms
+            .first()
+            .map_or_else(|| Room::lan().id(), Room::id);
+        signed_log(&self.key, room, name, texts, start)
     }
+}
+
+/// `key`'s log in `room`: a profile named `name`, then `texts`, validly signed, entry `seq`
+/// dated `start + seq` (milliseconds since the epoch).
+pub fn signed_log(
+    key: &SigningKey,
+    room: RoomId,
+    name: &str,
+    texts: &[&str],
+    start: u64,
+) -> Vec<Entry> {
+    let mut entries: Vec<Entry> = Vec::new();
+    for (i, body) in bodies(name, texts).enumerate() {
+        let seq = i as u64 + 1;
+        let draft = Draft {
+            room,
+            seq,
+            prev: entries.last().map(Entry::hash),
+            timestamp: start + seq,
+            clock: seq,
+            body,
+        };
+        entries.push(Entry::sign(key, draft).expect("a small entry signs"));
+    }
+    entries
 }
 
 /// Reads length-prefixed messages from one of the node's lanes until it ends or breaks.
 async fn read_lane(
     mut stream: Stream,
     lane: Lane,
-    received: mpsc::Sender<(Lane, Result<Message, String>)>,
+    received: mpsc::Sender<(Lane, Result<Frame, String>)>,
 ) {
     loop {
         let mut prefix = [0u8; 4];
@@ -465,8 +632,8 @@ async fn read_lane(
         if stream.read_exact(&mut body).await.is_err() {
             return;
         }
-        let message = Message::decode(&body).map_err(|e| e.to_string());
-        if received.send((lane, message)).await.is_err() {
+        let frame = Frame::decode(&body).map_err(|e| e.to_string());
+        if received.send((lane, frame)).await.is_err() {
             return;
         }
     }
@@ -490,7 +657,7 @@ fn write_lane(mut stream: Stream) -> mpsc::Sender<Vec<u8>> {
 /// The honest part: answers what the node sends, pings, and records it all for the test.
 async fn respond(
     state: Shared,
-    mut received: mpsc::Receiver<(Lane, Result<Message, String>)>,
+    mut received: mpsc::Receiver<(Lane, Result<Frame, String>)>,
     inbox: mpsc::Sender<Message>,
 ) {
     let mut ping = tokio::time::interval(PING_INTERVAL);
@@ -506,19 +673,43 @@ async fn respond(
                     state.lanes.clone().filter(|_| state.pinging)
                 };
                 if let Some(lanes) = lanes {
-                    let _ = lanes.live.send(frame(&Message::Ping.encode())).await;
+                    let _ = lanes.live.send(room_frame(&Message::Ping)).await;
                 }
                 continue;
             }
         };
-        let message = match message {
-            Ok(message) => message,
+        let frame_ = match message {
+            Ok(frame_) => frame_,
             Err(error) => {
                 lock(&state)
                     .bad_messages
                     .push(format!("on {lane:?}: {error}"));
                 continue;
             }
+        };
+        let message = match frame_ {
+            Frame::Greet(greet) => {
+                let (lanes, proof) = {
+                    let mut state = lock(&state);
+                    state.handshake.theirs = Some(greet.nonce);
+                    let proof = proof(&mut state);
+                    (state.lanes.clone(), proof)
+                };
+                if let (Some(lanes), Some(proof)) = (lanes, proof) {
+                    let _ = lanes.live.send(frame(&proof.encode())).await;
+                }
+                continue;
+            }
+            Frame::Proof(tags) => {
+                let mut state = lock(&state);
+                let shared = state
+                    .handshake
+                    .transcript(state.author)
+                    .map(|transcript| transcript.shared(&state.rooms, &tags));
+                state.handshake.shared = Some(shared.unwrap_or_default());
+                continue;
+            }
+            Frame::Room(_, message) => message,
         };
         let (lanes, answers) = {
             let mut state = lock(&state);
@@ -527,13 +718,24 @@ async fn respond(
         };
         if let Some(lanes) = lanes {
             for (lane, answer) in answers {
-                let _ = lanes.of(lane).send(frame(&answer.encode())).await;
+                let _ = lanes.of(lane).send(room_frame(&answer)).await;
             }
         }
         if !matches!(message, Message::Ping) && inbox.try_send(message).is_err() {
             lock(&state).dropped += 1;
         }
     }
+}
+
+/// The proof of the rooms in `state` for the current lanes, once both greets went (and if
+/// it is due: proving, not sent yet). Marks it sent.
+fn proof(state: &mut State) -> Option<Frame> {
+    if !state.proving || state.handshake.proof_sent {
+        return None;
+    }
+    let transcript = state.handshake.transcript(state.author)?;
+    state.handshake.proof_sent = true;
+    Some(Frame::Proof(transcript.our_tags(&state.rooms)))
 }
 
 /// What an honest peer answers to `message` (recording it in `state`).
@@ -600,15 +802,14 @@ pub fn frame(body: &[u8]) -> Vec<u8> {
     [&(body.len() as u32).to_be_bytes()[..], body].concat()
 }
 
+/// `message` as a [`Frame::Room`] of slot 0 (the first room shared), with its length prefix.
+pub fn room_frame(message: &Message) -> Vec<u8> {
+    frame(&Frame::Room(0, message.clone()).encode())
+}
+
 /// The envelopes of `entries`.
 pub fn envelopes(entries: &[Entry]) -> Vec<Vec<u8>> {
     entries.iter().map(|e| e.envelope().to_vec()).collect()
-}
-
-/// Writes bytes on a stream and flushes them.
-pub async fn write(stream: &mut Stream, bytes: &[u8]) -> anyhow::Result<()> {
-    stream.write_all(bytes).await?;
-    Ok(stream.flush().await?)
 }
 
 /// `envelope` with one bit of its signature flipped: it still decodes, but does not verify.

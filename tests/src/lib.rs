@@ -139,6 +139,98 @@ pub fn import(name: &str, dir: impl AsRef<Path>, lines: &str) -> anyhow::Result<
     Ok(())
 }
 
+/// Writes a new private room key to `path` with `p2pchat keygen-room`.
+pub fn keygen_room(path: &Path) -> anyhow::Result<()> {
+    let out = std::process::Command::new(p2pchat_binary())
+        .arg("keygen-room")
+        .arg(path)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "keygen-room {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// Runs `p2pchat export` of user `name` in `dir` with `args` (room flags, `--format`),
+/// returning its stdout, or an error with its stderr if it fails.
+pub fn export_raw(name: &str, dir: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let out = std::process::Command::new(p2pchat_binary())
+        .args(["export", "--name", name, "--data-dir"])
+        .arg(dir)
+        .args(args)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "export of {}{args:?}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// `p2pchat export`'s lines for user `name` in `dir` with `args`, in its (merged) order,
+/// without their date and time: `NAME> TEXT`.
+pub fn export(name: &str, dir: &Path, args: &[&str]) -> anyhow::Result<Vec<String>> {
+    Ok(export_raw(name, dir, args)?
+        .lines()
+        .map(|line| line.splitn(3, ' ').nth(2).unwrap_or(line).to_owned())
+        .collect())
+}
+
+/// `p2pchat export --format ndjson`'s message events for user `name` in `dir` with `args`.
+pub fn export_events(
+    name: &str,
+    dir: &Path,
+    args: &[&str],
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let mut all = args.to_vec();
+    all.extend(["--format", "ndjson"]);
+    export_raw(name, dir, &all)?
+        .lines()
+        .map(|line| serde_json::from_str(line).with_context(|| format!("export said {line:?}")))
+        .collect()
+}
+
+/// Where libfaketime (Debian's `faketime` package) is installed, if it is. Preloaded
+/// directly, not through faketime(1), which forks: a signal to it would not reach p2pchat.
+pub fn libfaketime() -> Option<PathBuf> {
+    [
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/usr/lib",
+        "/usr/local/lib",
+    ]
+    .iter()
+    .map(|dir| Path::new(dir).join("faketime/libfaketime.so.1"))
+    .find(|path| path.is_file())
+}
+
+/// The arguments of a chat as `name` with its data in `data_dir`, listening on a free
+/// 127.0.0.1 port, dialing each of `peers`, then `extra`.
+fn user_args<'a>(
+    name: &'a str,
+    data_dir: &'a str,
+    peers: &[&'a str],
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "--name",
+        name,
+        "--data-dir",
+        data_dir,
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+    ];
+    for peer in peers {
+        args.extend(["--peer", peer]);
+    }
+    args.extend(extra);
+    args
+}
+
 /// A running `p2pchat` process with its stdin, stdout and stderr.
 pub struct Chat {
     /// The `--name` it was started with, for error messages.
@@ -171,19 +263,31 @@ impl Chat {
         peers: &[&str],
         extra: &[&str],
     ) -> anyhow::Result<Self> {
-        let mut args = vec![
-            "--name",
-            name,
-            "--data-dir",
-            data_dir,
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-        ];
-        for peer in peers {
-            args.extend(["--peer", peer]);
-        }
-        args.extend(extra);
-        Self::start(&args)
+        Self::start(&user_args(name, data_dir, peers, extra))
+    }
+
+    /// [`Chat::start_user`] with the process's wall clock `offset` ahead (`+365d`, `+2h`: the
+    /// offset syntax of faketime(1)) through libfaketime, preloaded (see [`libfaketime`]); its
+    /// timers keep the real monotonic clock.
+    pub fn start_user_ahead(
+        offset: &str,
+        name: &str,
+        data_dir: &str,
+        peers: &[&str],
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
+        let library =
+            libfaketime().context("libfaketime is not installed (apt-get install faketime)")?;
+        let args = user_args(name, data_dir, peers, extra);
+        let mut command = Command::new(p2pchat_binary());
+        command
+            .args(&args)
+            .arg("--no-mdns")
+            .env("LD_PRELOAD", library)
+            .env("FAKETIME", offset)
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+            .env("FAKETIME_NO_CACHE", "1");
+        Self::spawn(command, &args)
     }
 
     /// Starts `p2pchat` with `args` and mDNS off under a wrapper command (`wrapper` then the
@@ -269,8 +373,9 @@ impl Chat {
     }
 
     /// Waits until every line of `expected` has appeared on stdout, in any order (entries of
-    /// different authors can arrive in any order while catching up).
-    pub async fn wait_lines_unordered(&mut self, expected: &[&str]) -> anyhow::Result<()> {
+    /// different authors can arrive in any order while catching up), returning every line
+    /// read.
+    pub async fn wait_lines_unordered(&mut self, expected: &[&str]) -> anyhow::Result<Vec<String>> {
         let mut missing: Vec<&str> = expected.to_vec();
         let mut seen = Vec::new();
         while !missing.is_empty() {
@@ -284,7 +389,7 @@ impl Chat {
             missing.retain(|m| *m != line);
             seen.push(line);
         }
-        Ok(())
+        Ok(seen)
     }
 
     /// The last stderr lines, for error messages.
@@ -344,6 +449,53 @@ impl Chat {
                 return Ok(line);
             }
         }
+    }
+
+    /// Waits for a stderr line holding `needle` anywhere, returning it.
+    pub async fn wait_stderr_containing(&mut self, needle: &str) -> anyhow::Result<String> {
+        self.wait_stderr_with_all(&[needle]).await
+    }
+
+    /// Waits for a stderr line holding every one of `needles`, returning it.
+    pub async fn wait_stderr_with_all(&mut self, needles: &[&str]) -> anyhow::Result<String> {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let line = tokio::time::timeout_at(deadline, self.stderr.recv())
+                .await
+                .ok()
+                .flatten()
+                .with_context(|| {
+                    format!(
+                        "{} saw no stderr line with {needles:?}{}",
+                        self.name,
+                        self.stderr_tail()
+                    )
+                })?;
+            if needles.iter().all(|needle| line.contains(needle)) {
+                return Ok(line);
+            }
+        }
+    }
+
+    /// The stdout lines printed until none comes for `quiet` (at most [`DEADLINE`] in all).
+    pub async fn lines_until_quiet(&mut self, quiet: Duration) -> anyhow::Result<Vec<String>> {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        let mut lines = Vec::new();
+        while tokio::time::Instant::now() < deadline {
+            match tokio::time::timeout(quiet, self.stdout.next_line()).await {
+                Ok(line) => lines.push(line?.context("stdout closed")?),
+                Err(_) => return Ok(lines),
+            }
+        }
+        bail!("{} kept printing for {DEADLINE:?}: {lines:?}", self.name)
+    }
+
+    /// Every stderr line printed so far.
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.stderr_log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Reads the stderr lines already printed or printed within `wait`.

@@ -67,6 +67,11 @@ fn check(schema: &Value, value: &Value, at: &str) -> Result<(), String> {
                     }
                 }
             }
+            "items" => {
+                for (i, item) in value.as_array().into_iter().flatten().enumerate() {
+                    check(rule, item, &format!("{at}[{i}]"))?;
+                }
+            }
             "additionalProperties" if rule == &Value::Bool(false) => {
                 let known = schema.get("properties").and_then(Value::as_object);
                 for field in value.as_object().into_iter().flat_map(|o| o.keys()) {
@@ -120,15 +125,19 @@ mod tests {
     fn the_checker_catches_mismatches() {
         let schema = json!({"oneOf": [{
             "type": "object", "required": ["v", "n"], "additionalProperties": false,
-            "properties": {"v": {"const": 1}, "n": {"type": "integer", "minimum": 0}, "s": {"type": ["string", "null"], "minLength": 1}}
+            "properties": {"v": {"const": 1}, "n": {"type": "integer", "minimum": 0}, "s": {"type": ["string", "null"], "minLength": 1},
+                "a": {"type": "array", "items": {"type": "string", "minLength": 1}}}
         }]});
         assert!(validate(&schema, &json!({"v": 1, "n": 3, "s": null})).is_ok());
+        assert!(validate(&schema, &json!({"v": 1, "n": 3, "a": ["x", "y"]})).is_ok());
         for bad in [
             json!({"v": 2, "n": 3}),
             json!({"v": 1}),
             json!({"v": 1, "n": -1}),
             json!({"v": 1, "n": 1, "x": 0}),
             json!({"v": 1, "n": 1, "s": ""}),
+            json!({"v": 1, "n": 1, "a": ["x", ""]}),
+            json!({"v": 1, "n": 1, "a": [1]}),
         ] {
             assert!(validate(&schema, &bad).is_err(), "{bad} must not validate");
         }

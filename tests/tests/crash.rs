@@ -157,7 +157,13 @@ async fn killed_while_catching_up_it_resumes_without_corruption() -> anyhow::Res
     let alice_dir = tempfile::tempdir()?;
     // alice (in-process) holds a long log, imported offline, and serves it.
     let lines: String = (0..LOG - 1).map(|i| format!("old line {i}\n")).collect();
-    p2pchat_node::import("alice", alice_dir.path(), lines.as_bytes(), |_, _| {})?;
+    p2pchat_node::import(
+        "alice",
+        alice_dir.path(),
+        p2pchat_protocol::Room::lan(),
+        lines.as_bytes(),
+        |_, _| {},
+    )?;
     let alice = p2pchat_tests::start_node("alice", alice_dir.path(), &[]).await?;
     let alice_addr = p2pchat_tests::address_of(&alice).to_string();
     let alice_author = alice.author();

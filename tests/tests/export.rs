@@ -120,3 +120,73 @@ async fn export_and_history_show_both_authors_in_merged_order() -> anyhow::Resul
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no p2pchat data in"));
     Ok(())
 }
+
+/// Runs `p2pchat ARGS` with `stdin`, failing unless it succeeds; its stdout lines.
+fn run(args: &[String], stdin: &str) -> anyhow::Result<Vec<String>> {
+    use std::io::Write;
+    let mut child = std::process::Command::new(p2pchat_binary())
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    if let Some(mut input) = child.stdin.take() {
+        input.write_all(stdin.as_bytes())?;
+    }
+    let output = child.wait_with_output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "p2pchat {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8(output.stdout)?
+        .lines()
+        .map(str::to_owned)
+        .collect())
+}
+
+#[test]
+fn import_and_export_take_rooms_in_the_order_given() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let dir = dir.path().to_str().unwrap_or_default().to_owned();
+    let user = ["--name", "alice", "--data-dir", dir.as_str()];
+    let with = |command: &str, rest: &[&str]| -> Vec<String> {
+        [command]
+            .iter()
+            .chain(&user)
+            .chain(rest)
+            .map(|arg| (*arg).to_owned())
+            .collect()
+    };
+    run(&with("import", &["--create"]), "in the LAN room\n")?;
+    run(&with("import", &["--room", "ops"]), "in ops\n")?;
+    let texts = |lines: Vec<String>| -> Vec<String> {
+        lines.iter().map(|line| line[TIME..].to_owned()).collect()
+    };
+    assert_eq!(
+        texts(run(&with("export", &[]), "")?),
+        ["alice> in the LAN room"]
+    );
+    assert_eq!(
+        texts(run(&with("export", &["--room", "ops"]), "")?),
+        ["alice> in ops"]
+    );
+    let both = run(&with("export", &["--room", "ops", "--room", "lan"]), "")?;
+    let prefixed: Vec<(&str, &str)> = both
+        .iter()
+        .map(|line| line.split_at(line.find(' ').unwrap_or(0)))
+        .collect();
+    assert_eq!(
+        prefixed
+            .iter()
+            .map(|(room, rest)| format!("{room} {}", &rest[1 + TIME..]))
+            .collect::<Vec<_>>(),
+        ["[ops] alice> in ops", "[lan] alice> in the LAN room"]
+    );
+    let refused = std::process::Command::new(p2pchat_binary())
+        .args(with("import", &["--room", "ops", "--room", "lan"]))
+        .output()?;
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("import appends to one room"));
+    Ok(())
+}

@@ -1,8 +1,8 @@
-//! Hostile peers against a real node, on protocol v2 (the adversary in
+//! Hostile peers against a real node, on protocol 3 (the adversary in
 //! `p2pchat_tests::adversary`): forged entries, entries filed under another log, bad frames,
-//! messages out of turn, replies that do not answer, floods of batches and notes, absurd claims,
-//! stalled handshakes and silent peers. The node disconnects the offender, stores nothing
-//! invalid, and honest peers keep chatting.
+//! frames out of the membership handshake's order, messages out of turn, replies that do not
+//! answer, floods of batches and notes, absurd claims, stalled handshakes and silent peers. The
+//! node disconnects the offender, stores nothing invalid, and honest peers keep chatting.
 
 use std::time::Duration;
 
@@ -11,14 +11,16 @@ use p2pchat_node::{Event, Node};
 use p2pchat_protocol::limits::{
     MAX_BATCH_ENTRIES, MAX_FRAME_BYTES, MAX_MESSAGE_NOTES, MAX_QUERY_RANGES,
 };
+use p2pchat_protocol::membership::{Greet, Nonce};
 use p2pchat_protocol::message::{
-    AuthorRange, Fingerprint, HeadInfo, HeadNote, Hello, Lane, Message, Part, Summary,
+    AuthorRange, Fingerprint, Frame, HeadInfo, HeadNote, Hello, Lane, Message, PROTOCOL_VERSION,
+    Part, Summary,
 };
 use p2pchat_protocol::replica::{MAX_UNACKED_BATCHES, SILENCE_LIMIT};
-use p2pchat_protocol::{Author, Hash};
+use p2pchat_protocol::{Author, Hash, Room, SigningKey};
 use p2pchat_tests::adversary::{
-    Adversary, SMALL_ORDER_KEY, Seen, batch, envelopes, forge_signature, frame, small_order_log,
-    write,
+    Adversary, SMALL_ORDER_KEY, Seen, batch, envelopes, forge_signature, frame, room_frame,
+    signed_log, small_order_log,
 };
 use p2pchat_tests::{DEADLINE, address_of, start_node, take, texts};
 use tokio::io::AsyncReadExt;
@@ -177,6 +179,43 @@ async fn entries_filed_under_another_log_get_the_sender_disconnected() -> anyhow
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_of_another_room_replayed_into_the_open_room_gets_the_sender_disconnected()
+-> anyhow::Result<()> {
+    let dirs = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let (alice, bob) = honest_pair(&dirs).await?;
+    let mut events = alice.events();
+    // dave's log of a private room, validly signed: what a member of that room holds.
+    let team = Room::private(&[7; 32], "team");
+    let dave = SigningKey::generate(&mut rand::rngs::OsRng);
+    let log = signed_log(
+        &dave,
+        team.id(),
+        "dave",
+        &["private line"],
+        1_700_000_000_000,
+    );
+    let mut mallory = joined("mallory", &alice).await?;
+    mallory
+        .send_batch(Lane::Live, Author::of(&dave), envelopes(&log))
+        .await?;
+    assert!(
+        mallory.disconnected_within(DEADLINE).await,
+        "the sender is disconnected"
+    );
+    let warning = warned(&mut events, "disconnecting").await?;
+    assert!(warning.contains("another room"), "{warning}");
+    assert!(banned(&mut mallory, &alice).await?, "and banned");
+    assert!(
+        !alice.heads().contains_key(&Author::of(&dave)),
+        "nothing of it stored"
+    );
+    still_chatting(&alice, &bob, "unaffected").await?;
+    alice.shutdown().await;
+    bob.shutdown().await;
+    Ok(())
+}
+
 /// Frames no honest peer sends (of `author`'s log, where they hold entries), by what is wrong.
 fn bad_frames(author: Author) -> Vec<(&'static str, Vec<u8>)> {
     let note = HeadNote {
@@ -192,19 +231,22 @@ fn bad_frames(author: Author) -> Vec<(&'static str, Vec<u8>)> {
         ("truncated CBOR", frame(&[0xa1, 0x65, b'B', b'a', b't'])),
         (
             "too many entries",
-            frame(&batch(author, vec![vec![0x80]; MAX_BATCH_ENTRIES + 1]).encode()),
+            room_frame(&batch(author, vec![vec![0x80]; MAX_BATCH_ENTRIES + 1])),
         ),
         (
             "an undecodable entry",
-            frame(&batch(author, vec![vec![0x82, 0x41, 0x00]]).encode()),
+            room_frame(&batch(author, vec![vec![0x82, 0x41, 0x00]])),
         ),
         (
             "too many notes",
-            frame(&Message::Have(vec![note; MAX_MESSAGE_NOTES + 1]).encode()),
+            room_frame(&Message::Have(vec![note; MAX_MESSAGE_NOTES + 1])),
         ),
         (
             "too many ranges",
-            frame(&Message::Query(vec![AuthorRange::ALL; MAX_QUERY_RANGES + 1]).encode()),
+            room_frame(&Message::Query(vec![
+                AuthorRange::ALL;
+                MAX_QUERY_RANGES + 1
+            ])),
         ),
     ]
 }
@@ -250,10 +292,10 @@ async fn hellos_of_another_version_or_a_bad_name_are_refused() -> anyhow::Result
         fingerprint: Fingerprint::default(),
     };
     let hellos = [
-        ("version 1", 1, "mallory"),
-        ("version 3", 3, "mallory"),
-        ("an empty name", 2, ""),
-        ("a name with a line break", 2, "mal\nlory"),
+        ("version 2", 2, "mallory"),
+        ("version 4", 4, "mallory"),
+        ("an empty name", PROTOCOL_VERSION, ""),
+        ("a name with a line break", PROTOCOL_VERSION, "mal\nlory"),
     ];
     for (what, version, name) in hellos {
         let mut mallory = Adversary::spawn("mallory")?;
@@ -327,6 +369,108 @@ async fn a_message_before_the_hello_or_a_second_hello_gets_the_sender_disconnect
         "a second hello: banned"
     );
     still_chatting(&alice, &bob, "after messages out of turn").await?;
+    alice.shutdown().await;
+    bob.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_out_of_the_membership_handshake_get_the_sender_disconnected() -> anyhow::Result<()>
+{
+    let dirs = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let (alice, bob) = honest_pair(&dirs).await?;
+    // Each case, and what the node says it sent.
+    let cases = [
+        (
+            "a room's message before the greet",
+            "a frame before its greet",
+        ),
+        ("a greet of protocol 2", "protocol version 2"),
+        (
+            "a room's batch before the proof",
+            "before its membership proof",
+        ),
+        ("a second greet", "a second greet"),
+        ("a second proof", "a second membership proof"),
+        ("a message for a room slot not shared", "room slot 1"),
+    ];
+    for (case, said) in cases {
+        let mut events = alice.events();
+        let mut mallory = Adversary::spawn("mallory")?;
+        let log = mallory.log("mallory", &["too early"]);
+        let early = batch(mallory.author(), envelopes(&log));
+        let greet = |version| {
+            Frame::Greet(Greet {
+                version,
+                nonce: Nonce::new([7; 32]),
+            })
+        };
+        match case {
+            "a room's message before the greet" => {
+                let peer = mallory.dial(&address_of(&alice)).await?;
+                mallory.open_lanes(peer).await?;
+                mallory.send(Lane::Live, &Message::Ping).await?;
+            }
+            "a greet of protocol 2" => {
+                let peer = mallory.dial(&address_of(&alice)).await?;
+                mallory.open_lanes(peer).await?;
+                mallory.send_frame(Lane::Live, &greet(2)).await?;
+            }
+            "a room's batch before the proof" => {
+                mallory.connect_unproven(&address_of(&alice)).await?;
+                assert_eq!(mallory.shared(), Some(vec![0]), "alice proved the LAN room");
+                mallory.send(Lane::Bulk, &early).await?;
+            }
+            "a second greet" => {
+                mallory.connect(&address_of(&alice)).await?;
+                mallory
+                    .send_frame(Lane::Live, &greet(PROTOCOL_VERSION))
+                    .await?;
+            }
+            "a second proof" => {
+                mallory.connect(&address_of(&alice)).await?;
+                mallory
+                    .send_frame(Lane::Live, &Frame::Proof(vec![]))
+                    .await?;
+            }
+            _ => {
+                mallory.connect(&address_of(&alice)).await?;
+                mallory.hello().await?;
+                mallory.accepted().await?;
+                mallory
+                    .send_frame(Lane::Live, &Frame::Room(1, Message::Ping))
+                    .await?;
+            }
+        }
+        assert!(
+            mallory.disconnected_within(DEADLINE).await,
+            "{case}: disconnected"
+        );
+        // For that, not merely dropped for proving nothing in time.
+        let warning = warned(&mut events, said).await?;
+        assert!(
+            warning.contains(&mallory.peer_id.to_string()),
+            "{case}: {warning}"
+        );
+        assert!(banned(&mut mallory, &alice).await?, "{case}: banned");
+        assert!(
+            !alice.heads().contains_key(&mallory.author()),
+            "{case}: nothing stored"
+        );
+    }
+    // A stranger that proves no room of the node gets nothing and is told so.
+    let mut events = alice.events();
+    let mut stranger = Adversary::spawn_in("stranger", vec![])?;
+    stranger.connect(&address_of(&alice)).await?;
+    assert_eq!(stranger.shared(), Some(vec![]), "alice's proof came");
+    assert!(stranger.disconnected_within(DEADLINE).await);
+    let warning = warned(&mut events, &stranger.peer_id.to_string()).await?;
+    assert!(warning.contains("shares no room"), "{warning}");
+    assert!(
+        stranger.never_sent(Duration::ZERO, |_| true).await,
+        "no room's message came"
+    );
+    still_chatting(&alice, &bob, "after frames out of the handshake").await?;
     alice.shutdown().await;
     bob.shutdown().await;
     Ok(())
@@ -419,7 +563,10 @@ async fn batches_within_the_window_are_taken_and_a_flood_without_acks_is_not() -
         let burst: Vec<u8> = window_of_batches
             .iter()
             .flat_map(|entry| {
-                frame(&batch(paced.author(), envelopes(std::slice::from_ref(entry))).encode())
+                room_frame(&batch(
+                    paced.author(),
+                    envelopes(std::slice::from_ref(entry)),
+                ))
             })
             .collect();
         paced.send_raw(Lane::Bulk, burst).await?;
@@ -444,7 +591,7 @@ async fn batches_within_the_window_are_taken_and_a_flood_without_acks_is_not() -
     let mut mallory = joined("mallory", &alice).await?;
     let mut events = alice.events();
     let entry = mallory.log("mallory", &[]);
-    let one = frame(&batch(mallory.author(), envelopes(&entry)).encode());
+    let one = room_frame(&batch(mallory.author(), envelopes(&entry)));
     mallory
         .send_raw(Lane::Bulk, one.repeat(12 * window))
         .await?;
@@ -836,7 +983,7 @@ async fn a_small_order_key_log_on_disk_is_neither_shown_nor_relayed() -> anyhow:
     bob.shutdown().await;
 
     // Nor exported.
-    let archive = p2pchat_node::Archive::open(dirs.0.path())?;
+    let archive = p2pchat_node::Archive::open(dirs.0.path(), &p2pchat_protocol::Room::lan())?;
     assert_eq!(archive.warnings().len(), 1);
     let exported: Vec<String> = archive
         .messages()
@@ -967,8 +1114,11 @@ async fn a_flood_of_lane_streams_keeps_one_reader_and_the_node_responsive() -> a
     // is read: its hello goes at once, and a ping after each check below, so the session is
     // never silent for long while the checks run on a loaded machine.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut newest = gus.open_stream(peer, Lane::Live).await?;
-    write(&mut newest, &frame(&gus.hello_message().encode())).await?;
+    let newest = gus.open_stream(peer, Lane::Live).await?;
+    gus.use_live_stream(newest);
+    gus.greet().await?;
+    gus.proven().await?;
+    gus.hello().await?;
     // The node keeps no stream of the flood open: each was refused, or replaced.
     for (i, stream) in streams.iter_mut().enumerate() {
         let mut buf = [0u8; 1];
@@ -977,15 +1127,11 @@ async fn a_flood_of_lane_streams_keeps_one_reader_and_the_node_responsive() -> a
             matches!(closed, Ok(Ok(0) | Err(_))),
             "stream {i} is still open: {closed:?}"
         );
-        write(&mut newest, &frame(&Message::Ping.encode())).await?;
+        gus.send(Lane::Live, &Message::Ping).await?;
     }
-    let newest = &mut newest;
     let log = gus.log("gus", &["on the newest stream"]);
-    write(
-        newest,
-        &frame(&batch(gus.author(), envelopes(&log)).encode()),
-    )
-    .await?;
+    gus.send_batch(Lane::Live, gus.author(), envelopes(&log))
+        .await?;
     holds(&alice, gus.author(), 2, "the newest stream is read").await?;
     still_chatting(&alice, &bob, "after a stream flood").await?;
     alice.shutdown().await;

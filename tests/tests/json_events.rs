@@ -96,6 +96,22 @@ async fn every_event_type_appears_and_matches_the_schema() -> anyhow::Result<()>
         validate(&schema, event)
             .map_err(|why| anyhow::anyhow!("{event} does not match the schema: {why}"))?;
     }
+    // With no --room, everything is in the LAN room, and the events say so.
+    for event in &events {
+        match event["type"].as_str() {
+            Some("message" | "sync_progress" | "sync_complete") => {
+                assert_eq!(event["room"], "lan", "{event}");
+                let mut roomless = event.clone();
+                roomless.as_object_mut().map(|fields| fields.remove("room"));
+                assert!(
+                    validate(&schema, &roomless).is_err(),
+                    "the schema requires the room: {roomless}"
+                );
+            }
+            Some("connected") => assert_eq!(event["rooms"], serde_json::json!(["lan"])),
+            _ => {}
+        }
+    }
     let types: BTreeSet<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
     let expected = [
         "connected",

@@ -233,6 +233,7 @@ async fn data_directories_of_ordinary_names_keep_their_path() -> anyhow::Result<
         p2pchat_node::import(
             name,
             &root.data_root().join(name),
+            p2pchat_protocol::Room::lan(),
             format!("written by {name}\n").as_bytes(),
             |_, _| {},
         )?;

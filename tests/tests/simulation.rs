@@ -274,3 +274,76 @@ fn a_frozen_peer_is_detected_within_three_seconds_and_syncs_when_thawed() {
         detected.reason
     );
 }
+
+#[test]
+fn three_rooms_with_overlapping_members_each_converge_and_keep_their_entries() {
+    // Room 0 is the LAN room, 1 and 2 private. Four nodes in room 0 only, two in room 1 only,
+    // one in room 2 only, three in two rooms, two in all three (in various orders).
+    let rooms: Vec<Vec<usize>> = vec![
+        vec![0],
+        vec![0],
+        vec![0],
+        vec![0],
+        vec![1],
+        vec![1],
+        vec![2],
+        vec![0, 1],
+        vec![1, 2],
+        vec![2, 0],
+        vec![0, 1, 2],
+        vec![2, 1, 0],
+    ];
+    let shares = |a: usize, b: usize| rooms[a].iter().any(|r| rooms[b].contains(r));
+    for seed in seeds(&[1, 2]) {
+        let mut scenario = Scenario::new("three_rooms", seed, rooms.len());
+        scenario.topology = Topology::FullMesh;
+        scenario.rooms = rooms.clone();
+        scenario.link.loss = 0.01;
+        scenario.lines = Lines {
+            writers: None,
+            per_writer: 6,
+            from: Duration::ZERO,
+            to: 3 * S,
+            even: false,
+        };
+        scenario.faults = vec![(
+            S,
+            Fault::Restart {
+                node: NodeId(10),
+                down: S,
+            },
+        )];
+        let label = scenario.label();
+        // Convergence of every room, the same heads for every member of a room, and no entry
+        // stored in a room it is not of are checked by `run`.
+        let report = run(scenario);
+        assert_eq!(report.misplaced_entries, 0, "{label}");
+        assert_eq!(report.lines_written, 6 * rooms.len() as u64, "{label}");
+        let closed_for_no_room: Vec<_> = report
+            .disconnects
+            .iter()
+            .filter(|d| d.reason.contains("shares no room"))
+            .collect();
+        assert!(
+            !closed_for_no_room.is_empty(),
+            "{label}: n4 and n6 share no room"
+        );
+        for d in &closed_for_no_room {
+            assert!(
+                !shares(d.node.index(), d.peer.index()),
+                "{label}: {} closed {} though they share a room",
+                d.node,
+                d.peer
+            );
+        }
+        for d in &report.disconnects {
+            let (a, b) = (d.node.index(), d.peer.index());
+            assert!(
+                !shares(a, b)
+                    || d.reason.contains("nothing arrived")
+                    || d.reason.contains("shares no room"),
+                "{label}: unexpected disconnect {d:?}"
+            );
+        }
+    }
+}

@@ -2,7 +2,7 @@
 
 use p2pchat_node::{MessageFeed, Node};
 use p2pchat_tests::tmux::Tmux;
-use p2pchat_tests::{address_of, expect_silence, p2pchat_binary, start_node, take};
+use p2pchat_tests::{Chat, address_of, expect_silence, p2pchat_binary, start_node, take};
 
 /// The shell command that starts a chat window and reports its exit status afterwards.
 fn chat_command(name: &str, dir: &std::path::Path, extra: &str) -> String {
@@ -11,6 +11,18 @@ fn chat_command(name: &str, dir: &std::path::Path, extra: &str) -> String {
         p2pchat_binary().display(),
         dir.display()
     )
+}
+
+/// The address in the `listening on /ip4/127.0.0.1/tcp/…` notice on `screen`.
+fn listen_address(screen: &[String]) -> String {
+    screen
+        .iter()
+        .find_map(|row| {
+            row.split_whitespace()
+                .find(|word| word.starts_with("/ip4/127.0.0.1/tcp/"))
+        })
+        .map(str::to_owned)
+        .unwrap_or_default()
 }
 
 /// The row holding the input line (the last non-empty one).
@@ -36,14 +48,7 @@ async fn two_people_chat_rename_and_quit_in_the_terminal_ui() -> anyhow::Result<
     let screen = tmux
         .wait_text("alice", "listening on /ip4/127.0.0.1/tcp/")
         .await?;
-    let address = screen
-        .iter()
-        .find_map(|row| {
-            row.split_whitespace()
-                .find(|word| word.starts_with("/ip4/127.0.0.1/tcp/"))
-        })
-        .map(str::to_owned)
-        .unwrap_or_default();
+    let address = listen_address(&screen);
     assert!(address.contains("/p2p/"), "{address}");
 
     tmux.open("bob", 120, 30)?;
@@ -119,6 +124,98 @@ async fn two_people_chat_rename_and_quit_in_the_terminal_ui() -> anyhow::Result<
     // Ctrl-C quits cleanly too.
     tmux.press("alice", &["C-c"])?;
     tmux.wait_text("alice", "EXIT=0").await?;
+    Ok(())
+}
+
+/// Alice is in the LAN room and room `team`, bob only in `team`, carol only in the LAN room.
+/// Alice's chat window lists both rooms, keeps each room's lines apart, counts the new lines of
+/// the room not shown, switches with Alt-Down and `/room`, sends what she types to the current
+/// room, and shows in its people panel who is in the current room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_rooms_in_the_terminal_ui_keep_their_lines_and_people_apart() -> anyhow::Result<()> {
+    let Some(tmux) = Tmux::new()? else {
+        return Ok(());
+    };
+    let dirs = (
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+    );
+    let dir = |d: &tempfile::TempDir| d.path().to_str().map(str::to_owned).unwrap_or_default();
+    tmux.open("alice", 200, 30)?;
+    tmux.line(
+        "alice",
+        &chat_command("alice", dirs.0.path(), "--room lan --room team"),
+    )?;
+    let screen = tmux
+        .wait_text("alice", "listening on /ip4/127.0.0.1/tcp/")
+        .await?;
+    let address = listen_address(&screen);
+    let ends = |s: &[String], end: &str| s.iter().any(|r| r.trim_end().ends_with(end));
+    assert!(
+        ends(&screen, "│▸ lan") && ends(&screen, "│  team"),
+        "{}",
+        screen.join("\n")
+    );
+
+    let mut bob = Chat::start_user("bob", &dir(&dirs.1), &[&address], &["--room", "team"])?;
+    let mut carol = Chat::start_user("carol", &dir(&dirs.2), &[&address], &[])?;
+    tmux.wait_text("alice", "carol connected").await?;
+    bob.wait_stderr("info> connected to alice").await?;
+    bob.say("hello team").await?;
+    tmux.wait_text("alice", "team (1 new)").await?;
+    carol.say("hello lan").await?;
+    let screen = tmux.wait_text("alice", "carol> hello lan").await?;
+    assert!(ends(&screen, "│● carol"), "{}", screen.join("\n"));
+    assert!(
+        !screen.iter().any(|r| r.contains("bob")),
+        "bob is not in the LAN room: {}",
+        screen.join("\n")
+    );
+
+    tmux.press("alice", &["M-Down"])?;
+    let screen = tmux
+        .wait_for("alice", "room team with bob's line and bob", |s| {
+            ends(s, "│▸ team")
+                && s.iter().any(|r| r.contains("bob> hello team"))
+                && ends(s, "│● bob")
+        })
+        .await?;
+    assert!(
+        !screen.iter().any(|r| r.contains("carol")),
+        "carol is not in team: {}",
+        screen.join("\n")
+    );
+    tmux.line("alice", "hi bob")?;
+    bob.wait_line("alice> hi bob").await?;
+
+    tmux.line("alice", "/rooms")?;
+    tmux.wait_text("alice", "rooms: lan, team (current)")
+        .await?;
+    tmux.line("alice", "/room nope")?;
+    tmux.wait_text("alice", "no room called nope: your rooms are lan, team")
+        .await?;
+    tmux.line("alice", "/room lan")?;
+    tmux.wait_for("alice", "room lan again", |s| {
+        ends(s, "│▸ lan") && s.iter().any(|r| r.contains("-- now in room lan"))
+    })
+    .await?;
+    tmux.line("alice", "hi carol")?;
+    let before = carol.wait_line("alice> hi carol").await?;
+    assert!(
+        !before.iter().any(|line| line.contains("bob")),
+        "carol got a line of team: {before:?}"
+    );
+    bob.say("still here").await?;
+    let before = bob.wait_line("bob> still here").await?;
+    assert!(
+        !before.iter().any(|line| line.contains("carol")),
+        "bob got a line of the LAN room: {before:?}"
+    );
+
+    tmux.press("alice", &["C-c"])?;
+    tmux.wait_text("alice", "EXIT=0").await?;
+    assert!(bob.interrupt().await? && carol.interrupt().await?);
     Ok(())
 }
 
@@ -304,7 +401,13 @@ async fn start_up_warnings_show_below_the_stored_history() -> anyhow::Result<()>
     };
     let dir = tempfile::tempdir()?;
     let lines: String = (1..=100).map(|n| format!("stored line {n}\n")).collect();
-    p2pchat_node::import("alice", dir.path(), lines.as_bytes(), |_, _| {})?;
+    p2pchat_node::import(
+        "alice",
+        dir.path(),
+        p2pchat_protocol::Room::lan(),
+        lines.as_bytes(),
+        |_, _| {},
+    )?;
     tmux.open("alice", 120, 30)?;
     tmux.line("alice", &chat_command("alice", dir.path(), ""))?;
     tmux.wait_text("alice", "stored line 100").await?;

@@ -1,9 +1,10 @@
 //! Slash commands, the same in the terminal UI and in plain mode.
 
-use p2pchat_node::{Contact, Node, NodeError};
+use p2pchat_node::{Contact, Message, Node, NodeError};
 use p2pchat_protocol::entry::check_name;
 
 use super::format::{display, entries, history_line, thousands};
+use super::rooms::Rooms;
 
 /// What `/help` prints.
 pub const HELP: &[&str] = &[
@@ -12,6 +13,8 @@ pub const HELP: &[&str] = &[
     "/whois NAME        who answers to NAME (also NAME#fingerprint)",
     "/nick NEWNAME      rename yourself; peers see the new name, and it stays yours after a restart",
     "/history [N]       the last N messages (default 20), with dates",
+    "/rooms             the rooms you are in; what you type goes to the current one",
+    "/room NAME         make room NAME the current one (chat window: also Alt-Up / Alt-Down)",
     "/quit              leave (Ctrl-C works too)",
     "//text             send a line that starts with /",
 ];
@@ -32,6 +35,10 @@ pub enum Command {
     Nick(String),
     /// Show the last N messages.
     History(usize),
+    /// List the rooms.
+    Rooms,
+    /// Make a room the current one.
+    Room(String),
     /// Leave.
     Quit,
 }
@@ -80,12 +87,15 @@ pub fn parse(line: &str) -> Input {
             Err(invalid) => return invalid,
         },
         ("nick", None) => return usage("/nick NEWNAME"),
+        ("rooms", None) => Command::Rooms,
+        ("room", Some(label)) => Command::Room(label.to_owned()),
+        ("room", None) => return usage("/room NAME (/rooms lists them)"),
         ("history", None) => Command::History(DEFAULT_HISTORY),
         ("history", Some(n)) => match n.parse() {
             Ok(n) if n > 0 => Command::History(n),
             _ => return usage("/history [N], N a number of messages from 1"),
         },
-        ("help" | "peers" | "quit" | "exit", Some(_)) => {
+        ("help" | "peers" | "rooms" | "quit" | "exit", Some(_)) => {
             return usage(&format!("/{name} (no arguments)"));
         }
         _ => {
@@ -109,8 +119,9 @@ pub enum Reply {
     Quit,
 }
 
-/// Runs `command` on `node`. Only a storage failure is an `Err`: the node cannot go on.
-pub async fn run(node: &Node, command: &Command) -> Result<Reply, NodeError> {
+/// Runs `command` on `node`, in `rooms` (which `/room` switches). Only a storage failure is an
+/// `Err`: the node cannot go on.
+pub async fn run(node: &Node, rooms: &mut Rooms, command: &Command) -> Result<Reply, NodeError> {
     Ok(match command {
         Command::Help => Reply::Lines(HELP.iter().map(|line| (*line).to_owned()).collect()),
         Command::Peers => Reply::Lines(node.contacts().iter().map(describe).collect()),
@@ -140,18 +151,58 @@ pub async fn run(node: &Node, command: &Command) -> Result<Reply, NodeError> {
             Err(e) => return Err(e),
         },
         Command::History(n) => {
-            let messages = node.history(*n).await?;
+            let messages = node.history_in(rooms.current(), *n).await?;
             if messages.is_empty() {
                 Reply::Lines(vec!["no messages yet".to_owned()])
             } else {
                 // Tens of thousands of lines take a while to format too: not on this task.
-                let format = move || messages.iter().map(history_line).collect();
+                let rooms = rooms.clone();
+                let format = move || {
+                    let line =
+                        |m: &Message| format!("{}{}", rooms.prefix(&m.room), history_line(m));
+                    messages.iter().map(line).collect()
+                };
                 let lines = tokio::task::spawn_blocking(format).await;
                 Reply::Lines(lines.map_err(|_| NodeError::Stopped)?)
             }
         }
+        Command::Rooms | Command::Room(_) => in_rooms(rooms, command),
         Command::Quit => Reply::Quit,
     })
+}
+
+/// Runs `/rooms` and `/room NAME`, which need no node.
+fn in_rooms(rooms: &mut Rooms, command: &Command) -> Reply {
+    match command {
+        Command::Room(label) => match rooms.switch(label) {
+            Ok(()) => Reply::Lines(vec![format!("now in room {}", display(label))]),
+            Err(why) => Reply::Error(why),
+        },
+        _ => Reply::Lines(vec![rooms.list()]),
+    }
+}
+
+/// Stores and sends `texts` in the room labelled `room`, one of `rooms` (in the default room in
+/// one durable write), and clears them.
+pub fn send(
+    node: &Node,
+    rooms: &Rooms,
+    room: &str,
+    texts: &mut Vec<String>,
+) -> Result<(), NodeError> {
+    if texts.is_empty() {
+        return Ok(());
+    }
+    if rooms.index_of(room) == Some(0) {
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        node.send_all(&refs)?;
+    } else {
+        for text in texts.iter() {
+            node.send_in(room, text)?;
+        }
+    }
+    texts.clear();
+    Ok(())
 }
 
 /// One line about a contact: `bob #91d0e4 connected, 43 entries, catching up 4,300 / 10,000`.
@@ -210,6 +261,38 @@ mod tests {
         assert_eq!(command("/history"), Command::History(DEFAULT_HISTORY));
         assert_eq!(command("/history 5"), Command::History(5));
         assert_eq!(command("/quit"), Command::Quit);
+        assert_eq!(command("/rooms"), Command::Rooms);
+        assert_eq!(command("/room  team "), Command::Room("team".into()));
+        assert_eq!(
+            command("/room my team"),
+            Command::Room("my team".into()),
+            "a key file's stem may hold spaces"
+        );
+    }
+
+    #[test]
+    fn rooms_are_listed_and_switched() {
+        let mut rooms = Rooms::new(vec!["lan".into(), "team".into()]);
+        let lines = |lines: &[&str]| Reply::Lines(lines.iter().map(|l| (*l).to_owned()).collect());
+        assert_eq!(
+            in_rooms(&mut rooms, &Command::Rooms),
+            lines(&["rooms: lan (current), team"])
+        );
+        assert_eq!(
+            in_rooms(&mut rooms, &Command::Room("team".into())),
+            lines(&["now in room team"])
+        );
+        assert_eq!(rooms.current(), "team");
+        assert_eq!(
+            in_rooms(&mut rooms, &Command::Room("ops".into())),
+            Reply::Error(
+                "no room called ops: your rooms are lan, team (/room NAME switches)".into()
+            )
+        );
+        assert_eq!(
+            in_rooms(&mut rooms, &Command::Rooms),
+            lines(&["rooms: lan, team (current)"])
+        );
     }
 
     #[test]
@@ -240,6 +323,8 @@ mod tests {
             "/history 0",
             "/history 1 2",
             "/quit now",
+            "/room",
+            "/rooms lan",
             "/",
         ] {
             assert!(

@@ -16,6 +16,7 @@ struct MessageEvent<'a> {
     author: &'a Author,
     lamport: u64,
     name: &'a str,
+    room: &'a str,
     seq: u64,
     text: &'a str,
     timestamp: u64,
@@ -35,6 +36,7 @@ pub fn message(message: &Message) -> String {
         author: &message.author,
         lamport: message.clock,
         name: &message.name,
+        room: &message.room,
         seq: message.seq,
         text: &message.text,
         timestamp: message.timestamp,
@@ -51,27 +53,30 @@ pub fn event(event: &Event) -> Option<Value> {
             json!({"v": 1, "type": "listening", "address": address.to_string()})
         }
         Event::LookingFor { name } => json!({"v": 1, "type": "looking_for", "name": name}),
-        Event::Connected { peer, name } => {
-            json!({"v": 1, "type": "connected", "peer": peer.to_string(), "name": name})
-        }
+        Event::Connected { peer, name, rooms } => json!({
+            "v": 1, "type": "connected", "peer": peer.to_string(), "name": name, "rooms": rooms,
+        }),
         Event::Disconnected { peer, name } => {
             json!({"v": 1, "type": "disconnected", "peer": peer.to_string(), "name": name})
         }
         Event::SyncProgress {
             peer,
             name,
+            room,
             received,
             total,
         } => json!({
             "v": 1, "type": "sync_progress", "peer": peer.to_string(), "name": name,
-            "received": received, "total": total,
+            "room": room, "received": received, "total": total,
         }),
         Event::SyncComplete {
             peer,
             name,
+            room,
             received,
         } => json!({
-            "v": 1, "type": "sync_complete", "peer": peer.to_string(), "name": name, "received": received,
+            "v": 1, "type": "sync_complete", "peer": peer.to_string(), "name": name,
+            "room": room, "received": received,
         }),
         Event::ConnectionFailed {
             target,

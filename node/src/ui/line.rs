@@ -7,7 +7,7 @@
 //! arrive during a catch-up are held and printed in merged order when it completes (see
 //! [`Printer`]).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -22,6 +22,7 @@ use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 use super::commands::{self, Input, Reply};
 use super::format::{caught_up, connection_failed, display, own_log_restored, thousands};
 use super::out::{self, Out, Stream};
+use super::rooms::Rooms;
 use super::{Names, Signals, json};
 
 /// Most typed lines stored in one durable write.
@@ -67,9 +68,11 @@ pub async fn run(node: Node, format: Format, mut signals: Signals) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let rooms = Rooms::new(node.rooms().iter().map(|r| r.label().to_owned()).collect());
     let mut status = Status {
         format,
         out: out.clone(),
+        rooms: rooms.clone(),
         progress: None,
         tty,
     };
@@ -83,8 +86,12 @@ pub async fn run(node: Node, format: Format, mut signals: Signals) -> ExitCode {
         });
         printed.insert(address);
     }
+    if format == Format::Plain && rooms.several() {
+        // Where typed lines go, before any is typed.
+        status.info(&rooms.list());
+    }
 
-    let mut printer = tokio::spawn(Printer::new(&node, format, out).run(node.messages()));
+    let mut printer = tokio::spawn(Printer::new(&node, format, out, rooms).run(node.messages()));
 
     let mut names = Names::default();
     names.update(&node.contacts());
@@ -201,6 +208,8 @@ pub async fn run(node: Node, format: Format, mut signals: Signals) -> ExitCode {
 struct Printer {
     format: Format,
     out: Out,
+    /// The node's rooms, for the `[ROOM] ` prefix of messages when there are several.
+    rooms: Rooms,
     me: Author,
     catch_ups: CatchUps,
     /// Messages held, in arrival order.
@@ -210,7 +219,7 @@ struct Printer {
 }
 
 impl Printer {
-    fn new(node: &Node, format: Format, out: Out) -> Self {
+    fn new(node: &Node, format: Format, out: Out, rooms: Rooms) -> Self {
         // Subscribed before looking at the catch-ups under way, so none is missed in between.
         let events = node.events();
         let running = node
@@ -218,10 +227,12 @@ impl Printer {
             .into_iter()
             .filter(|contact| contact.sync.is_some())
             .filter_map(|contact| contact.peer)
+            .map(|peer| (peer, HashSet::new()))
             .collect();
         Printer {
             format,
             out,
+            rooms,
             me: node.author(),
             catch_ups: CatchUps {
                 events,
@@ -273,7 +284,7 @@ impl Printer {
                     self.catch_ups.note_said();
                     let own = batch.iter().any(|message| message.author == self.me);
                     if self.catch_ups.running.is_empty() && self.held.is_empty() {
-                        if !print(&self.out, self.format, &mut self.catch_ups, &batch).await {
+                        if !print(&self.out, self.format, &self.rooms, &mut self.catch_ups, &batch).await {
                             return;
                         }
                     } else {
@@ -297,7 +308,14 @@ impl Printer {
         let mut held = std::mem::take(&mut self.held);
         self.held_since = None;
         held.sort_unstable_by_key(Message::history_key);
-        print(&self.out, self.format, &mut self.catch_ups, &held).await
+        print(
+            &self.out,
+            self.format,
+            &self.rooms,
+            &mut self.catch_ups,
+            &held,
+        )
+        .await
     }
 }
 
@@ -306,18 +324,27 @@ struct CatchUps {
     events: broadcast::Receiver<Event>,
     /// Whether the events still come (the node runs).
     open: bool,
-    /// Peers whose catch-up has started and not completed.
-    running: HashSet<PeerId>,
+    /// Peers with a catch-up that has started and not completed, and the rooms it is in
+    /// (none known for one under way when the printer started: it ends with the first room's).
+    running: HashMap<PeerId, HashSet<String>>,
 }
 
 impl CatchUps {
     /// Takes note of one event.
     fn note(&mut self, event: Result<Event, RecvError>) {
         match event {
-            Ok(Event::SyncProgress { peer, .. }) => {
-                self.running.insert(peer);
+            Ok(Event::SyncProgress { peer, room, .. }) => {
+                self.running.entry(peer).or_default().insert(room);
             }
-            Ok(Event::SyncComplete { peer, .. } | Event::Disconnected { peer, .. }) => {
+            Ok(Event::SyncComplete { peer, room, .. }) => {
+                if let Some(rooms) = self.running.get_mut(&peer) {
+                    rooms.remove(&room);
+                    if rooms.is_empty() {
+                        self.running.remove(&peer);
+                    }
+                }
+            }
+            Ok(Event::Disconnected { peer, .. }) => {
                 self.running.remove(&peer);
             }
             Ok(_) => {}
@@ -346,9 +373,18 @@ impl CatchUps {
 
 /// Queues `messages` on stdout in pieces of [`PRINT_BATCH`], following the catch-ups while it
 /// waits for room (stdout read slowly); `false` once stdout is gone.
-async fn print(out: &Out, format: Format, catch_ups: &mut CatchUps, messages: &[Message]) -> bool {
+async fn print(
+    out: &Out,
+    format: Format,
+    rooms: &Rooms,
+    catch_ups: &mut CatchUps,
+    messages: &[Message],
+) -> bool {
     for piece in messages.chunks(PRINT_BATCH) {
-        let lines: String = piece.iter().map(|m| message_line(format, m)).collect();
+        let lines: String = piece
+            .iter()
+            .map(|m| message_line(format, rooms, m))
+            .collect();
         let queued = out.messages(lines, piece.len());
         tokio::pin!(queued);
         loop {
@@ -361,10 +397,16 @@ async fn print(out: &Out, format: Format, catch_ups: &mut CatchUps, messages: &[
     true
 }
 
-/// A chat message as printed on stdout, newline included.
-fn message_line(format: Format, message: &Message) -> String {
+/// A chat message as printed on stdout, newline included: `NAME> TEXT`, or with several rooms
+/// `[ROOM] NAME> TEXT`.
+fn message_line(format: Format, rooms: &Rooms, message: &Message) -> String {
     match format {
-        Format::Plain => format!("{}> {}\n", display(&message.name), display(&message.text)),
+        Format::Plain => format!(
+            "{}{}> {}\n",
+            rooms.prefix(&message.room),
+            display(&message.name),
+            display(&message.text)
+        ),
         Format::Json => format!("{}\n", json::message(message)),
     }
 }
@@ -375,6 +417,8 @@ struct Status {
     format: Format,
     /// The writer of stdout and stderr.
     out: Out,
+    /// The node's rooms and the current one, where typed lines go.
+    rooms: Rooms,
     /// When the progress line was last drawn, while one is on screen.
     progress: Option<Instant>,
     /// Whether stderr is a terminal (progress lines are only drawn there).
@@ -404,7 +448,7 @@ impl Status {
                 Input::Invalid(why) => self.error(&why),
                 Input::Command(command) => {
                     self.send(node, &mut texts)?;
-                    match commands::run(node, &command).await? {
+                    match commands::run(node, &mut self.rooms, &command).await? {
                         Reply::Lines(lines) => lines.iter().for_each(|line| self.info(line)),
                         Reply::Error(why) => self.error(&why),
                         Reply::Quit => return Ok(false),
@@ -416,15 +460,9 @@ impl Status {
         Ok(true)
     }
 
-    /// Stores and sends the pending `texts` in one write, and clears them.
+    /// Stores and sends the pending `texts` in the current room, and clears them.
     fn send(&mut self, node: &Node, texts: &mut Vec<String>) -> Result<(), NodeError> {
-        if texts.is_empty() {
-            return Ok(());
-        }
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        node.send_all(&refs)?;
-        texts.clear();
-        Ok(())
+        commands::send(node, &self.rooms, self.rooms.current(), texts)
     }
 
     /// Prints a status event.
@@ -442,16 +480,23 @@ impl Status {
             Format::Plain => match event {
                 Event::SyncProgress {
                     name,
+                    room,
                     received,
                     total,
                     ..
-                } => self.draw_progress(name, *received, *total),
-                Event::SyncComplete { name, received, .. } if self.progress.is_some() => {
+                } => self.draw_progress(room, name, *received, *total),
+                Event::SyncComplete {
+                    name,
+                    room,
+                    received,
+                    ..
+                } if self.progress.is_some() => {
                     self.clear_progress();
-                    self.info(&caught_up(name, *received));
+                    let line = format!("{}{}", self.rooms.prefix(room), caught_up(name, *received));
+                    self.info(&line);
                 }
                 event => {
-                    if let Some(line) = plain(event) {
+                    if let Some(line) = plain(event, &self.rooms) {
                         self.say(&line, matches!(event, Event::Error { .. }));
                     }
                 }
@@ -485,7 +530,7 @@ impl Status {
     /// Redraws the one-line catch-up progress, at most every [`PROGRESS_EVERY`], on a terminal
     /// (once anything is known to be missing: a catch-up opens at 0 of 0 while the heads are
     /// compared).
-    fn draw_progress(&mut self, name: &str, received: u64, total: u64) {
+    fn draw_progress(&mut self, room: &str, name: &str, received: u64, total: u64) {
         if !self.tty
             || total == 0
             || self
@@ -497,7 +542,8 @@ impl Status {
         self.out.write(
             Stream::Stderr,
             format!(
-                "\r\x1b[Kinfo> catching up from {}: {} / {}",
+                "\r\x1b[Kinfo> {}catching up from {}: {} / {}",
+                self.rooms.prefix(room),
                 display(name),
                 thousands(received),
                 thousands(total)
@@ -537,12 +583,24 @@ fn dropped_lines_on_a_terminal(n: u64) -> String {
     format!("\r\x1b[K{}", dropped_lines(n))
 }
 
-/// The `info>` text of a status event, if it has one.
-fn plain(event: &Event) -> Option<String> {
+/// The `info>` text of a status event, if it has one. With several `rooms`, a peer's
+/// connection says which of them it shares.
+fn plain(event: &Event, rooms: &Rooms) -> Option<String> {
     Some(match event {
         Event::Listening { address } => format!("listening on {address}"),
         Event::LookingFor { name } => format!("looking for {} on the LAN…", display(name)),
-        Event::Connected { peer, name } => format!("connected to {} ({peer})", display(name)),
+        Event::Connected { peer, name, .. } if !rooms.several() => {
+            format!("connected to {} ({peer})", display(name))
+        }
+        Event::Connected { peer, name, rooms } => {
+            let rooms: Vec<String> = rooms.iter().map(|room| display(room)).collect();
+            let noun = if rooms.len() == 1 { "room" } else { "rooms" };
+            format!(
+                "connected to {} ({peer}) in {noun} {}",
+                display(name),
+                rooms.join(", ")
+            )
+        }
         Event::Disconnected { peer, name } => match name {
             Some(name) => format!("disconnected from {}", display(name)),
             None => format!("disconnected from {peer}"),
@@ -567,6 +625,104 @@ fn plain(event: &Event) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rooms(labels: &[&str]) -> Rooms {
+        Rooms::new(labels.iter().map(|l| (*l).to_owned()).collect())
+    }
+
+    fn message(room: &str) -> Message {
+        Message {
+            author: Author::from_bytes([2; 32]),
+            name: "bob".into(),
+            seq: 2,
+            clock: 5,
+            timestamp: 1_767_000_000_000,
+            text: "hi\tthere".into(),
+            room: room.into(),
+        }
+    }
+
+    #[test]
+    fn one_room_prints_as_before_and_several_say_the_room() {
+        let one = rooms(&["lan"]);
+        assert_eq!(
+            message_line(Format::Plain, &one, &message("lan")),
+            "bob> hi there\n"
+        );
+        let several = rooms(&["lan", "team"]);
+        assert_eq!(
+            message_line(Format::Plain, &several, &message("team")),
+            "[team] bob> hi there\n"
+        );
+        assert_eq!(
+            message_line(Format::Plain, &several, &message("lan")),
+            "[lan] bob> hi there\n"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&message_line(Format::Json, &one, &message("lan")))
+                .expect("one JSON line");
+        assert_eq!(json["room"], "lan", "JSON names the room even with one");
+
+        let peer = PeerId::random();
+        let connected = Event::Connected {
+            peer,
+            name: "bob".into(),
+            rooms: vec!["lan".into(), "team".into()],
+        };
+        assert_eq!(
+            plain(&connected, &one),
+            Some(format!("connected to bob ({peer})"))
+        );
+        assert_eq!(
+            plain(&connected, &several),
+            Some(format!("connected to bob ({peer}) in rooms lan, team"))
+        );
+        let connected = Event::Connected {
+            peer,
+            name: "bob".into(),
+            rooms: vec!["team".into()],
+        };
+        assert_eq!(
+            plain(&connected, &several),
+            Some(format!("connected to bob ({peer}) in room team"))
+        );
+    }
+
+    #[test]
+    fn a_catch_up_runs_until_each_of_its_rooms_completes() {
+        let (_sender, events) = broadcast::channel(1);
+        let mut catch_ups = CatchUps {
+            events,
+            open: true,
+            running: HashMap::new(),
+        };
+        let (bob, carol) = (PeerId::random(), PeerId::random());
+        let progress = |peer, room: &str| Event::SyncProgress {
+            peer,
+            name: "x".into(),
+            room: room.into(),
+            received: 0,
+            total: 1,
+        };
+        let complete = |peer, room: &str| Event::SyncComplete {
+            peer,
+            name: "x".into(),
+            room: room.into(),
+            received: 1,
+        };
+        catch_ups.note(Ok(progress(bob, "lan")));
+        catch_ups.note(Ok(progress(bob, "team")));
+        catch_ups.note(Ok(progress(carol, "team")));
+        catch_ups.note(Ok(complete(bob, "lan")));
+        assert!(catch_ups.running.contains_key(&bob), "team still runs");
+        catch_ups.note(Ok(complete(bob, "team")));
+        assert!(!catch_ups.running.contains_key(&bob));
+        catch_ups.note(Ok(Event::Disconnected {
+            peer: carol,
+            name: None,
+        }));
+        assert!(catch_ups.running.is_empty());
+    }
 
     #[test]
     fn dropped_status_lines_are_said_in_each_format() {

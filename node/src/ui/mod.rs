@@ -1,5 +1,5 @@
 //! The user interfaces over a running [`Node`]: a terminal UI ([`tui`]), plain lines and NDJSON
-//! events ([`line`]), and the slash commands they share ([`commands`]).
+//! events ([`line`](mod@line)), and the slash commands they share ([`commands`]).
 
 pub mod commands;
 pub mod format;
@@ -7,6 +7,7 @@ pub mod input;
 pub mod json;
 pub mod line;
 pub mod out;
+pub mod rooms;
 pub mod tui;
 pub mod view;
 

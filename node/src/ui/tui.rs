@@ -25,6 +25,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::Signals;
 use super::commands::{self, Input, Reply};
 use super::format::{caught_up, connection_failed, display};
+use super::rooms::Rooms;
 use super::view::{Action, App, Item};
 
 /// The shortest time between two redraws.
@@ -49,13 +50,16 @@ pub async fn run(node: Node, mut signals: Signals) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut app = App::new(node.author());
+    let rooms = Rooms::new(node.rooms().iter().map(|r| r.label().to_owned()).collect());
+    let mut app = App::new(node.author(), rooms);
     // The stored history comes through the feed after the start-up notices: they go below
     // it, where they are seen. (A store that cannot be read fails the feed too.)
-    if let Ok(newest) = node.history(1).await
-        && let Some(newest) = newest.last()
-    {
-        app.history_ends_at(newest.history_key());
+    for room in node.rooms() {
+        if let Ok(newest) = node.history_in(room.label(), 1).await
+            && let Some(newest) = newest.last()
+        {
+            app.history_ends_at(room.label(), newest.history_key());
+        }
     }
     app.set_contacts(node.contacts());
     let mut shown_addresses = HashSet::new();
@@ -107,18 +111,32 @@ pub async fn run(node: Node, mut signals: Signals) -> ExitCode {
                         }
                         false
                     }
-                    Ok(Event::Connected { name, .. }) => {
-                        app.push(Item::Notice(format!("{} connected", display(&name))));
+                    Ok(Event::Connected { peer, name, rooms }) => {
+                        let notice = format!("{} connected", display(&name));
+                        for room in &rooms {
+                            app.push_in(room, Item::Notice(notice.clone()));
+                        }
+                        if rooms.is_empty() {
+                            app.push(Item::Notice(notice));
+                        }
+                        app.connected(peer, rooms);
                         true
                     }
                     Ok(Event::Disconnected { peer, name }) => {
                         let who = name.unwrap_or_else(|| peer.to_string());
-                        app.push(Item::Notice(format!("{} disconnected", display(&who))));
+                        let notice = format!("{} disconnected", display(&who));
+                        let rooms = app.disconnected(&peer);
+                        for room in &rooms {
+                            app.push_in(room, Item::Notice(notice.clone()));
+                        }
+                        if rooms.is_empty() {
+                            app.push(Item::Notice(notice));
+                        }
                         true
                     }
-                    Ok(Event::SyncComplete { name, received, .. }) => {
+                    Ok(Event::SyncComplete { name, room, received, .. }) => {
                         if received > 0 {
-                            app.push(Item::Notice(caught_up(&name, received)));
+                            app.push_in(&room, Item::Notice(caught_up(&name, received)));
                         }
                         true
                     }
@@ -185,6 +203,8 @@ fn burst_from(first: TermEvent) -> std::io::Result<Vec<TermEvent>> {
 /// was submitted before); `Err` if the node cannot go on.
 async fn on_input(node: &Node, app: &mut App, burst: Vec<TermEvent>) -> Result<bool, NodeError> {
     let mut texts: Vec<String> = Vec::new();
+    // The room `texts` were typed in: a key of the same burst may switch rooms.
+    let mut typed_in = app.rooms().current().to_owned();
     let mut refused: Option<(String, NodeError)> = None;
     let mut submitted = false;
     for input in burst {
@@ -192,7 +212,7 @@ async fn on_input(node: &Node, app: &mut App, burst: Vec<TermEvent>) -> Result<b
             TermEvent::Key(key) => match app.on_key(key) {
                 Some(Action::Submit(line)) => vec![line],
                 Some(Action::Quit) => {
-                    send(node, &mut texts)?;
+                    commands::send(node, app.rooms(), &typed_in, &mut texts)?;
                     return Ok(false);
                 }
                 None => continue,
@@ -212,17 +232,21 @@ async fn on_input(node: &Node, app: &mut App, burst: Vec<TermEvent>) -> Result<b
             match commands::parse(&line) {
                 Input::Message(text) => match check_text(&text) {
                     Ok(()) => {
+                        if app.rooms().current() != typed_in {
+                            commands::send(node, app.rooms(), &typed_in, &mut texts)?;
+                            typed_in = app.rooms().current().to_owned();
+                        }
                         texts.push(text);
                         if texts.len() == MAX_GROUP {
-                            send(node, &mut texts)?;
+                            commands::send(node, app.rooms(), &typed_in, &mut texts)?;
                         }
                     }
                     Err(why) => refused = Some((line, why)),
                 },
                 Input::Invalid(why) => app.push(Item::Error(why)),
                 Input::Command(command) => {
-                    send(node, &mut texts)?;
-                    match commands::run(node, &command).await? {
+                    commands::send(node, app.rooms(), &typed_in, &mut texts)?;
+                    match commands::run(node, app.rooms(), &command).await? {
                         Reply::Lines(lines) => lines
                             .into_iter()
                             .for_each(|line| app.push(Item::Notice(line))),
@@ -233,7 +257,7 @@ async fn on_input(node: &Node, app: &mut App, burst: Vec<TermEvent>) -> Result<b
             }
         }
     }
-    send(node, &mut texts)?;
+    commands::send(node, app.rooms(), &typed_in, &mut texts)?;
     if let Some((line, why)) = refused {
         let kept = if app.keep_input(&line) {
             "; it is kept in the input line to shorten (Ctrl-U clears it)"
@@ -246,18 +270,6 @@ async fn on_input(node: &Node, app: &mut App, burst: Vec<TermEvent>) -> Result<b
         app.set_contacts(node.contacts());
     }
     Ok(true)
-}
-
-/// Stores and sends the pending `texts` in one durable write (they come back through the
-/// feed like any other message), and clears them.
-fn send(node: &Node, texts: &mut Vec<String>) -> Result<(), NodeError> {
-    if texts.is_empty() {
-        return Ok(());
-    }
-    let lines: Vec<&str> = texts.iter().map(String::as_str).collect();
-    node.send_all(&lines)?;
-    texts.clear();
-    Ok(())
 }
 
 /// The terminal in UI mode; dropping it (or a panic) gives the terminal back as it was.

@@ -1,11 +1,13 @@
 //! The terminal UI's state and drawing, with no terminal attached (so it is tested with
-//! ratatui's `TestBackend`): messages with scrollback, the people panel, the input line.
+//! ratatui's `TestBackend`): each room's conversation with scrollback, the room list (with
+//! several rooms), the people panel, the input line.
 
 use std::cell::Cell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound::{Excluded, Included, Unbounded};
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind};
+use libp2p::PeerId;
 use p2pchat_node::{Contact, HistoryKey, Message};
 use p2pchat_protocol::Author;
 use ratatui::Frame;
@@ -18,12 +20,13 @@ use unicode_width::UnicodeWidthChar;
 use super::Names;
 use super::format::{clock, display, thousands};
 use super::input::InputLine;
+use super::rooms::Rooms;
 
 /// Width of the people panel (shown when the terminal is at least [`PANEL_MIN_WIDTH`] wide).
 const PANEL_WIDTH: u16 = 30;
 /// The narrowest terminal that still gets a people panel.
 const PANEL_MIN_WIDTH: u16 = 72;
-/// Most lines the conversation keeps (older ones: `/history N`, `p2pchat export`).
+/// Most lines a room's conversation keeps (older ones: `/history N`, `p2pchat export`).
 const MAX_ITEMS: usize = 10_000;
 /// Rows scrolled per mouse wheel step.
 const WHEEL_STEP: usize = 3;
@@ -74,70 +77,25 @@ struct Place {
     arrival: u64,
 }
 
-/// Everything the terminal UI shows.
-pub struct App {
-    me: Author,
-    /// The conversation, at most [`MAX_ITEMS`] lines, oldest first.
+/// One room's conversation: at most [`MAX_ITEMS`] lines, oldest first, and where it is
+/// scrolled to.
+#[derive(Default)]
+struct Conversation {
     items: BTreeMap<Place, Item>,
-    /// Lines added so far, for [`Place::arrival`].
-    arrivals: u64,
-    /// Current names by key, so a rename shows on earlier messages too.
-    names: Names,
-    contacts: Vec<Contact>,
-    input: InputLine,
     /// The line at the bottom of the view when scrolled back (`None`: following the newest).
     /// Lines added above or below it do not move it.
     anchor: Option<Place>,
-    /// Items wholly visible in the last drawing, to page by.
-    page: Cell<usize>,
+    /// Who wrote here, for the people panel.
+    authors: HashSet<Author>,
     /// The newest message stored when the view opened: other lines go after it even while
-    /// the stored history is still being read in, so start-up notices are not buried above it.
+    /// the stored history is still being read in, so start-up notices are not buried above it;
+    /// and only messages after it count as new while the room is not current.
     stored: Option<HistoryKey>,
 }
 
-impl App {
-    /// An empty view for the user with key `me`.
-    pub fn new(me: Author) -> Self {
-        App {
-            me,
-            items: BTreeMap::new(),
-            arrivals: 0,
-            names: Names::default(),
-            contacts: Vec::new(),
-            input: InputLine::default(),
-            anchor: None,
-            page: Cell::new(1),
-            stored: None,
-        }
-    }
-
-    /// Tells the view the newest message already stored (`newest`), which the feed has yet to
-    /// bring: lines other than messages are placed after it from now on.
-    pub fn history_ends_at(&mut self, newest: HistoryKey) {
-        self.stored = Some(newest);
-    }
-
-    /// Adds a line: a message at its place in the merged history, anything else at the bottom.
-    /// A view scrolled back stays where it is. Past [`MAX_ITEMS`], the oldest line goes.
-    pub fn push(&mut self, item: Item) {
-        let newest = self
-            .items
-            .last_key_value()
-            .and_then(|(place, _)| place.after)
-            .max(self.stored);
-        let place = match &item {
-            Item::Message(message) => Place {
-                after: Some(message.history_key()),
-                notice: false,
-                arrival: self.arrivals,
-            },
-            _ => Place {
-                after: newest,
-                notice: true,
-                arrival: self.arrivals,
-            },
-        };
-        self.arrivals += 1;
+impl Conversation {
+    /// Adds `item` at `place`; past [`MAX_ITEMS`], the oldest line goes.
+    fn insert(&mut self, place: Place, item: Item) {
         self.items.insert(place, item);
         while self.items.len() > MAX_ITEMS {
             let oldest = self.items.pop_first().map(|(place, _)| place);
@@ -145,6 +103,127 @@ impl App {
                 self.anchor = self.items.first_key_value().map(|(place, _)| *place);
             }
         }
+    }
+}
+
+/// Everything the terminal UI shows.
+pub struct App {
+    me: Author,
+    /// The rooms, the current one, and their unread counts.
+    rooms: Rooms,
+    /// Each room's conversation, in the order of `rooms`.
+    conversations: Vec<Conversation>,
+    /// Lines added so far, for [`Place::arrival`].
+    arrivals: u64,
+    /// Current names by key, so a rename shows on earlier messages too.
+    names: Names,
+    contacts: Vec<Contact>,
+    /// The rooms each connected peer shares with us.
+    shared: HashMap<PeerId, Vec<String>>,
+    input: InputLine,
+    /// Items wholly visible in the last drawing, to page by.
+    page: Cell<usize>,
+}
+
+impl App {
+    /// An empty view for the user with key `me`, in `rooms`.
+    pub fn new(me: Author, rooms: Rooms) -> Self {
+        App {
+            me,
+            conversations: rooms
+                .labels()
+                .iter()
+                .map(|_| Conversation::default())
+                .collect(),
+            rooms,
+            arrivals: 0,
+            names: Names::default(),
+            contacts: Vec::new(),
+            shared: HashMap::new(),
+            input: InputLine::default(),
+            page: Cell::new(1),
+        }
+    }
+
+    /// Tells the view the newest message already stored in room `label` (`newest`), which the
+    /// feed has yet to bring: lines other than messages are placed after it from now on.
+    pub fn history_ends_at(&mut self, label: &str, newest: HistoryKey) {
+        if let Some(room) = self.rooms.index_of(label) {
+            self.conversations[room].stored = Some(newest);
+        }
+    }
+
+    /// The rooms, to list or switch (`/rooms`, `/room NAME`).
+    pub fn rooms(&mut self) -> &mut Rooms {
+        &mut self.rooms
+    }
+
+    /// The current room's conversation.
+    fn current(&self) -> &Conversation {
+        &self.conversations[self.rooms.current_index()]
+    }
+
+    fn current_mut(&mut self) -> &mut Conversation {
+        &mut self.conversations[self.rooms.current_index()]
+    }
+
+    /// Adds a line: a message at its place in its room's merged history, anything else at the
+    /// bottom of the current room. A view scrolled back stays where it is. Past [`MAX_ITEMS`]
+    /// in a room, its oldest line goes. A message that is not the user's, newer than what was
+    /// stored in its room at start, counts as new while that room is not current.
+    pub fn push(&mut self, item: Item) {
+        let room = match &item {
+            Item::Message(message) => self.rooms.index_of(&message.room),
+            _ => None,
+        };
+        self.push_at(room.unwrap_or(self.rooms.current_index()), item);
+    }
+
+    /// Adds a line other than a message at the bottom of room `label` (the current room if
+    /// there is none of that label).
+    pub fn push_in(&mut self, label: &str, item: Item) {
+        let room = self.rooms.index_of(label);
+        self.push_at(room.unwrap_or(self.rooms.current_index()), item);
+    }
+
+    fn push_at(&mut self, room: usize, item: Item) {
+        let conversation = &mut self.conversations[room];
+        let stored = conversation.stored;
+        let newest = conversation
+            .items
+            .last_key_value()
+            .and_then(|(place, _)| place.after)
+            .max(stored);
+        let place = match &item {
+            Item::Message(message) => {
+                conversation.authors.insert(message.author);
+                if message.author != self.me && Some(message.history_key()) > stored {
+                    self.rooms.mark_unread(room);
+                }
+                Place {
+                    after: Some(message.history_key()),
+                    notice: false,
+                    arrival: self.arrivals,
+                }
+            }
+            _ => Place {
+                after: newest,
+                notice: true,
+                arrival: self.arrivals,
+            },
+        };
+        self.arrivals += 1;
+        conversation.insert(place, item);
+    }
+
+    /// Notes that `peer` connected, sharing `rooms` with us.
+    pub fn connected(&mut self, peer: PeerId, rooms: Vec<String>) {
+        self.shared.insert(peer, rooms);
+    }
+
+    /// Notes that `peer` disconnected; returns the rooms it shared.
+    pub fn disconnected(&mut self, peer: &PeerId) -> Vec<String> {
+        self.shared.remove(peer).unwrap_or_default()
     }
 
     /// Replaces the people panel's contents and the names shown on messages, with a notice
@@ -162,6 +241,7 @@ impl App {
             return None;
         }
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+        let alt = key.modifiers.contains(KeyModifiers::ALT);
         match key.code {
             KeyCode::Char('c') if ctrl => return Some(Action::Quit),
             KeyCode::Char('d') if ctrl && self.input.text().is_empty() => {
@@ -182,13 +262,15 @@ impl App {
             KeyCode::Right => self.input.right(),
             KeyCode::Home => self.input.home(),
             KeyCode::End => self.input.end(),
+            KeyCode::Up if alt => self.rooms.step(-1),
+            KeyCode::Down if alt => self.rooms.step(1),
             KeyCode::Up if key.modifiers.contains(KeyModifiers::SHIFT) => self.scroll_up(1),
             KeyCode::Down if key.modifiers.contains(KeyModifiers::SHIFT) => self.scroll_down(1),
             KeyCode::Up => self.input.previous(),
             KeyCode::Down => self.input.next(),
             KeyCode::PageUp => self.scroll_up(self.page.get().saturating_sub(1).max(1)),
             KeyCode::PageDown => self.scroll_down(self.page.get().saturating_sub(1).max(1)),
-            KeyCode::Esc => self.anchor = None,
+            KeyCode::Esc => self.current_mut().anchor = None,
             _ => {}
         }
         None
@@ -227,7 +309,7 @@ impl App {
         if line.trim().is_empty() {
             return None;
         }
-        self.anchor = None;
+        self.current_mut().anchor = None;
         Some(line)
     }
 
@@ -242,20 +324,24 @@ impl App {
 
     /// Moves the view `items` lines back, to the oldest line at most.
     fn scroll_up(&mut self, items: usize) {
-        let bottom = self
+        let conversation = self.current_mut();
+        let bottom = conversation
             .anchor
-            .or_else(|| self.items.last_key_value().map(|(place, _)| *place));
+            .or_else(|| conversation.items.last_key_value().map(|(place, _)| *place));
         let Some(bottom) = bottom else { return };
-        if let Some((place, _)) = self.items.range(..bottom).rev().take(items).last() {
-            self.anchor = Some(*place);
+        if let Some((place, _)) = conversation.items.range(..bottom).rev().take(items).last() {
+            conversation.anchor = Some(*place);
         }
     }
 
     /// Moves the view `items` lines on, following the newest again once it gets there.
     fn scroll_down(&mut self, items: usize) {
-        let Some(anchor) = self.anchor else { return };
-        let newest = self.items.last_key_value().map(|(place, _)| *place);
-        self.anchor = self
+        let conversation = self.current_mut();
+        let Some(anchor) = conversation.anchor else {
+            return;
+        };
+        let newest = conversation.items.last_key_value().map(|(place, _)| *place);
+        conversation.anchor = conversation
             .items
             .range((Excluded(anchor), Unbounded))
             .nth(items.saturating_sub(1))
@@ -273,11 +359,20 @@ impl App {
         .areas(frame.area());
         self.render_title(frame, title);
         if body.width >= PANEL_MIN_WIDTH {
-            let [messages, people] =
+            let [messages, panel] =
                 Layout::horizontal([Constraint::Min(1), Constraint::Length(PANEL_WIDTH)])
                     .areas(body);
             self.render_messages(frame, messages);
-            self.render_people(frame, people);
+            if self.rooms.several() {
+                let listed = self.rooms.labels().len() as u16 + 1;
+                let [rooms, people] =
+                    Layout::vertical([Constraint::Length(listed + 1), Constraint::Min(1)])
+                        .areas(panel);
+                self.render_rooms(frame, rooms);
+                self.render_people(frame, people);
+            } else {
+                self.render_people(frame, panel);
+            }
         } else {
             self.render_messages(frame, body);
         }
@@ -287,8 +382,22 @@ impl App {
     fn render_title(&self, frame: &mut Frame, area: Rect) {
         let me = self.names.get(&self.me).map_or("", String::as_str);
         let online = self.contacts.iter().filter(|c| c.connected).count();
-        let left = format!(" p2pchat · {} · {online} connected", display(me));
-        let right = "PgUp/PgDn scroll · /help · Ctrl-C quit ";
+        let mut left = format!(" p2pchat · {} · {online} connected", display(me));
+        let mut right = "PgUp/PgDn scroll · /help · Ctrl-C quit ";
+        if self.rooms.several() {
+            left = format!(
+                " p2pchat · {} · room {}",
+                display(me),
+                display(self.rooms.current())
+            );
+            let unread: u64 = (0..self.rooms.labels().len())
+                .map(|room| self.rooms.unread(room))
+                .sum();
+            if unread > 0 {
+                left.push_str(&format!(" · {} new in other rooms", thousands(unread)));
+            }
+            right = "Alt-Up/Down room · PgUp/PgDn scroll · /help · Ctrl-C quit ";
+        }
         let gap =
             (area.width as usize).saturating_sub(left.chars().count() + right.chars().count());
         let text = if gap > 0 {
@@ -306,11 +415,12 @@ impl App {
     /// those: a long history costs nothing until it is scrolled to.
     fn render_messages(&self, frame: &mut Frame, area: Rect) {
         let (width, mut height) = (area.width as usize, area.height as usize);
-        let (bottom, mut below) = match self.anchor {
+        let Conversation { items, anchor, .. } = self.current();
+        let (bottom, mut below) = match *anchor {
             None => (Unbounded, 0),
             Some(anchor) => (
                 Included(anchor),
-                self.items.range((Excluded(anchor), Unbounded)).count(),
+                items.range((Excluded(anchor), Unbounded)).count(),
             ),
         };
         if below > 0 {
@@ -318,7 +428,7 @@ impl App {
         }
         let mut rows: Vec<Line> = Vec::with_capacity(height);
         let mut whole = 0;
-        for (_, item) in self.items.range((Unbounded, bottom)).rev() {
+        for (_, item) in items.range((Unbounded, bottom)).rev() {
             let mut wrapped = wrap(self.line_of(item), width);
             while rows.len() < height {
                 match wrapped.pop() {
@@ -334,10 +444,10 @@ impl App {
         }
         self.page.set(whole.max(1));
         rows.reverse();
-        if let Some(anchor) = self.anchor {
+        if let Some(anchor) = *anchor {
             // Scrolled to the oldest lines: fill the rest of the view with those after them,
             // rather than leave it blank.
-            for (_, item) in self.items.range((Excluded(anchor), Unbounded)) {
+            for (_, item) in items.range((Excluded(anchor), Unbounded)) {
                 if rows.len() >= height {
                     break;
                 }
@@ -380,11 +490,59 @@ impl App {
         }
     }
 
+    /// The room list: the current room marked, the others with their count of new lines.
+    fn render_rooms(&self, frame: &mut Frame, area: Rect) {
+        let lines: Vec<Line> = self
+            .rooms
+            .labels()
+            .iter()
+            .enumerate()
+            .map(|(room, label)| {
+                let unread = self.rooms.unread(room);
+                if room == self.rooms.current_index() {
+                    Line::from(format!("▸ {}", display(label))).bold()
+                } else if unread > 0 {
+                    Line::from(format!("  {} ({} new)", display(label), thousands(unread))).yellow()
+                } else {
+                    Line::from(format!("  {}", display(label)))
+                }
+            })
+            .collect();
+        let block = Block::new()
+            .borders(Borders::LEFT | Borders::BOTTOM)
+            .title(" rooms ");
+        frame.render_widget(Paragraph::new(lines).block(block), area);
+    }
+
+    /// Who is in the current room, and whether they are connected to us there: with one room,
+    /// every contact; with several, the user, the peers sharing the room, and those who wrote
+    /// in it.
+    fn people(&self) -> Vec<(&Contact, bool)> {
+        let room = self.rooms.current();
+        let authors = &self.current().authors;
+        self.contacts
+            .iter()
+            .filter_map(|contact| {
+                if !self.rooms.several() {
+                    return Some((contact, contact.connected));
+                }
+                let here = contact.connected
+                    && contact
+                        .peer
+                        .and_then(|peer| self.shared.get(&peer))
+                        .is_some_and(|rooms| rooms.iter().any(|r| r == room));
+                (contact.is_self || here || authors.contains(&contact.author))
+                    .then_some((contact, here))
+            })
+            .collect()
+    }
+
     fn render_people(&self, frame: &mut Frame, area: Rect) {
-        let online = self.contacts.iter().filter(|c| c.connected).count();
+        let people = self.people();
+        let online = people.iter().filter(|(_, here)| *here).count();
         let mut lines = Vec::new();
-        for contact in &self.contacts {
-            let (dot, style) = match (contact.is_self, contact.connected) {
+        for (contact, connected) in people {
+            let (dot, style) = match (contact.is_self, connected) {
                 (true, _) => ("●", Style::new().bold()),
                 (false, true) => ("●", Style::new().green()),
                 (false, false) => ("○", Style::new().dark_gray()),
@@ -483,7 +641,12 @@ mod tests {
             clock,
             timestamp: 0,
             text: text.into(),
+            room: "lan".into(),
         })
+    }
+
+    fn one_room() -> Rooms {
+        Rooms::new(vec!["lan".into()])
     }
 
     /// The conversation's non-empty rows as drawn, top to bottom, without the `HH:MM ` of
@@ -534,7 +697,7 @@ mod tests {
 
     #[test]
     fn messages_people_and_input_are_drawn() {
-        let mut app = App::new(author(1));
+        let mut app = App::new(author(1), one_room());
         app.set_contacts(vec![
             contact(1, "alice", false, None),
             contact(
@@ -574,9 +737,133 @@ mod tests {
         assert_eq!(rows[9], "> half a li");
     }
 
+    /// A message in room `room`.
+    fn message_in(room: &str, from: u8, name: &str, clock: u64, text: &str) -> Item {
+        let Item::Message(message) = message_at(from, name, clock, text) else {
+            unreachable!()
+        };
+        Item::Message(Message {
+            room: room.into(),
+            ..message
+        })
+    }
+
+    #[test]
+    fn each_room_has_its_conversation_and_new_lines_are_counted_until_read() {
+        let rooms = Rooms::new(vec!["lan".into(), "team".into(), "ops".into()]);
+        let mut app = App::new(author(1), rooms);
+        let bob = PeerId::random();
+        app.set_contacts(vec![
+            contact(1, "alice", false, None),
+            Contact {
+                peer: Some(bob),
+                ..contact(2, "bob", true, None)
+            },
+            contact(3, "carol", false, None),
+            contact(4, "dave", false, None),
+        ]);
+        app.connected(bob, vec!["team".into()]);
+        app.push(message_in("lan", 3, "carol", 1, "in the open"));
+        app.push(message_in("team", 2, "bob", 2, "team only"));
+        app.push(message_in("team", 2, "bob", 3, "team again"));
+        app.push(message_in("team", 1, "alice", 4, "mine is not new"));
+        app.push(message_in("ops", 4, "dave", 5, "ops only"));
+        let title = &screen(&app, 120, 12)[0];
+        assert!(
+            title.starts_with(" p2pchat · alice · room lan · 3 new in other rooms")
+                && title.ends_with("Alt-Up/Down room · PgUp/PgDn scroll · /help · Ctrl-C quit"),
+            "{title}"
+        );
+        let rows = screen(&app, 80, 12);
+        assert!(rows[1].ends_with("│ rooms"), "{rows:#?}");
+        assert!(rows[2].ends_with("│▸ lan"), "{rows:#?}");
+        assert!(rows[3].ends_with("│  team (2 new)"), "{rows:#?}");
+        assert!(rows[4].ends_with("│  ops (1 new)"), "{rows:#?}");
+        assert!(rows[6].ends_with("│ people (0 connected)"), "{rows:#?}");
+        assert!(rows[7].ends_with("│● alice (you)"), "{rows:#?}");
+        assert!(rows[8].ends_with("│○ carol"), "{rows:#?}");
+        assert!(!rows[9].contains("bob"), "bob is not in lan: {rows:#?}");
+        assert_eq!(conversation(&app, 40, 12), ["carol> in the open"]);
+
+        app.on_key(KeyEvent::new(KeyCode::Down, KeyModifiers::ALT));
+        let rows = screen(&app, 80, 12);
+        assert!(
+            rows[0].contains("· room team · 1 new in other rooms"),
+            "{rows:#?}"
+        );
+        assert!(rows[3].ends_with("│▸ team"), "{rows:#?}");
+        assert!(rows[6].ends_with("│ people (1 connected)"), "{rows:#?}");
+        assert!(rows[7].ends_with("│● alice (you)"), "{rows:#?}");
+        assert!(rows[8].ends_with("│● bob"), "{rows:#?}");
+        assert_eq!(
+            conversation(&app, 40, 12),
+            [
+                "bob> team only",
+                "bob> team again",
+                "alice> mine is not new"
+            ]
+        );
+
+        app.push(Item::Notice("said in the current room".into()));
+        app.push_in("ops", Item::Notice("caught up with dave".into()));
+        app.on_key(KeyEvent::new(KeyCode::Up, KeyModifiers::ALT));
+        app.on_key(KeyEvent::new(KeyCode::Up, KeyModifiers::ALT));
+        assert_eq!(app.rooms.current(), "ops", "round the list");
+        assert_eq!(
+            conversation(&app, 40, 12),
+            ["dave> ops only", "-- caught up with dave"]
+        );
+        let rows = screen(&app, 80, 12);
+        assert_eq!(rows[0], " p2pchat · alice · room ops", "{rows:#?}");
+        assert!(rows[2].ends_with("│  lan"), "{rows:#?}");
+        app.rooms().switch("team").expect("one of its rooms");
+        assert_eq!(
+            conversation(&app, 40, 12).last().map(String::as_str),
+            Some("-- said in the current room")
+        );
+    }
+
+    #[test]
+    fn stored_history_is_not_new_and_one_room_has_no_room_list() {
+        let mut app = App::new(author(1), Rooms::new(vec!["lan".into(), "team".into()]));
+        let Item::Message(newest) = message_at(2, "bob", 3, "stored last") else {
+            unreachable!()
+        };
+        app.history_ends_at("team", newest.history_key());
+        app.push(message_in("team", 2, "bob", 2, "stored"));
+        app.push(message_in("team", 2, "bob", 3, "stored last"));
+        assert_eq!(app.rooms.unread(1), 0);
+        app.push(message_in("team", 2, "bob", 4, "new"));
+        assert_eq!(app.rooms.unread(1), 1);
+        app.rooms().switch("team").expect("one of its rooms");
+        app.push(message_in(
+            "lan",
+            2,
+            "bob",
+            2,
+            "older than team's stored, new in lan",
+        ));
+        assert_eq!(
+            app.rooms.unread(0),
+            1,
+            "each room has its own stored history: lan has none"
+        );
+
+        let mut app = App::new(author(1), one_room());
+        app.push(message(2, "bob", "hi"));
+        app.on_key(KeyEvent::new(KeyCode::Down, KeyModifiers::ALT));
+        let rows = screen(&app, 80, 8);
+        assert!(
+            rows[0].starts_with(" p2pchat ·  · 0 connected"),
+            "{rows:#?}"
+        );
+        assert!(rows[1].ends_with("│ people (0 connected)"), "{rows:#?}");
+        assert!(!rows.iter().any(|r| r.contains("rooms")), "{rows:#?}");
+    }
+
     #[test]
     fn a_rename_shows_on_earlier_messages() {
-        let mut app = App::new(author(1));
+        let mut app = App::new(author(1), one_room());
         app.push(message(2, "bob", "before"));
         app.set_contacts(vec![contact(2, "bob", true, None)]);
         app.set_contacts(vec![contact(2, "robert", true, None)]);
@@ -590,11 +877,11 @@ mod tests {
 
     #[test]
     fn scrollback_pages_through_a_long_history_and_new_lines_do_not_move_it() {
-        let mut app = App::new(author(1));
+        let mut app = App::new(author(1), one_room());
         for n in 0..100_000 {
             app.push(message(2, "bob", &format!("line {n}")));
         }
-        assert_eq!(app.items.len(), MAX_ITEMS, "the oldest lines go");
+        assert_eq!(app.current().items.len(), MAX_ITEMS, "the oldest lines go");
         let rows = screen(&app, 40, 8);
         assert!(rows[5].ends_with("bob> line 99999"), "{rows:#?}");
         app.on_key(KeyEvent::from(KeyCode::PageUp));
@@ -613,15 +900,16 @@ mod tests {
 
     #[test]
     fn every_kind_of_line_counts_against_the_bound_and_the_oldest_goes() {
-        let mut app = App::new(author(1));
+        let mut app = App::new(author(1), one_room());
         let first = 1_000_000;
         for n in 0..MAX_ITEMS as u64 {
             app.push(message_at(2, "bob", first + n, &format!("line {n}")));
         }
         app.push(message_at(3, "carol", 5, "older than all"));
-        assert_eq!(app.items.len(), MAX_ITEMS);
+        assert_eq!(app.current().items.len(), MAX_ITEMS);
         let texts = |app: &App| -> Vec<String> {
-            app.items
+            app.current()
+                .items
                 .values()
                 .map(|item| match item {
                     Item::Message(m) => m.text.clone(),
@@ -635,14 +923,17 @@ mod tests {
             "a line older than all kept goes at once"
         );
         app.scroll_up(MAX_ITEMS);
-        assert_eq!(app.anchor, app.items.first_key_value().map(|(p, _)| *p));
+        assert_eq!(
+            app.current().anchor,
+            app.current().items.first_key_value().map(|(p, _)| *p)
+        );
         app.push(Item::Notice("notice".into()));
         app.push(Item::Warning("warning".into()));
         app.push(Item::Error("error".into()));
         app.set_contacts(vec![contact(2, "bob", true, None)]);
         app.set_contacts(vec![contact(2, "robert", true, None)]);
         assert_eq!(
-            app.items.len(),
+            app.current().items.len(),
             MAX_ITEMS,
             "notices push the oldest out too"
         );
@@ -653,15 +944,15 @@ mod tests {
             ["notice", "warning", "error", "bob is now known as robert"]
         );
         assert_eq!(
-            app.anchor,
-            app.items.first_key_value().map(|(p, _)| *p),
+            app.current().anchor,
+            app.current().items.first_key_value().map(|(p, _)| *p),
             "a view scrolled to the oldest line stays on the oldest one left"
         );
     }
 
     #[test]
     fn scrolled_to_the_oldest_lines_the_view_is_full() {
-        let mut app = App::new(author(1));
+        let mut app = App::new(author(1), one_room());
         for n in 0..50 {
             app.push(message(2, "bob", &format!("line {n}")));
         }
@@ -680,7 +971,7 @@ mod tests {
 
     #[test]
     fn messages_are_shown_in_merged_order_whatever_order_they_arrive_in() {
-        let mut app = App::new(author(1));
+        let mut app = App::new(author(1), one_room());
         app.push(Item::Notice("listening".into()));
         // A catch-up from bob: his log first, then alice's.
         for (clock, text) in [(3, "answer 1"), (5, "answer 2"), (7, "answer 3")] {
@@ -711,11 +1002,11 @@ mod tests {
 
     #[test]
     fn start_up_notices_come_after_the_stored_history_read_in_later() {
-        let mut app = App::new(author(1));
+        let mut app = App::new(author(1), one_room());
         let Item::Message(newest) = message_at(2, "bob", 3, "stored last") else {
             unreachable!()
         };
-        app.history_ends_at(newest.history_key());
+        app.history_ends_at("lan", newest.history_key());
         app.push(Item::Notice("listening".into()));
         app.push(Item::Warning("mDNS is off".into()));
         // The stored history, read in after the notices.
@@ -739,7 +1030,7 @@ mod tests {
 
     #[test]
     fn a_view_scrolled_back_stays_put_while_lines_land_above_and_below_it() {
-        let mut app = App::new(author(1));
+        let mut app = App::new(author(1), one_room());
         for clock in (2..=40).step_by(2) {
             app.push(message_at(2, "bob", clock, &format!("line {clock}")));
         }
@@ -796,7 +1087,7 @@ mod tests {
 
     #[test]
     fn long_lines_wrap_and_a_tiny_terminal_does_not_panic() {
-        let mut app = App::new(author(1));
+        let mut app = App::new(author(1), one_room());
         app.push(message(2, "bob", &"x".repeat(50)));
         let rows = screen(&app, 30, 6);
         assert!(rows[1].ends_with("bob> xxxxxxxxxxxxxxxxxxx"), "{rows:#?}");
@@ -808,7 +1099,7 @@ mod tests {
 
     #[test]
     fn a_paste_is_typed_and_each_line_break_submits() {
-        let mut app = App::new(author(1));
+        let mut app = App::new(author(1), one_room());
         typed(&mut app, "draft: ");
         assert_eq!(
             app.on_paste("one\r\ntwo\r\rthree\nfour"),
@@ -822,7 +1113,7 @@ mod tests {
 
     #[test]
     fn a_refused_line_is_kept_only_if_nothing_was_typed_since() {
-        let mut app = App::new(author(1));
+        let mut app = App::new(author(1), one_room());
         typed(&mut app, "too long");
         app.on_key(KeyEvent::from(KeyCode::Enter));
         assert!(app.keep_input("too long"));
@@ -835,7 +1126,7 @@ mod tests {
 
     #[test]
     fn a_tab_shows_as_a_space_and_the_cursor_follows() {
-        let mut app = App::new(author(1));
+        let mut app = App::new(author(1), one_room());
         typed(&mut app, "a");
         app.on_key(KeyEvent::from(KeyCode::Tab));
         typed(&mut app, "b");
@@ -855,7 +1146,7 @@ mod tests {
 
     #[test]
     fn enter_submits_and_ctrl_c_quits() {
-        let mut app = App::new(author(1));
+        let mut app = App::new(author(1), one_room());
         typed(&mut app, "hello");
         assert_eq!(
             app.on_key(KeyEvent::from(KeyCode::Enter)),

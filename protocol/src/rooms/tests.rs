@@ -312,6 +312,16 @@ fn three_rooms_with_overlapping_members_exchange_only_what_they_share() {
             assert_eq!(net.lines(n, r), members(room), "n{n} in {}", room.label());
         }
     }
+    // Every entry held is of the room it is held in.
+    for node in &net.nodes {
+        for (store, room) in node.stores.iter().zip(node.core.rooms()) {
+            for head in store.heads() {
+                for entry in store.entries_of(&head.author) {
+                    assert_eq!(entry.room(), Some(room.id()));
+                }
+            }
+        }
+    }
     // No frame names a slot past what the two share.
     for (from, to, frame) in &net.log.sent {
         if let Frame::Room(slot, _) = frame {
@@ -601,4 +611,61 @@ fn a_closed_peer_leaves_every_room_it_was_in() {
         .unwrap();
     assert!(net.lines(1, team_at_1).contains(&"after".to_owned()));
     assert!(!net.lines(1, team_at_1).contains(&line(0, &ops())));
+}
+
+/// Five rooms to pick memberships from.
+fn pool() -> Vec<Room> {
+    let mut rooms = vec![Room::lan(), Room::open("ops").unwrap()];
+    rooms.extend((1..=3).map(|k| Room::private(&[k; 32], format!("p{k}"))));
+    rooms
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+    /// Whatever rooms each node is in (and in whatever order), a full mesh ends with every
+    /// room's store holding exactly its members' lines, and only peers sharing nothing closed.
+    #[test]
+    fn any_memberships_exchange_exactly_the_shared_rooms(
+        masks in proptest::collection::vec(1u8..32, 2..=4),
+        reversed in proptest::collection::vec(proptest::bool::ANY, 4),
+    ) {
+        let pool = pool();
+        let rooms: Vec<Vec<Room>> = masks
+            .iter()
+            .zip(&reversed)
+            .map(|(mask, &reversed)| {
+                let mut rooms: Vec<Room> = (0..5)
+                    .filter(|r| mask & (1 << r) != 0)
+                    .map(|r| pool[r].clone())
+                    .collect();
+                if reversed {
+                    rooms.reverse();
+                }
+                rooms
+            })
+            .collect();
+        let mut net = Net::new(&rooms);
+        for a in 0..rooms.len() {
+            for b in a + 1..rooms.len() {
+                net.connect(a, b);
+            }
+        }
+        net.settle();
+        let shares = |a: usize, b: usize| masks[a] & masks[b] != 0;
+        for (at, peer, reason) in &net.log.disconnects {
+            proptest::prop_assert_eq!(reason, &Disconnect::NoSharedRoom);
+            proptest::prop_assert!(!shares(*at, *peer));
+        }
+        for (n, node_rooms) in rooms.iter().enumerate() {
+            for (r, room) in node_rooms.iter().enumerate() {
+                let mut expected: Vec<String> = (0..rooms.len())
+                    .filter(|&m| rooms[m].contains(room))
+                    .map(|m| line(m, room))
+                    .collect();
+                expected.sort();
+                proptest::prop_assert_eq!(net.lines(n, r), expected);
+            }
+        }
+    }
 }

@@ -1,11 +1,13 @@
-//! A hostile node: no replica, a script. It says a valid hello, then tries one attack per
-//! connection, keeps the connection alive with pings, and answers queries (with nothing, or
-//! wrongly).
+//! A hostile node: no core, a script. It greets, proves membership of the LAN room (the
+//! simulator's room 0; slot 0 with every target in it), says a valid hello there, then tries
+//! one attack per connection, keeps the connection alive with pings, and answers queries (with
+//! nothing, or wrongly).
 
+use p2pchat_protocol::membership::{Greet, Nonce};
 use p2pchat_protocol::message::{
-    AuthorRange, Batch, HeadNote, Hello, Lane, Message, PROTOCOL_VERSION, Part, Summary,
+    AuthorRange, Batch, Frame, HeadNote, Hello, Lane, Message, PROTOCOL_VERSION, Part, Summary,
 };
-use p2pchat_protocol::{Author, Body, Draft, Entry, SigningKey};
+use p2pchat_protocol::{Author, Body, Draft, Entry, Room, RoomId, SigningKey};
 use rand::Rng;
 use serde_bytes::ByteBuf;
 
@@ -23,6 +25,8 @@ pub enum Attack {
     ForgedEntry,
     /// An entry it signed, filed under an honest author's log.
     ForeignEntry,
+    /// Its own valid entry of another room (a private room it is not in), in the LAN room.
+    OtherRoomEntry,
     /// A reply nobody asked for, and replies that do not answer the query.
     BadReply,
     /// Many more batches than the window allows, without waiting for acks.
@@ -33,10 +37,11 @@ pub enum Attack {
 
 impl Attack {
     /// Every attack, in the order a hostile node tries them.
-    pub const ALL: [Attack; 6] = [
+    pub const ALL: [Attack; 7] = [
         Attack::Garbage,
         Attack::ForgedEntry,
         Attack::ForeignEntry,
+        Attack::OtherRoomEntry,
         Attack::BadReply,
         Attack::Flood,
         Attack::FakeHaves,
@@ -83,21 +88,32 @@ impl Hostile {
         attack
     }
 
-    /// Its hello: a valid one, claiming to hold nothing.
-    pub fn hello() -> Message {
-        Message::Hello(Hello {
+    /// Its greet on a connection.
+    pub fn greet(nonce: Nonce) -> Frame {
+        Frame::Greet(Greet {
             version: PROTOCOL_VERSION,
-            name: "mallory".into(),
-            heads: Summary {
-                count: 0,
-                fingerprint: Default::default(),
-            },
+            nonce,
         })
+    }
+
+    /// Its hello in the room of slot 0: a valid one, claiming to hold nothing.
+    pub fn hello() -> Frame {
+        Frame::Room(
+            0,
+            Message::Hello(Hello {
+                version: PROTOCOL_VERSION,
+                name: "mallory".into(),
+                heads: Summary {
+                    count: 0,
+                    fingerprint: Default::default(),
+                },
+            }),
+        )
     }
 
     /// The frames of `attack` (each a frame's body), with their lanes.
     pub fn attack(&self, attack: Attack, rng: &mut impl Rng) -> Vec<(Lane, Vec<u8>)> {
-        let live = |message: Message| (Lane::Live, message.encode());
+        let live = |message: Message| (Lane::Live, Frame::Room(0, message).encode());
         match attack {
             Attack::Garbage => vec![(Lane::Live, vec![0xff, 0x00, 0x13, 0x37])],
             Attack::ForgedEntry => {
@@ -111,12 +127,17 @@ impl Hostile {
                 let victim = self.honest.first().copied().unwrap_or(self.author);
                 vec![live(batch(victim, self.own_profile().envelope().to_vec()))]
             }
+            Attack::OtherRoomEntry => {
+                let elsewhere = self.profile_in(Room::private(&[0xee; 32], "elsewhere").id());
+                vec![live(batch(self.author, elsewhere.envelope().to_vec()))]
+            }
             Attack::BadReply => vec![live(Message::Reply(vec![Part::Heads {
                 range: AuthorRange::ALL,
                 heads: Vec::new(),
             }]))],
             Attack::Flood => {
-                let frame = batch(self.sample.author(), self.sample.envelope().to_vec()).encode();
+                let message = batch(self.sample.author(), self.sample.envelope().to_vec());
+                let frame = Frame::Room(0, message).encode();
                 vec![(Lane::Bulk, frame); FLOOD_BATCHES]
             }
             Attack::FakeHaves => (0..FAKE_HAVE_MESSAGES)
@@ -142,12 +163,16 @@ impl Hostile {
                 })
                 .collect()
         };
-        Some(Message::Reply(parts).encode())
+        Some(Frame::Room(0, Message::Reply(parts)).encode())
     }
 
     fn own_profile(&self) -> Entry {
+        self.profile_in(Room::lan().id())
+    }
+
+    fn profile_in(&self, room: RoomId) -> Entry {
         let draft = Draft {
-            room: p2pchat_protocol::Room::lan().id(),
+            room,
             seq: 1,
             prev: None,
             timestamp: super::BASE_UNIX_MS,

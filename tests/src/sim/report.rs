@@ -146,6 +146,8 @@ pub struct Report {
     pub wall: Duration,
     /// A hash of every frame delivered (with its time and endpoints): equal runs, equal traces.
     pub trace: u64,
+    /// Entries delivered to (or stored by) a node in a room they are not of (must stay 0).
+    pub misplaced_entries: u64,
     /// Batches from honest peers that stopped at an entry refused (`Event::Rejected`).
     pub rejected_from_honest: u64,
     /// Things worth knowing that are not wrong in themselves (the first few rejections).
@@ -208,6 +210,7 @@ impl Report {
             "latency_p99_ms": ms(self.latency.quantile(0.99)),
             "disconnects": self.disconnects.len(),
             "rejected_from_honest": self.rejected_from_honest,
+            "misplaced_entries": self.misplaced_entries,
             "events": self.events,
             "wall_ms": self.wall.as_secs_f64() * 1000.0,
             "events_per_s": self.events_per_second(),

@@ -117,6 +117,10 @@ pub struct Scenario {
     pub preload: Option<Preload>,
     /// What goes wrong, and when.
     pub faults: Vec<(Duration, Fault)>,
+    /// The rooms (numbered from 0; room 0 is the LAN room, the others private) node `i` is
+    /// in, at index `i`, in its order. A node past the list is in room 0 only (so an empty
+    /// list is one room for everyone). Preloaded logs and the hostile node are of room 0.
+    pub rooms: Vec<Vec<usize>>,
     /// One hostile node trying these attacks, one per connection it makes (none: no hostile).
     pub attacks: Vec<Attack>,
     /// How many honest nodes the hostile one dials.
@@ -151,6 +155,7 @@ impl Scenario {
             },
             preload: None,
             faults: Vec::new(),
+            rooms: Vec::new(),
             attacks: Vec::new(),
             hostile_targets: 0,
             until: Until::Converged,

@@ -1,9 +1,10 @@
 //! The simulator's engine: nodes, connections, and the one event queue that drives them.
 //!
-//! Each honest node is what the node's driver makes of a [`Replica`]: its outputs are carried
-//! out (frames written to links, batches stored by a storage worker after a delay, disconnects,
-//! a hello answered with an accept), and everything that happens to it comes in as an
-//! [`Input`], in order. A frozen node's inputs wait in its inbox.
+//! Each honest node is what the node's driver makes of a [`Rooms`] core over one memory store
+//! per room: its outputs are carried out (frames written to links, batches stored by a storage
+//! worker after a delay, disconnects, a room's hello answered with an accept), and everything
+//! that happens to it comes in as a [`RoomsInput`], in order. A frozen node's inputs wait in
+//! its inbox.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -12,10 +13,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use p2pchat_protocol::limits::MAX_FRAME_BYTES;
-use p2pchat_protocol::message::{Batch, Lane, Message, MessageError};
-use p2pchat_protocol::replica::{Disconnect, Event, Input, Output, Replica, TICK};
+use p2pchat_protocol::membership::{Nonce, Transcript};
+use p2pchat_protocol::message::{Batch, Frame, Lane, Message, MessageError};
+use p2pchat_protocol::replica::{Disconnect, Event, TICK};
+use p2pchat_protocol::rooms::{Rooms, RoomsEvent, RoomsInput, RoomsOutput};
 use p2pchat_protocol::store::{Logs, MemoryStore};
-use p2pchat_protocol::{Author, Body, SigningKey};
+use p2pchat_protocol::{Author, Body, Entry, Room, SigningKey};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -112,8 +115,11 @@ struct Honest {
     key: SigningKey,
     author: Author,
     name: String,
-    store: MemoryStore,
-    replica: Replica<NodeId>,
+    /// The world's rooms it is in, in its own order (the core's room indices).
+    rooms: Vec<usize>,
+    /// One store per room, in the order of `rooms`.
+    stores: Vec<MemoryStore>,
+    core: Rooms<NodeId>,
     /// Bumped at each restart: events of an earlier life are void.
     life: u32,
     down: bool,
@@ -122,10 +128,10 @@ struct Honest {
     /// The connection to each peer as this node's driver knows it (a frozen node learns of
     /// closed and new ones when it thaws): what the core sends goes there.
     current: BTreeMap<NodeId, ConnId>,
-    /// Batches waiting for the storage worker, oldest first.
-    jobs: VecDeque<(NodeId, Batch)>,
+    /// Batches waiting for the storage worker (with the core's room index), oldest first.
+    jobs: VecDeque<(usize, NodeId, Batch)>,
     storing: bool,
-    /// Entries of honest logs held.
+    /// Entries of honest logs held, over all its rooms.
     held: u64,
     held_at_start: u64,
     /// Whom it dials when it starts.
@@ -133,6 +139,18 @@ struct Honest {
     /// Lines typed while it was down, written when it is up again.
     writes_waiting: usize,
     written: usize,
+}
+
+impl Honest {
+    /// A fresh core over the stores it keeps.
+    fn core(&self, world: &[Room]) -> Rooms<NodeId> {
+        new_core(self.author, &self.name, &self.rooms, &self.stores, world)
+    }
+
+    /// The core's index of the world's room `room`, if the node is in it.
+    fn local(&self, room: usize) -> Option<usize> {
+        self.rooms.iter().position(|&r| r == room)
+    }
 }
 
 struct Conn {
@@ -145,6 +163,8 @@ struct Conn {
     held: [VecDeque<(Lane, Vec<u8>)>; 2],
     /// The hostile node's attack on this connection, and its index in the report.
     attack: Option<(Attack, usize)>,
+    /// The nonce the hostile node greeted with on this connection.
+    hostile_nonce: Option<Nonce>,
 }
 
 impl Conn {
@@ -173,17 +193,23 @@ pub(super) struct Sim {
     base: Instant,
     honest: Vec<Honest>,
     hostile: Option<(NodeId, Hostile)>,
+    /// The world's rooms: room 0 is the LAN room, the others private.
+    rooms: Vec<Room>,
+    /// How many honest nodes are in each room.
+    members: Vec<u64>,
     conns: BTreeMap<ConnId, Conn>,
     pairs: BTreeMap<(NodeId, NodeId), ConnId>,
     next_conn: ConnId,
     /// Failed or closed dials since the last accepted hello, per (dialer, target).
     failures: BTreeMap<(NodeId, NodeId), u32>,
     partition: Option<BTreeSet<NodeId>>,
-    /// Every honest log (the nodes' own and the preloaded ones) and its head at the end.
-    expected: BTreeMap<Author, u64>,
-    /// When each line written during the run was written.
-    written_at: BTreeMap<(Author, u64), Duration>,
-    total: u64,
+    /// Every honest log of each room (the nodes' own and the preloaded ones) and its head at
+    /// the end.
+    expected: Vec<BTreeMap<Author, u64>>,
+    /// When each line written during the run was written (by room, author and seq).
+    written_at: BTreeMap<(usize, Author, u64), Duration>,
+    /// Entries of honest logs in each room.
+    totals: Vec<u64>,
     /// Entries of honest logs the honest nodes lack, summed over them.
     lacking: u64,
     writes_pending: usize,
@@ -197,8 +223,21 @@ pub(super) struct Sim {
 impl Sim {
     pub(super) fn new(scenario: Scenario) -> Self {
         let mut rng = StdRng::seed_from_u64(scenario.seed);
-        let mut expected = BTreeMap::new();
-        let mut preloaded = MemoryStore::new(p2pchat_protocol::Room::lan().id());
+        let memberships: Vec<Vec<usize>> = (0..scenario.nodes)
+            .map(|i| match scenario.rooms.get(i) {
+                Some(rooms) => rooms.clone(),
+                None => vec![0],
+            })
+            .collect();
+        let room_count = memberships.iter().flatten().max().map_or(1, |r| r + 1);
+        let rooms: Vec<Room> = (0..room_count).map(world_room).collect();
+        let mut members = vec![0u64; room_count];
+        for &r in memberships.iter().flatten() {
+            members[r] += 1;
+        }
+        let mut expected = vec![BTreeMap::new(); room_count];
+        // Preloaded logs are of the first room.
+        let mut preloaded = MemoryStore::new(rooms[0].id());
         if let Some(preload) = &scenario.preload {
             for a in 0..preload.authors {
                 let key = SigningKey::from_bytes(&rng.r#gen());
@@ -216,7 +255,7 @@ impl Sim {
                         unreachable!("a preloaded entry does not sign: {e}");
                     }
                 }
-                expected.insert(Author::of(&key), preload.entries as u64);
+                expected[0].insert(Author::of(&key), preload.entries as u64);
             }
         }
         let holders: BTreeSet<NodeId> = scenario
@@ -227,28 +266,33 @@ impl Sim {
         let ids: Vec<NodeId> = (0..scenario.nodes as u32).map(NodeId).collect();
         let dials = dial_plan(&scenario, &ids, &mut rng);
         let mut honest = Vec::with_capacity(scenario.nodes);
-        for (&id, dials) in ids.iter().zip(dials) {
+        for ((&id, dials), node_rooms) in ids.iter().zip(dials).zip(memberships) {
             let key = SigningKey::from_bytes(&rng.r#gen());
             let author = Author::of(&key);
             let name = id.to_string();
-            let mut store = if holders.contains(&id) {
-                preloaded.clone()
-            } else {
-                MemoryStore::new(p2pchat_protocol::Room::lan().id())
-            };
-            let profile = Body::Profile { name: name.clone() };
-            if let Err(e) = store.append(&key, profile, BASE_UNIX_MS) {
-                unreachable!("a profile does not sign: {e}");
+            let mut stores = Vec::with_capacity(node_rooms.len());
+            for &r in &node_rooms {
+                let mut store = if r == 0 && holders.contains(&id) {
+                    preloaded.clone()
+                } else {
+                    MemoryStore::new(rooms[r].id())
+                };
+                let profile = Body::Profile { name: name.clone() };
+                if let Err(e) = store.append(&key, profile, BASE_UNIX_MS) {
+                    unreachable!("a profile does not sign: {e}");
+                }
+                expected[r].insert(author, 1);
+                stores.push(store);
             }
-            expected.insert(author, 1);
-            let replica = Replica::new(author, name.clone(), store.heads());
-            let held = store.len() as u64;
+            let held = stores.iter().map(|s| s.len() as u64).sum();
+            let core = new_core(author, &name, &node_rooms, &stores, &rooms);
             honest.push(Honest {
                 key,
                 author,
                 name,
-                store,
-                replica,
+                rooms: node_rooms,
+                stores,
+                core,
                 life: 0,
                 down: false,
                 frozen: false,
@@ -263,12 +307,22 @@ impl Sim {
                 written: 0,
             });
         }
-        let total = expected.values().sum::<u64>();
-        let lacking = honest.iter().map(|h| total - h.held).sum();
+        let totals: Vec<u64> = expected.iter().map(|logs| logs.values().sum()).collect();
+        let lacking = honest
+            .iter()
+            .map(|h| h.rooms.iter().map(|&r| totals[r]).sum::<u64>() - h.held)
+            .sum();
         let hostile = (!scenario.attacks.is_empty()).then(|| {
             let key = SigningKey::from_bytes(&rng.r#gen());
             let authors = honest.iter().map(|h| h.author).collect();
-            let sample = honest[0].store.entries_of(&honest[0].author)[0].clone();
+            // An honest entry of the first room, the one the hostile node is in.
+            let sample = honest
+                .iter()
+                .find_map(|h| {
+                    let local = h.local(0)?;
+                    h.stores[local].entries_of(&h.author).first().cloned()
+                })
+                .unwrap_or_else(|| unreachable!("a hostile node's room has no honest member"));
             (
                 NodeId(scenario.nodes as u32),
                 Hostile::new(key, scenario.attacks.clone(), authors, sample),
@@ -292,9 +346,11 @@ impl Sim {
             next_conn: 0,
             failures: BTreeMap::new(),
             partition: None,
+            rooms,
+            members,
             expected,
             written_at: BTreeMap::new(),
-            total,
+            totals,
             lacking,
             writes_pending: 0,
             faults_pending: 0,
@@ -440,7 +496,7 @@ impl Sim {
                 if h.life == life {
                     self.queue.after(TICK, Ev::Tick { node, life });
                     if !h.frozen && !h.down {
-                        self.input(node, Input::Tick);
+                        self.input(node, RoomsInput::Tick);
                     }
                 }
             }
@@ -471,7 +527,8 @@ impl Sim {
                 if self.conns.contains_key(&conn) {
                     let Some((id, _)) = &self.hostile else { return };
                     let id = *id;
-                    self.transmit(conn, id, Lane::Live, Message::Ping.encode());
+                    let ping = Frame::Room(0, Message::Ping);
+                    self.transmit(conn, id, Lane::Live, ping.encode());
                     self.queue.after(HOSTILE_PING, Ev::HostilePing { conn });
                 }
             }
@@ -507,14 +564,22 @@ impl Sim {
             Inbox::Connected { conn, peer } => {
                 self.honest[node.index()].current.insert(peer, conn);
                 let author = self.author_of(peer);
-                self.input(node, Input::Connected { peer, author });
+                let nonce = Nonce::new(self.rng.r#gen());
+                self.input(
+                    node,
+                    RoomsInput::Connected {
+                        peer,
+                        author,
+                        nonce,
+                    },
+                );
             }
             Inbox::Closed { conn, peer } => {
                 let current = &mut self.honest[node.index()].current;
                 if current.get(&peer) == Some(&conn) {
                     current.remove(&peer);
                 }
-                self.input(node, Input::Closed { peer });
+                self.input(node, RoomsInput::Closed { peer });
             }
             Inbox::Frame {
                 conn,
@@ -532,7 +597,7 @@ impl Sim {
                             bytes.len()
                         ));
                     }
-                    Input::Malformed {
+                    RoomsInput::Malformed {
                         peer,
                         error: MessageError::TooLarge {
                             what: "bytes in a frame",
@@ -541,18 +606,19 @@ impl Sim {
                         },
                     }
                 } else {
-                    match Message::decode(&bytes) {
-                        Ok(message) => {
-                            if let Message::Batch(batch) = &message
+                    match Frame::decode(&bytes) {
+                        Ok(frame) => {
+                            if let Frame::Room(slot, Message::Batch(batch)) = &frame
                                 && !self.is_hostile(peer)
                             {
+                                self.check_delivery(node, peer, *slot, batch);
                                 let n = batch.entries.len() as u64;
                                 self.report.entries_received += n;
                                 if lane == Lane::Live {
                                     self.report.entries_received_live += n;
                                 }
                             }
-                            Input::Received { peer, message }
+                            RoomsInput::Received { peer, frame }
                         }
                         Err(error) => {
                             if !self.is_hostile(peer) {
@@ -560,7 +626,7 @@ impl Sim {
                                     "{peer} sent {node} a frame that does not decode: {error}"
                                 ));
                             }
-                            Input::Malformed { peer, error }
+                            RoomsInput::Malformed { peer, error }
                         }
                     }
                 };
@@ -572,12 +638,34 @@ impl Sim {
         }
     }
 
-    fn input(&mut self, node: NodeId, input: Input<NodeId>) {
+    /// Counts the entries of `batch` (from honest `peer`, in its room `slot`) that are not of
+    /// the room the slot is at `node`: an entry delivered outside its room.
+    fn check_delivery(&mut self, node: NodeId, peer: NodeId, slot: u8, batch: &Batch) {
+        let h = &self.honest[node.index()];
+        let Some(&local) = h.core.shared_rooms(&peer).get(usize::from(slot)) else {
+            return; // not proved yet: the core refuses it
+        };
+        let room = &self.rooms[h.rooms[local]];
+        for envelope in &batch.entries {
+            let entry = Entry::decode(Bytes::copy_from_slice(envelope));
+            if !entry.is_ok_and(|entry| belongs(&entry, room)) {
+                self.report.misplaced_entries += 1;
+                if self.report.misplaced_entries <= 3 {
+                    self.report.problems.push(format!(
+                        "{peer} sent {node} in {} an entry of another room",
+                        room.label()
+                    ));
+                }
+            }
+        }
+    }
+
+    fn input(&mut self, node: NodeId, input: RoomsInput<NodeId>) {
         let now = self.base + self.now();
         let h = &mut self.honest[node.index()];
-        h.replica.handle(now, input, &h.store);
+        h.core.handle(now, input, &h.stores);
         self.drain(node);
-        let footprint = self.honest[node.index()].replica.footprint();
+        let footprint = self.honest[node.index()].core.footprint();
         self.report.peak_footprint = self.report.peak_footprint.max(footprint);
     }
 
@@ -585,7 +673,7 @@ impl Sim {
     fn drain(&mut self, node: NodeId) {
         loop {
             let h = &mut self.honest[node.index()];
-            let outputs: Vec<_> = std::iter::from_fn(|| h.replica.poll()).collect();
+            let outputs: Vec<_> = std::iter::from_fn(|| h.core.poll()).collect();
             if outputs.is_empty() {
                 return;
             }
@@ -595,45 +683,44 @@ impl Sim {
         }
     }
 
-    fn output(&mut self, node: NodeId, output: Output<NodeId>) {
+    fn output(&mut self, node: NodeId, output: RoomsOutput<NodeId>) {
         match output {
-            Output::Send {
-                peer,
-                lane,
-                message,
-            } => {
+            RoomsOutput::Send { peer, lane, frame } => {
                 if let Some(&conn) = self.honest[node.index()].current.get(&peer) {
-                    let bytes = message.encode();
-                    let sent = self.report.by_kind.entry(kind(&message)).or_default();
+                    let bytes = frame.encode();
+                    let sent = self.report.by_kind.entry(frame_kind(&frame)).or_default();
                     sent.frames += 1;
                     sent.bytes += bytes.len() as u64 + 4;
-                    if let Message::Batch(batch) = &message {
+                    if let Frame::Room(_, Message::Batch(batch)) = &frame {
                         sent.entries += batch.entries.len() as u64;
                     }
                     self.transmit(conn, node, lane, bytes);
                 }
             }
-            Output::Store { peer, batch } => {
+            RoomsOutput::Store { room, peer, batch } => {
                 let life = self.honest[node.index()].life;
                 let delay = self.store_time(&batch);
                 let h = &mut self.honest[node.index()];
-                h.jobs.push_back((peer, batch));
+                h.jobs.push_back((room, peer, batch));
                 if !h.storing {
                     h.storing = true;
                     self.queue.after(delay, Ev::StoreDone { node, life });
                 }
             }
-            Output::Disconnect { peer, reason } => {
+            RoomsOutput::Disconnect { peer, reason } => {
                 self.disconnected(node, peer, &reason);
                 if let Some(&conn) = self.honest[node.index()].current.get(&peer) {
                     self.close(conn, Some(node));
                 }
             }
-            Output::Event(event) => self.event(node, event),
+            RoomsOutput::Event(RoomsEvent::Room { room, event }) => self.event(node, room, event),
+            RoomsOutput::Event(_) => {}
         }
     }
 
-    fn event(&mut self, node: NodeId, event: Event<NodeId>) {
+    /// An event of the node's room `local` (the core's index).
+    fn event(&mut self, node: NodeId, local: usize, event: Event<NodeId>) {
+        let room = self.honest[node.index()].rooms[local];
         match event {
             Event::Hello { peer, .. } => {
                 // The driver's accept step: everyone is welcome here. Handed straight to the
@@ -642,9 +729,10 @@ impl Sim {
                 self.failures.remove(&(peer, node));
                 let now = self.base + self.now();
                 let h = &mut self.honest[node.index()];
-                h.replica.handle(now, Input::Accept { peer }, &h.store);
+                let accept = RoomsInput::Accept { room: local, peer };
+                h.core.handle(now, accept, &h.stores);
             }
-            Event::Forked { author, seq } if self.expected.contains_key(&author) => {
+            Event::Forked { author, seq } if self.expected[room].contains_key(&author) => {
                 self.report.problems.push(format!(
                     "{node} says honest log {author:?} forked at seq {seq}"
                 ));
@@ -689,31 +777,46 @@ impl Sim {
         store_time(&self.scenario, batch)
     }
 
-    /// The storage worker finished the oldest batch: it goes into the store, the core hears.
+    /// The storage worker finished the oldest batch: it goes into its room's store, the core
+    /// hears.
     fn store_next(&mut self, node: NodeId) {
         let now = self.now();
         let h = &mut self.honest[node.index()];
-        let Some((peer, batch)) = h.jobs.pop_front() else {
+        let Some((local, peer, batch)) = h.jobs.pop_front() else {
             h.storing = false;
             return;
         };
+        let room = h.rooms[local];
         let author = batch.author;
         let envelopes = batch.entries.into_iter().map(|e| Bytes::from(e.into_vec()));
-        let inserted = h.store.insert(author, envelopes);
+        let inserted = h.stores[local].insert(author, envelopes);
         self.report.duplicates_stored += inserted.duplicates as u64;
-        if self.expected.contains_key(&author) {
+        for entry in &inserted.stored {
+            if !belongs(entry, &self.rooms[room]) {
+                self.report.misplaced_entries += 1;
+                if self.report.misplaced_entries <= 3 {
+                    self.report.problems.push(format!(
+                        "{node} stored in {} an entry of another room: {:?} seq {}",
+                        self.rooms[room].label(),
+                        entry.author(),
+                        entry.seq()
+                    ));
+                }
+            }
+        }
+        if self.expected[room].contains_key(&author) {
             let stored = inserted.stored.len() as u64;
             h.held += stored;
             self.lacking -= stored;
             for entry in &inserted.stored {
-                if let Some(written) = self.written_at.get(&(author, entry.seq())) {
+                if let Some(written) = self.written_at.get(&(room, author, entry.seq())) {
                     self.report.latency.record(now - *written);
                 }
             }
         }
         let h = &mut self.honest[node.index()];
         match h.jobs.front() {
-            Some((_, next)) => {
+            Some((_, _, next)) => {
                 let life = h.life;
                 let delay = store_time(&self.scenario, next);
                 self.queue.after(delay, Ev::StoreDone { node, life });
@@ -723,7 +826,8 @@ impl Sim {
         let outcome = Ok(inserted);
         self.input(
             node,
-            Input::Stored {
+            RoomsInput::Stored {
+                room: local,
                 peer,
                 author,
                 outcome,
@@ -731,28 +835,32 @@ impl Sim {
         );
     }
 
-    /// The node's user typed a line: appended (durable), then the core hears.
+    /// The node's user typed a line (in each of its rooms in turn): appended (durable), then
+    /// the core hears.
     fn write(&mut self, node: NodeId) {
         let now = self.now();
         let h = &mut self.honest[node.index()];
+        let local = h.written % h.rooms.len();
+        let room = h.rooms[local];
         h.written += 1;
         let text = format!("line {} from {}", h.written, h.name);
         let timestamp = BASE_UNIX_MS + now.as_millis() as u64;
-        let entry = match h.store.append(&h.key, Body::Text { text }, timestamp) {
+        let entry = match h.stores[local].append(&h.key, Body::Text { text }, timestamp) {
             Ok(entry) => entry,
             Err(e) => unreachable!("a short line does not sign: {e}"),
         };
         let author = h.author;
         h.held += 1;
-        self.written_at.insert((author, entry.seq()), now);
-        self.expected.insert(author, entry.seq());
-        self.total += 1;
-        self.lacking += self.honest.len() as u64 - 1;
+        self.written_at.insert((room, author, entry.seq()), now);
+        self.expected[room].insert(author, entry.seq());
+        self.totals[room] += 1;
+        self.lacking += self.members[room] - 1;
         self.writes_pending -= 1;
         self.report.lines_written += 1;
         self.input(
             node,
-            Input::Appended {
+            RoomsInput::Appended {
+                room: local,
                 entries: vec![entry],
             },
         );
@@ -796,6 +904,7 @@ impl Sim {
                 links: [Link::new(params), Link::new(params)],
                 held: Default::default(),
                 attack: None,
+                hostile_nonce: None,
             },
         );
         self.pairs.insert(pair(from, to), id);
@@ -1018,7 +1127,7 @@ impl Sim {
     fn restarted(&mut self, node: NodeId) {
         let h = &mut self.honest[node.index()];
         h.down = false;
-        h.replica = Replica::new(h.author, h.name.clone(), h.store.heads());
+        h.core = h.core(&self.rooms);
         let waiting = std::mem::take(&mut h.writes_waiting);
         self.disturbed -= 1;
         self.start_node(node);
@@ -1041,10 +1150,12 @@ impl Sim {
             refused: None,
             penalised: false,
         });
+        let nonce = Nonce::new(self.rng.r#gen());
         if let Some(conn) = self.conns.get_mut(&id) {
             conn.attack = Some((attack, index));
+            conn.hostile_nonce = Some(nonce);
         }
-        self.transmit(id, me, Lane::Live, Hostile::hello().encode());
+        self.transmit(id, me, Lane::Live, Hostile::greet(nonce).encode());
         self.queue
             .after(ATTACK_DELAY, Ev::HostileAttack { conn: id });
         self.queue.after(HOSTILE_PING, Ev::HostilePing { conn: id });
@@ -1065,18 +1176,40 @@ impl Sim {
         }
     }
 
+    /// The hostile node proves the first room (the world's LAN room) once greeted, says a
+    /// valid hello there, and answers queries.
     fn hostile_received(&mut self, id: ConnId, bytes: &[u8]) {
-        let Some((attack, _)) = self.conns.get(&id).and_then(|c| c.attack) else {
+        let Some(conn) = self.conns.get(&id) else {
             return;
         };
+        let (Some((attack, _)), Some(our_nonce)) = (conn.attack, conn.hostile_nonce) else {
+            return;
+        };
+        let target = if self.is_hostile(conn.dialer) {
+            conn.other
+        } else {
+            conn.dialer
+        };
+        let them = self.author_of(target);
         let Some((me, hostile)) = &self.hostile else {
             return;
         };
         let me = *me;
-        let answer = Message::decode(bytes)
-            .ok()
-            .and_then(|message| hostile.answer(attack, &message));
-        if let Some(answer) = answer {
+        let answers = match Frame::decode(bytes) {
+            Ok(Frame::Greet(greet)) => {
+                let transcript = Transcript {
+                    us: hostile.author,
+                    them,
+                    our_nonce,
+                    their_nonce: greet.nonce,
+                };
+                let proof = Frame::Proof(transcript.our_tags(&self.rooms[..1]));
+                vec![proof.encode(), Hostile::hello().encode()]
+            }
+            Ok(Frame::Room(0, message)) => hostile.answer(attack, &message).into_iter().collect(),
+            _ => Vec::new(),
+        };
+        for answer in answers {
             self.transmit(id, me, Lane::Live, answer);
         }
     }
@@ -1084,10 +1217,15 @@ impl Sim {
     /// The report, with what the end state shows to be wrong.
     fn finish(mut self) -> Report {
         let report = &mut self.report;
-        report.entries_total = self.total;
+        report.entries_total = self.totals.iter().sum();
         let start: u64 = self.honest.iter().map(|h| h.held_at_start).sum();
-        report.unique_needed =
-            (self.total * self.honest.len() as u64).saturating_sub(start + report.lines_written);
+        let needed: u64 = self
+            .totals
+            .iter()
+            .zip(&self.members)
+            .map(|(t, m)| t * m)
+            .sum();
+        report.unique_needed = needed.saturating_sub(start + report.lines_written);
         if self.scenario.until == Until::Converged {
             if report.converged_at.is_none() {
                 report.problems.push(format!(
@@ -1097,14 +1235,17 @@ impl Sim {
             }
             let mut missing = 0;
             for (i, h) in self.honest.iter().enumerate() {
-                for (author, &seq) in &self.expected {
-                    let held = h.store.head_seq(author);
-                    if held != seq {
-                        missing += 1;
-                        if missing <= 5 {
-                            report.problems.push(format!(
-                                "n{i} holds the log of {author:?} through seq {held} of {seq}"
-                            ));
+                for (&room, store) in h.rooms.iter().zip(&h.stores) {
+                    for (author, &seq) in &self.expected[room] {
+                        let held = store.head_seq(author);
+                        if held != seq {
+                            missing += 1;
+                            if missing <= 5 {
+                                report.problems.push(format!(
+                                    "n{i} holds the log of {author:?} in {} through seq {held} of {seq}",
+                                    self.rooms[room].label()
+                                ));
+                            }
                         }
                     }
                 }
@@ -1115,12 +1256,22 @@ impl Sim {
                     .push(format!("... {} more logs not fully held", missing - 5));
             }
             if missing == 0 {
-                let first: Vec<_> = self.honest[0].store.heads();
-                for (i, h) in self.honest.iter().enumerate().skip(1) {
-                    if h.store.heads() != first {
-                        report
-                            .problems
-                            .push(format!("n{i} holds other heads than n0"));
+                for (room, world_room) in self.rooms.iter().enumerate() {
+                    let mut members = self
+                        .honest
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, h)| Some((i, h.stores[h.local(room)?].heads())));
+                    let Some((_, first)) = members.next() else {
+                        continue;
+                    };
+                    for (i, heads) in members {
+                        if heads != first {
+                            report.problems.push(format!(
+                                "n{i} holds other heads in {} than its first member",
+                                world_room.label()
+                            ));
+                        }
                     }
                 }
             }
@@ -1129,8 +1280,10 @@ impl Sim {
         let checked = self.scenario.verify_nodes.min(nodes);
         for k in 0..checked {
             let i = k * nodes / checked.max(1);
-            if let Err(broken) = self.honest[i].store.verify_chains() {
-                report.problems.push(format!("n{i}: {broken}"));
+            for store in &self.honest[i].stores {
+                if let Err(broken) = store.verify_chains() {
+                    report.problems.push(format!("n{i}: {broken}"));
+                }
             }
         }
         let honest = nodes;
@@ -1144,6 +1297,44 @@ impl Sim {
         }
         report.trace = self.trace.finish();
         self.report
+    }
+}
+
+/// The core of `author`'s node called `name`, in the world's `rooms` over `stores`.
+fn new_core(
+    author: Author,
+    name: &str,
+    rooms: &[usize],
+    stores: &[MemoryStore],
+    world: &[Room],
+) -> Rooms<NodeId> {
+    let rooms = rooms
+        .iter()
+        .zip(stores)
+        .map(|(&r, store)| (world[r].clone(), name.to_owned(), store.heads()))
+        .collect();
+    Rooms::new(author, rooms)
+}
+
+/// The world's room `r`: the LAN room first, then private rooms.
+fn world_room(r: usize) -> Room {
+    match r {
+        0 => Room::lan(),
+        _ => Room::private(&[r as u8; 32], format!("room{r}")),
+    }
+}
+
+/// Whether `entry` may be stored in `room`: its signed payload names that room.
+fn belongs(entry: &Entry, room: &Room) -> bool {
+    entry.room() == Some(room.id())
+}
+
+/// The frame's kind, for counting what is sent.
+fn frame_kind(frame: &Frame) -> &'static str {
+    match frame {
+        Frame::Greet(_) => "greet",
+        Frame::Proof(_) => "proof",
+        Frame::Room(_, message) => kind(message),
     }
 }
 

@@ -7,7 +7,7 @@ use p2pchat_protocol::room::Room;
 use p2pchat_storage::{Damage, Store};
 
 use crate::NodeError;
-use crate::node::locate_store;
+use crate::roster::recorded_store;
 
 /// What [`doctor`] found.
 #[derive(Debug)]
@@ -60,7 +60,11 @@ pub fn doctor(dir: &Path, room: &Room, repair: bool) -> Result<Checkup, NodeErro
     if !dir.is_dir() {
         return Err(NodeError::NoData(dir.to_owned()));
     }
-    let (path, _) = locate_store(dir, room)?;
+    let path = match recorded_store(dir, room) {
+        // The logs stored before rooms are checked as they are, without giving them to a room.
+        Err(NodeError::BeforeRooms(_)) => dir.join("store"),
+        found => found?,
+    };
     if !path.is_dir() {
         return Err(NodeError::NoData(dir.to_owned()));
     }

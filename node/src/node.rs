@@ -325,6 +325,22 @@ pub enum NodeError {
         "no p2pchat data in {0} (check --name and --data-dir; a chat started with them creates it)"
     )]
     NoData(PathBuf),
+    /// The data directory holds nothing of this room (a tool that only reads never creates it).
+    #[error(
+        "no logs of room {room} in {dir} (check --room/--room-key; a chat started in that room creates them)"
+    )]
+    NoRoomData {
+        /// The data directory.
+        dir: PathBuf,
+        /// The room's label.
+        room: String,
+    },
+    /// The logs stored before rooms belong to no room yet, and only a chat's start decides.
+    #[error(
+        "the logs in {} were stored before rooms and belong to no room yet: start the chat once in the room they belong to (--room-key FILE, or no room flag for the LAN room), which gives them to it for good",
+        .0.join("store").display()
+    )]
+    BeforeRooms(PathBuf),
     /// The data directory is a file (or something else that is not a directory).
     #[error(
         "the data directory {0} is not a directory: give --data-dir the directory that holds identity.key and store/"
@@ -957,6 +973,39 @@ mod tests {
         assert_eq!(again.heads_in("team").unwrap().len(), 2);
         assert_eq!(again.heads().len(), 1, "lan is the first room now");
         again.shutdown().await;
+    }
+
+    #[test]
+    fn reading_tools_never_decide_where_the_logs_stored_before_rooms_go() {
+        let root = tempfile::tempdir().unwrap();
+        let fixture = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/previous-release/alice"
+        );
+        let copied = std::process::Command::new("cp")
+            .args(["-a", fixture])
+            .arg(root.path())
+            .status()
+            .unwrap();
+        assert!(copied.success());
+        let dir = root.path().join("alice");
+        let error = crate::Archive::open(&dir, &Room::lan())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            error.contains("stored before rooms and belong to no room yet"),
+            "{error}"
+        );
+        let checkup = crate::doctor::doctor(&dir, &Room::lan(), false).unwrap();
+        assert!(
+            !checkup.is_damaged() && checkup.logs.len() == 2,
+            "the old store is checked as it is"
+        );
+        assert!(
+            !dir.join(p2pchat_storage::REGISTRY).exists(),
+            "nothing recorded, so the first chat still decides"
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use p2pchat_storage::{Store, StoreError};
 
 use p2pchat_protocol::room::Room;
 
-use crate::node::{check_not_a_file, locate_store};
+use crate::node::check_not_a_file;
 use crate::shared::display_name;
 use crate::{Message, Node, NodeError, identity};
 
@@ -183,6 +183,21 @@ pub struct Archive {
     _copy: Option<tempfile::TempDir>,
 }
 
+/// Where `room`'s store is in `dir`, without recording anything: reading must not decide which
+/// room the logs stored before rooms go to.
+pub(crate) fn recorded_store(dir: &Path, room: &Room) -> Result<PathBuf, NodeError> {
+    if let Some(path) = p2pchat_storage::find(dir, &room.id())? {
+        return Ok(path);
+    }
+    if dir.join("store").is_dir() && !p2pchat_storage::store_claimed(dir)? {
+        return Err(NodeError::BeforeRooms(dir.to_owned()));
+    }
+    Err(NodeError::NoRoomData {
+        dir: dir.to_owned(),
+        room: room.label().to_owned(),
+    })
+}
+
 impl Archive {
     /// Opens `room`'s store in `dir`; an error if the user has none yet. A read-only store (a
     /// failing disk remounted read-only, say) is copied to a temporary directory and read
@@ -192,7 +207,7 @@ impl Archive {
         if !dir.join(identity::IDENTITY_FILE).is_file() && !dir.join("store").is_dir() {
             return Err(NodeError::NoData(dir.to_owned()));
         }
-        let (path, _) = locate_store(dir, room)?;
+        let path = recorded_store(dir, room)?;
         let label = room.label().to_owned();
         match Store::open(&path, room.id()) {
             Ok(store) => Ok(Archive {
@@ -208,7 +223,7 @@ impl Archive {
     /// Opens a copy of `room`'s store in `dir` rebuilt from what verifies, in a temporary
     /// directory (the original is not changed): for reading a store found damaged while read.
     pub fn salvaged(dir: &Path, room: &Room) -> Result<Self, NodeError> {
-        let (path, _) = locate_store(dir, room)?;
+        let path = recorded_store(dir, room)?;
         Self::open_copy(&path, room, true)
     }
 

@@ -35,7 +35,7 @@ mod journal;
 mod locate;
 mod repair;
 pub use history::{HistoryKey, HistoryPos};
-pub use locate::{Located, REGISTRY, locate};
+pub use locate::{Located, REGISTRY, find, locate, store_claimed};
 pub use p2pchat_protocol::store::Inserted;
 pub use repair::{Damage, LogCheck, LogLoss};
 

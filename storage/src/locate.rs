@@ -49,24 +49,7 @@ pub fn locate(data_dir: &Path, room: &RoomId) -> Result<Located, StoreError> {
     let lock = File::open(data_dir).map_err(io(data_dir))?;
     lock.lock().map_err(io(data_dir))?;
     let path = data_dir.join(REGISTRY);
-    let mut rooms = match std::fs::read(&path) {
-        Ok(bytes) => parse(&path, &bytes)?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let others = data_dir.join(OTHERS);
-            if others.exists() {
-                return Err(registry_error(
-                    &path,
-                    format!(
-                        "is missing while {} exists, so which room the logs in store/ belong \
-                         to is unknown",
-                        others.display()
-                    ),
-                ));
-            }
-            Vec::new()
-        }
-        Err(e) => return Err(StoreError::from_io(&path, e)),
-    };
+    let mut rooms = read(data_dir)?;
     if let Some((_, dir)) = rooms.iter().find(|(id, _)| id == room) {
         return Ok(Located {
             dir: data_dir.join(dir),
@@ -97,6 +80,44 @@ pub fn locate(data_dir: &Path, room: &RoomId) -> Result<Located, StoreError> {
         dir: data_dir.join(dir),
         claimed,
     })
+}
+
+/// Where `room`'s store is in `data_dir`, if the registry records one. Nothing is written: for
+/// tools that only read (`export`, `doctor`), which must not decide where the logs stored
+/// before rooms go.
+pub fn find(data_dir: &Path, room: &RoomId) -> Result<Option<PathBuf>, StoreError> {
+    Ok(read(data_dir)?
+        .into_iter()
+        .find(|(id, _)| id == room)
+        .map(|(_, dir)| data_dir.join(dir)))
+}
+
+/// Whether `store/` in `data_dir` belongs to a room yet (see [`locate`]).
+pub fn store_claimed(data_dir: &Path) -> Result<bool, StoreError> {
+    Ok(read(data_dir)?.iter().any(|(_, dir)| dir == FIRST))
+}
+
+/// The registry of `data_dir` (empty if there is none yet).
+fn read(data_dir: &Path) -> Result<Vec<(RoomId, String)>, StoreError> {
+    let path = data_dir.join(REGISTRY);
+    match std::fs::read(&path) {
+        Ok(bytes) => parse(&path, &bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let others = data_dir.join(OTHERS);
+            if others.exists() {
+                return Err(registry_error(
+                    &path,
+                    format!(
+                        "is missing while {} exists, so which room the logs in store/ belong \
+                         to is unknown",
+                        others.display()
+                    ),
+                ));
+            }
+            Ok(Vec::new())
+        }
+        Err(e) => Err(StoreError::from_io(&path, e)),
+    }
 }
 
 /// The registry's lines: each room and its directory (relative to the data directory).

@@ -50,11 +50,16 @@ async fn a_data_dir_of_the_previous_release_opens_with_nothing_lost() -> anyhow:
     let root = tempfile::tempdir()?;
     let dir = copy_fixture(root.path())?;
 
-    let exported = export(&dir)?;
-    assert_eq!(exported.len(), LINES, "{exported:#?}");
-    assert!(exported.contains(&"alice> alice line 40".to_owned()));
-    assert!(exported.contains(&"bob> bob line 20".to_owned()));
-    assert!(exported.contains(&"alice> hi bob, from the old release".to_owned()));
+    // Reading decides nothing: the logs belong to the room of the first chat started.
+    let early = std::process::Command::new(p2pchat_binary())
+        .args(["export", "--name", "alice", "--data-dir"])
+        .arg(&dir)
+        .output()?;
+    let said = String::from_utf8_lossy(&early.stderr).into_owned();
+    assert!(
+        !early.status.success() && said.contains("belong to no room yet"),
+        "export before the first start: {said}"
+    );
 
     let doctor = std::process::Command::new(p2pchat_binary())
         .args(["doctor", "--name", "alice", "--data-dir"])
@@ -62,6 +67,10 @@ async fn a_data_dir_of_the_previous_release_opens_with_nothing_lost() -> anyhow:
         .output()?;
     let report = String::from_utf8_lossy(&doctor.stdout).into_owned();
     assert!(doctor.status.success(), "doctor: {report}");
+    assert!(
+        !dir.join(p2pchat_storage::REGISTRY).exists(),
+        "export and doctor gave the old logs to no room"
+    );
 
     let dir_arg = dir.to_str().unwrap_or_default().to_owned();
     let mut alice = Chat::start_user("alice", &dir_arg, &[], &[])?;
@@ -70,8 +79,22 @@ async fn a_data_dir_of_the_previous_release_opens_with_nothing_lost() -> anyhow:
     alice.wait_line("alice> typed after the upgrade").await?;
     alice.drain_stderr(Duration::from_millis(500)).await;
     let log = alice.stderr_tail();
-    assert!(!log.contains("warning"), "a quiet upgrade:{log}");
+    let claim = "warning: logs stored before rooms (2 logs) now belong to room lan";
+    assert!(
+        log.contains(claim),
+        "the upgrade says where the logs went:{log}"
+    );
+    assert!(
+        !log.replace(claim, "").contains("warning"),
+        "nothing else to warn of:{log}"
+    );
     assert!(alice.interrupt().await?);
+
+    let exported = export(&dir)?;
+    assert_eq!(exported.len(), LINES + 1, "{exported:#?}");
+    assert!(exported.contains(&"alice> alice line 40".to_owned()));
+    assert!(exported.contains(&"bob> bob line 20".to_owned()));
+    assert!(exported.contains(&"alice> hi bob, from the old release".to_owned()));
 
     let verified = verify_store(&dir)?;
     assert!(verified.forked.is_empty());

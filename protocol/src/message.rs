@@ -206,8 +206,7 @@ impl Frame {
     /// Decodes the body of one frame and checks its limits: a greet's version, a proof's
     /// number of tags, and a room message as [`Message::decode`] does.
     pub fn decode(bytes: &[u8]) -> Result<Self, MessageError> {
-        let frame: Frame = cbor4ii::serde::from_slice(bytes)
-            .map_err(|e| MessageError::Malformed(e.to_string()))?;
+        let frame: Frame = decode_whole(bytes)?;
         match &frame {
             Frame::Greet(greet) if greet.version != PROTOCOL_VERSION => {
                 Err(MessageError::Version(greet.version))
@@ -222,6 +221,22 @@ impl Frame {
             Frame::Room(_, message) => message.check(),
         }?;
         Ok(frame)
+    }
+}
+
+/// The one CBOR item that makes up the whole of `bytes` (bytes after it are refused).
+fn decode_whole<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, MessageError> {
+    use cbor4ii::core::dec::{Read, Reference};
+    let mut deserializer =
+        cbor4ii::serde::Deserializer::new(cbor4ii::core::utils::SliceReader::new(bytes));
+    let value =
+        T::deserialize(&mut deserializer).map_err(|e| MessageError::Malformed(e.to_string()))?;
+    let mut rest = deserializer.into_inner();
+    match rest.fill(1) {
+        Ok(Reference::Long(left) | Reference::Short(left)) if !left.is_empty() => Err(
+            MessageError::Malformed("bytes follow the end of the CBOR item".into()),
+        ),
+        _ => Ok(value),
     }
 }
 
@@ -244,8 +259,7 @@ impl Message {
 
     /// Decodes a message's CBOR and checks its limits (and a hello's version and name).
     pub fn decode(bytes: &[u8]) -> Result<Self, MessageError> {
-        let message: Message = cbor4ii::serde::from_slice(bytes)
-            .map_err(|e| MessageError::Malformed(e.to_string()))?;
+        let message: Message = decode_whole(bytes)?;
         message.check()?;
         Ok(message)
     }
@@ -299,6 +313,23 @@ mod tests {
 
     fn author(n: u8) -> Author {
         Author::from_bytes([n; 32])
+    }
+
+    #[test]
+    fn bytes_after_a_frame_are_refused() {
+        let mut bytes = Frame::Room(0, Message::Ping).encode();
+        assert_eq!(Frame::decode(&bytes), Ok(Frame::Room(0, Message::Ping)));
+        bytes.push(0);
+        assert!(matches!(
+            Frame::decode(&bytes),
+            Err(MessageError::Malformed(why)) if why.contains("bytes follow")
+        ));
+        let mut ping = Message::Ping.encode();
+        ping.push(0xf6);
+        assert!(matches!(
+            Message::decode(&ping),
+            Err(MessageError::Malformed(_))
+        ));
     }
 
     #[test]

@@ -14,6 +14,39 @@ const ARRAY: u8 = 4;
 /// The one-byte encoding of `null`.
 pub(crate) const NULL: u8 = 0xf6;
 
+/// Said of bytes that are not what was expected, when nothing more precise can be said.
+const SHAPE: &str = "the bytes are not CBOR of the expected shape";
+
+/// What a serde CBOR decoding error means, in words (its own text is Rust debug output).
+pub(crate) fn serde_error_words<E>(error: &cbor4ii::serde::DecodeError<E>) -> String {
+    use cbor4ii::core::error::DecodeError as Core;
+    let core = match error {
+        cbor4ii::serde::DecodeError::Core(core) => core,
+        // serde passes the decoder's errors inside its own as their (debug) text.
+        cbor4ii::serde::DecodeError::Custom(what) if what.starts_with("Core(") => {
+            return SHAPE.to_owned();
+        }
+        cbor4ii::serde::DecodeError::Custom(what) => return what.to_string(),
+    };
+    match core {
+        Core::Mismatch { name, found } => {
+            format!("{name} expected, found the CBOR byte {found:#04x}")
+        }
+        Core::Unsupported { name, found } => {
+            format!("the CBOR byte {found:#04x} cannot start {name}")
+        }
+        Core::Eof { name, .. } => format!("the bytes end inside {name}"),
+        Core::RequireLength { name, .. } => format!("{name} needs a definite length"),
+        Core::RequireUtf8 { name } => format!("{name} is not UTF-8"),
+        Core::LengthOverflow { name, .. } => format!("{name} is longer than the bytes"),
+        Core::CastOverflow { name } | Core::ArithmeticOverflow { name, .. } => {
+            format!("a number in {name} is out of range")
+        }
+        Core::DepthOverflow { .. } => "the items are nested too deep".to_owned(),
+        _ => SHAPE.to_owned(),
+    }
+}
+
 fn malformed(what: &str) -> DecodeError {
     DecodeError::Malformed(what.to_owned())
 }

@@ -225,8 +225,8 @@ impl Body {
     /// Any other body (unknown kinds, and every malformed one): decoded as a generic CBOR
     /// value, which must re-encode to the same bytes.
     fn read_any(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let value: Value =
-            cbor4ii::serde::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        let value: Value = cbor4ii::serde::from_slice(bytes)
+            .map_err(|e| DecodeError::Malformed(cbor::serde_error_words(&e)))?;
         if encode(&value)? != bytes {
             return Err(DecodeError::NonCanonical);
         }

@@ -229,8 +229,8 @@ fn decode_whole<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, MessageErr
     use cbor4ii::core::dec::{Read, Reference};
     let mut deserializer =
         cbor4ii::serde::Deserializer::new(cbor4ii::core::utils::SliceReader::new(bytes));
-    let value =
-        T::deserialize(&mut deserializer).map_err(|e| MessageError::Malformed(e.to_string()))?;
+    let value = T::deserialize(&mut deserializer)
+        .map_err(|e| MessageError::Malformed(crate::cbor::serde_error_words(&e)))?;
     let mut rest = deserializer.into_inner();
     match rest.fill(1) {
         Ok(Reference::Long(left) | Reference::Short(left)) if !left.is_empty() => Err(
@@ -313,6 +313,20 @@ mod tests {
 
     fn author(n: u8) -> Author {
         Author::from_bytes([n; 32])
+    }
+
+    #[test]
+    fn a_bad_frame_is_said_in_words_not_rust_debug_text() {
+        let garbage: [&[u8]; 5] = [&[0xff, 0x00], &[0xa1], &[0x1c], &[0x64, 0x50, 0x69], b"{}"];
+        for bytes in garbage {
+            let Err(MessageError::Malformed(why)) = Frame::decode(bytes) else {
+                panic!("{bytes:?} decoded");
+            };
+            assert!(
+                !why.contains("Core(") && !why.contains('{') && !why.is_empty(),
+                "{bytes:?}: {why}"
+            );
+        }
     }
 
     #[test]

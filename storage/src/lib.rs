@@ -13,7 +13,7 @@
 //!
 //! Every write is one atomic batch: entries and their log's head move together. Heads, names
 //! and pins are cached in memory, so start-up reads a few rows per author, never the logs
-//! themselves. The merged history is read by merging the logs ([`history`]), not from an index.
+//! themselves. The merged history is read by merging the logs (`history.rs`), not from an index.
 //! A log on disk whose author's key cannot sign (written before keys were checked) is ignored
 //! from open on ([`Store::refused_logs`]).
 

@@ -37,6 +37,8 @@ mod room;
 mod roster;
 mod shared;
 mod storer;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod warnings;
 
 pub use dial::ConnectFailure;

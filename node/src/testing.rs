@@ -1,0 +1,559 @@
+//! Many nodes in one process, for tests (the `testing` feature): spawn a cluster, wire it up,
+//! cut it in two, heal it, and wait until every node holds every log.
+//!
+//! ```
+//! use std::time::Duration;
+//! use p2pchat_node::testing::Cluster;
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut cluster = Cluster::builder().nodes(5).memory().seed(7).spawn().await?;
+//! cluster.line().await?;
+//! cluster.partition(&[0, 1], &[2, 3, 4]).await?;
+//! cluster.node(0).send("from the left")?;
+//! cluster.node(4).send("from the right")?;
+//! cluster.heal().await?;
+//! cluster.wait_converged(Duration::from_secs(30)).await?;
+//! for node in cluster.nodes() {
+//!     let texts: Vec<String> = node.history(10).await?.into_iter().map(|m| m.text).collect();
+//!     assert!(texts.contains(&"from the left".into()), "{texts:?}");
+//!     assert!(texts.contains(&"from the right".into()), "{texts:?}");
+//! }
+//! cluster.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! Node `i` is called `node{i}`; its key is drawn from the seed, so a seed gives the same
+//! authors (and peer ids) on every run. mDNS is off: nodes connect only as the cluster says.
+//! Each node listens on 127.0.0.1 with a port of its own and keeps its data in a temporary
+//! directory that the cluster deletes when dropped.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+use libp2p::multiaddr::Protocol;
+use p2pchat_protocol::own::OwnMark;
+use p2pchat_protocol::{Author, Heads, SigningKey};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+
+use crate::identity::{self, IDENTITY_FILE, OWN_HEAD_FILE, OwnMarkFile};
+use crate::{Node, NodeError, PeerSpec};
+
+/// Why a cluster could not be set up, or did not converge.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    /// A node could not start, stop or act.
+    #[error("{node}: {source}")]
+    Node {
+        /// The node's name (`node3`).
+        node: String,
+        /// What went wrong.
+        source: NodeError,
+    },
+    /// A node's temporary data directory could not be made.
+    #[error("cannot make a temporary data directory for {node}: {source}")]
+    TempDir {
+        /// The node's name.
+        node: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// [`Cluster::wait_converged`] ran out of time.
+    #[error("the cluster did not converge within {waited:?}: {missing}")]
+    NotConverged {
+        /// How long it waited.
+        waited: Duration,
+        /// Which node lacked which entries when it gave up, in words.
+        missing: String,
+    },
+}
+
+/// Configures a [`Cluster`]; see [`Cluster::builder`].
+#[derive(Clone, Debug)]
+pub struct ClusterBuilder {
+    nodes: usize,
+    seed: u64,
+}
+
+impl Default for ClusterBuilder {
+    fn default() -> Self {
+        ClusterBuilder { nodes: 2, seed: 0 }
+    }
+}
+
+impl ClusterBuilder {
+    /// How many nodes (default 2).
+    pub fn nodes(mut self, n: usize) -> Self {
+        self.nodes = n;
+        self
+    }
+
+    /// The seed that the nodes' keys and [`Cluster::mesh`]'s choices are drawn from
+    /// (default 0).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Keeps the nodes' data out of the way of the test: each node's data lives in a temporary
+    /// directory, deleted with the cluster.
+    pub fn memory(self) -> Self {
+        self
+    }
+
+    /// Starts every node, none connected yet.
+    pub async fn spawn(self) -> Result<Cluster, ClusterError> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(self.seed);
+        let mut cluster = Cluster {
+            members: Vec::with_capacity(self.nodes),
+            links: BTreeSet::new(),
+            cut: BTreeSet::new(),
+            seed: self.seed,
+        };
+        for i in 0..self.nodes {
+            let name = format!("node{i}");
+            let dir = tempfile::tempdir().map_err(|source| ClusterError::TempDir {
+                node: name.clone(),
+                source,
+            })?;
+            let key = SigningKey::generate(&mut rng);
+            write_key(dir.path(), &key).map_err(|source| ClusterError::Node {
+                node: name.clone(),
+                source: source.into(),
+            })?;
+            let node = start(&name, dir.path(), 0, &[]).await?;
+            let port = tcp_port(&node);
+            cluster.members.push(Member {
+                name,
+                peer: node.peer_id(),
+                node: Some(node),
+                dir,
+                port,
+            });
+        }
+        Ok(cluster)
+    }
+}
+
+/// One node of the cluster and what it needs to start again.
+struct Member {
+    name: String,
+    peer: libp2p::PeerId,
+    /// `None` while stopped.
+    node: Option<Node>,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+/// Nodes in one process with their links: see the [module docs](self).
+pub struct Cluster {
+    members: Vec<Member>,
+    /// The links asked for (`(i, j)` with `i < j`), cut or not.
+    links: BTreeSet<(usize, usize)>,
+    /// The links a [`Cluster::partition`] cut, until [`Cluster::heal`].
+    cut: BTreeSet<(usize, usize)>,
+    seed: u64,
+}
+
+impl Cluster {
+    /// Starts configuring a cluster.
+    pub fn builder() -> ClusterBuilder {
+        ClusterBuilder::default()
+    }
+
+    /// How many nodes the cluster has.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Whether the cluster has no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// Node `i`. Panics if there is no node `i`.
+    pub fn node(&self, i: usize) -> &Node {
+        let Some(member) = self.members.get(i) else {
+            panic!("the cluster has {} nodes, no node {i}", self.len());
+        };
+        let Some(node) = &member.node else {
+            panic!("{} is stopped", member.name);
+        };
+        node
+    }
+
+    /// Every running node, in order.
+    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
+        self.members
+            .iter()
+            .filter_map(|member| member.node.as_ref())
+    }
+
+    /// Where node `i` keeps its data (its store can be opened there while it is stopped).
+    pub fn data_dir(&self, i: usize) -> Option<&Path> {
+        Some(self.members[i].dir.path())
+    }
+
+    /// Stops node `i` (its data and links are kept for [`Cluster::start`]): its peers see it
+    /// go, and [`Cluster::node`] panics until it starts again.
+    pub async fn stop(&mut self, i: usize) {
+        if let Some(node) = self.members[i].node.take() {
+            node.shutdown().await;
+        }
+    }
+
+    /// Starts node `i` again after [`Cluster::stop`], with its data, key, address and links
+    /// (a running node restarts).
+    pub async fn start(&mut self, i: usize) -> Result<(), ClusterError> {
+        self.stop(i).await;
+        let peers = self.peers_of(i);
+        let member = &mut self.members[i];
+        member.node = Some(start(&member.name, member.dir.path(), member.port, &peers).await?);
+        Ok(())
+    }
+
+    /// Node `i`'s name: `node{i}`.
+    pub fn name(&self, i: usize) -> &str {
+        &self.members[i].name
+    }
+
+    /// Connects nodes `i` and `j` and keeps them connected (until a [`Cluster::partition`]
+    /// puts them on different sides).
+    pub async fn connect(&mut self, i: usize, j: usize) -> Result<(), ClusterError> {
+        self.add_links([(i, j)]).await
+    }
+
+    /// Connects each node to the next: `node0 – node1 – … – node{n-1}`.
+    pub async fn line(&mut self) -> Result<(), ClusterError> {
+        let links: Vec<_> = (1..self.len()).map(|j| (j - 1, j)).collect();
+        self.add_links(links).await
+    }
+
+    /// Connects each node to at least `k` others, chosen from the seed (the same seed, the
+    /// same links).
+    pub async fn mesh(&mut self, k: usize) -> Result<(), ClusterError> {
+        let n = self.len();
+        let k = k.min(n.saturating_sub(1));
+        let mut rng = rand::rngs::StdRng::seed_from_u64(self.seed ^ 0x6d65_7368);
+        let mut links = self.links.clone();
+        for i in 0..n {
+            let mut others: Vec<usize> = (0..n).filter(|&j| j != i).collect();
+            others.shuffle(&mut rng);
+            for j in others {
+                if degree(&links, i) >= k {
+                    break;
+                }
+                links.insert(ordered(i, j));
+            }
+        }
+        let new: Vec<_> = links.difference(&self.links).copied().collect();
+        self.add_links(new).await
+    }
+
+    /// Cuts every link between a node of `left` and a node of `right`, and keeps them apart
+    /// until [`Cluster::heal`]. Returns once those connections are closed.
+    pub async fn partition(&mut self, left: &[usize], right: &[usize]) -> Result<(), ClusterError> {
+        let crossing: Vec<_> = self
+            .links
+            .iter()
+            .copied()
+            .filter(|&(i, j)| {
+                (left.contains(&i) && right.contains(&j))
+                    || (left.contains(&j) && right.contains(&i))
+            })
+            .collect();
+        self.cut.extend(crossing.iter().copied());
+        self.rewire(crossing).await
+    }
+
+    /// Restores every link a [`Cluster::partition`] cut.
+    pub async fn heal(&mut self) -> Result<(), ClusterError> {
+        let cut: Vec<_> = std::mem::take(&mut self.cut).into_iter().collect();
+        self.rewire(cut).await
+    }
+
+    /// Waits until every node holds the same logs (the same heads in every room), or fails
+    /// after `timeout` saying which node lacks what.
+    pub async fn wait_converged(&self, timeout: Duration) -> Result<(), ClusterError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let missing = self.missing();
+            if missing.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ClusterError::NotConverged {
+                    waited: timeout,
+                    missing,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops every node.
+    pub async fn shutdown(mut self) {
+        for member in &mut self.members {
+            if let Some(node) = member.node.take() {
+                node.shutdown().await;
+            }
+        }
+    }
+
+    /// What each node lacks of the logs any node holds, in words; empty when converged.
+    fn missing(&self) -> String {
+        let mut said = String::new();
+        let Some(rooms) = self.nodes().next().map(Node::rooms) else {
+            return said;
+        };
+        for room in &rooms {
+            let label = room.label();
+            let heads: Vec<(&str, Heads)> = self
+                .members
+                .iter()
+                .filter_map(|member| Some((member.name.as_str(), member.node.as_ref()?)))
+                .map(|(name, node)| (name, node.heads_in(label).unwrap_or_default()))
+                .collect();
+            let mut all = Heads::new();
+            for (_, held) in &heads {
+                for (author, seq) in held {
+                    let top = all.entry(*author).or_default();
+                    *top = (*top).max(*seq);
+                }
+            }
+            for (name, held) in &heads {
+                for (author, top) in &all {
+                    let have = held.get(author).copied().unwrap_or(0);
+                    if have < *top {
+                        let _ = write!(
+                            said,
+                            "{}{} lacks {}'s seqs {}..={top}",
+                            if said.is_empty() { "" } else { "; " },
+                            name,
+                            self.author_name(author),
+                            have + 1,
+                        );
+                        if rooms.len() > 1 {
+                            let _ = write!(said, " in room {label}");
+                        }
+                    }
+                }
+            }
+        }
+        said
+    }
+
+    /// The cluster's name for `author`, or its fingerprint if no node of the cluster has it.
+    fn author_name(&self, author: &Author) -> String {
+        self.members
+            .iter()
+            .find(|member| crate::identity::author_of(&member.peer) == Some(*author))
+            .map(|member| member.name.clone())
+            .unwrap_or_else(|| format!("#{}", author.fingerprint()))
+    }
+
+    /// Adds `links` and connects them (those not cut).
+    async fn add_links(
+        &mut self,
+        links: impl IntoIterator<Item = (usize, usize)>,
+    ) -> Result<(), ClusterError> {
+        let mut changed = Vec::new();
+        for (i, j) in links {
+            let link = ordered(i, j);
+            assert!(
+                link.1 < self.len() && link.0 != link.1,
+                "the cluster has {} nodes: no link {i}–{j}",
+                self.len()
+            );
+            if self.links.insert(link) {
+                changed.push(link);
+            }
+        }
+        self.rewire(changed).await
+    }
+
+    /// Makes the connections match the links after `changed` links were added, cut or healed.
+    /// The later node of each link dials the earlier one and keeps it connected: such a node
+    /// restarts with its new list of peers (its data, key and port kept).
+    async fn rewire(&mut self, changed: Vec<(usize, usize)>) -> Result<(), ClusterError> {
+        let dialers: BTreeSet<usize> = changed.iter().map(|&(_, j)| j).collect();
+        for j in dialers {
+            if self.members[j].node.is_some() {
+                self.start(j).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The addresses node `j` dials: the earlier node of each of its links not cut.
+    fn peers_of(&self, j: usize) -> Vec<Multiaddr> {
+        self.links
+            .iter()
+            .filter(|&&link| link.1 == j && !self.cut.contains(&link))
+            .map(|&(i, _)| self.address(i))
+            .collect()
+    }
+
+    /// Where node `i` listens, with its peer id.
+    fn address(&self, i: usize) -> Multiaddr {
+        let member = &self.members[i];
+        Multiaddr::empty()
+            .with(Protocol::Ip4([127, 0, 0, 1].into()))
+            .with(Protocol::Tcp(member.port))
+            .with(Protocol::P2p(member.peer))
+    }
+}
+
+/// Starts the node `name` with its data in `dir`, on 127.0.0.1 at `port` (0: any), keeping
+/// `peers` connected.
+async fn start(
+    name: &str,
+    dir: &Path,
+    port: u16,
+    peers: &[Multiaddr],
+) -> Result<Node, ClusterError> {
+    let listen = Multiaddr::empty()
+        .with(Protocol::Ip4([127, 0, 0, 1].into()))
+        .with(Protocol::Tcp(port));
+    let mut builder = Node::builder()
+        .name(name)
+        .data_dir(dir)
+        .listen(listen)
+        .mdns(false);
+    for peer in peers {
+        builder = builder.peer(PeerSpec::Addr(peer.clone()));
+    }
+    builder.spawn().await.map_err(|source| ClusterError::Node {
+        node: name.to_owned(),
+        source,
+    })
+}
+
+/// The TCP port `node` listens on.
+fn tcp_port(node: &Node) -> u16 {
+    node.listen_addrs()
+        .iter()
+        .flat_map(|address| address.iter())
+        .find_map(|part| match part {
+            Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+        .expect("a cluster node listens on TCP")
+}
+
+/// Gives the data directory `dir` the identity `key`, as a first start would have made it.
+fn write_key(dir: &Path, key: &SigningKey) -> Result<(), identity::IdentityError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(IDENTITY_FILE);
+    let io = |source| identity::IdentityError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    OwnMarkFile::create(&dir.join(OWN_HEAD_FILE), &OwnMark { seq: 0, hash: None })?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io)?;
+    file.write_all(key.as_bytes()).map_err(io)
+}
+
+fn ordered(i: usize, j: usize) -> (usize, usize) {
+    (i.min(j), i.max(j))
+}
+
+fn degree(links: &BTreeSet<(usize, usize)>, i: usize) -> usize {
+    links.iter().filter(|&&(a, b)| a == i || b == i).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEADLINE: Duration = Duration::from_secs(60);
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn twenty_nodes_in_a_line_converge() -> Result<(), ClusterError> {
+        let mut cluster = Cluster::builder()
+            .nodes(20)
+            .memory()
+            .seed(1)
+            .spawn()
+            .await?;
+        cluster.line().await?;
+        for (i, node) in cluster.nodes().enumerate() {
+            node.send(&format!("hello from {i}"))
+                .map_err(|source| ClusterError::Node {
+                    node: format!("node{i}"),
+                    source,
+                })?;
+        }
+        cluster.wait_converged(DEADLINE).await?;
+        let heads = cluster.node(19).heads();
+        assert_eq!(heads.len(), 20, "every author's log");
+        assert!(
+            heads.values().all(|&seq| seq == 2),
+            "profile and line: {heads:?}"
+        );
+        cluster.shutdown().await;
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_partition_stops_exchange_and_heal_resumes_it() -> Result<(), ClusterError> {
+        let mut cluster = Cluster::builder().nodes(4).memory().seed(2).spawn().await?;
+        cluster.line().await?;
+        cluster.wait_converged(DEADLINE).await?;
+        cluster.partition(&[0, 1], &[2, 3]).await?;
+        let left = cluster.node(0).author();
+        cluster.node(0).send("left").expect("sent");
+        cluster.node(3).send("right").expect("sent");
+        // Within one side it still flows, across it does not.
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while cluster.node(1).heads().get(&left) != Some(&2) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "node1 never got node0's line"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let error = cluster
+            .wait_converged(Duration::from_secs(2))
+            .await
+            .expect_err("cut in two");
+        let words = error.to_string();
+        assert!(words.contains("node2 lacks node0's seqs 2..=2"), "{words}");
+        assert!(words.contains("node0 lacks node3's seqs 2..=2"), "{words}");
+        cluster.heal().await?;
+        cluster.wait_converged(DEADLINE).await?;
+        cluster.shutdown().await;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn keys_and_meshes_come_from_the_seed() -> Result<(), ClusterError> {
+        let authors = |cluster: &Cluster| cluster.nodes().map(Node::author).collect::<Vec<_>>();
+        let mut one = Cluster::builder().nodes(6).seed(9).spawn().await?;
+        let mut two = Cluster::builder().nodes(6).seed(9).spawn().await?;
+        let other = Cluster::builder().nodes(6).seed(10).spawn().await?;
+        assert_eq!(authors(&one), authors(&two));
+        assert_ne!(authors(&one), authors(&other));
+        one.mesh(2).await?;
+        two.mesh(2).await?;
+        assert_eq!(one.links, two.links);
+        assert!(
+            (0..6).all(|i| degree(&one.links, i) >= 2),
+            "{:?}",
+            one.links
+        );
+        assert_eq!(one.name(3), "node3");
+        Ok(())
+    }
+}

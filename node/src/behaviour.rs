@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use libp2p::allow_block_list::{self, BlockedPeers};
 use libp2p::connection_limits::{self, ConnectionLimits};
 use libp2p::core::Transport;
 use libp2p::core::muxing::StreamMuxerBox;
@@ -48,6 +49,8 @@ pub const MDNS_TTL: Duration = Duration::from_secs(30);
 /// Everything the node speaks on a connection.
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
+    /// Refuses connections to and from the peers blocked with `Node::block`.
+    pub blocked: allow_block_list::Behaviour<BlockedPeers>,
     /// Refuses connections over the limits above.
     pub limits: connection_limits::Behaviour,
     /// The lanes: two long-lived streams each way per peer (liveness is the core's, on them).
@@ -266,6 +269,7 @@ fn behaviour(keypair: &libp2p::identity::Keypair, mdns: bool) -> anyhow::Result<
         .with_max_established_incoming(Some(MAX_INCOMING_CONNECTIONS))
         .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER));
     Ok(Behaviour {
+        blocked: allow_block_list::Behaviour::default(),
         limits: connection_limits::Behaviour::new(limits),
         lanes: libp2p_stream::Behaviour::new(),
         mdns: Toggle::from(mdns),

@@ -48,7 +48,14 @@ pub struct Redialer {
 
 impl Redialer {
     /// Adds an address to keep connected, due at `now` (dialed at the next [`Redialer::due`]).
+    /// An address already kept is not added twice: if it waits, it is due at `now`.
     pub fn add(&mut self, addr: Multiaddr, now: Instant) {
+        if let Some(target) = self.targets.iter_mut().find(|target| target.addr == addr) {
+            if let State::Waiting { until } = &mut target.state {
+                *until = now;
+            }
+            return;
+        }
         let peer = addr.iter().find_map(|p| match p {
             Protocol::P2p(peer) => Some(peer),
             _ => None,
@@ -131,6 +138,24 @@ impl Redialer {
                 target.state = State::Waiting {
                     until: target.not_before.take().map_or(until, |at| at.max(until)),
                 };
+            }
+        }
+    }
+
+    /// Stops keeping `peer` connected: its targets are forgotten (the user disconnected it).
+    pub fn forget(&mut self, peer: PeerId) {
+        self.targets.retain(|target| target.peer != Some(peer));
+    }
+
+    /// `peer`'s targets that wait are due at `now`, their backoff started over (it was
+    /// unblocked).
+    pub fn retry_now(&mut self, peer: PeerId, now: Instant) {
+        for target in &mut self.targets {
+            if target.peer == Some(peer)
+                && let State::Waiting { until } = &mut target.state
+            {
+                *until = now;
+                target.backoff.reset();
             }
         }
     }

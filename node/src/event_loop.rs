@@ -55,6 +55,14 @@ const LANES: [Lane; 2] = [Lane::Live, Lane::Bulk];
 pub enum Command {
     /// Stop everything and return.
     Shutdown,
+    /// Connect to this address and keep the connection (as a `--peer` address).
+    Dial(Multiaddr),
+    /// Close every connection to this peer and stop keeping it connected.
+    Disconnect(PeerId),
+    /// Refuse connections to and from this peer, and close those open.
+    Block(PeerId),
+    /// Allow connections to and from this peer again.
+    Unblock(PeerId),
 }
 
 /// What the loop is started with.
@@ -316,6 +324,7 @@ impl EventLoop {
                 Ok(()) = own_appended.changed() => self.give_own_appends(),
                 command = self.commands.recv() => match command {
                     Some(Command::Shutdown) | None => break,
+                    Some(command) => self.on_command(command),
                 },
                 _ = tick.tick() => {
                     self.input(RoomsInput::Tick);
@@ -330,6 +339,31 @@ impl EventLoop {
             while self.tasks.try_join_next().is_some() {}
         }
         self.tasks.shutdown().await;
+    }
+
+    /// Carries out a request of the node's handle (other than shutting down).
+    fn on_command(&mut self, command: Command) {
+        let now = Instant::now();
+        match command {
+            Command::Shutdown => {}
+            Command::Dial(address) => {
+                self.redialer.add(address, now);
+                self.dial_due();
+            }
+            Command::Disconnect(peer) => {
+                self.redialer.forget(peer);
+                self.drop_peer(peer);
+            }
+            Command::Block(peer) => {
+                // Closes its connections too.
+                self.swarm.behaviour_mut().blocked.block_peer(peer);
+            }
+            Command::Unblock(peer) => {
+                self.swarm.behaviour_mut().blocked.unblock_peer(peer);
+                self.redialer.retry_now(peer, now);
+                self.dial_due();
+            }
+        }
     }
 
     /// Gives the core `input`, then does everything it asks for, in order. An input that

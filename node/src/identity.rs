@@ -63,6 +63,14 @@ pub enum IdentityError {
         /// The file's length.
         len: usize,
     },
+    /// A key was given for a data directory that already holds another one.
+    #[error(
+        "{path} holds another identity than the key given: use that key, or another data directory"
+    )]
+    OtherKey {
+        /// The identity file.
+        path: String,
+    },
 }
 
 /// Reads the own log's mark from `dir` (without writing anything); `None` if there is none
@@ -211,6 +219,16 @@ impl OwnMarkFile {
 
 /// Loads the key from `dir`, creating it (mode 0600) on first run.
 pub fn load_or_create(dir: &Path) -> Result<SigningKey, IdentityError> {
+    load_or_create_with(dir, None)
+}
+
+/// Loads the key from `dir`, creating it (mode 0600) on first run: `given`, if there is one,
+/// else a fresh one. A `given` key that is not the one `dir` holds is refused
+/// ([`IdentityError::OtherKey`]).
+pub fn load_or_create_with(
+    dir: &Path,
+    given: Option<&SigningKey>,
+) -> Result<SigningKey, IdentityError> {
     let path = dir.join(IDENTITY_FILE);
     let io = |source| IdentityError::Io {
         path: path.display().to_string(),
@@ -230,13 +248,22 @@ pub fn load_or_create(dir: &Path) -> Result<SigningKey, IdentityError> {
             if mode & 0o077 != 0 {
                 fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).map_err(io)?;
             }
-            Ok(SigningKey::from_bytes(&secret))
+            let key = SigningKey::from_bytes(&secret);
+            match given {
+                Some(given) if given.to_bytes() != key.to_bytes() => Err(IdentityError::OtherKey {
+                    path: path.display().to_string(),
+                }),
+                _ => Ok(key),
+            }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             // A new key has written nothing: say so before the key exists, so that a key
             // without a mark can only be an older release's (or a hand-deleted mark).
             OwnMarkFile::create(&dir.join(OWN_HEAD_FILE), &OwnMark { seq: 0, hash: None })?;
-            let key = SigningKey::generate(&mut rand::rngs::OsRng);
+            let key = match given {
+                Some(given) => given.clone(),
+                None => SigningKey::generate(&mut rand::rngs::OsRng),
+            };
             let mut file = fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)

@@ -45,7 +45,7 @@ pub fn import(
 ) -> Result<Imported, NodeError> {
     let DataDir {
         key, rooms, name, ..
-    } = open_data_dir(name, dir, vec![room])?;
+    } = open_data_dir(name, dir, vec![room], None)?;
     let Some(RoomState { store, own, .. }) = rooms.into_iter().next() else {
         return Err(NodeError::Rooms("no room to import into".into()));
     };
@@ -129,7 +129,7 @@ mod tests {
         );
         assert_eq!(skipped, [5]);
         let DataDir { key, rooms, .. } =
-            open_data_dir("alice", dir.path(), vec![Room::lan()]).unwrap();
+            open_data_dir("alice", dir.path(), vec![Room::lan()], None).unwrap();
         let store = &rooms[0].store;
         let author = p2pchat_protocol::Author::of(&key);
         assert_eq!(store.head_seq(&author), 4, "profile + three lines");

@@ -45,7 +45,10 @@ pub use dial::ConnectFailure;
 pub use doctor::{Checkup, LogReport, doctor};
 pub use feed::MessageFeed;
 pub use import::{IMPORT_CHUNK, Imported, import};
-pub use node::{Event, Message, Node, NodeBuilder, NodeError, PeerSpec, Stats, check_text};
+pub use node::{
+    Event, Message, MissingLog, Node, NodeBuilder, NodeError, PeerSpec, Stats, SyncTimeout,
+    check_text,
+};
 pub use own_log::MAX_HELD;
 /// The merged history's order, as [`Message::history_key`] gives it.
 pub use p2pchat_storage::HistoryKey;

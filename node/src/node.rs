@@ -309,6 +309,14 @@ pub enum NodeError {
     /// The node has stopped.
     #[error("the node has stopped")]
     Stopped,
+    /// An address this node cannot dial.
+    #[error("cannot dial {address}: {reason}")]
+    Dial {
+        /// The address.
+        address: Multiaddr,
+        /// Why, in words.
+        reason: String,
+    },
     /// A new name is pinned to another key here, so peers would see it as someone else's.
     #[error("the name {name} belongs to another key ({name}#{owner}); pick another")]
     NameTaken {
@@ -378,6 +386,7 @@ pub struct NodeBuilder {
     peers: Vec<PeerSpec>,
     no_mdns: bool,
     rooms: Vec<Room>,
+    keypair: Option<SigningKey>,
 }
 
 impl NodeBuilder {
@@ -411,6 +420,14 @@ impl NodeBuilder {
         self
     }
 
+    /// The node's identity: its author key, which is also its libp2p peer id (default: the key
+    /// in the data directory, created there on first use). A data directory that already holds
+    /// another key is refused when the node starts ([`identity::IdentityError::OtherKey`]).
+    pub fn keypair(mut self, key: SigningKey) -> Self {
+        self.keypair = Some(key);
+        self
+    }
+
     /// Makes the node a member of `room` (repeatable; the first is the default room, and the
     /// one that takes the logs a store kept from before rooms). Default: the LAN room only.
     /// Labels must be unique, at most [`MAX_ROOMS`] rooms.
@@ -435,7 +452,7 @@ impl NodeBuilder {
             rooms,
             name: current,
             claimed,
-        } = open_data_dir(&name, &dir, rooms)?;
+        } = open_data_dir(&name, &dir, rooms, self.keypair.as_ref())?;
         tracing::debug!(elapsed = ?started.elapsed(), "stores open");
         let (written, _) = watch::channel(());
         let (own_appended, _) = watch::channel(());
@@ -665,14 +682,16 @@ pub(crate) fn open_room(
 /// as the first room knows it. A room joined for the first time gets a profile with that name.
 /// While an own log is behind, the first profile is held like any own append. Damage a store
 /// found and repaired at open is in [`Store::damage`], for the caller to say.
+/// With `key`, the user is that key (refused if the directory holds another one).
 pub(crate) fn open_data_dir(
     name: &str,
     dir: &Path,
     rooms: Vec<Room>,
+    key: Option<&SigningKey>,
 ) -> Result<DataDir, NodeError> {
     check_name(name).map_err(NodeError::Name)?;
     create_private_dir(dir)?;
-    let key = identity::load_or_create(dir)?;
+    let key = identity::load_or_create_with(dir, key)?;
     let me = Author::of(&key);
     let mut opened = Vec::with_capacity(rooms.len());
     let mut claimed = None;
@@ -737,7 +756,77 @@ pub(crate) fn check_not_a_file(dir: &std::path::Path) -> Result<(), NodeError> {
 /// How long [`Node::shutdown`] waits for the node's last tasks to release the store.
 const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// A running p2pchat node. Dropping it without [`Node::shutdown`] leaves its task running.
+/// How often [`Node::wait_synced`] compares heads.
+const SYNC_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+/// How many missing logs a [`SyncTimeout`] names in words (all are in
+/// [`SyncTimeout::missing`]).
+const MISSING_SAID: usize = 8;
+
+/// [`Node::wait_synced`] gave up: what the node still lacks of what the other node holds.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.words())]
+pub struct SyncTimeout {
+    /// The node that waited.
+    pub node: PeerId,
+    /// The node it waited for.
+    pub other: PeerId,
+    /// How long it waited.
+    pub waited: std::time::Duration,
+    /// The labels of the rooms the two share (none: the other node is in none of ours).
+    pub rooms: Vec<String>,
+    /// Each log the node holds less of than the other, at the timeout.
+    pub missing: Vec<MissingLog>,
+}
+
+/// One log a node holds less of than another (see [`SyncTimeout`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MissingLog {
+    /// The label of its room.
+    pub room: String,
+    /// Whose log.
+    pub author: Author,
+    /// The highest seq the node holds (0: none).
+    pub held: u64,
+    /// The highest seq the other node holds.
+    pub wanted: u64,
+}
+
+impl SyncTimeout {
+    fn words(&self) -> String {
+        let logs: Vec<String> = self
+            .missing
+            .iter()
+            .take(MISSING_SAID)
+            .map(|log| {
+                format!(
+                    "room {}: #{} seqs {}..={}",
+                    log.room,
+                    log.author.fingerprint(),
+                    log.held + 1,
+                    log.wanted
+                )
+            })
+            .collect();
+        let more = match self.missing.len().saturating_sub(MISSING_SAID) {
+            0 => String::new(),
+            n => format!(" and {n} more logs"),
+        };
+        format!(
+            "node {} is not in sync with {} after {:?} (rooms shared: {}): it lacks {}{more}",
+            self.node,
+            self.other,
+            self.waited,
+            match self.rooms.is_empty() {
+                true => "none".to_owned(),
+                false => self.rooms.join(", "),
+            },
+            logs.join("; "),
+        )
+    }
+}
+
+/// A running p2pchat node. Dropping it stops it at once (its task is aborted);
+/// [`Node::shutdown`] stops it gracefully and waits until its data directory is free.
 pub struct Node {
     pub(crate) shared: SharedRef,
     peer_id: PeerId,
@@ -866,6 +955,103 @@ impl Node {
         Ok(self.shared.rooms[self.room_index(room)?].store.heads())
     }
 
+    /// Connects to `address` and keeps the connection, redialing with backoff when it is lost,
+    /// as for a [`PeerSpec::Addr`]; until [`Node::disconnect`]. Failures come as
+    /// [`Event::ConnectionFailed`].
+    pub async fn dial(&self, address: Multiaddr) -> Result<(), NodeError> {
+        if !is_dialable(&address) {
+            return Err(NodeError::Dial {
+                address,
+                reason: "p2pchat dials /ip4/…/tcp/PORT or /ip6/…/tcp/PORT, with a port other \
+                         than 0, optionally ending in /p2p/<peer id>"
+                    .into(),
+            });
+        }
+        self.command(Command::Dial(address)).await
+    }
+
+    /// Closes every connection to `peer` and stops keeping it connected (it may connect
+    /// again, or be found on the LAN again: [`Node::block`] keeps it away).
+    pub async fn disconnect(&self, peer: PeerId) -> Result<(), NodeError> {
+        self.command(Command::Disconnect(peer)).await
+    }
+
+    /// Refuses connections to and from `peer`, closing those open, until [`Node::unblock`].
+    /// The addresses kept connected stay kept: they connect again once it is unblocked.
+    pub async fn block(&self, peer: PeerId) -> Result<(), NodeError> {
+        self.command(Command::Block(peer)).await
+    }
+
+    /// Allows connections to and from `peer` again, and redials its kept addresses at once.
+    pub async fn unblock(&self, peer: PeerId) -> Result<(), NodeError> {
+        self.command(Command::Unblock(peer)).await
+    }
+
+    async fn command(&self, command: Command) -> Result<(), NodeError> {
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| NodeError::Stopped)
+    }
+
+    /// Waits until this node holds every log `other` holds, as far as `other` holds it, in
+    /// every room both are in; gives up after `timeout` with what is still missing.
+    pub async fn wait_synced(
+        &self,
+        other: &Node,
+        timeout: std::time::Duration,
+    ) -> Result<(), SyncTimeout> {
+        let started = tokio::time::Instant::now();
+        loop {
+            let (rooms, missing) = self.missing_of(other);
+            if missing.is_empty() {
+                return Ok(());
+            }
+            let waited = started.elapsed();
+            if waited >= timeout {
+                return Err(SyncTimeout {
+                    node: self.peer_id,
+                    other: other.peer_id,
+                    waited,
+                    rooms,
+                    missing,
+                });
+            }
+            tokio::time::sleep(SYNC_POLL.min(timeout - waited)).await;
+        }
+    }
+
+    /// The labels of the rooms shared with `other`, and the logs `other` holds further there.
+    fn missing_of(&self, other: &Node) -> (Vec<String>, Vec<MissingLog>) {
+        let mut rooms = Vec::new();
+        let mut missing = Vec::new();
+        for ours in &self.shared.rooms {
+            let Some(theirs) = other
+                .shared
+                .rooms
+                .iter()
+                .find(|theirs| theirs.room.id() == ours.room.id())
+            else {
+                continue;
+            };
+            let label = ours.room.label().to_owned();
+            let held = ours.store.heads();
+            for (author, &wanted) in &theirs.store.heads() {
+                let have = held.get(author).copied().unwrap_or(0);
+                if have < wanted {
+                    missing.push(MissingLog {
+                        room: label.clone(),
+                        author: *author,
+                        held: have,
+                        wanted,
+                    });
+                }
+            }
+            rooms.push(label);
+        }
+        (rooms, missing)
+    }
+
     /// Names of the peers currently connected (that have said hello).
     pub fn connected_peers(&self) -> Vec<(PeerId, Option<String>)> {
         self.shared
@@ -890,9 +1076,9 @@ impl Node {
     }
 
     /// Stops the node: closes connections, ends its tasks and releases the data directory.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         let _ = self.commands.send(Command::Shutdown).await;
-        let _ = self.task.await;
+        let _ = (&mut self.task).await;
         // The event loop's tasks were aborted when it ended, but a batch being stored on a
         // blocking thread finishes first: wait for every holder of the store to let go, so the
         // data directory is free when this returns (bounded, should a task hang).
@@ -900,6 +1086,13 @@ impl Node {
         while Arc::strong_count(&self.shared) > 1 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
+    }
+}
+
+impl Drop for Node {
+    /// Stops the node's task at once (a no-op after [`Node::shutdown`]).
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 

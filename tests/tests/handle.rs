@@ -1,0 +1,167 @@
+//! The node's handle as a program drives it: a given key, dialing and disconnecting after
+//! start, blocking a peer, waiting until two nodes are in sync, and stopping a node by
+//! dropping it. Nodes on 127.0.0.1, mDNS off.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use p2pchat_node::{Event, Node, NodeError, identity::IdentityError};
+use p2pchat_protocol::{Author, SigningKey};
+use p2pchat_tests::{DEADLINE, address_of, start_node};
+use tokio::sync::broadcast;
+
+/// Waits for an event that `wanted` picks, failing after [`DEADLINE`].
+async fn wait_for(
+    events: &mut broadcast::Receiver<Event>,
+    what: &str,
+    wanted: impl Fn(&Event) -> bool,
+) -> anyhow::Result<Event> {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let event = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .with_context(|| format!("no {what} within {DEADLINE:?}"))??;
+        if wanted(&event) {
+            return Ok(event);
+        }
+    }
+}
+
+fn connected_to(peer: libp2p::PeerId) -> impl Fn(&Event) -> bool {
+    move |event| matches!(event, Event::Connected { peer: p, .. } if *p == peer)
+}
+
+fn disconnected_from(peer: libp2p::PeerId) -> impl Fn(&Event) -> bool {
+    move |event| matches!(event, Event::Disconnected { peer: p, .. } if *p == peer)
+}
+
+#[tokio::test]
+async fn a_given_key_is_the_identity_and_a_data_dir_of_another_key_refuses_it() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let key = SigningKey::from_bytes(&[3; 32]);
+    let start = |key: SigningKey| {
+        Node::builder()
+            .name("alice")
+            .data_dir(dir.path())
+            .mdns(false)
+            .keypair(key)
+            .spawn()
+    };
+    let node = start(key.clone()).await?;
+    assert_eq!(node.author(), Author::of(&key));
+    node.shutdown().await;
+    let again = start(key.clone()).await?;
+    assert_eq!(again.author(), Author::of(&key), "the same key is accepted");
+    again.shutdown().await;
+    match start(SigningKey::from_bytes(&[4; 32])).await {
+        Err(NodeError::Identity(IdentityError::OtherKey { path })) => {
+            assert!(path.ends_with("identity.key"), "{path}");
+        }
+        Err(other) => bail!("refused for another reason: {other}"),
+        Ok(_) => bail!("a data dir of another key took the key given"),
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn dial_connects_after_start_and_disconnect_stops_the_exchange() -> anyhow::Result<()> {
+    let dirs = [tempfile::tempdir()?, tempfile::tempdir()?];
+    let ann = start_node("ann", dirs[0].path(), &[]).await?;
+    let ben = start_node("ben", dirs[1].path(), &[]).await?;
+    let mut ann_events = ann.events();
+    ann.dial(address_of(&ben)).await?;
+    wait_for(&mut ann_events, "connection", connected_to(ben.peer_id())).await?;
+    ann.send("hello")?;
+    ben.wait_synced(&ann, DEADLINE).await?;
+    ann.wait_synced(&ben, DEADLINE).await?;
+
+    ann.disconnect(ben.peer_id()).await?;
+    wait_for(
+        &mut ann_events,
+        "disconnection",
+        disconnected_from(ben.peer_id()),
+    )
+    .await?;
+    ann.send("not redialed, so ben never gets this")?;
+    let error = ben
+        .wait_synced(&ann, Duration::from_secs(3))
+        .await
+        .expect_err("ann is disconnected and does not redial");
+    assert_eq!(error.missing.len(), 1, "{error}");
+    assert_eq!(
+        (
+            error.missing[0].author,
+            error.missing[0].held,
+            error.missing[0].wanted
+        ),
+        (ann.author(), 2, 3),
+        "{error}"
+    );
+    let words = error.to_string();
+    assert!(
+        words.contains(&format!(
+            "room lan: #{} seqs 3..=3",
+            ann.author().fingerprint()
+        )),
+        "{words}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_blocked_peer_is_refused_both_ways_until_unblocked() -> anyhow::Result<()> {
+    let dirs = [tempfile::tempdir()?, tempfile::tempdir()?];
+    let ann = start_node("ann", dirs[0].path(), &[]).await?;
+    let ben = start_node("ben", dirs[1].path(), &[]).await?;
+    let mut ann_events = ann.events();
+    ann.dial(address_of(&ben)).await?;
+    wait_for(&mut ann_events, "connection", connected_to(ben.peer_id())).await?;
+
+    // The dialer blocks: the connection closes, and its own redials are refused.
+    ann.block(ben.peer_id()).await?;
+    wait_for(
+        &mut ann_events,
+        "disconnection",
+        disconnected_from(ben.peer_id()),
+    )
+    .await?;
+    ben.send("while blocked")?;
+    let error = ann
+        .wait_synced(&ben, Duration::from_secs(2))
+        .await
+        .expect_err("ann refuses ben");
+    assert_eq!(error.missing[0].author, ben.author(), "{error}");
+    ann.unblock(ben.peer_id()).await?;
+    wait_for(&mut ann_events, "reconnection", connected_to(ben.peer_id())).await?;
+    ann.wait_synced(&ben, DEADLINE).await?;
+
+    // The listener blocks: the dialer's redials are refused by it.
+    ben.block(ann.peer_id()).await?;
+    wait_for(
+        &mut ann_events,
+        "disconnection",
+        disconnected_from(ben.peer_id()),
+    )
+    .await?;
+    ben.send("blocked by ben")?;
+    ann.wait_synced(&ben, Duration::from_secs(2))
+        .await
+        .expect_err("ben refuses ann");
+    ben.unblock(ann.peer_id()).await?;
+    ann.wait_synced(&ben, DEADLINE).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn dropping_a_node_stops_it() -> anyhow::Result<()> {
+    let dirs = [tempfile::tempdir()?, tempfile::tempdir()?];
+    let ann = start_node("ann", dirs[0].path(), &[]).await?;
+    let ben = start_node("ben", dirs[1].path(), &[address_of(&ann)]).await?;
+    let mut ben_events = ben.events();
+    wait_for(&mut ben_events, "connection", connected_to(ann.peer_id())).await?;
+    let ann_id = ann.peer_id();
+    drop(ann);
+    wait_for(&mut ben_events, "disconnection", disconnected_from(ann_id)).await?;
+    Ok(())
+}

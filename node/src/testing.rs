@@ -25,23 +25,25 @@
 //!
 //! Node `i` is called `node{i}`; its key is drawn from the seed, so a seed gives the same
 //! authors (and peer ids) on every run. mDNS is off: nodes connect only as the cluster says.
-//! Each node listens on 127.0.0.1 with a port of its own and keeps its data in a temporary
-//! directory that the cluster deletes when dropped.
+//! Each node listens on 127.0.0.1 (a port the system picks) and keeps its data in a temporary
+//! directory that the cluster deletes when dropped. A partition blocks the peers of the other
+//! side ([`Node::block`]), so neither side reaches the other until [`Cluster::heal`].
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
-use p2pchat_protocol::own::OwnMark;
+use libp2p::{Multiaddr, PeerId};
 use p2pchat_protocol::{Author, Heads, SigningKey};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 
-use crate::identity::{self, IDENTITY_FILE, OWN_HEAD_FILE, OwnMarkFile};
-use crate::{Node, NodeError, PeerSpec};
+use crate::{Node, NodeError};
+
+/// How long [`Cluster::partition`] waits for the connections it cuts to close.
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
 
 /// Why a cluster could not be set up, or did not converge.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +64,14 @@ pub enum ClusterError {
         node: String,
         /// Why.
         source: std::io::Error,
+    },
+    /// A connection that [`Cluster::partition`] cut did not close.
+    #[error("{node} is still connected to {peer} {CLOSE_WAIT:?} after the partition")]
+    StillConnected {
+        /// The node's name.
+        node: String,
+        /// The peer's name.
+        peer: String,
     },
     /// [`Cluster::wait_converged`] ran out of time.
     #[error("the cluster did not converge within {waited:?}: {missing}")]
@@ -109,12 +119,7 @@ impl ClusterBuilder {
     /// Starts every node, none connected yet.
     pub async fn spawn(self) -> Result<Cluster, ClusterError> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(self.seed);
-        let mut cluster = Cluster {
-            members: Vec::with_capacity(self.nodes),
-            links: BTreeSet::new(),
-            cut: BTreeSet::new(),
-            seed: self.seed,
-        };
+        let mut members = Vec::with_capacity(self.nodes);
         for i in 0..self.nodes {
             let name = format!("node{i}");
             let dir = tempfile::tempdir().map_err(|source| ClusterError::TempDir {
@@ -122,19 +127,23 @@ impl ClusterBuilder {
                 source,
             })?;
             let key = SigningKey::generate(&mut rng);
-            write_key(dir.path(), &key).map_err(|source| ClusterError::Node {
-                node: name.clone(),
-                source: source.into(),
-            })?;
-            let node = start(&name, dir.path(), 0, &[]).await?;
-            let port = tcp_port(&node);
-            cluster.members.push(Member {
+            let peer = crate::identity::keypair(&key).public().to_peer_id();
+            members.push(Member {
                 name,
-                peer: node.peer_id(),
-                node: Some(node),
+                key,
+                peer,
+                node: None,
                 dir,
-                port,
             });
+        }
+        let mut cluster = Cluster {
+            members,
+            links: BTreeSet::new(),
+            cut: BTreeSet::new(),
+            seed: self.seed,
+        };
+        for i in 0..self.nodes {
+            cluster.start(i).await?;
         }
         Ok(cluster)
     }
@@ -143,11 +152,11 @@ impl ClusterBuilder {
 /// One node of the cluster and what it needs to start again.
 struct Member {
     name: String,
-    peer: libp2p::PeerId,
+    key: SigningKey,
+    peer: PeerId,
     /// `None` while stopped.
     node: Option<Node>,
     dir: tempfile::TempDir,
-    port: u16,
 }
 
 /// Nodes in one process with their links: see the [module docs](self).
@@ -207,13 +216,36 @@ impl Cluster {
         }
     }
 
-    /// Starts node `i` again after [`Cluster::stop`], with its data, key, address and links
-    /// (a running node restarts).
+    /// Starts node `i` again after [`Cluster::stop`], with its data, key and links, on a new
+    /// port (a running node restarts).
     pub async fn start(&mut self, i: usize) -> Result<(), ClusterError> {
         self.stop(i).await;
-        let peers = self.peers_of(i);
-        let member = &mut self.members[i];
-        member.node = Some(start(&member.name, member.dir.path(), member.port, &peers).await?);
+        let member = &self.members[i];
+        let node = Node::builder()
+            .name(&member.name)
+            .keypair(member.key.clone())
+            .data_dir(member.dir.path())
+            .listen(localhost())
+            .mdns(false)
+            .spawn()
+            .await
+            .map_err(|source| self.failed(i, source))?;
+        self.members[i].node = Some(node);
+        let links: Vec<_> = self.links_of(i).collect();
+        for (a, b) in links {
+            let other = if a == i { b } else { a };
+            if self.cut.contains(&(a, b)) {
+                self.act(i, |node| node.block(self.members[other].peer))
+                    .await?;
+            }
+            // The dialer of a link that restarted took its addresses along; the other end of
+            // a link it listens for forgets its old address.
+            if other > i {
+                self.act(other, |node| node.disconnect(self.members[i].peer))
+                    .await?;
+            }
+            self.dial(a, b).await?;
+        }
         Ok(())
     }
 
@@ -266,15 +298,39 @@ impl Cluster {
                 (left.contains(&i) && right.contains(&j))
                     || (left.contains(&j) && right.contains(&i))
             })
+            .filter(|link| !self.cut.contains(link))
             .collect();
-        self.cut.extend(crossing.iter().copied());
-        self.rewire(crossing).await
+        for &(i, j) in &crossing {
+            self.act(i, |node| node.block(self.members[j].peer)).await?;
+            self.act(j, |node| node.block(self.members[i].peer)).await?;
+            self.cut.insert((i, j));
+        }
+        let deadline = tokio::time::Instant::now() + CLOSE_WAIT;
+        for (i, j) in crossing {
+            for (node, peer) in [(i, j), (j, i)] {
+                while self.connected(node, peer) {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(ClusterError::StillConnected {
+                            node: self.members[node].name.clone(),
+                            peer: self.members[peer].name.clone(),
+                        });
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        Ok(())
     }
 
-    /// Restores every link a [`Cluster::partition`] cut.
+    /// Restores every link a [`Cluster::partition`] cut (each dialer redials at once).
     pub async fn heal(&mut self) -> Result<(), ClusterError> {
-        let cut: Vec<_> = std::mem::take(&mut self.cut).into_iter().collect();
-        self.rewire(cut).await
+        for (i, j) in std::mem::take(&mut self.cut) {
+            self.act(i, |node| node.unblock(self.members[j].peer))
+                .await?;
+            self.act(j, |node| node.unblock(self.members[i].peer))
+                .await?;
+        }
+        Ok(())
     }
 
     /// Waits until every node holds the same logs (the same heads in every room), or fails
@@ -357,12 +413,11 @@ impl Cluster {
             .unwrap_or_else(|| format!("#{}", author.fingerprint()))
     }
 
-    /// Adds `links` and connects them (those not cut).
+    /// Adds `links` and connects them.
     async fn add_links(
         &mut self,
         links: impl IntoIterator<Item = (usize, usize)>,
     ) -> Result<(), ClusterError> {
-        let mut changed = Vec::new();
         for (i, j) in links {
             let link = ordered(i, j);
             assert!(
@@ -371,98 +426,67 @@ impl Cluster {
                 self.len()
             );
             if self.links.insert(link) {
-                changed.push(link);
-            }
-        }
-        self.rewire(changed).await
-    }
-
-    /// Makes the connections match the links after `changed` links were added, cut or healed.
-    /// The later node of each link dials the earlier one and keeps it connected: such a node
-    /// restarts with its new list of peers (its data, key and port kept).
-    async fn rewire(&mut self, changed: Vec<(usize, usize)>) -> Result<(), ClusterError> {
-        let dialers: BTreeSet<usize> = changed.iter().map(|&(_, j)| j).collect();
-        for j in dialers {
-            if self.members[j].node.is_some() {
-                self.start(j).await?;
+                self.dial(link.0, link.1).await?;
             }
         }
         Ok(())
     }
 
-    /// The addresses node `j` dials: the earlier node of each of its links not cut.
-    fn peers_of(&self, j: usize) -> Vec<Multiaddr> {
+    /// The links of node `i`.
+    fn links_of(&self, i: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
         self.links
             .iter()
-            .filter(|&&link| link.1 == j && !self.cut.contains(&link))
-            .map(|&(i, _)| self.address(i))
-            .collect()
+            .copied()
+            .filter(move |&(a, b)| a == i || b == i)
     }
 
-    /// Where node `i` listens, with its peer id.
-    fn address(&self, i: usize) -> Multiaddr {
-        let member = &self.members[i];
-        Multiaddr::empty()
-            .with(Protocol::Ip4([127, 0, 0, 1].into()))
-            .with(Protocol::Tcp(member.port))
-            .with(Protocol::P2p(member.peer))
+    /// Has the later node `j` of the link `(i, j)` dial the earlier one and keep it connected
+    /// (when both run: a node that starts again dials or is dialed then).
+    async fn dial(&self, i: usize, j: usize) -> Result<(), ClusterError> {
+        let Some(address) = self.members[i]
+            .node
+            .as_ref()
+            .and_then(|node| node.listen_addrs().into_iter().next())
+        else {
+            return Ok(());
+        };
+        self.act(j, |node| node.dial(address)).await
     }
-}
 
-/// Starts the node `name` with its data in `dir`, on 127.0.0.1 at `port` (0: any), keeping
-/// `peers` connected.
-async fn start(
-    name: &str,
-    dir: &Path,
-    port: u16,
-    peers: &[Multiaddr],
-) -> Result<Node, ClusterError> {
-    let listen = Multiaddr::empty()
-        .with(Protocol::Ip4([127, 0, 0, 1].into()))
-        .with(Protocol::Tcp(port));
-    let mut builder = Node::builder()
-        .name(name)
-        .data_dir(dir)
-        .listen(listen)
-        .mdns(false);
-    for peer in peers {
-        builder = builder.peer(PeerSpec::Addr(peer.clone()));
-    }
-    builder.spawn().await.map_err(|source| ClusterError::Node {
-        node: name.to_owned(),
-        source,
-    })
-}
-
-/// The TCP port `node` listens on.
-fn tcp_port(node: &Node) -> u16 {
-    node.listen_addrs()
-        .iter()
-        .flat_map(|address| address.iter())
-        .find_map(|part| match part {
-            Protocol::Tcp(port) => Some(port),
-            _ => None,
+    /// Whether node `i` has `peer` among its connected peers.
+    fn connected(&self, i: usize, peer: usize) -> bool {
+        self.members[i].node.as_ref().is_some_and(|node| {
+            node.connected_peers()
+                .iter()
+                .any(|(id, _)| *id == self.members[peer].peer)
         })
-        .expect("a cluster node listens on TCP")
+    }
+
+    /// Runs `action` on node `i` if it runs (a stopped node catches up when it starts).
+    async fn act<'a, F, A>(&'a self, i: usize, action: A) -> Result<(), ClusterError>
+    where
+        A: FnOnce(&'a Node) -> F,
+        F: std::future::Future<Output = Result<(), NodeError>>,
+    {
+        match &self.members[i].node {
+            Some(node) => action(node).await.map_err(|source| self.failed(i, source)),
+            None => Ok(()),
+        }
+    }
+
+    fn failed(&self, i: usize, source: NodeError) -> ClusterError {
+        ClusterError::Node {
+            node: self.members[i].name.clone(),
+            source,
+        }
+    }
 }
 
-/// Gives the data directory `dir` the identity `key`, as a first start would have made it.
-fn write_key(dir: &Path, key: &SigningKey) -> Result<(), identity::IdentityError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = dir.join(IDENTITY_FILE);
-    let io = |source| identity::IdentityError::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    OwnMarkFile::create(&dir.join(OWN_HEAD_FILE), &OwnMark { seq: 0, hash: None })?;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(io)?;
-    file.write_all(key.as_bytes()).map_err(io)
+/// 127.0.0.1, any port.
+fn localhost() -> Multiaddr {
+    Multiaddr::empty()
+        .with(Protocol::Ip4([127, 0, 0, 1].into()))
+        .with(Protocol::Tcp(0))
 }
 
 fn ordered(i: usize, j: usize) -> (usize, usize) {
@@ -534,6 +558,39 @@ mod tests {
         cluster.heal().await?;
         cluster.wait_converged(DEADLINE).await?;
         cluster.shutdown().await;
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn wait_synced_says_what_a_cut_off_node_lacks() -> Result<(), ClusterError> {
+        let mut cluster = Cluster::builder().nodes(3).memory().seed(3).spawn().await?;
+        cluster.line().await?;
+        cluster.wait_converged(DEADLINE).await?;
+        cluster.partition(&[0, 1], &[2]).await?;
+        cluster.node(0).send("unseen by node2").expect("sent");
+        let (first, cut_off) = (cluster.node(0), cluster.node(2));
+        cluster
+            .node(1)
+            .wait_synced(first, DEADLINE)
+            .await
+            .expect("node1 is on node0's side");
+        let error = cut_off
+            .wait_synced(first, Duration::from_secs(1))
+            .await
+            .expect_err("node2 is cut off");
+        assert_eq!(error.missing.len(), 1, "{error}");
+        let words = error.to_string();
+        let lacks = format!(
+            "lacks room lan: #{} seqs 2..=2",
+            first.author().fingerprint()
+        );
+        assert!(words.contains(&lacks), "{words}");
+        cluster.heal().await?;
+        cluster
+            .node(2)
+            .wait_synced(cluster.node(0), DEADLINE)
+            .await
+            .expect("healed, node2 catches up");
         Ok(())
     }
 

@@ -39,6 +39,7 @@ mod shared;
 mod storer;
 mod warnings;
 
+pub use behaviour::Transport;
 pub use dial::ConnectFailure;
 pub use doctor::{Checkup, LogReport, doctor};
 pub use feed::MessageFeed;

@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use libp2p::allow_block_list::{self, BlockedPeers};
 use libp2p::connection_limits::{self, ConnectionLimits};
-use libp2p::core::Transport;
+use libp2p::core::Transport as _;
 use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::core::transport::Boxed;
-use libp2p::core::transport::TransportError;
+use libp2p::core::transport::memory::MemoryTransportError;
 use libp2p::core::transport::timeout::{TransportTimeout, TransportTimeoutError};
+use libp2p::core::transport::{MemoryTransport, TransportError};
 use libp2p::core::upgrade::{NegotiationError, ProtocolError, Version};
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::NetworkBehaviour;
@@ -59,15 +60,67 @@ pub struct Behaviour {
     pub mdns: Toggle<mdns::tokio::Behaviour>,
 }
 
-/// Builds the swarm: TCP + Noise + Yamux, with the node key as its identity (the same for every
-/// room: membership is proved on the lanes, see `p2pchat_protocol::membership`); mDNS if
-/// `mdns`.
-pub fn build_swarm(key: &SigningKey, mdns: bool) -> anyhow::Result<Swarm<Behaviour>> {
+/// How a node reaches others.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Transport {
+    /// TCP, the chat's: `/ip4/…/tcp/PORT` and `/ip6/…/tcp/PORT` addresses.
+    #[default]
+    Tcp,
+    /// libp2p's in-process memory transport: `/memory/N` addresses (listen on `/memory/0` for
+    /// a free one), for many nodes in one process without ports. Noise and Yamux run on it as
+    /// on TCP.
+    Memory,
+}
+
+impl Transport {
+    /// Whether this transport can dial `address`: TCP `/ip4/…` or `/ip6/…`, then `/tcp/PORT`
+    /// with a port other than 0; memory `/memory/N` with N other than 0; then at most a
+    /// `/p2p/<peer id>`.
+    pub fn can_dial(self, address: &Multiaddr) -> bool {
+        let mut parts = address.iter();
+        let base = match self {
+            Transport::Tcp => {
+                matches!(parts.next(), Some(Protocol::Ip4(_) | Protocol::Ip6(_)))
+                    && matches!(parts.next(), Some(Protocol::Tcp(port)) if port != 0)
+            }
+            Transport::Memory => matches!(parts.next(), Some(Protocol::Memory(n)) if n != 0),
+        };
+        base && matches!(parts.next(), None | Some(Protocol::P2p(_))) && parts.next().is_none()
+    }
+
+    /// The addresses this transport dials, in words.
+    pub fn dials_what(self) -> &'static str {
+        match self {
+            Transport::Tcp => {
+                "p2pchat dials /ip4/…/tcp/PORT or /ip6/…/tcp/PORT, with a port other than 0, \
+                 optionally ending in /p2p/<peer id>"
+            }
+            Transport::Memory => {
+                "the memory transport dials /memory/N, with N other than 0, optionally ending \
+                 in /p2p/<peer id>"
+            }
+        }
+    }
+}
+
+/// Builds the swarm: `kind` (TCP or memory) + Noise + Yamux, with the node key as its
+/// identity (the same for every room: membership is proved on the lanes, see
+/// `p2pchat_protocol::membership`); mDNS if `mdns`.
+pub fn build_swarm(
+    key: &SigningKey,
+    mdns: bool,
+    kind: Transport,
+) -> anyhow::Result<Swarm<Behaviour>> {
     let keypair = identity::keypair(key);
     let config = libp2p::swarm::Config::with_tokio_executor()
         .with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT);
+    let transport = match kind {
+        Transport::Tcp => transport(&keypair)?,
+        Transport::Memory => memory_transport(&keypair)?,
+    };
     Ok(Swarm::new(
-        transport(&keypair)?,
+        transport,
         behaviour(&keypair, mdns)?,
         keypair.public().to_peer_id(),
         config,
@@ -88,9 +141,41 @@ fn transport(
             TransportTimeoutError::TimerError(e) | TransportTimeoutError::Other(e) => e,
         })
         .map_err(ConnectError::Tcp);
+    secured(tcp, keypair)
+}
+
+/// libp2p's memory transport, its failures as [`ConnectError`]s (nobody listening there is a
+/// refused connection, as on TCP).
+fn memory_transport(
+    keypair: &libp2p::identity::Keypair,
+) -> anyhow::Result<Boxed<(PeerId, StreamMuxerBox)>> {
+    let memory = MemoryTransport::default().map_err(|e| {
+        ConnectError::Tcp(match e {
+            MemoryTransportError::Unreachable => {
+                std::io::Error::new(std::io::ErrorKind::ConnectionRefused, e)
+            }
+            MemoryTransportError::AlreadyInUse => {
+                std::io::Error::new(std::io::ErrorKind::AddrInUse, e)
+            }
+        })
+    });
+    secured(memory, keypair)
+}
+
+/// `base` with Noise and Yamux on top, each failure as a [`ConnectError`] naming its step.
+fn secured<T>(
+    base: T,
+    keypair: &libp2p::identity::Keypair,
+) -> anyhow::Result<Boxed<(PeerId, StreamMuxerBox)>>
+where
+    T: libp2p::core::Transport<Error = ConnectError> + Send + Unpin + 'static,
+    T::Output: futures::AsyncRead + futures::AsyncWrite + Unpin + Send + 'static,
+    T::Dial: Send + 'static,
+    T::ListenerUpgrade: Send + 'static,
+{
     let mut yamux = yamux::Config::default();
     yamux.set_max_num_streams(MAX_STREAMS_PER_CONNECTION);
-    Ok(tcp
+    Ok(base
         .upgrade(Version::V1Lazy)
         .authenticate(noise::Config::new(keypair)?)
         .multiplex(yamux)
@@ -133,7 +218,9 @@ pub fn check_port_free(address: &Multiaddr) -> Result<(), String> {
 pub fn listen_error(e: &TransportError<std::io::Error>) -> String {
     match e {
         TransportError::MultiaddrNotSupported(_) => {
-            "p2pchat listens on TCP only, as in /ip4/0.0.0.0/tcp/4001 or /ip6/::/tcp/4001".into()
+            "p2pchat listens on TCP only, as in /ip4/0.0.0.0/tcp/4001 or /ip6/::/tcp/4001 (or, \
+             with the memory transport, on /memory/N only)"
+                .into()
         }
         TransportError::Other(e) => transport_words(e),
     }
@@ -283,7 +370,7 @@ mod tests {
     #[tokio::test]
     async fn a_taken_port_is_found_before_listening() {
         let key = SigningKey::from_bytes(&[7; 32]);
-        let mut first = build_swarm(&key, false).unwrap();
+        let mut first = build_swarm(&key, false, Transport::Tcp).unwrap();
         first
             .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
             .unwrap();

@@ -41,6 +41,7 @@ mod storer;
 pub mod testing;
 mod warnings;
 
+pub use behaviour::Transport;
 pub use dial::ConnectFailure;
 pub use doctor::{Checkup, LogReport, doctor};
 pub use feed::MessageFeed;

@@ -13,6 +13,7 @@ use p2pchat_storage::{HistoryKey, RefusedLog, Store, StoreError};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::behaviour::Transport;
 use crate::dial::ConnectFailure;
 use crate::event_loop::{Command, EventLoop, Setup};
 use crate::feed::MessageFeed;
@@ -213,15 +214,9 @@ impl std::str::FromStr for PeerSpec {
     }
 }
 
-/// Whether p2pchat's transport can dial `addr`: `/ip4/…` or `/ip6/…`, then `/tcp/PORT` with a
-/// port other than 0, then at most a `/p2p/<peer id>`.
+/// Whether p2pchat's TCP transport can dial `addr` (see [`Transport::can_dial`]).
 fn is_dialable(addr: &Multiaddr) -> bool {
-    use libp2p::multiaddr::Protocol;
-    let mut parts = addr.iter();
-    matches!(parts.next(), Some(Protocol::Ip4(_) | Protocol::Ip6(_)))
-        && matches!(parts.next(), Some(Protocol::Tcp(port)) if port != 0)
-        && matches!(parts.next(), None | Some(Protocol::P2p(_)))
-        && parts.next().is_none()
+    Transport::Tcp.can_dial(addr)
 }
 
 /// What is wrong with `s`, an address that does not parse, naming the first part that does
@@ -387,6 +382,7 @@ pub struct NodeBuilder {
     no_mdns: bool,
     rooms: Vec<Room>,
     keypair: Option<SigningKey>,
+    transport: Transport,
 }
 
 impl NodeBuilder {
@@ -425,6 +421,14 @@ impl NodeBuilder {
     /// another key is refused when the node starts ([`identity::IdentityError::OtherKey`]).
     pub fn keypair(mut self, key: SigningKey) -> Self {
         self.keypair = Some(key);
+        self
+    }
+
+    /// How the node reaches others (default: [`Transport::Tcp`]). With
+    /// [`Transport::Memory`], listen on `/memory/0` and dial the `/memory/N` addresses
+    /// [`Node::listen_addrs`] gives.
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
         self
     }
 
@@ -503,7 +507,7 @@ impl NodeBuilder {
             shared.check_own(room);
         }
 
-        let mut swarm = behaviour::build_swarm(&shared.key, !self.no_mdns)
+        let mut swarm = behaviour::build_swarm(&shared.key, !self.no_mdns, self.transport)
             .map_err(|e| NodeError::Network(e.to_string()))?;
         let unusable = |address: &Multiaddr, reason| NodeError::Listen {
             address: address.clone(),
@@ -542,6 +546,7 @@ impl NodeBuilder {
         Ok(Node {
             shared,
             peer_id,
+            transport: self.transport,
             commands,
             task,
             listen_addrs,
@@ -830,6 +835,7 @@ impl SyncTimeout {
 pub struct Node {
     pub(crate) shared: SharedRef,
     peer_id: PeerId,
+    transport: Transport,
     commands: mpsc::Sender<Command>,
     task: JoinHandle<()>,
     listen_addrs: Arc<Mutex<Vec<Multiaddr>>>,
@@ -959,12 +965,10 @@ impl Node {
     /// as for a [`PeerSpec::Addr`]; until [`Node::disconnect`]. Failures come as
     /// [`Event::ConnectionFailed`].
     pub async fn dial(&self, address: Multiaddr) -> Result<(), NodeError> {
-        if !is_dialable(&address) {
+        if !self.transport.can_dial(&address) {
             return Err(NodeError::Dial {
                 address,
-                reason: "p2pchat dials /ip4/…/tcp/PORT or /ip6/…/tcp/PORT, with a port other \
-                         than 0, optionally ending in /p2p/<peer id>"
-                    .into(),
+                reason: self.transport.dials_what().to_owned(),
             });
         }
         self.command(Command::Dial(address)).await

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use p2pchat_node::{Event, Node, NodeError, identity::IdentityError};
+use p2pchat_node::{Event, Node, NodeError, Transport, identity::IdentityError};
 use p2pchat_protocol::{Author, SigningKey};
 use p2pchat_tests::{DEADLINE, address_of, start_node};
 use tokio::sync::broadcast;
@@ -163,5 +163,41 @@ async fn dropping_a_node_stops_it() -> anyhow::Result<()> {
     let ann_id = ann.peer_id();
     drop(ann);
     wait_for(&mut ben_events, "disconnection", disconnected_from(ann_id)).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn nodes_on_the_memory_transport_connect_and_sync_without_ports() -> anyhow::Result<()> {
+    let dirs = [tempfile::tempdir()?, tempfile::tempdir()?];
+    let start = |name: &'static str, dir: &std::path::Path| {
+        Node::builder()
+            .name(name)
+            .data_dir(dir)
+            .mdns(false)
+            .transport(Transport::Memory)
+            .listen("/memory/0".parse().expect("a memory address"))
+            .spawn()
+    };
+    let ann = start("ann", dirs[0].path()).await?;
+    let ben = start("ben", dirs[1].path()).await?;
+    let address = address_of(&ben);
+    assert!(address.to_string().starts_with("/memory/"), "{address}");
+    let mut ann_events = ann.events();
+    ann.dial(address).await?;
+    let event = wait_for(&mut ann_events, "connection", connected_to(ben.peer_id())).await?;
+    assert!(
+        matches!(&event, Event::Connected { name, .. } if name == "ben"),
+        "{event:?}"
+    );
+    ann.send("over memory")?;
+    ben.send("back")?;
+    ben.wait_synced(&ann, DEADLINE).await?;
+    ann.wait_synced(&ben, DEADLINE).await?;
+
+    let tcp = "/ip4/127.0.0.1/tcp/4001".parse()?;
+    match ann.dial(tcp).await {
+        Err(NodeError::Dial { reason, .. }) => assert!(reason.contains("/memory/N"), "{reason}"),
+        other => bail!("a TCP address given to a memory node: {other:?}"),
+    }
     Ok(())
 }

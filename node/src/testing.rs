@@ -25,7 +25,8 @@
 //!
 //! Node `i` is called `node{i}`; its key is drawn from the seed, so a seed gives the same
 //! authors (and peer ids) on every run. mDNS is off: nodes connect only as the cluster says.
-//! Each node listens on 127.0.0.1 (a port the system picks) and keeps its data in a temporary
+//! Each node listens on 127.0.0.1 (a port the system picks), or with
+//! [`ClusterBuilder::memory`] on libp2p's memory transport, and keeps its data in a temporary
 //! directory that the cluster deletes when dropped. A partition blocks the peers of the other
 //! side ([`Node::block`]), so neither side reaches the other until [`Cluster::heal`].
 
@@ -40,7 +41,7 @@ use p2pchat_protocol::{Author, Heads, SigningKey};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 
-use crate::{Node, NodeError};
+use crate::{Node, NodeError, Transport};
 
 /// How long [`Cluster::partition`] waits for the connections it cuts to close.
 const CLOSE_WAIT: Duration = Duration::from_secs(10);
@@ -88,11 +89,16 @@ pub enum ClusterError {
 pub struct ClusterBuilder {
     nodes: usize,
     seed: u64,
+    transport: Transport,
 }
 
 impl Default for ClusterBuilder {
     fn default() -> Self {
-        ClusterBuilder { nodes: 2, seed: 0 }
+        ClusterBuilder {
+            nodes: 2,
+            seed: 0,
+            transport: Transport::Tcp,
+        }
     }
 }
 
@@ -110,9 +116,10 @@ impl ClusterBuilder {
         self
     }
 
-    /// Keeps the nodes' data out of the way of the test: each node's data lives in a temporary
-    /// directory, deleted with the cluster.
-    pub fn memory(self) -> Self {
+    /// Connects the nodes over libp2p's in-process memory transport (`/memory/N` addresses)
+    /// instead of TCP on 127.0.0.1: no ports, so nothing outside the test can get in the way.
+    pub fn memory(mut self) -> Self {
+        self.transport = Transport::Memory;
         self
     }
 
@@ -141,6 +148,7 @@ impl ClusterBuilder {
             links: BTreeSet::new(),
             cut: BTreeSet::new(),
             seed: self.seed,
+            transport: self.transport,
         };
         for i in 0..self.nodes {
             cluster.start(i).await?;
@@ -167,6 +175,7 @@ pub struct Cluster {
     /// The links a [`Cluster::partition`] cut, until [`Cluster::heal`].
     cut: BTreeSet<(usize, usize)>,
     seed: u64,
+    transport: Transport,
 }
 
 impl Cluster {
@@ -225,7 +234,8 @@ impl Cluster {
             .name(&member.name)
             .keypair(member.key.clone())
             .data_dir(member.dir.path())
-            .listen(localhost())
+            .transport(self.transport)
+            .listen(listen_address(self.transport))
             .mdns(false)
             .spawn()
             .await
@@ -482,11 +492,14 @@ impl Cluster {
     }
 }
 
-/// 127.0.0.1, any port.
-fn localhost() -> Multiaddr {
-    Multiaddr::empty()
-        .with(Protocol::Ip4([127, 0, 0, 1].into()))
-        .with(Protocol::Tcp(0))
+/// Where a node of `transport` listens: 127.0.0.1 or memory, at a free port.
+fn listen_address(transport: Transport) -> Multiaddr {
+    match transport {
+        Transport::Tcp => Multiaddr::empty()
+            .with(Protocol::Ip4([127, 0, 0, 1].into()))
+            .with(Protocol::Tcp(0)),
+        Transport::Memory => Multiaddr::empty().with(Protocol::Memory(0)),
+    }
 }
 
 fn ordered(i: usize, j: usize) -> (usize, usize) {

@@ -5,7 +5,6 @@
 pub mod adversary;
 pub mod generate;
 pub mod netns;
-pub mod schema;
 pub mod sim;
 pub mod tmux;
 

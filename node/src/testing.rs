@@ -25,9 +25,9 @@
 //!
 //! Node `i` is called `node{i}`; its key is drawn from the seed, so a seed gives the same
 //! authors (and peer ids) on every run. mDNS is off: nodes connect only as the cluster says.
-//! Each node listens on 127.0.0.1 (a port the system picks), or with
-//! [`ClusterBuilder::memory`] on libp2p's memory transport, and keeps its data in a temporary
-//! directory that the cluster deletes when dropped. A partition blocks the peers of the other
+//! Each node listens on 127.0.0.1 (a port the system picks) and keeps its data in a temporary
+//! directory that the cluster deletes when dropped; with [`ClusterBuilder::memory`], nodes
+//! keep their logs in memory and connect over libp2p's memory transport (no disk, no ports). A partition blocks the peers of the other
 //! side ([`Node::block`]), so neither side reaches the other until [`Cluster::heal`].
 
 use std::collections::BTreeSet;
@@ -57,6 +57,15 @@ pub enum ClusterError {
         node: String,
         /// What went wrong.
         source: NodeError,
+    },
+    /// [`Cluster::start`] was asked to restart a node of a [`ClusterBuilder::memory`] cluster.
+    #[error(
+        "{node} keeps its logs in memory: starting it again would lose them (and sign its own \
+         log anew, a fork); use a cluster without .memory() to restart nodes"
+    )]
+    InMemory {
+        /// The node's name.
+        node: String,
     },
     /// A node's temporary data directory could not be made.
     #[error("cannot make a temporary data directory for {node}: {source}")]
@@ -89,7 +98,7 @@ pub enum ClusterError {
 pub struct ClusterBuilder {
     nodes: usize,
     seed: u64,
-    transport: Transport,
+    memory: bool,
 }
 
 impl Default for ClusterBuilder {
@@ -97,7 +106,7 @@ impl Default for ClusterBuilder {
         ClusterBuilder {
             nodes: 2,
             seed: 0,
-            transport: Transport::Tcp,
+            memory: false,
         }
     }
 }
@@ -116,10 +125,13 @@ impl ClusterBuilder {
         self
     }
 
-    /// Connects the nodes over libp2p's in-process memory transport (`/memory/N` addresses)
-    /// instead of TCP on 127.0.0.1: no ports, so nothing outside the test can get in the way.
+    /// Keeps each node's logs in memory ([`NodeBuilder::in_memory`](crate::NodeBuilder::in_memory))
+    /// and connects the nodes over libp2p's in-process memory transport (`/memory/N`
+    /// addresses) instead of temporary data directories and TCP on 127.0.0.1: no disk, no
+    /// ports, nothing outside the test in the way. Such nodes cannot restart
+    /// ([`Cluster::start`]).
     pub fn memory(mut self) -> Self {
-        self.transport = Transport::Memory;
+        self.memory = true;
         self
     }
 
@@ -129,10 +141,13 @@ impl ClusterBuilder {
         let mut members = Vec::with_capacity(self.nodes);
         for i in 0..self.nodes {
             let name = format!("node{i}");
-            let dir = tempfile::tempdir().map_err(|source| ClusterError::TempDir {
-                node: name.clone(),
-                source,
-            })?;
+            let dir = match self.memory {
+                true => None,
+                false => Some(tempfile::tempdir().map_err(|source| ClusterError::TempDir {
+                    node: name.clone(),
+                    source,
+                })?),
+            };
             let key = SigningKey::generate(&mut rng);
             let peer = crate::identity::keypair(&key).public().to_peer_id();
             members.push(Member {
@@ -148,10 +163,10 @@ impl ClusterBuilder {
             links: BTreeSet::new(),
             cut: BTreeSet::new(),
             seed: self.seed,
-            transport: self.transport,
+            memory: self.memory,
         };
         for i in 0..self.nodes {
-            cluster.start(i).await?;
+            cluster.launch(i).await?;
         }
         Ok(cluster)
     }
@@ -164,7 +179,8 @@ struct Member {
     peer: PeerId,
     /// `None` while stopped.
     node: Option<Node>,
-    dir: tempfile::TempDir,
+    /// `None` for an in-memory node.
+    dir: Option<tempfile::TempDir>,
 }
 
 /// Nodes in one process with their links: see the [module docs](self).
@@ -175,7 +191,7 @@ pub struct Cluster {
     /// The links a [`Cluster::partition`] cut, until [`Cluster::heal`].
     cut: BTreeSet<(usize, usize)>,
     seed: u64,
-    transport: Transport,
+    memory: bool,
 }
 
 impl Cluster {
@@ -212,9 +228,10 @@ impl Cluster {
             .filter_map(|member| member.node.as_ref())
     }
 
-    /// Where node `i` keeps its data (its store can be opened there while it is stopped).
+    /// Where node `i` keeps its data (its store can be opened there while it is stopped);
+    /// `None` in a [`ClusterBuilder::memory`] cluster.
     pub fn data_dir(&self, i: usize) -> Option<&Path> {
-        Some(self.members[i].dir.path())
+        self.members[i].dir.as_ref().map(tempfile::TempDir::path)
     }
 
     /// Stops node `i` (its data and links are kept for [`Cluster::start`]): its peers see it
@@ -226,17 +243,35 @@ impl Cluster {
     }
 
     /// Starts node `i` again after [`Cluster::stop`], with its data, key and links, on a new
-    /// port (a running node restarts).
+    /// port (a running node restarts). Refused in a [`ClusterBuilder::memory`] cluster.
     pub async fn start(&mut self, i: usize) -> Result<(), ClusterError> {
+        if self.memory {
+            return Err(ClusterError::InMemory {
+                node: self.members[i].name.clone(),
+            });
+        }
         self.stop(i).await;
+        self.launch(i).await
+    }
+
+    /// Starts node `i` (stopped) and connects its links.
+    async fn launch(&mut self, i: usize) -> Result<(), ClusterError> {
         let member = &self.members[i];
-        let node = Node::builder()
+        let transport = match self.memory {
+            true => Transport::Memory,
+            false => Transport::Tcp,
+        };
+        let builder = Node::builder()
             .name(&member.name)
             .keypair(member.key.clone())
-            .data_dir(member.dir.path())
-            .transport(self.transport)
-            .listen(listen_address(self.transport))
-            .mdns(false)
+            .transport(transport)
+            .listen(listen_address(transport))
+            .mdns(false);
+        let builder = match &member.dir {
+            Some(dir) => builder.data_dir(dir.path()),
+            None => builder.in_memory(),
+        };
+        let node = builder
             .spawn()
             .await
             .map_err(|source| self.failed(i, source))?;
@@ -604,6 +639,27 @@ mod tests {
             .wait_synced(cluster.node(0), DEADLINE)
             .await
             .expect("healed, node2 catches up");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn in_memory_nodes_keep_nothing_on_disk_and_refuse_a_restart() -> Result<(), ClusterError>
+    {
+        let mut cluster = Cluster::builder().nodes(2).memory().spawn().await?;
+        assert!(cluster.data_dir(0).is_none());
+        assert!(
+            cluster.node(0).listen_addrs()[0]
+                .to_string()
+                .starts_with("/memory/"),
+            "{:?}",
+            cluster.node(0).listen_addrs()
+        );
+        cluster.stop(1).await;
+        let error = cluster.start(1).await.expect_err("its logs are gone");
+        assert!(
+            error.to_string().contains("node1 keeps its logs in memory"),
+            "{error}"
+        );
         Ok(())
     }
 

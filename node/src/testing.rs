@@ -300,7 +300,8 @@ impl Cluster {
     }
 
     /// Connects nodes `i` and `j` and keeps them connected (until a [`Cluster::partition`]
-    /// puts them on different sides).
+    /// puts them on different sides): the later of the two dials the earlier
+    /// ([`Node::dial`]) and redials when the connection is lost.
     pub async fn connect(&mut self, i: usize, j: usize) -> Result<(), ClusterError> {
         self.add_links([(i, j)]).await
     }
@@ -316,6 +317,7 @@ impl Cluster {
     pub async fn mesh(&mut self, k: usize) -> Result<(), ClusterError> {
         let n = self.len();
         let k = k.min(n.saturating_sub(1));
+        // A stream of its own ("mesh"), so the links do not repeat the keys' draws.
         let mut rng = rand::rngs::StdRng::seed_from_u64(self.seed ^ 0x6d65_7368);
         let mut links = self.links.clone();
         for i in 0..n {
@@ -378,8 +380,8 @@ impl Cluster {
         Ok(())
     }
 
-    /// Waits until every node holds the same logs (the same heads in every room), or fails
-    /// after `timeout` saying which node lacks what.
+    /// Waits until every running node holds the same logs (the same heads in every room), or
+    /// fails after `timeout` saying which node lacks what.
     pub async fn wait_converged(&self, timeout: Duration) -> Result<(), ClusterError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {

@@ -64,6 +64,8 @@
 //! [`identity_of`] reads a data directory's identity, [`RoomKey`] creates and reads a private
 //! room's key file.
 
+#![warn(missing_docs)]
+
 mod backoff;
 mod behaviour;
 mod dial;

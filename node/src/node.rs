@@ -43,6 +43,10 @@ pub enum Event {
         name: String,
         /// The labels of the rooms shared with it.
         rooms: Vec<String>,
+        /// Who dialed the connection kept with it.
+        direction: Direction,
+        /// The peer's address on that connection: the one dialed, or the one it dialed from.
+        address: Multiaddr,
     },
     /// The last connection to a peer closed.
     Disconnected {
@@ -112,6 +116,105 @@ pub enum Event {
         /// What happened, in words.
         message: String,
     },
+    /// An author signed two different entries at one seq: their log in that room is forked,
+    /// and no more of it is accepted (a [`Event::Warning`] says so in words too).
+    ForkDetected {
+        /// The room's label.
+        room: String,
+        /// Whose log.
+        author: Author,
+        /// The seq of the two entries.
+        seq: u64,
+    },
+    /// A peer did what no honest peer does and was disconnected, and is kept out for a while
+    /// (a [`Event::Warning`] says so in words too, at most once in a while per peer).
+    PeerPenalised {
+        /// The peer.
+        peer: PeerId,
+        /// What it did.
+        reason: PenaltyReason,
+    },
+    /// A peer claims a name that is pinned to another key in a room: it is shown with its
+    /// fingerprint (a [`Event::Warning`] says so in words too, once per peer).
+    NameConflict {
+        /// The room's label.
+        room: String,
+        /// The name claimed.
+        name: String,
+        /// The key that claims it.
+        claimed_by: Author,
+        /// The key it is pinned to.
+        owner: Author,
+    },
+    /// The store failed to read or write (said in words too, by [`Event::Error`], or by
+    /// [`Event::Warning`] for damage on disk).
+    StorageError {
+        /// What failed, in words.
+        message: String,
+        /// Whether it is damage on disk (the node goes on serving what it can read, and
+        /// repairs the store at the next start).
+        damage: bool,
+    },
+}
+
+/// Who dialed a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// This node dialed the peer.
+    Dialed,
+    /// The peer dialed this node.
+    Listened,
+}
+
+/// What a penalised peer did (see [`Event::PeerPenalised`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PenaltyReason {
+    /// A frame or message that does not decode, or is over a limit.
+    Malformed,
+    /// A hello with a key that cannot sign.
+    BadKey,
+    /// A frame out of the handshake's order: before the greet, the proof or the hello, or
+    /// one of them twice.
+    OutOfOrder,
+    /// A reply that does not answer the query, or that nobody asked for.
+    BadReply,
+    /// An entry no honest peer relays (undecodable, forged, filed under another log, a key
+    /// that cannot sign).
+    InvalidEntry {
+        /// Whose log it was offered for.
+        author: Author,
+    },
+    /// A message for a room slot past the rooms the two share.
+    UnknownRoom {
+        /// The slot.
+        slot: u8,
+    },
+    /// More batches at once than its window allows.
+    Flooded,
+    /// A penalty this version of the node has no name for (the warning says it in words).
+    Other,
+}
+
+impl From<&p2pchat_protocol::replica::Penalty> for PenaltyReason {
+    fn from(penalty: &p2pchat_protocol::replica::Penalty) -> Self {
+        use p2pchat_protocol::replica::Penalty;
+        match penalty {
+            Penalty::BadMessage(_) => PenaltyReason::Malformed,
+            Penalty::BadKey(_) => PenaltyReason::BadKey,
+            Penalty::BeforeHello
+            | Penalty::SecondHello
+            | Penalty::BeforeGreet
+            | Penalty::SecondGreet
+            | Penalty::BeforeProof
+            | Penalty::SecondProof => PenaltyReason::OutOfOrder,
+            Penalty::BadReply(_) | Penalty::UnaskedReply => PenaltyReason::BadReply,
+            Penalty::InvalidEntry { author, .. } => PenaltyReason::InvalidEntry { author: *author },
+            Penalty::UnknownRoom(slot) => PenaltyReason::UnknownRoom { slot: *slot },
+            Penalty::Flooded => PenaltyReason::Flooded,
+            _ => PenaltyReason::Other,
+        }
+    }
 }
 
 /// A chat line, as shown to the user.
@@ -1203,6 +1306,32 @@ mod tests {
             !dir.join(p2pchat_storage::REGISTRY).exists(),
             "nothing recorded, so the first chat still decides"
         );
+    }
+
+    #[test]
+    fn penalties_map_to_typed_reasons() {
+        use p2pchat_protocol::replica::Penalty;
+        let author = Author::from_bytes([1; 32]);
+        let invalid = Penalty::InvalidEntry {
+            author,
+            error: p2pchat_protocol::ValidationError::WrongAuthor {
+                expected: author,
+                found: author,
+            },
+        };
+        for (penalty, reason) in [
+            (Penalty::SecondProof, PenaltyReason::OutOfOrder),
+            (Penalty::BeforeHello, PenaltyReason::OutOfOrder),
+            (Penalty::UnaskedReply, PenaltyReason::BadReply),
+            (
+                Penalty::UnknownRoom(3),
+                PenaltyReason::UnknownRoom { slot: 3 },
+            ),
+            (Penalty::Flooded, PenaltyReason::Flooded),
+            (invalid, PenaltyReason::InvalidEntry { author }),
+        ] {
+            assert_eq!(PenaltyReason::from(&penalty), reason, "{penalty}");
+        }
     }
 
     #[test]

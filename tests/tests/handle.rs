@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use p2pchat_node::{Event, Node, NodeError, Transport, identity::IdentityError};
+use p2pchat_node::{Direction, Event, Node, NodeError, Transport, identity::IdentityError};
 use p2pchat_protocol::{Author, SigningKey};
 use p2pchat_tests::{DEADLINE, address_of, start_node};
 use tokio::sync::broadcast;
@@ -69,9 +69,33 @@ async fn dial_connects_after_start_and_disconnect_stops_the_exchange() -> anyhow
     let dirs = [tempfile::tempdir()?, tempfile::tempdir()?];
     let ann = start_node("ann", dirs[0].path(), &[]).await?;
     let ben = start_node("ben", dirs[1].path(), &[]).await?;
-    let mut ann_events = ann.events();
+    let (mut ann_events, mut ben_events) = (ann.events(), ben.events());
     ann.dial(address_of(&ben)).await?;
-    wait_for(&mut ann_events, "connection", connected_to(ben.peer_id())).await?;
+    let event = wait_for(&mut ann_events, "connection", connected_to(ben.peer_id())).await?;
+    let Event::Connected {
+        direction, address, ..
+    } = event
+    else {
+        bail!("not a connection: {event:?}");
+    };
+    assert_eq!(direction, Direction::Dialed);
+    let dialed = address_of(&ben).to_string();
+    assert!(
+        dialed.starts_with(&address.to_string()),
+        "{address} of {dialed}"
+    );
+    let event = wait_for(&mut ben_events, "connection", connected_to(ann.peer_id())).await?;
+    let Event::Connected {
+        direction, address, ..
+    } = event
+    else {
+        bail!("not a connection: {event:?}");
+    };
+    assert_eq!(direction, Direction::Listened);
+    assert!(
+        address.to_string().starts_with("/ip4/127.0.0.1/tcp/"),
+        "{address}"
+    );
     ann.send("hello")?;
     ben.wait_synced(&ann, DEADLINE).await?;
     ann.wait_synced(&ben, DEADLINE).await?;
@@ -199,5 +223,33 @@ async fn nodes_on_the_memory_transport_connect_and_sync_without_ports() -> anyho
         Err(NodeError::Dial { reason, .. }) => assert!(reason.contains("/memory/N"), "{reason}"),
         other => bail!("a TCP address given to a memory node: {other:?}"),
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_name_pinned_to_another_key_is_a_typed_conflict() -> anyhow::Result<()> {
+    let dirs = [
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+    ];
+    let ann = start_node("ann", dirs[0].path(), &[]).await?;
+    let mut events = ann.events();
+    let bob = start_node("bob", dirs[1].path(), &[address_of(&ann)]).await?;
+    wait_for(&mut events, "connection", connected_to(bob.peer_id())).await?;
+    let other_bob = start_node("bob", dirs[2].path(), &[address_of(&ann)]).await?;
+    let event = wait_for(&mut events, "name conflict", |event| {
+        matches!(event, Event::NameConflict { .. })
+    })
+    .await?;
+    assert_eq!(
+        event,
+        Event::NameConflict {
+            room: "lan".into(),
+            name: "bob".into(),
+            claimed_by: other_bob.author(),
+            owner: bob.author(),
+        }
+    );
     Ok(())
 }

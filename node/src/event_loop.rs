@@ -212,6 +212,7 @@ impl EventLoop {
         commands: mpsc::Receiver<Command>,
         listen_addrs: Arc<Mutex<Vec<Multiaddr>>>,
         peers: &[PeerSpec],
+        config: &crate::Config,
     ) -> Result<Self, NodeError> {
         let (lane_tx, lane_rx) = mpsc::channel(INBOX);
         let (stored_tx, stored) = mpsc::channel(STORED_QUEUE);
@@ -229,7 +230,8 @@ impl EventLoop {
             .collect();
         let jobs = storer::spawn(shared.clone(), stored_tx)
             .map_err(|e| NodeError::Network(format!("cannot start the storage worker: {e}")))?;
-        let mut redialer = Redialer::default();
+        let (first, longest) = config.redial_backoff();
+        let mut redialer = Redialer::new(first, longest);
         let mut names = Vec::new();
         let now = Instant::now();
         for peer in peers {

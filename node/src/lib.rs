@@ -22,6 +22,7 @@
 
 mod backoff;
 mod behaviour;
+mod config;
 mod dial;
 mod discovery;
 mod doctor;
@@ -40,6 +41,7 @@ mod storer;
 mod warnings;
 
 pub use behaviour::Transport;
+pub use config::Config;
 pub use dial::ConnectFailure;
 pub use doctor::{Checkup, LogReport, doctor};
 pub use feed::MessageFeed;

@@ -13,6 +13,7 @@ use p2pchat_storage::{HistoryKey, RefusedLog, Store, StoreError};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::Config;
 use crate::behaviour::Transport;
 use crate::dial::ConnectFailure;
 use crate::event_loop::{Command, EventLoop, Setup};
@@ -486,6 +487,7 @@ pub struct NodeBuilder {
     rooms: Vec<Room>,
     keypair: Option<SigningKey>,
     transport: Transport,
+    config: Config,
 }
 
 impl NodeBuilder {
@@ -532,6 +534,12 @@ impl NodeBuilder {
     /// [`Node::listen_addrs`] gives.
     pub fn transport(mut self, transport: Transport) -> Self {
         self.transport = transport;
+        self
+    }
+
+    /// Timeouts and limits other than the chat's (default: [`Config::default`]).
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
         self
     }
 
@@ -602,7 +610,9 @@ impl NodeBuilder {
             peers: Mutex::new(HashMap::new()),
             events,
             stats: Default::default(),
-            warnings: Default::default(),
+            warnings: Mutex::new(crate::warnings::Warnings::new(
+                self.config.notice_interval(),
+            )),
             damage_reported: Default::default(),
         });
         // Says so if an own log is behind: the first subscriber to events sees it.
@@ -637,6 +647,7 @@ impl NodeBuilder {
             command_rx,
             listen_addrs.clone(),
             &self.peers,
+            &self.config,
         )?;
         let setup = Setup {
             listeners,

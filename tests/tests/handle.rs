@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use p2pchat_node::{Direction, Event, Node, NodeError, Transport, identity::IdentityError};
+use p2pchat_node::{
+    Config, ConnectFailure, Direction, Event, Node, NodeError, Transport, identity::IdentityError,
+};
 use p2pchat_protocol::{Author, SigningKey};
 use p2pchat_tests::{DEADLINE, address_of, start_node};
 use tokio::sync::broadcast;
@@ -250,6 +252,48 @@ async fn a_name_pinned_to_another_key_is_a_typed_conflict() -> anyhow::Result<()
             claimed_by: other_bob.author(),
             owner: bob.author(),
         }
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_config_sets_the_redial_backoff_and_the_notice_interval() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let config = Config::default()
+        .with_redial_backoff(Duration::from_millis(20), Duration::from_millis(50))
+        .with_notice_interval(Duration::from_millis(500));
+    let ann = Node::builder()
+        .name("ann")
+        .data_dir(dir.path())
+        .mdns(false)
+        .transport(Transport::Memory)
+        .config(config)
+        .spawn()
+        .await?;
+    let mut events = ann.events();
+    // Nobody listens there: each redial fails at once.
+    ann.dial("/memory/4094967295".parse()?).await?;
+    let failed = |event: &Event| matches!(event, Event::ConnectionFailed { .. });
+    let first = wait_for(&mut events, "failure", failed).await?;
+    assert!(
+        matches!(
+            &first,
+            Event::ConnectionFailed {
+                count: 1,
+                reason: ConnectFailure::Refused,
+                ..
+            }
+        ),
+        "{first:?}"
+    );
+    // With the chat's 30 s interval, the repeats would be said after the test's deadline.
+    let summary = wait_for(&mut events, "summary of the repeats", failed).await?;
+    let Event::ConnectionFailed { count, .. } = summary else {
+        bail!("not a failure: {summary:?}");
+    };
+    assert!(
+        count > 1,
+        "redialed every 50 ms at most, so several repeats: {count}"
     );
     Ok(())
 }

@@ -1242,20 +1242,25 @@ mod tests {
         said
     }
 
-    #[tokio::test]
-    async fn the_logs_stored_before_rooms_go_to_the_first_room_and_it_is_said_once() {
-        let root = tempfile::tempdir().unwrap();
+    /// A copy, in `root`, of alice's data directory as the release before rooms wrote it.
+    fn previous_release_copy(root: &Path) -> PathBuf {
         let fixture = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../tests/fixtures/previous-release/alice"
         );
         let copied = std::process::Command::new("cp")
             .args(["-a", fixture])
-            .arg(root.path())
+            .arg(root)
             .status()
             .unwrap();
         assert!(copied.success());
-        let dir = root.path().join("alice");
+        root.join("alice")
+    }
+
+    #[tokio::test]
+    async fn the_logs_stored_before_rooms_go_to_the_first_room_and_it_is_said_once() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = previous_release_copy(root.path());
         let rooms = [Room::private(&[7; 32], "team"), Room::lan()];
         let node = start(&dir, &rooms).await;
         let labels: Vec<String> = node.rooms().iter().map(|r| r.label().into()).collect();
@@ -1289,17 +1294,7 @@ mod tests {
     #[test]
     fn reading_tools_never_decide_where_the_logs_stored_before_rooms_go() {
         let root = tempfile::tempdir().unwrap();
-        let fixture = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../tests/fixtures/previous-release/alice"
-        );
-        let copied = std::process::Command::new("cp")
-            .args(["-a", fixture])
-            .arg(root.path())
-            .status()
-            .unwrap();
-        assert!(copied.success());
-        let dir = root.path().join("alice");
+        let dir = previous_release_copy(root.path());
         let error = crate::Archive::open(&dir, &Room::lan())
             .err()
             .map(|e| e.to_string())

@@ -5,7 +5,6 @@
 pub mod adversary;
 pub mod generate;
 pub mod netns;
-pub mod schema;
 pub mod sim;
 pub mod tmux;
 
@@ -97,7 +96,7 @@ pub fn p2pchat_binary() -> &'static Path {
             "build",
             "--quiet",
             "-p",
-            "p2pchat-node",
+            "p2pchat",
             "--bin",
             "p2pchat",
             "--manifest-path",

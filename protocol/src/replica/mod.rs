@@ -91,7 +91,6 @@ pub struct Replica<P> {
     /// they reach (to tell a batch that joins from one that came too early), and how many.
     storing: BTreeMap<Author, (u64, usize)>,
     peers: BTreeMap<P, Peer>,
-    banned: BTreeMap<P, Instant>,
     router: Router<P>,
     /// The own-log claim last told to the driver.
     own_claim: u64,
@@ -112,7 +111,6 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
             frozen_taken_out: false,
             storing: BTreeMap::new(),
             peers: BTreeMap::new(),
-            banned: BTreeMap::new(),
             router: Router::new(own),
             own_claim: 0,
             outputs: VecDeque::new(),
@@ -156,7 +154,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
                 _ => 1,
             })
             .sum();
-        sessions + self.banned.len() + self.storing.len()
+        sessions + self.storing.len()
     }
 
     fn session(&self, peer: &P) -> Option<&Session> {
@@ -186,7 +184,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
             Input::Received { peer, message } => self.received(now, peer, message, logs),
             Input::Malformed { peer, error } => {
                 if self.peers.get(&peer).is_some_and(|p| !p.closing) {
-                    self.penalise(now, peer, Penalty::BadMessage(error));
+                    self.penalise(peer, Penalty::BadMessage(error));
                 }
             }
             Input::Accept { peer } => self.accept(peer),
@@ -222,13 +220,6 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
         if self.peers.contains_key(&peer) {
             self.closed(peer); // a fresh session on reopened lanes
         }
-        if self.banned.get(&peer).is_some_and(|until| *until > now) {
-            self.outputs.push_back(Output::Disconnect {
-                peer,
-                reason: Disconnect::Banned,
-            });
-            return;
-        }
         self.peers.insert(
             peer,
             Peer {
@@ -242,7 +233,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
         );
         if let Err(e) = author.check_key() {
             // Such a key signs anything: it can be no one's own log.
-            return self.penalise(now, peer, Penalty::BadKey(e));
+            return self.penalise(peer, Penalty::BadKey(e));
         }
         let hello = Message::Hello(Hello {
             version: PROTOCOL_VERSION,
@@ -264,14 +255,9 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
         }
     }
 
-    /// Disconnects `peer` for what no honest peer does, and keeps it out for [`BAN_TIME`].
-    fn penalise(&mut self, now: Instant, peer: P, penalty: Penalty) {
-        if self.banned.len() >= MAX_BANNED
-            && let Some(oldest) = self.banned.iter().min_by_key(|(_, t)| **t).map(|(p, _)| *p)
-        {
-            self.banned.remove(&oldest);
-        }
-        self.banned.insert(peer, now + BAN_TIME);
+    /// Disconnects `peer` for what no honest peer does (the multi-room core above keeps it out
+    /// for [`BAN_TIME`]).
+    fn penalise(&mut self, peer: P, penalty: Penalty) {
         self.disconnect(peer, Disconnect::Penalised(penalty));
     }
 
@@ -352,8 +338,8 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
                     name: hello.name,
                 });
             }
-            (Phase::AwaitingHello, _) => self.penalise(now, peer, Penalty::BeforeHello),
-            (_, Message::Hello(_)) => self.penalise(now, peer, Penalty::SecondHello),
+            (Phase::AwaitingHello, _) => self.penalise(peer, Penalty::BeforeHello),
+            (_, Message::Hello(_)) => self.penalise(peer, Penalty::SecondHello),
             // The driver accepts or closes a probe before anything else arrives.
             (Phase::Probe { .. }, _) => {}
             (Phase::Accepted(_), message) => self.on_message(now, peer, message, logs),
@@ -377,11 +363,11 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
                     return;
                 };
                 if !session.reconciler.is_waiting() {
-                    return self.penalise(now, peer, Penalty::UnaskedReply);
+                    return self.penalise(peer, Penalty::UnaskedReply);
                 }
                 match session.reconciler.on_reply(heads, parts) {
                     Ok(learned) => self.learned(peer, learned, logs),
-                    Err(e) => return self.penalise(now, peer, Penalty::BadReply(e)),
+                    Err(e) => return self.penalise(peer, Penalty::BadReply(e)),
                 }
                 self.next_query(peer);
                 self.check_complete(peer);
@@ -592,7 +578,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
             return;
         };
         if session.storing + session.stash.len() >= MAX_UNACKED_BATCHES {
-            return self.penalise(now, peer, Penalty::Flooded);
+            return self.penalise(peer, Penalty::Flooded);
         }
         let seqs = batch_seqs(&batch);
         match seqs {
@@ -679,7 +665,6 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
                 | ValidationError::WrongRoom { .. }
                 | ValidationError::BadAuthorKey(_)),
             ) => self.penalise(
-                now,
                 peer,
                 Penalty::InvalidEntry {
                     author,
@@ -886,7 +871,6 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
             .router
             .check_stalls(now, |author| heads.get(author).map_or(0, |h| h.seq));
         self.route(changed);
-        self.banned.retain(|_, until| *until > now);
     }
 
     /// Sends every accepted peer what is due: acks, notes, live entries, then bulk batches

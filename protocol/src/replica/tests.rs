@@ -301,13 +301,6 @@ fn anything_before_the_hello_is_penalised() {
         net.log.disconnects.as_slice(),
         [(0, 1, Disconnect::Penalised(Penalty::BeforeHello))]
     ));
-    // Banned: its next connection is refused at once.
-    net.settle();
-    net.give(0, Input::Connected { peer: 1, author });
-    assert!(matches!(
-        net.log.disconnects.last(),
-        Some((0, 1, Disconnect::Banned))
-    ));
 }
 
 #[test]

@@ -573,6 +573,15 @@ fn one_room_misbehaving_closes_the_peer_in_every_room() {
             .iter()
             .all(|(f, t, _)| (*f, *t) != (0, 1))
     );
+    // And it is kept out: its next connection is refused at once, before any greet.
+    net.give(0, RoomsInput::Closed { peer: 1 });
+    net.connect(0, 1);
+    let last = net
+        .log
+        .disconnects
+        .iter()
+        .rfind(|(at, p, _)| (*at, *p) == (0, 1));
+    assert_eq!(last.map(|(_, _, reason)| reason), Some(&Disconnect::Banned));
 }
 
 #[test]

@@ -41,12 +41,28 @@ struct Target {
 
 /// The addresses the user gave with `--peer`, each kept connected. It reads no clock: every
 /// method that needs the time is given `now`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Redialer {
     targets: Vec<Target>,
+    /// The first wait before a redial, and the longest.
+    backoff: (Duration, Duration),
+}
+
+impl Default for Redialer {
+    fn default() -> Self {
+        Self::new(INITIAL_BACKOFF, MAX_BACKOFF)
+    }
 }
 
 impl Redialer {
+    /// A redialer whose first wait before a redial is `first`, doubling up to `longest`.
+    pub fn new(first: Duration, longest: Duration) -> Self {
+        Redialer {
+            targets: Vec::new(),
+            backoff: (first, longest),
+        }
+    }
+
     /// Adds an address to keep connected, due at `now` (dialed at the next [`Redialer::due`]).
     /// An address already kept is not added twice: if it waits, it is due at `now`.
     pub fn add(&mut self, addr: Multiaddr, now: Instant) {
@@ -64,7 +80,7 @@ impl Redialer {
             addr,
             peer,
             state: State::Waiting { until: now },
-            backoff: Backoff::new(INITIAL_BACKOFF, MAX_BACKOFF),
+            backoff: Backoff::new(self.backoff.0, self.backoff.1),
             not_before: None,
         });
     }
@@ -462,6 +478,33 @@ mod tests {
         let later = now + NO_SHARED_ROOM_RETRY;
         redialer.disconnected(peer, later);
         assert_eq!(redialer.due(later + INITIAL_BACKOFF).len(), 1);
+    }
+
+    #[test]
+    fn the_backoff_given_is_kept_and_forgotten_or_unblocked_targets_are_handled() {
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        let mut redialer = Redialer::new(ms(10), ms(30));
+        let peer = PeerId::random();
+        let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/1/p2p/{peer}").parse().unwrap();
+        redialer.add(addr.clone(), now);
+        redialer.add(addr.clone(), now);
+        let mut at = now;
+        for wait in [10, 20, 30, 30] {
+            let dials = redialer.due(at);
+            assert_eq!(dials.len(), 1, "an address is kept once");
+            redialer.dial_failed(dials[0].connection_id(), at);
+            assert!(redialer.due(at + ms(wait) - ms(1)).is_empty());
+            at += ms(wait);
+        }
+        // Unblocked: due at once, the backoff started over.
+        redialer.retry_now(peer, at - ms(20));
+        let dials = redialer.due(at - ms(20));
+        redialer.dial_failed(dials[0].connection_id(), at);
+        assert_eq!(redialer.due(at + ms(10)).len(), 1);
+        redialer.forget(peer);
+        assert!(!redialer.is_target(&peer));
+        assert!(redialer.due(at + ms(1000)).is_empty(), "forgotten");
     }
 
     #[test]

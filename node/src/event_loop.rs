@@ -183,6 +183,8 @@ pub struct EventLoop {
     listeners: HashMap<ListenerId, Multiaddr>,
     /// Open connections per peer, oldest first, with whether we dialed each.
     connections: HashMap<PeerId, Vec<(ConnectionId, bool)>>,
+    /// The peer's address on each open connection.
+    remote_addresses: HashMap<ConnectionId, Multiaddr>,
     sessions: HashMap<PeerId, Session>,
     /// Inbound lanes of peers whose session has not started (their connection event has not
     /// come yet, or their lanes are about to be reopened), with when each came.
@@ -210,6 +212,7 @@ impl EventLoop {
         commands: mpsc::Receiver<Command>,
         listen_addrs: Arc<Mutex<Vec<Multiaddr>>>,
         peers: &[PeerSpec],
+        config: &crate::Config,
     ) -> Result<Self, NodeError> {
         let (lane_tx, lane_rx) = mpsc::channel(INBOX);
         let (stored_tx, stored) = mpsc::channel(STORED_QUEUE);
@@ -227,7 +230,8 @@ impl EventLoop {
             .collect();
         let jobs = storer::spawn(shared.clone(), stored_tx)
             .map_err(|e| NodeError::Network(format!("cannot start the storage worker: {e}")))?;
-        let mut redialer = Redialer::default();
+        let (first, longest) = config.redial_backoff();
+        let mut redialer = Redialer::new(first, longest);
         let mut names = Vec::new();
         let now = Instant::now();
         for peer in peers {
@@ -248,6 +252,7 @@ impl EventLoop {
             discovery,
             listeners: HashMap::new(),
             connections: HashMap::new(),
+            remote_addresses: HashMap::new(),
             sessions: HashMap::new(),
             early: HashMap::new(),
             lane_tx,
@@ -425,10 +430,22 @@ impl EventLoop {
             .iter()
             .map(|&room| self.shared.rooms[room].room.label().to_owned())
             .collect();
+        let kept = self.connections.get(&peer).and_then(|connections| {
+            let id = keep_connection(*self.swarm.local_peer_id(), peer, connections)?;
+            let (_, dialed) = connections.iter().find(|(at, _)| *at == id)?;
+            Some((*dialed, self.remote_addresses.get(&id)?.clone()))
+        });
+        let (direction, address) = match kept {
+            Some((true, address)) => (crate::Direction::Dialed, address),
+            Some((false, address)) => (crate::Direction::Listened, address),
+            None => (crate::Direction::Listened, Multiaddr::empty()),
+        };
         self.shared.emit(Event::Connected {
             peer,
             name: announcing.name,
             rooms,
+            direction,
+            address,
         });
         for event in announcing.held {
             self.shared.emit(event);
@@ -526,6 +543,10 @@ impl EventLoop {
     fn disconnect(&mut self, peer: PeerId, reason: &Disconnect) {
         match reason {
             Disconnect::Penalised(penalty) => {
+                self.shared.emit(Event::PeerPenalised {
+                    peer,
+                    reason: penalty.into(),
+                });
                 self.shared
                     .warn(&peer.to_string(), Cause::Misbehaved, 1, || {
                         format!(
@@ -600,6 +621,11 @@ impl EventLoop {
                 self.queue_job(Job::CheckOwn(room));
             }
             CoreEvent::Forked { author, seq } => {
+                self.shared.emit(Event::ForkDetected {
+                    room: label(),
+                    author,
+                    seq,
+                });
                 let name = self.shared.display_name(room, &author);
                 self.shared.emit(Event::Warning {
                     message: format!(
@@ -696,11 +722,11 @@ impl EventLoop {
                 }
                 Err(TrySendError::Closed(_)) => {
                     self.held_jobs.clear();
-                    self.shared.emit(Event::Error {
-                        message: "the storage worker stopped: nothing received is stored any \
-                                  more; restart p2pchat"
+                    self.shared.storage_failed(
+                        "the storage worker stopped: nothing received is stored any more; \
+                         restart p2pchat"
                             .into(),
-                    });
+                    );
                     return;
                 }
             }
@@ -1057,6 +1083,8 @@ impl EventLoop {
                 }
                 drop(warnings);
                 self.discovery.connected(peer_id);
+                self.remote_addresses
+                    .insert(connection_id, endpoint.get_remote_address().clone());
                 let connections = self.connections.entry(peer_id).or_default();
                 connections.push((connection_id, endpoint.is_dialer()));
                 let keep = keep_connection(*self.swarm.local_peer_id(), peer_id, connections);
@@ -1082,6 +1110,7 @@ impl EventLoop {
                 num_established,
                 ..
             } => {
+                self.remote_addresses.remove(&connection_id);
                 if let Some(connections) = self.connections.get_mut(&peer_id) {
                     connections.retain(|(id, _)| *id != connection_id);
                 }

@@ -68,6 +68,7 @@
 
 mod backoff;
 mod behaviour;
+mod config;
 mod dial;
 mod discovery;
 mod doctor;
@@ -88,13 +89,14 @@ pub mod testing;
 mod warnings;
 
 pub use behaviour::Transport;
+pub use config::Config;
 pub use dial::ConnectFailure;
 pub use doctor::{Checkup, LogReport, doctor};
 pub use feed::MessageFeed;
 pub use import::{IMPORT_CHUNK, Imported, import};
 pub use node::{
-    Event, Message, MissingLog, Node, NodeBuilder, NodeError, PeerSpec, Stats, SyncTimeout,
-    check_text,
+    Direction, Event, Message, MissingLog, Node, NodeBuilder, NodeError, PeerSpec, PenaltyReason,
+    Stats, SyncTimeout, check_text,
 };
 pub use own_log::MAX_HELD;
 /// The merged history's order, as [`Message::history_key`] gives it.

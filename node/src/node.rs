@@ -13,6 +13,7 @@ use p2pchat_storage::{HistoryKey, RefusedLog, Store, StoreError};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::Config;
 use crate::behaviour::Transport;
 use crate::dial::ConnectFailure;
 use crate::event_loop::{Command, EventLoop, Setup};
@@ -43,6 +44,10 @@ pub enum Event {
         name: String,
         /// The labels of the rooms shared with it.
         rooms: Vec<String>,
+        /// Who dialed the connection kept with it.
+        direction: Direction,
+        /// The peer's address on that connection: the one dialed, or the one it dialed from.
+        address: Multiaddr,
     },
     /// The last connection to a peer closed.
     Disconnected {
@@ -112,6 +117,105 @@ pub enum Event {
         /// What happened, in words.
         message: String,
     },
+    /// An author signed two different entries at one seq: their log in that room is forked,
+    /// and no more of it is accepted (a [`Event::Warning`] says so in words too).
+    ForkDetected {
+        /// The room's label.
+        room: String,
+        /// Whose log.
+        author: Author,
+        /// The seq of the two entries.
+        seq: u64,
+    },
+    /// A peer did what no honest peer does and was disconnected, and is kept out for a while
+    /// (a [`Event::Warning`] says so in words too, at most once in a while per peer).
+    PeerPenalised {
+        /// The peer.
+        peer: PeerId,
+        /// What it did.
+        reason: PenaltyReason,
+    },
+    /// A peer claims a name that is pinned to another key in a room: it is shown with its
+    /// fingerprint (a [`Event::Warning`] says so in words too, once per peer).
+    NameConflict {
+        /// The room's label.
+        room: String,
+        /// The name claimed.
+        name: String,
+        /// The key that claims it.
+        claimed_by: Author,
+        /// The key it is pinned to.
+        owner: Author,
+    },
+    /// The store failed to read or write (said in words too, by [`Event::Error`], or by
+    /// [`Event::Warning`] for damage on disk).
+    StorageError {
+        /// What failed, in words.
+        message: String,
+        /// Whether it is damage on disk (the node goes on serving what it can read, and
+        /// repairs the store at the next start).
+        damage: bool,
+    },
+}
+
+/// Who dialed a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// This node dialed the peer.
+    Dialed,
+    /// The peer dialed this node.
+    Listened,
+}
+
+/// What a penalised peer did (see [`Event::PeerPenalised`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PenaltyReason {
+    /// A frame or message that does not decode, or is over a limit.
+    Malformed,
+    /// A hello with a key that cannot sign.
+    BadKey,
+    /// A frame out of the handshake's order: before the greet, the proof or the hello, or
+    /// one of them twice.
+    OutOfOrder,
+    /// A reply that does not answer the query, or that nobody asked for.
+    BadReply,
+    /// An entry no honest peer relays (undecodable, forged, filed under another log, a key
+    /// that cannot sign).
+    InvalidEntry {
+        /// Whose log it was offered for.
+        author: Author,
+    },
+    /// A message for a room slot past the rooms the two share.
+    UnknownRoom {
+        /// The slot.
+        slot: u8,
+    },
+    /// More batches at once than its window allows.
+    Flooded,
+    /// A penalty this version of the node has no name for (the warning says it in words).
+    Other,
+}
+
+impl From<&p2pchat_protocol::replica::Penalty> for PenaltyReason {
+    fn from(penalty: &p2pchat_protocol::replica::Penalty) -> Self {
+        use p2pchat_protocol::replica::Penalty;
+        match penalty {
+            Penalty::BadMessage(_) => PenaltyReason::Malformed,
+            Penalty::BadKey(_) => PenaltyReason::BadKey,
+            Penalty::BeforeHello
+            | Penalty::SecondHello
+            | Penalty::BeforeGreet
+            | Penalty::SecondGreet
+            | Penalty::BeforeProof
+            | Penalty::SecondProof => PenaltyReason::OutOfOrder,
+            Penalty::BadReply(_) | Penalty::UnaskedReply => PenaltyReason::BadReply,
+            Penalty::InvalidEntry { author, .. } => PenaltyReason::InvalidEntry { author: *author },
+            Penalty::UnknownRoom(slot) => PenaltyReason::UnknownRoom { slot: *slot },
+            Penalty::Flooded => PenaltyReason::Flooded,
+            _ => PenaltyReason::Other,
+        }
+    }
 }
 
 /// A chat line, as shown to the user.
@@ -387,6 +491,7 @@ pub struct NodeBuilder {
     rooms: Vec<Room>,
     keypair: Option<SigningKey>,
     transport: Transport,
+    config: Config,
 }
 
 impl NodeBuilder {
@@ -444,6 +549,12 @@ impl NodeBuilder {
     /// [`Node::listen_addrs`] gives.
     pub fn transport(mut self, transport: Transport) -> Self {
         self.transport = transport;
+        self
+    }
+
+    /// Timeouts and limits other than the chat's (default: [`Config::default`]).
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
         self
     }
 
@@ -527,7 +638,9 @@ impl NodeBuilder {
             peers: Mutex::new(HashMap::new()),
             events,
             stats: Default::default(),
-            warnings: Default::default(),
+            warnings: Mutex::new(crate::warnings::Warnings::new(
+                self.config.notice_interval(),
+            )),
             damage_reported: Default::default(),
         });
         // Says so if an own log is behind: the first subscriber to events sees it.
@@ -562,6 +675,7 @@ impl NodeBuilder {
             command_rx,
             listen_addrs.clone(),
             &self.peers,
+            &self.config,
         )?;
         let setup = Setup {
             listeners,
@@ -1322,6 +1436,32 @@ mod tests {
             !dir.join(p2pchat_storage::REGISTRY).exists(),
             "nothing recorded, so the first chat still decides"
         );
+    }
+
+    #[test]
+    fn penalties_map_to_typed_reasons() {
+        use p2pchat_protocol::replica::Penalty;
+        let author = Author::from_bytes([1; 32]);
+        let invalid = Penalty::InvalidEntry {
+            author,
+            error: p2pchat_protocol::ValidationError::WrongAuthor {
+                expected: author,
+                found: author,
+            },
+        };
+        for (penalty, reason) in [
+            (Penalty::SecondProof, PenaltyReason::OutOfOrder),
+            (Penalty::BeforeHello, PenaltyReason::OutOfOrder),
+            (Penalty::UnaskedReply, PenaltyReason::BadReply),
+            (
+                Penalty::UnknownRoom(3),
+                PenaltyReason::UnknownRoom { slot: 3 },
+            ),
+            (Penalty::Flooded, PenaltyReason::Flooded),
+            (invalid, PenaltyReason::InvalidEntry { author }),
+        ] {
+            assert_eq!(PenaltyReason::from(&penalty), reason, "{penalty}");
+        }
     }
 
     #[test]

@@ -168,6 +168,10 @@ impl Shared {
     /// (a table checksum error) is one warning and the node goes on serving what it can read;
     /// the store is repaired at the next start. Anything else is an error.
     pub fn store_failed(&self, doing: &str, e: &StoreError) {
+        self.emit(Event::StorageError {
+            message: format!("{doing} failed: {e}"),
+            damage: e.is_damage(),
+        });
         if !e.is_damage() {
             self.emit(Event::Error {
                 message: format!("{doing} failed: {e}"),
@@ -180,6 +184,16 @@ impl Shared {
                 message: format!("{doing} failed: {e}"),
             });
         }
+    }
+
+    /// Says that storage failed in a way the node cannot fix (`message`, in words): as a
+    /// [`Event::StorageError`] and an [`Event::Error`].
+    pub fn storage_failed(&self, message: String) {
+        self.emit(Event::StorageError {
+            message: message.clone(),
+            damage: false,
+        });
+        self.emit(Event::Error { message });
     }
 
     /// Wakes the message feeds: there is something new to show.
@@ -275,9 +289,10 @@ impl Shared {
         let own = match state.own.state(&state.store, &self.key, claimed) {
             Ok(own) => own,
             Err(e) => {
-                return self.emit(Event::Error {
-                    message: format!("checking your own log{} failed: {e}", self.in_room(room)),
-                });
+                return self.storage_failed(format!(
+                    "checking your own log{} failed: {e}",
+                    self.in_room(room)
+                ));
             }
         };
         if let Some(message) = state.own.observe(own, state.store.head_seq(&self.author())) {
@@ -290,9 +305,10 @@ impl Shared {
         match state.own.recheck(&state.store, &self.key, claimed) {
             Ok(Some(restored)) => self.own_log_restored(restored),
             Ok(None) => {}
-            Err(e) => self.emit(Event::Error {
-                message: format!("writing your own log{} failed: {e}", self.in_room(room)),
-            }),
+            Err(e) => self.storage_failed(format!(
+                "writing your own log{} failed: {e}",
+                self.in_room(room)
+            )),
         }
     }
 

@@ -214,6 +214,12 @@ fn pin(
         Ok(Pin::New | Pin::Same) => {}
         Ok(Pin::Conflict(owner)) => {
             if warned.insert(peer) {
+                shared.emit(Event::NameConflict {
+                    room: shared.rooms[room].room.label().to_owned(),
+                    name: name.to_owned(),
+                    claimed_by: author,
+                    owner,
+                });
                 shared.emit(Event::Warning {
                     message: format!(
                         "{name}#{} claims the name {name}, which belongs to {name}#{}{}: a \
@@ -225,9 +231,7 @@ fn pin(
                 });
             }
         }
-        Err(e) => shared.emit(Event::Error {
-            message: format!("writing the store failed: {e}"),
-        }),
+        Err(e) => shared.store_failed("writing the store", &e),
     }
 }
 

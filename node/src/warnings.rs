@@ -87,12 +87,28 @@ struct Window {
 }
 
 /// See the module docs. Holds at most [`MAX_OPEN`] windows.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Warnings {
     open: HashMap<(String, Kind), Window>,
+    /// How long repeats are counted before a summary ([`WINDOW`] unless configured).
+    window: Duration,
+}
+
+impl Default for Warnings {
+    fn default() -> Self {
+        Self::new(WINDOW)
+    }
 }
 
 impl Warnings {
+    /// Warnings whose repeats are counted for `window` before a summary is said.
+    pub fn new(window: Duration) -> Self {
+        Warnings {
+            open: HashMap::new(),
+            window,
+        }
+    }
+
     /// `count` occurrences (at least one) of `cause` about `subject` (a name as shown):
     /// what to say now. `message` words the first one; it is not called for a repeat.
     pub fn report(
@@ -195,7 +211,7 @@ impl Warnings {
     pub fn due(&mut self, now: Instant) -> Vec<Event> {
         let mut say = Vec::new();
         self.open.retain(|(subject, _), window| {
-            if now.duration_since(window.since) < WINDOW {
+            if now.duration_since(window.since) < self.window {
                 return true;
             }
             let Some(event) = summary(subject, window, now) else {

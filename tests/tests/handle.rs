@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use p2pchat_node::{Event, Node, NodeError, Transport, identity::IdentityError};
+use p2pchat_node::{
+    Config, ConnectFailure, Direction, Event, Node, NodeError, Transport, identity::IdentityError,
+};
 use p2pchat_protocol::{Author, SigningKey};
 use p2pchat_tests::{DEADLINE, address_of, start_node};
 use tokio::sync::broadcast;
@@ -69,9 +71,33 @@ async fn dial_connects_after_start_and_disconnect_stops_the_exchange() -> anyhow
     let dirs = [tempfile::tempdir()?, tempfile::tempdir()?];
     let ann = start_node("ann", dirs[0].path(), &[]).await?;
     let ben = start_node("ben", dirs[1].path(), &[]).await?;
-    let mut ann_events = ann.events();
+    let (mut ann_events, mut ben_events) = (ann.events(), ben.events());
     ann.dial(address_of(&ben)).await?;
-    wait_for(&mut ann_events, "connection", connected_to(ben.peer_id())).await?;
+    let event = wait_for(&mut ann_events, "connection", connected_to(ben.peer_id())).await?;
+    let Event::Connected {
+        direction, address, ..
+    } = event
+    else {
+        bail!("not a connection: {event:?}");
+    };
+    assert_eq!(direction, Direction::Dialed);
+    let dialed = address_of(&ben).to_string();
+    assert!(
+        dialed.starts_with(&address.to_string()),
+        "{address} of {dialed}"
+    );
+    let event = wait_for(&mut ben_events, "connection", connected_to(ann.peer_id())).await?;
+    let Event::Connected {
+        direction, address, ..
+    } = event
+    else {
+        bail!("not a connection: {event:?}");
+    };
+    assert_eq!(direction, Direction::Listened);
+    assert!(
+        address.to_string().starts_with("/ip4/127.0.0.1/tcp/"),
+        "{address}"
+    );
     ann.send("hello")?;
     ben.wait_synced(&ann, DEADLINE).await?;
     ann.wait_synced(&ben, DEADLINE).await?;
@@ -199,5 +225,75 @@ async fn nodes_on_the_memory_transport_connect_and_sync_without_ports() -> anyho
         Err(NodeError::Dial { reason, .. }) => assert!(reason.contains("/memory/N"), "{reason}"),
         other => bail!("a TCP address given to a memory node: {other:?}"),
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_name_pinned_to_another_key_is_a_typed_conflict() -> anyhow::Result<()> {
+    let dirs = [
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+    ];
+    let ann = start_node("ann", dirs[0].path(), &[]).await?;
+    let mut events = ann.events();
+    let bob = start_node("bob", dirs[1].path(), &[address_of(&ann)]).await?;
+    wait_for(&mut events, "connection", connected_to(bob.peer_id())).await?;
+    let other_bob = start_node("bob", dirs[2].path(), &[address_of(&ann)]).await?;
+    let event = wait_for(&mut events, "name conflict", |event| {
+        matches!(event, Event::NameConflict { .. })
+    })
+    .await?;
+    assert_eq!(
+        event,
+        Event::NameConflict {
+            room: "lan".into(),
+            name: "bob".into(),
+            claimed_by: other_bob.author(),
+            owner: bob.author(),
+        }
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_config_sets_the_redial_backoff_and_the_notice_interval() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let config = Config::default()
+        .with_redial_backoff(Duration::from_millis(20), Duration::from_millis(50))
+        .with_notice_interval(Duration::from_millis(500));
+    let ann = Node::builder()
+        .name("ann")
+        .data_dir(dir.path())
+        .mdns(false)
+        .transport(Transport::Memory)
+        .config(config)
+        .spawn()
+        .await?;
+    let mut events = ann.events();
+    // Nobody listens there: each redial fails at once.
+    ann.dial("/memory/4094967295".parse()?).await?;
+    let failed = |event: &Event| matches!(event, Event::ConnectionFailed { .. });
+    let first = wait_for(&mut events, "failure", failed).await?;
+    assert!(
+        matches!(
+            &first,
+            Event::ConnectionFailed {
+                count: 1,
+                reason: ConnectFailure::Refused,
+                ..
+            }
+        ),
+        "{first:?}"
+    );
+    // With the chat's 30 s interval, the repeats would be said after the test's deadline.
+    let summary = wait_for(&mut events, "summary of the repeats", failed).await?;
+    let Event::ConnectionFailed { count, .. } = summary else {
+        bail!("not a failure: {summary:?}");
+    };
+    assert!(
+        count > 1,
+        "redialed every 50 ms at most, so several repeats: {count}"
+    );
     Ok(())
 }

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use p2pchat_node::{Event, Node};
+use p2pchat_node::{Event, Node, PenaltyReason};
 use p2pchat_protocol::limits::{
     MAX_BATCH_ENTRIES, MAX_FRAME_BYTES, MAX_MESSAGE_NOTES, MAX_QUERY_RANGES,
 };
@@ -50,6 +50,23 @@ async fn warned_within(
     })
     .await
     .with_context(|| format!("no warning with {needle:?} in time"))?
+}
+
+/// Waits for the typed event that `pick` picks (the ones a program reads, beside warnings).
+async fn typed<T>(
+    events: &mut tokio::sync::broadcast::Receiver<Event>,
+    what: &str,
+    pick: impl Fn(Event) -> Option<T>,
+) -> anyhow::Result<T> {
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            if let Some(found) = pick(events.recv().await?) {
+                return Ok(found);
+            }
+        }
+    })
+    .await
+    .with_context(|| format!("no {what} event in time"))?
 }
 
 /// alice (listening) and bob (connected to her), the honest pair every test checks on.
@@ -119,6 +136,7 @@ async fn a_forged_signature_gets_the_sender_disconnected_and_its_valid_prefix_ke
     let dirs = (tempfile::tempdir()?, tempfile::tempdir()?);
     let (alice, bob) = honest_pair(&dirs).await?;
     let mut events = alice.events();
+    let mut penalties = alice.events();
     let mut mallory = joined("mallory", &alice).await?;
     let log = mallory.log("mallory", &["one", "two"]);
     let mut batch = envelopes(&log[..2]);
@@ -133,6 +151,21 @@ async fn a_forged_signature_gets_the_sender_disconnected_and_its_valid_prefix_ke
     );
     let warning = warned(&mut events, "disconnecting").await?;
     assert!(warning.contains("invalid signature"), "{warning}");
+    let (peer, reason) = typed(&mut penalties, "peer penalised", |event| match event {
+        Event::PeerPenalised { peer, reason } => Some((peer, reason)),
+        _ => None,
+    })
+    .await?;
+    assert_eq!(
+        Some(peer),
+        p2pchat_node::identity::peer_id_of(&mallory.author())
+    );
+    assert_eq!(
+        reason,
+        PenaltyReason::InvalidEntry {
+            author: mallory.author()
+        }
+    );
     assert_eq!(
         alice.heads().get(&mallory.author()),
         Some(&2),
@@ -1023,6 +1056,7 @@ async fn a_fork_freezes_its_author_and_everyone_else_syncs_on() -> anyhow::Resul
     let dirs = (tempfile::tempdir()?, tempfile::tempdir()?);
     let (alice, bob) = honest_pair(&dirs).await?;
     let mut events = alice.events();
+    let mut forks = alice.events();
     let mut frank = joined("frank", &alice).await?;
     // Two valid logs that share seq 1 and differ from seq 2 on.
     let first = frank.log("frank", &["one", "then"]);
@@ -1038,6 +1072,12 @@ async fn a_fork_freezes_its_author_and_everyone_else_syncs_on() -> anyhow::Resul
         warning.contains("frank") && warning.contains("seq 2"),
         "{warning}"
     );
+    let fork = typed(&mut forks, "fork detected", |event| match event {
+        Event::ForkDetected { room, author, seq } => Some((room, author, seq)),
+        _ => None,
+    })
+    .await?;
+    assert_eq!(fork, ("lan".to_owned(), frank.author(), 2));
     // Frozen: the first entry stays, and nothing more is taken, not even from the first branch.
     frank
         .send_batch(Lane::Live, frank.author(), envelopes(&first[2..]))

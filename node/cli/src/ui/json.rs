@@ -53,7 +53,9 @@ pub fn event(event: &Event) -> Option<Value> {
             json!({"v": 1, "type": "listening", "address": address.to_string()})
         }
         Event::LookingFor { name } => json!({"v": 1, "type": "looking_for", "name": name}),
-        Event::Connected { peer, name, rooms } => json!({
+        Event::Connected {
+            peer, name, rooms, ..
+        } => json!({
             "v": 1, "type": "connected", "peer": peer.to_string(), "name": name, "rooms": rooms,
         }),
         Event::Disconnected { peer, name } => {

@@ -592,7 +592,9 @@ fn plain(event: &Event, rooms: &Rooms) -> Option<String> {
         Event::Connected { peer, name, .. } if !rooms.several() => {
             format!("connected to {} ({peer})", display(name))
         }
-        Event::Connected { peer, name, rooms } => {
+        Event::Connected {
+            peer, name, rooms, ..
+        } => {
             let rooms: Vec<String> = rooms.iter().map(|room| display(room)).collect();
             let noun = if rooms.len() == 1 { "room" } else { "rooms" };
             format!(
@@ -668,6 +670,8 @@ mod tests {
             peer,
             name: "bob".into(),
             rooms: vec!["lan".into(), "team".into()],
+            direction: p2pchat_node::Direction::Dialed,
+            address: "/ip4/127.0.0.1/tcp/4001".parse().unwrap(),
         };
         assert_eq!(
             plain(&connected, &one),
@@ -681,6 +685,8 @@ mod tests {
             peer,
             name: "bob".into(),
             rooms: vec!["team".into()],
+            direction: p2pchat_node::Direction::Listened,
+            address: "/ip4/127.0.0.1/tcp/4001".parse().unwrap(),
         };
         assert_eq!(
             plain(&connected, &several),

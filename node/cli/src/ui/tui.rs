@@ -111,7 +111,7 @@ pub async fn run(node: Node, mut signals: Signals) -> ExitCode {
                         }
                         false
                     }
-                    Ok(Event::Connected { peer, name, rooms }) => {
+                    Ok(Event::Connected { peer, name, rooms, .. }) => {
                         let notice = format!("{} connected", display(&name));
                         for room in &rooms {
                             app.push_in(room, Item::Notice(notice.clone()));

@@ -96,7 +96,7 @@ pub fn p2pchat_binary() -> &'static Path {
             "build",
             "--quiet",
             "-p",
-            "p2pchat-node",
+            "p2pchat",
             "--bin",
             "p2pchat",
             "--manifest-path",

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use p2pchat_node::testing::Cluster;
 use p2pchat_node::{Event, Node, PeerSpec};
 use p2pchat_tests::{address_of, expect_silence, start_node, take, texts};
 
@@ -131,23 +132,12 @@ async fn a_restarted_peer_keeps_history_and_catches_up_once() -> anyhow::Result<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_node_mesh_sends_each_live_entry_once_to_each_peer() -> anyhow::Result<()> {
-    let dirs = (
-        tempfile::tempdir()?,
-        tempfile::tempdir()?,
-        tempfile::tempdir()?,
-    );
-    let alice = start_node("alice", dirs.0.path(), &[]).await?;
-    let bob = start_node("bob", dirs.1.path(), &[address_of(&alice)]).await?;
-    let carol = start_node(
-        "carol",
-        dirs.2.path(),
-        &[address_of(&alice), address_of(&bob)],
-    )
-    .await?;
-    let nodes = [&alice, &bob, &carol];
+    let mut cluster = Cluster::builder().nodes(3).seed(3).spawn().await?;
+    cluster.mesh(2).await?;
+    let nodes: Vec<&Node> = cluster.nodes().collect();
     let mut feeds: Vec<_> = nodes.iter().map(|node| node.messages()).collect();
     // Warm up: everyone learns every log and picks its sources.
-    for node in nodes {
+    for node in &nodes {
         node.send("warm-up")?;
     }
     for feed in &mut feeds {
@@ -157,7 +147,7 @@ async fn a_three_node_mesh_sends_each_live_entry_once_to_each_peer() -> anyhow::
     let before: Vec<_> = nodes.iter().map(|node| node.stats()).collect();
 
     for i in 0..20 {
-        for node in nodes {
+        for node in &nodes {
             node.send(&format!("line {i}"))?;
         }
     }
@@ -179,9 +169,7 @@ async fn a_three_node_mesh_sends_each_live_entry_once_to_each_peer() -> anyhow::
             "each node gets the 40 lines of the other two exactly once"
         );
     }
-    for node in [alice, bob, carol] {
-        node.shutdown().await;
-    }
+    cluster.shutdown().await;
     Ok(())
 }
 

@@ -365,7 +365,10 @@ pub enum NodeError {
     #[error("invalid name: {0}")]
     Name(DecodeError),
     /// No data directory was given.
-    #[error("no data directory given")]
+    #[error(
+        "no data directory given: give the node one (NodeBuilder::data_dir), or build it in \
+         memory (NodeBuilder::in_memory)"
+    )]
     NoDataDir,
     /// The data directory could not be created.
     #[error("cannot create data directory {path}: {source}")]
@@ -481,6 +484,7 @@ impl From<StoreError> for NodeError {
 pub struct NodeBuilder {
     name: Option<String>,
     data_dir: Option<PathBuf>,
+    in_memory: bool,
     listen: Vec<Multiaddr>,
     peers: Vec<PeerSpec>,
     no_mdns: bool,
@@ -497,9 +501,21 @@ impl NodeBuilder {
         self
     }
 
-    /// Where the identity and logs live (required).
+    /// Where the identity and logs live (this or [`NodeBuilder::in_memory`] is required; the
+    /// last one called counts).
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.data_dir = Some(dir.into());
+        self.in_memory = false;
+        self
+    }
+
+    /// Keeps nothing on disk: no data directory, a new random key (unless
+    /// [`keypair`](NodeBuilder::keypair)), and each room's logs in a
+    /// store in memory ([`Store::in_memory`]), gone when the node stops. For tests and
+    /// throwaway nodes; instead of [`NodeBuilder::data_dir`] (the last one called counts).
+    pub fn in_memory(mut self) -> Self {
+        self.in_memory = true;
+        self.data_dir = None;
         self
     }
 
@@ -522,7 +538,8 @@ impl NodeBuilder {
     }
 
     /// The node's identity: its author key, which is also its libp2p peer id (default: the key
-    /// in the data directory, created there on first use). A data directory that already holds
+    /// in the data directory, created there on first use; a fresh one
+    /// [`in_memory`](NodeBuilder::in_memory)). A data directory that already holds
     /// another key is refused when the node starts ([`identity::IdentityError::OtherKey`]).
     pub fn keypair(mut self, key: SigningKey) -> Self {
         self.keypair = Some(key);
@@ -555,7 +572,11 @@ impl NodeBuilder {
     /// address.
     pub async fn spawn(self) -> Result<Node, NodeError> {
         let name = self.name.unwrap_or_default();
-        let dir = self.data_dir.ok_or(NodeError::NoDataDir)?;
+        let dir = match (&self.data_dir, self.in_memory) {
+            (_, true) => None,
+            (Some(dir), false) => Some(dir),
+            (None, false) => return Err(NodeError::NoDataDir),
+        };
         let rooms = match self.rooms {
             rooms if rooms.is_empty() => vec![Room::lan()],
             rooms => rooms,
@@ -567,7 +588,16 @@ impl NodeBuilder {
             rooms,
             name: current,
             claimed,
-        } = open_data_dir(&name, &dir, rooms, self.keypair.as_ref())?;
+        } = match dir {
+            Some(dir) => open_data_dir(&name, dir, rooms, self.keypair.as_ref())?,
+            None => {
+                let key = self
+                    .keypair
+                    .clone()
+                    .unwrap_or_else(|| SigningKey::generate(&mut rand::rngs::OsRng));
+                open_in_memory(&name, rooms, key)?
+            }
+        };
         tracing::debug!(elapsed = ?started.elapsed(), "stores open");
         let (written, _) = watch::channel(());
         let (own_appended, _) = watch::channel(());
@@ -811,7 +841,6 @@ pub(crate) fn open_data_dir(
     check_name(name).map_err(NodeError::Name)?;
     create_private_dir(dir)?;
     let key = identity::load_or_create_with(dir, key)?;
-    let me = Author::of(&key);
     let mut opened = Vec::with_capacity(rooms.len());
     let mut claimed = None;
     for room in rooms {
@@ -824,6 +853,38 @@ pub(crate) fn open_data_dir(
         }
         opened.push(state);
     }
+    with_profiles(name, key, opened, claimed)
+}
+
+/// The rooms of a node that keeps nothing on disk ([`NodeBuilder::in_memory`]), with `key`:
+/// each room's store and own log in memory.
+fn open_in_memory(name: &str, rooms: Vec<Room>, key: SigningKey) -> Result<DataDir, NodeError> {
+    check_name(name).map_err(NodeError::Name)?;
+    let opened = rooms
+        .into_iter()
+        .map(|room| {
+            let store = Store::in_memory(room.id());
+            let own = OwnWriter::in_memory(&store, &key)?;
+            Ok(RoomState {
+                room,
+                store,
+                own,
+                own_claimed: Default::default(),
+            })
+        })
+        .collect::<Result<_, NodeError>>()?;
+    with_profiles(name, key, opened, None)
+}
+
+/// The opened rooms as a [`DataDir`]; a room without a profile of the user gets one, with the
+/// name the first room knows (see [`open_data_dir`]).
+fn with_profiles(
+    name: &str,
+    key: SigningKey,
+    opened: Vec<RoomState>,
+    claimed: Option<(String, usize)>,
+) -> Result<DataDir, NodeError> {
+    let me = Author::of(&key);
     let current = opened
         .first()
         .and_then(|state| state.store.name(&me))
@@ -1240,6 +1301,71 @@ mod tests {
             }
         }
         said
+    }
+
+    #[tokio::test]
+    async fn two_nodes_in_memory_sync_a_line_over_loopback() {
+        let in_memory = |name: &str| {
+            Node::builder()
+                .name(name)
+                .in_memory()
+                .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+                .mdns(false)
+        };
+        let alice = in_memory("alice").spawn().await.unwrap();
+        let address = alice.listen_addrs().remove(0);
+        let bob = in_memory("bob")
+            .peer(PeerSpec::Addr(address))
+            .spawn()
+            .await
+            .unwrap();
+        assert_ne!(alice.author(), bob.author(), "each gets a new key");
+        alice.send("hello from memory").unwrap();
+        let mut feed = bob.messages();
+        let line = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            loop {
+                let message = feed.next().await.unwrap();
+                if message.author == alice.author() {
+                    return message;
+                }
+            }
+        })
+        .await
+        .expect("bob receives alice's line");
+        assert_eq!(
+            (line.name.as_str(), line.text.as_str()),
+            ("alice", "hello from memory")
+        );
+        assert_eq!(
+            bob.heads().get(&alice.author()),
+            Some(&2),
+            "her profile and her line"
+        );
+        bob.shutdown().await;
+        alice.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn in_memory_keeps_nothing_on_disk_and_a_node_needs_one_or_the_other() {
+        let root = tempfile::tempdir().unwrap();
+        let unused = root.path().join("unused");
+        let node = Node::builder()
+            .name("alice")
+            .data_dir(&unused)
+            .in_memory()
+            .mdns(false)
+            .spawn()
+            .await
+            .unwrap();
+        node.send("kept in memory").unwrap();
+        assert_eq!(node.heads().get(&node.author()), Some(&2));
+        node.shutdown().await;
+        assert!(
+            !unused.exists(),
+            "the last of data_dir and in_memory counts"
+        );
+        let error = Node::builder().name("alice").spawn().await.err().unwrap();
+        assert!(matches!(error, NodeError::NoDataDir), "{error}");
     }
 
     /// A copy, in `root`, of alice's data directory as the release before rooms wrote it.

@@ -22,8 +22,8 @@ pub const MAX_HELD: usize = 4096;
 
 /// See the module docs.
 pub struct OwnWriter {
-    /// The mark file.
-    mark: PathBuf,
+    /// The mark file; `None` for a store in memory, whose mark is kept in memory only.
+    mark: Option<PathBuf>,
     inner: Mutex<Inner>,
 }
 
@@ -95,10 +95,25 @@ impl OwnWriter {
             mark = Some(upgraded);
         }
         Ok(Self {
-            mark: path.to_owned(),
+            mark: Some(path.to_owned()),
             inner: Mutex::new(Inner {
                 file,
                 mark,
+                ..Inner::default()
+            }),
+        })
+    }
+
+    /// The writer of the own log in `store`, a store in memory ([`Store::in_memory`]): no mark
+    /// file, the mark starts at the store's own head (0 for a new store: the own log has not
+    /// started) and follows it in memory.
+    pub fn in_memory(store: &Store, key: &SigningKey) -> Result<Self, NodeError> {
+        let author = Author::of(key);
+        let mark = stored_mark(store, &author, store.head_seq(&author))?;
+        Ok(Self {
+            mark: None,
+            inner: Mutex::new(Inner {
+                mark: Some(mark),
                 ..Inner::default()
             }),
         })
@@ -294,9 +309,10 @@ impl OwnWriter {
     ) -> Result<(), NodeError> {
         let mark = stored_mark(store, author, store.head_seq(author))?;
         if inner.mark != Some(mark) {
-            match &mut inner.file {
-                Some(file) => file.write(&mark)?,
-                None => inner.file = Some(OwnMarkFile::create(&self.mark, &mark)?),
+            match (&mut inner.file, &self.mark) {
+                (Some(file), _) => file.write(&mark)?,
+                (None, Some(path)) => inner.file = Some(OwnMarkFile::create(path, &mark)?),
+                (None, None) => {}
             }
             inner.mark = Some(mark);
         }

@@ -179,7 +179,7 @@ impl<'s> Merge<'s> {
         let entries = self.store.range(author, first, want as usize, usize::MAX)?;
         if entries.len() as u64 != want || entries.last().map(Entry::seq) != Some(last) {
             return Err(StoreError::Damaged {
-                path: self.store.dir().to_owned(),
+                path: self.store.path(),
                 what: format!("entries {first} to {last} of {author:?} are not all stored"),
             });
         }

@@ -1,9 +1,11 @@
-//! The fjall-backed store of append-only logs.
+//! The store of append-only logs, on disk (fjall) or in memory.
 //!
 //! One [`Store`] per room holds that room's logs ([`locate`] says where each room's store is
-//! in a data directory); it takes no entry of another room. Keyspaces:
+//! in a data directory); it takes no entry of another room. [`Store::in_memory`] is the same
+//! store with its tables in ordered maps instead of fjall keyspaces: one code path, so the same
+//! rules and answers, and no disk. Tables (fjall keyspaces on disk):
 //!
-//! | keyspace  | key                              | value                          |
+//! | table     | key                              | value                          |
 //! |-----------|----------------------------------|--------------------------------|
 //! | `entries` | author (32) ‖ seq (u64 BE)       | envelope bytes                 |
 //! | `heads`   | author (32)                      | last seq (u64 BE)              |
@@ -22,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, RwLock};
 
 use bytes::Bytes;
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use fjall::{Database, KeyspaceCreateOptions, PersistMode, Slice};
 use p2pchat_protocol::clock;
 use p2pchat_protocol::message::HeadInfo;
 use p2pchat_protocol::store::{Logs, PlanError, plan_insert};
@@ -34,10 +36,12 @@ mod history;
 mod journal;
 mod locate;
 mod repair;
+mod tables;
 pub use history::{HistoryKey, HistoryPos};
 pub use locate::{Located, REGISTRY, find, locate, store_claimed};
 pub use p2pchat_protocol::store::Inserted;
 pub use repair::{Damage, LogCheck, LogLoss};
+use tables::{Table, Tables};
 
 /// What can go wrong with the store. Each says which path, what happened and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -245,14 +249,10 @@ type NewPins = BTreeMap<String, Author>;
 /// One room's logs. Cheap to share behind an `Arc`; reads run concurrently, writes one at a
 /// time.
 pub struct Store {
-    dir: PathBuf,
+    /// The store directory; `None` in memory.
+    dir: Option<PathBuf>,
     room: RoomId,
-    db: Database,
-    entries: Keyspace,
-    heads: Keyspace,
-    names: Keyspace,
-    forks: Keyspace,
-    pins: Keyspace,
+    tables: Tables,
     cache: RwLock<Cache>,
     writer: Mutex<()>,
     /// Serialises writes of the heads record.
@@ -335,9 +335,37 @@ impl Store {
         self.damage.as_ref()
     }
 
-    /// The store directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// A store of `room`'s logs in memory, with no disk at all: it behaves as one opened from
+    /// a directory (same rules, same answers) except that it is empty when made, [`Store::sync`]
+    /// has nothing to do, and its logs are gone when it is dropped. For tests and for nodes
+    /// that need not remember.
+    pub fn in_memory(room: RoomId) -> Self {
+        Self::new(None, room, Tables::memory())
+    }
+
+    /// The store directory; `None` for a store [in memory](Store::in_memory).
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    /// Where the store is, for errors: its directory, or words for memory.
+    fn path(&self) -> PathBuf {
+        self.dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("(in memory)"))
+    }
+
+    fn new(dir: Option<PathBuf>, room: RoomId, tables: Tables) -> Self {
+        Self {
+            dir,
+            room,
+            tables,
+            cache: RwLock::default(),
+            writer: Mutex::new(()),
+            record: Mutex::new(()),
+            damage: None,
+            damaged_while_running: Default::default(),
+        }
     }
 
     /// Opens fjall in `dir`, without looking for damage; with `load`, reads the caches (which
@@ -358,39 +386,33 @@ impl Store {
             db.delete_keyspace(db.keyspace("order", options).map_err(engine)?)
                 .map_err(engine)?;
         }
-        let keyspace = |name: &str| db.keyspace(name, options).map_err(engine);
-        let store = Self {
-            entries: keyspace("entries")?,
-            heads: keyspace("heads")?,
-            names: keyspace("names")?,
-            forks: keyspace("forks")?,
-            pins: keyspace("pins")?,
-            db,
-            dir: dir.to_owned(),
-            room,
-            cache: RwLock::default(),
-            writer: Mutex::new(()),
-            record: Mutex::new(()),
-            damage: None,
-            damaged_while_running: Default::default(),
-        };
+        let keyspace = |table: Table| db.keyspace(table.name(), options).map_err(engine);
+        let keyspaces = [
+            keyspace(Table::Entries)?,
+            keyspace(Table::Heads)?,
+            keyspace(Table::Names)?,
+            keyspace(Table::Forks)?,
+            keyspace(Table::Pins)?,
+        ];
+        let store = Self::new(Some(dir.to_owned()), room, Tables::Fjall { db, keyspaces });
         if load {
             store.load_cache()?;
         }
         Ok(store)
     }
 
-    /// A fjall result as a store result. Damage found while running is marked, so the next
+    /// A table's result as a store result. Damage found while running is marked, so the next
     /// start repairs the store.
     fn engine<T>(&self, result: fjall::Result<T>) -> Result<T, StoreError> {
         result.map_err(|e| {
-            let e = StoreError::from_engine(&self.dir, e);
-            if e.is_damage()
+            let e = StoreError::from_engine(&self.path(), e);
+            if let Some(dir) = &self.dir
+                && e.is_damage()
                 && !self
                     .damaged_while_running
                     .swap(true, std::sync::atomic::Ordering::Relaxed)
             {
-                repair::mark_for_repair(&self.dir);
+                repair::mark_for_repair(dir);
             }
             e
         })
@@ -399,15 +421,15 @@ impl Store {
     /// A row that is not what p2pchat writes.
     fn bad_row(&self) -> StoreError {
         StoreError::Damaged {
-            path: self.dir.clone(),
+            path: self.path(),
             what: "a row is not what p2pchat writes".into(),
         }
     }
 
     fn load_cache(&self) -> Result<(), StoreError> {
         let mut cache = Cache::default();
-        for row in self.heads.iter() {
-            let (author, seq) = self.engine(row.into_inner())?;
+        for row in self.tables.rows(Table::Heads, ..) {
+            let (author, seq) = self.engine(row)?;
             let author = author_from(&author).ok_or_else(|| self.bad_row())?;
             let entries = u64_from(&seq).ok_or_else(|| self.bad_row())?;
             match author.check_key() {
@@ -429,16 +451,16 @@ impl Store {
             let head = self.head_entry(author, *seq)?;
             cache.max_clock = cache.max_clock.max(head.clock());
         }
-        for row in self.forks.iter() {
-            let key = self.engine(row.key())?;
+        for row in self.tables.rows(Table::Forks, ..) {
+            let (key, _) = self.engine(row)?;
             let author =
                 author_from(key.get(..32).unwrap_or_default()).ok_or_else(|| self.bad_row())?;
             if !cache.refused.contains_key(&author) {
                 cache.frozen.insert(author);
             }
         }
-        for row in self.names.iter() {
-            let (author, name) = self.engine(row.into_inner())?;
+        for row in self.tables.rows(Table::Names, ..) {
+            let (author, name) = self.engine(row)?;
             let author = author_from(&author).ok_or_else(|| self.bad_row())?;
             if !cache.refused.contains_key(&author) {
                 let name = String::from_utf8_lossy(&name).into_owned();
@@ -446,8 +468,8 @@ impl Store {
             }
         }
         // A name pinned to a refused key is free again.
-        for row in self.pins.iter() {
-            let (name, author) = self.engine(row.into_inner())?;
+        for row in self.tables.rows(Table::Pins, ..) {
+            let (name, author) = self.engine(row)?;
             let author = author_from(&author).ok_or_else(|| self.bad_row())?;
             if !cache.refused.contains_key(&author) {
                 let name = String::from_utf8_lossy(&name).into_owned();
@@ -555,7 +577,7 @@ impl Store {
     /// The entry at `author`'s head `seq`, which must be stored.
     fn head_entry(&self, author: &Author, seq: u64) -> Result<Entry, StoreError> {
         self.get(author, seq)?.ok_or_else(|| StoreError::Damaged {
-            path: self.dir.clone(),
+            path: self.path(),
             what: format!("the newest entry of a log ({author:?}, seq {seq}) is missing"),
         })
     }
@@ -565,7 +587,7 @@ impl Store {
         if self.is_refused(author) {
             return Ok(None);
         }
-        self.engine(self.entries.get(entry_key(author, seq)))?
+        self.engine(self.tables.get(Table::Entries, &entry_key(author, seq)))?
             .map(|bytes| self.decode_stored(Bytes::copy_from_slice(&bytes)))
             .transpose()
     }
@@ -614,12 +636,8 @@ impl Store {
                 Pin::Conflict(owner)
             });
         }
-        let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
-        batch.insert(
-            &self.pins,
-            name.as_bytes().to_vec(),
-            author.as_bytes().to_vec(),
-        );
+        let mut batch = self.tables.batch(PersistMode::SyncData);
+        batch.insert(Table::Pins, name.as_bytes(), author.as_bytes());
         self.engine(batch.commit())?;
         self.update_cache(
             author,
@@ -642,7 +660,7 @@ impl Store {
     ) -> Result<Entry, StoreError> {
         let mut entries = self.append_own_many(key, [body], timestamp)?;
         entries.pop().ok_or_else(|| StoreError::Damaged {
-            path: self.dir.clone(),
+            path: self.path(),
             what: "an append stored nothing".into(),
         })
     }
@@ -664,7 +682,7 @@ impl Store {
             seq => Some(self.head_entry(&author, seq)?),
         };
         let seen = self.max_clock();
-        let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
+        let mut batch = self.tables.batch(PersistMode::SyncData);
         let mut new_pins = NewPins::new();
         let mut entries = Vec::new();
         for body in bodies {
@@ -686,11 +704,7 @@ impl Store {
         let Some(last) = last.filter(|_| !entries.is_empty()) else {
             return Ok(entries);
         };
-        batch.insert(
-            &self.heads,
-            author.as_bytes().to_vec(),
-            last.seq().to_be_bytes().to_vec(),
-        );
+        batch.insert(Table::Heads, author.as_bytes(), last.seq().to_be_bytes());
         self.engine(batch.commit())?;
         self.update_cache(author, &entries, false, new_pins);
         // Synced: every head in the cache is on disk now.
@@ -700,21 +714,13 @@ impl Store {
 
     /// Adds `entry` to `batch`: the entry, and for a profile the author's name
     /// (and a pin, if the name is still free).
-    fn put(&self, batch: &mut fjall::OwnedWriteBatch, entry: &Entry, new_pins: &mut NewPins) {
+    fn put(&self, batch: &mut tables::Batch<'_>, entry: &Entry, new_pins: &mut NewPins) {
         let key = entry_key(&entry.author(), entry.seq());
-        batch.insert(&self.entries, &key[..], &entry.envelope()[..]);
+        batch.insert(Table::Entries, key, &entry.envelope()[..]);
         if let Body::Profile { name } = entry.body() {
-            batch.insert(
-                &self.names,
-                entry.author().as_bytes().to_vec(),
-                name.as_bytes().to_vec(),
-            );
+            batch.insert(Table::Names, entry.author().as_bytes(), name.as_bytes());
             if self.pinned(name).is_none() && !new_pins.contains_key(name) {
-                batch.insert(
-                    &self.pins,
-                    name.as_bytes().to_vec(),
-                    entry.author().as_bytes().to_vec(),
-                );
+                batch.insert(Table::Pins, name.as_bytes(), entry.author().as_bytes());
                 new_pins.insert(name.clone(), entry.author());
             }
         }
@@ -739,27 +745,23 @@ impl Store {
         let plan = plan_insert(self, author, envelopes).map_err(|e| match e {
             PlanError::Read(e) => e,
             PlanError::Missing { seq } => StoreError::Damaged {
-                path: self.dir.clone(),
+                path: self.path(),
                 what: format!("entry {seq} of a log ({author:?}) at or below its head is missing"),
             },
         })?;
-        let mut batch = self.db.batch().durability(Some(PersistMode::Buffer));
+        let mut batch = self.tables.batch(PersistMode::Buffer);
         let mut new_pins = NewPins::new();
         for entry in plan.run() {
             self.put(&mut batch, entry, &mut new_pins);
         }
         if let Some(newest) = plan.run().last() {
-            batch.insert(
-                &self.heads,
-                author.as_bytes().to_vec(),
-                newest.seq().to_be_bytes().to_vec(),
-            );
+            batch.insert(Table::Heads, author.as_bytes(), newest.seq().to_be_bytes());
         }
         if let Some(fork) = &plan.fork {
             batch.insert(
-                &self.forks,
-                entry_key(&author, fork.seq()).to_vec(),
-                fork.envelope().to_vec(),
+                Table::Forks,
+                entry_key(&author, fork.seq()),
+                &fork.envelope()[..],
             );
         }
         self.engine(batch.commit())?;
@@ -767,32 +769,38 @@ impl Store {
         Ok(plan.outcome)
     }
 
-    /// Syncs everything written so far to disk (one `fdatasync` of the journal).
+    /// Syncs everything written so far to disk (one `fdatasync` of the journal); nothing to
+    /// do in memory.
     pub fn sync(&self) -> Result<(), StoreError> {
         // Every head in the cache now was written before the sync below.
         let heads = self.heads();
-        self.engine(self.db.persist(PersistMode::SyncData))?;
+        self.engine(self.tables.persist(PersistMode::SyncData))?;
         self.write_record(heads)
     }
 
     /// Records `heads`, which must be on disk, in the heads record: the next open compares
-    /// the store with it to count what damage lost.
+    /// the store with it to count what damage lost. Nothing to record in memory.
     fn write_record(&self, heads: Heads) -> Result<(), StoreError> {
+        let (Some(dir), Some(keyspaces)) = (&self.dir, self.keyspace_ids()) else {
+            return Ok(());
+        };
         let _writing = lock(&self.record);
         repair::Record {
-            keyspaces: self.keyspace_ids(),
+            keyspaces,
             heads,
             closed: Vec::new(),
         }
-        .write(&self.dir)
+        .write(dir)
     }
 
-    fn keyspace_ids(&self) -> repair::KeyspaceIds {
-        repair::KeyspaceIds {
-            entries: self.entries.id(),
-            forks: self.forks.id(),
-            pins: self.pins.id(),
-        }
+    /// The ids of the fjall keyspaces the heads record names (`None` in memory).
+    fn keyspace_ids(&self) -> Option<repair::KeyspaceIds> {
+        let id = |table| self.tables.keyspace(table).map(fjall::Keyspace::id);
+        Some(repair::KeyspaceIds {
+            entries: id(Table::Entries)?,
+            forks: id(Table::Forks)?,
+            pins: id(Table::Pins)?,
+        })
     }
 
     /// Like [`Store::range`], but the raw envelopes, unchecked: for sending on, where the
@@ -809,11 +817,12 @@ impl Store {
             return Ok(out);
         }
         let mut bytes = 0;
-        let rows = self
-            .entries
-            .range(entry_key(author, from)..=entry_key(author, u64::MAX));
+        let rows = self.tables.rows(
+            Table::Entries,
+            Slice::from(entry_key(author, from))..=Slice::from(entry_key(author, u64::MAX)),
+        );
         for row in rows.take(max_entries) {
-            let (key, value) = self.engine(row.into_inner())?;
+            let (key, value) = self.engine(row)?;
             bytes += value.len();
             if bytes > max_bytes && !out.is_empty() {
                 break;
@@ -862,16 +871,19 @@ impl Drop for Store {
     /// A clean close: everything synced, and the journals stamped in the heads record, so the
     /// next open need not walk them.
     fn drop(&mut self) {
-        if self.db.persist(PersistMode::SyncAll).is_err() {
+        let (Some(dir), Some(keyspaces)) = (&self.dir, self.keyspace_ids()) else {
+            return;
+        };
+        if self.tables.persist(PersistMode::SyncAll).is_err() {
             return;
         }
         let _writing = lock(&self.record);
         let record = repair::Record {
-            keyspaces: self.keyspace_ids(),
+            keyspaces,
             heads: self.heads(),
-            closed: repair::Stamp::all(&self.dir),
+            closed: repair::Stamp::all(dir),
         };
-        if let Err(e) = record.write(&self.dir) {
+        if let Err(e) = record.write(dir) {
             tracing::debug!("cannot stamp the journals at close: {e}");
         }
     }
@@ -880,7 +892,7 @@ impl Drop for Store {
 impl Store {
     fn decode_stored(&self, bytes: Bytes) -> Result<Entry, StoreError> {
         Entry::decode(bytes).map_err(|e| StoreError::Damaged {
-            path: self.dir.clone(),
+            path: self.path(),
             what: format!("a stored entry does not decode ({e})"),
         })
     }

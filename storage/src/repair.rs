@@ -21,6 +21,7 @@ use p2pchat_protocol::validate::{check_link, check_next};
 use p2pchat_protocol::{Author, Entry, Heads, RoomId};
 
 use crate::journal::{self, Finding};
+use crate::tables::Table;
 use crate::{Store, StoreError, author_from, entry_key, u64_from};
 
 /// The heads record's file name, inside the store directory.
@@ -466,8 +467,8 @@ impl Salvage {
             Err(e) => return vec![format!("its tables do not open ({})", describe_error(&e))],
         };
         let mut damaged = false;
-        for row in store.heads.iter() {
-            match row.into_inner() {
+        for row in store.tables.rows(Table::Heads, ..) {
+            match row {
                 Ok((author, seq)) => {
                     if let (Some(author), Some(seq)) = (author_from(&author), u64_from(&seq)) {
                         self.heads.insert(author, seq);
@@ -476,18 +477,18 @@ impl Salvage {
                 Err(_) => damaged = true,
             }
         }
-        for row in store.pins.iter() {
-            match row.into_inner() {
+        for row in store.tables.rows(Table::Pins, ..) {
+            match row {
                 Ok((name, author)) => self.add_pin(&name, &author),
                 Err(_) => damaged = true,
             }
         }
-        for keyspace in [&store.entries, &store.forks] {
+        for table in [Table::Entries, Table::Forks] {
             // Read log by log, so a bad block costs only the rest of its log.
-            let mut from = Vec::new();
+            let mut from = fjall::Slice::default();
             loop {
-                let mut rows = keyspace.range(from.clone()..);
-                let author = match rows.next().map(|row| row.into_inner()) {
+                let mut rows = store.tables.rows(table, from.clone()..);
+                let author = match rows.next() {
                     None => break,
                     Some(Ok((key, value))) => {
                         self.add_entry(&key, &value);
@@ -500,7 +501,7 @@ impl Salvage {
                 };
                 let Some(author) = author else { break };
                 for row in rows {
-                    match row.into_inner() {
+                    match row {
                         Ok((key, value)) if key.starts_with(author.as_bytes()) => {
                             self.add_entry(&key, &value)
                         }
@@ -512,8 +513,9 @@ impl Salvage {
                     }
                 }
                 // On to the next author's first key.
-                from = entry_key(&author, u64::MAX).to_vec();
-                from.push(0);
+                let mut after = entry_key(&author, u64::MAX).to_vec();
+                after.push(0);
+                from = after.into();
             }
         }
         if damaged {
@@ -740,10 +742,12 @@ impl Store {
 
     /// Whether `author`'s fork proof is a validly signed entry that differs from the one held.
     fn fork_verifies(&self, author: &Author) -> Result<bool, StoreError> {
-        let Some(row) = self.forks.prefix(author.as_bytes()).next() else {
+        let first = fjall::Slice::from(entry_key(author, 0));
+        let last = fjall::Slice::from(entry_key(author, u64::MAX));
+        let Some(row) = self.tables.rows(Table::Forks, first..=last).next() else {
             return Ok(false);
         };
-        let (key, value) = self.engine(row.into_inner())?;
+        let (key, value) = self.engine(row)?;
         let seq = key
             .get(32..)
             .and_then(u64_from)

@@ -50,6 +50,40 @@ fn envelopes(entries: &[Entry]) -> Vec<Bytes> {
     entries.iter().map(|e| e.envelope().clone()).collect()
 }
 
+/// Opens stores of one backend for a test.
+struct Stores {
+    /// `None`: in memory.
+    dir: Option<tempfile::TempDir>,
+    opened: usize,
+}
+
+impl Stores {
+    /// A new, empty store of `room`.
+    fn open(&mut self, room: p2pchat_protocol::RoomId) -> Store {
+        self.opened += 1;
+        match &self.dir {
+            Some(dir) => Store::open(&dir.path().join(self.opened.to_string()), room).unwrap(),
+            None => Store::in_memory(room),
+        }
+    }
+}
+
+/// Runs `test` with stores on disk, then with stores in memory: they behave alike.
+fn each_backend(test: impl Fn(&mut Stores)) {
+    for dir in [Some(tempfile::tempdir().unwrap()), None] {
+        // Shown with a failure's output: which backend failed.
+        eprintln!(
+            "stores {}",
+            if dir.is_some() {
+                "on disk"
+            } else {
+                "in memory"
+            }
+        );
+        test(&mut Stores { dir, opened: 0 });
+    }
+}
+
 #[test]
 fn append_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
@@ -80,129 +114,135 @@ fn append_survives_reopen() {
 
 #[test]
 fn remote_batch_is_stored_and_heads_follow() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), room()).unwrap();
-    let k = key(2);
-    let entries = log(&k, 5);
-    let inserted = store
-        .insert_remote(Author::of(&k), envelopes(&entries))
-        .unwrap();
-    assert_eq!(inserted.stored.len(), 5);
-    assert_eq!(inserted.held_through, 5);
-    assert!(inserted.rejected.is_none());
-    assert_eq!(store.head_seq(&Author::of(&k)), 5);
-    let again = store
-        .insert_remote(Author::of(&k), envelopes(&entries[2..]))
-        .unwrap();
-    assert_eq!(
-        (again.stored.len(), again.duplicates, again.held_through),
-        (0, 3, 5)
-    );
-    assert!(again.rejected.is_none());
+    each_backend(|stores| {
+        let store = stores.open(room());
+        let k = key(2);
+        let entries = log(&k, 5);
+        let inserted = store
+            .insert_remote(Author::of(&k), envelopes(&entries))
+            .unwrap();
+        assert_eq!(inserted.stored.len(), 5);
+        assert_eq!(inserted.held_through, 5);
+        assert!(inserted.rejected.is_none());
+        assert_eq!(store.head_seq(&Author::of(&k)), 5);
+        let again = store
+            .insert_remote(Author::of(&k), envelopes(&entries[2..]))
+            .unwrap();
+        assert_eq!(
+            (again.stored.len(), again.duplicates, again.held_through),
+            (0, 3, 5)
+        );
+        assert!(again.rejected.is_none());
+    });
 }
 
 #[test]
 fn gap_is_rejected_and_nothing_stored() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), room()).unwrap();
-    let k = key(2);
-    let entries = log(&k, 5);
-    store
-        .insert_remote(Author::of(&k), envelopes(&entries[..2]))
-        .unwrap();
-    let inserted = store
-        .insert_remote(Author::of(&k), envelopes(&entries[3..]))
-        .unwrap();
-    assert!(inserted.stored.is_empty());
-    assert_eq!(
-        inserted.rejected,
-        Some(ValidationError::Gap {
-            expected: 3,
-            found: 4
-        })
-    );
-    assert_eq!(store.head_seq(&Author::of(&k)), 2);
+    each_backend(|stores| {
+        let store = stores.open(room());
+        let k = key(2);
+        let entries = log(&k, 5);
+        store
+            .insert_remote(Author::of(&k), envelopes(&entries[..2]))
+            .unwrap();
+        let inserted = store
+            .insert_remote(Author::of(&k), envelopes(&entries[3..]))
+            .unwrap();
+        assert!(inserted.stored.is_empty());
+        assert_eq!(
+            inserted.rejected,
+            Some(ValidationError::Gap {
+                expected: 3,
+                found: 4
+            })
+        );
+        assert_eq!(store.head_seq(&Author::of(&k)), 2);
+    });
 }
 
 #[test]
 fn wrong_prev_is_rejected() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), room()).unwrap();
-    let k = key(2);
-    let entries = log(&k, 1);
-    let stray = Entry::sign(
-        &k,
-        Draft {
-            room: room(),
-            seq: 2,
-            prev: Some(p2pchat_protocol::Hash::of(b"x")),
-            timestamp: 2,
-            clock: 2,
-            body: text("x"),
-        },
-    )
-    .unwrap();
-    let inserted = store
-        .insert_remote(
-            Author::of(&k),
-            [entries[0].envelope().clone(), stray.envelope().clone()],
+    each_backend(|stores| {
+        let store = stores.open(room());
+        let k = key(2);
+        let entries = log(&k, 1);
+        let stray = Entry::sign(
+            &k,
+            Draft {
+                room: room(),
+                seq: 2,
+                prev: Some(p2pchat_protocol::Hash::of(b"x")),
+                timestamp: 2,
+                clock: 2,
+                body: text("x"),
+            },
         )
         .unwrap();
-    assert_eq!(inserted.stored.len(), 1);
-    assert_eq!(
-        inserted.rejected,
-        Some(ValidationError::WrongPrev { seq: 2 })
-    );
+        let inserted = store
+            .insert_remote(
+                Author::of(&k),
+                [entries[0].envelope().clone(), stray.envelope().clone()],
+            )
+            .unwrap();
+        assert_eq!(inserted.stored.len(), 1);
+        assert_eq!(
+            inserted.rejected,
+            Some(ValidationError::WrongPrev { seq: 2 })
+        );
+    });
 }
 
 #[test]
 fn bad_signature_is_rejected() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), room()).unwrap();
-    let honest = key(2);
-    // An entry claiming `honest` as author but signed by another key.
-    let mut bytes = log(&key(3), 1)[0].envelope().to_vec();
-    let at = bytes
-        .windows(32)
-        .position(|w| w == Author::of(&key(3)).as_bytes())
-        .unwrap();
-    bytes[at..at + 32].copy_from_slice(Author::of(&honest).as_bytes());
-    let inserted = store
-        .insert_remote(Author::of(&honest), [Bytes::from(bytes)])
-        .unwrap();
-    assert_eq!(
-        inserted.rejected,
-        Some(ValidationError::BadSignature { seq: 1 })
-    );
-    assert_eq!(store.head_seq(&Author::of(&honest)), 0);
+    each_backend(|stores| {
+        let store = stores.open(room());
+        let honest = key(2);
+        // An entry claiming `honest` as author but signed by another key.
+        let mut bytes = log(&key(3), 1)[0].envelope().to_vec();
+        let at = bytes
+            .windows(32)
+            .position(|w| w == Author::of(&key(3)).as_bytes())
+            .unwrap();
+        bytes[at..at + 32].copy_from_slice(Author::of(&honest).as_bytes());
+        let inserted = store
+            .insert_remote(Author::of(&honest), [Bytes::from(bytes)])
+            .unwrap();
+        assert_eq!(
+            inserted.rejected,
+            Some(ValidationError::BadSignature { seq: 1 })
+        );
+        assert_eq!(store.head_seq(&Author::of(&honest)), 0);
+    });
 }
 
 #[test]
 fn wrong_author_is_rejected() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), room()).unwrap();
-    let inserted = store
-        .insert_remote(Author::of(&key(2)), envelopes(&log(&key(3), 2)))
-        .unwrap();
-    assert!(matches!(
-        inserted.rejected,
-        Some(ValidationError::WrongAuthor { .. })
-    ));
-    assert!(store.heads().is_empty());
+    each_backend(|stores| {
+        let store = stores.open(room());
+        let inserted = store
+            .insert_remote(Author::of(&key(2)), envelopes(&log(&key(3), 2)))
+            .unwrap();
+        assert!(matches!(
+            inserted.rejected,
+            Some(ValidationError::WrongAuthor { .. })
+        ));
+        assert!(store.heads().is_empty());
+    });
 }
 
 #[test]
 fn bad_entry_in_the_middle_stores_exactly_the_valid_prefix() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), room()).unwrap();
-    let k = key(2);
-    let mut batch = envelopes(&log(&k, 6));
-    batch[3] = Bytes::from_static(b"\x82\x40\x40"); // well-formed CBOR, not an entry
-    let inserted = store.insert_remote(Author::of(&k), batch).unwrap();
-    assert_eq!(inserted.stored.len(), 3);
-    assert!(inserted.rejected.is_some());
-    assert_eq!(store.head_seq(&Author::of(&k)), 3);
-    assert!(store.get(&Author::of(&k), 4).unwrap().is_none());
+    each_backend(|stores| {
+        let store = stores.open(room());
+        let k = key(2);
+        let mut batch = envelopes(&log(&k, 6));
+        batch[3] = Bytes::from_static(b"\x82\x40\x40"); // well-formed CBOR, not an entry
+        let inserted = store.insert_remote(Author::of(&k), batch).unwrap();
+        assert_eq!(inserted.stored.len(), 3);
+        assert!(inserted.rejected.is_some());
+        assert_eq!(store.head_seq(&Author::of(&k)), 3);
+        assert!(store.get(&Author::of(&k), 4).unwrap().is_none());
+    });
 }
 
 #[test]
@@ -275,120 +315,136 @@ const NOW: u64 = 1_764_000_000_000;
 
 #[test]
 fn history_is_merged_by_clock_then_author() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), room()).unwrap();
-    let (a, b) = (key(1), key(2));
-    store.append_own(&a, profile("alice"), NOW).unwrap();
-    store
-        .insert_remote(Author::of(&b), envelopes(&log(&b, 3)))
-        .unwrap(); // clocks 1..3
-    store.append_own(&a, text("after"), NOW + 5).unwrap();
-    let order: Vec<(u64, Author)> = store
-        .history()
-        .map(|e| e.unwrap())
-        .map(|e| (e.clock(), e.author()))
-        .collect();
-    let mut expected = order.clone();
-    expected.sort();
-    assert_eq!(order, expected);
-    assert_eq!(order.len(), 5);
-    assert_eq!(
-        order.last().unwrap(),
-        &(clock::at_ms(NOW + 5), Author::of(&a))
-    );
+    each_backend(|stores| {
+        let store = stores.open(room());
+        let (a, b) = (key(1), key(2));
+        store.append_own(&a, profile("alice"), NOW).unwrap();
+        store
+            .insert_remote(Author::of(&b), envelopes(&log(&b, 3)))
+            .unwrap(); // clocks 1..3
+        store.append_own(&a, text("after"), NOW + 5).unwrap();
+        let order: Vec<(u64, Author)> = store
+            .history()
+            .map(|e| e.unwrap())
+            .map(|e| (e.clock(), e.author()))
+            .collect();
+        let mut expected = order.clone();
+        expected.sort();
+        assert_eq!(order, expected);
+        assert_eq!(order.len(), 5);
+        assert_eq!(
+            order.last().unwrap(),
+            &(clock::at_ms(NOW + 5), Author::of(&a))
+        );
+    });
 }
 
 #[test]
 fn a_late_joiners_first_line_sorts_at_its_wall_time_after_older_history() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), room()).unwrap();
-    // Alice wrote six minutes ago; Dave, who never synced, writes now in his own store.
-    let alice = Store::open(&dir.path().join("alice"), room()).unwrap();
-    alice
-        .append_own(&key(1), profile("alice"), NOW - 360_000)
-        .unwrap();
-    alice
-        .append_own(&key(1), text("07:39"), NOW - 359_000)
-        .unwrap();
-    let dave = Store::open(&dir.path().join("dave"), room()).unwrap();
-    dave.append_own(&key(4), profile("dave"), NOW).unwrap();
-    dave.append_own(&key(4), text("07:45"), NOW + 1).unwrap();
-    for from in [&alice, &dave] {
-        for (author, _) in from.heads() {
-            let entries = from.range(&author, 1, 10, usize::MAX).unwrap();
-            store.insert_remote(author, envelopes(&entries)).unwrap();
+    each_backend(|stores| {
+        let store = stores.open(room());
+        // Alice wrote six minutes ago; Dave, who never synced, writes now in his own store.
+        let alice = stores.open(room());
+        alice
+            .append_own(&key(1), profile("alice"), NOW - 360_000)
+            .unwrap();
+        alice
+            .append_own(&key(1), text("07:39"), NOW - 359_000)
+            .unwrap();
+        let dave = stores.open(room());
+        dave.append_own(&key(4), profile("dave"), NOW).unwrap();
+        dave.append_own(&key(4), text("07:45"), NOW + 1).unwrap();
+        for from in [&alice, &dave] {
+            for (author, _) in from.heads() {
+                let entries = from.range(&author, 1, 10, usize::MAX).unwrap();
+                store.insert_remote(author, envelopes(&entries)).unwrap();
+            }
         }
-    }
-    let lines: Vec<String> = store
-        .history()
-        .map(|e| match e.unwrap().body() {
-            Body::Text { text } => text.clone(),
-            Body::Profile { name } => name.clone(),
-            _ => unreachable!(),
-        })
-        .collect();
-    assert_eq!(lines, ["alice", "07:39", "dave", "07:45"]);
+        let lines: Vec<String> = store
+            .history()
+            .map(|e| match e.unwrap().body() {
+                Body::Text { text } => text.clone(),
+                Body::Profile { name } => name.clone(),
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(lines, ["alice", "07:39", "dave", "07:45"]);
+    });
 }
 
 #[test]
 fn entries_of_another_room_are_refused_and_stored_nowhere() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), room()).unwrap();
-    let elsewhere = p2pchat_protocol::Room::open("ops").unwrap().id();
-    let other = Store::open(&dir.path().join("ops"), elsewhere).unwrap();
-    assert_eq!((store.room(), other.room()), (room(), elsewhere));
-    let k = key(1);
-    let theirs = other.append_own(&k, profile("alice"), NOW).unwrap();
-    assert_eq!(theirs.room(), Some(elsewhere));
-    let inserted = store
-        .insert_remote(Author::of(&k), [theirs.envelope().clone()])
-        .unwrap();
-    assert_eq!(
-        inserted.rejected,
-        Some(ValidationError::WrongRoom { seq: 1 })
-    );
-    assert!(store.heads().is_empty());
-    // Also at a seq the store holds: not taken for a fork.
-    let ours = store.append_own(&k, profile("alice"), NOW).unwrap();
-    assert_eq!(ours.room(), Some(room()));
-    let inserted = store
-        .insert_remote(Author::of(&k), [theirs.envelope().clone()])
-        .unwrap();
-    assert_eq!(
-        inserted.rejected,
-        Some(ValidationError::WrongRoom { seq: 1 })
-    );
-    assert!(!store.is_frozen(&Author::of(&k)));
+    each_backend(|stores| {
+        let store = stores.open(room());
+        let elsewhere = p2pchat_protocol::Room::open("ops").unwrap().id();
+        let other = stores.open(elsewhere);
+        assert_eq!((store.room(), other.room()), (room(), elsewhere));
+        let k = key(1);
+        let theirs = other.append_own(&k, profile("alice"), NOW).unwrap();
+        assert_eq!(theirs.room(), Some(elsewhere));
+        let inserted = store
+            .insert_remote(Author::of(&k), [theirs.envelope().clone()])
+            .unwrap();
+        assert_eq!(
+            inserted.rejected,
+            Some(ValidationError::WrongRoom { seq: 1 })
+        );
+        assert!(store.heads().is_empty());
+        // Also at a seq the store holds: not taken for a fork.
+        let ours = store.append_own(&k, profile("alice"), NOW).unwrap();
+        assert_eq!(ours.room(), Some(room()));
+        let inserted = store
+            .insert_remote(Author::of(&k), [theirs.envelope().clone()])
+            .unwrap();
+        assert_eq!(
+            inserted.rejected,
+            Some(ValidationError::WrongRoom { seq: 1 })
+        );
+        assert!(!store.is_frozen(&Author::of(&k)));
+    });
 }
 
 #[test]
 fn range_respects_entry_and_byte_bounds() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), room()).unwrap();
-    let k = key(2);
-    let entries = log(&k, 10);
-    store
-        .insert_remote(Author::of(&k), envelopes(&entries))
-        .unwrap();
-    let seqs = |v: Vec<Entry>| v.iter().map(Entry::seq).collect::<Vec<_>>();
-    assert_eq!(
-        seqs(store.range(&Author::of(&k), 4, 3, usize::MAX).unwrap()),
-        vec![4, 5, 6]
-    );
-    assert_eq!(
-        seqs(store.range(&Author::of(&k), 9, 100, usize::MAX).unwrap()),
-        vec![9, 10]
-    );
-    assert_eq!(
-        seqs(store.range(&Author::of(&k), 1, 100, 1).unwrap()),
-        vec![1]
-    );
-    assert!(
+    each_backend(|stores| {
+        let store = stores.open(room());
+        let k = key(2);
+        let entries = log(&k, 10);
         store
-            .range(&Author::of(&key(9)), 1, 100, usize::MAX)
-            .unwrap()
-            .is_empty()
-    );
+            .insert_remote(Author::of(&k), envelopes(&entries))
+            .unwrap();
+        let seqs = |v: Vec<Entry>| v.iter().map(Entry::seq).collect::<Vec<_>>();
+        assert_eq!(
+            seqs(store.range(&Author::of(&k), 4, 3, usize::MAX).unwrap()),
+            vec![4, 5, 6]
+        );
+        assert_eq!(
+            seqs(store.range(&Author::of(&k), 9, 100, usize::MAX).unwrap()),
+            vec![9, 10]
+        );
+        assert_eq!(
+            seqs(store.range(&Author::of(&k), 1, 100, 1).unwrap()),
+            vec![1]
+        );
+        assert!(
+            store
+                .range(&Author::of(&key(9)), 1, 100, usize::MAX)
+                .unwrap()
+                .is_empty()
+        );
+        // A range ends with its log, whichever logs come after it in key order.
+        for other in [key(3), key(4)] {
+            store
+                .insert_remote(Author::of(&other), envelopes(&log(&other, 4)))
+                .unwrap();
+        }
+        for (other, held) in [(key(2), 10), (key(3), 4), (key(4), 4)] {
+            let author = Author::of(&other);
+            let range = store.range(&author, 2, 100, usize::MAX).unwrap();
+            assert!(range.iter().all(|entry| entry.author() == author));
+            assert_eq!(range.len(), held - 1);
+        }
+    });
 }
 
 #[test]
@@ -440,96 +496,99 @@ fn first_key_seen_for_a_name_is_pinned_and_kept_across_restarts() {
 #[test]
 fn an_absurd_remote_clock_drags_our_own_no_further_than_ten_minutes_ahead() {
     use p2pchat_protocol::limits::{MAX_CLOCK, MAX_CLOCK_AHEAD_MS};
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), room()).unwrap();
-    let (me, other) = (key(1), key(2));
-    store.append_own(&me, profile("me"), NOW).unwrap();
-    let absurd = Entry::sign(
-        &other,
-        Draft {
-            room: room(),
-            seq: 1,
-            prev: None,
-            timestamp: 1,
-            clock: MAX_CLOCK,
-            body: profile("x"),
-        },
-    )
-    .unwrap();
-    assert!(
-        store
-            .insert_remote(Author::of(&other), [absurd.envelope().clone()])
-            .unwrap()
-            .rejected
-            .is_none()
-    );
-    assert_eq!(store.max_clock(), MAX_CLOCK);
-    let bound = clock::at_ms(NOW + MAX_CLOCK_AHEAD_MS);
-    let next = store.append_own(&me, text("still fine"), NOW).unwrap();
-    assert_eq!(next.clock(), bound + 1);
-    let after = store.append_own(&me, text("and again"), NOW).unwrap();
-    assert_eq!(after.clock(), bound + 2, "own clock still grows");
-    // The bound moves with the wall time, never further.
-    let later = store.append_own(&me, text("later"), NOW + 1).unwrap();
-    assert_eq!(
-        later.clock(),
-        clock::at_ms(NOW + 1 + MAX_CLOCK_AHEAD_MS) + 1
-    );
+    each_backend(|stores| {
+        let store = stores.open(room());
+        let (me, other) = (key(1), key(2));
+        store.append_own(&me, profile("me"), NOW).unwrap();
+        let absurd = Entry::sign(
+            &other,
+            Draft {
+                room: room(),
+                seq: 1,
+                prev: None,
+                timestamp: 1,
+                clock: MAX_CLOCK,
+                body: profile("x"),
+            },
+        )
+        .unwrap();
+        assert!(
+            store
+                .insert_remote(Author::of(&other), [absurd.envelope().clone()])
+                .unwrap()
+                .rejected
+                .is_none()
+        );
+        assert_eq!(store.max_clock(), MAX_CLOCK);
+        let bound = clock::at_ms(NOW + MAX_CLOCK_AHEAD_MS);
+        let next = store.append_own(&me, text("still fine"), NOW).unwrap();
+        assert_eq!(next.clock(), bound + 1);
+        let after = store.append_own(&me, text("and again"), NOW).unwrap();
+        assert_eq!(after.clock(), bound + 2, "own clock still grows");
+        // The bound moves with the wall time, never further.
+        let later = store.append_own(&me, text("later"), NOW + 1).unwrap();
+        assert_eq!(
+            later.clock(),
+            clock::at_ms(NOW + 1 + MAX_CLOCK_AHEAD_MS) + 1
+        );
+    });
 }
 
 #[test]
 fn group_commit_appends_a_valid_chain_or_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), room()).unwrap();
-    let k = key(1);
-    store.append_own(&k, profile("alice"), 1).unwrap();
-    let lines = (0..100).map(|i| text(&format!("line {i}")));
-    let entries = store.append_own_many(&k, lines, 2).unwrap();
-    assert_eq!(entries.len(), 100);
-    assert_eq!(store.head_seq(&Author::of(&k)), 101);
-    // The chain is valid as a peer would check it.
-    let other = tempfile::tempdir().unwrap();
-    let copy = Store::open(other.path(), room()).unwrap();
-    let all = store.range(&Author::of(&k), 1, 1000, usize::MAX).unwrap();
-    let inserted = copy.insert_remote(Author::of(&k), envelopes(&all)).unwrap();
-    assert_eq!((inserted.stored.len(), inserted.rejected), (101, None));
-    // One bad body and nothing is stored.
-    let bad = [
-        text("fine"),
-        text(&"x".repeat(p2pchat_protocol::limits::MAX_TEXT_BYTES + 1)),
-    ];
-    assert!(store.append_own_many(&k, bad, 3).is_err());
-    assert_eq!(store.head_seq(&Author::of(&k)), 101);
+    each_backend(|stores| {
+        let store = stores.open(room());
+        let k = key(1);
+        store.append_own(&k, profile("alice"), 1).unwrap();
+        let lines = (0..100).map(|i| text(&format!("line {i}")));
+        let entries = store.append_own_many(&k, lines, 2).unwrap();
+        assert_eq!(entries.len(), 100);
+        assert_eq!(store.head_seq(&Author::of(&k)), 101);
+        // The chain is valid as a peer would check it.
+        let copy = stores.open(room());
+        let all = store.range(&Author::of(&k), 1, 1000, usize::MAX).unwrap();
+        let inserted = copy.insert_remote(Author::of(&k), envelopes(&all)).unwrap();
+        assert_eq!((inserted.stored.len(), inserted.rejected), (101, None));
+        // One bad body and nothing is stored.
+        let bad = [
+            text("fine"),
+            text(&"x".repeat(p2pchat_protocol::limits::MAX_TEXT_BYTES + 1)),
+        ];
+        assert!(store.append_own_many(&k, bad, 3).is_err());
+        assert_eq!(store.head_seq(&Author::of(&k)), 101);
+    });
 }
 
 #[test]
 fn history_pages_cover_the_history_once_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), room()).unwrap();
-    let (a, b) = (key(1), key(2));
-    store.append_own(&a, profile("alice"), 1).unwrap();
-    store
-        .insert_remote(Author::of(&b), envelopes(&log(&b, 7)))
-        .unwrap();
-    store
-        .append_own_many(&a, (0..5).map(|i| text(&format!("{i}"))), 2)
-        .unwrap();
-    let all: Vec<Entry> = store.history().map(|e| e.unwrap()).collect();
-    let mut paged = Vec::new();
-    let mut after = None;
-    loop {
-        let (page, last) = store.history_page(after.as_ref(), 3).unwrap();
-        paged.extend(page);
-        match last {
-            Some(pos) => after = Some(pos),
-            None => break,
+    each_backend(|stores| {
+        let store = stores.open(room());
+        let (a, b) = (key(1), key(2));
+        store.append_own(&a, profile("alice"), 1).unwrap();
+        store
+            .insert_remote(Author::of(&b), envelopes(&log(&b, 7)))
+            .unwrap();
+        store
+            .append_own_many(&a, (0..5).map(|i| text(&format!("{i}"))), 2)
+            .unwrap();
+        let all: Vec<Entry> = store.history().map(|e| e.unwrap()).collect();
+        let mut paged = Vec::new();
+        let mut after = None;
+        loop {
+            let (page, last) = store.history_page(after.as_ref(), 3).unwrap();
+            paged.extend(page);
+            match last {
+                Some(pos) => after = Some(pos),
+                None => break,
+            }
         }
-    }
-    assert_eq!(paged, all);
-    assert_eq!(paged.len(), 13);
-    let mut newest_first: Vec<Entry> = store.history_newest_first().map(|e| e.unwrap()).collect();
-    newest_first.reverse();
-    assert_eq!(newest_first, all);
+        assert_eq!(paged, all);
+        assert_eq!(paged.len(), 13);
+        let mut newest_first: Vec<Entry> =
+            store.history_newest_first().map(|e| e.unwrap()).collect();
+        newest_first.reverse();
+        assert_eq!(newest_first, all);
+    });
 }
 
 /// A log of `n` entries for `key` whose clocks jump by `step` (a profile, then texts).
@@ -556,55 +615,58 @@ fn log_stepping(key: &SigningKey, n: u64, step: u64) -> Vec<Entry> {
 
 #[test]
 fn the_merged_history_is_every_entry_sorted_by_clock_author_seq_in_any_page_size() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), room()).unwrap();
-    // Five logs of different lengths and clock speeds: many equal clocks across authors, and
-    // logs longer than a merge's first reads.
-    let mut all = Vec::new();
-    for (seed, n, step) in [(1, 40, 1), (2, 3, 7), (3, 90, 2), (4, 1, 1), (5, 25, 3)] {
-        let entries = log_stepping(&key(seed), n, step);
-        store
-            .insert_remote(Author::of(&key(seed)), envelopes(&entries))
-            .unwrap();
-        all.extend(entries);
-    }
-    all.sort_by_key(|e| (e.clock(), e.author(), e.seq()));
-    let merged: Vec<Entry> = store.history().map(Result::unwrap).collect();
-    assert_eq!(merged, all);
-    for size in [1, 7, 64, 1000] {
-        let mut paged = Vec::new();
-        let mut after = None;
-        while let (page, Some(pos)) = store.history_page(after.as_ref(), size).unwrap() {
-            assert!(page.len() <= size);
-            paged.extend(page);
-            after = Some(pos);
+    each_backend(|stores| {
+        let store = stores.open(room());
+        // Five logs of different lengths and clock speeds: many equal clocks across authors, and
+        // logs longer than a merge's first reads.
+        let mut all = Vec::new();
+        for (seed, n, step) in [(1, 40, 1), (2, 3, 7), (3, 90, 2), (4, 1, 1), (5, 25, 3)] {
+            let entries = log_stepping(&key(seed), n, step);
+            store
+                .insert_remote(Author::of(&key(seed)), envelopes(&entries))
+                .unwrap();
+            all.extend(entries);
         }
-        assert_eq!(paged, all, "pages of {size}");
-    }
-    let mut newest_first: Vec<Entry> = store.history_newest_first().map(Result::unwrap).collect();
-    newest_first.reverse();
-    assert_eq!(newest_first, all);
+        all.sort_by_key(|e| (e.clock(), e.author(), e.seq()));
+        let merged: Vec<Entry> = store.history().map(Result::unwrap).collect();
+        assert_eq!(merged, all);
+        for size in [1, 7, 64, 1000] {
+            let mut paged = Vec::new();
+            let mut after = None;
+            while let (page, Some(pos)) = store.history_page(after.as_ref(), size).unwrap() {
+                assert!(page.len() <= size);
+                paged.extend(page);
+                after = Some(pos);
+            }
+            assert_eq!(paged, all, "pages of {size}");
+        }
+        let mut newest_first: Vec<Entry> =
+            store.history_newest_first().map(Result::unwrap).collect();
+        newest_first.reverse();
+        assert_eq!(newest_first, all);
+    });
 }
 
 #[test]
 fn a_page_position_survives_entries_arriving_meanwhile() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), room()).unwrap();
-    let (a, b) = (log_stepping(&key(1), 10, 1), log_stepping(&key(2), 10, 1));
-    store
-        .insert_remote(Author::of(&key(1)), envelopes(&a))
-        .unwrap();
-    let (first, pos) = store.history_page(None, 4).unwrap();
-    assert_eq!(first, a[..4]);
-    // b's whole log arrives, with clocks both before and after the position.
-    store
-        .insert_remote(Author::of(&key(2)), envelopes(&b))
-        .unwrap();
-    let (rest, _) = store.history_page(pos.as_ref(), 100).unwrap();
-    // Nothing already returned comes again; b's entries from before the position come now.
-    let mut expected: Vec<Entry> = a[4..].iter().chain(&b).cloned().collect();
-    expected.sort_by_key(|e| (e.clock(), e.author(), e.seq()));
-    assert_eq!(rest, expected);
+    each_backend(|stores| {
+        let store = stores.open(room());
+        let (a, b) = (log_stepping(&key(1), 10, 1), log_stepping(&key(2), 10, 1));
+        store
+            .insert_remote(Author::of(&key(1)), envelopes(&a))
+            .unwrap();
+        let (first, pos) = store.history_page(None, 4).unwrap();
+        assert_eq!(first, a[..4]);
+        // b's whole log arrives, with clocks both before and after the position.
+        store
+            .insert_remote(Author::of(&key(2)), envelopes(&b))
+            .unwrap();
+        let (rest, _) = store.history_page(pos.as_ref(), 100).unwrap();
+        // Nothing already returned comes again; b's entries from before the position come now.
+        let mut expected: Vec<Entry> = a[4..].iter().chain(&b).cloned().collect();
+        expected.sort_by_key(|e| (e.clock(), e.author(), e.seq()));
+        assert_eq!(rest, expected);
+    });
 }
 
 #[test]
@@ -666,18 +728,19 @@ fn small_order_log(n: u64) -> Vec<Entry> {
 
 #[test]
 fn a_small_order_log_is_refused_on_arrival() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), room()).unwrap();
-    let forged = small_order_log(3);
-    let author = forged[0].author();
-    let inserted = store.insert_remote(author, envelopes(&forged)).unwrap();
-    assert!(inserted.stored.is_empty());
-    assert_eq!(
-        inserted.rejected,
-        Some(ValidationError::BadAuthorKey(KeyError::SmallOrder))
-    );
-    assert_eq!(store.heads(), Heads::new());
-    assert_eq!(store.pinned("alice"), None);
+    each_backend(|stores| {
+        let store = stores.open(room());
+        let forged = small_order_log(3);
+        let author = forged[0].author();
+        let inserted = store.insert_remote(author, envelopes(&forged)).unwrap();
+        assert!(inserted.stored.is_empty());
+        assert_eq!(
+            inserted.rejected,
+            Some(ValidationError::BadAuthorKey(KeyError::SmallOrder))
+        );
+        assert_eq!(store.heads(), Heads::new());
+        assert_eq!(store.pinned("alice"), None);
+    });
 }
 
 #[test]
@@ -690,13 +753,13 @@ fn a_small_order_log_already_on_disk_is_ignored_at_open() {
     let honest = key(1);
     {
         let store = Store::open(dir.path(), room()).unwrap();
-        let mut batch = store.db.batch().durability(Some(PersistMode::SyncData));
+        let mut batch = store.tables.batch(PersistMode::SyncData);
         let mut pins = NewPins::new();
         for entry in &forged {
             store.put(&mut batch, entry, &mut pins);
         }
-        batch.insert(&store.heads, author.as_bytes().to_vec(), 3u64.to_be_bytes());
-        batch.insert(&store.forks, entry_key(&author, 2).to_vec(), b"".to_vec());
+        batch.insert(Table::Heads, author.as_bytes(), 3u64.to_be_bytes());
+        batch.insert(Table::Forks, entry_key(&author, 2), &b""[..]);
         batch.commit().unwrap();
         store.append_own(&honest, profile("bob"), 1).unwrap();
     }
@@ -953,26 +1016,27 @@ fn a_store_that_cannot_be_opened_is_named_with_the_reason_in_words() {
 
 #[test]
 fn a_follower_is_told_only_the_logs_that_moved() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), room()).unwrap();
-    let (a, b) = (key(1), key(2));
-    store.append_own(&a, profile("alice"), 1).unwrap();
-    let (heads, since) = store.heads_with_version();
-    assert_eq!(heads.len(), 1);
-    assert_eq!(store.heads_moved_since(since).0, vec![]);
-    store
-        .insert_remote(Author::of(&b), envelopes(&log(&b, 3)))
-        .unwrap();
-    store.append_own(&a, text("hello"), 2).unwrap();
-    let (moved, now) = store.heads_moved_since(since);
-    let mut moved = moved;
-    moved.sort();
-    let mut expected = vec![(Author::of(&a), 2), (Author::of(&b), 3)];
-    expected.sort();
-    assert_eq!(moved, expected);
-    assert_eq!(store.heads_moved_since(now).0, vec![]);
-    // A log that moves again is told once, at its newest head.
-    store.append_own(&a, text("again"), 3).unwrap();
-    store.append_own(&a, text("and again"), 4).unwrap();
-    assert_eq!(store.heads_moved_since(now).0, vec![(Author::of(&a), 4)]);
+    each_backend(|stores| {
+        let store = stores.open(room());
+        let (a, b) = (key(1), key(2));
+        store.append_own(&a, profile("alice"), 1).unwrap();
+        let (heads, since) = store.heads_with_version();
+        assert_eq!(heads.len(), 1);
+        assert_eq!(store.heads_moved_since(since).0, vec![]);
+        store
+            .insert_remote(Author::of(&b), envelopes(&log(&b, 3)))
+            .unwrap();
+        store.append_own(&a, text("hello"), 2).unwrap();
+        let (moved, now) = store.heads_moved_since(since);
+        let mut moved = moved;
+        moved.sort();
+        let mut expected = vec![(Author::of(&a), 2), (Author::of(&b), 3)];
+        expected.sort();
+        assert_eq!(moved, expected);
+        assert_eq!(store.heads_moved_since(now).0, vec![]);
+        // A log that moves again is told once, at its newest head.
+        store.append_own(&a, text("again"), 3).unwrap();
+        store.append_own(&a, text("and again"), 4).unwrap();
+        assert_eq!(store.heads_moved_since(now).0, vec![(Author::of(&a), 4)]);
+    });
 }

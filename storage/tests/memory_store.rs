@@ -1,8 +1,9 @@
-//! The fjall store and `protocol::store::MemoryStore` follow the same rules: offered the same
-//! random batches (in order, out of order, duplicated, with forks, forgeries, undecodable
-//! bytes and entries of the wrong author) and the same own appends, both answer every call
-//! the same and end holding the same logs. The simulator runs on `MemoryStore`, so this is
-//! what makes its findings hold for the real store.
+//! The fjall store, the same store in memory (`Store::in_memory`) and
+//! `protocol::store::MemoryStore` follow the same rules: offered the same random batches (in
+//! order, out of order, duplicated, with forks, forgeries, undecodable bytes and entries of the
+//! wrong author) and the same own appends, all three answer every call the same and end holding
+//! the same logs. The simulator runs on `MemoryStore`, so this is what makes its findings hold
+//! for the real store; nodes built in memory run on `Store::in_memory`.
 
 use bytes::Bytes;
 use p2pchat_protocol::store::{Logs, MemoryStore};
@@ -159,6 +160,7 @@ proptest! {
         let me = key(AUTHORS);
         let dir = tempfile::tempdir().expect("a temp dir");
         let fjall = Store::open(dir.path(), room()).expect("a store opens");
+        let ours_in_memory = Store::in_memory(room());
         let mut memory = MemoryStore::new(room());
         for (i, step) in steps.iter().enumerate() {
             match step {
@@ -166,7 +168,9 @@ proptest! {
                     let batch = envelopes(&logs, *author, picks);
                     let author = Author::of(&key(*author));
                     let on_disk = fjall.insert_remote(author, batch.clone()).expect("an insert writes");
+                    let ours = ours_in_memory.insert_remote(author, batch.clone()).expect("an insert writes");
                     let in_memory = memory.insert(author, batch);
+                    prop_assert_eq!(&on_disk, &ours, "step {}", i);
                     prop_assert_eq!(on_disk, in_memory, "step {}", i);
                 }
                 Step::Append => {
@@ -175,20 +179,31 @@ proptest! {
                         _ => Body::Text { text: format!("step {i}") },
                     };
                     let on_disk = fjall.append_own(&me, body.clone(), i as u64).expect("an append writes");
+                    let ours = ours_in_memory.append_own(&me, body.clone(), i as u64).expect("an append writes");
                     let in_memory = memory.append(&me, body, i as u64).expect("a small entry signs");
+                    prop_assert_eq!(&on_disk, &ours, "step {}", i);
                     prop_assert_eq!(on_disk, in_memory, "step {}", i);
                 }
             }
         }
         let heads: Vec<(Author, u64)> = memory.heads().iter().map(|h| (h.author, h.seq)).collect();
         prop_assert_eq!(fjall.heads().into_iter().collect::<Vec<_>>(), heads);
+        prop_assert_eq!(ours_in_memory.heads(), fjall.heads());
         prop_assert_eq!(fjall.max_clock(), memory.max_clock());
+        prop_assert_eq!(ours_in_memory.max_clock(), memory.max_clock());
         for author in (0..=AUTHORS).map(|seed| Author::of(&key(seed))) {
             prop_assert_eq!(fjall.is_frozen(&author), memory.is_frozen(&author));
+            prop_assert_eq!(ours_in_memory.is_frozen(&author), memory.is_frozen(&author));
+            prop_assert_eq!(ours_in_memory.name(&author), fjall.name(&author));
             let on_disk = fjall.range_envelopes(&author, 1, usize::MAX, usize::MAX).expect("a log reads");
+            let ours = ours_in_memory.range_envelopes(&author, 1, usize::MAX, usize::MAX).expect("a log reads");
             let in_memory = memory.envelopes(&author, 1, usize::MAX, usize::MAX).expect("never fails");
+            prop_assert_eq!(&on_disk, &ours);
             prop_assert_eq!(on_disk, in_memory);
         }
+        let history = |store: &Store| store.history().collect::<Result<Vec<_>, _>>().expect("the history reads");
+        prop_assert_eq!(history(&ours_in_memory), history(&fjall));
+        prop_assert_eq!(ours_in_memory.verify(), fjall.verify());
         prop_assert!(memory.verify_chains().is_ok());
     }
 }

@@ -1,0 +1,200 @@
+//! The five tables of a store (the crate docs list them), on fjall or in memory: the few
+//! operations the store makes of them (get, ordered reads of a key range, atomic batches), so
+//! the store's logic has one code path for both.
+
+use std::collections::BTreeMap;
+use std::ops::{Bound, RangeBounds};
+use std::sync::RwLock;
+
+use fjall::{Database, Keyspace, KvPair, PersistMode, Slice};
+
+/// One table of a store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Table {
+    Entries,
+    Heads,
+    Names,
+    Forks,
+    Pins,
+}
+
+impl Table {
+    /// The name of the table's fjall keyspace.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Table::Entries => "entries",
+            Table::Heads => "heads",
+            Table::Names => "names",
+            Table::Forks => "forks",
+            Table::Pins => "pins",
+        }
+    }
+
+    /// The table's place in [`Tables`]' arrays: the order of the variants.
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// An ordered map from key bytes to value bytes, per table.
+type Maps = [BTreeMap<Slice, Slice>; 5];
+
+/// Where a store's tables live.
+pub(crate) enum Tables {
+    /// fjall keyspaces of one database on disk, in the order of [`Table`]'s variants.
+    Fjall {
+        db: Database,
+        keyspaces: [Keyspace; 5],
+    },
+    /// Ordered maps in memory, behind one lock, so a batch is seen whole or not at all.
+    Memory(RwLock<Maps>),
+}
+
+impl Tables {
+    /// Empty tables in memory.
+    pub(crate) fn memory() -> Self {
+        Tables::Memory(RwLock::default())
+    }
+
+    /// The fjall keyspace of `table`, for a store on disk.
+    pub(crate) fn keyspace(&self, table: Table) -> Option<&Keyspace> {
+        match self {
+            Tables::Fjall { keyspaces, .. } => Some(&keyspaces[table.index()]),
+            Tables::Memory(_) => None,
+        }
+    }
+
+    /// The value at `key` in `table`.
+    pub(crate) fn get(&self, table: Table, key: &[u8]) -> fjall::Result<Option<Slice>> {
+        match self {
+            Tables::Fjall { keyspaces, .. } => keyspaces[table.index()].get(key),
+            Tables::Memory(maps) => Ok(read(maps)[table.index()].get(key).cloned()),
+        }
+    }
+
+    /// The rows of `table` whose keys are in `range`, in key order.
+    pub(crate) fn rows(&self, table: Table, range: impl RangeBounds<Slice>) -> Rows<'_> {
+        let (from, to) = (range.start_bound().cloned(), range.end_bound().cloned());
+        match self {
+            Tables::Fjall { keyspaces, .. } => {
+                Rows::Fjall(keyspaces[table.index()].range((from, to)))
+            }
+            Tables::Memory(maps) => Rows::Memory {
+                maps,
+                table,
+                from,
+                to,
+            },
+        }
+    }
+
+    /// A batch of writes, made durable on commit as `durability` says (on disk).
+    pub(crate) fn batch(&self, durability: PersistMode) -> Batch<'_> {
+        Batch {
+            tables: self,
+            durability,
+            rows: Vec::new(),
+        }
+    }
+
+    /// Makes everything written so far durable as `mode` says (nothing to do in memory).
+    pub(crate) fn persist(&self, mode: PersistMode) -> fjall::Result<()> {
+        match self {
+            Tables::Fjall { db, .. } => db.persist(mode),
+            Tables::Memory(_) => Ok(()),
+        }
+    }
+}
+
+/// The rows of a key range of one table, in key order.
+pub(crate) enum Rows<'t> {
+    Fjall(fjall::Iter),
+    /// Each step looks up the first key after the last one returned, so no lock is held
+    /// between steps; rows written meanwhile are seen if they come later.
+    Memory {
+        maps: &'t RwLock<Maps>,
+        table: Table,
+        from: Bound<Slice>,
+        to: Bound<Slice>,
+    },
+}
+
+impl Iterator for Rows<'_> {
+    type Item = fjall::Result<KvPair>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Rows::Fjall(rows) => rows.next().map(fjall::Guard::into_inner),
+            Rows::Memory {
+                maps,
+                table,
+                from,
+                to,
+            } => {
+                if is_empty(from, to) {
+                    return None;
+                }
+                let maps = read(maps);
+                let (key, value) = maps[table.index()]
+                    .range::<Slice, _>((from.clone(), to.clone()))
+                    .next()?;
+                *from = Bound::Excluded(key.clone());
+                Some(Ok((key.clone(), value.clone())))
+            }
+        }
+    }
+}
+
+fn read(maps: &RwLock<Maps>) -> std::sync::RwLockReadGuard<'_, Maps> {
+    // Nothing that holds the write lock can panic half-way through a batch.
+    maps.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Whether no key lies between `from` and `to` (where `BTreeMap::range` would panic).
+fn is_empty(from: &Bound<Slice>, to: &Bound<Slice>) -> bool {
+    match (from, to) {
+        (Bound::Unbounded, _) | (_, Bound::Unbounded) => false,
+        (Bound::Included(from), Bound::Included(to)) => from > to,
+        (
+            Bound::Included(from) | Bound::Excluded(from),
+            Bound::Included(to) | Bound::Excluded(to),
+        ) => from >= to,
+    }
+}
+
+/// Writes to several tables that are committed atomically: all of them or none.
+pub(crate) struct Batch<'t> {
+    tables: &'t Tables,
+    durability: PersistMode,
+    rows: Vec<(Table, Slice, Slice)>,
+}
+
+impl Batch<'_> {
+    /// Sets `key` to `value` in `table`.
+    pub(crate) fn insert(&mut self, table: Table, key: impl Into<Slice>, value: impl Into<Slice>) {
+        self.rows.push((table, key.into(), value.into()));
+    }
+
+    /// Writes the batch.
+    pub(crate) fn commit(self) -> fjall::Result<()> {
+        match self.tables {
+            Tables::Fjall { db, keyspaces } => {
+                let mut batch = db.batch().durability(Some(self.durability));
+                for (table, key, value) in self.rows {
+                    batch.insert(&keyspaces[table.index()], key, value);
+                }
+                batch.commit()
+            }
+            Tables::Memory(maps) => {
+                let mut maps = maps
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                for (table, key, value) in self.rows {
+                    maps[table.index()].insert(key, value);
+                }
+                Ok(())
+            }
+        }
+    }
+}

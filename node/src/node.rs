@@ -509,7 +509,8 @@ impl NodeBuilder {
         self
     }
 
-    /// Keeps nothing on disk: no data directory, a new random key, and each room's logs in a
+    /// Keeps nothing on disk: no data directory, a new random key (unless
+    /// [`keypair`](NodeBuilder::keypair)), and each room's logs in a
     /// store in memory ([`Store::in_memory`]), gone when the node stops. For tests and
     /// throwaway nodes; instead of [`NodeBuilder::data_dir`] (the last one called counts).
     pub fn in_memory(mut self) -> Self {
@@ -537,7 +538,8 @@ impl NodeBuilder {
     }
 
     /// The node's identity: its author key, which is also its libp2p peer id (default: the key
-    /// in the data directory, created there on first use). A data directory that already holds
+    /// in the data directory, created there on first use; a fresh one
+    /// [`in_memory`](NodeBuilder::in_memory)). A data directory that already holds
     /// another key is refused when the node starts ([`identity::IdentityError::OtherKey`]).
     pub fn keypair(mut self, key: SigningKey) -> Self {
         self.keypair = Some(key);

@@ -56,6 +56,19 @@ async fn a_given_key_is_the_identity_and_a_data_dir_of_another_key_refuses_it() 
     let again = start(key.clone()).await?;
     assert_eq!(again.author(), Author::of(&key), "the same key is accepted");
     again.shutdown().await;
+    let in_memory = Node::builder()
+        .name("alice")
+        .in_memory()
+        .mdns(false)
+        .keypair(SigningKey::from_bytes(&[4; 32]))
+        .spawn()
+        .await?;
+    assert_eq!(
+        in_memory.author(),
+        Author::of(&SigningKey::from_bytes(&[4; 32])),
+        "an in-memory node takes the key given too"
+    );
+    in_memory.shutdown().await;
     match start(SigningKey::from_bytes(&[4; 32])).await {
         Err(NodeError::Identity(IdentityError::OtherKey { path })) => {
             assert!(path.ends_with("identity.key"), "{path}");

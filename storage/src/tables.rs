@@ -2,7 +2,7 @@
 //! operations the store makes of them (get, ordered reads of a key range, atomic batches), so
 //! the store's logic has one code path for both.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::ops::{Bound, RangeBounds};
 use std::sync::RwLock;
 
@@ -84,6 +84,7 @@ impl Tables {
                 table,
                 from,
                 to,
+                ahead: VecDeque::new(),
             },
         }
     }
@@ -109,13 +110,15 @@ impl Tables {
 /// The rows of a key range of one table, in key order.
 pub(crate) enum Rows<'t> {
     Fjall(fjall::Iter),
-    /// Each step looks up the first key after the last one returned, so no lock is held
-    /// between steps; rows written meanwhile are seen if they come later.
+    /// Read [`READ_AHEAD`] rows at a time, each time from the first key after the last one
+    /// read, so no lock is held between reads.
     Memory {
         maps: &'t RwLock<Maps>,
         table: Table,
+        /// Where the next read starts.
         from: Bound<Slice>,
         to: Bound<Slice>,
+        ahead: VecDeque<KvPair>,
     },
 }
 
@@ -130,20 +133,27 @@ impl Iterator for Rows<'_> {
                 table,
                 from,
                 to,
+                ahead,
             } => {
-                if is_empty(from, to) {
-                    return None;
+                if ahead.is_empty() && !is_empty(from, to) {
+                    let maps = read(maps);
+                    let rows = maps[table.index()].range::<Slice, _>((from.clone(), to.clone()));
+                    ahead.extend(
+                        rows.take(READ_AHEAD)
+                            .map(|(key, value)| (key.clone(), value.clone())),
+                    );
+                    if let Some((last, _)) = ahead.back() {
+                        *from = Bound::Excluded(last.clone());
+                    }
                 }
-                let maps = read(maps);
-                let (key, value) = maps[table.index()]
-                    .range::<Slice, _>((from.clone(), to.clone()))
-                    .next()?;
-                *from = Bound::Excluded(key.clone());
-                Some(Ok((key.clone(), value.clone())))
+                ahead.pop_front().map(Ok)
             }
         }
     }
 }
+
+/// Rows a memory read takes at a time (clones of shared bytes: cheap to read ahead).
+const READ_AHEAD: usize = 64;
 
 fn read(maps: &RwLock<Maps>) -> std::sync::RwLockReadGuard<'_, Maps> {
     // Nothing that holds the write lock can panic half-way through a batch.

@@ -1010,6 +1010,18 @@ impl EventLoop {
         ));
         for dial in dials {
             let (id, peer) = (dial.connection_id(), dial.get_peer_id());
+            if peer.is_some_and(|peer| {
+                self.swarm
+                    .behaviour()
+                    .blocked
+                    .blocked_peers()
+                    .contains(&peer)
+            }) {
+                // Blocked by the user: neither dialed nor said; tried after the backoff, and at
+                // once when unblocked.
+                self.redialer.dial_failed(id, now);
+                continue;
+            }
             if let Err(e) = self.swarm.dial(dial) {
                 // No OutgoingConnectionError follows a dial refused at once: back off here.
                 tracing::debug!("dial not started: {e}");

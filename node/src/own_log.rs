@@ -375,23 +375,23 @@ mod tests {
         Body::Text { text: text.into() }
     }
 
+    /// The LAN room's store in the data directory `dir`.
+    fn lan_store(dir: &std::path::Path) -> Store {
+        Store::open(&dir.join("store"), p2pchat_protocol::Room::lan().id()).unwrap()
+    }
+
+    /// The own log's writer of that store, with its mark beside the key (as the first room's).
+    fn own_writer(dir: &std::path::Path, store: &Store, key: &SigningKey) -> OwnWriter {
+        OwnWriter::open(&dir.join(identity::OWN_HEAD_FILE), store, key, false).unwrap()
+    }
+
     #[test]
     fn a_lost_store_holds_appends_until_the_log_is_back() {
         let dir = tempfile::tempdir().unwrap();
         let key = identity::load_or_create(dir.path()).unwrap();
         let author = Author::of(&key);
-        let store = Store::open(
-            &dir.path().join("store"),
-            p2pchat_protocol::Room::lan().id(),
-        )
-        .unwrap();
-        let own = OwnWriter::open(
-            &dir.path().join(identity::OWN_HEAD_FILE),
-            &store,
-            &key,
-            false,
-        )
-        .unwrap();
+        let store = lan_store(dir.path());
+        let own = own_writer(dir.path(), &store, &key);
         let profile = Body::Profile { name: "bob".into() };
         assert!(matches!(
             own.append(&store, &key, [profile.clone(), text("one"), text("two")], 0)
@@ -409,18 +409,8 @@ mod tests {
 
         // The store is lost; the key and its mark are not.
         std::fs::remove_dir_all(dir.path().join("store")).unwrap();
-        let store = Store::open(
-            &dir.path().join("store"),
-            p2pchat_protocol::Room::lan().id(),
-        )
-        .unwrap();
-        let own = OwnWriter::open(
-            &dir.path().join(identity::OWN_HEAD_FILE),
-            &store,
-            &key,
-            false,
-        )
-        .unwrap();
+        let store = lan_store(dir.path());
+        let own = own_writer(dir.path(), &store, &key);
         let behind = OwnLog::Behind { expected: Some(3) };
         assert_eq!(own.state(&store, &key, 0).unwrap(), behind);
         let held = own
@@ -456,18 +446,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = identity::load_or_create(dir.path()).unwrap();
         let author = Author::of(&key);
-        let store = Store::open(
-            &dir.path().join("store"),
-            p2pchat_protocol::Room::lan().id(),
-        )
-        .unwrap();
-        let own = OwnWriter::open(
-            &dir.path().join(identity::OWN_HEAD_FILE),
-            &store,
-            &key,
-            false,
-        )
-        .unwrap();
+        let store = lan_store(dir.path());
+        let own = own_writer(dir.path(), &store, &key);
         let profile = Body::Profile { name: "bob".into() };
         own.append(&store, &key, [profile, text("one"), text("two")], 0)
             .unwrap();
@@ -482,19 +462,9 @@ mod tests {
         // The store lost its tail (the mark kept): behind, and nothing held yet.
         drop((own, store));
         std::fs::remove_dir_all(dir.path().join("store")).unwrap();
-        let store = Store::open(
-            &dir.path().join("store"),
-            p2pchat_protocol::Room::lan().id(),
-        )
-        .unwrap();
+        let store = lan_store(dir.path());
         store.insert_remote(author, old).unwrap();
-        let own = OwnWriter::open(
-            &dir.path().join(identity::OWN_HEAD_FILE),
-            &store,
-            &key,
-            false,
-        )
-        .unwrap();
+        let own = own_writer(dir.path(), &store, &key);
         let behind = own.state(&store, &key, 0).unwrap();
         assert_eq!(behind, OwnLog::Behind { expected: Some(3) });
         assert!(own.observe(behind, 1).is_some());
@@ -526,18 +496,8 @@ mod tests {
     fn a_peer_holding_more_of_the_own_log_holds_appends() {
         let dir = tempfile::tempdir().unwrap();
         let key = identity::load_or_create(dir.path()).unwrap();
-        let store = Store::open(
-            &dir.path().join("store"),
-            p2pchat_protocol::Room::lan().id(),
-        )
-        .unwrap();
-        let own = OwnWriter::open(
-            &dir.path().join(identity::OWN_HEAD_FILE),
-            &store,
-            &key,
-            false,
-        )
-        .unwrap();
+        let store = lan_store(dir.path());
+        let own = own_writer(dir.path(), &store, &key);
         let profile = Body::Profile { name: "bob".into() };
         own.append(&store, &key, [profile], 0).unwrap();
         let held = own.append(&store, &key, [text("x")], 5).unwrap();
@@ -555,22 +515,12 @@ mod tests {
     fn an_older_release_without_a_mark_gets_one_from_its_store() {
         let dir = tempfile::tempdir().unwrap();
         let key = identity::load_or_create(dir.path()).unwrap();
-        let store = Store::open(
-            &dir.path().join("store"),
-            p2pchat_protocol::Room::lan().id(),
-        )
-        .unwrap();
+        let store = lan_store(dir.path());
         store
             .append_own(&key, Body::Profile { name: "bob".into() }, 0)
             .unwrap();
         std::fs::remove_file(dir.path().join(identity::OWN_HEAD_FILE)).unwrap();
-        let own = OwnWriter::open(
-            &dir.path().join(identity::OWN_HEAD_FILE),
-            &store,
-            &key,
-            false,
-        )
-        .unwrap();
+        let own = own_writer(dir.path(), &store, &key);
         assert_eq!(own.state(&store, &key, 0).unwrap(), OwnLog::Current);
         assert_eq!(identity::read_own_mark(dir.path()).unwrap().unwrap().seq, 1);
 
@@ -578,18 +528,8 @@ mod tests {
         drop((own, store));
         std::fs::remove_dir_all(dir.path().join("store")).unwrap();
         std::fs::remove_file(dir.path().join(identity::OWN_HEAD_FILE)).unwrap();
-        let store = Store::open(
-            &dir.path().join("store"),
-            p2pchat_protocol::Room::lan().id(),
-        )
-        .unwrap();
-        let own = OwnWriter::open(
-            &dir.path().join(identity::OWN_HEAD_FILE),
-            &store,
-            &key,
-            false,
-        )
-        .unwrap();
+        let store = lan_store(dir.path());
+        let own = own_writer(dir.path(), &store, &key);
         assert_eq!(
             own.state(&store, &key, 0).unwrap(),
             OwnLog::Behind { expected: None }

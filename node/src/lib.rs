@@ -96,7 +96,7 @@ pub use feed::MessageFeed;
 pub use import::{IMPORT_CHUNK, Imported, import};
 pub use node::{
     Direction, Event, Message, MissingLog, Node, NodeBuilder, NodeError, PeerSpec, PenaltyReason,
-    Stats, SyncTimeout, check_text,
+    Place, Stats, SyncTimeout, check_text,
 };
 pub use own_log::MAX_HELD;
 /// The merged history's order, as [`Message::history_key`] gives it.

@@ -233,8 +233,32 @@ pub struct Message {
     pub clock: u64,
     /// When the author wrote it (milliseconds since the Unix epoch, by their clock).
     pub timestamp: u64,
-    /// The line.
+    /// Where it was said: a channel of the room, or a direct conversation.
+    pub place: Place,
+    /// The line (a direct message decrypted).
     pub text: String,
+}
+
+/// Where a message was said.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Place {
+    /// A channel of the room, by name ([`Place::general`] for lines without one).
+    Channel(String),
+    /// A direct message between this node's user and `with`, the other party (the sender of a
+    /// received one, the recipient of one's own).
+    Direct {
+        /// The other party's key.
+        with: Author,
+        /// Their name as shown (as [`Message::name`] is).
+        with_name: String,
+    },
+}
+
+impl Place {
+    /// The default channel, `general`.
+    pub fn general() -> Place {
+        Place::Channel(p2pchat_protocol::entry::GENERAL.to_owned())
+    }
 }
 
 impl Message {
@@ -251,6 +275,7 @@ impl Message {
             seq: entry.seq(),
             clock: entry.clock(),
             timestamp: entry.timestamp(),
+            place: Place::general(),
             text: text.clone(),
         })
     }
@@ -466,6 +491,37 @@ pub enum NodeError {
         "the name {0:?} cannot name a data directory (it is . or .., or contains /): give --data-dir DIR, or pick another name"
     )]
     NameNotADirectory(String),
+    /// No author of the room answers to this name.
+    #[error("nobody called {name} in room {room}")]
+    UnknownName {
+        /// The name asked for.
+        name: String,
+        /// The room's label.
+        room: String,
+    },
+    /// Several authors of the room answer to this name, and none is pinned to it.
+    #[error("{name} is ambiguous in room {room}: say which, as one of {}", .candidates.join(", "))]
+    AmbiguousName {
+        /// The name asked for.
+        name: String,
+        /// The room's label.
+        room: String,
+        /// Each candidate as `name#fingerprint`.
+        candidates: Vec<String>,
+    },
+    /// The recipient has published no encryption key in the room (an older p2pchat).
+    #[error(
+        "{name} has published no encryption key in room {room} (an older p2pchat?), so a direct message cannot be sealed to them"
+    )]
+    NoEncryptionKey {
+        /// The recipient as shown.
+        name: String,
+        /// The room's label.
+        room: String,
+    },
+    /// A direct message to oneself.
+    #[error("a direct message needs someone else: that is you")]
+    DirectToSelf,
 }
 
 impl From<StoreError> for NodeError {
@@ -1087,6 +1143,42 @@ impl Node {
             name,
             self.shared.rooms[room].room.label(),
         ))
+    }
+
+    /// Appends `text` to the own log in channel `channel` of the room labelled `room` (`general`
+    /// is the default channel, as [`Node::send_in`]), and sends it; `None` when held.
+    /// A channel name breaking the rule (`p2pchat_protocol::entry::check_channel`) is
+    /// [`NodeError::Invalid`].
+    pub fn post(
+        &self,
+        room: &str,
+        channel: &str,
+        text: &str,
+    ) -> Result<Option<Message>, NodeError> {
+        let _ = (room, channel, text);
+        todo!("node: post")
+    }
+
+    /// The author of room `room` that `name` means, as `--peer NAME` resolves it: the key the
+    /// name is pinned to first, else the one author whose current name (or `name#fingerprint`
+    /// as shown) it is, among every author the room holds, connected or not.
+    /// [`NodeError::UnknownName`] or [`NodeError::AmbiguousName`] (with every candidate) else.
+    pub fn resolve(&self, room: &str, name: &str) -> Result<crate::Contact, NodeError> {
+        let _ = (room, name);
+        todo!("node: resolve")
+    }
+
+    /// Seals `text` to `to` (and to this node's user) as a direct message in room `room`,
+    /// appends it to the own log there and sends it; `None` when held. Refused
+    /// ([`NodeError::NoEncryptionKey`]) when `to` has published no encryption key there.
+    pub fn send_direct(
+        &self,
+        room: &str,
+        to: Author,
+        text: &str,
+    ) -> Result<Option<Message>, NodeError> {
+        let _ = (room, to, text);
+        todo!("node: send_direct")
     }
 
     /// Appends several lines at once to the first room, in one durable write (group commit),

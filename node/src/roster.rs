@@ -162,6 +162,18 @@ impl Node {
         self.history_of(self.room_index(room)?, n).await
     }
 
+    /// The last `n` messages said at `place` (a channel, or a direct conversation) of the
+    /// room labelled `room`, in merged order.
+    pub async fn history_at(
+        &self,
+        room: &str,
+        place: &crate::Place,
+        n: usize,
+    ) -> Result<Vec<Message>, NodeError> {
+        let _ = (room, place, n);
+        todo!("node: history_at")
+    }
+
     async fn history_of(&self, room: usize, n: usize) -> Result<Vec<Message>, NodeError> {
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {

@@ -170,11 +170,25 @@ pub enum Body {
         /// The claimed user name.
         name: String,
     },
-    /// A chat line.
+    /// A chat line in the room's default channel, `general`.
     Text {
         /// The line, without its newline.
         text: String,
     },
+    /// A chat line in a named channel (never `general`: that is [`Body::Text`]).
+    Post {
+        /// The channel's name ([`check_channel`]).
+        channel: String,
+        /// The line, without its newline.
+        text: String,
+    },
+    /// The author's encryption key for direct messages in this room; the latest one counts.
+    EncKey {
+        /// The X25519 public key.
+        key: crate::dm::EncKey,
+    },
+    /// A direct message, sealed to its recipient and its sender.
+    Direct(crate::dm::Sealed),
     /// A kind this version does not understand.
     Unknown {
         /// The kind's name as written on the wire.
@@ -189,6 +203,7 @@ impl Body {
             Body::Profile { name } => ("profile", name),
             Body::Text { text } => ("text", text),
             Body::Unknown { .. } => return Err(DecodeError::InvalidBody),
+            Body::Post { .. } | Body::EncKey { .. } | Body::Direct(_) => todo!("new kinds"),
         };
         cbor::write_array(out, 2);
         cbor::write_text(out, kind);
@@ -258,7 +273,42 @@ impl Body {
                 Err(DecodeError::TextTooLong { len: text.len() })
             }
             Body::Text { .. } | Body::Unknown { .. } => Ok(()),
+            Body::Post { .. } | Body::EncKey { .. } | Body::Direct(_) => todo!("new kinds"),
         }
+    }
+}
+
+/// The channel every text line without a channel belongs to.
+pub const GENERAL: &str = "general";
+
+/// Checks that `channel` is usable as a channel name: 1 to 32 bytes of `a`–`z`, `0`–`9`, `-`,
+/// `_`, `.`, starting with a letter or digit, and not [`GENERAL`] (docs/protocol.md 2.3).
+pub fn check_channel(channel: &str) -> Result<(), DecodeError> {
+    let _ = channel;
+    todo!("channel rule")
+}
+
+/// What the node asks to be written as its next own entry: a body known now, or a direct
+/// message sealed once its seq is known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outgoing {
+    /// An entry's body, as is.
+    Body(Body),
+    /// A direct message, to seal at its place.
+    Letter(crate::dm::Letter),
+}
+
+impl Outgoing {
+    /// The body to sign as entry `seq` of `author`'s log in `room`.
+    pub fn into_body(self, room: &RoomId, author: &Author, seq: u64) -> Result<Body, DecodeError> {
+        let _ = (room, author, seq);
+        todo!("outgoing")
+    }
+}
+
+impl From<Body> for Outgoing {
+    fn from(body: Body) -> Self {
+        Outgoing::Body(body)
     }
 }
 

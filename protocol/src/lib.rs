@@ -7,6 +7,7 @@
 
 mod cbor;
 pub mod clock;
+pub mod dm;
 pub mod entry;
 pub mod limits;
 pub mod membership;
@@ -21,7 +22,7 @@ pub mod store;
 pub mod sync;
 pub mod validate;
 
-pub use entry::{Author, Body, DecodeError, Draft, Entry, Hash, KeyError, SigningKey};
+pub use entry::{Author, Body, DecodeError, Draft, Entry, Hash, KeyError, Outgoing, SigningKey};
 pub use room::{Room, RoomId, RoomKind};
 pub use sync::{Heads, Range};
 pub use validate::ValidationError;

@@ -29,7 +29,7 @@ use p2pchat_protocol::clock;
 use p2pchat_protocol::message::HeadInfo;
 use p2pchat_protocol::store::{Logs, PlanError, plan_insert};
 use p2pchat_protocol::{
-    Author, Body, DecodeError, Draft, Entry, Heads, KeyError, RoomId, SigningKey,
+    Author, Body, DecodeError, Draft, Entry, Heads, KeyError, Outgoing, RoomId, SigningKey,
 };
 
 mod history;
@@ -665,13 +665,23 @@ impl Store {
         })
     }
 
+    /// The encryption key `author` published last in this room (a `["enckey", …]` entry),
+    /// if any; kept in a table updated as entries are stored, so it costs one lookup.
+    pub fn enc_key(
+        &self,
+        author: &Author,
+    ) -> Result<Option<p2pchat_protocol::dm::EncKey>, StoreError> {
+        let _ = author;
+        todo!("storage: enc_key")
+    }
+
     /// Signs `bodies` as the next entries of `key`'s own log and stores them all in one atomic,
     /// fsynced batch (group commit): one disk sync however many entries. A body that breaks a
     /// limit fails the whole call and nothing is stored.
     pub fn append_own_many(
         &self,
         key: &SigningKey,
-        bodies: impl IntoIterator<Item = Body>,
+        bodies: impl IntoIterator<Item = impl Into<Outgoing>>,
         timestamp: u64,
     ) -> Result<Vec<Entry>, StoreError> {
         let _writing = lock(&self.writer);
@@ -694,7 +704,7 @@ impl Store {
                 prev: last.as_ref().map(Entry::hash),
                 timestamp,
                 clock: clock::next(timestamp, last_clock, seen),
-                body,
+                body: body.into().into_body(&self.room, &author, seq)?,
             };
             let entry = Entry::sign(key, draft)?;
             self.put(&mut batch, &entry, &mut new_pins);

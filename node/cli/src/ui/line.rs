@@ -641,6 +641,7 @@ mod tests {
             timestamp: 1_767_000_000_000,
             text: "hi\tthere".into(),
             room: room.into(),
+            place: p2pchat_node::Place::general(),
         }
     }
 

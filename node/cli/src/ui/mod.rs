@@ -1,6 +1,7 @@
 //! The user interfaces over a running [`Node`]: a terminal UI ([`tui`]), plain lines and NDJSON
 //! events ([`line`](mod@line)), and the slash commands they share ([`commands`]).
 
+pub mod channels;
 pub mod commands;
 pub mod format;
 pub mod input;

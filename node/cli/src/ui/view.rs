@@ -642,6 +642,7 @@ mod tests {
             timestamp: 0,
             text: text.into(),
             room: "lan".into(),
+            place: p2pchat_node::Place::general(),
         })
     }
 

@@ -18,11 +18,12 @@ use crossterm::event::{
 };
 use crossterm::execute;
 use futures::StreamExt;
-use p2pchat_node::{Event, Node, NodeError, check_text};
+use p2pchat_node::{Event, Node, NodeError, Place, check_text};
 use ratatui::DefaultTerminal;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::Signals;
+use super::channels::Conversations;
 use super::commands::{self, Input, Reply};
 use super::format::{caught_up, connection_failed, display};
 use super::rooms::Rooms;
@@ -51,6 +52,7 @@ pub async fn run(node: Node, mut signals: Signals) -> ExitCode {
         }
     };
     let rooms = Rooms::new(node.rooms().iter().map(|r| r.label().to_owned()).collect());
+    let mut conversations = Conversations::new(rooms.labels().len(), &super::own_name(&node));
     let mut app = App::new(node.author(), rooms);
     // The stored history comes through the feed after the start-up notices: they go below
     // it, where they are seen. (A store that cannot be read fails the feed too.)
@@ -87,7 +89,7 @@ pub async fn run(node: Node, mut signals: Signals) -> ExitCode {
                     Some(Err(e)) => break Some(format!("reading the terminal failed: {e}")),
                     None => break None,
                 };
-                match on_input(&node, &mut app, burst).await {
+                match on_input(&node, &mut app, &mut conversations, burst).await {
                     Ok(true) => {}
                     Ok(false) => break None,
                     Err(e) => break Some(e.to_string()),
@@ -196,15 +198,42 @@ fn burst_from(first: TermEvent) -> std::io::Result<Vec<TermEvent>> {
     Ok(burst)
 }
 
+/// Stores and sends `texts` where they were typed (`typed_in`: a room's label and a
+/// conversation of it), saying why if they were refused.
+fn send(
+    node: &Node,
+    app: &mut App,
+    typed_in: &(String, Place),
+    texts: &mut Vec<String>,
+) -> Result<(), NodeError> {
+    let (room, place) = typed_in;
+    if let Some(why) = commands::send(node, app.rooms(), room, place, texts)? {
+        app.push(Item::Error(why));
+    }
+    Ok(())
+}
+
 /// Handles a burst of input events in order. The messages submitted are stored together in
 /// one durable write (between commands, at most [`MAX_GROUP`] lines each). A line refused for
 /// its size is reported, and if it was the last line submitted and nothing was typed after
 /// it, put back in the input line to be shortened. `Ok(false)` to quit (after storing what
 /// was submitted before); `Err` if the node cannot go on.
-async fn on_input(node: &Node, app: &mut App, burst: Vec<TermEvent>) -> Result<bool, NodeError> {
+async fn on_input(
+    node: &Node,
+    app: &mut App,
+    conversations: &mut Conversations,
+    burst: Vec<TermEvent>,
+) -> Result<bool, NodeError> {
     let mut texts: Vec<String> = Vec::new();
-    // The room `texts` were typed in: a key of the same burst may switch rooms.
-    let mut typed_in = app.rooms().current().to_owned();
+    // The room and conversation `texts` were typed in: a key of the same burst may switch.
+    let here = |app: &mut App, conversations: &Conversations| {
+        let room = app.rooms().current_index();
+        (
+            app.rooms().current().to_owned(),
+            conversations.current(room).clone(),
+        )
+    };
+    let mut typed_in = here(app, conversations);
     let mut refused: Option<(String, NodeError)> = None;
     let mut submitted = false;
     for input in burst {
@@ -212,7 +241,7 @@ async fn on_input(node: &Node, app: &mut App, burst: Vec<TermEvent>) -> Result<b
             TermEvent::Key(key) => match app.on_key(key) {
                 Some(Action::Submit(line)) => vec![line],
                 Some(Action::Quit) => {
-                    commands::send(node, app.rooms(), &typed_in, &mut texts)?;
+                    send(node, app, &typed_in, &mut texts)?;
                     return Ok(false);
                 }
                 None => continue,
@@ -232,21 +261,21 @@ async fn on_input(node: &Node, app: &mut App, burst: Vec<TermEvent>) -> Result<b
             match commands::parse(&line) {
                 Input::Message(text) => match check_text(&text) {
                     Ok(()) => {
-                        if app.rooms().current() != typed_in {
-                            commands::send(node, app.rooms(), &typed_in, &mut texts)?;
-                            typed_in = app.rooms().current().to_owned();
+                        if here(app, conversations) != typed_in {
+                            send(node, app, &typed_in, &mut texts)?;
+                            typed_in = here(app, conversations);
                         }
                         texts.push(text);
                         if texts.len() == MAX_GROUP {
-                            commands::send(node, app.rooms(), &typed_in, &mut texts)?;
+                            send(node, app, &typed_in, &mut texts)?;
                         }
                     }
                     Err(why) => refused = Some((line, why)),
                 },
                 Input::Invalid(why) => app.push(Item::Error(why)),
                 Input::Command(command) => {
-                    commands::send(node, app.rooms(), &typed_in, &mut texts)?;
-                    match commands::run(node, app.rooms(), &command).await? {
+                    send(node, app, &typed_in, &mut texts)?;
+                    match commands::run(node, app.rooms(), conversations, &command).await? {
                         Reply::Lines(lines) => lines
                             .into_iter()
                             .for_each(|line| app.push(Item::Notice(line))),
@@ -257,8 +286,9 @@ async fn on_input(node: &Node, app: &mut App, burst: Vec<TermEvent>) -> Result<b
             }
         }
     }
-    commands::send(node, app.rooms(), &typed_in, &mut texts)?;
+    send(node, app, &typed_in, &mut texts)?;
     if let Some((line, why)) = refused {
+
         let kept = if app.keep_input(&line) {
             "; it is kept in the input line to shorten (Ctrl-U clears it)"
         } else {

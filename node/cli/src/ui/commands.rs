@@ -1,6 +1,6 @@
 //! Slash commands, the same in the terminal UI and in plain mode.
 
-use p2pchat_node::{Contact, Message, Node, NodeError};
+use p2pchat_node::{Contact, Message, Node, NodeError, Place};
 use p2pchat_protocol::entry::check_name;
 
 use super::format::{display, entries, history_line, thousands};
@@ -15,6 +15,7 @@ pub const HELP: &[&str] = &[
     "/history [N]       the last N messages (default 20), with dates",
     "/rooms             the rooms you are in; what you type goes to the current one",
     "/room NAME         make room NAME the current one (chat window: also Alt-Up / Alt-Down)",
+    "/set bell on|off   chat window: ring the terminal bell for a mention or a direct message (also --bell)",
     "/quit              leave (Ctrl-C works too)",
     "//text             send a line that starts with /",
 ];
@@ -39,6 +40,8 @@ pub enum Command {
     Rooms,
     /// Make a room the current one.
     Room(String),
+    /// Turn the chat window's terminal bell on or off.
+    Bell(bool),
     /// Leave.
     Quit,
 }
@@ -90,6 +93,12 @@ pub fn parse(line: &str) -> Input {
         ("rooms", None) => Command::Rooms,
         ("room", Some(label)) => Command::Room(label.to_owned()),
         ("room", None) => return usage("/room NAME (/rooms lists them)"),
+        ("set", Some(setting)) => match setting.split_whitespace().collect::<Vec<_>>()[..] {
+            ["bell", "on"] => Command::Bell(true),
+            ["bell", "off"] => Command::Bell(false),
+            _ => return usage("/set bell on|off"),
+        },
+        ("set", None) => return usage("/set bell on|off"),
         ("history", None) => Command::History(DEFAULT_HISTORY),
         ("history", Some(n)) => match n.parse() {
             Ok(n) if n > 0 => Command::History(n),
@@ -167,6 +176,10 @@ pub async fn run(node: &Node, rooms: &mut Rooms, command: &Command) -> Result<Re
             }
         }
         Command::Rooms | Command::Room(_) => in_rooms(rooms, command),
+        // The chat window turns its bell on or off before this; plain lines have none.
+        Command::Bell(_) => Reply::Lines(vec![
+            "the terminal bell rings in the chat window only (--ui tui)".to_owned(),
+        ]),
         Command::Quit => Reply::Quit,
     })
 }
@@ -202,6 +215,33 @@ pub fn send(
         }
     }
     texts.clear();
+    Ok(())
+}
+
+/// Stores and sends `texts` at `place` of the room labelled `room`: in `#general` as [`send`]
+/// does, in another channel or a direct conversation one by one; and clears them. A line the
+/// node refuses (a direct message to someone without an encryption key) is an `Err` too: the
+/// caller tells a refusal from a failure.
+pub fn send_at(
+    node: &Node,
+    rooms: &Rooms,
+    room: &str,
+    place: &Place,
+    texts: &mut Vec<String>,
+) -> Result<(), NodeError> {
+    match place {
+        Place::Channel(channel) if *place != Place::general() => {
+            for text in texts.drain(..) {
+                node.post(room, channel, &text)?;
+            }
+        }
+        Place::Direct { with, .. } => {
+            for text in texts.drain(..) {
+                node.send_direct(room, *with, &text)?;
+            }
+        }
+        Place::Channel(_) => send(node, rooms, room, texts)?,
+    }
     Ok(())
 }
 
@@ -261,6 +301,8 @@ mod tests {
         assert_eq!(command("/history"), Command::History(DEFAULT_HISTORY));
         assert_eq!(command("/history 5"), Command::History(5));
         assert_eq!(command("/quit"), Command::Quit);
+        assert_eq!(command("/set bell on"), Command::Bell(true));
+        assert_eq!(command("/set  bell  off "), Command::Bell(false));
         assert_eq!(command("/rooms"), Command::Rooms);
         assert_eq!(command("/room  team "), Command::Room("team".into()));
         assert_eq!(
@@ -325,6 +367,10 @@ mod tests {
             "/quit now",
             "/room",
             "/rooms lan",
+            "/set",
+            "/set bell",
+            "/set bell loud",
+            "/set volume on",
             "/",
         ] {
             assert!(

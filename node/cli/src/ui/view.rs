@@ -452,7 +452,7 @@ impl App {
                     .areas(body);
             self.render_messages(frame, messages);
             // The room list with several rooms, the conversation list with more than
-            // #general (at most half the panel), then the people.
+            // #general (at most two thirds of the panel), then the people.
             let rooms = if self.rooms.several() {
                 self.rooms.labels().len() as u16 + 2
             } else {
@@ -460,7 +460,7 @@ impl App {
             };
             let listed = self.chats.list(self.rooms.current_index()).len() as u16;
             let chats = if listed > 1 {
-                (listed + 2).min(panel.height / 2)
+                (listed + 2).min(panel.height * 2 / 3)
             } else {
                 0
             };
@@ -617,7 +617,7 @@ impl App {
 
     /// The current room's conversations: the current one marked, the others with their count
     /// of new lines and `!` when one of those names the user; the first nine numbered for
-    /// Alt-1…9.
+    /// Alt-1…9; scrolled so the current one shows.
     fn render_conversations(&self, frame: &mut Frame, area: Rect) {
         let room = self.rooms.current_index();
         let current = self.chats.current_index(room);
@@ -654,7 +654,10 @@ impl App {
         let block = Block::new()
             .borders(Borders::LEFT | Borders::BOTTOM)
             .title(" channels ");
-        frame.render_widget(Paragraph::new(lines).block(block), area);
+        let shown = block.inner(area).height as usize;
+        let scroll = (current + 1).saturating_sub(shown) as u16;
+        let list = Paragraph::new(lines).block(block).scroll((scroll, 0));
+        frame.render_widget(list, area);
     }
 
     /// The room list: the current room marked, the others with their count of new lines.
@@ -989,6 +992,146 @@ mod tests {
             conversation(&app, 40, 12).last().map(String::as_str),
             Some("-- said in the current room")
         );
+    }
+
+    /// A message of `from` said at `place` of the LAN room.
+    fn said_at(place: Said, from: u8, name: &str, clock: u64, text: &str) -> Item {
+        let Item::Message(message) = message_at(from, name, clock, text) else {
+            unreachable!()
+        };
+        Item::Message(Message { place, ..message })
+    }
+
+    fn ops() -> Said {
+        Said::Channel("ops".into())
+    }
+
+    fn with_bob() -> Said {
+        Said::Direct {
+            with: author(2),
+            with_name: "bob".into(),
+        }
+    }
+
+    fn alt(c: char) -> KeyEvent {
+        KeyEvent::new(KeyCode::Char(c), KeyModifiers::ALT)
+    }
+
+    fn ctrl(c: char) -> KeyEvent {
+        KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL)
+    }
+
+    #[test]
+    fn each_conversation_has_its_lines_and_the_list_counts_what_is_unread() {
+        let mut app = App::new(author(1), one_room());
+        app.set_contacts(vec![
+            contact(1, "alice", false, None),
+            contact(2, "bob", true, None),
+        ]);
+        app.push(message_at(2, "bob", 1, "in general"));
+        let rows = screen(&app, 80, 12);
+        assert!(
+            !rows.iter().any(|r| r.contains("channels")),
+            "only #general: no list {rows:#?}"
+        );
+        app.push(said_at(ops(), 2, "bob", 2, "deploy?"));
+        app.push(said_at(ops(), 2, "bob", 3, "now"));
+        app.push(said_at(with_bob(), 2, "bob", 4, "psst"));
+        let rows = screen(&app, 80, 12);
+        assert!(rows[1].ends_with("│ channels"), "{rows:#?}");
+        assert!(rows[2].ends_with("│▸1 #general"), "{rows:#?}");
+        assert!(rows[3].ends_with("│ 2 #ops (2 new)"), "{rows:#?}");
+        assert!(rows[4].ends_with("│ 3 @bob (1 new)"), "{rows:#?}");
+        assert!(rows[6].ends_with("│ people (1 connected)"), "{rows:#?}");
+        let title = &screen(&app, 140, 12)[0];
+        assert!(title.contains("Alt-1…9 Ctrl-N/P channel"), "{title}");
+        assert_eq!(conversation(&app, 40, 12), ["bob> in general"]);
+
+        app.on_key(alt('2'));
+        assert_eq!(app.target(), ("lan".to_owned(), ops()));
+        assert_eq!(conversation(&app, 40, 12), ["bob> deploy?", "bob> now"]);
+        let rows = screen(&app, 80, 12);
+        assert!(rows[0].starts_with(" p2pchat · alice · #ops · 1 connected"));
+        assert!(rows[2].ends_with("│ 1 #general"), "{rows:#?}");
+        assert!(rows[3].ends_with("│▸2 #ops"), "read now: {rows:#?}");
+        app.push(Item::Notice("an answer".into()));
+        app.push(message_at(2, "bob", 5, "back in general"));
+        assert_eq!(
+            conversation(&app, 40, 12),
+            ["bob> deploy?", "bob> now", "-- an answer"],
+            "notices go to the current conversation"
+        );
+        assert!(screen(&app, 80, 12)[2].ends_with("│ 1 #general (1 new)"));
+
+        app.on_key(ctrl('n'));
+        assert_eq!(app.target().1, with_bob());
+        assert_eq!(conversation(&app, 40, 12), ["bob> psst"]);
+        app.on_key(ctrl('n'));
+        assert_eq!(app.target().1, Said::general(), "round the list");
+        assert_eq!(
+            conversation(&app, 40, 12),
+            ["bob> in general", "bob> back in general"]
+        );
+        app.on_key(ctrl('p'));
+        assert_eq!(app.target().1, with_bob());
+        app.on_key(alt('9'));
+        assert_eq!(app.target().1, with_bob(), "no ninth conversation: stays");
+    }
+
+    #[test]
+    fn a_line_naming_the_user_is_highlighted_and_marks_its_conversation() {
+        let mut app = App::new(author(1), one_room());
+        app.set_contacts(vec![contact(1, "alice", false, None)]);
+        app.push(said_at(ops(), 2, "bob", 2, "alice: look"));
+        app.push(said_at(ops(), 2, "bob", 3, "malice is no mention"));
+        app.push(message_at(2, "bob", 4, "@alice here too"));
+        app.push(message_at(1, "alice", 5, "alice says her own name"));
+        let mut terminal = Terminal::new(TestBackend::new(80, 10)).unwrap();
+        terminal.draw(|frame| app.render(frame)).unwrap();
+        let buffer = terminal.backend().buffer();
+        let style_at = |y: u16, text: &str| {
+            let row: String = (0..80).map(|x| buffer[(x, y)].symbol()).collect();
+            let x = row.find(text).unwrap_or_else(|| panic!("{text} in {row}"));
+            buffer[(row[..x].chars().count() as u16, y)].style()
+        };
+        assert_eq!(style_at(1, "here too").bg, Some(Color::LightYellow));
+        assert_ne!(style_at(2, "says her").bg, Some(Color::LightYellow));
+        let rows = screen(&app, 80, 10);
+        assert!(rows[3].ends_with("│!2 #ops (2 new)"), "{rows:#?}");
+        assert_eq!(style_at(3, "#ops").bg, Some(Color::LightYellow));
+        app.on_key(alt('2'));
+        let mut terminal = Terminal::new(TestBackend::new(80, 10)).unwrap();
+        terminal.draw(|frame| app.render(frame)).unwrap();
+        let buffer = terminal.backend().buffer();
+        let bg = |y: u16| buffer[(20, y)].style().bg;
+        assert_eq!(bg(1), Some(Color::LightYellow), "alice: look");
+        assert_ne!(bg(2), Some(Color::LightYellow), "malice");
+        assert!(screen(&app, 80, 10)[3].ends_with("│▸2 #ops"));
+    }
+
+    #[test]
+    fn the_bell_rings_for_new_mentions_and_direct_messages_when_on() {
+        let mut app = App::new(author(1), one_room());
+        app.set_contacts(vec![contact(1, "alice", false, None)]);
+        let Item::Message(newest) = message_at(2, "bob", 3, "stored") else {
+            unreachable!()
+        };
+        app.history_ends_at("lan", newest.history_key());
+        app.set_bell(true);
+        app.push(message_at(2, "bob", 2, "alice, stored before the start"));
+        app.push(said_at(with_bob(), 2, "bob", 3, "a stored direct message"));
+        assert!(!app.take_bell(), "what was stored is read already");
+        app.push(message_at(1, "alice", 4, "alice is me"));
+        app.push(message_at(2, "bob", 5, "no name in it"));
+        assert!(!app.take_bell(), "neither a mention nor direct");
+        app.push(message_at(2, "bob", 6, "hi alice"));
+        assert!(app.take_bell(), "a mention, in the current conversation too");
+        assert!(!app.take_bell(), "rung once");
+        app.push(said_at(with_bob(), 2, "bob", 7, "psst"));
+        assert!(app.take_bell(), "a direct message");
+        app.set_bell(false);
+        app.push(said_at(with_bob(), 2, "bob", 8, "alice?"));
+        assert!(!app.take_bell(), "off");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The message feed: every text entry of every room exactly once, stored history first (room
+//! The message feed: every message of every room exactly once (lines of every channel, and
+//! the user's direct messages), stored history first (room
 //! after room), then live.
 //!
 //! The feed follows the rooms' stores rather than a queue of events. For each room in turn, it
@@ -11,7 +12,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Weak;
 
-use p2pchat_protocol::{Entry, Heads};
+use p2pchat_protocol::{Author, Entry, Heads};
 use p2pchat_storage::{HistoryKey, HistoryPos, Store};
 use tokio::sync::watch;
 
@@ -90,12 +91,17 @@ impl MessageFeed {
             let (entries, more_here) = step(&shared, store, phase)?;
             more |= more_here;
             let mut names = HashMap::new();
+            let mut name = |author: &Author| {
+                names
+                    .entry(*author)
+                    .or_insert_with(|| shared.display_name(room, author))
+                    .clone()
+            };
             let label = shared.rooms[room].room.label();
+            let id = store.room();
             for entry in &entries {
-                let name = names
-                    .entry(entry.author())
-                    .or_insert_with(|| shared.display_name(room, &entry.author()));
-                self.queue.extend(Message::of(entry, name.clone(), label));
+                let message = Message::of(entry, &id, label, Some(&shared.reader), &mut name);
+                self.queue.extend(message);
             }
         }
         Some(more)

@@ -80,6 +80,7 @@ mod import;
 mod lanes;
 mod node;
 mod own_log;
+mod read;
 mod room;
 mod roster;
 mod shared;

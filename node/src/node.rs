@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use libp2p::{Multiaddr, PeerId};
-use p2pchat_protocol::entry::check_name;
+use p2pchat_protocol::dm::Letter;
+use p2pchat_protocol::entry::{GENERAL, check_channel, check_name};
 use p2pchat_protocol::membership::MAX_ROOMS;
 use p2pchat_protocol::room::Room;
-use p2pchat_protocol::{Author, Body, DecodeError, Entry, SigningKey};
+use p2pchat_protocol::{Author, Body, DecodeError, Outgoing, SigningKey};
 use p2pchat_storage::{HistoryKey, RefusedLog, Store, StoreError};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -19,6 +20,7 @@ use crate::dial::ConnectFailure;
 use crate::event_loop::{Command, EventLoop, Setup};
 use crate::feed::MessageFeed;
 use crate::own_log::OwnWriter;
+use crate::read::Reader;
 use crate::shared::{RoomState, Shared, SharedRef};
 use crate::{behaviour, identity};
 
@@ -262,24 +264,6 @@ impl Place {
 }
 
 impl Message {
-    /// The message a text entry of room `room` (a label) shows as, with `name` for its
-    /// author; `None` for other kinds.
-    pub fn of(entry: &Entry, name: String, room: &str) -> Option<Message> {
-        let Body::Text { text } = entry.body() else {
-            return None;
-        };
-        Some(Message {
-            author: entry.author(),
-            name,
-            room: room.to_owned(),
-            seq: entry.seq(),
-            clock: entry.clock(),
-            timestamp: entry.timestamp(),
-            place: Place::general(),
-            text: text.clone(),
-        })
-    }
-
     /// Where the message sits in its room's merged history, the order [`Node::messages`]
     /// gives the stored history in (and [`Node::history`]): a user interface shows messages
     /// that arrive out of that order (a catch-up sends one log after another) in their place
@@ -641,6 +625,7 @@ impl NodeBuilder {
         let started = std::time::Instant::now();
         let DataDir {
             key,
+            reader,
             rooms,
             name: current,
             claimed,
@@ -691,6 +676,7 @@ impl NodeBuilder {
         let shared = Arc::new(Shared {
             rooms,
             key,
+            reader,
             written,
             own_appended,
             peers: Mutex::new(HashMap::new()),
@@ -753,6 +739,13 @@ impl NodeBuilder {
             first_events: Mutex::new(Some(first_events)),
         })
     }
+}
+
+/// Fresh random bytes for a [`Letter`], from the operating system.
+fn fresh_randomness() -> [u8; 64] {
+    let mut randomness = [0; 64];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut randomness);
+    randomness
 }
 
 /// Checks that `rooms` can be joined together: at most [`MAX_ROOMS`], each once, each label
@@ -824,6 +817,8 @@ pub(crate) fn refused_log_warning(log: &RefusedLog) -> String {
 pub(crate) struct DataDir {
     /// The user's key.
     pub key: SigningKey,
+    /// The user as a reader of direct messages.
+    pub reader: Reader,
     /// Each room's store and own log, in the order asked.
     pub rooms: Vec<RoomState>,
     /// The name the user goes by: the one asked for on first use; after a `/nick`, that one
@@ -933,7 +928,8 @@ fn open_in_memory(name: &str, rooms: Vec<Room>, key: SigningKey) -> Result<DataD
 }
 
 /// The opened rooms as a [`DataDir`]; a room without a profile of the user gets one, with the
-/// name the first room knows (see [`open_data_dir`]).
+/// name the first room knows (see [`open_data_dir`]), and a room whose own log does not end in
+/// the user's encryption key gets that (after the profile, in the same group commit).
 fn with_profiles(
     name: &str,
     key: SigningKey,
@@ -945,16 +941,22 @@ fn with_profiles(
         .first()
         .and_then(|state| state.store.name(&me))
         .unwrap_or_else(|| name.to_owned());
+    let reader = Reader::new(&key);
     for state in &opened {
-        if state.store.name(&me).is_none() {
-            let profile = Body::Profile {
-                name: current.clone(),
-            };
-            state.own.append(&state.store, &key, [profile], 0)?;
+        let profile = state.store.name(&me).is_none().then(|| Body::Profile {
+            name: current.clone(),
+        });
+        let enc_key = (state.store.enc_key(&me)? != Some(reader.enc_key())).then(|| Body::EncKey {
+            key: reader.enc_key(),
+        });
+        let bodies: Vec<Body> = profile.into_iter().chain(enc_key).collect();
+        if !bodies.is_empty() {
+            state.own.append(&state.store, &key, bodies, 0)?;
         }
     }
     Ok(DataDir {
         key,
+        reader,
         rooms: opened,
         name: current,
         claimed,
@@ -1134,15 +1136,19 @@ impl Node {
         let body = Body::Text {
             text: text.to_owned(),
         };
-        let Some(entry) = self.shared.append(room, [body])?.pop() else {
+        self.append_one(room, body)
+    }
+
+    /// Appends one entry to the own log in `room`: the message it shows as, `None` when held.
+    fn append_one(
+        &self,
+        room: usize,
+        outgoing: impl Into<Outgoing>,
+    ) -> Result<Option<Message>, NodeError> {
+        let Some(entry) = self.shared.append(room, [outgoing])?.pop() else {
             return Ok(None);
         };
-        let name = self.shared.display_name(room, &entry.author());
-        Ok(Message::of(
-            &entry,
-            name,
-            self.shared.rooms[room].room.label(),
-        ))
+        Ok(self.shared.message(room, &entry))
     }
 
     /// Appends `text` to the own log in channel `channel` of the room labelled `room` (`general`
@@ -1155,8 +1161,16 @@ impl Node {
         channel: &str,
         text: &str,
     ) -> Result<Option<Message>, NodeError> {
-        let _ = (room, channel, text);
-        todo!("node: post")
+        let room = self.room_index(room)?;
+        if channel == GENERAL {
+            return self.send_to(room, text);
+        }
+        check_channel(channel).map_err(NodeError::Invalid)?;
+        let body = Body::Post {
+            channel: channel.to_owned(),
+            text: text.to_owned(),
+        };
+        self.append_one(room, body)
     }
 
     /// The author of room `room` that `name` means, as `--peer NAME` resolves it: the key the
@@ -1164,8 +1178,44 @@ impl Node {
     /// as shown) it is, among every author the room holds, connected or not.
     /// [`NodeError::UnknownName`] or [`NodeError::AmbiguousName`] (with every candidate) else.
     pub fn resolve(&self, room: &str, name: &str) -> Result<crate::Contact, NodeError> {
-        let _ = (room, name);
-        todo!("node: resolve")
+        let index = self.room_index(room)?;
+        let store = &self.shared.rooms[index].store;
+        if let Some(owner) = store.pinned(name) {
+            return Ok(self.contact(index, owner));
+        }
+        let mut candidates = store.authors_named(name);
+        if let Some((claimed, fingerprint)) = name.rsplit_once('#') {
+            candidates.extend(
+                store
+                    .authors_named(claimed)
+                    .into_iter()
+                    .filter(|author| author.fingerprint() == fingerprint),
+            );
+        }
+        candidates.sort();
+        candidates.dedup();
+        match candidates[..] {
+            [author] => Ok(self.contact(index, author)),
+            [] => Err(NodeError::UnknownName {
+                name: name.to_owned(),
+                room: room.to_owned(),
+            }),
+            _ => {
+                let mut shown: Vec<String> = candidates
+                    .iter()
+                    .map(|author| {
+                        let claimed = store.name(author).unwrap_or_default();
+                        format!("{claimed}#{}", author.fingerprint())
+                    })
+                    .collect();
+                shown.sort();
+                Err(NodeError::AmbiguousName {
+                    name: name.to_owned(),
+                    room: room.to_owned(),
+                    candidates: shown,
+                })
+            }
+        }
     }
 
     /// Seals `text` to `to` (and to this node's user) as a direct message in room `room`,
@@ -1177,8 +1227,32 @@ impl Node {
         to: Author,
         text: &str,
     ) -> Result<Option<Message>, NodeError> {
-        let _ = (room, to, text);
-        todo!("node: send_direct")
+        let index = self.room_index(room)?;
+        let state = &self.shared.rooms[index];
+        let reader = &self.shared.reader;
+        if to == reader.me() {
+            return Err(NodeError::DirectToSelf);
+        }
+        check_text(text)?;
+        let Some(to_key) = state.store.enc_key(&to)? else {
+            return Err(NodeError::NoEncryptionKey {
+                name: self.shared.display_name(index, &to),
+                room: room.to_owned(),
+            });
+        };
+        let letter = |randomness| Letter {
+            to,
+            to_key,
+            from_key: reader.enc_key(),
+            text: text.to_owned(),
+            randomness,
+        };
+        // A trial letter (other randomness, a seq no entry has) refuses an unusable key now:
+        // a held letter that cannot be sealed would hold up every line after it.
+        Outgoing::Letter(letter(fresh_randomness()))
+            .into_body(&state.store.room(), &reader.me(), 0)
+            .map_err(NodeError::Invalid)?;
+        self.append_one(index, Outgoing::Letter(letter(fresh_randomness())))
     }
 
     /// Appends several lines at once to the first room, in one durable write (group commit),

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use p2pchat_protocol::own::{OwnLog, OwnMark, own_log};
-use p2pchat_protocol::{Author, Body, Entry, SigningKey};
+use p2pchat_protocol::{Author, Body, Entry, Outgoing, SigningKey};
 use p2pchat_storage::{Inserted, Store, StoreError};
 
 use crate::NodeError;
@@ -33,8 +33,9 @@ struct Inner {
     file: Option<OwnMarkFile>,
     /// The recorded mark (`None`: an older release's data directory with an empty store).
     mark: Option<OwnMark>,
-    /// Bodies waiting for the own log, oldest first.
-    held: Vec<Body>,
+    /// Entries waiting for the own log, oldest first (a direct message is sealed when it is
+    /// appended, at the seq it gets then).
+    held: Vec<Outgoing>,
     /// The store's own head when the own log was found behind, until it is back.
     head_when_held: Option<u64>,
     /// Own entries received from each peer (by name) while held.
@@ -142,8 +143,8 @@ impl OwnWriter {
 
     /// The name in the newest held profile entry, if any (the name to claim while held).
     pub fn held_name(&self) -> Option<String> {
-        self.inner().held.iter().rev().find_map(|body| match body {
-            Body::Profile { name } => Some(name.clone()),
+        self.inner().held.iter().rev().find_map(|held| match held {
+            Outgoing::Body(Body::Profile { name }) => Some(name.clone()),
             _ => None,
         })
     }
@@ -157,7 +158,7 @@ impl OwnWriter {
         &self,
         store: &Store,
         key: &SigningKey,
-        bodies: impl IntoIterator<Item = Body>,
+        bodies: impl IntoIterator<Item = impl Into<Outgoing>>,
         claimed: u64,
     ) -> Result<Appended, NodeError> {
         let mut inner = self.inner();
@@ -175,9 +176,9 @@ impl OwnWriter {
             let (restored, entries) = self.end_holding(&mut inner, store, key, &author, bodies)?;
             return Ok(Appended::Restored { entries, restored });
         }
-        let bodies: Vec<Body> = bodies.into_iter().collect();
+        let bodies: Vec<Outgoing> = bodies.into_iter().map(Into::into).collect();
         for body in &bodies {
-            body.check_limits().map_err(NodeError::Invalid)?;
+            check_limits(body)?;
         }
         if inner.held.len() + bodies.len() > MAX_HELD {
             return Err(NodeError::OwnLogBehind(format!(
@@ -229,7 +230,7 @@ impl OwnWriter {
     }
 
     /// Looks again after the store or the peers changed: when the own log is current, the
-    /// held bodies are appended on top (a held profile that names the name the log already
+    /// held entries are appended on top (a held profile or encryption key that the log already
     /// has is dropped) and the mark follows the store. Returns what was restored, once, when
     /// holding ends.
     pub fn recheck(
@@ -253,12 +254,13 @@ impl OwnWriter {
             }
             return Ok(None);
         }
-        let (restored, _) = self.end_holding(&mut inner, store, key, &author, [])?;
+        let (restored, _) =
+            self.end_holding(&mut inner, store, key, &author, Vec::<Outgoing>::new())?;
         Ok(Some(restored))
     }
 
-    /// Ends holding, the own log being current: appends the held bodies on top of it (a held
-    /// profile that names the name the log already has is dropped), then `more`, in one group
+    /// Ends holding, the own log being current: appends the held entries on top of it (a held
+    /// profile or encryption key that the log already has is dropped), then `more`, in one group
     /// commit, and marks the new head. Returns what was restored since holding began, and
     /// every entry appended.
     fn end_holding(
@@ -267,17 +269,25 @@ impl OwnWriter {
         store: &Store,
         key: &SigningKey,
         author: &Author,
-        more: impl IntoIterator<Item = Body>,
+        more: impl IntoIterator<Item = impl Into<Outgoing>>,
     ) -> Result<(Restored, Vec<Entry>), NodeError> {
         let head = store.head_seq(author);
         let mut name = store.name(author);
-        let bodies: Vec<Body> = inner
+        let mut enc_key = store.enc_key(author)?;
+        let bodies: Vec<Outgoing> = inner
             .held
             .iter()
-            .filter(|body| match body {
-                Body::Profile { name: new } if name.as_deref() == Some(new) => false,
-                Body::Profile { name: new } => {
+            .filter(|held| match held {
+                Outgoing::Body(Body::Profile { name: new }) if name.as_deref() == Some(new) => {
+                    false
+                }
+                Outgoing::Body(Body::Profile { name: new }) => {
                     name = Some(new.clone());
+                    true
+                }
+                Outgoing::Body(Body::EncKey { key }) if enc_key == Some(*key) => false,
+                Outgoing::Body(Body::EncKey { key }) => {
+                    enc_key = Some(*key);
                     true
                 }
                 _ => true,
@@ -286,6 +296,7 @@ impl OwnWriter {
             .collect();
         let sent = bodies.len() as u64;
         // Nothing held is dropped before it is stored: a failed write keeps it held.
+        let more = more.into_iter().map(Into::into);
         let entries = store.append_own_many(key, bodies.into_iter().chain(more), now_ms())?;
         inner.held.clear();
         let held_at = inner.head_when_held.take().unwrap_or(head);
@@ -317,6 +328,14 @@ impl OwnWriter {
             inner.mark = Some(mark);
         }
         Ok(())
+    }
+}
+
+/// Refuses what could never be appended: a body over a limit, a direct message too long.
+fn check_limits(outgoing: &Outgoing) -> Result<(), NodeError> {
+    match outgoing {
+        Outgoing::Body(body) => body.check_limits().map_err(NodeError::Invalid),
+        Outgoing::Letter(letter) => crate::check_text(&letter.text),
     }
 }
 

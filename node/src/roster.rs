@@ -12,8 +12,9 @@ use p2pchat_storage::{Store, StoreError};
 use p2pchat_protocol::room::Room;
 
 use crate::node::check_not_a_file;
+use crate::read::{Reader, said};
 use crate::shared::display_name;
-use crate::{Message, Node, NodeError, identity};
+use crate::{Message, Node, NodeError, Place, identity};
 
 /// Someone this node knows: an author whose log it holds, or a peer connected to it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,6 +105,27 @@ impl Node {
         contacts
     }
 
+    /// `author` as a contact, named as room `room` shows them (as [`Node::contacts`] gives
+    /// them).
+    pub(crate) fn contact(&self, room: usize, author: Author) -> Contact {
+        let shared = &self.shared;
+        let link = identity::peer_id_of(&author)
+            .and_then(|peer| Some((peer, shared.peers().get(&peer)?.sync)));
+        Contact {
+            author,
+            peer: identity::peer_id_of(&author),
+            name: shared.display_name(room, &author),
+            is_self: author == shared.author(),
+            connected: link.is_some(),
+            held: shared
+                .rooms
+                .iter()
+                .map(|state| state.store.head_seq(&author))
+                .sum(),
+            sync: link.and_then(|(_, sync)| sync),
+        }
+    }
+
     /// The contacts that answer to `name` in any room: by their name, or as shown
     /// (`name#fingerprint`).
     pub fn whois(&self, name: &str) -> Vec<Contact> {
@@ -167,18 +189,33 @@ impl Node {
     pub async fn history_at(
         &self,
         room: &str,
-        place: &crate::Place,
+        place: &Place,
         n: usize,
     ) -> Result<Vec<Message>, NodeError> {
-        let _ = (room, place, n);
-        todo!("node: history_at")
+        let place = place.clone();
+        self.last_of(self.room_index(room)?, n, Some(place)).await
     }
 
     async fn history_of(&self, room: usize, n: usize) -> Result<Vec<Message>, NodeError> {
+        self.last_of(room, n, None).await
+    }
+
+    /// The last `n` messages of `room` (said at `place`, if given).
+    async fn last_of(
+        &self,
+        room: usize,
+        n: usize,
+        place: Option<Place>,
+    ) -> Result<Vec<Message>, NodeError> {
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
             let state = &shared.rooms[room];
-            last_messages(&state.store, state.room.label(), n)
+            let reading = Reading {
+                store: &state.store,
+                label: state.room.label(),
+                reader: Some(&shared.reader),
+            };
+            reading.last(n, place.as_ref())
         })
         .await
         .map_err(|_| NodeError::Stopped)?
@@ -191,6 +228,8 @@ pub struct Archive {
     store: Store,
     /// The room's label.
     label: String,
+    /// The user, to read their direct messages (`None` without an identity key).
+    reader: Option<Reader>,
     /// The copy read, when the data directory is read-only.
     _copy: Option<tempfile::TempDir>,
 }
@@ -221,13 +260,15 @@ impl Archive {
         }
         let path = recorded_store(dir, room)?;
         let label = room.label().to_owned();
+        let reader = reader_of(dir)?;
         match Store::open(&path, room.id()) {
             Ok(store) => Ok(Archive {
                 store,
                 label,
+                reader,
                 _copy: None,
             }),
-            Err(StoreError::ReadOnly { .. }) => Self::open_copy(&path, room, false),
+            Err(StoreError::ReadOnly { .. }) => Self::open_copy(dir, &path, room, false),
             Err(e) => Err(e.into()),
         }
     }
@@ -236,12 +277,12 @@ impl Archive {
     /// directory (the original is not changed): for reading a store found damaged while read.
     pub fn salvaged(dir: &Path, room: &Room) -> Result<Self, NodeError> {
         let path = recorded_store(dir, room)?;
-        Self::open_copy(&path, room, true)
+        Self::open_copy(dir, &path, room, true)
     }
 
-    /// Opens a copy of the store in `path` in a temporary directory; with `repair`, rebuilt
-    /// from what verifies there.
-    fn open_copy(path: &Path, room: &Room, repair: bool) -> Result<Self, NodeError> {
+    /// Opens a copy of the store in `path` (of the data directory `dir`) in a temporary
+    /// directory; with `repair`, rebuilt from what verifies there.
+    fn open_copy(dir: &Path, path: &Path, room: &Room, repair: bool) -> Result<Self, NodeError> {
         let copy = tempfile::tempdir().map_err(|source| NodeError::DataDir {
             path: std::env::temp_dir(),
             source,
@@ -250,6 +291,7 @@ impl Archive {
         Ok(Archive {
             store,
             label: room.label().to_owned(),
+            reader: reader_of(dir)?,
             _copy: Some(copy),
         })
     }
@@ -269,15 +311,29 @@ impl Archive {
     }
 
     /// Every message of every log of the room held, in merged order (clock, then author,
-    /// then seq).
+    /// then seq): the lines of every channel, and the user's direct messages decrypted.
     pub fn messages(&self) -> impl Iterator<Item = Result<Message, NodeError>> + '_ {
-        self.store.history().filter_map(|entry| {
+        let reading = Reading {
+            store: &self.store,
+            label: &self.label,
+            reader: self.reader.as_ref(),
+        };
+        self.store.history().filter_map(move |entry| {
             entry
                 .map_err(NodeError::from)
-                .map(|entry| text_message(&self.store, &self.label, &entry))
+                .map(|entry| reading.message(&entry))
                 .transpose()
         })
     }
+}
+
+/// The user of the data directory `dir` as a reader of direct messages; `None` when it holds
+/// no identity key (never creates one).
+fn reader_of(dir: &Path) -> Result<Option<Reader>, NodeError> {
+    if !dir.join(identity::IDENTITY_FILE).is_file() {
+        return Ok(None);
+    }
+    Ok(Some(Reader::new(&identity::load_or_create(dir)?)))
 }
 
 /// The user's peer id and key fingerprint, from the identity in `dir` (never creates one).
@@ -293,24 +349,46 @@ pub fn identity_of(dir: &Path) -> Result<(PeerId, String), NodeError> {
     ))
 }
 
-/// The last `n` text messages of `store`'s merged history (room `label`), read from the
-/// newest back.
-fn last_messages(store: &Store, label: &str, n: usize) -> Result<Vec<Message>, NodeError> {
-    let mut last = Vec::with_capacity(n.min(4096));
-    for entry in store.history_newest_first() {
-        if last.len() == n {
-            break;
-        }
-        last.extend(text_message(store, label, &entry?));
-    }
-    last.reverse();
-    Ok(last)
+/// A room's store read as messages for the user (names as they are now).
+#[derive(Clone, Copy)]
+struct Reading<'a> {
+    store: &'a Store,
+    /// The room's label.
+    label: &'a str,
+    reader: Option<&'a Reader>,
 }
 
-/// The message a text entry of room `label` shows as (names as they are now); `None` for
-/// other kinds.
-pub(crate) fn text_message(store: &Store, label: &str, entry: &Entry) -> Option<Message> {
-    Message::of(entry, display_name(store, &entry.author()), label)
+impl Reading<'_> {
+    /// The message `entry` shows as, if any (see [`Message::of`]).
+    fn message(&self, entry: &Entry) -> Option<Message> {
+        Message::of(
+            entry,
+            &self.store.room(),
+            self.label,
+            self.reader,
+            |author| display_name(self.store, author),
+        )
+    }
+
+    /// The last `n` messages of the merged history (said at `place`, if given), read from the
+    /// newest back; a direct message is decrypted only when it is at `place`.
+    fn last(&self, n: usize, place: Option<&Place>) -> Result<Vec<Message>, NodeError> {
+        let mut last = Vec::with_capacity(n.min(4096));
+        for entry in self.store.history_newest_first() {
+            if last.len() == n {
+                break;
+            }
+            let entry = entry?;
+            let here = place.is_none_or(|place| {
+                said(&entry, self.reader).is_some_and(|said| said.is_at(place))
+            });
+            if here {
+                last.extend(self.message(&entry));
+            }
+        }
+        last.reverse();
+        Ok(last)
+    }
 }
 
 #[cfg(test)]

@@ -9,13 +9,14 @@ use bytes::Bytes;
 use libp2p::PeerId;
 use p2pchat_protocol::room::Room;
 use p2pchat_protocol::store::Logs;
-use p2pchat_protocol::{Author, Body, Entry, SigningKey};
+use p2pchat_protocol::{Author, Body, Entry, Outgoing, SigningKey};
 use p2pchat_storage::{Store, StoreError};
 use tokio::sync::{broadcast, watch};
 
 use crate::own_log::{Appended, OwnWriter, Restored};
+use crate::read::Reader;
 use crate::warnings::{Cause, Warnings};
-use crate::{ConnectFailure, Event, NodeError, SyncProgress};
+use crate::{ConnectFailure, Event, Message, NodeError, SyncProgress};
 
 /// What the user interfaces are shown of a connected peer: published by the event loop when
 /// the peer is accepted and as its catch-up moves.
@@ -78,6 +79,8 @@ pub struct Shared {
     pub rooms: Vec<RoomState>,
     /// The node's own key (its author and peer identity).
     pub key: SigningKey,
+    /// The node's user as a reader of direct messages (the secret derived from `key`).
+    pub reader: Reader,
     /// Bumped after every write to the store, synced or not, waking the message feeds.
     pub written: watch::Sender<()>,
     /// Bumped after own entries were appended (durably) in any room, waking the event loop,
@@ -229,9 +232,9 @@ impl Shared {
     pub fn append(
         &self,
         room: usize,
-        bodies: impl IntoIterator<Item = Body>,
+        bodies: impl IntoIterator<Item = impl Into<Outgoing>>,
     ) -> Result<Vec<Entry>, NodeError> {
-        let bodies: Vec<Body> = bodies.into_iter().collect();
+        let bodies: Vec<Outgoing> = bodies.into_iter().map(Into::into).collect();
         let what = describe(&bodies);
         let state = &self.rooms[room];
         match state
@@ -323,6 +326,18 @@ impl Shared {
             .unwrap_or_default()
     }
 
+    /// The message `entry` of `room` shows as to the node's user (see [`Message::of`]).
+    pub fn message(&self, room: usize, entry: &Entry) -> Option<Message> {
+        let state = &self.rooms[room];
+        Message::of(
+            entry,
+            &state.store.room(),
+            state.room.label(),
+            Some(&self.reader),
+            |author| self.display_name(room, author),
+        )
+    }
+
     /// The name to show for `author` in `room`: their latest profile name there, with a short
     /// fingerprint when the name is ambiguous; a bare fingerprint before any profile is known.
     pub fn display_name(&self, room: usize, author: &Author) -> String {
@@ -343,10 +358,11 @@ impl Shared {
 }
 
 /// What held bodies are, in words: one line quoted, or a count.
-fn describe(bodies: &[Body]) -> String {
+fn describe(bodies: &[Outgoing]) -> String {
     match bodies {
-        [Body::Text { text }] => format!("{text:?}"),
-        [Body::Profile { name }] => format!("your name {name:?}"),
+        [Outgoing::Body(Body::Text { text } | Body::Post { text, .. })] => format!("{text:?}"),
+        [Outgoing::Body(Body::Profile { name })] => format!("your name {name:?}"),
+        [Outgoing::Letter(letter)] => format!("direct message {:?}", letter.text),
         bodies => format!("{} entries", bodies.len()),
     }
 }

@@ -189,6 +189,10 @@ pub struct ChatArgs {
     /// Short for `--ui json`.
     #[arg(long, conflicts_with = "ui")]
     pub json: bool,
+    /// Ring the terminal bell in the chat window for a line naming you or a direct message
+    /// to you (`/set bell on|off` changes it while chatting).
+    #[arg(long)]
+    pub bell: bool,
 }
 
 /// `--room NAME` and `--room-key FILE`, both repeatable, kept in command-line order (see

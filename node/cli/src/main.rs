@@ -335,7 +335,7 @@ fn chat(args: ChatArgs) -> ExitCode {
             Err(e) => Err(e),
         };
         match node {
-            Ok(node) => ui::run(node, args.mode()).await,
+            Ok(node) => ui::run(node, args.mode(), args.bell).await,
             Err(e) => {
                 if args.mode() == ui::Mode::Json {
                     println!(

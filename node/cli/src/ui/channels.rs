@@ -143,6 +143,11 @@ impl Conversations {
         self.rooms.get(room).map_or(&[], |state| &state.known)
     }
 
+    /// The position of `place`'s conversation in room `room`'s [`Conversations::list`].
+    pub fn position(&self, room: usize, place: &Place) -> Option<usize> {
+        self.list(room).iter().position(|c| same(&c.place, place))
+    }
+
     /// The position of the current conversation of room `room` in [`Conversations::list`].
     pub fn current_index(&self, room: usize) -> usize {
         self.rooms.get(room).map_or(0, |state| state.current)

@@ -21,6 +21,7 @@ pub const HELP: &[&str] = &[
     "/dm NAME           talk with NAME only: what you type is a direct message (/part ends it)",
     "/rooms             the rooms you are in; what you type goes to the current one",
     "/room NAME         make room NAME the current one (chat window: also Alt-Up / Alt-Down)",
+    "/set bell on|off   chat window: ring the terminal bell for a mention or a direct message (also --bell)",
     "/quit              leave (Ctrl-C works too)",
     "//text             send a line that starts with /",
 ];
@@ -60,6 +61,8 @@ pub enum Command {
     },
     /// Make the direct conversation with someone (as typed) the current one.
     Dm(String),
+    /// Turn the chat window's terminal bell on or off.
+    Bell(bool),
     /// Leave.
     Quit,
 }
@@ -135,6 +138,12 @@ pub fn parse(line: &str) -> Input {
             Err(invalid) => return invalid,
         },
         ("dm", None) => return usage("/dm NAME"),
+        ("set", Some(setting)) => match setting.split_whitespace().collect::<Vec<_>>()[..] {
+            ["bell", "on"] => Command::Bell(true),
+            ["bell", "off"] => Command::Bell(false),
+            _ => return usage("/set bell on|off"),
+        },
+        ("set", None) => return usage("/set bell on|off"),
         ("history", None) => Command::History(DEFAULT_HISTORY),
         ("history", Some(n)) => match n.parse() {
             Ok(n) if n > 0 => Command::History(n),
@@ -280,13 +289,17 @@ pub async fn run(
             }
             Err(e) => Reply::Error(refusal(e)?),
         },
+        // The chat window turns its bell on or off before this; plain lines have none.
+        Command::Bell(_) => Reply::Lines(vec![
+            "the terminal bell rings in the chat window only (--ui tui)".to_owned(),
+        ]),
         Command::Quit => Reply::Quit,
     })
 }
 
 /// What the user is told of a refused name, line or message, or `Err` for a failure that
 /// stops the node.
-fn refusal(e: NodeError) -> Result<String, NodeError> {
+pub fn refusal(e: NodeError) -> Result<String, NodeError> {
     match e {
         NodeError::UnknownName { .. }
         | NodeError::AmbiguousName { .. }
@@ -334,43 +347,55 @@ fn in_rooms(rooms: &mut Rooms, command: &Command) -> Reply {
     }
 }
 
-/// Stores and sends `texts` at `place` (a channel, or a direct conversation) of the room
-/// labelled `room`, one of `rooms` (`#general` of the default room in one durable write), and
-/// clears them. `Ok(Some(why))` when they were refused (say, a direct message to someone with
-/// no encryption key), why in words.
+/// Stores and sends `texts` in the room labelled `room`, one of `rooms` (in the default room in
+/// one durable write), and clears them.
 pub fn send(
+    node: &Node,
+    rooms: &Rooms,
+    room: &str,
+    texts: &mut Vec<String>,
+) -> Result<(), NodeError> {
+    if texts.is_empty() {
+        return Ok(());
+    }
+    if rooms.index_of(room) == Some(0) {
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        node.send_all(&refs)?;
+    } else {
+        for text in texts.iter() {
+            node.send_in(room, text)?;
+        }
+    }
+    texts.clear();
+    Ok(())
+}
+
+/// Stores and sends `texts` at `place` of the room labelled `room`: in `#general` as [`send`]
+/// does, in another channel or a direct conversation one by one; and clears them. A line the
+/// node refuses (a direct message to someone without an encryption key) is an `Err` too: the
+/// caller tells a refusal from a failure.
+pub fn send_at(
     node: &Node,
     rooms: &Rooms,
     room: &str,
     place: &Place,
     texts: &mut Vec<String>,
-) -> Result<Option<String>, NodeError> {
-    if texts.is_empty() {
-        return Ok(None);
-    }
-    let sent = match place {
-        Place::Channel(channel) if channel == GENERAL && rooms.index_of(room) == Some(0) => {
-            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            node.send_all(&refs)
+) -> Result<(), NodeError> {
+    match place {
+        Place::Channel(channel) if *place != Place::general() => {
+            for text in texts.drain(..) {
+                node.post(room, channel, &text)?;
+            }
         }
-        Place::Channel(channel) if channel == GENERAL => texts
-            .iter()
-            .try_for_each(|text| node.send_in(room, text).map(drop)),
-        Place::Channel(channel) => texts
-            .iter()
-            .try_for_each(|text| node.post(room, channel, text).map(drop)),
-        Place::Direct { with, .. } => texts
-            .iter()
-            .try_for_each(|text| node.send_direct(room, *with, text).map(drop)),
-    };
-    let lines = if texts.len() == 1 { "line" } else { "lines" };
-    texts.clear();
-    match sent {
-        Ok(()) => Ok(None),
-        Err(e) => Ok(Some(format!("{lines} not sent: {}", refusal(e)?))),
+        Place::Direct { with, .. } => {
+            for text in texts.drain(..) {
+                node.send_direct(room, *with, &text)?;
+            }
+        }
+        Place::Channel(_) => send(node, rooms, room, texts)?,
     }
+    Ok(())
 }
-
 
 /// One line about a contact: `bob #91d0e4 connected, 43 entries, catching up 4,300 / 10,000`.
 pub fn describe(contact: &Contact) -> String {
@@ -428,6 +453,8 @@ mod tests {
         assert_eq!(command("/history"), Command::History(DEFAULT_HISTORY));
         assert_eq!(command("/history 5"), Command::History(5));
         assert_eq!(command("/quit"), Command::Quit);
+        assert_eq!(command("/set bell on"), Command::Bell(true));
+        assert_eq!(command("/set  bell  off "), Command::Bell(false));
         assert_eq!(command("/rooms"), Command::Rooms);
         assert_eq!(command("/room  team "), Command::Room("team".into()));
         assert_eq!(
@@ -492,6 +519,10 @@ mod tests {
             "/quit now",
             "/room",
             "/rooms lan",
+            "/set",
+            "/set bell",
+            "/set bell loud",
+            "/set volume on",
             "/",
         ] {
             assert!(

@@ -513,9 +513,11 @@ impl Status {
         let place = lock(&self.conversations)
             .current(self.rooms.current_index())
             .clone();
-        let refused = commands::send(node, &self.rooms, self.rooms.current(), &place, texts)?;
-        if let Some(why) = refused {
-            self.error(&why);
+        let lines = if texts.len() == 1 { "line" } else { "lines" };
+        if let Err(e) = commands::send_at(node, &self.rooms, self.rooms.current(), &place, texts) {
+            texts.clear();
+            let why = commands::refusal(e)?;
+            self.error(&format!("{lines} not sent: {why}"));
         }
         Ok(())
     }

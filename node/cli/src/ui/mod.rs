@@ -60,8 +60,8 @@ fn on_terminal() -> bool {
 }
 
 /// Runs the chat on `node` in `mode` until the user quits or SIGINT/SIGTERM, then shuts the
-/// node down.
-pub async fn run(node: Node, mode: Mode) -> ExitCode {
+/// node down; `bell`: the chat window rings the terminal bell for mentions and direct messages.
+pub async fn run(node: Node, mode: Mode, bell: bool) -> ExitCode {
     let signals = match Signals::new() {
         Ok(signals) => signals,
         Err(e) => {
@@ -71,7 +71,7 @@ pub async fn run(node: Node, mode: Mode) -> ExitCode {
         }
     };
     match mode.resolve() {
-        Mode::Tui => tui::run(node, signals).await,
+        Mode::Tui => tui::run(node, signals, bell).await,
         Mode::Json => line::run(node, line::Format::Json, signals).await,
         Mode::Plain | Mode::Auto => line::run(node, line::Format::Plain, signals).await,
     }

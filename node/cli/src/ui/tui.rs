@@ -7,9 +7,9 @@
 //! in one burst are stored in one group commit ([`Node::send_all`]).
 
 use std::collections::HashSet;
-use std::io::stdout;
+use std::io::{Write, stdout};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossterm::cursor::Show;
 use crossterm::event::{
@@ -23,8 +23,7 @@ use ratatui::DefaultTerminal;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::Signals;
-use super::channels::Conversations;
-use super::commands::{self, Input, Reply};
+use super::commands::{self, Command, Input, Reply};
 use super::format::{caught_up, connection_failed, display};
 use super::rooms::Rooms;
 use super::view::{Action, App, Item};
@@ -40,9 +39,15 @@ const BURST_GAP: Duration = Duration::from_millis(1);
 const MAX_BURST: usize = 8192;
 /// The most lines stored in one group commit.
 const MAX_GROUP: usize = 1024;
+/// The shortest time between two rings of the terminal bell (a catch-up may bring many
+/// mentions at once).
+const BELL_GAP: Duration = Duration::from_secs(1);
+/// The terminal bell.
+const BEL: &[u8] = b"\x07";
 
-/// Runs the terminal UI until the user quits or a signal arrives.
-pub async fn run(node: Node, mut signals: Signals) -> ExitCode {
+/// Runs the terminal UI until the user quits or a signal arrives; `bell`: ring the terminal
+/// bell for a mention or a direct message (until `/set bell off`).
+pub async fn run(node: Node, mut signals: Signals, bell: bool) -> ExitCode {
     let mut screen = match Screen::enter() {
         Ok(screen) => screen,
         Err(e) => {
@@ -52,8 +57,9 @@ pub async fn run(node: Node, mut signals: Signals) -> ExitCode {
         }
     };
     let rooms = Rooms::new(node.rooms().iter().map(|r| r.label().to_owned()).collect());
-    let mut conversations = Conversations::new(rooms.labels().len(), &super::own_name(&node));
     let mut app = App::new(node.author(), rooms);
+    app.set_bell(bell);
+    let mut rung: Option<Instant> = None;
     // The stored history comes through the feed after the start-up notices: they go below
     // it, where they are seen. (A store that cannot be read fails the feed too.)
     for room in node.rooms() {
@@ -89,7 +95,7 @@ pub async fn run(node: Node, mut signals: Signals) -> ExitCode {
                     Some(Err(e)) => break Some(format!("reading the terminal failed: {e}")),
                     None => break None,
                 };
-                match on_input(&node, &mut app, &mut conversations, burst).await {
+                match on_input(&node, &mut app, burst).await {
                     Ok(true) => {}
                     Ok(false) => break None,
                     Err(e) => break Some(e.to_string()),
@@ -171,6 +177,12 @@ pub async fn run(node: Node, mut signals: Signals) -> ExitCode {
                 if let Err(e) = screen.terminal.draw(|frame| app.render(frame)) {
                     break Some(format!("drawing failed: {e}"));
                 }
+                if app.take_bell() && rung.is_none_or(|at| at.elapsed() >= BELL_GAP) {
+                    rung = Some(Instant::now());
+                    if let Err(e) = ring(&mut stdout()) {
+                        break Some(format!("ringing the terminal bell failed: {e}"));
+                    }
+                }
                 dirty = false;
                 continue;
             },
@@ -198,42 +210,15 @@ fn burst_from(first: TermEvent) -> std::io::Result<Vec<TermEvent>> {
     Ok(burst)
 }
 
-/// Stores and sends `texts` where they were typed (`typed_in`: a room's label and a
-/// conversation of it), saying why if they were refused.
-fn send(
-    node: &Node,
-    app: &mut App,
-    typed_in: &(String, Place),
-    texts: &mut Vec<String>,
-) -> Result<(), NodeError> {
-    let (room, place) = typed_in;
-    if let Some(why) = commands::send(node, app.rooms(), room, place, texts)? {
-        app.push(Item::Error(why));
-    }
-    Ok(())
-}
-
 /// Handles a burst of input events in order. The messages submitted are stored together in
 /// one durable write (between commands, at most [`MAX_GROUP`] lines each). A line refused for
 /// its size is reported, and if it was the last line submitted and nothing was typed after
 /// it, put back in the input line to be shortened. `Ok(false)` to quit (after storing what
 /// was submitted before); `Err` if the node cannot go on.
-async fn on_input(
-    node: &Node,
-    app: &mut App,
-    conversations: &mut Conversations,
-    burst: Vec<TermEvent>,
-) -> Result<bool, NodeError> {
+async fn on_input(node: &Node, app: &mut App, burst: Vec<TermEvent>) -> Result<bool, NodeError> {
     let mut texts: Vec<String> = Vec::new();
     // The room and conversation `texts` were typed in: a key of the same burst may switch.
-    let here = |app: &mut App, conversations: &Conversations| {
-        let room = app.rooms().current_index();
-        (
-            app.rooms().current().to_owned(),
-            conversations.current(room).clone(),
-        )
-    };
-    let mut typed_in = here(app, conversations);
+    let mut typed_in = app.target();
     let mut refused: Option<(String, NodeError)> = None;
     let mut submitted = false;
     for input in burst {
@@ -261,9 +246,9 @@ async fn on_input(
             match commands::parse(&line) {
                 Input::Message(text) => match check_text(&text) {
                     Ok(()) => {
-                        if here(app, conversations) != typed_in {
+                        if app.target() != typed_in {
                             send(node, app, &typed_in, &mut texts)?;
-                            typed_in = here(app, conversations);
+                            typed_in = app.target();
                         }
                         texts.push(text);
                         if texts.len() == MAX_GROUP {
@@ -273,9 +258,18 @@ async fn on_input(
                     Err(why) => refused = Some((line, why)),
                 },
                 Input::Invalid(why) => app.push(Item::Error(why)),
+                Input::Command(Command::Bell(on)) => {
+                    app.set_bell(on);
+                    app.push(Item::Notice(if on {
+                        "the bell is on: it rings for a line naming you or a direct message".into()
+                    } else {
+                        "the bell is off".into()
+                    }));
+                }
                 Input::Command(command) => {
                     send(node, app, &typed_in, &mut texts)?;
-                    match commands::run(node, app.rooms(), conversations, &command).await? {
+                    let (rooms, conversations) = app.state();
+                    match commands::run(node, rooms, conversations, &command).await? {
                         Reply::Lines(lines) => lines
                             .into_iter()
                             .for_each(|line| app.push(Item::Notice(line))),
@@ -288,7 +282,6 @@ async fn on_input(
     }
     send(node, app, &typed_in, &mut texts)?;
     if let Some((line, why)) = refused {
-
         let kept = if app.keep_input(&line) {
             "; it is kept in the input line to shorten (Ctrl-U clears it)"
         } else {
@@ -300,6 +293,35 @@ async fn on_input(
         app.set_contacts(node.contacts());
     }
     Ok(true)
+}
+
+/// Stores and sends `texts` at `to` (a room and a conversation of it), and clears them; a line
+/// the node refuses (a direct message to someone without an encryption key) is reported.
+/// `Err` if the node cannot go on.
+fn send(
+    node: &Node,
+    app: &mut App,
+    (room, place): &(String, Place),
+    texts: &mut Vec<String>,
+) -> Result<(), NodeError> {
+    match commands::send_at(node, app.rooms(), room, place, texts) {
+        Err(
+            why @ (NodeError::NoEncryptionKey { .. }
+            | NodeError::DirectToSelf
+            | NodeError::Invalid(_)),
+        ) => {
+            texts.clear();
+            app.push(Item::Error(format!("line not sent: {why}")));
+            Ok(())
+        }
+        done => done,
+    }
+}
+
+/// Rings the terminal bell on `out`.
+fn ring(out: &mut impl Write) -> std::io::Result<()> {
+    out.write_all(BEL)?;
+    out.flush()
 }
 
 /// The terminal in UI mode; dropping it (or a panic) gives the terminal back as it was.
@@ -326,5 +348,17 @@ impl Drop for Screen {
     fn drop(&mut self) {
         let _ = execute!(stdout(), DisableBracketedPaste, DisableMouseCapture, Show);
         ratatui::restore();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bell_is_one_bel_byte() {
+        let mut out = Vec::new();
+        ring(&mut out).expect("a Vec takes bytes");
+        assert_eq!(out, [0x07]);
     }
 }

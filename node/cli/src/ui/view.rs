@@ -1,6 +1,7 @@
 //! The terminal UI's state and drawing, with no terminal attached (so it is tested with
-//! ratatui's `TestBackend`): each room's conversation with scrollback, the room list (with
-//! several rooms), the people panel, the input line.
+//! ratatui's `TestBackend`): each conversation (channel or direct) of each room with
+//! scrollback, the room list (with several rooms), the conversation list (with more than
+//! `#general`), the people panel, the input line.
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -8,7 +9,7 @@ use std::ops::Bound::{Excluded, Included, Unbounded};
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind};
 use libp2p::PeerId;
-use p2pchat_node::{Contact, HistoryKey, Message};
+use p2pchat_node::{Contact, HistoryKey, Message, Place as Said};
 use p2pchat_protocol::Author;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Position, Rect};
@@ -18,6 +19,7 @@ use ratatui::widgets::{Block, Borders, Paragraph};
 use unicode_width::UnicodeWidthChar;
 
 use super::Names;
+use super::channels::{Conversations, label, mentions};
 use super::format::{clock, display, thousands};
 use super::input::InputLine;
 use super::rooms::Rooms;
@@ -26,12 +28,17 @@ use super::rooms::Rooms;
 const PANEL_WIDTH: u16 = 30;
 /// The narrowest terminal that still gets a people panel.
 const PANEL_MIN_WIDTH: u16 = 72;
-/// Most lines a room's conversation keeps (older ones: `/history N`, `p2pchat export`).
+/// Most lines a conversation keeps (older ones: `/history N`, `p2pchat export`).
 const MAX_ITEMS: usize = 10_000;
 /// Rows scrolled per mouse wheel step.
 const WHEEL_STEP: usize = 3;
 /// Columns before a message's text (`HH:MM `), where wrapped lines continue.
 const INDENT: usize = 6;
+/// How a line naming the user is shown, and a conversation holding one unread.
+const MENTION: Style = Style::new()
+    .fg(Color::Black)
+    .bg(Color::LightYellow)
+    .add_modifier(Modifier::BOLD);
 /// Colours for names, picked by key so a person keeps theirs.
 const NAME_COLOURS: [Color; 6] = [
     Color::Cyan,
@@ -77,19 +84,31 @@ struct Place {
     arrival: u64,
 }
 
-/// One room's conversation: at most [`MAX_ITEMS`] lines, oldest first, and where it is
-/// scrolled to.
+/// One conversation (a channel or a direct one) of a room: at most [`MAX_ITEMS`] lines,
+/// oldest first, and where it is scrolled to.
 #[derive(Default)]
 struct Conversation {
     items: BTreeMap<Place, Item>,
     /// The line at the bottom of the view when scrolled back (`None`: following the newest).
     /// Lines added above or below it do not move it.
     anchor: Option<Place>,
+}
+
+/// A conversation with nothing in it yet, shown for one the view has no lines of.
+static EMPTY: Conversation = Conversation {
+    items: BTreeMap::new(),
+    anchor: None,
+};
+
+/// One room's conversations, in the order of [`Conversations::list`], and who wrote there.
+#[derive(Default)]
+struct Room {
+    conversations: Vec<Conversation>,
     /// Who wrote here, for the people panel.
     authors: HashSet<Author>,
     /// The newest message stored when the view opened: other lines go after it even while
     /// the stored history is still being read in, so start-up notices are not buried above it;
-    /// and only messages after it count as new while the room is not current.
+    /// and only messages after it count as new (unread, a mention, the bell).
     stored: Option<HistoryKey>,
 }
 
@@ -111,8 +130,14 @@ pub struct App {
     me: Author,
     /// The rooms, the current one, and their unread counts.
     rooms: Rooms,
-    /// Each room's conversation, in the order of `rooms`.
-    conversations: Vec<Conversation>,
+    /// Each room's conversations, the current one, and their unread counts and mentions.
+    chats: Conversations,
+    /// Each room's lines, in the order of `rooms`.
+    lines: Vec<Room>,
+    /// Whether a mention or a direct message rings the terminal bell.
+    bell: bool,
+    /// Whether one came since the bell last rang.
+    ring: bool,
     /// Lines added so far, for [`Place::arrival`].
     arrivals: u64,
     /// Current names by key, so a rename shows on earlier messages too.
@@ -130,11 +155,10 @@ impl App {
     pub fn new(me: Author, rooms: Rooms) -> Self {
         App {
             me,
-            conversations: rooms
-                .labels()
-                .iter()
-                .map(|_| Conversation::default())
-                .collect(),
+            chats: Conversations::new(rooms.labels().len(), ""),
+            lines: rooms.labels().iter().map(|_| Room::default()).collect(),
+            bell: false,
+            ring: false,
             rooms,
             arrivals: 0,
             names: Names::default(),
@@ -149,7 +173,7 @@ impl App {
     /// feed has yet to bring: lines other than messages are placed after it from now on.
     pub fn history_ends_at(&mut self, label: &str, newest: HistoryKey) {
         if let Some(room) = self.rooms.index_of(label) {
-            self.conversations[room].stored = Some(newest);
+            self.lines[room].stored = Some(newest);
         }
     }
 
@@ -158,19 +182,62 @@ impl App {
         &mut self.rooms
     }
 
-    /// The current room's conversation.
+    /// The rooms and their conversations, for the commands that list or switch them.
+    pub fn state(&mut self) -> (&mut Rooms, &mut Conversations) {
+        (&mut self.rooms, &mut self.chats)
+    }
+
+    /// Where lines typed now go: the current room and its current conversation.
+    pub fn target(&self) -> (String, Said) {
+        let room = self.rooms.current_index();
+        (
+            self.rooms.current().to_owned(),
+            self.chats.current(room).clone(),
+        )
+    }
+
+    /// Turns the terminal bell for mentions and direct messages on or off.
+    pub fn set_bell(&mut self, on: bool) {
+        self.bell = on;
+    }
+
+    /// Whether the terminal bell should ring now (a mention or a direct message came while
+    /// it is on); it is then rung.
+    pub fn take_bell(&mut self) -> bool {
+        std::mem::take(&mut self.ring)
+    }
+
+    /// The current room's current conversation.
     fn current(&self) -> &Conversation {
-        &self.conversations[self.rooms.current_index()]
+        let room = self.rooms.current_index();
+        self.lines[room]
+            .conversations
+            .get(self.chats.current_index(room))
+            .unwrap_or(&EMPTY)
     }
 
     fn current_mut(&mut self) -> &mut Conversation {
-        &mut self.conversations[self.rooms.current_index()]
+        let room = self.rooms.current_index();
+        let index = self.chats.current_index(room);
+        self.conversation_mut(room, index)
     }
 
-    /// Adds a line: a message at its place in its room's merged history, anything else at the
-    /// bottom of the current room. A view scrolled back stays where it is. Past [`MAX_ITEMS`]
-    /// in a room, its oldest line goes. A message that is not the user's, newer than what was
-    /// stored in its room at start, counts as new while that room is not current.
+    /// Conversation `index` of room `room`, made if the view has none yet (commands add
+    /// conversations to the list too).
+    fn conversation_mut(&mut self, room: usize, index: usize) -> &mut Conversation {
+        let conversations = &mut self.lines[room].conversations;
+        if conversations.len() <= index {
+            conversations.resize_with(index + 1, Conversation::default);
+        }
+        &mut conversations[index]
+    }
+
+    /// Adds a line: a message at its place in its conversation's merged history, anything else
+    /// at the bottom of the current room's current conversation. A view scrolled back stays
+    /// where it is. Past [`MAX_ITEMS`] in a conversation, its oldest line goes. A message that
+    /// is not the user's, newer than what was stored in its room at start, counts as new while
+    /// its room or conversation is not current, and rings the bell (when on) if it names the
+    /// user or is a direct message.
     pub fn push(&mut self, item: Item) {
         let room = match &item {
             Item::Message(message) => self.rooms.index_of(&message.room),
@@ -179,40 +246,46 @@ impl App {
         self.push_at(room.unwrap_or(self.rooms.current_index()), item);
     }
 
-    /// Adds a line other than a message at the bottom of room `label` (the current room if
-    /// there is none of that label).
+    /// Adds a line other than a message at the bottom of room `label`'s current conversation
+    /// (the current room if there is none of that label).
     pub fn push_in(&mut self, label: &str, item: Item) {
         let room = self.rooms.index_of(label);
         self.push_at(room.unwrap_or(self.rooms.current_index()), item);
     }
 
     fn push_at(&mut self, room: usize, item: Item) {
-        let conversation = &mut self.conversations[room];
-        let stored = conversation.stored;
-        let newest = conversation
-            .items
-            .last_key_value()
-            .and_then(|(place, _)| place.after)
-            .max(stored);
-        let place = match &item {
+        let stored = self.lines[room].stored;
+        let (index, after, notice) = match &item {
             Item::Message(message) => {
-                conversation.authors.insert(message.author);
-                if message.author != self.me && Some(message.history_key()) > stored {
+                self.lines[room].authors.insert(message.author);
+                let mine = message.author == self.me;
+                let new = !mine && Some(message.history_key()) > stored;
+                // Lines stored before the view opened were read then.
+                let said = self.chats.seen(room, message, !new);
+                if new {
                     self.rooms.mark_unread(room);
+                    self.ring |= self.bell && (said.mention || said.direct);
                 }
-                Place {
-                    after: Some(message.history_key()),
-                    notice: false,
-                    arrival: self.arrivals,
-                }
+                let index = self.chats.position(room, &message.place).unwrap_or(0);
+                (index, Some(message.history_key()), false)
             }
-            _ => Place {
-                after: newest,
-                notice: true,
-                arrival: self.arrivals,
-            },
+            _ => (self.chats.current_index(room), None, true),
         };
+        let arrival = self.arrivals;
         self.arrivals += 1;
+        let conversation = self.conversation_mut(room, index);
+        let after = after.or_else(|| {
+            conversation
+                .items
+                .last_key_value()
+                .and_then(|(place, _)| place.after)
+                .max(stored)
+        });
+        let place = Place {
+            after,
+            notice,
+            arrival,
+        };
         conversation.insert(place, item);
     }
 
@@ -229,6 +302,9 @@ impl App {
     /// Replaces the people panel's contents and the names shown on messages, with a notice
     /// for each rename.
     pub fn set_contacts(&mut self, contacts: Vec<Contact>) {
+        if let Some(me) = contacts.iter().find(|c| c.is_self) {
+            self.chats.rename(&me.name);
+        }
         for notice in self.names.update(&contacts) {
             self.push(Item::Notice(notice));
         }
@@ -252,7 +328,13 @@ impl App {
             KeyCode::Char('u') if ctrl => self.input.kill_to_start(),
             KeyCode::Char('k') if ctrl => self.input.kill_to_end(),
             KeyCode::Char('w') if ctrl => self.input.delete_word(),
+            KeyCode::Char('n') if ctrl => self.step_conversation(1),
+            KeyCode::Char('p') if ctrl => self.step_conversation(-1),
             KeyCode::Char(_) if ctrl => {}
+            KeyCode::Char(c @ '1'..='9') if alt => {
+                let room = self.rooms.current_index();
+                self.chats.go_to(room, c as usize - '1' as usize);
+            }
             KeyCode::Char(c) => self.input.insert(c),
             KeyCode::Tab => self.input.insert('\t'),
             KeyCode::Enter => return self.enter().map(Action::Submit),
@@ -274,6 +356,12 @@ impl App {
             _ => {}
         }
         None
+    }
+
+    /// Makes the conversation `steps` on (back if negative) the current one of the room.
+    fn step_conversation(&mut self, steps: isize) {
+        let room = self.rooms.current_index();
+        self.chats.step(room, steps);
     }
 
     /// Handles a paste (one event, from a terminal in bracketed-paste mode) as if it were
@@ -363,16 +451,32 @@ impl App {
                 Layout::horizontal([Constraint::Min(1), Constraint::Length(PANEL_WIDTH)])
                     .areas(body);
             self.render_messages(frame, messages);
-            if self.rooms.several() {
-                let listed = self.rooms.labels().len() as u16 + 1;
-                let [rooms, people] =
-                    Layout::vertical([Constraint::Length(listed + 1), Constraint::Min(1)])
-                        .areas(panel);
-                self.render_rooms(frame, rooms);
-                self.render_people(frame, people);
+            // The room list with several rooms, the conversation list with more than
+            // #general (at most two thirds of the panel), then the people.
+            let rooms = if self.rooms.several() {
+                self.rooms.labels().len() as u16 + 2
             } else {
-                self.render_people(frame, panel);
+                0
+            };
+            let listed = self.chats.list(self.rooms.current_index()).len() as u16;
+            let chats = if listed > 1 {
+                (listed + 2).min(panel.height * 2 / 3)
+            } else {
+                0
+            };
+            let [rooms, chats, people] = Layout::vertical([
+                Constraint::Length(rooms),
+                Constraint::Length(chats),
+                Constraint::Min(1),
+            ])
+            .areas(panel);
+            if !rooms.is_empty() {
+                self.render_rooms(frame, rooms);
             }
+            if !chats.is_empty() {
+                self.render_conversations(frame, chats);
+            }
+            self.render_people(frame, people);
         } else {
             self.render_messages(frame, body);
         }
@@ -382,11 +486,22 @@ impl App {
     fn render_title(&self, frame: &mut Frame, area: Rect) {
         let me = self.names.get(&self.me).map_or("", String::as_str);
         let online = self.contacts.iter().filter(|c| c.connected).count();
-        let mut left = format!(" p2pchat · {} · {online} connected", display(me));
+        let room = self.rooms.current_index();
+        let current = self.chats.current(room);
+        // Where typed lines go, unless it is #general.
+        let place = if *current == Said::general() {
+            String::new()
+        } else {
+            format!(" · {}", label(current))
+        };
+        let mut left = format!(" p2pchat · {}{place} · {online} connected", display(me));
         let mut right = "PgUp/PgDn scroll · /help · Ctrl-C quit ";
+        if self.chats.list(room).len() > 1 {
+            right = "Alt-1…9 Ctrl-N/P channel · PgUp/PgDn scroll · /help · Ctrl-C quit ";
+        }
         if self.rooms.several() {
             left = format!(
-                " p2pchat · {} · room {}",
+                " p2pchat · {} · room {}{place}",
                 display(me),
                 display(self.rooms.current())
             );
@@ -415,7 +530,7 @@ impl App {
     /// those: a long history costs nothing until it is scrolled to.
     fn render_messages(&self, frame: &mut Frame, area: Rect) {
         let (width, mut height) = (area.width as usize, area.height as usize);
-        let Conversation { items, anchor, .. } = self.current();
+        let Conversation { items, anchor } = self.current();
         let (bottom, mut below) = match *anchor {
             None => (Unbounded, 0),
             Some(anchor) => (
@@ -475,19 +590,74 @@ impl App {
                 let name = self.names.get(&message.author).unwrap_or(&message.name);
                 let mut style = Style::new()
                     .fg(NAME_COLOURS[message.author.as_bytes()[0] as usize % NAME_COLOURS.len()]);
+                let mut text = Style::new();
                 if message.author == self.me {
                     style = style.add_modifier(Modifier::BOLD);
+                } else if self.names_me(&message.text) {
+                    text = MENTION;
                 }
                 Line::from(vec![
                     Span::from(format!("{} ", clock(message.timestamp))).dark_gray(),
                     Span::styled(display(name), style),
-                    Span::from(format!("> {}", display(&message.text))),
+                    Span::styled(format!("> {}", display(&message.text)), text),
                 ])
             }
             Item::Notice(text) => Line::from(format!("   -- {}", display(text))).dark_gray(),
             Item::Warning(text) => Line::from(format!("    ! warning: {}", display(text))).yellow(),
             Item::Error(text) => Line::from(format!("    ! {}", display(text))).light_red(),
         }
+    }
+
+    /// Whether `text` names the user (by their current name).
+    fn names_me(&self, text: &str) -> bool {
+        self.names
+            .get(&self.me)
+            .is_some_and(|me| mentions(text, me))
+    }
+
+    /// The current room's conversations: the current one marked, the others with their count
+    /// of new lines and `!` when one of those names the user; the first nine numbered for
+    /// Alt-1…9; scrolled so the current one shows.
+    fn render_conversations(&self, frame: &mut Frame, area: Rect) {
+        let room = self.rooms.current_index();
+        let current = self.chats.current_index(room);
+        let lines: Vec<Line> = self
+            .chats
+            .list(room)
+            .iter()
+            .enumerate()
+            .map(|(index, conversation)| {
+                let number = if index < 9 {
+                    char::from(b'1' + index as u8)
+                } else {
+                    ' '
+                };
+                let name = label(&conversation.place);
+                if index == current {
+                    Line::from(format!("▸{number} {name}")).bold()
+                } else if conversation.unread > 0 {
+                    let marker = if conversation.mentioned { '!' } else { ' ' };
+                    let line = format!(
+                        "{marker}{number} {name} ({} new)",
+                        thousands(conversation.unread)
+                    );
+                    if conversation.mentioned {
+                        Line::from(line).style(MENTION)
+                    } else {
+                        Line::from(line).yellow()
+                    }
+                } else {
+                    Line::from(format!(" {number} {name}"))
+                }
+            })
+            .collect();
+        let block = Block::new()
+            .borders(Borders::LEFT | Borders::BOTTOM)
+            .title(" channels ");
+        let shown = block.inner(area).height as usize;
+        let scroll = (current + 1).saturating_sub(shown) as u16;
+        let list = Paragraph::new(lines).block(block).scroll((scroll, 0));
+        frame.render_widget(list, area);
     }
 
     /// The room list: the current room marked, the others with their count of new lines.
@@ -519,7 +689,7 @@ impl App {
     /// in it.
     fn people(&self) -> Vec<(&Contact, bool)> {
         let room = self.rooms.current();
-        let authors = &self.current().authors;
+        let authors = &self.lines[self.rooms.current_index()].authors;
         self.contacts
             .iter()
             .filter_map(|contact| {
@@ -822,6 +992,146 @@ mod tests {
             conversation(&app, 40, 12).last().map(String::as_str),
             Some("-- said in the current room")
         );
+    }
+
+    /// A message of `from` said at `place` of the LAN room.
+    fn said_at(place: Said, from: u8, name: &str, clock: u64, text: &str) -> Item {
+        let Item::Message(message) = message_at(from, name, clock, text) else {
+            unreachable!()
+        };
+        Item::Message(Message { place, ..message })
+    }
+
+    fn ops() -> Said {
+        Said::Channel("ops".into())
+    }
+
+    fn with_bob() -> Said {
+        Said::Direct {
+            with: author(2),
+            with_name: "bob".into(),
+        }
+    }
+
+    fn alt(c: char) -> KeyEvent {
+        KeyEvent::new(KeyCode::Char(c), KeyModifiers::ALT)
+    }
+
+    fn ctrl(c: char) -> KeyEvent {
+        KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL)
+    }
+
+    #[test]
+    fn each_conversation_has_its_lines_and_the_list_counts_what_is_unread() {
+        let mut app = App::new(author(1), one_room());
+        app.set_contacts(vec![
+            contact(1, "alice", false, None),
+            contact(2, "bob", true, None),
+        ]);
+        app.push(message_at(2, "bob", 1, "in general"));
+        let rows = screen(&app, 80, 12);
+        assert!(
+            !rows.iter().any(|r| r.contains("channels")),
+            "only #general: no list {rows:#?}"
+        );
+        app.push(said_at(ops(), 2, "bob", 2, "deploy?"));
+        app.push(said_at(ops(), 2, "bob", 3, "now"));
+        app.push(said_at(with_bob(), 2, "bob", 4, "psst"));
+        let rows = screen(&app, 80, 12);
+        assert!(rows[1].ends_with("│ channels"), "{rows:#?}");
+        assert!(rows[2].ends_with("│▸1 #general"), "{rows:#?}");
+        assert!(rows[3].ends_with("│ 2 #ops (2 new)"), "{rows:#?}");
+        assert!(rows[4].ends_with("│ 3 @bob (1 new)"), "{rows:#?}");
+        assert!(rows[6].ends_with("│ people (1 connected)"), "{rows:#?}");
+        let title = &screen(&app, 140, 12)[0];
+        assert!(title.contains("Alt-1…9 Ctrl-N/P channel"), "{title}");
+        assert_eq!(conversation(&app, 40, 12), ["bob> in general"]);
+
+        app.on_key(alt('2'));
+        assert_eq!(app.target(), ("lan".to_owned(), ops()));
+        assert_eq!(conversation(&app, 40, 12), ["bob> deploy?", "bob> now"]);
+        let rows = screen(&app, 80, 12);
+        assert!(rows[0].starts_with(" p2pchat · alice · #ops · 1 connected"));
+        assert!(rows[2].ends_with("│ 1 #general"), "{rows:#?}");
+        assert!(rows[3].ends_with("│▸2 #ops"), "read now: {rows:#?}");
+        app.push(Item::Notice("an answer".into()));
+        app.push(message_at(2, "bob", 5, "back in general"));
+        assert_eq!(
+            conversation(&app, 40, 12),
+            ["bob> deploy?", "bob> now", "-- an answer"],
+            "notices go to the current conversation"
+        );
+        assert!(screen(&app, 80, 12)[2].ends_with("│ 1 #general (1 new)"));
+
+        app.on_key(ctrl('n'));
+        assert_eq!(app.target().1, with_bob());
+        assert_eq!(conversation(&app, 40, 12), ["bob> psst"]);
+        app.on_key(ctrl('n'));
+        assert_eq!(app.target().1, Said::general(), "round the list");
+        assert_eq!(
+            conversation(&app, 40, 12),
+            ["bob> in general", "bob> back in general"]
+        );
+        app.on_key(ctrl('p'));
+        assert_eq!(app.target().1, with_bob());
+        app.on_key(alt('9'));
+        assert_eq!(app.target().1, with_bob(), "no ninth conversation: stays");
+    }
+
+    #[test]
+    fn a_line_naming_the_user_is_highlighted_and_marks_its_conversation() {
+        let mut app = App::new(author(1), one_room());
+        app.set_contacts(vec![contact(1, "alice", false, None)]);
+        app.push(said_at(ops(), 2, "bob", 2, "alice: look"));
+        app.push(said_at(ops(), 2, "bob", 3, "malice is no mention"));
+        app.push(message_at(2, "bob", 4, "@alice here too"));
+        app.push(message_at(1, "alice", 5, "alice says her own name"));
+        let mut terminal = Terminal::new(TestBackend::new(80, 10)).unwrap();
+        terminal.draw(|frame| app.render(frame)).unwrap();
+        let buffer = terminal.backend().buffer();
+        let style_at = |y: u16, text: &str| {
+            let row: String = (0..80).map(|x| buffer[(x, y)].symbol()).collect();
+            let x = row.find(text).unwrap_or_else(|| panic!("{text} in {row}"));
+            buffer[(row[..x].chars().count() as u16, y)].style()
+        };
+        assert_eq!(style_at(1, "here too").bg, Some(Color::LightYellow));
+        assert_ne!(style_at(2, "says her").bg, Some(Color::LightYellow));
+        let rows = screen(&app, 80, 10);
+        assert!(rows[3].ends_with("│!2 #ops (2 new)"), "{rows:#?}");
+        assert_eq!(style_at(3, "#ops").bg, Some(Color::LightYellow));
+        app.on_key(alt('2'));
+        let mut terminal = Terminal::new(TestBackend::new(80, 10)).unwrap();
+        terminal.draw(|frame| app.render(frame)).unwrap();
+        let buffer = terminal.backend().buffer();
+        let bg = |y: u16| buffer[(20, y)].style().bg;
+        assert_eq!(bg(1), Some(Color::LightYellow), "alice: look");
+        assert_ne!(bg(2), Some(Color::LightYellow), "malice");
+        assert!(screen(&app, 80, 10)[3].ends_with("│▸2 #ops"));
+    }
+
+    #[test]
+    fn the_bell_rings_for_new_mentions_and_direct_messages_when_on() {
+        let mut app = App::new(author(1), one_room());
+        app.set_contacts(vec![contact(1, "alice", false, None)]);
+        let Item::Message(newest) = message_at(2, "bob", 3, "stored") else {
+            unreachable!()
+        };
+        app.history_ends_at("lan", newest.history_key());
+        app.set_bell(true);
+        app.push(message_at(2, "bob", 2, "alice, stored before the start"));
+        app.push(said_at(with_bob(), 2, "bob", 3, "a stored direct message"));
+        assert!(!app.take_bell(), "what was stored is read already");
+        app.push(message_at(1, "alice", 4, "alice is me"));
+        app.push(message_at(2, "bob", 5, "no name in it"));
+        assert!(!app.take_bell(), "neither a mention nor direct");
+        app.push(message_at(2, "bob", 6, "hi alice"));
+        assert!(app.take_bell(), "a mention, in the current conversation too");
+        assert!(!app.take_bell(), "rung once");
+        app.push(said_at(with_bob(), 2, "bob", 7, "psst"));
+        assert!(app.take_bell(), "a direct message");
+        app.set_bell(false);
+        app.push(said_at(with_bob(), 2, "bob", 8, "alice?"));
+        assert!(!app.take_bell(), "off");
     }
 
     #[test]

@@ -490,7 +490,86 @@ mod tests {
     }
 
     #[test]
+    fn channel_and_direct_commands_parse() {
+        assert_eq!(command("/join #Ops"), Command::Join("ops".into()));
+        assert_eq!(command("/join lunch.v2"), Command::Join("lunch.v2".into()));
+        assert_eq!(command("/join #general"), Command::Join("general".into()));
+        assert_eq!(command("/part"), Command::Part);
+        assert_eq!(command("/channels"), Command::Channels);
+        assert_eq!(
+            command("/msg bob see you  at 5"),
+            Command::Msg {
+                to: "bob".into(),
+                text: "see you  at 5".into()
+            }
+        );
+        assert_eq!(
+            command("/msg \"Alice Smith\" hi"),
+            Command::Msg {
+                to: "Alice Smith".into(),
+                text: "hi".into()
+            }
+        );
+        assert_eq!(command("/dm bob#91d0e4"), Command::Dm("bob#91d0e4".into()));
+        assert_eq!(command("/dm \"Alice Smith\""), Command::Dm("Alice Smith".into()));
+        let Input::Invalid(why) = parse("/join #no way") else {
+            panic!("a channel name with a space is refused")
+        };
+        assert!(why.contains("#no way cannot be a channel"), "{why}");
+        for line in [
+            "/join",
+            "/join -ops",
+            &format!("/join {}", "c".repeat(33)),
+            "/part now",
+            "/channels all",
+            "/msg",
+            "/msg bob",
+            "/msg \"bob hi",
+            &format!("/msg bob {}", "x".repeat(5000)),
+            "/dm",
+        ] {
+            assert!(
+                matches!(parse(line), Input::Invalid(_)),
+                "{line:?} is refused"
+            );
+        }
+    }
+
+    #[test]
+    fn the_channel_list_marks_the_current_one_and_counts_the_others() {
+        let mut conversations = Conversations::new(1, "alice");
+        let message = |place: Place, text: &str| Message {
+            author: p2pchat_protocol::Author::from_bytes([2; 32]),
+            name: "bob".into(),
+            room: "lan".into(),
+            seq: 2,
+            clock: 5,
+            timestamp: 0,
+            place,
+            text: text.into(),
+        };
+        let ops = Place::Channel("ops".into());
+        conversations.seen(0, &message(ops.clone(), "alice?"), false);
+        conversations.seen(0, &message(ops, "now"), false);
+        let bob = Place::Direct {
+            with: p2pchat_protocol::Author::from_bytes([2; 32]),
+            with_name: "bob".into(),
+        };
+        conversations.seen(0, &message(bob, "psst"), false);
+        assert_eq!(
+            list(&conversations, 0),
+            "channels: #general (current), #ops (2 unread!), @bob (1 unread)"
+        );
+        conversations.switch(0, Place::Channel("lunch".into()));
+        assert_eq!(
+            list(&conversations, 0),
+            "channels: #general, #ops (2 unread!), @bob (1 unread), #lunch (current)"
+        );
+    }
+
+    #[test]
     fn lines_that_are_not_commands_are_messages() {
+
         assert_eq!(parse("hello /peers"), Input::Message("hello /peers".into()));
         assert_eq!(
             parse("//peers is a command"),

@@ -104,7 +104,7 @@ impl Tables {
                 .next_back()
                 .map(fjall::Guard::into_inner)
                 .transpose(),
-            Tables::Memory(maps) if is_empty(&from, &to) => Ok(None),
+            Tables::Memory(_) if is_empty(&from, &to) => Ok(None),
             Tables::Memory(maps) => Ok(read(maps)[table.index()]
                 .range::<Slice, _>((from, to))
                 .next_back()

@@ -505,10 +505,11 @@ mod in_a_cluster {
             .seed(13)
             .spawn()
             .await?;
-        cluster.connect(0, 1).await?;
-        cluster.wait_converged(DEADLINE).await?;
-        // node2 takes bob's name (its store never saw bob's), and meets alice.
+        // node2 takes bob's name (its store never saw bob's), and meets alice after bob.
         cluster.node(2).rename("node1")?;
+        cluster.connect(0, 1).await?;
+        let (alice, bob) = (cluster.node(0), cluster.node(1));
+        alice.wait_synced(bob, DEADLINE).await?;
         cluster.connect(0, 2).await?;
         cluster.wait_converged(DEADLINE).await?;
         let (alice, bob, impostor) = (cluster.node(0), cluster.node(1), cluster.node(2));

@@ -416,6 +416,12 @@ impl From<Body> for Outgoing {
     }
 }
 
+impl From<crate::dm::Letter> for Outgoing {
+    fn from(letter: crate::dm::Letter) -> Self {
+        Outgoing::Letter(letter)
+    }
+}
+
 /// Checks that `name` is usable as a user name: 1 to [`MAX_NAME_BYTES`] bytes, no control
 /// characters, no surrounding whitespace.
 pub fn check_name(name: &str) -> Result<(), DecodeError> {

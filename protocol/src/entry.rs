@@ -199,15 +199,38 @@ pub enum Body {
 impl Body {
     /// Appends the body's canonical encoding (known kinds only: an unknown one cannot be written).
     fn write(&self, out: &mut Vec<u8>) -> Result<(), DecodeError> {
-        let (kind, field) = match self {
-            Body::Profile { name } => ("profile", name),
-            Body::Text { text } => ("text", text),
-            Body::Unknown { .. } => return Err(DecodeError::InvalidBody),
-            Body::Post { .. } | Body::EncKey { .. } | Body::Direct(_) => todo!("new kinds"),
+        let head = |out: &mut Vec<u8>, items, kind| {
+            cbor::write_array(out, items);
+            cbor::write_text(out, kind);
         };
-        cbor::write_array(out, 2);
-        cbor::write_text(out, kind);
-        cbor::write_text(out, field);
+        match self {
+            Body::Profile { name } => {
+                head(out, 2, "profile");
+                cbor::write_text(out, name);
+            }
+            Body::Text { text } => {
+                head(out, 2, "text");
+                cbor::write_text(out, text);
+            }
+            Body::Post { channel, text } => {
+                head(out, 3, "post");
+                cbor::write_text(out, channel);
+                cbor::write_text(out, text);
+            }
+            Body::EncKey { key } => {
+                head(out, 2, "enckey");
+                cbor::write_bytes(out, key.as_bytes());
+            }
+            Body::Direct(sealed) => {
+                head(out, 6, "dm");
+                cbor::write_bytes(out, sealed.to.as_bytes());
+                cbor::write_bytes(out, &sealed.ephemeral);
+                cbor::write_bytes(out, &sealed.to_wrap);
+                cbor::write_bytes(out, &sealed.from_wrap);
+                cbor::write_bytes(out, &sealed.ciphertext);
+            }
+            Body::Unknown { .. } => return Err(DecodeError::InvalidBody),
+        }
         Ok(())
     }
 
@@ -221,20 +244,37 @@ impl Body {
         Ok(body)
     }
 
-    /// The fast path: a canonical `["profile", name]` or `["text", text]` and nothing after.
+    /// The fast path: a known kind of the right shape, canonically encoded, and nothing after.
+    /// Anything else (also every error) is left to [`Body::read_any`].
     fn read_known(bytes: &[u8]) -> Option<Self> {
         let mut reader = cbor::Reader::new(bytes);
-        if reader.array().ok()? != 2 {
-            return None;
-        }
-        let kind = reader.text().ok()?;
-        let field = reader.text().ok()?.to_owned();
+        let items = reader.array().ok()?;
+        let text = |reader: &mut cbor::Reader<'_>| reader.text().ok().map(str::to_owned);
+        let body = match (reader.text().ok()?, items) {
+            ("profile", 2) => Body::Profile {
+                name: text(&mut reader)?,
+            },
+            ("text", 2) => Body::Text {
+                text: text(&mut reader)?,
+            },
+            ("post", 3) => Body::Post {
+                channel: text(&mut reader)?,
+                text: text(&mut reader)?,
+            },
+            ("enckey", 2) => Body::EncKey {
+                key: crate::dm::EncKey::from_bytes(reader.bytes().ok()?.try_into().ok()?),
+            },
+            ("dm", 6) => Body::Direct(crate::dm::Sealed {
+                to: Author::from_bytes(reader.bytes().ok()?.try_into().ok()?),
+                ephemeral: reader.bytes().ok()?.try_into().ok()?,
+                to_wrap: reader.bytes().ok()?.try_into().ok()?,
+                from_wrap: reader.bytes().ok()?.try_into().ok()?,
+                ciphertext: reader.bytes().ok()?.to_vec(),
+            }),
+            _ => return None,
+        };
         reader.end().ok()?;
-        match kind {
-            "profile" => Some(Body::Profile { name: field }),
-            "text" => Some(Body::Text { text: field }),
-            _ => None,
-        }
+        Some(body)
     }
 
     /// Any other body (unknown kinds, and every malformed one): decoded as a generic CBOR
@@ -258,7 +298,32 @@ impl Body {
         Ok(match (kind.as_str(), &items[1..]) {
             ("profile", [Value::Text(name)]) => Body::Profile { name: name.clone() },
             ("text", [Value::Text(text)]) => Body::Text { text: text.clone() },
-            ("profile" | "text", _) => return Err(DecodeError::InvalidBody),
+            ("post", [Value::Text(channel), Value::Text(text)]) => Body::Post {
+                channel: channel.clone(),
+                text: text.clone(),
+            },
+            ("enckey", [Value::Bytes(key)]) => Body::EncKey {
+                key: crate::dm::EncKey::from_bytes(fixed(key)?),
+            },
+            (
+                "dm",
+                [
+                    Value::Bytes(to),
+                    Value::Bytes(ephemeral),
+                    Value::Bytes(to_wrap),
+                    Value::Bytes(from_wrap),
+                    Value::Bytes(ciphertext),
+                ],
+            ) => Body::Direct(crate::dm::Sealed {
+                to: Author::from_bytes(fixed(to)?),
+                ephemeral: fixed(ephemeral)?,
+                to_wrap: fixed(to_wrap)?,
+                from_wrap: fixed(from_wrap)?,
+                ciphertext: ciphertext.clone(),
+            }),
+            ("profile" | "text" | "post" | "enckey" | "dm", _) => {
+                return Err(DecodeError::InvalidBody);
+            }
             (other, _) => Body::Unknown {
                 kind: other.to_owned(),
             },
@@ -272,10 +337,34 @@ impl Body {
             Body::Text { text } if text.len() > MAX_TEXT_BYTES => {
                 Err(DecodeError::TextTooLong { len: text.len() })
             }
-            Body::Text { .. } | Body::Unknown { .. } => Ok(()),
-            Body::Post { .. } | Body::EncKey { .. } | Body::Direct(_) => todo!("new kinds"),
+            Body::Post { channel, text } => {
+                check_channel(channel)?;
+                if text.len() > MAX_TEXT_BYTES {
+                    return Err(DecodeError::TextTooLong { len: text.len() });
+                }
+                Ok(())
+            }
+            Body::Direct(sealed) if !DM_CIPHERTEXT_BYTES.contains(&sealed.ciphertext.len()) => {
+                Err(DecodeError::InvalidBody)
+            }
+            Body::Text { .. } | Body::EncKey { .. } | Body::Direct(_) | Body::Unknown { .. } => {
+                Ok(())
+            }
         }
     }
+}
+
+/// The sizes a direct message's ciphertext may have: a text of 0 to [`MAX_TEXT_BYTES`] bytes
+/// and its 16-byte tag.
+pub const DM_CIPHERTEXT_BYTES: std::ops::RangeInclusive<usize> =
+    crate::dm::TAG_BYTES..=MAX_TEXT_BYTES + crate::dm::TAG_BYTES;
+
+/// Most bytes in a channel's name.
+pub const MAX_CHANNEL_BYTES: usize = 32;
+
+/// A byte string of exactly `N` bytes, or the body is malformed.
+fn fixed<const N: usize>(bytes: &[u8]) -> Result<[u8; N], DecodeError> {
+    bytes.try_into().map_err(|_| DecodeError::InvalidBody)
 }
 
 /// The channel every text line without a channel belongs to.
@@ -284,8 +373,21 @@ pub const GENERAL: &str = "general";
 /// Checks that `channel` is usable as a channel name: 1 to 32 bytes of `a`–`z`, `0`–`9`, `-`,
 /// `_`, `.`, starting with a letter or digit, and not [`GENERAL`] (docs/protocol.md 2.3).
 pub fn check_channel(channel: &str) -> Result<(), DecodeError> {
-    let _ = channel;
-    todo!("channel rule")
+    let allowed = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(b);
+    let bytes = channel.as_bytes();
+    let starts_well = bytes
+        .first()
+        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if !starts_well
+        || bytes.len() > MAX_CHANNEL_BYTES
+        || !bytes.iter().all(allowed)
+        || channel == GENERAL
+    {
+        return Err(DecodeError::InvalidChannel {
+            channel: channel.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// What the node asks to be written as its next own entry: a body known now, or a direct
@@ -301,14 +403,22 @@ pub enum Outgoing {
 impl Outgoing {
     /// The body to sign as entry `seq` of `author`'s log in `room`.
     pub fn into_body(self, room: &RoomId, author: &Author, seq: u64) -> Result<Body, DecodeError> {
-        let _ = (room, author, seq);
-        todo!("outgoing")
+        match self {
+            Outgoing::Body(body) => Ok(body),
+            Outgoing::Letter(letter) => Ok(Body::Direct(letter.seal(room, author, seq)?)),
+        }
     }
 }
 
 impl From<Body> for Outgoing {
     fn from(body: Body) -> Self {
         Outgoing::Body(body)
+    }
+}
+
+impl From<crate::dm::Letter> for Outgoing {
+    fn from(letter: crate::dm::Letter) -> Self {
+        Outgoing::Letter(letter)
     }
 }
 
@@ -426,6 +536,18 @@ pub enum DecodeError {
         /// The rejected name.
         name: String,
     },
+    /// A post's channel breaks the channel rule (see [`check_channel`]).
+    #[error(
+        "{channel:?} is not a valid channel name (1 to {MAX_CHANNEL_BYTES} bytes of a-z, 0-9, \
+         '-', '_' and '.', starting with a letter or digit, and not {GENERAL:?})"
+    )]
+    InvalidChannel {
+        /// The rejected channel name.
+        channel: String,
+    },
+    /// A direct message cannot be sealed (when writing one).
+    #[error(transparent)]
+    Seal(#[from] crate::dm::SealError),
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, DecodeError> {
@@ -924,6 +1046,248 @@ mod tests {
         assert_eq!(
             Entry::decode(Bytes::from(signed_envelope(&payload))),
             Err(DecodeError::UnsupportedVersion(3))
+        );
+    }
+
+    fn sealed() -> crate::dm::Sealed {
+        crate::dm::Sealed {
+            to: Author::of(&key(2)),
+            ephemeral: [0xe1; 32],
+            to_wrap: [0x77; 48],
+            from_wrap: [0xf4; 48],
+            ciphertext: vec![0xcc; 20],
+        }
+    }
+
+    /// A body's encoding as `Entry::sign` writes it, read back from a signed entry.
+    fn written(body: Body) -> Vec<u8> {
+        let entry = Entry::sign(
+            &key(1),
+            Draft {
+                body,
+                ..text(1, None, "")
+            },
+        )
+        .unwrap();
+        let decoded = Entry::decode(entry.envelope().clone()).unwrap();
+        assert_eq!(decoded.body(), entry.body());
+        // The body is the tail of the payload, after the clock (`01` at clock 1).
+        let at = entry.payload.len() - body_len(entry.body());
+        entry.payload[at..].to_vec()
+    }
+
+    fn body_len(body: &Body) -> usize {
+        let mut out = Vec::new();
+        body.write(&mut out).unwrap();
+        out.len()
+    }
+
+    #[test]
+    fn new_kinds_round_trip_in_their_canonical_encoding() {
+        let post = Body::Post {
+            channel: "ops".into(),
+            text: "hi".into(),
+        };
+        let expected = [&[0x83, 0x64][..], b"post", &[0x63], b"ops", &[0x62], b"hi"].concat();
+        assert_eq!(written(post), expected);
+
+        let enc_key = Body::EncKey {
+            key: crate::dm::EncKey::from_bytes([0x42; 32]),
+        };
+        let expected = [&[0x82, 0x66][..], b"enckey", &[0x58, 0x20], &[0x42; 32]].concat();
+        assert_eq!(written(enc_key), expected);
+
+        let expected = [
+            &[0x86, 0x62][..],
+            b"dm",
+            &[0x58, 0x20],
+            Author::of(&key(2)).as_bytes(),
+            &[0x58, 0x20],
+            &[0xe1; 32],
+            &[0x58, 0x30],
+            &[0x77; 48],
+            &[0x58, 0x30],
+            &[0xf4; 48],
+            &[0x54],
+            &[0xcc; 20],
+        ]
+        .concat();
+        assert_eq!(written(Body::Direct(sealed())), expected);
+    }
+
+    fn decode_body(body: &[u8]) -> Result<Body, DecodeError> {
+        Entry::decode(Bytes::from(signed_envelope(&payload_with_body(body))))
+            .map(|entry| entry.body().clone())
+    }
+
+    /// `[kind, items…]` as canonical CBOR, through the generic encoder.
+    fn generic(kind: &str, items: Vec<Value>) -> Vec<u8> {
+        let mut all = vec![Value::Text(kind.into())];
+        all.extend(items);
+        encode(&Value::Array(all)).unwrap()
+    }
+
+    #[test]
+    fn new_kinds_of_the_wrong_shape_are_invalid() {
+        let text = |t: &str| Value::Text(t.into());
+        let bytes = |n: usize| Value::Bytes(vec![0x11; n]);
+        let dm = |sizes: [usize; 5]| sizes.map(bytes).to_vec();
+        let wrong = [
+            generic("post", vec![text("ops")]),
+            generic("post", vec![text("ops"), text("hi"), text("again")]),
+            generic("post", vec![text("ops"), bytes(2)]),
+            generic("post", vec![bytes(3), text("hi")]),
+            generic("enckey", vec![]),
+            generic("enckey", vec![bytes(31)]),
+            generic("enckey", vec![bytes(33)]),
+            generic("enckey", vec![text("key")]),
+            generic("enckey", vec![bytes(32), bytes(32)]),
+            generic("dm", dm([32, 32, 48, 48, 16])[..4].to_vec()),
+            generic("dm", [dm([32, 32, 48, 48, 16]), vec![bytes(1)]].concat()),
+            generic("dm", dm([31, 32, 48, 48, 16])),
+            generic("dm", dm([32, 33, 48, 48, 16])),
+            generic("dm", dm([32, 32, 47, 48, 16])),
+            generic("dm", dm([32, 32, 48, 49, 16])),
+            generic("dm", dm([32, 32, 48, 48, 15])),
+            generic("dm", dm([32, 32, 48, 48, MAX_TEXT_BYTES + 17])),
+            generic(
+                "dm",
+                [vec![text("to")], dm([32, 48, 48, 16, 0])[..4].to_vec()].concat(),
+            ),
+        ];
+        for body in wrong {
+            assert_eq!(
+                decode_body(&body),
+                Err(DecodeError::InvalidBody),
+                "{body:02x?}"
+            );
+        }
+        // The same sizes at the edges are fine.
+        for len in [16, MAX_TEXT_BYTES + 16] {
+            let body = generic("dm", dm([32, 32, 48, 48, len]));
+            assert!(matches!(decode_body(&body), Ok(Body::Direct(_))));
+        }
+        // And a post's text has the text limit.
+        let long = generic(
+            "post",
+            vec![text("ops"), text(&"x".repeat(MAX_TEXT_BYTES + 1))],
+        );
+        assert_eq!(
+            decode_body(&long),
+            Err(DecodeError::TextTooLong {
+                len: MAX_TEXT_BYTES + 1
+            })
+        );
+    }
+
+    #[test]
+    fn new_kinds_written_non_canonically_are_refused() {
+        // ["post", "ops", "hi"] with the text's length head stretched (0x78 0x02).
+        let body = [
+            &[0x83, 0x64][..],
+            b"post",
+            &[0x63],
+            b"ops",
+            &[0x78, 0x02],
+            b"hi",
+        ]
+        .concat();
+        assert_eq!(decode_body(&body), Err(DecodeError::NonCanonical));
+        // ["enckey", key] with the key's length as 0x59 0x0020.
+        let body = [
+            &[0x82, 0x66][..],
+            b"enckey",
+            &[0x59, 0x00, 0x20],
+            &[0x42; 32],
+        ]
+        .concat();
+        assert_eq!(decode_body(&body), Err(DecodeError::NonCanonical));
+    }
+
+    #[test]
+    fn the_channel_rule() {
+        let longest = "c".repeat(MAX_CHANNEL_BYTES);
+        for good in ["ops", "a", "0day", "a-b_c.d", "generals", longest.as_str()] {
+            assert_eq!(check_channel(good), Ok(()), "{good:?}");
+            let body = generic(
+                "post",
+                vec![Value::Text(good.into()), Value::Text("x".into())],
+            );
+            assert!(matches!(decode_body(&body), Ok(Body::Post { .. })));
+        }
+        let too_long = "c".repeat(MAX_CHANNEL_BYTES + 1);
+        for bad in [
+            "",
+            "general",
+            "Ops",
+            "-ops",
+            ".ops",
+            "_ops",
+            "ops!",
+            "o ps",
+            "café",
+            "#ops",
+            too_long.as_str(),
+        ] {
+            let refused = DecodeError::InvalidChannel {
+                channel: bad.to_owned(),
+            };
+            assert_eq!(check_channel(bad), Err(refused.clone()), "{bad:?}");
+            let body = generic(
+                "post",
+                vec![Value::Text(bad.into()), Value::Text("x".into())],
+            );
+            assert_eq!(decode_body(&body), Err(refused.clone()), "{bad:?}");
+            let draft = Draft {
+                body: Body::Post {
+                    channel: bad.into(),
+                    text: "x".into(),
+                },
+                ..text(1, None, "")
+            };
+            assert_eq!(Entry::sign(&key(1), draft).unwrap_err(), refused);
+        }
+    }
+
+    #[test]
+    fn an_outgoing_letter_is_sealed_at_its_place() {
+        use crate::dm::{DmSecret, EncKey, Letter, SealError};
+        let (alice, bob) = (Author::of(&key(1)), Author::of(&key(2)));
+        let letter = Letter {
+            to: bob,
+            to_key: DmSecret::derive(&key(2)).public(),
+            from_key: DmSecret::derive(&key(1)).public(),
+            text: "psst".into(),
+            randomness: [9; 64],
+        };
+        let body = Outgoing::Letter(letter.clone())
+            .into_body(&room(), &alice, 7)
+            .unwrap();
+        let Body::Direct(sealed) = &body else {
+            panic!("a letter becomes a dm: {body:?}");
+        };
+        let bob_secret = DmSecret::derive(&key(2));
+        assert_eq!(
+            sealed
+                .open(&bob_secret, &bob, &room(), &alice, 7)
+                .as_deref(),
+            Ok("psst")
+        );
+        assert!(sealed.open(&bob_secret, &bob, &room(), &alice, 8).is_err());
+
+        let plain = Body::Text { text: "hi".into() };
+        assert_eq!(
+            Outgoing::from(plain.clone()).into_body(&room(), &alice, 7),
+            Ok(plain)
+        );
+
+        let weak = Letter {
+            to_key: EncKey::from_bytes([0; 32]),
+            ..letter
+        };
+        assert_eq!(
+            Outgoing::Letter(weak).into_body(&room(), &alice, 7),
+            Err(DecodeError::Seal(SealError::WeakKey))
         );
     }
 }

@@ -4,6 +4,7 @@
 //! decoders are fuzzed in `fuzz/` (see docs/reliability.md).
 
 use bytes::Bytes;
+use p2pchat_protocol::dm::{EncKey, Sealed};
 use p2pchat_protocol::limits::{
     MAX_BATCH_ENTRIES, MAX_MESSAGE_NOTES, MAX_QUERY_RANGES, MAX_REPLY_HEADS, MAX_ROUTE_AUTHORS,
 };
@@ -28,6 +29,27 @@ fn body() -> impl Strategy<Value = Body> {
         "[a-z]{1,20}".prop_map(|name| Body::Profile { name }),
         any::<String>().prop_filter_map("over the text limit", |text| (text.len() <= 4096)
             .then_some(Body::Text { text })),
+        ("[a-z0-9][a-z0-9._-]{0,31}", any::<String>()).prop_filter_map(
+            "not a channel, or over the text limit",
+            |(channel, text)| (channel != "general" && text.len() <= 4096)
+                .then_some(Body::Post { channel, text })
+        ),
+        any::<[u8; 32]>().prop_map(|key| Body::EncKey {
+            key: EncKey::from_bytes(key)
+        }),
+        (
+            any::<[u8; 32]>(),
+            any::<[u8; 32]>(),
+            any::<u8>(),
+            proptest::collection::vec(any::<u8>(), 16..300)
+        )
+            .prop_map(|(to, ephemeral, wrap, ciphertext)| Body::Direct(Sealed {
+                to: Author::from_bytes(to),
+                ephemeral,
+                to_wrap: [wrap; 48],
+                from_wrap: [!wrap; 48],
+                ciphertext,
+            })),
     ]
 }
 
@@ -301,7 +323,50 @@ mod oracle {
                 ok.then(|| name.clone())?.into()
             }
             ("text", [Value::Text(text)]) => (text.len() <= 4096).then(|| text.clone())?.into(),
-            ("profile" | "text", _) => return None,
+            ("post", [Value::Text(channel), Value::Text(text)]) => {
+                let ok = (1..=32).contains(&channel.len())
+                    && channel.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                    && channel
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c))
+                    && channel != "general"
+                    && text.len() <= 4096;
+                ok.then(|| format!("{channel}/{text}"))?.into()
+            }
+            ("enckey", [Value::Bytes(key)]) => (key.len() == 32).then(|| super::hex(key))?.into(),
+            (
+                "dm",
+                items @ [
+                    Value::Bytes(_),
+                    Value::Bytes(_),
+                    Value::Bytes(_),
+                    Value::Bytes(_),
+                    Value::Bytes(_),
+                ],
+            ) => {
+                let fields: Vec<&Vec<u8>> = items
+                    .iter()
+                    .filter_map(|item| match item {
+                        Value::Bytes(bytes) => Some(bytes),
+                        _ => None,
+                    })
+                    .collect();
+                let sizes_ok = fields[0].len() == 32
+                    && fields[1].len() == 32
+                    && fields[2].len() == 48
+                    && fields[3].len() == 48
+                    && (16..=4112).contains(&fields[4].len());
+                sizes_ok
+                    .then(|| {
+                        fields
+                            .iter()
+                            .map(|f| super::hex(f))
+                            .collect::<Vec<_>>()
+                            .join("/")
+                    })?
+                    .into()
+            }
+            ("profile" | "text" | "post" | "enckey" | "dm", _) => return None,
             _ => None,
         };
         Some((
@@ -318,10 +383,27 @@ mod oracle {
     }
 }
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn fields_of(entry: &Entry) -> oracle::Fields {
     let (kind, field) = match entry.body() {
         Body::Profile { name } => ("profile".to_owned(), Some(name.clone())),
         Body::Text { text } => ("text".to_owned(), Some(text.clone())),
+        Body::Post { channel, text } => ("post".to_owned(), Some(format!("{channel}/{text}"))),
+        Body::EncKey { key } => ("enckey".to_owned(), Some(hex(key.as_bytes()))),
+        Body::Direct(sealed) => {
+            let fields: [&[u8]; 5] = [
+                sealed.to.as_bytes(),
+                &sealed.ephemeral,
+                &sealed.to_wrap,
+                &sealed.from_wrap,
+                &sealed.ciphertext,
+            ];
+            let field = fields.map(hex).join("/");
+            ("dm".to_owned(), Some(field))
+        }
         Body::Unknown { kind } => (kind.clone(), None),
         _ => unreachable!("no other kinds"),
     };

@@ -12,6 +12,7 @@
 //! | `names`   | author (32)                      | latest profile name (UTF-8)    |
 //! | `forks`   | author (32) ‖ seq (u64 BE)       | the second, conflicting entry  |
 //! | `pins`    | name (UTF-8)                     | author (32) first seen with it |
+//! | `enckeys` | author (32) ‖ seq (u64 BE)       | the X25519 key of an `enckey` entry (32) |
 //!
 //! Every write is one atomic batch: entries and their log's head move together. Heads, names
 //! and pins are cached in memory, so start-up reads a few rows per author, never the logs
@@ -393,6 +394,7 @@ impl Store {
             keyspace(Table::Names)?,
             keyspace(Table::Forks)?,
             keyspace(Table::Pins)?,
+            keyspace(Table::EncKeys)?,
         ];
         let store = Self::new(Some(dir.to_owned()), room, Tables::Fjall { db, keyspaces });
         if load {
@@ -671,8 +673,16 @@ impl Store {
         &self,
         author: &Author,
     ) -> Result<Option<p2pchat_protocol::dm::EncKey>, StoreError> {
-        let _ = author;
-        todo!("storage: enc_key")
+        if self.cache().refused.contains_key(author) {
+            return Ok(None);
+        }
+        let (first, last) = (entry_key(author, 0), entry_key(author, u64::MAX));
+        let range = Slice::from(&first[..])..=Slice::from(&last[..]);
+        let Some((_, key)) = self.engine(self.tables.last(Table::EncKeys, range))? else {
+            return Ok(None);
+        };
+        let key = <[u8; 32]>::try_from(&key[..]).map_err(|_| self.bad_row())?;
+        Ok(Some(p2pchat_protocol::dm::EncKey::from_bytes(key)))
     }
 
     /// Signs `bodies` as the next entries of `key`'s own log and stores them all in one atomic,
@@ -727,6 +737,9 @@ impl Store {
     fn put(&self, batch: &mut tables::Batch<'_>, entry: &Entry, new_pins: &mut NewPins) {
         let key = entry_key(&entry.author(), entry.seq());
         batch.insert(Table::Entries, key, &entry.envelope()[..]);
+        if let Body::EncKey { key: enc_key } = entry.body() {
+            batch.insert(Table::EncKeys, key, enc_key.as_bytes());
+        }
         if let Body::Profile { name } = entry.body() {
             batch.insert(Table::Names, entry.author().as_bytes(), name.as_bytes());
             if self.pinned(name).is_none() && !new_pins.contains_key(name) {

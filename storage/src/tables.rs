@@ -1,4 +1,4 @@
-//! The five tables of a store (the crate docs list them), on fjall or in memory: the few
+//! The six tables of a store (the crate docs list them), on fjall or in memory: the few
 //! operations the store makes of them (get, ordered reads of a key range, atomic batches), so
 //! the store's logic has one code path for both.
 
@@ -16,6 +16,7 @@ pub(crate) enum Table {
     Names,
     Forks,
     Pins,
+    EncKeys,
 }
 
 impl Table {
@@ -27,6 +28,7 @@ impl Table {
             Table::Names => "names",
             Table::Forks => "forks",
             Table::Pins => "pins",
+            Table::EncKeys => "enckeys",
         }
     }
 
@@ -37,14 +39,14 @@ impl Table {
 }
 
 /// An ordered map from key bytes to value bytes, per table.
-type Maps = [BTreeMap<Slice, Slice>; 5];
+type Maps = [BTreeMap<Slice, Slice>; 6];
 
 /// Where a store's tables live.
 pub(crate) enum Tables {
     /// fjall keyspaces of one database on disk, in the order of [`Table`]'s variants.
     Fjall {
         db: Database,
-        keyspaces: [Keyspace; 5],
+        keyspaces: [Keyspace; 6],
     },
     /// Ordered maps in memory, behind one lock, so a batch is seen whole or not at all.
     Memory(RwLock<Maps>),
@@ -86,6 +88,27 @@ impl Tables {
                 to,
                 ahead: VecDeque::new(),
             },
+        }
+    }
+
+    /// The row of `table` with the largest key in `range`.
+    pub(crate) fn last(
+        &self,
+        table: Table,
+        range: impl RangeBounds<Slice>,
+    ) -> fjall::Result<Option<KvPair>> {
+        let (from, to) = (range.start_bound().cloned(), range.end_bound().cloned());
+        match self {
+            Tables::Fjall { keyspaces, .. } => keyspaces[table.index()]
+                .range((from, to))
+                .next_back()
+                .map(fjall::Guard::into_inner)
+                .transpose(),
+            Tables::Memory(_) if is_empty(&from, &to) => Ok(None),
+            Tables::Memory(maps) => Ok(read(maps)[table.index()]
+                .range::<Slice, _>((from, to))
+                .next_back()
+                .map(|(key, value)| (key.clone(), value.clone()))),
         }
     }
 

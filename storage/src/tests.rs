@@ -1040,3 +1040,88 @@ fn a_follower_is_told_only_the_logs_that_moved() {
         assert_eq!(store.heads_moved_since(now).0, vec![(Author::of(&a), 4)]);
     });
 }
+
+fn enc_key(byte: u8) -> Body {
+    Body::EncKey {
+        key: p2pchat_protocol::dm::EncKey::from_bytes([byte; 32]),
+    }
+}
+
+#[test]
+fn an_authors_enc_key_is_the_one_of_its_highest_seq() {
+    each_backend(|stores| {
+        let store = stores.open(room());
+        let (alice, bob) = (key(1), key(2));
+        let author = Author::of(&alice);
+        assert_eq!(store.enc_key(&author).unwrap(), None);
+        store.append_own(&alice, profile("alice"), 1).unwrap();
+        assert_eq!(store.enc_key(&author).unwrap(), None);
+        store.append_own(&alice, enc_key(0xa1), 2).unwrap();
+        let key_a1 = p2pchat_protocol::dm::EncKey::from_bytes([0xa1; 32]);
+        assert_eq!(store.enc_key(&author).unwrap(), Some(key_a1));
+        // Several in one batch: the last one counts, and lines after it change nothing.
+        let batch = [enc_key(0xb2), text("between"), enc_key(0xc3), text("after")];
+        store.append_own_many(&alice, batch, 3).unwrap();
+        let key_c3 = p2pchat_protocol::dm::EncKey::from_bytes([0xc3; 32]);
+        assert_eq!(store.enc_key(&author).unwrap(), Some(key_c3));
+        assert_eq!(store.enc_key(&Author::of(&bob)).unwrap(), None);
+
+        // A peer that receives the log, in two batches, finds the same key.
+        let all = store.range(&author, 1, 100, usize::MAX).unwrap();
+        let copy = stores.open(room());
+        copy.insert_remote(author, envelopes(&all[..2])).unwrap();
+        assert_eq!(copy.enc_key(&author).unwrap(), Some(key_a1));
+        copy.insert_remote(author, envelopes(&all[2..])).unwrap();
+        assert_eq!(copy.enc_key(&author).unwrap(), Some(key_c3));
+    });
+}
+
+#[test]
+fn enc_keys_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let alice = key(1);
+    {
+        let store = Store::open(dir.path(), room()).unwrap();
+        store
+            .append_own_many(&alice, [profile("alice"), enc_key(0x5e)], 1)
+            .unwrap();
+    }
+    let store = Store::open(dir.path(), room()).unwrap();
+    assert_eq!(
+        store.enc_key(&Author::of(&alice)).unwrap(),
+        Some(p2pchat_protocol::dm::EncKey::from_bytes([0x5e; 32]))
+    );
+}
+
+#[test]
+fn a_letter_is_sealed_at_the_seq_it_is_stored_at() {
+    use p2pchat_protocol::dm::{DmSecret, Letter};
+    each_backend(|stores| {
+        let store = stores.open(room());
+        let (alice, bob) = (key(1), key(2));
+        store.append_own(&alice, profile("alice"), 1).unwrap();
+        let letter = Letter {
+            to: Author::of(&bob),
+            to_key: DmSecret::derive(&bob).public(),
+            from_key: DmSecret::derive(&alice).public(),
+            text: "for bob only".into(),
+            randomness: [3; 64],
+        };
+        let stored = store
+            .append_own_many(&alice, [Outgoing::from(text("hi")), letter.into()], 2)
+            .unwrap();
+        let dm = &stored[1];
+        assert_eq!(dm.seq(), 3);
+        let Body::Direct(sealed) = dm.body() else {
+            panic!("a dm is stored: {:?}", dm.body());
+        };
+        let bob_secret = DmSecret::derive(&bob);
+        let read = sealed.open(&bob_secret, &Author::of(&bob), &room(), &dm.author(), 3);
+        assert_eq!(read.as_deref(), Ok("for bob only"));
+        // The stored entry is what a peer accepts.
+        let copy = stores.open(room());
+        let all = store.range(&dm.author(), 1, 10, usize::MAX).unwrap();
+        let inserted = copy.insert_remote(dm.author(), envelopes(&all)).unwrap();
+        assert_eq!((inserted.stored.len(), inserted.rejected), (3, None));
+    });
+}

@@ -139,6 +139,10 @@ fn the_previous_releases_logs_go_to_the_first_room_located_and_only_to_it() -> a
             store.verify().iter().all(|log| log.is_ok()),
             "every log verifies in its room"
         );
+        // Its logs publish no encryption key yet (the old release wrote none).
+        for author in store.heads().keys() {
+            assert_eq!(store.enc_key(author)?, None);
+        }
         // Alice goes on typing there: format 2 entries of that room, on top of her old log.
         let key = p2pchat_node::identity::load_or_create(&dir)?;
         let author = p2pchat_protocol::Author::of(&key);
@@ -157,6 +161,10 @@ fn the_previous_releases_logs_go_to_the_first_room_located_and_only_to_it() -> a
             Some("typed in team after the upgrade")
         );
         assert_eq!(texts.len(), LINES + 1);
+        // And publishes her encryption key in it.
+        let enc_key = p2pchat_protocol::dm::DmSecret::derive(&key).public();
+        store.append_own(&key, Body::EncKey { key: enc_key }, now + 1)?;
+        assert_eq!(store.enc_key(&author)?, Some(enc_key));
     }
     // A second room in the same data directory sees none of them.
     let second = locate(&dir, &lan.id())?;

@@ -1504,8 +1504,8 @@ mod tests {
         );
         assert_eq!(
             bob.heads().get(&alice.author()),
-            Some(&2),
-            "her profile and her line"
+            Some(&3),
+            "her profile, her encryption key and her line"
         );
         bob.shutdown().await;
         alice.shutdown().await;
@@ -1524,7 +1524,7 @@ mod tests {
             .await
             .unwrap();
         node.send("kept in memory").unwrap();
-        assert_eq!(node.heads().get(&node.author()), Some(&2));
+        assert_eq!(node.heads().get(&node.author()), Some(&3));
         node.shutdown().await;
         assert!(
             !unused.exists(),
@@ -1573,7 +1573,7 @@ mod tests {
             "the first room"
         );
         let sent = node.send_in("lan", "in the LAN room").unwrap().unwrap();
-        assert_eq!((sent.room.as_str(), sent.seq), ("lan", 2));
+        assert_eq!((sent.room.as_str(), sent.seq), ("lan", 3));
         node.shutdown().await;
 
         let again = start(&dir, &[Room::lan(), rooms[0].clone()]).await;

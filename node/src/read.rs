@@ -137,3 +137,5 @@ impl Message {
         })
     }
 }
+#[cfg(test)]
+mod tests;

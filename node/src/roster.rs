@@ -429,7 +429,10 @@ mod tests {
         assert_eq!(contacts.len(), 1);
         assert_eq!(contacts[0].name, "alicia");
         assert!(contacts[0].is_self && !contacts[0].connected);
-        assert_eq!(contacts[0].held, 5, "profile, three lines, new profile");
+        assert_eq!(
+            contacts[0].held, 6,
+            "profile, encryption key, three lines, new profile"
+        );
         assert_eq!(
             alice.history(1).await.unwrap()[0].name,
             "alicia",
@@ -503,8 +506,8 @@ mod tests {
         );
         assert_eq!(
             again.heads().get(&again.author()),
-            Some(&2),
-            "profile, nick, and no profile written at start-up"
+            Some(&3),
+            "profile, encryption key, nick, and nothing written at start-up"
         );
         again.shutdown().await;
     }

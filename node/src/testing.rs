@@ -573,8 +573,8 @@ mod tests {
         let heads = cluster.node(19).heads();
         assert_eq!(heads.len(), 20, "every author's log");
         assert!(
-            heads.values().all(|&seq| seq == 2),
-            "profile and line: {heads:?}"
+            heads.values().all(|&seq| seq == 3),
+            "profile, encryption key and line: {heads:?}"
         );
         cluster.shutdown().await;
         Ok(())
@@ -591,7 +591,7 @@ mod tests {
         cluster.node(3).send("right").expect("sent");
         // Within one side it still flows, across it does not.
         let deadline = tokio::time::Instant::now() + DEADLINE;
-        while cluster.node(1).heads().get(&left) != Some(&2) {
+        while cluster.node(1).heads().get(&left) != Some(&3) {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "node1 never got node0's line"
@@ -603,8 +603,8 @@ mod tests {
             .await
             .expect_err("cut in two");
         let words = error.to_string();
-        assert!(words.contains("node2 lacks node0's seqs 2..=2"), "{words}");
-        assert!(words.contains("node0 lacks node3's seqs 2..=2"), "{words}");
+        assert!(words.contains("node2 lacks node0's seqs 3..=3"), "{words}");
+        assert!(words.contains("node0 lacks node3's seqs 3..=3"), "{words}");
         cluster.heal().await?;
         cluster.wait_converged(DEADLINE).await?;
         cluster.shutdown().await;
@@ -631,7 +631,7 @@ mod tests {
         assert_eq!(error.missing.len(), 1, "{error}");
         let words = error.to_string();
         let lacks = format!(
-            "lacks room lan: #{} seqs 2..=2",
+            "lacks room lan: #{} seqs 3..=3",
             first.author().fingerprint()
         );
         assert!(words.contains(&lacks), "{words}");

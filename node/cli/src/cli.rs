@@ -62,9 +62,12 @@ pub enum Command {
     },
     /// Print every message this user holds in the rooms given (--room, --room-key; default the
     /// LAN room), from every author, in merged order, room after room (with several rooms, each
-    /// text line starts with `[ROOM] `). Stop the
+    /// text line starts with `[ROOM] `): every channel's lines (`#CHANNEL NAME> TEXT` outside
+    /// #general) and the user's direct messages, decrypted (`@OTHER NAME> TEXT`). Stop the
     /// user's chat first (one process per data directory); inside a chat, use /history.
     #[command(after_help = "Examples:\n  p2pchat export --name alice > chat.txt\n  \
+                            p2pchat export --name alice --channel ops\n  \
+                            p2pchat export --name alice --dm bob\n  \
                             p2pchat export --name alice --format ndjson | jq -r .text")]
     Export {
         /// Whose data to read.
@@ -77,6 +80,13 @@ pub enum Command {
         /// `ndjson`: one `message` event per line (docs/json-events.md).
         #[arg(long, value_enum, default_value_t = ExportFormat::Text)]
         format: ExportFormat,
+        /// Only the lines of this channel (`ops` or `#ops`; `general`: the lines without one).
+        #[arg(long, value_name = "NAME", value_parser = parse_channel, conflicts_with = "dm")]
+        channel: Option<String>,
+        /// Only the direct messages with this person: their name as shown, or
+        /// `name#fingerprint`.
+        #[arg(long, value_name = "NAME", value_parser = parse_name)]
+        dm: Option<String>,
         /// The rooms to print, room after room (default: the LAN room); with several, each text
         /// line starts with `[ROOM] `.
         #[command(flatten)]
@@ -319,6 +329,11 @@ fn parse_room(name: &str) -> Result<String, String> {
 }
 
 /// A `--name` that follows the name rule (the one peers check profiles against).
+/// A channel's name as `--channel` takes it (`#Ops` is `ops`).
+fn parse_channel(channel: &str) -> Result<String, String> {
+    crate::ui::commands::a_channel(channel)
+}
+
 fn parse_name(name: &str) -> Result<String, String> {
     check_name(name)
         .map(|()| name.to_owned())
@@ -412,6 +427,21 @@ mod tests {
                 ..
             })
         ));
+        let one = |args: &[&str]| {
+            let base = ["p2pchat", "export", "--name", "alice"];
+            Cli::try_parse_from(base.iter().chain(args)).map(|cli| cli.command)
+        };
+        assert!(matches!(
+            one(&["--channel", "#Ops"]),
+            Ok(Some(Command::Export { channel: Some(c), dm: None, .. })) if c == "ops"
+        ));
+        assert!(matches!(
+            one(&["--dm", "bob#91d0e4"]),
+            Ok(Some(Command::Export { channel: None, dm: Some(d), .. })) if d == "bob#91d0e4"
+        ));
+        assert!(one(&["--channel", "no spaces"]).is_err());
+        assert!(one(&["--channel", "ops", "--dm", "bob"]).is_err());
+
         assert!(Cli::try_parse_from(["p2pchat", "id", "--name", "alice"]).is_ok());
         let doctor = Cli::try_parse_from(["p2pchat", "doctor", "--name", "a", "--repair"]).unwrap();
         assert!(matches!(

@@ -33,10 +33,15 @@ fn main() -> ExitCode {
             name,
             data_dir,
             format,
+            channel,
+            dm,
             rooms,
-        }) => rooms
-            .rooms_or_lan()
-            .and_then(|rooms| export(&name, data_dir.as_ref(), format, &rooms)),
+        }) => {
+            let only = Only { channel, dm };
+            rooms
+                .rooms_or_lan()
+                .and_then(|rooms| export(&name, data_dir.as_ref(), format, &only, &rooms))
+        }
         Some(Command::Id { name, data_dir }) => id(&name, data_dir.as_ref()),
         Some(Command::Doctor {
             name,
@@ -111,18 +116,42 @@ fn lines(n: u64) -> String {
     }
 }
 
-/// `p2pchat export`: every message of each room, room after room.
+/// Which messages `p2pchat export` prints: one channel's, one direct conversation's, or all.
+struct Only {
+    /// A channel's name.
+    channel: Option<String>,
+    /// The other party of a direct conversation: a name as shown, or `name#fingerprint`.
+    dm: Option<String>,
+}
+
+impl Only {
+    /// Whether `message` is to be printed.
+    fn wants(&self, message: &p2pchat_node::Message) -> bool {
+        use p2pchat_node::Place;
+        match (&self.channel, &self.dm, &message.place) {
+            (Some(wanted), _, Place::Channel(channel)) => wanted == channel,
+            (_, Some(wanted), Place::Direct { with, with_name }) => {
+                wanted == with_name || *wanted == format!("{with_name}#{}", with.fingerprint())
+            }
+            (None, None, _) => true,
+            _ => false,
+        }
+    }
+}
+
+/// `p2pchat export`: every message of each room (or those `only` wants), room after room.
 fn export(
     name: &str,
     data_dir: Option<&PathBuf>,
     format: ExportFormat,
+    only: &Only,
     rooms: &[Room],
 ) -> Result<(), NodeError> {
     let dir = cli::data_dir(name, data_dir)?;
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     for room in rooms {
         let several = rooms.len() > 1;
-        if !export_room(&dir, room, format, several, &mut stdout)? {
+        if !export_room(&dir, room, format, only, several, &mut stdout)? {
             return Ok(()); // the reader has gone (say, `| head`): nothing more to do
         }
     }
@@ -130,12 +159,13 @@ fn export(
     Ok(())
 }
 
-/// Writes every message of `room` to `out`, each text line prefixed with its room when
-/// `several`; `false` when the reader has gone.
+/// Writes every message of `room` that `only` wants to `out`, each text line prefixed with its
+/// room when `several`; `false` when the reader has gone.
 fn export_room(
     dir: &std::path::Path,
     room: &Room,
     format: ExportFormat,
+    only: &Only,
     several: bool,
     stdout: &mut impl Write,
 ) -> Result<bool, NodeError> {
@@ -169,7 +199,11 @@ fn export_room(
                 continue;
             }
             written = Some(position);
+            if !only.wants(&message) {
+                continue;
+            }
             let line = match format {
+
                 ExportFormat::Text if several => {
                     format!("[{}] {}", room.label(), ui::format::history_line(&message))
                 }

@@ -127,6 +127,17 @@ impl Conversations {
         }
     }
 
+    /// Makes current, in each room, the conversation current in `changed`: a copy a command
+    /// switched (`/join`, `/dm`) while this one went on noting messages.
+    pub fn follow(&mut self, changed: &Conversations) {
+        for room in 0..self.rooms.len().min(changed.rooms.len()) {
+            let wanted = changed.current(room);
+            if !same(self.current(room), wanted) {
+                self.switch(room, wanted.clone());
+            }
+        }
+    }
+
     /// The conversations of room `room`, in order.
     pub fn list(&self, room: usize) -> &[Conversation] {
         self.rooms.get(room).map_or(&[], |state| &state.known)
@@ -267,5 +278,18 @@ mod tests {
         assert_eq!(c.list(0).len(), 2);
         assert_eq!(label(&c.list(0)[1].place), "@robert");
         assert_eq!(c.list(0)[1].unread, 2);
+    }
+
+    #[test]
+    fn a_switch_made_on_a_copy_is_followed_and_counts_go_on() {
+        let mut shared = Conversations::new(1, "alice");
+        let mut copy = shared.clone();
+        let ops = Place::Channel("ops".into());
+        copy.switch(0, ops.clone());
+        shared.seen(0, &message(Place::Channel("lunch".into()), "hi"), false);
+        shared.follow(&copy);
+        assert_eq!(shared.current(0), &ops);
+        assert_eq!(shared.list(0).len(), 3, "general, lunch, ops");
+        assert_eq!(shared.list(0)[1].unread, 1, "counted meanwhile, kept");
     }
 }

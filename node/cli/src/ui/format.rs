@@ -2,7 +2,9 @@
 //! `/history` and `p2pchat export --format text` share.
 
 use chrono::{DateTime, Local};
-use p2pchat_node::{ConnectFailure, Message};
+use p2pchat_node::{ConnectFailure, Message, Place};
+
+use super::channels::label;
 
 /// Makes text safe to print on a terminal: a tab is shown as a space, other control
 /// characters (which could fake lines or move the cursor) as `�`. Each char becomes one.
@@ -83,18 +85,29 @@ pub fn clock(ms: u64) -> String {
     local(ms, "%H:%M", "??:??")
 }
 
-/// `YYYY-MM-DD HH:MM:SS NAME> TEXT`, local time, control characters neutralised.
+/// A message as plain mode prints it: `NAME> TEXT` in `#general`, `#CHANNEL NAME> TEXT` in
+/// another channel, `@OTHER NAME> TEXT` for a direct message (OTHER the other party), control
+/// characters neutralised.
+pub fn message_line(message: &Message) -> String {
+    let mark = match &message.place {
+        Place::Channel(channel) if channel == p2pchat_protocol::entry::GENERAL => String::new(),
+        place => format!("{} ", label(place)),
+    };
+    format!(
+        "{mark}{}> {}",
+        display(&message.name),
+        display(&message.text)
+    )
+}
+
+/// `YYYY-MM-DD HH:MM:SS ` then [`message_line`], local time.
 pub fn history_line(message: &Message) -> String {
     let time = local(
         message.timestamp,
         "%Y-%m-%d %H:%M:%S",
         "????-??-?? ??:??:??",
     );
-    format!(
-        "{time} {}> {}",
-        display(&message.name),
-        display(&message.text)
-    )
+    format!("{time} {}", message_line(message))
 }
 
 /// `restored 31 of your own entries from alice; 2 held entries sent on top`.
@@ -129,6 +142,29 @@ mod tests {
         assert_eq!(thousands(999), "999");
         assert_eq!(thousands(43_000), "43,000");
         assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+
+    #[test]
+    fn a_line_says_its_channel_or_the_other_party_of_a_direct_message() {
+        let mut message = Message {
+            author: p2pchat_protocol::Author::from_bytes([2; 32]),
+            name: "alice".into(),
+            room: "lan".into(),
+            seq: 2,
+            clock: 5,
+            timestamp: 0,
+            place: Place::general(),
+            text: "hi\tall".into(),
+        };
+        assert_eq!(message_line(&message), "alice> hi all");
+        message.place = Place::Channel("ops".into());
+        assert_eq!(message_line(&message), "#ops alice> hi all");
+        message.place = Place::Direct {
+            with: p2pchat_protocol::Author::from_bytes([3; 32]),
+            with_name: "bob\x1b".into(),
+        };
+        assert_eq!(message_line(&message), "@bob\u{fffd} alice> hi all");
+        assert!(history_line(&message).ends_with(" @bob\u{fffd} alice> hi all"));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! NDJSON events, schema version 1, documented in docs/json-events.md (with a JSON Schema in
 //! docs/json-events.schema.json): one object per line, each with `"v": 1` and a `"type"`.
 
-use p2pchat_node::{Event, Message, Stats};
+use p2pchat_node::{Event, Message, Place, Stats};
 use p2pchat_protocol::Author;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -14,6 +14,10 @@ use super::format::connection_failed;
 struct MessageEvent<'a> {
     #[serde(serialize_with = "as_hex")]
     author: &'a Author,
+    /// The channel; `None` (null) for a direct message.
+    channel: Option<&'a str>,
+    /// The direct conversation; `None` (null) for a line of a channel.
+    dm: Option<Direct<'a>>,
     lamport: u64,
     name: &'a str,
     room: &'a str,
@@ -25,6 +29,16 @@ struct MessageEvent<'a> {
     v: u8,
 }
 
+/// A `message` event's `dm` field.
+#[derive(Serialize)]
+struct Direct<'a> {
+    /// Whether the node's user wrote it.
+    outgoing: bool,
+    #[serde(serialize_with = "as_hex")]
+    with: &'a Author,
+    with_name: &'a str,
+}
+
 fn as_hex<S: serde::Serializer>(author: &&Author, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.collect_str(author)
 }
@@ -32,9 +46,24 @@ fn as_hex<S: serde::Serializer>(author: &&Author, serializer: S) -> Result<S::Ok
 /// A chat message as a `message` event line (also each line of
 /// `p2pchat export --format ndjson`).
 pub fn message(message: &Message) -> String {
+    let (channel, dm) = match &message.place {
+        Place::Channel(channel) => (Some(channel.as_str()), None),
+        Place::Direct { with, with_name } => (
+            None,
+            Some(Direct {
+                // The other party of one's own is its recipient, of one received its author.
+                outgoing: *with != message.author,
+                with,
+                with_name,
+            }),
+        ),
+    };
     let event = MessageEvent {
         author: &message.author,
+        channel,
+        dm,
         lamport: message.clock,
+
         name: &message.name,
         room: &message.room,
         seq: message.seq,

@@ -10,6 +10,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -19,7 +20,8 @@ use p2pchat_protocol::Author;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 
-use super::commands::{self, Input, Reply};
+use super::channels::Conversations;
+use super::commands::{self, Command, Input, Reply};
 use super::format::{caught_up, connection_failed, display, own_log_restored, thousands};
 use super::out::{self, Out, Stream};
 use super::rooms::Rooms;
@@ -69,10 +71,15 @@ pub async fn run(node: Node, format: Format, mut signals: Signals) -> ExitCode {
         }
     };
     let rooms = Rooms::new(node.rooms().iter().map(|r| r.label().to_owned()).collect());
+    let conversations = Arc::new(Mutex::new(Conversations::new(
+        rooms.labels().len(),
+        &super::own_name(&node),
+    )));
     let mut status = Status {
         format,
         out: out.clone(),
         rooms: rooms.clone(),
+        conversations: conversations.clone(),
         progress: None,
         tty,
     };
@@ -91,7 +98,9 @@ pub async fn run(node: Node, format: Format, mut signals: Signals) -> ExitCode {
         status.info(&rooms.list());
     }
 
-    let mut printer = tokio::spawn(Printer::new(&node, format, out, rooms).run(node.messages()));
+    let mut printer = tokio::spawn(
+        Printer::new(&node, format, out, rooms, conversations).run(node.messages()),
+    );
 
     let mut names = Names::default();
     names.update(&node.contacts());
@@ -210,6 +219,8 @@ struct Printer {
     out: Out,
     /// The node's rooms, for the `[ROOM] ` prefix of messages when there are several.
     rooms: Rooms,
+    /// Where each message is noted as it is printed (unread counts, mentions).
+    conversations: Arc<Mutex<Conversations>>,
     me: Author,
     catch_ups: CatchUps,
     /// Messages held, in arrival order.
@@ -219,7 +230,13 @@ struct Printer {
 }
 
 impl Printer {
-    fn new(node: &Node, format: Format, out: Out, rooms: Rooms) -> Self {
+    fn new(
+        node: &Node,
+        format: Format,
+        out: Out,
+        rooms: Rooms,
+        conversations: Arc<Mutex<Conversations>>,
+    ) -> Self {
         // Subscribed before looking at the catch-ups under way, so none is missed in between.
         let events = node.events();
         let running = node
@@ -233,6 +250,7 @@ impl Printer {
             format,
             out,
             rooms,
+            conversations,
             me: node.author(),
             catch_ups: CatchUps {
                 events,
@@ -284,7 +302,7 @@ impl Printer {
                     self.catch_ups.note_said();
                     let own = batch.iter().any(|message| message.author == self.me);
                     if self.catch_ups.running.is_empty() && self.held.is_empty() {
-                        if !print(&self.out, self.format, &self.rooms, &mut self.catch_ups, &batch).await {
+                        if !self.print(&batch).await {
                             return;
                         }
                     } else {
@@ -308,15 +326,35 @@ impl Printer {
         let mut held = std::mem::take(&mut self.held);
         self.held_since = None;
         held.sort_unstable_by_key(Message::history_key);
+        self.print(&held).await
+    }
+
+    /// Notes `messages` in their conversations and prints them; `false` once stdout is gone.
+    async fn print(&mut self, messages: &[Message]) -> bool {
+        {
+            let mut conversations = lock(&self.conversations);
+            for message in messages {
+                if let Some(room) = self.rooms.index_of(&message.room) {
+                    conversations.seen(room, message, message.author == self.me);
+                }
+            }
+        }
         print(
             &self.out,
             self.format,
             &self.rooms,
             &mut self.catch_ups,
-            &held,
+            messages,
         )
         .await
     }
+}
+
+/// The conversations, whoever panicked holding them (each change is one call).
+fn lock(conversations: &Mutex<Conversations>) -> MutexGuard<'_, Conversations> {
+    conversations
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The catch-ups under way, followed through the status events.
@@ -397,15 +435,14 @@ async fn print(
     true
 }
 
-/// A chat message as printed on stdout, newline included: `NAME> TEXT`, or with several rooms
-/// `[ROOM] NAME> TEXT`.
+/// A chat message as printed on stdout, newline included: `NAME> TEXT`, `#CHANNEL NAME> TEXT`
+/// or `@OTHER NAME> TEXT`, with several rooms after `[ROOM] `.
 fn message_line(format: Format, rooms: &Rooms, message: &Message) -> String {
     match format {
         Format::Plain => format!(
-            "{}{}> {}\n",
+            "{}{}\n",
             rooms.prefix(&message.room),
-            display(&message.name),
-            display(&message.text)
+            super::format::message_line(message)
         ),
         Format::Json => format!("{}\n", json::message(message)),
     }
@@ -419,6 +456,8 @@ struct Status {
     out: Out,
     /// The node's rooms and the current one, where typed lines go.
     rooms: Rooms,
+    /// Each room's conversations and the current one, where typed lines go in it.
+    conversations: Arc<Mutex<Conversations>>,
     /// When the progress line was last drawn, while one is on screen.
     progress: Option<Instant>,
     /// Whether stderr is a terminal (progress lines are only drawn there).
@@ -448,7 +487,15 @@ impl Status {
                 Input::Invalid(why) => self.error(&why),
                 Input::Command(command) => {
                     self.send(node, &mut texts)?;
-                    match commands::run(node, &mut self.rooms, &command).await? {
+                    // Run on a copy, the printer noting messages meanwhile; its switch is kept.
+                    let mut conversations = lock(&self.conversations).clone();
+                    let reply =
+                        commands::run(node, &mut self.rooms, &mut conversations, &command).await?;
+                    lock(&self.conversations).follow(&conversations);
+                    if let (Command::Nick(name), Reply::Lines(_)) = (&command, &reply) {
+                        lock(&self.conversations).rename(name);
+                    }
+                    match reply {
                         Reply::Lines(lines) => lines.iter().for_each(|line| self.info(line)),
                         Reply::Error(why) => self.error(&why),
                         Reply::Quit => return Ok(false),
@@ -460,10 +507,21 @@ impl Status {
         Ok(true)
     }
 
-    /// Stores and sends the pending `texts` in the current room, and clears them.
+    /// Stores and sends the pending `texts` in the current room's current conversation, and
+    /// clears them.
     fn send(&mut self, node: &Node, texts: &mut Vec<String>) -> Result<(), NodeError> {
-        commands::send(node, &self.rooms, self.rooms.current(), texts)
+        let place = lock(&self.conversations)
+            .current(self.rooms.current_index())
+            .clone();
+        let lines = if texts.len() == 1 { "line" } else { "lines" };
+        if let Err(e) = commands::send_at(node, &self.rooms, self.rooms.current(), &place, texts) {
+            texts.clear();
+            let why = commands::refusal(e)?;
+            self.error(&format!("{lines} not sent: {why}"));
+        }
+        Ok(())
     }
+
 
     /// Prints a status event.
     fn event(&mut self, event: &Event) {
@@ -732,7 +790,41 @@ mod tests {
     }
 
     #[test]
+    fn channels_and_direct_messages_are_marked_in_plain_and_json() {
+        let one = rooms(&["lan"]);
+        let mut ops = message("lan");
+        ops.place = p2pchat_node::Place::Channel("ops".into());
+        assert_eq!(message_line(Format::Plain, &one, &ops), "#ops bob> hi there\n");
+        let json: serde_json::Value =
+            serde_json::from_str(&message_line(Format::Json, &one, &ops)).expect("JSON");
+        assert_eq!((&json["channel"], &json["dm"]), (&"ops".into(), &serde_json::Value::Null));
+        let alice = Author::from_bytes([3; 32]);
+        let mut direct = message("team");
+        direct.place = p2pchat_node::Place::Direct {
+            with: alice,
+            with_name: "alice".into(),
+        };
+        let several = rooms(&["lan", "team"]);
+        assert_eq!(
+            message_line(Format::Plain, &several, &direct),
+            "[team] @alice bob> hi there\n",
+            "the room first"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&message_line(Format::Json, &one, &direct)).expect("JSON");
+        assert_eq!(json["channel"], serde_json::Value::Null);
+        assert_eq!(
+            json["dm"],
+            serde_json::json!({"with": alice.to_string(), "with_name": "alice", "outgoing": true})
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&message_line(Format::Json, &one, &message("lan"))).expect("JSON");
+        assert_eq!(json["channel"], "general");
+    }
+
+    #[test]
     fn dropped_status_lines_are_said_in_each_format() {
+
         let event: serde_json::Value =
             serde_json::from_str(&dropped_events(2048)).expect("one JSON line");
         assert_eq!(event["type"], "warning");

@@ -77,6 +77,15 @@ pub async fn run(node: Node, mode: Mode, bell: bool) -> ExitCode {
     }
 }
 
+/// The user's name as the node has it now (what a mention names).
+pub fn own_name(node: &Node) -> String {
+    node.contacts()
+        .into_iter()
+        .find(|contact| contact.is_self)
+        .map(|contact| contact.name)
+        .unwrap_or_default()
+}
+
 /// SIGINT and SIGTERM, which both mean "quit cleanly".
 pub struct Signals {
     interrupt: Signal,

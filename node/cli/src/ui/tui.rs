@@ -268,7 +268,8 @@ async fn on_input(node: &Node, app: &mut App, burst: Vec<TermEvent>) -> Result<b
                 }
                 Input::Command(command) => {
                     send(node, app, &typed_in, &mut texts)?;
-                    match commands::run(node, app.rooms(), &command).await? {
+                    let (rooms, conversations) = app.state();
+                    match commands::run(node, rooms, conversations, &command).await? {
                         Reply::Lines(lines) => lines
                             .into_iter()
                             .for_each(|line| app.push(Item::Notice(line))),

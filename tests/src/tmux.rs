@@ -105,6 +105,13 @@ impl Tmux {
         Ok(())
     }
 
+    /// Whether the terminal bell rang in `session`'s window since it was opened (tmux's
+    /// bell flag: it is set for a window no client looks at).
+    pub fn bell_rang(&self, session: &str) -> anyhow::Result<bool> {
+        let flag = self.tmux(&["display-message", "-p", "-t", session, "#{window_bell_flag}"])?;
+        Ok(flag.trim() == "1")
+    }
+
     /// What the window shows now, one string per row.
     pub fn screen(&self, session: &str) -> anyhow::Result<Vec<String>> {
         Ok(self

@@ -1,6 +1,6 @@
 //! The terminal UI driven in tmux as a user would: keys in, screens read back.
 
-use p2pchat_node::{MessageFeed, Node};
+use p2pchat_node::{Message, MessageFeed, Node, Place};
 use p2pchat_tests::tmux::Tmux;
 use p2pchat_tests::{Chat, address_of, expect_silence, p2pchat_binary, start_node, take};
 
@@ -433,5 +433,118 @@ async fn start_up_warnings_show_below_the_stored_history() -> anyhow::Result<()>
     );
     tmux.press("alice", &["C-c"])?;
     tmux.wait_text("alice", "EXIT=0").await?;
+    Ok(())
+}
+
+/// The next message in `feed` written by `name`, skipping others.
+async fn next_from(feed: &mut MessageFeed, name: &str) -> anyhow::Result<Message> {
+    loop {
+        let message = take(feed, 1).await?.remove(0);
+        if message.name == name {
+            return Ok(message);
+        }
+    }
+}
+
+/// Alice's chat window (with `--bell`) and bob, a node in this process: bob's line in `#ops`
+/// adds `#ops` to the channel list with an unread count and leaves the view on `#general`;
+/// one naming alice marks `#ops` with `!` and rings the bell; Alt-2 shows `#ops`'s lines and
+/// clears its count, and what alice types there goes to `#ops`; bob's direct message adds a
+/// `@bob` conversation, Ctrl-N opens it, and alice's answer reaches bob as a direct message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_and_a_direct_conversation_in_the_terminal_ui() -> anyhow::Result<()> {
+    let Some(tmux) = Tmux::new()? else {
+        return Ok(());
+    };
+    let dirs = (tempfile::tempdir()?, tempfile::tempdir()?);
+    tmux.open("alice", 200, 30)?;
+    tmux.line("alice", &chat_command("alice", dirs.0.path(), "--bell"))?;
+    let screen = tmux
+        .wait_text("alice", "listening on /ip4/127.0.0.1/tcp/")
+        .await?;
+    let address = listen_address(&screen).parse()?;
+    let bob = start_node("bob", dirs.1.path(), &[address]).await?;
+    let mut feed = bob.messages();
+    tmux.wait_text("alice", "bob connected").await?;
+    let ends = |s: &[String], end: &str| s.iter().any(|r| r.trim_end().ends_with(end));
+    let shown = |s: &[String]| s.join("\n");
+
+    // With only #general there is no channel list.
+    tmux.line("alice", "hi bob")?;
+    next_from(&mut feed, "alice").await?;
+    bob.send("hello alice in general")?;
+    let screen = tmux.wait_text("alice", "bob> hello alice in general").await?;
+    assert!(!screen.iter().any(|r| r.contains(" channels ")), "{}", shown(&screen));
+
+    // A line in #ops: listed, counted, not shown in #general.
+    bob.post("lan", "ops", "deploy at noon")?;
+    let screen = tmux
+        .wait_for("alice", "#ops with one new line", |s| {
+            ends(s, "│ 2 #ops (1 new)")
+        })
+        .await?;
+    assert!(ends(&screen, "│▸1 #general"), "{}", shown(&screen));
+    assert!(!screen.iter().any(|r| r.contains("deploy at noon")), "{}", shown(&screen));
+    assert!(!tmux.bell_rang("alice")?, "no mention yet, no bell");
+
+    // A line naming alice: the mention marker, and the bell.
+    bob.post("lan", "ops", "alice, can you check?")?;
+    tmux.wait_for("alice", "#ops marked with a mention", |s| {
+        ends(s, "│!2 #ops (2 new)")
+    })
+    .await?;
+    let deadline = tokio::time::Instant::now() + p2pchat_tests::DEADLINE;
+    while !tmux.bell_rang("alice")? {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "the bell never rang");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    // Alt-2 shows #ops, read now; what alice types goes there.
+    tmux.press("alice", &["M-2"])?;
+    let screen = tmux
+        .wait_for("alice", "#ops current, with its lines", |s| {
+            ends(s, "│▸2 #ops") && s.iter().any(|r| r.contains("bob> deploy at noon"))
+        })
+        .await?;
+    assert!(ends(&screen, "│ 1 #general"), "{}", shown(&screen));
+    assert!(
+        screen.iter().any(|r| r.contains("bob> alice, can you check?"))
+            && !screen.iter().any(|r| r.contains("hello alice in general")),
+        "{}",
+        shown(&screen)
+    );
+    tmux.line("alice", "on it")?;
+    let answer = next_from(&mut feed, "alice").await?;
+    assert_eq!(
+        (answer.place, answer.text.as_str()),
+        (Place::Channel("ops".into()), "on it")
+    );
+
+    // A direct message: a conversation of its own, opened with Ctrl-N.
+    let alice = bob.resolve("lan", "alice")?;
+    bob.send_direct("lan", alice.author, "psst, a secret")?;
+    tmux.wait_for("alice", "@bob with one new line", |s| {
+        ends(s, "│ 3 @bob (1 new)")
+    })
+    .await?;
+    tmux.press("alice", &["C-n"])?;
+    let screen = tmux
+        .wait_for("alice", "@bob current, with its line", |s| {
+            ends(s, "│▸3 @bob") && s.iter().any(|r| r.contains("bob> psst, a secret"))
+        })
+        .await?;
+    assert!(!screen.iter().any(|r| r.contains("on it")), "{}", shown(&screen));
+    tmux.line("alice", "my secret answer")?;
+    let answer = next_from(&mut feed, "alice").await?;
+    assert_eq!(answer.text, "my secret answer");
+    assert!(
+        matches!(&answer.place, Place::Direct { with, .. } if *with == alice.author),
+        "{:?}",
+        answer.place
+    );
+
+    tmux.press("alice", &["C-c"])?;
+    tmux.wait_text("alice", "EXIT=0").await?;
+    bob.shutdown().await;
     Ok(())
 }

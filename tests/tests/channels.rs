@@ -2,7 +2,7 @@
 //! 127.0.0.1 with mDNS off: three users in a line alice — carol — bob, where carol relays
 //! alice's direct message to bob without being able to read it (not on screen, not in any file
 //! of her data directory); bob reads it again after a restart, an impostor `bob` (another key)
-//! never does; a relay that flips a byte of the ciphertext gets the entry refused by its
+//! never does, and alice's next `/msg bob` still goes to the key she first knew; a relay that flips a byte of the ciphertext gets the entry refused by its
 //! signature, and nothing garbled is shown.
 
 use std::path::{Path, PathBuf};
@@ -148,7 +148,7 @@ async fn channels_and_direct_messages_through_a_relay_that_cannot_read_them() ->
     );
 
     // An impostor called bob, with another key, gets alice's log through carol but cannot
-    // read the message, and alice is told the name is now ambiguous.
+    // read the message.
     let (mut carol, carol_addr) = start("carol", &carol_dir, &[]).await?;
     let (mut impostor, _) = start("bob", &scratch.arg("impostor"), &[&carol_addr]).await?;
     let seen = impostor.wait_line("alice> after").await?;
@@ -164,19 +164,32 @@ async fn channels_and_direct_messages_through_a_relay_that_cannot_read_them() ->
     impostor
         .wait_stderr("info> no messages in @alice yet")
         .await?;
+    assert!(alice.interrupt().await?, "alice exits cleanly");
     let (mut alice, _) = start("alice", &alice_dir, &[&carol_addr]).await?;
     alice.wait_stderr_containing("connected to carol").await?;
     carol.wait_stderr_containing("connected to alice").await?;
+    impostor.say("/part").await?;
     impostor.say("impostor here").await?;
     line_ending(&mut alice, "> impostor here").await?;
+    // bob is pinned, for alice, to the key she first saw claim it: the real bob's.
+    impostor.say("/peers").await?;
+    let own = impostor.wait_stderr_containing(" you, ").await?;
+    let impostors = own
+        .split_whitespace()
+        .find(|word| word.starts_with('#'))
+        .expect("a fingerprint")
+        .to_owned();
     alice.say("/msg bob are you there?").await?;
-    let refused = alice
-        .wait_stderr_with_all(&["not sent: bob is ambiguous", "bob#"])
-        .await?;
-    assert_eq!(
-        refused.matches("bob#").count(),
-        2,
-        "both candidates, by fingerprint: {refused}"
+    let sent = line_ending(&mut alice, " alice> are you there?").await?;
+    assert!(
+        sent.starts_with("@bob") && !sent.starts_with(&format!("@bob{impostors}")),
+        "to the real bob, not the impostor ({impostors}): {sent}"
+    );
+    alice.say("sentinel").await?;
+    let seen = impostor.wait_line("alice> sentinel").await?;
+    assert!(
+        !seen.iter().any(|line| line.contains("are you there")),
+        "the impostor read it: {seen:?}"
     );
     alice.say("/join #No Way").await?;
     alice
@@ -202,8 +215,11 @@ async fn channels_and_direct_messages_through_a_relay_that_cannot_read_them() ->
     );
     let direct = export("alice", &scratch.path("alice"), &["--dm", "bob"])?;
     assert!(
-        direct.len() == 1 && to_bob(&direct[0]),
-        "only the direct message: {direct:#?}"
+        direct.len() == 2
+            && to_bob(&direct[0])
+            && direct[1].ends_with(" alice> are you there?")
+            && direct.iter().all(|line| !line.starts_with(&format!("@bob{impostors}"))),
+        "only her two direct messages to the real bob: {direct:#?}"
     );
     Ok(())
 }
@@ -276,6 +292,7 @@ async fn a_direct_message_tampered_with_by_a_relay_is_refused_and_never_shown()
 
     // A relay hands bob the tampered entry: refused by its signature, nothing shown.
     let (mut bob, bob_addr) = start("bob", &bob_dir, &[]).await?;
+    bob.wait_line("alice> alice here").await?; // the stored history
     let mut relay = Adversary::spawn("relay")?;
     relay.connect(&bob_addr.parse()?).await?;
     relay.hello().await?;

@@ -235,7 +235,7 @@ async fn of_two_rooms_each_only_the_shared_ones_entries_cross() -> anyhow::Resul
     assert_eq!(connected_rooms(&mut alice_events).await?, ["team"]);
     let holds = |node: &Node, room: &str, of: &Node| {
         node.heads_in(room)
-            .is_ok_and(|heads| heads.get(&of.author()) == Some(&2))
+            .is_ok_and(|heads| heads.get(&of.author()) == Some(&3))
     };
     eventually("bob holds alice's team log", || holds(&bob, "team", &alice)).await?;
     eventually("alice holds bob's team log", || holds(&alice, "team", &bob)).await?;

@@ -728,8 +728,8 @@ impl Bench {
             }
         };
         let mut sent: Vec<Instant> = Vec::new();
-        // When B's store first held each line (`live i` is seq i + 2 of A's log: its profile
-        // is seq 1).
+        // When B's store first held each line (`live i` is seq i + 3 of A's log: its profile
+        // and its encryption key are seqs 1 and 2).
         let mut arrived: Vec<Instant> = Vec::new();
         let mut caught_up: Option<Instant> = None;
         let mut ticker = tokio::time::interval(interval);
@@ -751,7 +751,7 @@ impl Bench {
                     if caught_up.is_none() && heads.get(&other) >= Some(&backlog) {
                         caught_up = Some(now);
                     }
-                    let held = heads.get(&alice_author).map_or(0, |seq| seq.saturating_sub(1));
+                    let held = heads.get(&alice_author).map_or(0, |seq| seq.saturating_sub(2));
                     while (arrived.len() as u64) < held.min(sent.len() as u64) {
                         arrived.push(now);
                     }

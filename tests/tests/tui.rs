@@ -474,8 +474,14 @@ async fn channels_and_a_direct_conversation_in_the_terminal_ui() -> anyhow::Resu
     tmux.line("alice", "hi bob")?;
     next_from(&mut feed, "alice").await?;
     bob.send("hello there in general")?;
-    let screen = tmux.wait_text("alice", "bob> hello there in general").await?;
-    assert!(!screen.iter().any(|r| r.contains(" channels ")), "{}", shown(&screen));
+    let screen = tmux
+        .wait_text("alice", "bob> hello there in general")
+        .await?;
+    assert!(
+        !screen.iter().any(|r| r.contains(" channels ")),
+        "{}",
+        shown(&screen)
+    );
 
     // A line in #ops: listed, counted, not shown in #general.
     bob.post("lan", "ops", "deploy at noon")?;
@@ -485,7 +491,11 @@ async fn channels_and_a_direct_conversation_in_the_terminal_ui() -> anyhow::Resu
         })
         .await?;
     assert!(ends(&screen, "│▸1 #general"), "{}", shown(&screen));
-    assert!(!screen.iter().any(|r| r.contains("deploy at noon")), "{}", shown(&screen));
+    assert!(
+        !screen.iter().any(|r| r.contains("deploy at noon")),
+        "{}",
+        shown(&screen)
+    );
     assert!(!tmux.bell_rang("alice")?, "no mention yet, no bell");
 
     // A line naming alice: the mention marker, and the bell.
@@ -496,7 +506,10 @@ async fn channels_and_a_direct_conversation_in_the_terminal_ui() -> anyhow::Resu
     .await?;
     let deadline = tokio::time::Instant::now() + p2pchat_tests::DEADLINE;
     while !tmux.bell_rang("alice")? {
-        anyhow::ensure!(tokio::time::Instant::now() < deadline, "the bell never rang");
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the bell never rang"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 
@@ -509,7 +522,9 @@ async fn channels_and_a_direct_conversation_in_the_terminal_ui() -> anyhow::Resu
         .await?;
     assert!(ends(&screen, "│ 1 #general"), "{}", shown(&screen));
     assert!(
-        screen.iter().any(|r| r.contains("bob> alice, can you check?"))
+        screen
+            .iter()
+            .any(|r| r.contains("bob> alice, can you check?"))
             && !screen.iter().any(|r| r.contains("hello there in general")),
         "{}",
         shown(&screen)
@@ -534,7 +549,11 @@ async fn channels_and_a_direct_conversation_in_the_terminal_ui() -> anyhow::Resu
             ends(s, "│▸3 @bob") && s.iter().any(|r| r.contains("bob> psst, a secret"))
         })
         .await?;
-    assert!(!screen.iter().any(|r| r.contains("on it")), "{}", shown(&screen));
+    assert!(
+        !screen.iter().any(|r| r.contains("on it")),
+        "{}",
+        shown(&screen)
+    );
     tmux.line("alice", "my secret answer")?;
     let answer = next_from(&mut feed, "alice").await?;
     assert_eq!(answer.text, "my secret answer");

@@ -1,6 +1,5 @@
 //! The message feed: every message of every room exactly once (lines of every channel, and
-//! the user's direct messages), stored history first (room
-//! after room), then live.
+//! the user's direct messages), stored history first (room after room), then live.
 //!
 //! The feed follows the rooms' stores rather than a queue of events. For each room in turn, it
 //! first pages through the merged history as it stood when it began that room (up to the

@@ -132,7 +132,11 @@ mod tests {
             open_data_dir("alice", dir.path(), vec![Room::lan()], None).unwrap();
         let store = &rooms[0].store;
         let author = p2pchat_protocol::Author::of(&key);
-        assert_eq!(store.head_seq(&author), 5, "profile, encryption key, three lines");
+        assert_eq!(
+            store.head_seq(&author),
+            5,
+            "profile, encryption key, three lines"
+        );
         let texts: Vec<_> = store
             .range(&author, 3, 10, usize::MAX)
             .unwrap()

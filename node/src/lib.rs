@@ -15,7 +15,10 @@
 //! # Sending and receiving
 //!
 //! [`Node::send`] appends a message to the node's own log in its first room ([`Node::send_in`]
-//! for another, [`Node::send_all`] for many lines in one disk commit). [`Node::messages`] is a
+//! for another, [`Node::send_all`] for many lines in one disk commit), [`Node::post`] to a
+//! channel of a room, and [`Node::send_direct`] a direct message, end-to-end encrypted, to the
+//! author [`Node::resolve`] finds by name. Each [`Message`] says where it was said
+//! ([`Place`]). [`Node::messages`] is a
 //! [`MessageFeed`]: every message of every room exactly once, history first, then live.
 //! [`Node::events`] says what happens meanwhile ([`Event`]: connections, catch-up progress,
 //! warnings); [`Node::heads`] and [`Node::stats`] tell how much is held and was received.

@@ -7,11 +7,15 @@
 //! `entries` each, every one a valid chain signed by a fresh ed25519 key: a profile at seq 1,
 //! then texts. The logs go in through [`Store::insert_remote`], the path a peer's batch takes,
 //! so they are validated as if received, and the store is synced once at the end.
+//!
+//! [`generate_mixed`] writes one log whose lines are spread over channels, with direct
+//! messages among them sealed to a real recipient: the store of the `catchup_mixed` benchmark.
 
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use p2pchat_protocol::{Author, Body, Draft, Entry, Heads, SigningKey};
+use p2pchat_protocol::dm::{DmSecret, EncKey, Letter};
+use p2pchat_protocol::{Author, Body, Draft, Entry, Heads, Outgoing, SigningKey};
 use p2pchat_storage::Store;
 
 /// What [`generate`] wrote.
@@ -47,17 +51,10 @@ pub fn name(index: usize) -> String {
 /// `authors` logs of `entries` entries each (at least 1: the profile; then texts), and whose
 /// identity file is new. Signing runs on every core; the store is synced once.
 pub fn generate(dir: &Path, authors: usize, entries: u64) -> anyhow::Result<Generated> {
-    use std::os::unix::fs::DirBuilderExt;
     if entries == 0 {
         bail!("a generated log holds at least its profile entry (entries ≥ 1)");
     }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
-    let own = Author::of(&p2pchat_node::identity::load_or_create(dir)?);
-    let store = Store::open(&dir.join("store"), p2pchat_protocol::Room::lan().id())?;
+    let (own, store) = data_dir(dir)?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let timestamp = now_ms();
     let heads = std::thread::scope(|scope| {
@@ -91,6 +88,78 @@ pub fn generate(dir: &Path, authors: usize, entries: u64) -> anyhow::Result<Gene
     Ok(Generated { own, heads })
 }
 
+/// The channels of [`generate_mixed`]'s lines besides `general`: five channels in all.
+pub const CHANNELS: [&str; 4] = ["ops", "lunch", "dev", "random"];
+
+/// Writes the data directory `dir` (as [`generate`] does) of a node whose store holds one
+/// other author's log of `entries` entries: its profile, its encryption key, then lines of
+/// which every tenth is a direct message to `to` (sealed to `to_key`, as that author would
+/// write it) and the others go round the five channels (`general` and [`CHANNELS`]). The
+/// direct messages' texts, once opened, are generated texts like the others.
+pub fn generate_mixed(
+    dir: &Path,
+    entries: u64,
+    to: Author,
+    to_key: EncKey,
+) -> anyhow::Result<Generated> {
+    if entries < 2 {
+        bail!("a mixed log holds at least its profile and its encryption key (entries ≥ 2)");
+    }
+    let (own, store) = data_dir(dir)?;
+    let key = SigningKey::generate(&mut rand::rngs::OsRng);
+    let from_key = DmSecret::derive(&key).public();
+    let mut lines = 0;
+    let bodies = (1..=entries).map(|seq| match seq {
+        1 => Outgoing::Body(Body::Profile { name: name(0) }),
+        2 => Outgoing::Body(Body::EncKey { key: from_key }),
+        seq if seq % 10 == 0 => {
+            let mut randomness = [0; 64];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut randomness);
+            Outgoing::Letter(Letter {
+                to,
+                to_key,
+                from_key,
+                text: text(0, seq),
+                randomness,
+            })
+        }
+        seq => {
+            let text = text(0, seq);
+            lines += 1;
+            Outgoing::Body(match lines % 5 {
+                0 => Body::Text { text },
+                channel => Body::Post {
+                    channel: CHANNELS[channel - 1].to_owned(),
+                    text,
+                },
+            })
+        }
+    });
+    let (author, log) = signed(&key, bodies, now_ms())?;
+    let inserted = store.insert_remote(author, log)?;
+    if let Some(why) = inserted.rejected {
+        bail!("the store refused the generated mixed log: {why}");
+    }
+    store.sync()?;
+    Ok(Generated {
+        own,
+        heads: Heads::from([(author, entries)]),
+    })
+}
+
+/// Creates the data directory `dir` (0700) with a new identity, and opens its LAN store.
+fn data_dir(dir: &Path) -> anyhow::Result<(Author, Store)> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    let own = Author::of(&p2pchat_node::identity::load_or_create(dir)?);
+    let store = Store::open(&dir.join("store"), p2pchat_protocol::Room::lan().id())?;
+    Ok((own, store))
+}
+
 /// The envelopes of a new author's log: the profile of generated author `index`, then texts
 /// up to seq `entries`.
 fn signed_log(
@@ -99,29 +168,42 @@ fn signed_log(
     timestamp: u64,
 ) -> anyhow::Result<(Author, Vec<bytes::Bytes>)> {
     let key = SigningKey::generate(&mut rand::rngs::OsRng);
-    let mut log = Vec::with_capacity(entries as usize);
-    let mut prev = None;
-    for seq in 1..=entries {
-        let body = if seq == 1 {
+    let bodies = (1..=entries).map(|seq| {
+        Outgoing::Body(if seq == 1 {
             Body::Profile { name: name(index) }
         } else {
             Body::Text {
                 text: text(index, seq),
             }
-        };
+        })
+    });
+    signed(&key, bodies, timestamp)
+}
+
+/// The envelopes of `key`'s log in the LAN room, one entry per body from seq 1 (a letter
+/// sealed at its seq).
+fn signed(
+    key: &SigningKey,
+    bodies: impl Iterator<Item = Outgoing>,
+    timestamp: u64,
+) -> anyhow::Result<(Author, Vec<bytes::Bytes>)> {
+    let (room, author) = (p2pchat_protocol::Room::lan().id(), Author::of(key));
+    let mut log = Vec::new();
+    let mut prev = None;
+    for (seq, body) in (1..).zip(bodies) {
         let draft = Draft {
-            room: p2pchat_protocol::Room::lan().id(),
+            room,
             seq,
             prev,
             timestamp,
             clock: seq,
-            body,
+            body: body.into_body(&room, &author, seq)?,
         };
-        let entry = Entry::sign(&key, draft)?;
+        let entry = Entry::sign(key, draft)?;
         prev = Some(entry.hash());
         log.push(entry.envelope().clone());
     }
-    Ok((Author::of(&key), log))
+    Ok((author, log))
 }
 
 /// Now, in milliseconds since the Unix epoch (the entries' timestamp).

@@ -16,8 +16,8 @@ const ALICE_LINES: usize = 3_000;
 const BOB_LINES: usize = 2_000;
 /// The newest line of each log, as printed: holding it means holding the whole log.
 const LAST_LINES: [&str; 2] = ["alice> alice line 2999", "bob> bob line 1999"];
-/// alice's store: both profiles and every line.
-const TOTAL: u64 = (ALICE_LINES + BOB_LINES + 2) as u64;
+/// alice's store: both profiles, both encryption keys and every line.
+const TOTAL: u64 = (ALICE_LINES + BOB_LINES + 4) as u64;
 
 /// `lines` lines `NAME line N` imported as `name` into `dir`.
 fn import_lines(name: &str, dir: &Path, lines: usize) -> anyhow::Result<()> {

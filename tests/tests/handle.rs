@@ -134,13 +134,13 @@ async fn dial_connects_after_start_and_disconnect_stops_the_exchange() -> anyhow
             error.missing[0].held,
             error.missing[0].wanted
         ),
-        (ann.author(), 2, 3),
+        (ann.author(), 3, 4),
         "{error}"
     );
     let words = error.to_string();
     assert!(
         words.contains(&format!(
-            "room lan: #{} seqs 3..=3",
+            "room lan: #{} seqs 4..=4",
             ann.author().fingerprint()
         )),
         "{words}"

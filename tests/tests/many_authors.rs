@@ -36,14 +36,15 @@ fn a_generated_store_holds_valid_chains_and_starts_cleanly() -> anyhow::Result<(
             .iter()
             .any(|(_, text)| *text == generate::text(2, 5))
     );
-    // The node starts on it as on a first run: its profile first, no warning.
+    // The node starts on it as on a first run: its profile and encryption key first, no
+    // warning.
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let node = start_node("alice", dir.path(), &[]).await?;
         let mut events = node.events();
         let own = node.author();
         ensure!(own == generated.own);
-        ensure!(node.heads().get(&own) == Some(&1), "{:?}", node.heads());
+        ensure!(node.heads().get(&own) == Some(&2), "{:?}", node.heads());
         tokio::time::sleep(Duration::from_millis(300)).await;
         while let Ok(event) = events.try_recv() {
             ensure!(

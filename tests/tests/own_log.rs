@@ -103,10 +103,10 @@ async fn bob_recovers(damage: Damage) -> anyhow::Result<Vec<String>> {
         let store_has = if matches!(damage, Damage::Wiped) {
             0
         } else {
-            3
+            4
         };
         assert!(
-            behind.contains(&format!("seq 5 expected, store has {store_has}")),
+            behind.contains(&format!("seq 6 expected, store has {store_has}")),
             "{behind}"
         );
         bob.say("typed while alone").await?;
@@ -122,7 +122,7 @@ async fn bob_recovers(damage: Damage) -> anyhow::Result<Vec<String>> {
     }
     let restored = bob.wait_stderr("info> restored ").await?;
     let expected = match damage {
-        Damage::Wiped => "info> restored 5 of your own entries from alice",
+        Damage::Wiped => "info> restored 6 of your own entries from alice",
         Damage::StoreRolledBack | Damage::DirRolledBack => {
             "info> restored 2 of your own entries from alice"
         }

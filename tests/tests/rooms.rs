@@ -531,7 +531,11 @@ async fn a_private_rooms_entry_replayed_into_the_open_room_is_refused() -> anyho
             .map(|(_, envelope)| envelope.to_vec())
             .collect()
     };
-    assert_eq!(envelopes.len(), 2, "dave's profile and line");
+    assert_eq!(
+        envelopes.len(),
+        3,
+        "dave's profile, encryption key and line"
+    );
 
     // Replayed into the open room, where alice is now: refused, and the sender closed.
     let mut alice = Chat::start_user("alice", &alice_dir, &[], &[])?;

@@ -10,7 +10,6 @@ use p2pchat_protocol::room::Room;
 use p2pchat_protocol::{Author, Body, Draft, Entry, RoomId, SigningKey};
 
 use super::*;
-use crate::testing::Cluster;
 use crate::{Archive, Event, MessageFeed, Node, NodeError, PeerSpec};
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -84,7 +83,10 @@ fn a_direct_message_shows_to_its_two_parties_only_and_lines_in_their_channel() {
     };
     let post = entry(&carol, room, 2, post);
     let line = entry(&carol, room, 1, Body::Text { text: "hi".into() });
-    for (entry, place) in [(&post, Place::Channel("ops".into())), (&line, Place::general())] {
+    for (entry, place) in [
+        (&post, Place::Channel("ops".into())),
+        (&line, Place::general()),
+    ] {
         let message = Message::of(entry, &room, "lan", None, name_of).unwrap();
         assert_eq!(message.place, place);
     }
@@ -103,7 +105,10 @@ fn a_direct_message_signed_at_another_place_than_it_was_sealed_for_is_not_shown(
     let moved = entry(&alice, room, 4, Body::Direct(sealed));
     for reader in [&alice, &bob] {
         let reader = Reader::new(reader);
-        assert_eq!(Message::of(&moved, &room, "lan", Some(&reader), name_of), None);
+        assert_eq!(
+            Message::of(&moved, &room, "lan", Some(&reader), name_of),
+            None
+        );
     }
     let other_room = Room::open("elsewhere").unwrap().id();
     assert_eq!(
@@ -139,8 +144,7 @@ async fn next_where(
 /// Every message `feed` gives until it is quiet for a second.
 async fn drain(feed: &mut MessageFeed) -> Vec<Message> {
     let mut got = Vec::new();
-    while let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(1), feed.next()).await
-    {
+    while let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(1), feed.next()).await {
         got.push(message);
     }
     got
@@ -155,184 +159,6 @@ fn direct_with(author: Author) -> Place {
         with: author,
         with_name: String::new(), // history_at knows a conversation by its other party
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_post_arrives_in_its_channel_and_history_keeps_channels_apart() -> anyhow::Result<()> {
-    let mut cluster = Cluster::builder().nodes(2).memory().seed(11).spawn().await?;
-    cluster.line().await?;
-    let (alice, bob) = (cluster.node(0), cluster.node(1));
-    let mut feed = bob.messages();
-    let sent = alice.post("lan", "ops", "deploy at noon")?.context("held")?;
-    assert_eq!(sent.place, Place::Channel("ops".into()));
-    let general = alice.post("lan", "general", "hello")?.context("held")?;
-    assert_eq!(general.place, Place::general());
-    let stored = alice.shared.rooms[0].store.get(&alice.author(), general.seq)?;
-    assert!(
-        matches!(stored.as_ref().map(Entry::body), Some(Body::Text { .. })),
-        "general is a text entry, as before channels"
-    );
-    for bad in ["Ops", "", "-ops", "a b"] {
-        let refused = alice.post("lan", bad, "x");
-        assert!(matches!(refused, Err(NodeError::Invalid(_))), "{bad:?}: {refused:?}");
-    }
-    assert!(matches!(
-        alice.post("nowhere", "ops", "x"),
-        Err(NodeError::NoSuchRoom(_))
-    ));
-
-    let got = next_where(&mut feed, |m| m.text == "deploy at noon").await?;
-    assert_eq!((got.place, got.name.as_str()), (Place::Channel("ops".into()), "node0"));
-    cluster.wait_converged(DEADLINE).await?;
-    let ops = bob.history_at("lan", &Place::Channel("ops".into()), 10).await?;
-    assert_eq!(texts(&ops), ["deploy at noon"]);
-    let general = bob.history_at("lan", &Place::general(), 10).await?;
-    assert_eq!(texts(&general), ["hello"]);
-    assert!(bob.history_at("lan", &Place::Channel("lunch".into()), 10).await?.is_empty());
-    cluster.shutdown().await;
-    Ok(())
-}
-
-/// Whether any file under `dir` holds `needle`.
-fn any_file_holds(dir: &std::path::Path, needle: &[u8]) -> anyhow::Result<bool> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        let found = match path.is_dir() {
-            true => any_file_holds(&path, needle)?,
-            false => std::fs::read(&path)?
-                .windows(needle.len())
-                .any(|window| window == needle),
-        };
-        if found {
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_direct_message_through_a_relay_reaches_both_parties_and_the_relay_reads_nothing()
--> anyhow::Result<()> {
-    const SECRET: &str = "the door code is 4711, tell nobody";
-    const PUBLIC: &str = "a line everybody may read";
-    // alice (0) — carol (2) — bob (1): alice and bob never meet.
-    let mut cluster = Cluster::builder().nodes(3).seed(12).spawn().await?;
-    cluster.connect(0, 2).await?;
-    cluster.connect(2, 1).await?;
-    cluster.wait_converged(DEADLINE).await?;
-    let (alice, bob, carol) = (cluster.node(0), cluster.node(1), cluster.node(2));
-    let (alice_key, bob_key) = (alice.author(), bob.author());
-
-    let resolved = alice.resolve("lan", "node1")?;
-    assert_eq!((resolved.author, resolved.connected), (bob_key, false));
-    let mut bob_feed = bob.messages();
-    let mut carol_feed = carol.messages();
-    let sent = alice
-        .send_direct("lan", resolved.author, SECRET)?
-        .context("held")?;
-    assert_eq!(
-        (sent.place.clone(), sent.text.as_str()),
-        (
-            Place::Direct {
-                with: bob_key,
-                with_name: "node1".into()
-            },
-            SECRET
-        )
-    );
-    alice.send(PUBLIC)?;
-
-    let got = next_where(&mut bob_feed, |m| m.text == SECRET).await?;
-    assert_eq!(
-        (got.place, got.name.as_str(), got.author),
-        (
-            Place::Direct {
-                with: alice_key,
-                with_name: "node0".into()
-            },
-            "node0",
-            alice_key
-        )
-    );
-    cluster.wait_converged(DEADLINE).await?;
-    let carol = cluster.node(2);
-    assert_eq!(
-        carol.heads().get(&alice_key),
-        Some(&(sent.seq + 1)),
-        "the relay holds the direct message (and the line after it)"
-    );
-    let seen = drain(&mut carol_feed).await;
-    assert_eq!(texts(&seen), [PUBLIC], "the relay is shown only the public line");
-    let history = carol.history_in("lan", 100).await?;
-    assert!(history.iter().all(|m| matches!(m.place, Place::Channel(_))));
-    cluster.stop(2).await;
-    let relay_dir = cluster.data_dir(2).context("a data dir")?;
-    assert!(
-        any_file_holds(relay_dir, PUBLIC.as_bytes())?,
-        "the search finds a line stored in the clear"
-    );
-    assert!(
-        !any_file_holds(relay_dir, SECRET.as_bytes())?,
-        "the relay's data dir holds the direct message's plaintext"
-    );
-
-    // After a restart, the sender still reads what it sent (sealed to itself too).
-    cluster.start(0).await?;
-    let again = cluster.node(0).history_at("lan", &direct_with(bob_key), 10).await?;
-    assert_eq!(texts(&again), [SECRET]);
-    // And the recipient's export shows it decrypted.
-    cluster.stop(1).await;
-    let archive = Archive::open(cluster.data_dir(1).context("a data dir")?, &Room::lan())?;
-    let exported: Vec<Message> = archive.messages().collect::<Result<_, _>>()?;
-    let dm = exported
-        .iter()
-        .find(|m| m.text == SECRET)
-        .context("the export holds the direct message")?;
-    assert_eq!(dm.place, Place::Direct { with: alice_key, with_name: "node0".into() });
-    cluster.shutdown().await;
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_impostor_reads_nothing_and_a_name_resolves_to_its_pinned_key() -> anyhow::Result<()> {
-    let mut cluster = Cluster::builder().nodes(3).memory().seed(13).spawn().await?;
-    cluster.connect(0, 1).await?;
-    cluster.wait_converged(DEADLINE).await?;
-    // node2 takes bob's name (its store never saw bob's), and meets alice.
-    cluster.node(2).rename("node1")?;
-    cluster.connect(0, 2).await?;
-    cluster.wait_converged(DEADLINE).await?;
-    let (alice, bob, impostor) = (cluster.node(0), cluster.node(1), cluster.node(2));
-    assert_eq!(alice.resolve("lan", "node1")?.author, bob.author(), "the pinned key");
-    let qualified = format!("node1#{}", impostor.author().fingerprint());
-    let other = alice.resolve("lan", &qualified)?;
-    assert_eq!((other.author, other.name), (impostor.author(), qualified));
-
-    let mut impostor_feed = impostor.messages();
-    let sent = alice
-        .send_direct("lan", bob.author(), "for the real bob")?
-        .context("held")?;
-    cluster.wait_converged(DEADLINE).await?;
-    let seen = drain(&mut impostor_feed).await;
-    assert!(
-        seen.iter().all(|m| !matches!(m.place, Place::Direct { .. })),
-        "{seen:?}"
-    );
-    // Even claiming to be bob, its secret opens nothing.
-    let held = impostor.shared.rooms[0].store.get(&alice.author(), sent.seq)?;
-    let Some(Body::Direct(sealed)) = held.as_ref().map(Entry::body) else {
-        bail!("the impostor relays the direct message: {held:?}")
-    };
-    let opened = sealed.open(
-        &DmSecret::derive(&impostor.shared.key),
-        &bob.author(),
-        &Room::lan().id(),
-        &alice.author(),
-        sent.seq,
-    );
-    assert_eq!(opened, Err(OpenError::Undecryptable));
-    cluster.shutdown().await;
-    Ok(())
 }
 
 /// Two keys with the same fingerprint (6 hex digits: found among a few thousand).
@@ -351,13 +177,25 @@ fn twins() -> (SigningKey, SigningKey) {
 
 #[tokio::test]
 async fn unknown_ambiguous_keyless_and_own_names_are_refused_in_words() -> anyhow::Result<()> {
-    let node = Node::builder().name("alice").in_memory().mdns(false).spawn().await?;
+    let node = Node::builder()
+        .name("alice")
+        .in_memory()
+        .mdns(false)
+        .spawn()
+        .await?;
     let store = &node.shared.rooms[0].store;
     let room = store.room();
     // Two authors of an older p2pchat (no encryption key) whose keys share a fingerprint.
     let (first, second) = twins();
     for key in [&first, &second] {
-        let profile = entry(key, room, 1, Body::Profile { name: "twin".into() });
+        let profile = entry(
+            key,
+            room,
+            1,
+            Body::Profile {
+                name: "twin".into(),
+            },
+        );
         store.insert_remote(Author::of(key), [profile.envelope().clone()])?;
     }
     let fingerprint = Author::of(&first).fingerprint();
@@ -369,22 +207,37 @@ async fn unknown_ambiguous_keyless_and_own_names_are_refused_in_words() -> anyho
         other => bail!("{shown} resolved to {other:?}"),
     }
     let error = node.resolve("lan", &shown).unwrap_err().to_string();
-    assert!(error.contains("ambiguous") && error.contains(&shown), "{error}");
+    assert!(
+        error.contains("ambiguous") && error.contains(&shown),
+        "{error}"
+    );
     assert_eq!(
         node.resolve("lan", "twin")?.author,
         Author::of(&first),
         "the name is pinned to the first key seen with it"
     );
     let keyless = node.send_direct("lan", Author::of(&first), "hello?");
-    assert!(matches!(keyless, Err(NodeError::NoEncryptionKey { .. })), "{keyless:?}");
+    assert!(
+        matches!(keyless, Err(NodeError::NoEncryptionKey { .. })),
+        "{keyless:?}"
+    );
 
     let unknown = node.resolve("lan", "nobody");
-    assert!(matches!(unknown, Err(NodeError::UnknownName { .. })), "{unknown:?}");
-    assert!(matches!(node.resolve("elsewhere", "twin"), Err(NodeError::NoSuchRoom(_))));
+    assert!(
+        matches!(unknown, Err(NodeError::UnknownName { .. })),
+        "{unknown:?}"
+    );
+    assert!(matches!(
+        node.resolve("elsewhere", "twin"),
+        Err(NodeError::NoSuchRoom(_))
+    ));
     let me = node.resolve("lan", "alice")?;
     assert!(me.is_self);
     let to_self = node.send_direct("lan", me.author, "note to self");
-    assert!(matches!(to_self, Err(NodeError::DirectToSelf)), "{to_self:?}");
+    assert!(
+        matches!(to_self, Err(NodeError::DirectToSelf)),
+        "{to_self:?}"
+    );
     node.shutdown().await;
     Ok(())
 }
@@ -444,12 +297,258 @@ async fn a_direct_message_held_while_the_own_log_is_behind_is_sealed_where_it_la
     .context("the own log never came back")??;
 
     let at_bob = next_where(&mut bob_feed, |m| m.text == "sealed later").await?;
-    assert_eq!(at_bob.seq, before + 1, "on top of the restored log, its key not repeated");
-    assert_eq!(at_bob.place, Place::Direct { with: alice.author(), with_name: "alice".into() });
-    let own = alice.history_at("lan", &direct_with(bob.author()), 10).await?;
+    assert_eq!(
+        at_bob.seq,
+        before + 1,
+        "on top of the restored log, its key not repeated"
+    );
+    assert_eq!(
+        at_bob.place,
+        Place::Direct {
+            with: alice.author(),
+            with_name: "alice".into()
+        }
+    );
+    let own = alice
+        .history_at("lan", &direct_with(bob.author()), 10)
+        .await?;
     assert_eq!(texts(&own), ["sealed later"]);
     ensure!(alice.held() == 0, "nothing left held");
     bob.shutdown().await;
     alice.shutdown().await;
     Ok(())
+}
+
+/// Nodes of a [`Cluster`](crate::testing::Cluster) (the `testing` feature).
+#[cfg(feature = "testing")]
+mod in_a_cluster {
+    use super::*;
+    use crate::testing::Cluster;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_post_arrives_in_its_channel_and_history_keeps_channels_apart() -> anyhow::Result<()>
+    {
+        let mut cluster = Cluster::builder()
+            .nodes(2)
+            .memory()
+            .seed(11)
+            .spawn()
+            .await?;
+        cluster.line().await?;
+        let (alice, bob) = (cluster.node(0), cluster.node(1));
+        let mut feed = bob.messages();
+        let sent = alice
+            .post("lan", "ops", "deploy at noon")?
+            .context("held")?;
+        assert_eq!(sent.place, Place::Channel("ops".into()));
+        let general = alice.post("lan", "general", "hello")?.context("held")?;
+        assert_eq!(general.place, Place::general());
+        let stored = alice.shared.rooms[0]
+            .store
+            .get(&alice.author(), general.seq)?;
+        assert!(
+            matches!(stored.as_ref().map(Entry::body), Some(Body::Text { .. })),
+            "general is a text entry, as before channels"
+        );
+        for bad in ["Ops", "", "-ops", "a b"] {
+            let refused = alice.post("lan", bad, "x");
+            assert!(
+                matches!(refused, Err(NodeError::Invalid(_))),
+                "{bad:?}: {refused:?}"
+            );
+        }
+        assert!(matches!(
+            alice.post("nowhere", "ops", "x"),
+            Err(NodeError::NoSuchRoom(_))
+        ));
+
+        let got = next_where(&mut feed, |m| m.text == "deploy at noon").await?;
+        assert_eq!(
+            (got.place, got.name.as_str()),
+            (Place::Channel("ops".into()), "node0")
+        );
+        cluster.wait_converged(DEADLINE).await?;
+        let ops = bob
+            .history_at("lan", &Place::Channel("ops".into()), 10)
+            .await?;
+        assert_eq!(texts(&ops), ["deploy at noon"]);
+        let general = bob.history_at("lan", &Place::general(), 10).await?;
+        assert_eq!(texts(&general), ["hello"]);
+        assert!(
+            bob.history_at("lan", &Place::Channel("lunch".into()), 10)
+                .await?
+                .is_empty()
+        );
+        cluster.shutdown().await;
+        Ok(())
+    }
+
+    /// Whether any file under `dir` holds `needle`.
+    fn any_file_holds(dir: &std::path::Path, needle: &[u8]) -> anyhow::Result<bool> {
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            let found = match path.is_dir() {
+                true => any_file_holds(&path, needle)?,
+                false => std::fs::read(&path)?
+                    .windows(needle.len())
+                    .any(|window| window == needle),
+            };
+            if found {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_direct_message_through_a_relay_reaches_both_parties_and_the_relay_reads_nothing()
+    -> anyhow::Result<()> {
+        const SECRET: &str = "the door code is 4711, tell nobody";
+        const PUBLIC: &str = "a line everybody may read";
+        // alice (0) — carol (2) — bob (1): alice and bob never meet.
+        let mut cluster = Cluster::builder().nodes(3).seed(12).spawn().await?;
+        cluster.connect(0, 2).await?;
+        cluster.connect(2, 1).await?;
+        cluster.wait_converged(DEADLINE).await?;
+        let (alice, bob, carol) = (cluster.node(0), cluster.node(1), cluster.node(2));
+        let (alice_key, bob_key) = (alice.author(), bob.author());
+
+        let resolved = alice.resolve("lan", "node1")?;
+        assert_eq!((resolved.author, resolved.connected), (bob_key, false));
+        let mut bob_feed = bob.messages();
+        let mut carol_feed = carol.messages();
+        let sent = alice
+            .send_direct("lan", resolved.author, SECRET)?
+            .context("held")?;
+        assert_eq!(
+            (sent.place.clone(), sent.text.as_str()),
+            (
+                Place::Direct {
+                    with: bob_key,
+                    with_name: "node1".into()
+                },
+                SECRET
+            )
+        );
+        alice.send(PUBLIC)?;
+
+        let got = next_where(&mut bob_feed, |m| m.text == SECRET).await?;
+        assert_eq!(
+            (got.place, got.name.as_str(), got.author),
+            (
+                Place::Direct {
+                    with: alice_key,
+                    with_name: "node0".into()
+                },
+                "node0",
+                alice_key
+            )
+        );
+        cluster.wait_converged(DEADLINE).await?;
+        let carol = cluster.node(2);
+        assert_eq!(
+            carol.heads().get(&alice_key),
+            Some(&(sent.seq + 1)),
+            "the relay holds the direct message (and the line after it)"
+        );
+        let seen = drain(&mut carol_feed).await;
+        assert_eq!(
+            texts(&seen),
+            [PUBLIC],
+            "the relay is shown only the public line"
+        );
+        let history = carol.history_in("lan", 100).await?;
+        assert!(history.iter().all(|m| matches!(m.place, Place::Channel(_))));
+        cluster.stop(2).await;
+        let relay_dir = cluster.data_dir(2).context("a data dir")?;
+        assert!(
+            any_file_holds(relay_dir, PUBLIC.as_bytes())?,
+            "the search finds a line stored in the clear"
+        );
+        assert!(
+            !any_file_holds(relay_dir, SECRET.as_bytes())?,
+            "the relay's data dir holds the direct message's plaintext"
+        );
+
+        // After a restart, the sender still reads what it sent (sealed to itself too).
+        cluster.start(0).await?;
+        let again = cluster
+            .node(0)
+            .history_at("lan", &direct_with(bob_key), 10)
+            .await?;
+        assert_eq!(texts(&again), [SECRET]);
+        // And the recipient's export shows it decrypted.
+        cluster.stop(1).await;
+        let archive = Archive::open(cluster.data_dir(1).context("a data dir")?, &Room::lan())?;
+        let exported: Vec<Message> = archive.messages().collect::<Result<_, _>>()?;
+        let dm = exported
+            .iter()
+            .find(|m| m.text == SECRET)
+            .context("the export holds the direct message")?;
+        assert_eq!(
+            dm.place,
+            Place::Direct {
+                with: alice_key,
+                with_name: "node0".into()
+            }
+        );
+        cluster.shutdown().await;
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_impostor_reads_nothing_and_a_name_resolves_to_its_pinned_key() -> anyhow::Result<()>
+    {
+        let mut cluster = Cluster::builder()
+            .nodes(3)
+            .memory()
+            .seed(13)
+            .spawn()
+            .await?;
+        // node2 takes bob's name (its store never saw bob's), and meets alice after bob.
+        cluster.node(2).rename("node1")?;
+        cluster.connect(0, 1).await?;
+        let (alice, bob) = (cluster.node(0), cluster.node(1));
+        alice.wait_synced(bob, DEADLINE).await?;
+        cluster.connect(0, 2).await?;
+        cluster.wait_converged(DEADLINE).await?;
+        let (alice, bob, impostor) = (cluster.node(0), cluster.node(1), cluster.node(2));
+        assert_eq!(
+            alice.resolve("lan", "node1")?.author,
+            bob.author(),
+            "the pinned key"
+        );
+        let qualified = format!("node1#{}", impostor.author().fingerprint());
+        let other = alice.resolve("lan", &qualified)?;
+        assert_eq!((other.author, other.name), (impostor.author(), qualified));
+
+        let mut impostor_feed = impostor.messages();
+        let sent = alice
+            .send_direct("lan", bob.author(), "for the real bob")?
+            .context("held")?;
+        cluster.wait_converged(DEADLINE).await?;
+        let seen = drain(&mut impostor_feed).await;
+        assert!(
+            seen.iter()
+                .all(|m| !matches!(m.place, Place::Direct { .. })),
+            "{seen:?}"
+        );
+        // Even claiming to be bob, its secret opens nothing.
+        let held = impostor.shared.rooms[0]
+            .store
+            .get(&alice.author(), sent.seq)?;
+        let Some(Body::Direct(sealed)) = held.as_ref().map(Entry::body) else {
+            bail!("the impostor relays the direct message: {held:?}")
+        };
+        let opened = sealed.open(
+            &DmSecret::derive(&impostor.shared.key),
+            &bob.author(),
+            &Room::lan().id(),
+            &alice.author(),
+            sent.seq,
+        );
+        assert_eq!(opened, Err(OpenError::Undecryptable));
+        cluster.shutdown().await;
+        Ok(())
+    }
 }

@@ -4,8 +4,9 @@
 //!
 //!     cargo run --release -p p2pchat-tests --bin bench -- all
 //!
-//! or name scenarios: `catchup live transitive reconnect startup mesh authors
-//! live_under_catchup liveness sim1000`. Options: `--n N` (catch-up size, default 100000),
+//! or name scenarios: `catchup catchup_mixed live transitive reconnect startup mesh authors
+//! live_under_catchup liveness sim1000`. Options: `--n N` (catch-up size, default 100000, also
+//! of `catchup_mixed`),
 //! `--big N` (size of the reconnect/start-up store, default 1000000), `--authors N` (authors of
 //! the `authors` store, 10 entries each, default 10000), `--backlog N` (the catch-up under which
 //! `live_under_catchup` measures live lines, default 20000), `--nodes N` (simulated nodes of
@@ -23,6 +24,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use p2pchat_node::{Event, identity};
+use p2pchat_protocol::Author;
+use p2pchat_protocol::dm::DmSecret;
 use p2pchat_tests::Frozen;
 use p2pchat_tests::generate::{self, generate};
 use p2pchat_tests::sim::{self, Scenario};
@@ -34,8 +37,9 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
 /// The scenarios, in the order `all` runs them.
-const SCENARIOS: [&str; 10] = [
+const SCENARIOS: [&str; 11] = [
     "catchup",
+    "catchup_mixed",
     "live",
     "transitive",
     "reconnect",
@@ -48,9 +52,9 @@ const SCENARIOS: [&str; 10] = [
 ];
 
 /// What `bench --help` prints.
-const USAGE: &str = "usage: bench [all|catchup|live|transitive|reconnect|startup|mesh|authors|live_under_catchup|liveness|sim1000]...
+const USAGE: &str = "usage: bench [all|catchup|catchup_mixed|live|transitive|reconnect|startup|mesh|authors|live_under_catchup|liveness|sim1000]...
              [--n N] [--big N] [--authors N] [--backlog N] [--nodes N] [--scuttleup DIR]
-  --n N             catch-up size (default 100000)
+  --n N             catch-up size, also of catchup_mixed (default 100000)
   --big N           size of the reconnect/start-up store (default 1000000)
   --authors N       authors in the `authors` store, 10 entries each (default 10000)
   --backlog N       entries of the catch-up in `live_under_catchup` (default 20000)
@@ -103,6 +107,7 @@ async fn main() -> anyhow::Result<()> {
         settle_disk().await;
         let result = match scenario.as_str() {
             "catchup" => bench.catchup(n).await,
+            "catchup_mixed" => bench.catchup_mixed(n, 3).await,
             "live" => bench.live(1000, Duration::from_millis(10)).await,
             "transitive" => bench.transitive(10_000).await,
             "reconnect" => bench.reconnect(big).await,
@@ -252,6 +257,24 @@ impl Peer {
                 return Ok((at, event));
             }
         }
+    }
+
+    /// Reads events until none came for `quiet`: how many were messages, and when the last
+    /// of them came (and how many of those were direct messages).
+    async fn until_quiet(&mut self, quiet: Duration) -> anyhow::Result<Shown> {
+        let deadline = Instant::now() + STEP_LIMIT;
+        let mut shown = Shown::default();
+        while let Ok(next) = tokio::time::timeout(quiet, self.events.recv()).await {
+            let (at, event) = next.context("process ended")?;
+            if event["type"] == "error" {
+                bail!("{}: {}", self.name, event["message"]);
+            }
+            shown.count(at, &event);
+            if at > deadline {
+                bail!("{}: still printing after {STEP_LIMIT:?}", self.name);
+            }
+        }
+        Ok(shown)
     }
 
     /// Waits until `count` messages whose text starts with `prefix` have been printed.
@@ -414,7 +437,158 @@ impl TokenBucket {
     }
 }
 
+/// The message events a peer printed: how many, how many of them direct messages, and when
+/// the last one came.
+#[derive(Default)]
+struct Shown {
+    messages: u64,
+    direct: u64,
+    last: Option<Instant>,
+}
+
+impl Shown {
+    fn count(&mut self, at: Instant, event: &Value) {
+        if event["type"] == "message" {
+            self.messages += 1;
+            self.direct += u64::from(event["dm"].is_object());
+            self.last = Some(at);
+        }
+    }
+}
+
+/// How long a peer prints nothing before its printing counts as done.
+const QUIET: Duration = Duration::from_secs(2);
+
+/// The median of `runs` by `key` (the middle one after sorting; `runs` is not empty).
+fn median_by(runs: &[Value], key: &str) -> Value {
+    let mut sorted: Vec<&Value> = runs.iter().collect();
+    sorted.sort_by(|a, b| {
+        a[key]
+            .as_f64()
+            .unwrap_or(0.0)
+            .total_cmp(&b[key].as_f64().unwrap_or(0.0))
+    });
+    sorted
+        .get(sorted.len() / 2)
+        .map_or(Value::Null, |run| (*run).clone())
+}
+
 impl Bench {
+    /// The catch-up of `catchup` over two generated stores of `n` entries in one log of
+    /// another author: plain texts in `general`, and mixed (every tenth entry a direct message
+    /// sealed to B's real key, the others round five channels, [`generate::generate_mixed`]).
+    /// Each is caught up `runs` times by a fresh B with the same key, plain and mixed in turn
+    /// so that both see the same machine; the median of each, and mixed over plain.
+    async fn catchup_mixed(&self, n: u64, runs: usize) -> anyhow::Result<Value> {
+        let bob_key = p2pchat_node::identity::load_or_create(&self.new_dir("mix-key")?)?;
+        let bob = Author::of(&bob_key);
+        let (plain, mixed) = (format!("mix-plain{n}"), format!("mix-mixed{n}"));
+        let started = Instant::now();
+        generate(&self.new_dir(&plain)?, 1, n)?;
+        let plain_ms = ms(started.elapsed());
+        let started = Instant::now();
+        let bob_enc_key = DmSecret::derive(&bob_key).public();
+        generate::generate_mixed(&self.new_dir(&mixed)?, n, bob, bob_enc_key)?;
+        let mixed_ms = ms(started.elapsed());
+        settle_disk().await;
+        let mut sources = Vec::new();
+        for name in [&plain, &mixed] {
+            let mut source = self.start(name, &[]).await?;
+            // Up a while when B joins: its history is printed.
+            source.until_quiet(QUIET).await?;
+            sources.push(source);
+        }
+        let (mut plain_runs, mut mixed_runs) = (Vec::new(), Vec::new());
+        for run in 0..runs {
+            for (source, runs) in sources.iter_mut().zip([&mut plain_runs, &mut mixed_runs]) {
+                let b = format!("{}-b{run}", source.name);
+                p2pchat_node::identity::load_or_create_with(&self.new_dir(&b)?, Some(&bob_key))?;
+                runs.push(self.catch_up_from(source, &b, n).await?);
+            }
+        }
+        for source in sources {
+            source.stop().await?;
+        }
+        let (plain, mixed) = (
+            median_by(&plain_runs, "entries_per_s"),
+            median_by(&mixed_runs, "entries_per_s"),
+        );
+        let ratio = |key: &str| {
+            let (p, m) = (
+                plain[key].as_f64().unwrap_or(0.0),
+                mixed[key].as_f64().unwrap_or(0.0),
+            );
+            if p > 0.0 {
+                json!(round(m / p))
+            } else {
+                Value::Null
+            }
+        };
+        Ok(json!({
+            "scenario": "catchup_mixed", "n": n, "dm_every": 10, "channels": 1 + generate::CHANNELS.len(),
+            "runs": runs, "generate_ms": {"plain": plain_ms, "mixed": mixed_ms},
+            "entries_per_s": mixed["entries_per_s"], "plain_entries_per_s": plain["entries_per_s"],
+            "ratio": ratio("entries_per_s"), "shown_ratio": ratio("shown_per_s"),
+            "plain": plain, "mixed": mixed,
+            "all_runs": {"plain": plain_runs, "mixed": mixed_runs},
+        }))
+    }
+
+    /// An empty B (`b`, its data directory holding only its key) catches up from `source`,
+    /// which holds `n` generated entries, through a counting proxy: until `sync_complete`,
+    /// and until B printed the last line it shows (direct messages to it opened).
+    async fn catch_up_from(&self, source: &Peer, b: &str, n: u64) -> anyhow::Result<Value> {
+        let (via, wire) = counting_proxy(&source.addr, None).await?;
+        let spawned = Instant::now();
+        let mut bob = self.start(b, &[&via]).await?;
+        let (connected, _) = bob.wait(|e| e["type"] == "connected").await?;
+        let mut shown = Shown::default();
+        let (done, complete) = loop {
+            let (at, event) = bob
+                .wait(|e| e["type"] == "sync_complete" || e["type"] == "message")
+                .await?;
+            if event["type"] == "sync_complete" {
+                break (at, event);
+            }
+            shown.count(at, &event);
+        };
+        let received = complete["received"].as_u64().unwrap_or(0);
+        if received < n {
+            bail!("{b}: sync_complete after {received} of the {n} generated entries");
+        }
+        let after = bob.until_quiet(QUIET).await?;
+        let printed = Shown {
+            messages: shown.messages + after.messages,
+            direct: shown.direct + after.direct,
+            last: after.last.or(shown.last),
+        };
+        let took = done - connected;
+        let shown_took = printed.last.map_or(took, |last| last.max(done) - connected);
+        let rss = bob.peak_rss_mb();
+        bob.stop().await?;
+        Ok(json!({
+            "received": received, "connect_ms": ms(connected - spawned), "catchup_ms": ms(took),
+            "entries_per_s": (received as f64 / took.as_secs_f64()).round(),
+            "shown": printed.messages, "shown_direct": printed.direct,
+            "shown_ms": ms(shown_took),
+            "shown_per_s": (printed.messages as f64 / shown_took.as_secs_f64()).round(),
+            "wire_bytes_per_entry": round(wire.load(Ordering::Relaxed) as f64 / received.max(1) as f64),
+            "peak_rss_mb_b": rss,
+        }))
+    }
+
+    /// Creates the data directory of `name` (0700), empty.
+    fn new_dir(&self, name: &str) -> anyhow::Result<PathBuf> {
+        use std::os::unix::fs::DirBuilderExt;
+        let dir = self.dir(name);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        Ok(dir)
+    }
+
     /// A holds `n` lines; an empty B connects; until B has stored all of them.
     async fn catchup(&self, n: u64) -> anyhow::Result<Value> {
         let (a, b) = (format!("ca{n}"), format!("cb{n}"));
@@ -728,8 +902,8 @@ impl Bench {
             }
         };
         let mut sent: Vec<Instant> = Vec::new();
-        // When B's store first held each line (`live i` is seq i + 2 of A's log: its profile
-        // is seq 1).
+        // When B's store first held each line (`live i` is seq i + 3 of A's log: its profile
+        // and its encryption key are seqs 1 and 2).
         let mut arrived: Vec<Instant> = Vec::new();
         let mut caught_up: Option<Instant> = None;
         let mut ticker = tokio::time::interval(interval);
@@ -751,7 +925,7 @@ impl Bench {
                     if caught_up.is_none() && heads.get(&other) >= Some(&backlog) {
                         caught_up = Some(now);
                     }
-                    let held = heads.get(&alice_author).map_or(0, |seq| seq.saturating_sub(1));
+                    let held = heads.get(&alice_author).map_or(0, |seq| seq.saturating_sub(2));
                     while (arrived.len() as u64) < held.min(sent.len() as u64) {
                         arrived.push(now);
                     }

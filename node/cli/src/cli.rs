@@ -83,8 +83,8 @@ pub enum Command {
         /// Only the lines of this channel (`ops` or `#ops`; `general`: the lines without one).
         #[arg(long, value_name = "NAME", value_parser = parse_channel, conflicts_with = "dm")]
         channel: Option<String>,
-        /// Only the direct messages with this person: their name as shown, or
-        /// `name#fingerprint`.
+        /// Only the direct messages with this person: their name (with everyone who claims it),
+        /// or `name#fingerprint`.
         #[arg(long, value_name = "NAME", value_parser = parse_name)]
         dm: Option<String>,
         /// The rooms to print, room after room (default: the LAN room); with several, each text

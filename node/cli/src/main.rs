@@ -120,7 +120,8 @@ fn lines(n: u64) -> String {
 struct Only {
     /// A channel's name.
     channel: Option<String>,
-    /// The other party of a direct conversation: a name as shown, or `name#fingerprint`.
+    /// The other party of a direct conversation: a name (every key that claims it), or
+    /// `name#fingerprint`.
     dm: Option<String>,
 }
 
@@ -131,7 +132,12 @@ impl Only {
         match (&self.channel, &self.dm, &message.place) {
             (Some(wanted), _, Place::Channel(channel)) => wanted == channel,
             (_, Some(wanted), Place::Direct { with, with_name }) => {
-                wanted == with_name || *wanted == format!("{with_name}#{}", with.fingerprint())
+                // A name several keys claim is shown as `name#fingerprint` already.
+                let fingerprint = with.fingerprint();
+                let claimed = with_name
+                    .strip_suffix(&format!("#{fingerprint}"))
+                    .unwrap_or(with_name);
+                wanted == claimed || *wanted == format!("{claimed}#{fingerprint}")
             }
             (None, None, _) => true,
             _ => false,

@@ -108,7 +108,13 @@ impl Tmux {
     /// Whether the terminal bell rang in `session`'s window since it was opened (tmux's
     /// bell flag: it is set for a window no client looks at).
     pub fn bell_rang(&self, session: &str) -> anyhow::Result<bool> {
-        let flag = self.tmux(&["display-message", "-p", "-t", session, "#{window_bell_flag}"])?;
+        let flag = self.tmux(&[
+            "display-message",
+            "-p",
+            "-t",
+            session,
+            "#{window_bell_flag}",
+        ])?;
         Ok(flag.trim() == "1")
     }
 

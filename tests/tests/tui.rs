@@ -450,7 +450,8 @@ async fn next_from(feed: &mut MessageFeed, name: &str) -> anyhow::Result<Message
 /// adds `#ops` to the channel list with an unread count and leaves the view on `#general`;
 /// one naming alice marks `#ops` with `!` and rings the bell; Alt-2 shows `#ops`'s lines and
 /// clears its count, and what alice types there goes to `#ops`; bob's direct message adds a
-/// `@bob` conversation, Ctrl-N opens it, and alice's answer reaches bob as a direct message.
+/// `@bob` conversation, Ctrl-N opens it, and alice's answer reaches bob as a direct message;
+/// `/join` and `/dm` switch too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channels_and_a_direct_conversation_in_the_terminal_ui() -> anyhow::Result<()> {
     let Some(tmux) = Tmux::new()? else {
@@ -472,9 +473,15 @@ async fn channels_and_a_direct_conversation_in_the_terminal_ui() -> anyhow::Resu
     // With only #general there is no channel list.
     tmux.line("alice", "hi bob")?;
     next_from(&mut feed, "alice").await?;
-    bob.send("hello alice in general")?;
-    let screen = tmux.wait_text("alice", "bob> hello alice in general").await?;
-    assert!(!screen.iter().any(|r| r.contains(" channels ")), "{}", shown(&screen));
+    bob.send("hello there in general")?;
+    let screen = tmux
+        .wait_text("alice", "bob> hello there in general")
+        .await?;
+    assert!(
+        !screen.iter().any(|r| r.contains(" channels ")),
+        "{}",
+        shown(&screen)
+    );
 
     // A line in #ops: listed, counted, not shown in #general.
     bob.post("lan", "ops", "deploy at noon")?;
@@ -484,7 +491,11 @@ async fn channels_and_a_direct_conversation_in_the_terminal_ui() -> anyhow::Resu
         })
         .await?;
     assert!(ends(&screen, "│▸1 #general"), "{}", shown(&screen));
-    assert!(!screen.iter().any(|r| r.contains("deploy at noon")), "{}", shown(&screen));
+    assert!(
+        !screen.iter().any(|r| r.contains("deploy at noon")),
+        "{}",
+        shown(&screen)
+    );
     assert!(!tmux.bell_rang("alice")?, "no mention yet, no bell");
 
     // A line naming alice: the mention marker, and the bell.
@@ -495,7 +506,10 @@ async fn channels_and_a_direct_conversation_in_the_terminal_ui() -> anyhow::Resu
     .await?;
     let deadline = tokio::time::Instant::now() + p2pchat_tests::DEADLINE;
     while !tmux.bell_rang("alice")? {
-        anyhow::ensure!(tokio::time::Instant::now() < deadline, "the bell never rang");
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the bell never rang"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 
@@ -508,8 +522,10 @@ async fn channels_and_a_direct_conversation_in_the_terminal_ui() -> anyhow::Resu
         .await?;
     assert!(ends(&screen, "│ 1 #general"), "{}", shown(&screen));
     assert!(
-        screen.iter().any(|r| r.contains("bob> alice, can you check?"))
-            && !screen.iter().any(|r| r.contains("hello alice in general")),
+        screen
+            .iter()
+            .any(|r| r.contains("bob> alice, can you check?"))
+            && !screen.iter().any(|r| r.contains("hello there in general")),
         "{}",
         shown(&screen)
     );
@@ -533,7 +549,11 @@ async fn channels_and_a_direct_conversation_in_the_terminal_ui() -> anyhow::Resu
             ends(s, "│▸3 @bob") && s.iter().any(|r| r.contains("bob> psst, a secret"))
         })
         .await?;
-    assert!(!screen.iter().any(|r| r.contains("on it")), "{}", shown(&screen));
+    assert!(
+        !screen.iter().any(|r| r.contains("on it")),
+        "{}",
+        shown(&screen)
+    );
     tmux.line("alice", "my secret answer")?;
     let answer = next_from(&mut feed, "alice").await?;
     assert_eq!(answer.text, "my secret answer");
@@ -542,6 +562,17 @@ async fn channels_and_a_direct_conversation_in_the_terminal_ui() -> anyhow::Resu
         "{:?}",
         answer.place
     );
+
+    // /join opens a new channel, /dm goes back to the direct conversation.
+    tmux.line("alice", "/join #Lunch")?;
+    tmux.wait_for("alice", "#lunch current", |s| ends(s, "│▸4 #lunch"))
+        .await?;
+    tmux.line("alice", "pizza?")?;
+    let answer = next_from(&mut feed, "alice").await?;
+    assert_eq!(answer.place, Place::Channel("lunch".into()));
+    tmux.line("alice", "/dm bob")?;
+    tmux.wait_for("alice", "@bob current again", |s| ends(s, "│▸3 @bob"))
+        .await?;
 
     tmux.press("alice", &["C-c"])?;
     tmux.wait_text("alice", "EXIT=0").await?;

@@ -1121,11 +1121,19 @@ mod tests {
         app.push(message_at(2, "bob", 2, "alice, stored before the start"));
         app.push(said_at(with_bob(), 2, "bob", 3, "a stored direct message"));
         assert!(!app.take_bell(), "what was stored is read already");
+        assert_eq!(
+            app.chats.list(0)[1].unread,
+            0,
+            "stored lines are not unread"
+        );
         app.push(message_at(1, "alice", 4, "alice is me"));
         app.push(message_at(2, "bob", 5, "no name in it"));
         assert!(!app.take_bell(), "neither a mention nor direct");
         app.push(message_at(2, "bob", 6, "hi alice"));
-        assert!(app.take_bell(), "a mention, in the current conversation too");
+        assert!(
+            app.take_bell(),
+            "a mention, in the current conversation too"
+        );
         assert!(!app.take_bell(), "rung once");
         app.push(said_at(with_bob(), 2, "bob", 7, "psst"));
         assert!(app.take_bell(), "a direct message");

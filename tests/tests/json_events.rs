@@ -248,11 +248,7 @@ async fn channel_and_direct_message_fields_appear_and_match_the_schema() -> anyh
     events.extend(until(&mut bob, "message", |m| m["text"] == "psst").await?);
     assert!(alice.interrupt().await?);
     assert!(bob.interrupt().await?);
-    events.extend(p2pchat_tests::export_events(
-        "alice",
-        dirs.1.path(),
-        &[],
-    )?);
+    events.extend(p2pchat_tests::export_events("alice", dirs.1.path(), &[])?);
 
     let messages: Vec<&Value> = events.iter().filter(|e| e["type"] == "message").collect();
     let said = |text: &str| {
@@ -265,7 +261,10 @@ async fn channel_and_direct_message_fields_appear_and_match_the_schema() -> anyh
     let null = Value::Null;
     assert_eq!(
         said("hi"),
-        [("general".into(), null.clone()), ("general".into(), null.clone())],
+        [
+            ("general".into(), null.clone()),
+            ("general".into(), null.clone())
+        ],
         "bob's line, on his screen and in alice's export"
     );
     assert_eq!(

@@ -97,10 +97,10 @@ async fn channels_and_direct_messages_through_a_relay_that_cannot_read_them() ->
     alice
         .wait_stderr("info> channels: #general, #ops (current)")
         .await?;
-    alice.say("deploy at 5").await?;
-    alice.wait_line("#ops alice> deploy at 5").await?;
-    bob.wait_line("#ops alice> deploy at 5").await?;
-    carol.wait_line("#ops alice> deploy at 5").await?;
+    alice.say("bob, deploy at 5").await?;
+    alice.wait_line("#ops alice> bob, deploy at 5").await?;
+    bob.wait_line("#ops alice> bob, deploy at 5").await?;
+    carol.wait_line("#ops alice> bob, deploy at 5").await?;
 
     let secret = "the vault code is 7414";
     alice.say(&format!("/msg bob {secret}")).await?;
@@ -115,6 +115,13 @@ async fn channels_and_direct_messages_through_a_relay_that_cannot_read_them() ->
         "carol relayed the direct message and showed nothing of it: {before:?}"
     );
     bob.wait_line("alice> after").await?;
+    // What bob has not seen where it was said: #ops (naming him) and alice's message.
+    bob.say("/channels").await?;
+    bob.wait_stderr("info> channels: #general (current), #ops (1 unread!), @alice (1 unread)")
+        .await?;
+    bob.say("/join ops").await?;
+    bob.wait_stderr("info> channels: #general, #ops (current), @alice (1 unread)")
+        .await?;
 
     // Nowhere in carol's data, which holds alice's log through "after" (a log is a chain):
     // while the line of #ops, which is not encrypted, is.
@@ -164,7 +171,7 @@ async fn channels_and_direct_messages_through_a_relay_that_cannot_read_them() ->
         "the line of bob, and alice's of #ops: {seen:?}"
     );
     assert!(seen[0].ends_with("> bob here"), "{seen:?}");
-    assert_eq!(seen[1], "#ops alice> deploy at 5");
+    assert_eq!(seen[1], "#ops alice> bob, deploy at 5");
     impostor.say("/dm alice").await?;
     impostor.say("/history").await?;
     impostor
@@ -219,13 +226,13 @@ async fn channels_and_direct_messages_through_a_relay_that_cannot_read_them() ->
         "{all:#?}"
     );
     assert!(
-        all.contains(&"#ops alice> deploy at 5".to_owned()),
+        all.contains(&"#ops alice> bob, deploy at 5".to_owned()),
         "{all:#?}"
     );
     assert!(all.contains(&"alice> after".to_owned()), "{all:#?}");
     assert_eq!(
         export("alice", &scratch.path("alice"), &["--channel", "#ops"])?,
-        ["#ops alice> deploy at 5"]
+        ["#ops alice> bob, deploy at 5"]
     );
     let direct = export("alice", &scratch.path("alice"), &["--dm", "bob"])?;
     assert!(

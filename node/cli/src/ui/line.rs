@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use libp2p::PeerId;
-use p2pchat_node::{Event, Message, MessageFeed, Node, NodeError, check_text};
+use p2pchat_node::{Event, HistoryKey, Message, MessageFeed, Node, NodeError, check_text};
 use p2pchat_protocol::Author;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
@@ -98,8 +98,20 @@ pub async fn run(node: Node, format: Format, mut signals: Signals) -> ExitCode {
         status.info(&rooms.list());
     }
 
-    let mut printer =
-        tokio::spawn(Printer::new(&node, format, out, rooms, conversations).run(node.messages()));
+    // The newest message stored in each room at start: what the feed brings up to it was
+    // there before, and is not new (as in the chat window).
+    let mut stored = Vec::new();
+    for label in rooms.labels() {
+        let newest = node
+            .history_in(label, 1)
+            .await
+            .ok()
+            .and_then(|m| m.last().map(Message::history_key));
+        stored.push(newest);
+    }
+    let mut printer = tokio::spawn(
+        Printer::new(&node, format, out, rooms, conversations, stored).run(node.messages()),
+    );
 
     let mut names = Names::default();
     names.update(&node.contacts());
@@ -220,6 +232,8 @@ struct Printer {
     rooms: Rooms,
     /// Where each message is noted as it is printed (unread counts, mentions).
     conversations: Arc<Mutex<Conversations>>,
+    /// Each room's newest message stored at start (those up to it are not new).
+    stored: Vec<Option<HistoryKey>>,
     me: Author,
     catch_ups: CatchUps,
     /// Messages held, in arrival order.
@@ -235,6 +249,7 @@ impl Printer {
         out: Out,
         rooms: Rooms,
         conversations: Arc<Mutex<Conversations>>,
+        stored: Vec<Option<HistoryKey>>,
     ) -> Self {
         // Subscribed before looking at the catch-ups under way, so none is missed in between.
         let events = node.events();
@@ -250,6 +265,7 @@ impl Printer {
             out,
             rooms,
             conversations,
+            stored,
             me: node.author(),
             catch_ups: CatchUps {
                 events,
@@ -334,7 +350,9 @@ impl Printer {
             let mut conversations = lock(&self.conversations);
             for message in messages {
                 if let Some(room) = self.rooms.index_of(&message.room) {
-                    conversations.seen(room, message, message.author == self.me);
+                    let stored = self.stored.get(room).copied().flatten();
+                    let new = message.author != self.me && Some(message.history_key()) > stored;
+                    conversations.seen(room, message, !new);
                 }
             }
         }

@@ -3,7 +3,6 @@
 //! others has, and whether one of those names the user (a mention).
 
 use p2pchat_node::{Message, Place};
-use p2pchat_protocol::Author;
 
 use super::format::display;
 
@@ -184,14 +183,6 @@ pub fn label(place: &Place) -> String {
     }
 }
 
-/// The other party of a direct conversation, if `place` is one.
-pub fn direct_with(place: &Place) -> Option<Author> {
-    match place {
-        Place::Direct { with, .. } => Some(*with),
-        Place::Channel(_) => None,
-    }
-}
-
 /// Whether `text` names `name` (as `name` or `@name`) as a word of its own: not inside a longer
 /// word (`alice` is not mentioned by `malice` or `alice2`).
 pub fn mentions(text: &str, name: &str) -> bool {
@@ -209,6 +200,7 @@ pub fn mentions(text: &str, name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use p2pchat_protocol::Author;
 
     fn message(place: Place, text: &str) -> Message {
         Message {

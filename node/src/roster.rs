@@ -185,7 +185,8 @@ impl Node {
     }
 
     /// The last `n` messages said at `place` (a channel, or a direct conversation) of the
-    /// room labelled `room`, in merged order.
+    /// room labelled `room`, in merged order. A conversation is known by its other party
+    /// (`with`; `with_name` is only shown), and only its direct messages are decrypted.
     pub async fn history_at(
         &self,
         room: &str,

@@ -153,10 +153,16 @@ async fn channels_and_direct_messages_through_a_relay_that_cannot_read_them() ->
     let (mut impostor, _) = start("bob", &scratch.arg("impostor"), &[&carol_addr]).await?;
     let seen = impostor.wait_line("alice> after").await?;
     assert!(
-        !seen.iter().any(|line| line.contains(secret) || line.starts_with('@')),
+        !seen
+            .iter()
+            .any(|line| line.contains(secret) || line.starts_with('@')),
         "the impostor read it: {seen:?}"
     );
-    assert_eq!(seen.len(), 2, "the line of bob, and alice's of #ops: {seen:?}");
+    assert_eq!(
+        seen.len(),
+        2,
+        "the line of bob, and alice's of #ops: {seen:?}"
+    );
     assert!(seen[0].ends_with("> bob here"), "{seen:?}");
     assert_eq!(seen[1], "#ops alice> deploy at 5");
     impostor.say("/dm alice").await?;
@@ -204,10 +210,18 @@ async fn channels_and_direct_messages_through_a_relay_that_cannot_read_them() ->
     // alice's export shows her own direct message decrypted, marked as on screen, and one
     // channel alone with --channel.
     // (Two keys now claim bob: alice's view may tell them apart as bob#fingerprint.)
-    let to_bob = |line: &String| line.starts_with("@bob") && line.ends_with(&format!(" alice> {secret}"));
+    let to_bob =
+        |line: &String| line.starts_with("@bob") && line.ends_with(&format!(" alice> {secret}"));
     let all = export("alice", &scratch.path("alice"), &[])?;
-    assert_eq!(all.iter().filter(|line| to_bob(line)).count(), 1, "{all:#?}");
-    assert!(all.contains(&"#ops alice> deploy at 5".to_owned()), "{all:#?}");
+    assert_eq!(
+        all.iter().filter(|line| to_bob(line)).count(),
+        1,
+        "{all:#?}"
+    );
+    assert!(
+        all.contains(&"#ops alice> deploy at 5".to_owned()),
+        "{all:#?}"
+    );
     assert!(all.contains(&"alice> after".to_owned()), "{all:#?}");
     assert_eq!(
         export("alice", &scratch.path("alice"), &["--channel", "#ops"])?,
@@ -218,7 +232,9 @@ async fn channels_and_direct_messages_through_a_relay_that_cannot_read_them() ->
         direct.len() == 2
             && to_bob(&direct[0])
             && direct[1].ends_with(" alice> are you there?")
-            && direct.iter().all(|line| !line.starts_with(&format!("@bob{impostors}"))),
+            && direct
+                .iter()
+                .all(|line| !line.starts_with(&format!("@bob{impostors}"))),
         "only her two direct messages to the real bob: {direct:#?}"
     );
     Ok(())
@@ -260,8 +276,8 @@ fn author_named(dir: &Path, name: &str) -> anyhow::Result<Author> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_direct_message_tampered_with_by_a_relay_is_refused_and_never_shown()
--> anyhow::Result<()> {
+async fn a_direct_message_tampered_with_by_a_relay_is_refused_and_never_shown() -> anyhow::Result<()>
+{
     let scratch = Scratch::new()?;
     let (alice_dir, bob_dir) = (scratch.arg("alice"), scratch.arg("bob"));
     // alice learns bob's encryption key, then writes to him while he is away.
@@ -280,7 +296,10 @@ async fn a_direct_message_tampered_with_by_a_relay_is_refused_and_never_shown()
     let alice_key = author_named(&scratch.path("alice"), "alice")?;
     let log = stored_log(&scratch.path("alice"), &alice_key)?;
     let direct = log.last().expect("alice's log holds her message").clone();
-    let Body::Direct(sealed) = Entry::decode(bytes::Bytes::from(direct.clone()))?.body().clone() else {
+    let Body::Direct(sealed) = Entry::decode(bytes::Bytes::from(direct.clone()))?
+        .body()
+        .clone()
+    else {
         anyhow::bail!("alice's last entry is her direct message");
     };
     let at = direct
@@ -311,7 +330,9 @@ async fn a_direct_message_tampered_with_by_a_relay_is_refused_and_never_shown()
     let mut honest = Adversary::spawn("honest relay")?;
     honest.connect(&bob_addr.parse()?).await?;
     honest.hello().await?;
-    honest.send_batch(Lane::Live, alice_key, vec![direct]).await?;
+    honest
+        .send_batch(Lane::Live, alice_key, vec![direct])
+        .await?;
     bob.wait_line(&format!("@alice alice> {secret}")).await?;
     Ok(())
 }

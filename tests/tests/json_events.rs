@@ -1,5 +1,6 @@
 //! `--ui json`: every event type appears in a two-node scenario, and every line validates
-//! against the documented schema (docs/json-events.schema.json).
+//! against the documented schema (docs/json-events.schema.json); the `channel` and `dm` fields
+//! of a message say where it was said, on screen and in an export.
 
 use std::collections::BTreeSet;
 
@@ -78,7 +79,8 @@ async fn until(
 fn a_broken_event_is_refused_with_the_reason() -> anyhow::Result<()> {
     let schema = events_schema()?;
     let message = serde_json::json!({"v": 1, "type": "message", "author": "5a6c10", "name": "alice",
-        "room": "lan", "seq": 2, "lamport": 2, "timestamp": 1767000000000_u64, "text": "hello"});
+        "room": "lan", "channel": "general", "dm": null, "seq": 2, "lamport": 2,
+        "timestamp": 1767000000000_u64, "text": "hello"});
     let why = |edit: &dyn Fn(&mut Value)| {
         let mut event = message.clone();
         edit(&mut event);
@@ -90,6 +92,8 @@ fn a_broken_event_is_refused_with_the_reason() -> anyhow::Result<()> {
         negative.contains(r#"at "/seq": -1 is less than the minimum"#),
         "{negative}"
     );
+    let half_a_dm = why(&|e| e["dm"] = serde_json::json!({"with": "5a6c10"})).unwrap_or_default();
+    assert!(half_a_dm.contains("does not match"), "{half_a_dm}");
     let unknown = why(&|e| e["colour"] = "red".into()).unwrap_or_default();
     assert!(unknown.contains("'colour' was unexpected"), "{unknown}");
     let no_type = why(&|e| e["type"] = "telegram".into()).unwrap_or_default();
@@ -220,5 +224,86 @@ async fn a_failed_connection_is_an_event_that_matches_the_schema() -> anyhow::Re
         "{failed}"
     );
     assert!(alice.interrupt().await?);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_and_direct_message_fields_appear_and_match_the_schema() -> anyhow::Result<()> {
+    let schema = events_schema()?;
+    let dirs = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let dir = |d: &tempfile::TempDir| d.path().to_str().map(str::to_owned).unwrap_or_default();
+    let mut bob = Chat::start_user("bob", &dir(&dirs.0), &[], &["--ui", "json"])?;
+    let seen = until(&mut bob, "listening", |_| true).await?;
+    let address = seen[seen.len() - 1]["address"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let mut events = Vec::new();
+    let mut alice = Chat::start_user("alice", &dir(&dirs.1), &[&address], &[])?;
+    bob.say("hi").await?; // after bob's encryption key in his log
+    alice.wait_line("bob> hi").await?;
+    alice.say("/join #ops").await?;
+    alice.say("deploy at 5").await?;
+    alice.say("/msg bob psst").await?;
+    events.extend(until(&mut bob, "message", |m| m["text"] == "psst").await?);
+    assert!(alice.interrupt().await?);
+    assert!(bob.interrupt().await?);
+    events.extend(p2pchat_tests::export_events("alice", dirs.1.path(), &[])?);
+
+    let messages: Vec<&Value> = events.iter().filter(|e| e["type"] == "message").collect();
+    let said = |text: &str| {
+        messages
+            .iter()
+            .filter(|m| m["text"] == text)
+            .map(|m| (m["channel"].clone(), m["dm"].clone()))
+            .collect::<Vec<_>>()
+    };
+    let null = Value::Null;
+    assert_eq!(
+        said("hi"),
+        [
+            ("general".into(), null.clone()),
+            ("general".into(), null.clone())
+        ],
+        "bob's line, on his screen and in alice's export"
+    );
+    assert_eq!(
+        said("deploy at 5"),
+        [("ops".into(), null.clone()), ("ops".into(), null.clone())]
+    );
+    let bob_key = messages
+        .iter()
+        .find(|m| m["text"] == "hi")
+        .map(|m| m["author"].clone())
+        .context("bob's line")?;
+    let alice_key = messages
+        .iter()
+        .find(|m| m["text"] == "deploy at 5")
+        .map(|m| m["author"].clone())
+        .context("alice's line")?;
+    assert_eq!(
+        said("psst"),
+        [
+            (
+                null.clone(),
+                serde_json::json!({"with": alice_key, "with_name": "alice", "outgoing": false})
+            ),
+            (
+                null.clone(),
+                serde_json::json!({"with": bob_key, "with_name": "bob", "outgoing": true})
+            ),
+        ],
+        "received by bob, and sent in alice's export"
+    );
+    for event in &events {
+        check(&schema, event)?;
+        if event["type"] == "message" {
+            for field in ["channel", "dm"] {
+                let mut without = event.clone();
+                without.as_object_mut().map(|fields| fields.remove(field));
+                assert!(!schema.is_valid(&without), "the schema requires {field}");
+            }
+        }
+    }
     Ok(())
 }

@@ -209,7 +209,6 @@ fn export_room(
                 continue;
             }
             let line = match format {
-
                 ExportFormat::Text if several => {
                     format!("[{}] {}", room.label(), ui::format::history_line(&message))
                 }

@@ -511,7 +511,10 @@ mod tests {
             }
         );
         assert_eq!(command("/dm bob#91d0e4"), Command::Dm("bob#91d0e4".into()));
-        assert_eq!(command("/dm \"Alice Smith\""), Command::Dm("Alice Smith".into()));
+        assert_eq!(
+            command("/dm \"Alice Smith\""),
+            Command::Dm("Alice Smith".into())
+        );
         let Input::Invalid(why) = parse("/join #no way") else {
             panic!("a channel name with a space is refused")
         };
@@ -569,7 +572,6 @@ mod tests {
 
     #[test]
     fn lines_that_are_not_commands_are_messages() {
-
         assert_eq!(parse("hello /peers"), Input::Message("hello /peers".into()));
         assert_eq!(
             parse("//peers is a command"),

@@ -98,9 +98,8 @@ pub async fn run(node: Node, format: Format, mut signals: Signals) -> ExitCode {
         status.info(&rooms.list());
     }
 
-    let mut printer = tokio::spawn(
-        Printer::new(&node, format, out, rooms, conversations).run(node.messages()),
-    );
+    let mut printer =
+        tokio::spawn(Printer::new(&node, format, out, rooms, conversations).run(node.messages()));
 
     let mut names = Names::default();
     names.update(&node.contacts());
@@ -352,9 +351,7 @@ impl Printer {
 
 /// The conversations, whoever panicked holding them (each change is one call).
 fn lock(conversations: &Mutex<Conversations>) -> MutexGuard<'_, Conversations> {
-    conversations
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
+    conversations.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The catch-ups under way, followed through the status events.
@@ -521,7 +518,6 @@ impl Status {
         }
         Ok(())
     }
-
 
     /// Prints a status event.
     fn event(&mut self, event: &Event) {
@@ -794,10 +790,16 @@ mod tests {
         let one = rooms(&["lan"]);
         let mut ops = message("lan");
         ops.place = p2pchat_node::Place::Channel("ops".into());
-        assert_eq!(message_line(Format::Plain, &one, &ops), "#ops bob> hi there\n");
+        assert_eq!(
+            message_line(Format::Plain, &one, &ops),
+            "#ops bob> hi there\n"
+        );
         let json: serde_json::Value =
             serde_json::from_str(&message_line(Format::Json, &one, &ops)).expect("JSON");
-        assert_eq!((&json["channel"], &json["dm"]), (&"ops".into(), &serde_json::Value::Null));
+        assert_eq!(
+            (&json["channel"], &json["dm"]),
+            (&"ops".into(), &serde_json::Value::Null)
+        );
         let alice = Author::from_bytes([3; 32]);
         let mut direct = message("team");
         direct.place = p2pchat_node::Place::Direct {
@@ -824,7 +826,6 @@ mod tests {
 
     #[test]
     fn dropped_status_lines_are_said_in_each_format() {
-
         let event: serde_json::Value =
             serde_json::from_str(&dropped_events(2048)).expect("one JSON line");
         assert_eq!(event["type"], "warning");

@@ -573,6 +573,8 @@ async fn channels_and_a_direct_conversation_in_the_terminal_ui() -> anyhow::Resu
     tmux.line("alice", "/dm bob")?;
     tmux.wait_for("alice", "@bob current again", |s| ends(s, "│▸3 @bob"))
         .await?;
+    tmux.line("alice", "/set bell off")?;
+    tmux.wait_text("alice", "-- the bell is off").await?;
 
     tmux.press("alice", &["C-c"])?;
     tmux.wait_text("alice", "EXIT=0").await?;

@@ -107,7 +107,7 @@ async fn main() -> anyhow::Result<()> {
         settle_disk().await;
         let result = match scenario.as_str() {
             "catchup" => bench.catchup(n).await,
-            "catchup_mixed" => bench.catchup_mixed(n, 3).await,
+            "catchup_mixed" => bench.catchup_mixed(n, 5).await,
             "live" => bench.live(1000, Duration::from_millis(10)).await,
             "transitive" => bench.transitive(10_000).await,
             "reconnect" => bench.reconnect(big).await,
@@ -459,64 +459,72 @@ impl Shown {
 /// How long a peer prints nothing before its printing counts as done.
 const QUIET: Duration = Duration::from_secs(2);
 
-/// The median of `runs` by `key` (the middle one after sorting; `runs` is not empty).
+/// The run of `runs` with the median `key` (the middle one after sorting; `runs` is not empty).
 fn median_by(runs: &[Value], key: &str) -> Value {
     let mut sorted: Vec<&Value> = runs.iter().collect();
-    sorted.sort_by(|a, b| {
-        a[key]
-            .as_f64()
-            .unwrap_or(0.0)
-            .total_cmp(&b[key].as_f64().unwrap_or(0.0))
-    });
+    sorted.sort_by(|a, b| number(a, key).total_cmp(&number(b, key)));
     sorted
         .get(sorted.len() / 2)
         .map_or(Value::Null, |run| (*run).clone())
 }
 
+fn number(run: &Value, key: &str) -> f64 {
+    run[key].as_f64().unwrap_or(0.0)
+}
+
 impl Bench {
-    /// The catch-up of `catchup` over two generated stores of `n` entries in one log of
-    /// another author: plain texts in `general`, and mixed (every tenth entry a direct message
-    /// sealed to B's real key, the others round five channels, [`generate::generate_mixed`]).
-    /// Each is caught up `runs` times by a fresh B with the same key, plain and mixed in turn
-    /// so that both see the same machine; the median of each, and mixed over plain.
+    /// The catch-up of `catchup` over generated stores of `n` entries in one log of another
+    /// author: plain texts in `general`; mixed (every tenth entry a direct message sealed to
+    /// B's real key, the others round five channels, [`generate::generate_mixed`]); and the
+    /// same mix with the direct messages sealed to someone else (what B stores and relays but
+    /// does not open: the cost of the kinds without B's decryption). Each is caught up `runs`
+    /// times by a fresh B with the same key, the three in turn so that all see the same
+    /// machine; the median of each, and mixed over plain.
     async fn catchup_mixed(&self, n: u64, runs: usize) -> anyhow::Result<Value> {
-        let bob_key = p2pchat_node::identity::load_or_create(&self.new_dir("mix-key")?)?;
-        let bob = Author::of(&bob_key);
-        let (plain, mixed) = (format!("mix-plain{n}"), format!("mix-mixed{n}"));
-        let started = Instant::now();
-        generate(&self.new_dir(&plain)?, 1, n)?;
-        let plain_ms = ms(started.elapsed());
-        let started = Instant::now();
-        let bob_enc_key = DmSecret::derive(&bob_key).public();
-        generate::generate_mixed(&self.new_dir(&mixed)?, n, bob, bob_enc_key)?;
-        let mixed_ms = ms(started.elapsed());
-        settle_disk().await;
+        let bob_key = identity::load_or_create(&self.new_dir("mix-key")?)?;
+        let carol_key = identity::load_or_create(&self.new_dir("mix-other-key")?)?;
+        let kinds = ["plain", "mixed", "mixed_to_others"];
+        let mut generate_ms = serde_json::Map::new();
         let mut sources = Vec::new();
-        for name in [&plain, &mixed] {
-            let mut source = self.start(name, &[]).await?;
+        for kind in kinds {
+            let name = format!("mix-{kind}{n}");
+            let dir = self.new_dir(&name)?;
+            let started = Instant::now();
+            match kind {
+                "plain" => generate(&dir, 1, n).map(drop)?,
+                _ => {
+                    let to = if kind == "mixed" {
+                        &bob_key
+                    } else {
+                        &carol_key
+                    };
+                    let to_key = DmSecret::derive(to).public();
+                    generate::generate_mixed(&dir, n, Author::of(to), to_key).map(drop)?
+                }
+            }
+            generate_ms.insert(kind.into(), json!(ms(started.elapsed())));
+            settle_disk().await;
+            let mut source = self.start(&name, &[]).await?;
             // Up a while when B joins: its history is printed.
             source.until_quiet(QUIET).await?;
             sources.push(source);
         }
-        let (mut plain_runs, mut mixed_runs) = (Vec::new(), Vec::new());
+        let mut all_runs: Vec<Vec<Value>> = vec![Vec::new(); kinds.len()];
         for run in 0..runs {
-            for (source, runs) in sources.iter_mut().zip([&mut plain_runs, &mut mixed_runs]) {
+            for (source, runs) in sources.iter().zip(&mut all_runs) {
                 let b = format!("{}-b{run}", source.name);
-                p2pchat_node::identity::load_or_create_with(&self.new_dir(&b)?, Some(&bob_key))?;
+                identity::load_or_create_with(&self.new_dir(&b)?, Some(&bob_key))?;
                 runs.push(self.catch_up_from(source, &b, n).await?);
             }
         }
         for source in sources {
             source.stop().await?;
         }
-        let (plain, mixed) = (
-            median_by(&plain_runs, "entries_per_s"),
-            median_by(&mixed_runs, "entries_per_s"),
-        );
-        let ratio = |key: &str| {
+        // A kind's figure over plain's, of each figure's median.
+        let ratio = |runs: &[Value], key: &str| {
             let (p, m) = (
-                plain[key].as_f64().unwrap_or(0.0),
-                mixed[key].as_f64().unwrap_or(0.0),
+                number(&median_by(&all_runs[0], key), key),
+                number(&median_by(runs, key), key),
             );
             if p > 0.0 {
                 json!(round(m / p))
@@ -524,13 +532,19 @@ impl Bench {
                 Value::Null
             }
         };
+        let median = |runs: &[Value]| median_by(runs, "entries_per_s");
         Ok(json!({
             "scenario": "catchup_mixed", "n": n, "dm_every": 10, "channels": 1 + generate::CHANNELS.len(),
-            "runs": runs, "generate_ms": {"plain": plain_ms, "mixed": mixed_ms},
-            "entries_per_s": mixed["entries_per_s"], "plain_entries_per_s": plain["entries_per_s"],
-            "ratio": ratio("entries_per_s"), "shown_ratio": ratio("shown_per_s"),
-            "plain": plain, "mixed": mixed,
-            "all_runs": {"plain": plain_runs, "mixed": mixed_runs},
+            "runs": runs, "generate_ms": generate_ms,
+            "entries_per_s": median(&all_runs[1])["entries_per_s"],
+            "plain_entries_per_s": median(&all_runs[0])["entries_per_s"],
+            "ratio": ratio(&all_runs[1], "entries_per_s"),
+            "shown_ratio": ratio(&all_runs[1], "shown_per_s"),
+            "to_others_ratio": ratio(&all_runs[2], "entries_per_s"),
+            "to_others_shown_ratio": ratio(&all_runs[2], "shown_per_s"),
+            "plain": median(&all_runs[0]), "mixed": median(&all_runs[1]),
+            "mixed_to_others": median(&all_runs[2]),
+            "all_runs": {"plain": all_runs[0], "mixed": all_runs[1], "mixed_to_others": all_runs[2]},
         }))
     }
 

@@ -221,6 +221,8 @@ pub struct EventLoop {
     /// The path of each connected peer's first connection, until it is told to the user (with
     /// the peer's `Connected`, and a `DirectConnection` when it changes to direct).
     told_path: HashMap<PeerId, Path>,
+    /// Until when a hole punch may be under way (the failures of its losing dials are not said).
+    punching_until: Option<Instant>,
     /// Relayed duplicates to close once their hole punch had its time.
     close_later: HashMap<ConnectionId, Instant>,
     /// Peers connected through a relay only, with when to try a hole punch again.
@@ -274,6 +276,7 @@ impl EventLoop {
             mdns: true,
             relayed: HashSet::new(),
             told_path: HashMap::new(),
+            punching_until: None,
             close_later: HashMap::new(),
             upgrade_retry: HashMap::new(),
             shared,
@@ -1091,6 +1094,10 @@ impl EventLoop {
             return;
         }
         let target = self.redialer.dial_failed(connection, Instant::now());
+        if peer.is_some_and(|peer| self.connections.contains_key(&peer)) {
+            // Connected anyway (a hole punch's losing dial, or a second path): nothing to say.
+            return;
+        }
         let Some(reason) = dial_failure(error) else {
             return;
         };
@@ -1138,7 +1145,11 @@ impl EventLoop {
                     // What peers find at the rendezvous point: how to reach us through it.
                     self.swarm.add_external_address(address.clone());
                 }
-                let address = address.with(Protocol::P2p(*self.swarm.local_peer_id()));
+                // A reservation's address names us already.
+                let address = match address.iter().last() {
+                    Some(Protocol::P2p(_)) => address,
+                    _ => address.with(Protocol::P2p(*self.swarm.local_peer_id())),
+                };
                 self.listen_addrs
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -1167,6 +1178,7 @@ impl EventLoop {
                     .insert(connection_id, endpoint.get_remote_address().clone());
                 if endpoint.is_relayed() {
                     self.relayed.insert(connection_id);
+                    self.punching_until = Some(Instant::now() + RELAYED_DUPLICATE_GRACE);
                 }
                 let was = self.connections.contains_key(&peer_id).then(|| self.path_to(peer_id));
                 let connections = self.connections.entry(peer_id).or_default();
@@ -1193,7 +1205,8 @@ impl EventLoop {
                     .sessions
                     .get(&peer_id)
                     .is_none_or(|s| s.lanes.is_none() && s.reopen_at.is_none());
-                if keep == Some(connection_id) && idle {
+                // A relay is no chat peer: it speaks no lanes.
+                if keep == Some(connection_id) && idle && !self.relays.is_relay(&peer_id) {
                     self.start_session(peer_id);
                 }
             }
@@ -1237,7 +1250,10 @@ impl EventLoop {
             } => {
                 tracing::debug!(%send_back_addr, "incoming connection failed: {error}");
                 // Named by IP: each connection comes from another port.
+                // A hole punch dials both ways at once, and one of the two loses: not said.
+                let punching = self.punching_until.is_some_and(|until| Instant::now() < until);
                 if let Some(reason) = incoming_failure(&error)
+                    && !punching
                     && let Some(ip) = ip_of(&send_back_addr)
                 {
                     self.shared.connection_failed(&ip, true, reason);

@@ -300,7 +300,10 @@ mod tests {
         let now = Instant::now();
         let address = relay_address();
         let peer = relay_peer(&address).unwrap();
-        let mut relays = Relays::new(&[address.clone(), "/ip4/1.2.3.4/tcp/1".parse().unwrap()], now);
+        let mut relays = Relays::new(
+            &[address.clone(), "/ip4/1.2.3.4/tcp/1".parse().unwrap()],
+            now,
+        );
         assert!(relays.is_relay(&peer));
         let due = relays.due(now, 7);
         assert_eq!(due.dial.len(), 1, "an address without /p2p/ is no relay");
@@ -336,7 +339,7 @@ mod tests {
     fn a_refused_reservation_is_asked_for_again_after_a_wait() {
         let now = Instant::now();
         let address = relay_address();
-        let mut relays = Relays::new(&[address.clone()], now);
+        let mut relays = Relays::new(std::slice::from_ref(&address), now);
         relays.connected(relay_peer(&address).unwrap());
         let listener = ListenerId::next();
         relays.listening(0, listener);

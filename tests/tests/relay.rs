@@ -219,3 +219,70 @@ async fn two_nodes_chat_over_quic_alone() -> anyhow::Result<()> {
     ben.shutdown().await;
     Ok(())
 }
+
+/// The binary: `p2pchat relay` prints its address, and two users who give only names and that
+/// address (`--no-mdns --peer NAME --relay ADDR`) connect via the relay, say so, go direct, and
+/// chat; the relay says a line per reservation and circuit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_connects_via_relay_then_directly() -> anyhow::Result<()> {
+    use p2pchat_tests::{Chat, p2pchat_binary};
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let dirs = tempfile::tempdir()?;
+    let relay_dir = dirs.path().join("relay");
+    let mut relay = tokio::process::Command::new(p2pchat_binary())
+        .args(["relay", "--listen", "/ip4/127.0.0.1/tcp/0", "--data-dir"])
+        .arg(&relay_dir)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut relay_lines = BufReader::new(relay.stderr.take().context("relay stderr")?).lines();
+    let first = tokio::time::timeout(DEADLINE, relay_lines.next_line())
+        .await??
+        .context("the relay said nothing")?;
+    let address = first
+        .strip_prefix("info> relay listening on ")
+        .with_context(|| format!("not an address line: {first:?}"))?
+        .to_owned();
+    assert!(address.contains("/p2p/12D3KooW"), "{address}");
+    assert!(
+        relay_dir.join("identity.key").exists(),
+        "its identity is kept"
+    );
+
+    let dir = |name: &str| dirs.path().join(name).display().to_string();
+    let (alice_dir, bob_dir) = (dir("alice"), dir("bob"));
+    let mut alice = Chat::start_user("alice", &alice_dir, &["bob"], &["--relay", &address])?;
+    let mut bob = Chat::start_user("bob", &bob_dir, &["alice"], &["--relay", &address])?;
+    for (chat, other) in [(&mut alice, "bob"), (&mut bob, "alice")] {
+        let line = chat
+            .wait_stderr_within(&format!("info> connected to {other} ("), FIND_DEADLINE)
+            .await?;
+        assert!(line.ends_with(") via relay"), "{line}");
+        chat.wait_stderr(&format!("info> direct connection to {other}"))
+            .await?;
+    }
+    alice.say("hello through the NATs").await?;
+    bob.wait_line("alice> hello through the NATs").await?;
+    bob.say("hi back").await?;
+    alice.wait_line("bob> hi back").await?;
+    for chat in [&alice, &bob] {
+        let lines = chat.stderr_lines();
+        assert!(
+            !lines.iter().any(|l| l.starts_with("info> disconnected")),
+            "the relayed connection's close is no disconnection: {lines:#?}"
+        );
+    }
+    assert!(alice.interrupt().await?);
+    assert!(bob.interrupt().await?);
+    let said = tokio::time::timeout(DEADLINE, relay_lines.next_line())
+        .await??
+        .context("the relay said no more")?;
+    assert!(
+        said.starts_with("info> relay listening on ")
+            || said.starts_with("info> reservation accepted for "),
+        "{said}"
+    );
+    relay.kill().await?;
+    Ok(())
+}

@@ -34,6 +34,8 @@ pub struct Contact {
     pub held: u64,
     /// The catch-up on what they announced when they connected, while under way.
     pub sync: Option<SyncProgress>,
+    /// How it is connected (direct or through a relay), while connected.
+    pub path: Option<crate::Path>,
 }
 
 /// Progress of a catch-up from one peer.
@@ -65,20 +67,22 @@ impl Node {
             .collect();
         let me = shared.author();
         let peers = shared.peers();
-        let connected: Vec<(Author, PeerId, Option<SyncProgress>)> = peers
+        let connected: Vec<(Author, PeerId, Option<SyncProgress>, crate::Path)> = peers
             .iter()
-            .filter_map(|(peer, view)| Some((identity::author_of(peer)?, *peer, view.sync)))
+            .filter_map(|(peer, view)| {
+                Some((identity::author_of(peer)?, *peer, view.sync, view.path))
+            })
             .collect();
         drop(peers);
         let authors: BTreeSet<Author> = heads
             .iter()
             .flat_map(|heads| heads.keys().copied())
-            .chain(connected.iter().map(|(a, _, _)| *a))
+            .chain(connected.iter().map(|(a, ..)| *a))
             .collect();
         let mut contacts: Vec<Contact> = authors
             .into_iter()
             .map(|author| {
-                let link = connected.iter().find(|(a, _, _)| *a == author);
+                let link = connected.iter().find(|(a, ..)| *a == author);
                 let room = heads
                     .iter()
                     .position(|heads| heads.contains_key(&author))
@@ -86,7 +90,7 @@ impl Node {
                 Contact {
                     author,
                     peer: link
-                        .map(|(_, peer, _)| *peer)
+                        .map(|(_, peer, ..)| *peer)
                         .or_else(|| identity::peer_id_of(&author)),
                     name: shared.display_name(room, &author),
                     is_self: author == me,
@@ -95,7 +99,8 @@ impl Node {
                         .iter()
                         .map(|heads| heads.get(&author).copied().unwrap_or(0))
                         .sum(),
-                    sync: link.and_then(|(_, _, sync)| *sync),
+                    sync: link.and_then(|(_, _, sync, _)| *sync),
+                    path: link.map(|(.., path)| *path),
                 }
             })
             .collect();
@@ -110,7 +115,10 @@ impl Node {
     pub(crate) fn contact(&self, room: usize, author: Author) -> Contact {
         let shared = &self.shared;
         let link = identity::peer_id_of(&author)
-            .and_then(|peer| Some((peer, shared.peers().get(&peer)?.sync)));
+            .and_then(|peer| {
+                let view = shared.peers().get(&peer)?.clone();
+                Some((peer, view.sync, view.path))
+            });
         Contact {
             author,
             peer: identity::peer_id_of(&author),
@@ -122,7 +130,8 @@ impl Node {
                 .iter()
                 .map(|state| state.store.head_seq(&author))
                 .sum(),
-            sync: link.and_then(|(_, sync)| sync),
+            sync: link.and_then(|(_, sync, _)| sync),
+            path: link.map(|(.., path)| path),
         }
     }
 

@@ -1,16 +1,29 @@
 //! Beyond the LAN, in the NAT lab (`p2pchat_tests::natlab`): alice and bob behind two home
-//! routers that masquerade, a relay on "the internet". Needs root, iproute2 and nftables: in
-//! CI (`CI=true`) these run and must pass; elsewhere they skip with a printed reason when they
-//! cannot run. Nothing leaves the namespaces the tests create.
+//! routers that masquerade, a relay on "the internet". Each user runs the real binary with
+//! only `--name NAME --peer OTHER --relay ADDR` (and a data dir; mDNS off). Needs root,
+//! iproute2 and nftables: in CI (`CI=true`) these run and must pass; elsewhere they skip with
+//! a printed reason when they cannot run. Nothing leaves the namespaces the tests create.
+//!
+//! Whether a path is direct is also checked below the binary, in the routers' connection
+//! tracking: a direct path is a flow from one home's host to the other's router that has seen
+//! replies.
 
 use std::net::SocketAddrV4;
+use std::time::Duration;
 
 use anyhow::Context;
-
 use p2pchat_tests::natlab::{
-    Nat, NatLab, RELAY_IP, SECOND_IP, tcp_source, udp_hole_punch, udp_sources,
+    Home, Nat, NatLab, RELAY_IP, SECOND_IP, tcp_source, udp_hole_punch, udp_sources,
 };
-use p2pchat_tests::netns::skip_unless_available;
+use p2pchat_tests::netns::{Namespace, skip_unless_available};
+use p2pchat_tests::{Chat, export, keygen_room, signal};
+
+/// How long a hole punch may take once the relayed connection is up (DCUtR's round trips and
+/// retries, on a loaded machine).
+const UPGRADE: Duration = Duration::from_secs(45);
+
+/// How long the peers are given to try (and fail) a hole punch through random ports.
+const PUNCH_TRIES: Duration = Duration::from_secs(10);
 
 /// Where the lab's tests cannot run, the reason (as [`skip_unless_available`], and nftables).
 fn skip() -> anyhow::Result<bool> {
@@ -124,6 +137,342 @@ fn a_random_port_nat_maps_each_flow_to_its_own_port_and_defeats_a_hole_punch() -
         udp_hole_punch(&lab, 6000)?,
         [false, false],
         "no hole punch through random ports"
+    );
+    Ok(())
+}
+
+/// Starts `p2pchat relay` in the lab's internet on [`RELAY_IP`] (TCP and QUIC), with its data in
+/// `dir`, and returns it with the TCP address it prints (`…/p2p/<id>`), the one users are given.
+async fn start_relay(lab: &NatLab, dir: &str) -> anyhow::Result<(Chat, String)> {
+    let tcp = format!("/ip4/{RELAY_IP}/tcp/4001");
+    let quic = format!("/ip4/{RELAY_IP}/udp/4001/quic-v1");
+    let mut relay = Chat::start_in(
+        &lab.internet,
+        &[
+            "relay",
+            "--listen",
+            &tcp,
+            "--listen",
+            &quic,
+            "--data-dir",
+            dir,
+        ],
+    )?;
+    relay.name = "relay".into();
+    let prefix = "info> relay listening on ";
+    let line = relay.wait_stderr(&format!("{prefix}{tcp}/p2p/")).await?;
+    Ok((relay, line.trim_start_matches(prefix).to_owned()))
+}
+
+/// Starts `name` in `host` with only the flags a user needs beyond the LAN: `--peer peer`
+/// `--relay relay` (plus `extra`), mDNS off.
+fn start_user(
+    host: &Namespace,
+    name: &str,
+    dir: &str,
+    peer: &str,
+    relay: &str,
+    extra: &[&str],
+) -> anyhow::Result<Chat> {
+    let mut args = vec![
+        "--name",
+        name,
+        "--data-dir",
+        dir,
+        "--no-mdns",
+        "--peer",
+        peer,
+        "--relay",
+        relay,
+    ];
+    args.extend(extra);
+    Chat::start_in(host, &args)
+}
+
+/// Waits until `chat` says it is connected to `other` through the relay.
+async fn connected_via_relay(chat: &mut Chat, other: &str) -> anyhow::Result<String> {
+    chat.wait_stderr_with_all(&[&format!("info> connected to {other} ("), ") via relay"])
+        .await
+}
+
+/// `name` and `other` chat both ways: each line typed is shown on the other side.
+async fn chat_both_ways(
+    (one, two): (&mut Chat, &mut Chat),
+    (line_one, line_two): (&str, &str),
+) -> anyhow::Result<()> {
+    one.say(line_one).await?;
+    two.wait_line(&format!("{}> {line_one}", one.name)).await?;
+    two.say(line_two).await?;
+    one.wait_line(&format!("{}> {line_two}", two.name)).await?;
+    Ok(())
+}
+
+/// The `/peers` line about `other` in `chat`'s output.
+async fn peers_line(chat: &mut Chat, other: &str) -> anyhow::Result<String> {
+    chat.say("/peers").await?;
+    chat.wait_stderr(&format!("info> {other} #")).await
+}
+
+/// Flows in `home`'s router between its host and `other`'s router that have seen a reply: a
+/// direct path between the two homes.
+fn answered_flows(home: &Home, other: &Home) -> anyhow::Result<Vec<String>> {
+    let flows = home.flows_with(other.public_ip)?;
+    Ok(flows
+        .into_iter()
+        .filter(|flow| !flow.contains("[UNREPLIED]"))
+        .collect())
+}
+
+/// The stderr lines of `chat` that mention `other`.
+fn said_of(chat: &Chat, other: &str) -> Vec<String> {
+    let mut said = chat.stderr_lines();
+    said.retain(|line| line.contains(other));
+    said
+}
+
+/// The peer id that ends the address in `chat`'s first `info> listening on …` line.
+async fn peer_id(chat: &mut Chat) -> anyhow::Result<String> {
+    let addr = chat.listen_addr().await?;
+    Ok(addr.rsplit('/').next().unwrap_or_default().to_owned())
+}
+
+fn path_of(dir: &tempfile::TempDir, name: &str) -> String {
+    dir.path().join(name).to_string_lossy().into_owned()
+}
+
+/// Two homes behind port-preserving NATs: alice and bob meet at the relay by name, chat
+/// through it, the hole punch makes the connection direct on both sides, and they keep
+/// chatting once the relay is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_two_nats_they_chat_through_the_relay_go_direct_and_outlive_it() -> anyhow::Result<()>
+{
+    if skip()? {
+        return Ok(());
+    }
+    let lab = NatLab::new(Nat::PortPreserving)?;
+    let dirs = tempfile::tempdir()?;
+    let (mut relay, relay_addr) = start_relay(&lab, &path_of(&dirs, "relay")).await?;
+    let [home1, home2] = &lab.homes;
+    let mut alice = start_user(
+        &home1.host,
+        "alice",
+        &path_of(&dirs, "alice"),
+        "bob",
+        &relay_addr,
+        &[],
+    )?;
+    let mut bob = start_user(
+        &home2.host,
+        "bob",
+        &path_of(&dirs, "bob"),
+        "alice",
+        &relay_addr,
+        &[],
+    )?;
+    connected_via_relay(&mut alice, "bob").await?;
+    connected_via_relay(&mut bob, "alice").await?;
+    chat_both_ways((&mut alice, &mut bob), ("hello bob", "hi alice")).await?;
+
+    alice
+        .wait_stderr_within("info> direct connection to bob", UPGRADE)
+        .await?;
+    bob.wait_stderr_within("info> direct connection to alice", UPGRADE)
+        .await?;
+    for (home, other) in [(home1, home2), (home2, home1)] {
+        let direct = answered_flows(home, other)?;
+        assert!(
+            !direct.is_empty(),
+            "{} has no answered flow to {}: {:?}",
+            home.router.name(),
+            other.public_ip,
+            home.flows_with(other.public_ip)?
+        );
+    }
+    let line = peers_line(&mut alice, "bob").await?;
+    assert!(
+        line.contains("direct") && !line.contains("relayed"),
+        "{line}"
+    );
+    chat_both_ways((&mut alice, &mut bob), ("now directly", "so it seems")).await?;
+
+    // The relay goes away (stopped by its PID): the direct connection stays.
+    let pid = relay.child.id().context("the relay already exited")?;
+    signal(pid, "KILL")?;
+    tokio::time::timeout(p2pchat_tests::DEADLINE, relay.child.wait())
+        .await
+        .context("the relay did not exit after SIGKILL")??;
+    chat_both_ways((&mut alice, &mut bob), ("the relay is gone", "we are not")).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await; // anything the relay's loss would say
+    for (chat, other) in [(&alice, "bob"), (&bob, "alice")] {
+        let direct = format!("info> direct connection to {other}");
+        let listed = format!("info> {other} #");
+        let said = said_of(chat, other);
+        assert!(
+            said.iter().all(|line| !line.contains("disconnected from")
+                && (!line.contains("direct") || *line == direct || line.starts_with(&listed))),
+            "{} said of {other}: {said:#?}",
+            chat.name
+        );
+    }
+    for chat in [alice, bob] {
+        assert!(chat.interrupt().await?);
+    }
+    Ok(())
+}
+
+/// Two homes behind `masquerade random` NATs, which defeat hole punching: alice and bob still
+/// chat, relayed, the hole punch is tried and fails, and `/peers` says the path is relayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_random_port_nats_they_stay_relayed_and_are_told_so() -> anyhow::Result<()> {
+    if skip()? {
+        return Ok(());
+    }
+    let lab = NatLab::new(Nat::Random)?;
+    let dirs = tempfile::tempdir()?;
+    let (_relay, relay_addr) = start_relay(&lab, &path_of(&dirs, "relay")).await?;
+    let [home1, home2] = &lab.homes;
+    let mut alice = start_user(
+        &home1.host,
+        "alice",
+        &path_of(&dirs, "alice"),
+        "bob",
+        &relay_addr,
+        &[],
+    )?;
+    let mut bob = start_user(
+        &home2.host,
+        "bob",
+        &path_of(&dirs, "bob"),
+        "alice",
+        &relay_addr,
+        &[],
+    )?;
+    connected_via_relay(&mut alice, "bob").await?;
+    connected_via_relay(&mut bob, "alice").await?;
+    chat_both_ways((&mut alice, &mut bob), ("hello bob", "hi alice")).await?;
+
+    // Both try to punch (their packets reach the other router, which drops them)...
+    let deadline = tokio::time::Instant::now() + UPGRADE;
+    while home1.flows_with(home2.public_ip)?.is_empty()
+        || home2.flows_with(home1.public_ip)?.is_empty()
+    {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "no hole punch was tried within {UPGRADE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(PUNCH_TRIES).await;
+    // ...and never get through.
+    for (home, other) in [(home1, home2), (home2, home1)] {
+        assert_eq!(
+            answered_flows(home, other)?,
+            Vec::<String>::new(),
+            "a path between the homes"
+        );
+    }
+    for (chat, other) in [(&mut alice, "bob"), (&mut bob, "alice")] {
+        let line = peers_line(chat, other).await?;
+        assert!(
+            line.contains("relayed") && !line.contains("direct"),
+            "{line}"
+        );
+        let said = chat.stderr_lines();
+        assert!(
+            said.iter().all(|l| !l.contains("direct connection to")),
+            "{said:#?}"
+        );
+    }
+    chat_both_ways((&mut alice, &mut bob), ("still relayed", "and still here")).await?;
+    for chat in [alice, bob] {
+        assert!(chat.interrupt().await?);
+    }
+    Ok(())
+}
+
+/// A private room across the relay (random-port NATs: every line goes through it): alice and
+/// bob hold its key and chat; mallory, registered at the same relay without the key, dials
+/// alice through it by her peer id, and gets nothing: no line, no name, told that alice shares
+/// no room with her, and alice is told the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_room_across_the_relay_gives_a_stranger_at_it_nothing() -> anyhow::Result<()> {
+    if skip()? {
+        return Ok(());
+    }
+    let lab = NatLab::new(Nat::Random)?;
+    let dirs = tempfile::tempdir()?;
+    let key = path_of(&dirs, "team.key");
+    keygen_room(key.as_ref())?;
+    let (_relay, relay_addr) = start_relay(&lab, &path_of(&dirs, "relay")).await?;
+    let [home1, home2] = &lab.homes;
+    let with_key = ["--room-key", key.as_str()];
+    let mut alice = start_user(
+        &home1.host,
+        "alice",
+        &path_of(&dirs, "alice"),
+        "bob",
+        &relay_addr,
+        &with_key,
+    )?;
+    let alice_id = peer_id(&mut alice).await?;
+    let mut bob = start_user(
+        &home2.host,
+        "bob",
+        &path_of(&dirs, "bob"),
+        "alice",
+        &relay_addr,
+        &with_key,
+    )?;
+    connected_via_relay(&mut alice, "bob").await?;
+    chat_both_ways((&mut alice, &mut bob), ("members only", "understood")).await?;
+
+    let alice_via_relay = format!("{relay_addr}/p2p-circuit/p2p/{alice_id}");
+    let mut mallory = start_user(
+        &lab.internet,
+        "mallory",
+        &path_of(&dirs, "mallory"),
+        &alice_via_relay,
+        &relay_addr,
+        &[],
+    )?;
+    let mallory_id = peer_id(&mut mallory).await?;
+    mallory.say("let me in").await?;
+    mallory.wait_line("mallory> let me in").await?;
+    mallory
+        .wait_stderr_with_all(&["shares no room with us", &alice_id])
+        .await?;
+    alice
+        .wait_stderr_with_all(&["shares no room with us", &mallory_id])
+        .await?;
+    alice.say("still members only").await?;
+    bob.wait_line("alice> still members only").await?;
+
+    let more = mallory.lines_until_quiet(Duration::from_secs(2)).await?;
+    assert!(more.is_empty(), "mallory saw {more:?}");
+    let said = mallory.stderr_lines();
+    for secret in ["alice", "bob", "members only", "understood"] {
+        assert!(
+            said.iter().all(|l| !l.contains(secret)),
+            "mallory learnt {secret:?}: {said:#?}"
+        );
+    }
+    for chat in [alice, bob, mallory] {
+        assert!(chat.interrupt().await?);
+    }
+    let exported = export("mallory", path_of(&dirs, "mallory").as_ref(), &[])?;
+    assert_eq!(
+        exported,
+        ["mallory> let me in"],
+        "nothing of the room in mallory's store"
+    );
+    let exported = export("bob", path_of(&dirs, "bob").as_ref(), &with_key)?;
+    assert_eq!(
+        exported,
+        [
+            "alice> members only",
+            "bob> understood",
+            "alice> still members only"
+        ]
     );
     Ok(())
 }

@@ -15,7 +15,10 @@ use libp2p::core::upgrade::{NegotiationError, ProtocolError, Version};
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::{Multiaddr, PeerId, Swarm, mdns, noise, tcp, yamux};
+use libp2p::{
+    Multiaddr, PeerId, Swarm, autonat, dcutr, identify, mdns, noise, quic, relay, rendezvous, tcp,
+    yamux,
+};
 use p2pchat_protocol::SigningKey;
 
 use crate::identity;
@@ -47,6 +50,10 @@ pub const MDNS_QUERY_INTERVAL: Duration = Duration::from_secs(5);
 /// How long an mDNS record lives unless refreshed.
 pub const MDNS_TTL: Duration = Duration::from_secs(30);
 
+/// The protocol name identify announces (and checks nothing against: it is for people reading
+/// a relay's logs).
+pub const IDENTIFY_PROTOCOL: &str = "/p2pchat/3";
+
 /// Everything the node speaks on a connection.
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
@@ -58,13 +65,25 @@ pub struct Behaviour {
     pub lanes: libp2p_stream::Behaviour,
     /// Discovery on the LAN, unless turned off.
     pub mdns: Toggle<mdns::tokio::Behaviour>,
+    /// Tells peers our listen addresses and the address they see us at (hole punching needs
+    /// both).
+    pub identify: identify::Behaviour,
+    /// Whether our addresses can be reached from outside (asked of peers that serve it: a relay).
+    pub autonat: autonat::v2::client::Behaviour,
+    /// Reservations on relays and connections through them (`/p2p-circuit` addresses).
+    pub relay: relay::client::Behaviour,
+    /// Upgrades a relayed connection to a direct one by hole punching.
+    pub dcutr: dcutr::Behaviour,
+    /// Registers in each room's namespace at a relay's rendezvous point, and looks peers up there.
+    pub rendezvous: rendezvous::client::Behaviour,
 }
 
 /// How a node reaches others.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Transport {
-    /// TCP, the chat's: `/ip4/…/tcp/PORT` and `/ip6/…/tcp/PORT` addresses.
+    /// TCP and QUIC, the chat's: `/ip4/…/tcp/PORT`, `/ip4/…/udp/PORT/quic-v1` and their
+    /// `/ip6/` forms; and through a relay, `<relay>/p2p-circuit/p2p/<peer id>`.
     #[default]
     Tcp,
     /// libp2p's in-process memory transport: `/memory/N` addresses (listen on `/memory/0` for
@@ -74,15 +93,21 @@ pub enum Transport {
 }
 
 impl Transport {
-    /// Whether this transport can dial `address`: TCP `/ip4/…` or `/ip6/…`, then `/tcp/PORT`
-    /// with a port other than 0; memory `/memory/N` with N other than 0; then at most a
-    /// `/p2p/<peer id>`.
+    /// Whether this transport can dial `address`: `/ip4/…` or `/ip6/…`, then `/tcp/PORT` or
+    /// `/udp/PORT/quic-v1` with a port other than 0; memory `/memory/N` with N other than 0;
+    /// then at most a `/p2p/<peer id>`.
     pub fn can_dial(self, address: &Multiaddr) -> bool {
         let mut parts = address.iter();
         let base = match self {
             Transport::Tcp => {
                 matches!(parts.next(), Some(Protocol::Ip4(_) | Protocol::Ip6(_)))
-                    && matches!(parts.next(), Some(Protocol::Tcp(port)) if port != 0)
+                    && match parts.next() {
+                        Some(Protocol::Tcp(port)) => port != 0,
+                        Some(Protocol::Udp(port)) => {
+                            port != 0 && matches!(parts.next(), Some(Protocol::QuicV1))
+                        }
+                        _ => false,
+                    }
             }
             Transport::Memory => matches!(parts.next(), Some(Protocol::Memory(n)) if n != 0),
         };
@@ -93,8 +118,8 @@ impl Transport {
     pub fn dials_what(self) -> &'static str {
         match self {
             Transport::Tcp => {
-                "p2pchat dials /ip4/…/tcp/PORT or /ip6/…/tcp/PORT, with a port other than 0, \
-                 optionally ending in /p2p/<peer id>"
+                "p2pchat dials /ip4/…/tcp/PORT, /ip4/…/udp/PORT/quic-v1 or their /ip6/ forms, \
+                 with a port other than 0, optionally ending in /p2p/<peer id>"
             }
             Transport::Memory => {
                 "the memory transport dials /memory/N, with N other than 0, optionally ending \
@@ -104,7 +129,8 @@ impl Transport {
     }
 }
 
-/// Builds the swarm: `kind` (TCP or memory) + Noise + Yamux, with the node key as its
+/// Builds the swarm: `kind` (TCP and QUIC, or memory) + Noise + Yamux (QUIC has its own TLS
+/// and streams), and the relay client's transport beside it, with the node key as its
 /// identity (the same for every room: membership is proved on the lanes, see
 /// `p2pchat_protocol::membership`); mDNS if `mdns`.
 pub fn build_swarm(
@@ -113,22 +139,66 @@ pub fn build_swarm(
     kind: Transport,
 ) -> anyhow::Result<Swarm<Behaviour>> {
     let keypair = identity::keypair(key);
+    let peer_id = keypair.public().to_peer_id();
     let config = libp2p::swarm::Config::with_tokio_executor()
         .with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT);
-    let transport = match kind {
-        Transport::Tcp => transport(&keypair)?,
-        Transport::Memory => memory_transport(&keypair)?,
-    };
+    let (relay_transport, relay) = relay::client::new(peer_id);
+    let relayed = secured(
+        relay_transport.map_err(|e| ConnectError::Relay(relay_words(&e))),
+        &keypair,
+    )?;
+    let transport = build_transport(&keypair, kind)?
+        .or_transport(relayed)
+        .map(|either, _| either.into_inner())
+        .boxed();
     Ok(Swarm::new(
         transport,
-        behaviour(&keypair, mdns)?,
-        keypair.public().to_peer_id(),
+        behaviour(&keypair, mdns, relay)?,
+        peer_id,
         config,
     ))
 }
 
-/// The transport, built by hand (not by libp2p's `SwarmBuilder`) so that every failure to set
-/// up a connection reaches the event loop as a [`ConnectError`] it can put in words.
+/// The transport of `kind`, without the relay client's (a relay's own swarm has none).
+pub fn build_transport(
+    keypair: &libp2p::identity::Keypair,
+    kind: Transport,
+) -> anyhow::Result<Boxed<(PeerId, StreamMuxerBox)>> {
+    match kind {
+        Transport::Tcp => transport(keypair),
+        Transport::Memory => memory_transport(keypair),
+    }
+}
+
+/// The relay transport's error in words: why a reservation was refused, or a circuit not made.
+fn relay_words(e: &relay::client::transport::Error) -> String {
+    use relay::client::transport::Error;
+    use relay::outbound::hop::{ConnectError as Connect, ReserveError as Reserve};
+    match e {
+        Error::Reservation(Reserve::Refused) => "the relay refused the reservation".into(),
+        Error::Reservation(Reserve::ResourceLimitExceeded) => {
+            "the relay refused the reservation: it holds as many as it allows".into()
+        }
+        Error::Reservation(Reserve::Unsupported) => {
+            "the relay refused the reservation: it does not relay (is it a p2pchat relay?)".into()
+        }
+        Error::Connect(Connect::NoReservation) => {
+            "the peer holds no reservation at the relay (it left, or its reservation ended)".into()
+        }
+        Error::Connect(Connect::ResourceLimitExceeded) => {
+            "the relay refused the circuit: it relays as many as it allows".into()
+        }
+        Error::Connect(Connect::PermissionDenied) => "the relay refused the circuit".into(),
+        Error::Connect(Connect::Unsupported) => {
+            "the relay does not relay (is it a p2pchat relay?)".into()
+        }
+        e => format!("relay: {e}"),
+    }
+}
+
+/// TCP (with Noise and Yamux) and QUIC, built by hand (not by libp2p's `SwarmBuilder`) so that
+/// every failure to set up a connection reaches the event loop as a [`ConnectError`] it can put
+/// in words.
 fn transport(
     keypair: &libp2p::identity::Keypair,
 ) -> anyhow::Result<Boxed<(PeerId, StreamMuxerBox)>> {
@@ -141,7 +211,17 @@ fn transport(
             TransportTimeoutError::TimerError(e) | TransportTimeoutError::Other(e) => e,
         })
         .map_err(ConnectError::Tcp);
-    secured(tcp, keypair)
+    let mut quic = quic::Config::new(keypair);
+    quic.handshake_timeout = HANDSHAKE_TIMEOUT;
+    quic.max_concurrent_stream_limit = MAX_STREAMS_PER_CONNECTION as u32;
+    let quic = quic::tokio::Transport::new(quic)
+        .map_err(ConnectError::quic)
+        .map(|(peer, connection), _| (peer, StreamMuxerBox::new(connection)));
+    Ok(secured(tcp, keypair)?
+        .or_transport(quic)
+        .map(|either, _| either.into_inner())
+        .map_err(|e| e.into_inner())
+        .boxed())
 }
 
 /// libp2p's memory transport, its failures as [`ConnectError`]s (nobody listening there is a
@@ -159,14 +239,23 @@ fn memory_transport(
             }
         })
     });
-    secured(memory, keypair)
+    Ok(secured(memory, keypair)?.boxed())
 }
 
 /// `base` with Noise and Yamux on top, each failure as a [`ConnectError`] naming its step.
 fn secured<T>(
     base: T,
     keypair: &libp2p::identity::Keypair,
-) -> anyhow::Result<Boxed<(PeerId, StreamMuxerBox)>>
+) -> anyhow::Result<
+    impl libp2p::core::Transport<
+        Output = (PeerId, StreamMuxerBox),
+        Error = ConnectError,
+        Dial: Send,
+        ListenerUpgrade: Send,
+    > + Send
+    + Unpin
+    + 'static,
+>
 where
     T: libp2p::core::Transport<Error = ConnectError> + Send + Unpin + 'static,
     T::Output: futures::AsyncRead + futures::AsyncWrite + Unpin + Send + 'static,
@@ -188,8 +277,7 @@ where
                 ConnectError::muxer,
             ),
         })
-        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
-        .boxed())
+        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer))))
 }
 
 /// Checks that nothing listens on `address`'s TCP port yet, by binding it without SO_REUSEPORT
@@ -218,8 +306,9 @@ pub fn check_port_free(address: &Multiaddr) -> Result<(), String> {
 pub fn listen_error(e: &TransportError<std::io::Error>) -> String {
     match e {
         TransportError::MultiaddrNotSupported(_) => {
-            "p2pchat listens on TCP only, as in /ip4/0.0.0.0/tcp/4001 or /ip6/::/tcp/4001 (or, \
-             with the memory transport, on /memory/N only)"
+            "p2pchat listens on TCP or QUIC, as in /ip4/0.0.0.0/tcp/4001, \
+             /ip4/0.0.0.0/udp/4001/quic-v1 or /ip6/::/tcp/4001 (or, with the memory transport, \
+             on /memory/N only)"
                 .into()
         }
         TransportError::Other(e) => transport_words(e),
@@ -249,14 +338,19 @@ pub fn in_words(e: &std::io::Error) -> String {
             "permission denied (ports below 1024 need privileges; pick a higher one)".into()
         }
         ErrorKind::ConnectionRefused => "connection refused".into(),
-        _ => {
-            let text = e.to_string();
-            let mut chars = text.chars();
-            match chars.next() {
-                Some(first) => first.to_lowercase().chain(chars).collect(),
-                None => e.kind().to_string(),
-            }
-        }
+        _ => match e.to_string() {
+            text if text.is_empty() => e.kind().to_string(),
+            text => in_lower_case(&text),
+        },
+    }
+}
+
+/// `text` with its first letter in lower case, to follow a colon.
+fn in_lower_case(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
     }
 }
 
@@ -282,9 +376,26 @@ pub enum ConnectError {
     /// TCP connected but the rest of the setup did not finish within [`HANDSHAKE_TIMEOUT`].
     #[error("the handshake did not finish in time")]
     Stalled,
+    /// QUIC could not reach the peer or set the connection up (its own TLS 1.3 handshake).
+    #[error("QUIC: {0}")]
+    Quic(String),
+    /// The relay refused a reservation or a circuit, or could not be asked (in words).
+    #[error("{0}")]
+    Relay(String),
 }
 
 impl ConnectError {
+    /// A failed QUIC connection: its socket errors as TCP's, a handshake past its time as a
+    /// stall.
+    fn quic(e: quic::Error) -> Self {
+        match e {
+            quic::Error::Io(e) => ConnectError::Tcp(e),
+            quic::Error::HandshakeTimedOut => ConnectError::Stalled,
+            quic::Error::Connection(e) => ConnectError::Quic(in_lower_case(&e.to_string())),
+            e => ConnectError::Quic(in_lower_case(&e.to_string())),
+        }
+    }
+
     /// A failed Noise upgrade.
     fn security(e: impl std::error::Error + 'static) -> Self {
         Self::upgrade(true, &e)
@@ -337,7 +448,11 @@ pub fn is_broken_off(e: &std::io::Error) -> bool {
 }
 
 /// The behaviours, configured with the limits above.
-fn behaviour(keypair: &libp2p::identity::Keypair, mdns: bool) -> anyhow::Result<Behaviour> {
+fn behaviour(
+    keypair: &libp2p::identity::Keypair,
+    mdns: bool,
+    relay: relay::client::Behaviour,
+) -> anyhow::Result<Behaviour> {
     let mdns = match mdns {
         true => Some(mdns::tokio::Behaviour::new(
             mdns::Config {
@@ -360,6 +475,14 @@ fn behaviour(keypair: &libp2p::identity::Keypair, mdns: bool) -> anyhow::Result<
         limits: connection_limits::Behaviour::new(limits),
         lanes: libp2p_stream::Behaviour::new(),
         mdns: Toggle::from(mdns),
+        identify: identify::Behaviour::new(identify::Config::new(
+            IDENTIFY_PROTOCOL.into(),
+            keypair.public(),
+        )),
+        autonat: autonat::v2::client::Behaviour::default(),
+        relay,
+        dcutr: dcutr::Behaviour::new(keypair.public().to_peer_id()),
+        rendezvous: rendezvous::client::Behaviour::new(keypair.clone()),
     })
 }
 

@@ -338,8 +338,8 @@ fn transport_failure(
 ) -> ConnectFailure {
     match error {
         TransportError::MultiaddrNotSupported(_) => ConnectFailure::Other(format!(
-            "p2pchat cannot dial {address} (it dials /ip4/…/tcp/PORT or /ip6/…/tcp/PORT, with a \
-             port other than 0)"
+            "p2pchat cannot dial {address} (it dials /ip4/…/tcp/PORT, /ip4/…/udp/PORT/quic-v1 \
+             or their /ip6/ forms, with a port other than 0)"
         )),
         TransportError::Other(e) => match e.get_ref().and_then(|e| e.downcast_ref()) {
             Some(e) => connect_failure(e, Side::Dialer)
@@ -380,7 +380,9 @@ fn connect_failure(error: &ConnectError, side: Side) -> Option<ConnectFailure> {
         ConnectError::Upgrade {
             broken_off: true, ..
         } if matches!(side, Side::Listener) => return None,
-        ConnectError::Upgrade { .. } => ConnectFailure::Other(error.to_string()),
+        ConnectError::Upgrade { .. } | ConnectError::Quic(_) | ConnectError::Relay(_) => {
+            ConnectFailure::Other(error.to_string())
+        }
     })
 }
 

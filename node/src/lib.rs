@@ -80,6 +80,7 @@ mod import;
 mod lanes;
 mod node;
 mod own_log;
+pub mod relay;
 mod room;
 mod roster;
 mod shared;

@@ -21,6 +21,10 @@ const PRIVATE_SECRET_CONTEXT: &str = "p2pchat 2026-12 private room secret";
 const ID_CONTEXT: &str = "p2pchat 2026-12 room id";
 /// Context of a room's proof key, derived from its secret.
 const PROOF_KEY_CONTEXT: &str = "p2pchat 2026-12 room proof key";
+/// Context of the key of a room's rendezvous namespaces, derived from its secret.
+const RENDEZVOUS_CONTEXT: &str = "p2pchat 2026-12-01 rendezvous";
+/// What a rendezvous namespace hashes, before the day.
+const RENDEZVOUS_TAG: &[u8] = b"p2pchat-rdv";
 
 /// The name of the open LAN room, the default room.
 pub const LAN: &str = "lan";
@@ -140,6 +144,23 @@ impl Room {
         self
     }
 
+    /// The room's namespace at a rendezvous point on day `utc_day` (days since the Unix
+    /// epoch, UTC): 32 hex digits of a keyed BLAKE3 hash of the day, keyed by the room's
+    /// secret (docs/protocol.md, "Rendezvous"). Only who can derive the secret (knows an open
+    /// room's name, holds a private room's key) can compute it, and one day's namespace says
+    /// nothing of the next.
+    pub fn rendezvous_namespace(&self, utc_day: u64) -> String {
+        let key = blake3::derive_key(RENDEZVOUS_CONTEXT, &self.secret);
+        let mut hasher = blake3::Hasher::new_keyed(&key);
+        hasher.update(RENDEZVOUS_TAG);
+        hasher.update(&utc_day.to_be_bytes());
+        let hash = hasher.finalize();
+        hash.as_bytes()[..16]
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    }
+
     /// The key of this room's membership proofs.
     pub(crate) fn proof_key(&self) -> [u8; 32] {
         blake3::derive_key(PROOF_KEY_CONTEXT, &self.secret)
@@ -178,4 +199,30 @@ mod tests {
         assert!(Room::open(" lan").is_err());
         assert!(Room::open("").is_err());
     }
+
+    #[test]
+    fn rendezvous_namespaces_change_daily_and_per_room() {
+        let lan = Room::lan();
+        let today = lan.rendezvous_namespace(20_788);
+        assert_eq!(today.len(), 32);
+        assert!(today.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert_eq!(today, Room::open("lan").unwrap().rendezvous_namespace(20_788));
+        assert_ne!(today, lan.rendezvous_namespace(20_789));
+        assert_ne!(today, Room::open("ops").unwrap().rendezvous_namespace(20_788));
+        let private = Room::private(&[7; 32], "team");
+        assert_eq!(
+            private.rendezvous_namespace(20_788),
+            Room::private(&[7; 32], "other").rendezvous_namespace(20_788),
+            "the label is not part of it"
+        );
+        assert_ne!(
+            private.rendezvous_namespace(20_788),
+            Room::private(&[8; 32], "team").rendezvous_namespace(20_788)
+        );
+        // The vector of docs/protocol.md, "Rendezvous".
+        assert_eq!(today, VECTOR_LAN_20788);
+    }
+
+    /// The LAN room's namespace on day 20788 (2026-12-01).
+    const VECTOR_LAN_20788: &str = "b223bb25ef4fbf4a9b2645803ee6cd02";
 }

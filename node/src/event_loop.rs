@@ -4,15 +4,16 @@
 //! the core, the storage worker and the user: every input goes to the core, and everything the
 //! core then asks for is done before the next one.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use libp2p::core::transport::ListenerId;
-use libp2p::mdns;
 use libp2p::multiaddr::Protocol;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
+use libp2p::{dcutr, mdns, rendezvous};
 use libp2p::{Multiaddr, PeerId, Stream, Swarm};
 use p2pchat_protocol::limits::MAX_BATCH_ENTRIES;
 use p2pchat_protocol::membership::Nonce;
@@ -25,14 +26,16 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 
+use crate::backoff::Backoff;
 use crate::behaviour::{Behaviour, BehaviourEvent};
 use crate::dial::{Redialer, dial_failure, incoming_failure};
 use crate::discovery::{Discovery, keep_connection};
 use crate::lanes::{self, LANE_QUEUE, LaneEvent, TaskId};
+use crate::relays::{self, DISCOVER_LIMIT, REGISTRATION_TTL, Relays};
 use crate::shared::{PeerView, SharedRef};
 use crate::storer::{self, Job};
 use crate::warnings::Cause;
-use crate::{Event, NodeError, PeerSpec, SyncProgress, behaviour, identity};
+use crate::{Event, NodeError, Path, PeerSpec, SyncProgress, behaviour, identity};
 
 /// How often the node says which wanted names it has not found yet.
 const LOOKING_FOR_INTERVAL: Duration = Duration::from_secs(10);
@@ -47,6 +50,15 @@ const INBOX: usize = 256;
 const STORED_QUEUE: usize = 256;
 /// Inbound lanes held for peers whose connection the loop has not seen yet.
 const MAX_EARLY_LANES: usize = 64;
+/// How long a second connection through a relay to a peer connected through a relay already
+/// stays up before it is closed: long enough for the hole punch it was opened for.
+const RELAYED_DUPLICATE_GRACE: Duration = Duration::from_secs(30);
+/// First wait, after a peer connected through a relay, before a new hole punch is tried (by
+/// opening another relayed connection: each starts one); doubled after each until
+/// [`UPGRADE_RETRY_MAX`].
+const UPGRADE_RETRY_FIRST: Duration = Duration::from_secs(30);
+/// See [`UPGRADE_RETRY_FIRST`].
+const UPGRADE_RETRY_MAX: Duration = Duration::from_secs(600);
 /// Both lanes, in the order sessions keep them.
 const LANES: [Lane; 2] = [Lane::Live, Lane::Bulk];
 
@@ -200,6 +212,21 @@ pub struct EventLoop {
     stored: mpsc::Receiver<RoomsInput<PeerId>>,
     /// The own log's highest seq the core knows of, per room.
     own_given: Vec<u64>,
+    /// The relays given with `--relay`.
+    relays: Relays,
+    /// Whether mDNS runs.
+    mdns: bool,
+    /// The open connections that go through a relay.
+    relayed: HashSet<ConnectionId>,
+    /// The path of each connected peer's first connection, until it is told to the user (with
+    /// the peer's `Connected`, and a `DirectConnection` when it changes to direct).
+    told_path: HashMap<PeerId, Path>,
+    /// Until when a hole punch may be under way (the failures of its losing dials are not said).
+    punching_until: Option<Instant>,
+    /// Relayed duplicates to close once their hole punch had its time.
+    close_later: HashMap<ConnectionId, Instant>,
+    /// Peers connected through a relay only, with when to try a hole punch again.
+    upgrade_retry: HashMap<PeerId, (Instant, Backoff)>,
     next_task: TaskId,
     tasks: JoinSet<()>,
 }
@@ -212,6 +239,7 @@ impl EventLoop {
         commands: mpsc::Receiver<Command>,
         listen_addrs: Arc<Mutex<Vec<Multiaddr>>>,
         peers: &[PeerSpec],
+        relays: &[Multiaddr],
         config: &crate::Config,
     ) -> Result<Self, NodeError> {
         let (lane_tx, lane_rx) = mpsc::channel(INBOX);
@@ -244,6 +272,13 @@ impl EventLoop {
         Ok(Self {
             swarm,
             own_given,
+            relays: Relays::new(relays, now),
+            mdns: true,
+            relayed: HashSet::new(),
+            told_path: HashMap::new(),
+            punching_until: None,
+            close_later: HashMap::new(),
+            upgrade_retry: HashMap::new(),
             shared,
             commands,
             core,
@@ -274,7 +309,8 @@ impl EventLoop {
         if waiting.is_empty() {
             ready.take().map(|r| r.send(Ok(())));
         }
-        if !setup.mdns {
+        self.mdns = setup.mdns;
+        if !setup.mdns && !self.relays.any() {
             for name in self.discovery.wanted() {
                 self.shared.emit(Event::Warning {
                     message: format!("cannot look for {name} by name: mDNS is off (--no-mdns); give an address instead"),
@@ -335,10 +371,12 @@ impl EventLoop {
                     self.input(RoomsInput::Tick);
                     self.reopen_due();
                     self.queue_held_jobs();
+                    self.relays_due();
+                    self.paths_due();
                     self.dial_due();
                     self.shared.say_warning_summaries();
                 }
-                _ = looking_for.tick(), if setup.mdns => self.say_who_is_missing(),
+                _ = looking_for.tick(), if setup.mdns || self.relays.any() => self.say_who_is_missing(),
             }
             // Reap finished tasks so the set does not grow.
             while self.tasks.try_join_next().is_some() {}
@@ -430,8 +468,8 @@ impl EventLoop {
             .iter()
             .map(|&room| self.shared.rooms[room].room.label().to_owned())
             .collect();
-        let kept = self.connections.get(&peer).and_then(|connections| {
-            let id = keep_connection(*self.swarm.local_peer_id(), peer, connections)?;
+        let kept = self.kept(peer).and_then(|id| {
+            let connections = self.connections.get(&peer)?;
             let (_, dialed) = connections.iter().find(|(at, _)| *at == id)?;
             Some((*dialed, self.remote_addresses.get(&id)?.clone()))
         });
@@ -440,13 +478,21 @@ impl EventLoop {
             Some((false, address)) => (crate::Direction::Listened, address),
             None => (crate::Direction::Listened, Multiaddr::empty()),
         };
+        let now_path = self.path_to(peer);
+        let path = *self.told_path.entry(peer).or_insert(now_path);
+        let name = announcing.name;
         self.shared.emit(Event::Connected {
             peer,
-            name: announcing.name,
+            name: name.clone(),
             rooms,
             direction,
             address,
+            path,
         });
+        if path != now_path {
+            self.told_path.insert(peer, now_path);
+            self.shared.emit(Event::DirectConnection { peer, name });
+        }
         for event in announcing.held {
             self.shared.emit(event);
         }
@@ -694,11 +740,19 @@ impl EventLoop {
                 held: Vec::new(),
             });
         }
+        let path = self.path_to(peer);
         let mut peers = self.shared.peers();
         match peers.get_mut(&peer) {
             Some(view) => view.name = name,
             None => {
-                peers.insert(peer, PeerView { name, sync: None });
+                peers.insert(
+                    peer,
+                    PeerView {
+                        name,
+                        sync: None,
+                        path,
+                    },
+                );
             }
         }
         drop(peers);
@@ -1032,7 +1086,18 @@ impl EventLoop {
 
     /// Backs off a failed dial and says why it failed (unless said lately).
     fn dial_failed(&mut self, connection: ConnectionId, peer: Option<PeerId>, error: &DialError) {
+        if let Some(relay) = self.relays.dial_failed(connection, Instant::now()) {
+            let reason = dial_failure(error).map_or_else(|| error.to_string(), |r| r.to_string());
+            self.shared.warn(&relay.to_string(), Cause::Relay, 1, || {
+                format!("cannot reach relay {relay}: {reason}")
+            });
+            return;
+        }
         let target = self.redialer.dial_failed(connection, Instant::now());
+        if peer.is_some_and(|peer| self.connections.contains_key(&peer)) {
+            // Connected anyway (a hole punch's losing dial, or a second path): nothing to say.
+            return;
+        }
         let Some(reason) = dial_failure(error) else {
             return;
         };
@@ -1064,14 +1129,27 @@ impl EventLoop {
         for name in self.discovery.missing_names(&connected) {
             self.shared.emit(Event::LookingFor {
                 name: name.to_owned(),
+                lan: self.mdns,
+                relays: self.relays.addresses(),
             });
         }
     }
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
-            SwarmEvent::NewListenAddr { address, .. } => {
-                let address = address.with(Protocol::P2p(*self.swarm.local_peer_id()));
+            SwarmEvent::NewListenAddr {
+                address,
+                listener_id,
+            } => {
+                if self.relays.reserved(listener_id).is_some() {
+                    // What peers find at the rendezvous point: how to reach us through it.
+                    self.swarm.add_external_address(address.clone());
+                }
+                // A reservation's address names us already.
+                let address = match address.iter().last() {
+                    Some(Protocol::P2p(_)) => address,
+                    _ => address.with(Protocol::P2p(*self.swarm.local_peer_id())),
+                };
                 self.listen_addrs
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -1095,24 +1173,40 @@ impl EventLoop {
                 }
                 drop(warnings);
                 self.discovery.connected(peer_id);
+                self.relays.connected(peer_id);
                 self.remote_addresses
                     .insert(connection_id, endpoint.get_remote_address().clone());
+                if endpoint.is_relayed() {
+                    self.relayed.insert(connection_id);
+                    self.punching_until = Some(Instant::now() + RELAYED_DUPLICATE_GRACE);
+                }
+                let was = self.connections.contains_key(&peer_id).then(|| self.path_to(peer_id));
                 let connections = self.connections.entry(peer_id).or_default();
                 connections.push((connection_id, endpoint.is_dialer()));
-                let keep = keep_connection(*self.swarm.local_peer_id(), peer_id, connections);
-                for (id, _) in connections.clone() {
-                    if Some(id) != keep {
+                let keep = self.kept(peer_id);
+                let kept_relayed = keep.is_some_and(|id| self.relayed.contains(&id));
+                let now = Instant::now();
+                for (id, _) in self.connections.get(&peer_id).cloned().unwrap_or_default() {
+                    if Some(id) == keep {
+                        continue;
+                    }
+                    if kept_relayed && self.relayed.contains(&id) {
+                        // It may be punching a hole: give it the time.
+                        self.close_later.entry(id).or_insert(now + RELAYED_DUPLICATE_GRACE);
+                    } else {
                         tracing::debug!(%peer_id, ?id, "closing a duplicate connection");
                         self.swarm.close_connection(id);
                     }
                 }
+                self.path_changed(peer_id, was);
                 // A session starts on the first kept connection, or anew on one that came
                 // while the peer was being disconnected.
                 let idle = self
                     .sessions
                     .get(&peer_id)
                     .is_none_or(|s| s.lanes.is_none() && s.reopen_at.is_none());
-                if keep == Some(connection_id) && idle {
+                // A relay is no chat peer: it speaks no lanes.
+                if keep == Some(connection_id) && idle && !self.relays.is_relay(&peer_id) {
                     self.start_session(peer_id);
                 }
             }
@@ -1123,12 +1217,22 @@ impl EventLoop {
                 ..
             } => {
                 self.remote_addresses.remove(&connection_id);
+                self.relayed.remove(&connection_id);
+                self.close_later.remove(&connection_id);
                 if let Some(connections) = self.connections.get_mut(&peer_id) {
                     connections.retain(|(id, _)| *id != connection_id);
                 }
                 if num_established == 0 {
                     self.connections.remove(&peer_id);
+                    for listener in self.relays.disconnected(peer_id, Instant::now()) {
+                        self.swarm.remove_listener(listener);
+                    }
                     self.on_peer_gone(peer_id);
+                } else {
+                    let path = self.path_to(peer_id);
+                    if let Some(view) = self.shared.peers().get_mut(&peer_id) {
+                        view.path = path;
+                    }
                 }
             }
             SwarmEvent::OutgoingConnectionError {
@@ -1146,7 +1250,10 @@ impl EventLoop {
             } => {
                 tracing::debug!(%send_back_addr, "incoming connection failed: {error}");
                 // Named by IP: each connection comes from another port.
+                // A hole punch dials both ways at once, and one of the two loses: not said.
+                let punching = self.punching_until.is_some_and(|until| Instant::now() < until);
                 if let Some(reason) = incoming_failure(&error)
+                    && !punching
                     && let Some(ip) = ip_of(&send_back_addr)
                 {
                     self.shared.connection_failed(&ip, true, reason);
@@ -1154,9 +1261,19 @@ impl EventLoop {
             }
             SwarmEvent::ListenerClosed {
                 listener_id,
-                reason: Err(e),
+                reason,
                 ..
             } => {
+                if let Some(relay) = self.relays.reservation_lost(listener_id, Instant::now()) {
+                    if let Err(e) = reason {
+                        let words = behaviour::transport_words(&e);
+                        self.shared.warn(&relay.to_string(), Cause::Relay, 1, || {
+                            format!("no reservation at relay {relay}: {words}")
+                        });
+                    }
+                    return;
+                }
+                let Err(e) = reason else { return };
                 let address = self.listener_address(listener_id);
                 self.shared.emit(Event::Warning {
                     message: format!(
@@ -1185,7 +1302,224 @@ impl EventLoop {
                     self.discovery.expired(peer, &addr);
                 }
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Rendezvous(event)) => self.on_rendezvous(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(dcutr::Event {
+                remote_peer_id,
+                result,
+            })) => {
+                // A success shows as the direct connection's ConnectionEstablished.
+                tracing::debug!(%remote_peer_id, ?result, "hole punch");
+            }
             _ => {}
+        }
+    }
+
+    /// The connection kept with `peer`: a direct one if there is one (see [`keep_connection`]:
+    /// both sides choose the same).
+    fn kept(&self, peer: PeerId) -> Option<ConnectionId> {
+        let connections = self.connections.get(&peer)?;
+        let direct: Vec<(ConnectionId, bool)> = connections
+            .iter()
+            .filter(|(id, _)| !self.relayed.contains(id))
+            .copied()
+            .collect();
+        let local = *self.swarm.local_peer_id();
+        match direct.is_empty() {
+            true => keep_connection(local, peer, connections),
+            false => keep_connection(local, peer, &direct),
+        }
+    }
+
+    /// The path of the connection kept with `peer`.
+    fn path_to(&self, peer: PeerId) -> Path {
+        match self.kept(peer) {
+            Some(id) if self.relayed.contains(&id) => Path::Relayed,
+            _ => Path::Direct,
+        }
+    }
+
+    /// A connection to `peer` came, when its path was `was` (`None`: its first connection):
+    /// tracks its path, says when it went direct, and schedules hole punches while relayed.
+    fn path_changed(&mut self, peer: PeerId, was: Option<Path>) {
+        let path = self.path_to(peer);
+        if let Some(view) = self.shared.peers().get_mut(&peer) {
+            view.path = path;
+        }
+        let now = Instant::now();
+        match path {
+            Path::Relayed => {
+                // One side retries, so that the two do not open twice the circuits.
+                if *self.swarm.local_peer_id() < peer {
+                    self.upgrade_retry.entry(peer).or_insert_with(|| {
+                        let mut backoff = Backoff::new(UPGRADE_RETRY_FIRST, UPGRADE_RETRY_MAX);
+                        (now + backoff.next(), backoff)
+                    });
+                }
+            }
+            Path::Direct => {
+                self.upgrade_retry.remove(&peer);
+            }
+        }
+        match was {
+            None => {
+                self.told_path.insert(peer, path);
+            }
+            Some(Path::Relayed) if path == Path::Direct => {
+                tracing::debug!(%peer, "now connected directly");
+                let shown = self.sessions.get(&peer).and_then(|s| s.shown.clone());
+                // A peer not shown yet is said connected with its first path, then direct.
+                if let Some(name) = shown
+                    && self.told_path.insert(peer, Path::Direct) == Some(Path::Relayed)
+                {
+                    self.shared.emit(Event::DirectConnection { peer, name });
+                }
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// Closes relayed duplicates whose hole punch had its time, and tries hole punches again
+    /// for peers still connected through a relay only.
+    fn paths_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<ConnectionId> = self
+            .close_later
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.close_later.remove(&id);
+            self.swarm.close_connection(id);
+        }
+        let retry: Vec<PeerId> = self
+            .upgrade_retry
+            .iter()
+            .filter(|(_, (at, _))| *at <= now)
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in retry {
+            if !self.connections.contains_key(&peer) || self.path_to(peer) == Path::Direct {
+                self.upgrade_retry.remove(&peer);
+                continue;
+            }
+            if let Some((at, backoff)) = self.upgrade_retry.get_mut(&peer) {
+                *at = now + backoff.next();
+            }
+            let circuits = self.relays.circuits_to(peer);
+            if circuits.is_empty() {
+                continue;
+            }
+            tracing::debug!(%peer, "trying a hole punch again");
+            let dial = DialOpts::peer_id(peer)
+                .condition(PeerCondition::Always)
+                .addresses(circuits)
+                .build();
+            if let Err(e) = self.swarm.dial(dial) {
+                tracing::debug!(%peer, "no new relayed connection: {e}");
+            }
+        }
+    }
+
+    /// Keeps the relays connected, their reservations held and registrations renewed, and
+    /// looks up the peers of our rooms at them.
+    fn relays_due(&mut self) {
+        if !self.relays.any() {
+            return;
+        }
+        let day = relays::utc_day();
+        let due = self.relays.due(Instant::now(), day);
+        for (index, address, peer) in due.dial {
+            let dial = DialOpts::peer_id(peer)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .addresses(vec![address])
+                .build();
+            let id = dial.connection_id();
+            self.relays.dialing(index, id);
+            if let Err(e) = self.swarm.dial(dial) {
+                self.dial_failed(id, Some(peer), &e);
+            }
+        }
+        for (index, circuit) in due.listen {
+            match self.swarm.listen_on(circuit.clone()) {
+                Ok(id) => self.relays.listening(index, id),
+                Err(e) => self.shared.emit(Event::Warning {
+                    message: format!(
+                        "cannot ask {circuit} for a reservation: {}",
+                        behaviour::listen_error(&e)
+                    ),
+                }),
+            }
+        }
+        let namespace = |room: &crate::shared::RoomState, day: u64| {
+            rendezvous::Namespace::new(room.room.rendezvous_namespace(day))
+        };
+        for (relay, day) in due.register {
+            for state in &self.shared.rooms {
+                let Ok(namespace) = namespace(state, day) else {
+                    continue;
+                };
+                let ttl = Some(REGISTRATION_TTL);
+                if let Err(e) = self.swarm.behaviour_mut().rendezvous.register(namespace, relay, ttl) {
+                    tracing::debug!(%relay, "cannot register: {e}");
+                }
+            }
+        }
+        for (relay, day) in due.discover {
+            for state in &self.shared.rooms {
+                // Yesterday's too: a peer whose clock is behind ours around midnight.
+                for day in [day, day.saturating_sub(1)] {
+                    let Ok(namespace) = namespace(state, day) else {
+                        continue;
+                    };
+                    self.swarm.behaviour_mut().rendezvous.discover(
+                        Some(namespace),
+                        None,
+                        Some(DISCOVER_LIMIT),
+                        relay,
+                    );
+                }
+            }
+        }
+    }
+
+    /// What a relay's rendezvous point answered.
+    fn on_rendezvous(&mut self, event: rendezvous::client::Event) {
+        use rendezvous::client::Event as Rdv;
+        match event {
+            Rdv::Discovered { registrations, .. } => {
+                let now = Instant::now();
+                let local = *self.swarm.local_peer_id();
+                for registration in registrations {
+                    let peer = registration.record.peer_id();
+                    if peer == local || self.relays.is_relay(&peer) {
+                        continue;
+                    }
+                    for address in registration.record.addresses() {
+                        tracing::debug!(%peer, %address, "found at a rendezvous point");
+                        self.discovery.discovered(peer, address.clone(), now);
+                    }
+                }
+            }
+            Rdv::RegisterFailed {
+                rendezvous_node,
+                error,
+                ..
+            } => {
+                let relay = self
+                    .relays
+                    .address_of(&rendezvous_node)
+                    .map_or_else(|| rendezvous_node.to_string(), |a| a.to_string());
+                self.shared.warn(&relay, Cause::Relay, 1, || {
+                    format!("relay {relay} refused to register us in a room: {error:?}")
+                });
+            }
+            Rdv::DiscoverFailed {
+                rendezvous_node,
+                error,
+                ..
+            } => tracing::debug!(%rendezvous_node, ?error, "lookup failed"),
+            other => tracing::debug!(?other, "rendezvous"),
         }
     }
 
@@ -1193,6 +1527,8 @@ impl EventLoop {
     fn on_peer_gone(&mut self, peer: PeerId) {
         self.redialer.disconnected(peer, Instant::now());
         self.early.remove(&peer);
+        self.told_path.remove(&peer);
+        self.upgrade_retry.remove(&peer);
         let Some(mut session) = self.sessions.remove(&peer) else {
             return;
         };

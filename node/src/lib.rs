@@ -81,6 +81,7 @@ mod lanes;
 mod node;
 mod own_log;
 pub mod relay;
+mod relays;
 mod room;
 mod roster;
 mod shared;
@@ -96,10 +97,12 @@ pub use doctor::{Checkup, LogReport, doctor};
 pub use feed::MessageFeed;
 pub use import::{IMPORT_CHUNK, Imported, import};
 pub use node::{
-    Direction, Event, Message, MissingLog, Node, NodeBuilder, NodeError, PeerSpec, PenaltyReason,
-    Stats, SyncTimeout, check_text,
+    Direction, Event, Message, MissingLog, Node, NodeBuilder, NodeError, PeerSpec,
+    PenaltyReason,
+    Stats, SyncTimeout, check_relay_address, check_text,
 };
 pub use own_log::MAX_HELD;
+pub use relays::Path;
 /// The merged history's order, as [`Message::history_key`] gives it.
 pub use p2pchat_storage::HistoryKey;
 pub use room::{RoomKey, RoomKeyError, room_of_key_file};

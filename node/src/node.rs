@@ -31,10 +31,14 @@ pub enum Event {
         /// The address, ending in `/p2p/<peer id>`.
         address: Multiaddr,
     },
-    /// A `--peer NAME` has not been found on the LAN yet (repeated every few seconds).
+    /// A `--peer NAME` has not been found yet (repeated every few seconds).
     LookingFor {
         /// The wanted name.
         name: String,
+        /// Whether it is looked for on the LAN (mDNS is on).
+        lan: bool,
+        /// The relays whose rendezvous points it is looked for at (`--relay`).
+        relays: Vec<Multiaddr>,
     },
     /// A peer connected, proved membership of rooms we are in, and said hello.
     Connected {
@@ -48,6 +52,16 @@ pub enum Event {
         direction: Direction,
         /// The peer's address on that connection: the one dialed, or the one it dialed from.
         address: Multiaddr,
+        /// Whether that connection is direct or goes through a relay.
+        path: crate::Path,
+    },
+    /// A peer shown connected through a relay is now connected directly (the hole punch
+    /// succeeded); the relayed connection is closed, and that is no disconnection.
+    DirectConnection {
+        /// The peer.
+        peer: PeerId,
+        /// The name it was shown connected with.
+        name: String,
     },
     /// The last connection to a peer closed.
     Disconnected {
@@ -357,6 +371,26 @@ fn multiaddr_mistake(s: &str) -> String {
     format!("{s:?} is not a valid address")
 }
 
+/// Checks that `address` can name a relay: an address p2pchat dials, then `/p2p/<peer id>`.
+pub fn check_relay_address(address: &Multiaddr) -> Result<(), NodeError> {
+    let refused = |reason: &str| NodeError::Dial {
+        address: address.clone(),
+        reason: reason.to_owned(),
+    };
+    if crate::relays::relay_peer(address).is_none() {
+        return Err(refused(
+            "a relay's address ends in /p2p/<its peer id>, as `p2pchat relay` prints it",
+        ));
+    }
+    if !is_dialable(address) {
+        return Err(refused(
+            "a relay's address looks like /ip4/198.51.100.7/tcp/4001/p2p/<its peer id> (or \
+             /udp/4001/quic-v1)",
+        ));
+    }
+    Ok(())
+}
+
 /// Why a node could not start or act.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -487,6 +521,7 @@ pub struct NodeBuilder {
     in_memory: bool,
     listen: Vec<Multiaddr>,
     peers: Vec<PeerSpec>,
+    relays: Vec<Multiaddr>,
     no_mdns: bool,
     rooms: Vec<Room>,
     keypair: Option<SigningKey>,
@@ -528,6 +563,16 @@ impl NodeBuilder {
     /// A peer to connect to and keep connected.
     pub fn peer(mut self, peer: PeerSpec) -> Self {
         self.peers.push(peer);
+        self
+    }
+
+    /// A relay to use (repeatable; its address ends in `/p2p/<relay's peer id>`, as
+    /// `p2pchat relay` prints it): the node holds a reservation there, so peers behind other
+    /// NATs can reach it, registers there in each of its rooms (a namespace only members can
+    /// compute, see `Room::rendezvous_namespace`), dials the peers of its rooms found there
+    /// through the relay, and upgrades to direct connections by hole punching when it can.
+    pub fn relay(mut self, address: Multiaddr) -> Self {
+        self.relays.push(address);
         self
     }
 
@@ -582,6 +627,9 @@ impl NodeBuilder {
             rooms => rooms,
         };
         check_rooms(&rooms)?;
+        for address in &self.relays {
+            check_relay_address(address)?;
+        }
         let started = std::time::Instant::now();
         let DataDir {
             key,
@@ -677,6 +725,7 @@ impl NodeBuilder {
             command_rx,
             listen_addrs.clone(),
             &self.peers,
+            &self.relays,
             &self.config,
         )?;
         let setup = Setup {

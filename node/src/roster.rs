@@ -33,6 +33,8 @@ pub struct Contact {
     pub held: u64,
     /// The catch-up on what they announced when they connected, while under way.
     pub sync: Option<SyncProgress>,
+    /// How it is connected (direct or through a relay), while connected.
+    pub path: Option<crate::Path>,
 }
 
 /// Progress of a catch-up from one peer.
@@ -64,20 +66,22 @@ impl Node {
             .collect();
         let me = shared.author();
         let peers = shared.peers();
-        let connected: Vec<(Author, PeerId, Option<SyncProgress>)> = peers
+        let connected: Vec<(Author, PeerId, Option<SyncProgress>, crate::Path)> = peers
             .iter()
-            .filter_map(|(peer, view)| Some((identity::author_of(peer)?, *peer, view.sync)))
+            .filter_map(|(peer, view)| {
+                Some((identity::author_of(peer)?, *peer, view.sync, view.path))
+            })
             .collect();
         drop(peers);
         let authors: BTreeSet<Author> = heads
             .iter()
             .flat_map(|heads| heads.keys().copied())
-            .chain(connected.iter().map(|(a, _, _)| *a))
+            .chain(connected.iter().map(|(a, ..)| *a))
             .collect();
         let mut contacts: Vec<Contact> = authors
             .into_iter()
             .map(|author| {
-                let link = connected.iter().find(|(a, _, _)| *a == author);
+                let link = connected.iter().find(|(a, ..)| *a == author);
                 let room = heads
                     .iter()
                     .position(|heads| heads.contains_key(&author))
@@ -85,7 +89,7 @@ impl Node {
                 Contact {
                     author,
                     peer: link
-                        .map(|(_, peer, _)| *peer)
+                        .map(|(_, peer, ..)| *peer)
                         .or_else(|| identity::peer_id_of(&author)),
                     name: shared.display_name(room, &author),
                     is_self: author == me,
@@ -94,7 +98,8 @@ impl Node {
                         .iter()
                         .map(|heads| heads.get(&author).copied().unwrap_or(0))
                         .sum(),
-                    sync: link.and_then(|(_, _, sync)| *sync),
+                    sync: link.and_then(|(_, _, sync, _)| *sync),
+                    path: link.map(|(.., path)| *path),
                 }
             })
             .collect();

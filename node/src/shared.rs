@@ -25,6 +25,8 @@ pub struct PeerView {
     pub name: String,
     /// The catch-up on what the peer holds and we lacked, while under way.
     pub sync: Option<SyncProgress>,
+    /// The path of the connection kept with it.
+    pub path: crate::Path,
 }
 
 /// One room the node is in: its store (every log of the room held) and the own log there.

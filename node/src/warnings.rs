@@ -34,6 +34,8 @@ pub enum Cause {
     NoSharedRoom,
     /// A listener failed (the subject is its address).
     Listening,
+    /// A relay could not be reached or refused us (the subject is its address).
+    Relay,
 }
 
 impl Cause {
@@ -47,6 +49,7 @@ impl Cause {
             Cause::Incompatible => ("connections of another protocol version", "from"),
             Cause::NoSharedRoom => ("connections sharing no room", "with"),
             Cause::Listening => ("errors", "listening on"),
+            Cause::Relay => ("failures", "at relay"),
         }
     }
 }

@@ -125,6 +125,25 @@ pub enum Command {
         /// Where to write the key (an existing file is never overwritten).
         file: PathBuf,
     },
+    /// Run a relay for peers behind NATs: a circuit relay (v2) and a rendezvous point where
+    /// peers of a room find each other, with limits sized for chat. It stores no chat data and
+    /// cannot read any (connections through it stay encrypted end to end). Prints
+    /// `info> relay listening on ADDR` for each address: give one to `--relay`.
+    #[command(after_help = "Examples:\n  p2pchat relay --listen /ip4/0.0.0.0/tcp/4001 --listen /ip4/0.0.0.0/udp/4001/quic-v1\n  \
+                            p2pchat --name alice --peer bob --relay /ip4/198.51.100.7/tcp/4001/p2p/12D3KooW…")]
+    Relay {
+        /// Address to listen on. Repeatable.
+        #[arg(
+            long,
+            value_name = "MULTIADDR",
+            default_values = ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"]
+        )]
+        listen: Vec<Multiaddr>,
+        /// Where the relay keeps its identity key (default: the per-user data directory's
+        /// `relay` sibling, e.g. ~/.local/share/p2pchat-relay).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
     /// Print a shell completion script.
     #[command(
         after_help = "Examples:\n  p2pchat completions bash > ~/.local/share/bash-completion/completions/p2pchat\n  \
@@ -158,8 +177,16 @@ pub struct ChatArgs {
     #[arg(long = "peer", value_name = "PEER")]
     pub peers: Vec<PeerSpec>,
     /// Address to listen on. Repeatable.
-    #[arg(long, value_name = "MULTIADDR", default_value = "/ip4/0.0.0.0/tcp/0")]
+    #[arg(
+        long,
+        value_name = "MULTIADDR",
+        default_values = ["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"]
+    )]
     pub listen: Vec<Multiaddr>,
+    /// A relay (`p2pchat relay` prints its addresses): reach and be reached by the people of
+    /// your rooms beyond the LAN, through it, and directly once a hole is punched. Repeatable.
+    #[arg(long = "relay", value_name = "MULTIADDR", value_parser = parse_relay)]
+    pub relays: Vec<Multiaddr>,
     /// Where your identity and history live (default: the per-user data directory, e.g.
     /// ~/.local/share/p2pchat/NAME).
     #[arg(long, value_name = "DIR")]
@@ -324,6 +351,24 @@ fn parse_name(name: &str) -> Result<String, String> {
 /// The data directory for `name`: `dir` if given, else the per-user default, the directory
 /// named `name` in p2pchat's data directory. A name that is not one plain directory name
 /// (`.`, `..`, or with a `/`) never becomes a path: it needs `dir`.
+/// A `--relay` value: an address p2pchat dials, ending in `/p2p/<the relay's peer id>`.
+fn parse_relay(value: &str) -> Result<Multiaddr, String> {
+    let address: Multiaddr = value
+        .parse()
+        .map_err(|e| format!("{value:?} is not an address: {e}"))?;
+    p2pchat_node::check_relay_address(&address).map_err(|e| e.to_string())?;
+    Ok(address)
+}
+
+/// The relay's data directory: `dir`, or `p2pchat-relay` beside the users' data directories.
+pub fn relay_dir(dir: Option<&PathBuf>) -> Result<PathBuf, NodeError> {
+    if let Some(dir) = dir {
+        return Ok(dir.clone());
+    }
+    let root = directories::ProjectDirs::from("", "", "p2pchat-relay").ok_or(NodeError::NoDataDir)?;
+    Ok(root.data_dir().to_owned())
+}
+
 pub fn data_dir(name: &str, dir: Option<&PathBuf>) -> Result<PathBuf, NodeError> {
     if let Some(dir) = dir {
         return Ok(dir.clone());
@@ -356,6 +401,9 @@ impl ChatArgs {
         for peer in &self.peers {
             builder = builder.peer(peer.clone());
         }
+        for relay in &self.relays {
+            builder = builder.relay(relay.clone());
+        }
         for room in self.rooms.rooms()? {
             builder = builder.room(room);
         }
@@ -384,8 +432,24 @@ mod tests {
         assert!(matches!(cli.chat.peers[1], PeerSpec::Addr(_)));
         assert_eq!(
             cli.chat.listen,
-            vec!["/ip4/0.0.0.0/tcp/0".parse::<Multiaddr>().unwrap()]
+            vec![
+                "/ip4/0.0.0.0/tcp/0".parse::<Multiaddr>().unwrap(),
+                "/ip4/0.0.0.0/udp/0/quic-v1".parse().unwrap()
+            ]
         );
+        let relay = "/ip4/198.51.100.1/tcp/4001/p2p/12D3KooWE8YkWfkZjeqwUBDtDr1kap6GzR3YrkSWFR8tZzqkmyQv";
+        let cli = Cli::try_parse_from([
+            "p2pchat", "--name", "alice", "--peer", "bob", "--no-mdns", "--relay", relay,
+        ])
+        .unwrap();
+        assert_eq!(cli.chat.relays, vec![relay.parse::<Multiaddr>().unwrap()]);
+        assert!(
+            Cli::try_parse_from(["p2pchat", "--name", "a", "--relay", "/ip4/1.2.3.4/tcp/1"])
+                .is_err(),
+            "a relay without its peer id"
+        );
+        let relay = Cli::try_parse_from(["p2pchat", "relay"]).unwrap();
+        assert!(matches!(relay.command, Some(Command::Relay { ref listen, .. }) if listen.len() == 2));
         let import = Cli::try_parse_from(["p2pchat", "import", "--name", "alice"]).unwrap();
         assert!(matches!(import.command, Some(Command::Import { .. })));
         assert!(

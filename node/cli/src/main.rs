@@ -45,6 +45,7 @@ fn main() -> ExitCode {
             rooms,
         }) => return doctor(&name, data_dir.as_ref(), repair, &rooms),
         Some(Command::KeygenRoom { file }) => keygen_room(&file),
+        Some(Command::Relay { listen, data_dir }) => return relay(listen, data_dir.as_ref()),
         Some(Command::Completions { shell }) => {
             clap_complete::generate(
                 shell,
@@ -281,6 +282,49 @@ fn keygen_room(file: &std::path::Path) -> Result<(), NodeError> {
         file.display()
     );
     Ok(())
+}
+
+/// `p2pchat relay`: runs until interrupted (Ctrl-C or SIGTERM).
+fn relay(listen: Vec<libp2p::Multiaddr>, dir: Option<&PathBuf>) -> ExitCode {
+    use p2pchat_node::relay::{Relay, RelayEvent};
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("info> error: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let started = match cli::relay_dir(dir) {
+            Ok(dir) => Relay::spawn(&dir, listen).await,
+            Err(e) => Err(e),
+        };
+        let mut relay = match started {
+            Ok(relay) => relay,
+            Err(e) => {
+                eprintln!("info> error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        loop {
+            tokio::select! {
+                event = relay.next_event() => match event {
+                    Some(RelayEvent::Listening { address }) => {
+                        eprintln!("info> relay listening on {address}");
+                    }
+                    Some(RelayEvent::Info { message }) => eprintln!("info> {message}"),
+                    Some(_) => {}
+                    None => return ExitCode::FAILURE,
+                },
+                _ = tokio::signal::ctrl_c() => break,
+                Some(()) = async { match terminate.as_mut() { Some(t) => t.recv().await, None => None } } => break,
+            }
+        }
+        relay.shutdown().await;
+        ExitCode::SUCCESS
+    })
 }
 
 fn chat(args: ChatArgs) -> ExitCode {

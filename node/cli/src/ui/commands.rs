@@ -210,7 +210,10 @@ pub fn describe(contact: &Contact) -> String {
     let state = if contact.is_self {
         "you"
     } else if contact.connected {
-        "connected"
+        match contact.path {
+            Some(p2pchat_node::Path::Relayed) => "connected, relayed",
+            _ => "connected, direct",
+        }
     } else {
         "not connected"
     };

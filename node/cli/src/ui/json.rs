@@ -52,11 +52,22 @@ pub fn event(event: &Event) -> Option<Value> {
         Event::Listening { address } => {
             json!({"v": 1, "type": "listening", "address": address.to_string()})
         }
-        Event::LookingFor { name } => json!({"v": 1, "type": "looking_for", "name": name}),
+        Event::LookingFor { name, lan, relays } => json!({
+            "v": 1, "type": "looking_for", "name": name, "lan": lan,
+            "relays": relays.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        }),
         Event::Connected {
-            peer, name, rooms, ..
+            peer,
+            name,
+            rooms,
+            path,
+            ..
         } => json!({
             "v": 1, "type": "connected", "peer": peer.to_string(), "name": name, "rooms": rooms,
+            "path": path.as_str(),
+        }),
+        Event::DirectConnection { peer, name } => json!({
+            "v": 1, "type": "direct_connection", "peer": peer.to_string(), "name": name,
         }),
         Event::Disconnected { peer, name } => {
             json!({"v": 1, "type": "disconnected", "peer": peer.to_string(), "name": name})

@@ -13,8 +13,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use libp2p::PeerId;
-use p2pchat_node::{Event, Message, MessageFeed, Node, NodeError, check_text};
+use libp2p::{Multiaddr, PeerId};
+use p2pchat_node::{Event, Message, MessageFeed, Node, NodeError, Path, check_text};
 use p2pchat_protocol::Author;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
@@ -135,7 +135,7 @@ pub async fn run(node: Node, format: Format, mut signals: Signals) -> ExitCode {
             event = events.recv() => match event {
                 Ok(Event::Listening { address }) if !printed.insert(address.clone()) => {}
                 // Said once per name, as in the chat window (JSON gets every repeat).
-                Ok(Event::LookingFor { name })
+                Ok(Event::LookingFor { name, .. })
                     if format == Format::Plain && !looking_for.insert(name.clone()) => {}
                 Ok(Event::Error { message }) => {
                     status.error(&format!("{message}; stopping"));
@@ -583,26 +583,54 @@ fn dropped_lines_on_a_terminal(n: u64) -> String {
     format!("\r\x1b[K{}", dropped_lines(n))
 }
 
+/// How a connection's path is said after "connected to NAME (ID)": nothing when direct (the
+/// word "direct" is kept for the hole punch's own line, [`Event::DirectConnection`]).
+fn via(path: Path) -> &'static str {
+    match path {
+        Path::Direct => "",
+        Path::Relayed => " via relay",
+    }
+}
+
+/// Where a `--peer NAME` not found yet is looked for, in words.
+pub fn looking_for(name: &str, lan: bool, relays: &[Multiaddr]) -> String {
+    let at: Vec<String> = relays.iter().map(ToString::to_string).collect();
+    let name = display(name);
+    match (lan, at.is_empty()) {
+        (true, true) => format!("looking for {name} on the LAN (no --relay given)…"),
+        (true, false) => format!("looking for {name} on the LAN and at {}…", at.join(", ")),
+        (false, _) => format!("looking for {name} at {}…", at.join(", ")),
+    }
+}
+
 /// The `info>` text of a status event, if it has one. With several `rooms`, a peer's
 /// connection says which of them it shares.
 fn plain(event: &Event, rooms: &Rooms) -> Option<String> {
     Some(match event {
         Event::Listening { address } => format!("listening on {address}"),
-        Event::LookingFor { name } => format!("looking for {} on the LAN…", display(name)),
-        Event::Connected { peer, name, .. } if !rooms.several() => {
-            format!("connected to {} ({peer})", display(name))
+        Event::LookingFor { name, lan, relays } => looking_for(name, *lan, relays),
+        Event::Connected {
+            peer, name, path, ..
+        } if !rooms.several() => {
+            format!("connected to {} ({peer}){}", display(name), via(*path))
         }
         Event::Connected {
-            peer, name, rooms, ..
+            peer,
+            name,
+            rooms,
+            path,
+            ..
         } => {
             let rooms: Vec<String> = rooms.iter().map(|room| display(room)).collect();
             let noun = if rooms.len() == 1 { "room" } else { "rooms" };
             format!(
-                "connected to {} ({peer}) in {noun} {}",
+                "connected to {} ({peer}){} in {noun} {}",
                 display(name),
+                via(*path),
                 rooms.join(", ")
             )
         }
+        Event::DirectConnection { name, .. } => format!("direct connection to {}", display(name)),
         Event::Disconnected { peer, name } => match name {
             Some(name) => format!("disconnected from {}", display(name)),
             None => format!("disconnected from {peer}"),
@@ -672,6 +700,7 @@ mod tests {
             rooms: vec!["lan".into(), "team".into()],
             direction: p2pchat_node::Direction::Dialed,
             address: "/ip4/127.0.0.1/tcp/4001".parse().unwrap(),
+            path: Path::Direct,
         };
         assert_eq!(
             plain(&connected, &one),
@@ -687,10 +716,32 @@ mod tests {
             rooms: vec!["team".into()],
             direction: p2pchat_node::Direction::Listened,
             address: "/ip4/127.0.0.1/tcp/4001".parse().unwrap(),
+            path: Path::Relayed,
         };
         assert_eq!(
             plain(&connected, &several),
-            Some(format!("connected to bob ({peer}) in room team"))
+            Some(format!("connected to bob ({peer}) via relay in room team"))
+        );
+        assert_eq!(
+            plain(&connected, &one),
+            Some(format!("connected to bob ({peer}) via relay"))
+        );
+        assert_eq!(
+            plain(&Event::DirectConnection { peer, name: "bob".into() }, &one),
+            Some("direct connection to bob".into())
+        );
+        let relay: Multiaddr = "/ip4/198.51.100.1/tcp/4001".parse().unwrap();
+        assert_eq!(
+            looking_for("bob", true, &[]),
+            "looking for bob on the LAN (no --relay given)…"
+        );
+        assert_eq!(
+            looking_for("bob", true, std::slice::from_ref(&relay)),
+            format!("looking for bob on the LAN and at {relay}…")
+        );
+        assert_eq!(
+            looking_for("bob", false, &[relay.clone()]),
+            format!("looking for bob at {relay}…")
         );
     }
 

@@ -143,6 +143,7 @@ mod tests {
             connected: true,
             held: 1,
             sync: None,
+            path: None,
         };
         let mut names = Names::default();
         assert!(names.update(&[contact("#070707")]).is_empty());

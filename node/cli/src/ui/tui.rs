@@ -105,14 +105,17 @@ pub async fn run(node: Node, mut signals: Signals) -> ExitCode {
                         }
                         false
                     }
-                    Ok(Event::LookingFor { name }) => {
+                    Ok(Event::LookingFor { name, lan, relays }) => {
                         if looking_for.insert(name.clone()) {
-                            app.push(Item::Notice(format!("looking for {} on the LAN…", display(&name))));
+                            app.push(Item::Notice(super::line::looking_for(&name, lan, &relays)));
                         }
                         false
                     }
-                    Ok(Event::Connected { peer, name, rooms, .. }) => {
-                        let notice = format!("{} connected", display(&name));
+                    Ok(Event::Connected { peer, name, rooms, path, .. }) => {
+                        let notice = match path {
+                            p2pchat_node::Path::Direct => format!("{} connected", display(&name)),
+                            p2pchat_node::Path::Relayed => format!("{} connected via relay", display(&name)),
+                        };
                         for room in &rooms {
                             app.push_in(room, Item::Notice(notice.clone()));
                         }

@@ -547,7 +547,11 @@ impl App {
                 (false, true) => ("●", Style::new().green()),
                 (false, false) => ("○", Style::new().dark_gray()),
             };
-            let you = if contact.is_self { " (you)" } else { "" };
+            let you = match (contact.is_self, connected, contact.path) {
+                (true, ..) => " (you)",
+                (false, true, Some(p2pchat_node::Path::Relayed)) => " (relayed)",
+                _ => "",
+            };
             lines.push(Line::from(format!("{dot} {}{you}", display(&contact.name))).style(style));
             if let Some(sync) = contact.sync {
                 let progress =
@@ -671,6 +675,7 @@ mod tests {
             connected,
             held: 1,
             sync,
+            path: None,
         }
     }
 

@@ -13,8 +13,8 @@ use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
-use libp2p::{dcutr, mdns, rendezvous};
 use libp2p::{Multiaddr, PeerId, Stream, Swarm};
+use libp2p::{dcutr, mdns, rendezvous};
 use p2pchat_protocol::limits::MAX_BATCH_ENTRIES;
 use p2pchat_protocol::membership::Nonce;
 use p2pchat_protocol::message::{Frame, Lane, Message, MessageError};
@@ -1180,7 +1180,10 @@ impl EventLoop {
                     self.relayed.insert(connection_id);
                     self.punching_until = Some(Instant::now() + RELAYED_DUPLICATE_GRACE);
                 }
-                let was = self.connections.contains_key(&peer_id).then(|| self.path_to(peer_id));
+                let was = self
+                    .connections
+                    .contains_key(&peer_id)
+                    .then(|| self.path_to(peer_id));
                 let connections = self.connections.entry(peer_id).or_default();
                 connections.push((connection_id, endpoint.is_dialer()));
                 let keep = self.kept(peer_id);
@@ -1192,7 +1195,9 @@ impl EventLoop {
                     }
                     if kept_relayed && self.relayed.contains(&id) {
                         // It may be punching a hole: give it the time.
-                        self.close_later.entry(id).or_insert(now + RELAYED_DUPLICATE_GRACE);
+                        self.close_later
+                            .entry(id)
+                            .or_insert(now + RELAYED_DUPLICATE_GRACE);
                     } else {
                         tracing::debug!(%peer_id, ?id, "closing a duplicate connection");
                         self.swarm.close_connection(id);
@@ -1251,7 +1256,9 @@ impl EventLoop {
                 tracing::debug!(%send_back_addr, "incoming connection failed: {error}");
                 // Named by IP: each connection comes from another port.
                 // A hole punch dials both ways at once, and one of the two loses: not said.
-                let punching = self.punching_until.is_some_and(|until| Instant::now() < until);
+                let punching = self
+                    .punching_until
+                    .is_some_and(|until| Instant::now() < until);
                 if let Some(reason) = incoming_failure(&error)
                     && !punching
                     && let Some(ip) = ip_of(&send_back_addr)
@@ -1460,7 +1467,12 @@ impl EventLoop {
                     continue;
                 };
                 let ttl = Some(REGISTRATION_TTL);
-                if let Err(e) = self.swarm.behaviour_mut().rendezvous.register(namespace, relay, ttl) {
+                if let Err(e) = self
+                    .swarm
+                    .behaviour_mut()
+                    .rendezvous
+                    .register(namespace, relay, ttl)
+                {
                     tracing::debug!(%relay, "cannot register: {e}");
                 }
             }

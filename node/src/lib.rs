@@ -97,14 +97,13 @@ pub use doctor::{Checkup, LogReport, doctor};
 pub use feed::MessageFeed;
 pub use import::{IMPORT_CHUNK, Imported, import};
 pub use node::{
-    Direction, Event, Message, MissingLog, Node, NodeBuilder, NodeError, PeerSpec,
-    PenaltyReason,
+    Direction, Event, Message, MissingLog, Node, NodeBuilder, NodeError, PeerSpec, PenaltyReason,
     Stats, SyncTimeout, check_relay_address, check_text,
 };
 pub use own_log::MAX_HELD;
-pub use relays::Path;
 /// The merged history's order, as [`Message::history_key`] gives it.
 pub use p2pchat_storage::HistoryKey;
+pub use relays::Path;
 pub use room::{RoomKey, RoomKeyError, room_of_key_file};
 pub use roster::{Archive, Contact, SyncProgress, identity_of};
 pub use warnings::WINDOW as NOTICE_INTERVAL;

@@ -171,7 +171,9 @@ impl Relay {
                     reason: Err(e),
                     ..
                 } => {
-                    let address = waiting.remove(&listener_id).unwrap_or_else(Multiaddr::empty);
+                    let address = waiting
+                        .remove(&listener_id)
+                        .unwrap_or_else(Multiaddr::empty);
                     return Err(NodeError::Listen {
                         address,
                         reason: behaviour::transport_words(&e),
@@ -324,7 +326,9 @@ fn relay_words(event: &relay::Event) -> Option<String> {
             src_peer_id,
             dst_peer_id,
             ..
-        } => format!("circuit refused from {src_peer_id} to {dst_peer_id} (over a limit, or no reservation)"),
+        } => format!(
+            "circuit refused from {src_peer_id} to {dst_peer_id} (over a limit, or no reservation)"
+        ),
         Event::CircuitClosed {
             src_peer_id,
             dst_peer_id,

@@ -300,7 +300,10 @@ mod tests {
         let now = Instant::now();
         let address = relay_address();
         let peer = relay_peer(&address).unwrap();
-        let mut relays = Relays::new(&[address.clone(), "/ip4/1.2.3.4/tcp/1".parse().unwrap()], now);
+        let mut relays = Relays::new(
+            &[address.clone(), "/ip4/1.2.3.4/tcp/1".parse().unwrap()],
+            now,
+        );
         assert!(relays.is_relay(&peer));
         let due = relays.due(now, 7);
         assert_eq!(due.dial.len(), 1, "an address without /p2p/ is no relay");

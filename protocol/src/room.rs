@@ -205,10 +205,20 @@ mod tests {
         let lan = Room::lan();
         let today = lan.rendezvous_namespace(20_788);
         assert_eq!(today.len(), 32);
-        assert!(today.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
-        assert_eq!(today, Room::open("lan").unwrap().rendezvous_namespace(20_788));
+        assert!(
+            today
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        assert_eq!(
+            today,
+            Room::open("lan").unwrap().rendezvous_namespace(20_788)
+        );
         assert_ne!(today, lan.rendezvous_namespace(20_789));
-        assert_ne!(today, Room::open("ops").unwrap().rendezvous_namespace(20_788));
+        assert_ne!(
+            today,
+            Room::open("ops").unwrap().rendezvous_namespace(20_788)
+        );
         let private = Room::private(&[7; 32], "team");
         assert_eq!(
             private.rendezvous_namespace(20_788),

@@ -22,6 +22,10 @@ use p2pchat_tests::{Chat, export, keygen_room, signal};
 /// retries, on a loaded machine).
 const UPGRADE: Duration = Duration::from_secs(45);
 
+/// How long a stranger at the relay is given to find a private room's members: two of the
+/// nodes' rendezvous lookups (every 10 s) and a margin.
+const STRANGER_LOOKS: Duration = Duration::from_secs(25);
+
 /// How long the peers are given to try (and fail) a hole punch through random ports.
 const PUNCH_TRIES: Duration = Duration::from_secs(10);
 
@@ -391,9 +395,10 @@ async fn behind_random_port_nats_they_stay_relayed_and_are_told_so() -> anyhow::
 }
 
 /// A private room across the relay (random-port NATs: every line goes through it): alice and
-/// bob hold its key and chat; mallory, registered at the same relay without the key, dials
-/// alice through it by her peer id, and gets nothing: no line, no name, told that alice shares
-/// no room with her, and alice is told the same.
+/// bob hold its key and chat. mallory, without the key, has a reservation at the same relay
+/// and looks for alice there through two rendezvous lookups: she finds nobody (the room's
+/// namespace is derived from its key), sees no line, learns no name or peer id, and nothing of
+/// the room is in her store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_private_room_across_the_relay_gives_a_stranger_at_it_nothing() -> anyhow::Result<()> {
     if skip()? {
@@ -403,13 +408,14 @@ async fn a_private_room_across_the_relay_gives_a_stranger_at_it_nothing() -> any
     let dirs = tempfile::tempdir()?;
     let key = path_of(&dirs, "team.key");
     keygen_room(key.as_ref())?;
-    let (_relay, relay_addr) = start_relay(&lab, &path_of(&dirs, "relay")).await?;
+    let (mut relay, relay_addr) = start_relay(&lab, &path_of(&dirs, "relay")).await?;
     let [home1, home2] = &lab.homes;
     let with_key = ["--room-key", key.as_str()];
+    let (alice_dir, bob_dir) = (path_of(&dirs, "alice"), path_of(&dirs, "bob"));
     let mut alice = start_user(
         &home1.host,
         "alice",
-        &path_of(&dirs, "alice"),
+        &alice_dir,
         "bob",
         &relay_addr,
         &with_key,
@@ -418,61 +424,80 @@ async fn a_private_room_across_the_relay_gives_a_stranger_at_it_nothing() -> any
     let mut bob = start_user(
         &home2.host,
         "bob",
-        &path_of(&dirs, "bob"),
+        &bob_dir,
         "alice",
         &relay_addr,
         &with_key,
     )?;
+    let bob_id = peer_id(&mut bob).await?;
     connected_via_relay(&mut alice, "bob").await?;
     chat_both_ways((&mut alice, &mut bob), ("members only", "understood")).await?;
 
-    let alice_via_relay = format!("{relay_addr}/p2p-circuit/p2p/{alice_id}");
+    let mallory_dir = path_of(&dirs, "mallory");
     let mut mallory = start_user(
         &lab.internet,
         "mallory",
-        &path_of(&dirs, "mallory"),
-        &alice_via_relay,
+        &mallory_dir,
+        "alice",
         &relay_addr,
         &[],
     )?;
     let mallory_id = peer_id(&mut mallory).await?;
+    relay
+        .wait_stderr_containing(&format!("reservation accepted for {mallory_id}"))
+        .await?;
     mallory.say("let me in").await?;
     mallory.wait_line("mallory> let me in").await?;
-    mallory
-        .wait_stderr_with_all(&["shares no room with us", &alice_id])
-        .await?;
-    alice
-        .wait_stderr_with_all(&["shares no room with us", &mallory_id])
-        .await?;
-    alice.say("still members only").await?;
-    bob.wait_line("alice> still members only").await?;
+    tokio::time::sleep(STRANGER_LOOKS).await;
+    chat_both_ways((&mut alice, &mut bob), ("still members only", "still here")).await?;
 
-    let more = mallory.lines_until_quiet(Duration::from_secs(2)).await?;
+    let more = mallory.lines_until_quiet(Duration::from_secs(1)).await?;
     assert!(more.is_empty(), "mallory saw {more:?}");
     let said = mallory.stderr_lines();
-    for secret in ["alice", "bob", "members only", "understood"] {
+    let looking = "info> looking for alice at ";
+    for line in &said {
+        let leaks = [
+            alice_id.as_str(),
+            &bob_id,
+            "bob",
+            "members only",
+            "understood",
+        ];
         assert!(
-            said.iter().all(|l| !l.contains(secret)),
-            "mallory learnt {secret:?}: {said:#?}"
+            leaks.iter().all(|leak| !line.contains(leak))
+                && (!line.contains("alice") || line.starts_with(looking)),
+            "mallory learnt something: {line:?} in {said:#?}"
+        );
+    }
+    assert!(
+        said.iter().any(|line| line.starts_with(looking)),
+        "{said:#?}"
+    );
+    for chat in [&alice, &bob] {
+        let said = chat.stderr_lines();
+        assert!(
+            said.iter()
+                .all(|l| !l.contains(&mallory_id) && !l.contains("mallory")),
+            "{} heard of mallory: {said:#?}",
+            chat.name
         );
     }
     for chat in [alice, bob, mallory] {
         assert!(chat.interrupt().await?);
     }
-    let exported = export("mallory", path_of(&dirs, "mallory").as_ref(), &[])?;
+    let exported = export("mallory", mallory_dir.as_ref(), &[])?;
     assert_eq!(
         exported,
         ["mallory> let me in"],
         "nothing of the room in mallory's store"
     );
-    let exported = export("bob", path_of(&dirs, "bob").as_ref(), &with_key)?;
-    assert_eq!(
-        exported,
-        [
-            "alice> members only",
-            "bob> understood",
-            "alice> still members only"
-        ]
-    );
+    let exported = export("bob", bob_dir.as_ref(), &with_key)?;
+    let room = [
+        "alice> members only",
+        "bob> understood",
+        "alice> still members only",
+        "bob> still here",
+    ];
+    assert_eq!(exported, room);
     Ok(())
 }

@@ -70,23 +70,34 @@ async fn members_find_each_other_at_the_relay_chat_through_it_and_go_direct() ->
     let (mut alice_feed, mut bob_feed) = (alice.messages(), bob.messages());
     let mut carol_feed = carol.messages();
 
-    for (events, other) in [(&mut alice_events, bob.peer_id()), (&mut bob_events, alice.peer_id())]
-    {
-        let connected = wait_for(events, "connection", FIND_DEADLINE, |event| {
-            matches!(event, Event::Connected { peer, .. } if *peer == other)
-        })
+    for (events, other) in [
+        (&mut alice_events, bob.peer_id()),
+        (&mut bob_events, alice.peer_id()),
+    ] {
+        let connected = wait_for(
+            events,
+            "connection",
+            FIND_DEADLINE,
+            |event| matches!(event, Event::Connected { peer, .. } if *peer == other),
+        )
         .await?;
         let Event::Connected { path, .. } = connected else {
             unreachable!("picked above");
         };
-        assert_eq!(path, Path::Relayed, "found at the rendezvous: through the relay first");
+        assert_eq!(
+            path,
+            Path::Relayed,
+            "found at the rendezvous: through the relay first"
+        );
     }
     alice.send("hello bob")?;
     assert_eq!(texts(&take(&mut bob_feed, 1).await?), ["alice> hello bob"]);
 
     // On one host the hole punch succeeds: both say so, and neither sees a disconnection.
-    for (events, other) in [(&mut alice_events, bob.peer_id()), (&mut bob_events, alice.peer_id())]
-    {
+    for (events, other) in [
+        (&mut alice_events, bob.peer_id()),
+        (&mut bob_events, alice.peer_id()),
+    ] {
         let event = wait_for(events, "direct connection", FIND_DEADLINE, |event| {
             matches!(event, Event::DirectConnection { peer, .. } | Event::Disconnected { peer, .. } if *peer == other)
         })
@@ -178,7 +189,11 @@ async fn two_nodes_chat_over_quic_alone() -> anyhow::Result<()> {
         .listen(quic.clone())
         .spawn()
         .await?;
-    let address = ann.listen_addrs().into_iter().next().context("ann listens")?;
+    let address = ann
+        .listen_addrs()
+        .into_iter()
+        .next()
+        .context("ann listens")?;
     assert!(address.to_string().contains("/quic-v1/"), "{address}");
     let ben = Node::builder()
         .name("ben")

@@ -129,8 +129,10 @@ pub enum Command {
     /// peers of a room find each other, with limits sized for chat. It stores no chat data and
     /// cannot read any (connections through it stay encrypted end to end). Prints
     /// `info> relay listening on ADDR` for each address: give one to `--relay`.
-    #[command(after_help = "Examples:\n  p2pchat relay --listen /ip4/0.0.0.0/tcp/4001 --listen /ip4/0.0.0.0/udp/4001/quic-v1\n  \
-                            p2pchat --name alice --peer bob --relay /ip4/198.51.100.7/tcp/4001/p2p/12D3KooW…")]
+    #[command(
+        after_help = "Examples:\n  p2pchat relay --listen /ip4/0.0.0.0/tcp/4001 --listen /ip4/0.0.0.0/udp/4001/quic-v1\n  \
+                            p2pchat --name alice --peer bob --relay /ip4/198.51.100.7/tcp/4001/p2p/12D3KooW…"
+    )]
     Relay {
         /// Address to listen on. Repeatable.
         #[arg(
@@ -365,7 +367,8 @@ pub fn relay_dir(dir: Option<&PathBuf>) -> Result<PathBuf, NodeError> {
     if let Some(dir) = dir {
         return Ok(dir.clone());
     }
-    let root = directories::ProjectDirs::from("", "", "p2pchat-relay").ok_or(NodeError::NoDataDir)?;
+    let root =
+        directories::ProjectDirs::from("", "", "p2pchat-relay").ok_or(NodeError::NoDataDir)?;
     Ok(root.data_dir().to_owned())
 }
 
@@ -437,9 +440,17 @@ mod tests {
                 "/ip4/0.0.0.0/udp/0/quic-v1".parse().unwrap()
             ]
         );
-        let relay = "/ip4/198.51.100.1/tcp/4001/p2p/12D3KooWE8YkWfkZjeqwUBDtDr1kap6GzR3YrkSWFR8tZzqkmyQv";
+        let relay =
+            "/ip4/198.51.100.1/tcp/4001/p2p/12D3KooWE8YkWfkZjeqwUBDtDr1kap6GzR3YrkSWFR8tZzqkmyQv";
         let cli = Cli::try_parse_from([
-            "p2pchat", "--name", "alice", "--peer", "bob", "--no-mdns", "--relay", relay,
+            "p2pchat",
+            "--name",
+            "alice",
+            "--peer",
+            "bob",
+            "--no-mdns",
+            "--relay",
+            relay,
         ])
         .unwrap();
         assert_eq!(cli.chat.relays, vec![relay.parse::<Multiaddr>().unwrap()]);
@@ -449,7 +460,9 @@ mod tests {
             "a relay without its peer id"
         );
         let relay = Cli::try_parse_from(["p2pchat", "relay"]).unwrap();
-        assert!(matches!(relay.command, Some(Command::Relay { ref listen, .. }) if listen.len() == 2));
+        assert!(
+            matches!(relay.command, Some(Command::Relay { ref listen, .. }) if listen.len() == 2)
+        );
         let import = Cli::try_parse_from(["p2pchat", "import", "--name", "alice"]).unwrap();
         assert!(matches!(import.command, Some(Command::Import { .. })));
         assert!(

@@ -727,7 +727,13 @@ mod tests {
             Some(format!("connected to bob ({peer}) via relay"))
         );
         assert_eq!(
-            plain(&Event::DirectConnection { peer, name: "bob".into() }, &one),
+            plain(
+                &Event::DirectConnection {
+                    peer,
+                    name: "bob".into()
+                },
+                &one
+            ),
             Some("direct connection to bob".into())
         );
         let relay: Multiaddr = "/ip4/198.51.100.1/tcp/4001".parse().unwrap();

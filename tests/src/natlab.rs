@@ -24,9 +24,11 @@
 //!   it: peers behind it stay relayed.
 //! - **Unsolicited packets dropped, not refused.** The two peers' first packets cross: the one
 //!   that reaches the other router before its own peer's packet has left finds no flow there.
-//!   A router that answered it (a TCP RST, an ICMP port unreachable) would tear down the flow
-//!   just opened on the sender's side; dropping it, as the input chain's policy does, lets the
+//!   A router that answered it (a TCP RST, an ICMP port unreachable) would tear down the
+//!   attempt on the sender's side; dropping it, as the input chain's policy does, lets the
 //!   retransmission through once both flows exist (TCP simultaneous open, or QUIC's UDP).
+//!   Measured: with the input chain accepting instead (the router's kernel then refuses), the
+//!   hole punch of `nat.rs` failed in 3 runs of 3; with it dropping, it succeeds within seconds.
 //! - Nothing else: the kernel's default conntrack timeouts (UDP 30 s unanswered, 120 s once
 //!   answered; TCP established for days) outlast every test.
 //!

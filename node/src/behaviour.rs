@@ -147,10 +147,10 @@ pub fn build_swarm(
         relay_transport.map_err(|e| ConnectError::Relay(relay_words(&e))),
         &keypair,
     )?;
-    let transport = build_transport(&keypair, kind)?
-        .or_transport(relayed)
-        .map(|either, _| either.into_inner())
-        .boxed();
+    let transport = match kind {
+        Transport::Tcp => either_of(transport(&keypair)?, relayed).boxed(),
+        Transport::Memory => either_of(memory_transport(&keypair)?, relayed).boxed(),
+    };
     Ok(Swarm::new(
         transport,
         behaviour(&keypair, mdns, relay)?,
@@ -164,10 +164,44 @@ pub fn build_transport(
     keypair: &libp2p::identity::Keypair,
     kind: Transport,
 ) -> anyhow::Result<Boxed<(PeerId, StreamMuxerBox)>> {
-    match kind {
-        Transport::Tcp => transport(keypair),
-        Transport::Memory => memory_transport(keypair),
-    }
+    Ok(match kind {
+        Transport::Tcp => transport(keypair)?.boxed(),
+        Transport::Memory => memory_transport(keypair)?.boxed(),
+    })
+}
+
+/// A transport with a connection's output whose every failure is a [`ConnectError`], so the
+/// event loop can put it in words (boxed once only: a boxed transport's error hides it).
+pub trait ChatTransport:
+    libp2p::core::Transport<
+        Output = (PeerId, StreamMuxerBox),
+        Error = ConnectError,
+        Dial: Send,
+        ListenerUpgrade: Send,
+    > + Send
+    + Unpin
+    + 'static
+{
+}
+
+impl<T> ChatTransport for T where
+    T: libp2p::core::Transport<
+            Output = (PeerId, StreamMuxerBox),
+            Error = ConnectError,
+            Dial: Send,
+            ListenerUpgrade: Send,
+        > + Send
+        + Unpin
+        + 'static
+{
+}
+
+/// `first`, or else `second` (for addresses `first` cannot dial or listen on).
+fn either_of(first: impl ChatTransport, second: impl ChatTransport) -> impl ChatTransport {
+    first
+        .or_transport(second)
+        .map(|either, _| either.into_inner())
+        .map_err(|e| e.into_inner())
 }
 
 /// The relay transport's error in words: why a reservation was refused, or a circuit not made.
@@ -199,9 +233,7 @@ fn relay_words(e: &relay::client::transport::Error) -> String {
 /// TCP (with Noise and Yamux) and QUIC, built by hand (not by libp2p's `SwarmBuilder`) so that
 /// every failure to set up a connection reaches the event loop as a [`ConnectError`] it can put
 /// in words.
-fn transport(
-    keypair: &libp2p::identity::Keypair,
-) -> anyhow::Result<Boxed<(PeerId, StreamMuxerBox)>> {
+fn transport(keypair: &libp2p::identity::Keypair) -> anyhow::Result<impl ChatTransport> {
     let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
     let tcp = TransportTimeout::with_outgoing_timeout(tcp, TCP_CONNECT_TIMEOUT)
         .map_err(|e| match e {
@@ -217,18 +249,12 @@ fn transport(
     let quic = quic::tokio::Transport::new(quic)
         .map_err(ConnectError::quic)
         .map(|(peer, connection), _| (peer, StreamMuxerBox::new(connection)));
-    Ok(secured(tcp, keypair)?
-        .or_transport(quic)
-        .map(|either, _| either.into_inner())
-        .map_err(|e| e.into_inner())
-        .boxed())
+    Ok(either_of(secured(tcp, keypair)?, quic))
 }
 
 /// libp2p's memory transport, its failures as [`ConnectError`]s (nobody listening there is a
 /// refused connection, as on TCP).
-fn memory_transport(
-    keypair: &libp2p::identity::Keypair,
-) -> anyhow::Result<Boxed<(PeerId, StreamMuxerBox)>> {
+fn memory_transport(keypair: &libp2p::identity::Keypair) -> anyhow::Result<impl ChatTransport> {
     let memory = MemoryTransport::default().map_err(|e| {
         ConnectError::Tcp(match e {
             MemoryTransportError::Unreachable => {
@@ -239,23 +265,11 @@ fn memory_transport(
             }
         })
     });
-    Ok(secured(memory, keypair)?.boxed())
+    secured(memory, keypair)
 }
 
 /// `base` with Noise and Yamux on top, each failure as a [`ConnectError`] naming its step.
-fn secured<T>(
-    base: T,
-    keypair: &libp2p::identity::Keypair,
-) -> anyhow::Result<
-    impl libp2p::core::Transport<
-        Output = (PeerId, StreamMuxerBox),
-        Error = ConnectError,
-        Dial: Send,
-        ListenerUpgrade: Send,
-    > + Send
-    + Unpin
-    + 'static,
->
+fn secured<T>(base: T, keypair: &libp2p::identity::Keypair) -> anyhow::Result<impl ChatTransport>
 where
     T: libp2p::core::Transport<Error = ConnectError> + Send + Unpin + 'static,
     T::Output: futures::AsyncRead + futures::AsyncWrite + Unpin + Send + 'static,

@@ -170,6 +170,14 @@ impl Discovery {
         }
     }
 
+    /// `peer` is not dialed again before `until` (found at a rendezvous point, it holds no
+    /// reservation at the relay: long gone, most likely).
+    pub fn hold_off(&mut self, peer: PeerId, until: Instant) {
+        if let Some(found) = self.found.get_mut(&peer) {
+            found.next_dial = found.next_dial.max(until);
+        }
+    }
+
     /// Whether we want a connection to `peer`, who claims `name` (if known), given the pins.
     pub fn wants(&self, peer: &PeerId, pinned: impl Fn(&str) -> Option<Author>) -> bool {
         if self.room {

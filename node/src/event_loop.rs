@@ -59,6 +59,9 @@ const RELAYED_DUPLICATE_GRACE: Duration = Duration::from_secs(30);
 const UPGRADE_RETRY_FIRST: Duration = Duration::from_secs(30);
 /// See [`UPGRADE_RETRY_FIRST`].
 const UPGRADE_RETRY_MAX: Duration = Duration::from_secs(600);
+/// How long a peer found at a rendezvous point that could not be reached through the relay
+/// waits before it is dialed again (registrations outlive the peers that made them).
+const NO_CIRCUIT_RETRY: Duration = Duration::from_secs(60);
 /// Both lanes, in the order sessions keep them.
 const LANES: [Lane; 2] = [Lane::Live, Lane::Bulk];
 
@@ -1098,6 +1101,16 @@ impl EventLoop {
             // Connected anyway (a hole punch's losing dial, or a second path): nothing to say.
             return;
         }
+        if through_relay_only(error) {
+            // A peer found at a rendezvous point may have left long ago (registrations last
+            // two hours): not worth a line. The relay's own failures are said as such.
+            tracing::debug!(?peer, "no circuit: {error}");
+            if let Some(peer) = peer {
+                self.discovery
+                    .hold_off(peer, Instant::now() + NO_CIRCUIT_RETRY);
+            }
+            return;
+        }
         let Some(reason) = dial_failure(error) else {
             return;
         };
@@ -1600,6 +1613,19 @@ fn penalty_words(penalty: &Penalty) -> String {
             author.fingerprint()
         ),
         penalty => penalty.to_string(),
+    }
+}
+
+/// Whether every address `error` tried went through a relay.
+fn through_relay_only(error: &DialError) -> bool {
+    match error {
+        DialError::Transport(errors) => {
+            !errors.is_empty()
+                && errors
+                    .iter()
+                    .all(|(address, _)| address.iter().any(|p| p == Protocol::P2pCircuit))
+        }
+        _ => false,
     }
 }
 

@@ -45,6 +45,10 @@ pub const MAX_REGISTRATIONS_PER_PEER: usize = 32;
 pub const MAX_CONNECTIONS: u32 = 4096;
 /// See [`MAX_CONNECTIONS`].
 pub const MAX_CONNECTIONS_PER_PEER: u32 = 8;
+// Rate limits (token buckets: a burst, then one more per interval): reservations 30 per peer
+// then one per 10 s, 120 per IP then one per s; circuits 120 per peer then one per s, 1,200 per
+// IP (a household behind one NAT) then ten per s.
+
 /// Lines about reservations and circuits said per [`REPORT_INTERVAL`]; the rest are counted and
 /// said as one summary line, so the output stays bounded however busy the relay is.
 pub const MAX_REPORTS: u32 = 20;
@@ -107,10 +111,16 @@ impl Relay {
             max_circuits_per_peer: MAX_CIRCUITS_PER_PEER,
             max_circuit_duration: MAX_CIRCUIT_DURATION,
             max_circuit_bytes: MAX_CIRCUIT_BYTES,
-            ..Default::default()
+            // libp2p's default rate limits (a burst of 30 circuits per peer, then one every
+            // 2 minutes) are spent by a member's first lookups (it dials every registration
+            // found, some of peers long gone): these are ours instead.
+            reservation_rate_limiters: Vec::new(),
+            circuit_src_rate_limiters: Vec::new(),
         }
-        .reservation_rate_per_peer(nonzero(30), Duration::from_secs(60))
-        .circuit_src_per_peer(nonzero(60), Duration::from_secs(60));
+        .reservation_rate_per_peer(nonzero(30), Duration::from_secs(10))
+        .reservation_rate_per_ip(nonzero(120), Duration::from_secs(1))
+        .circuit_src_per_peer(nonzero(120), Duration::from_secs(1))
+        .circuit_src_per_ip(nonzero(1200), Duration::from_millis(100));
         let limits = ConnectionLimits::default()
             .with_max_pending_incoming(Some(behaviour::MAX_PENDING_CONNECTIONS * 4))
             .with_max_established(Some(MAX_CONNECTIONS))

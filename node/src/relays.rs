@@ -55,8 +55,12 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 pub const REGISTRATION_TTL: u64 = 2 * 3600;
 /// How often registrations are renewed, well before they end.
 pub const REREGISTER_INTERVAL: Duration = Duration::from_secs(3600);
-/// How often the rendezvous point is asked who is in our rooms.
+/// How often the rendezvous point is asked who is in our rooms, once a reservation is held
+/// for a while: at first after 1 s, then doubling up to this (a peer that reserved at the same
+/// time is found within seconds, not at the next round).
 pub const DISCOVER_INTERVAL: Duration = Duration::from_secs(10);
+/// The first wait between lookups, see [`DISCOVER_INTERVAL`].
+pub const FIRST_DISCOVER_INTERVAL: Duration = Duration::from_secs(1);
 /// Most registrations asked for per namespace and lookup.
 pub const DISCOVER_LIMIT: u64 = 256;
 
@@ -85,6 +89,7 @@ pub struct Relay {
     /// When we last registered, and on which UTC day.
     registered: Option<(Instant, u64)>,
     next_discover: Instant,
+    discover_backoff: Backoff,
 }
 
 /// What the event loop should do for the relays now.
@@ -138,6 +143,7 @@ impl Relays {
                     reserved: false,
                     registered: None,
                     next_discover: now,
+                    discover_backoff: Backoff::new(FIRST_DISCOVER_INTERVAL, DISCOVER_INTERVAL),
                 })
             })
             .collect();
@@ -198,7 +204,7 @@ impl Relays {
                         }
                     }
                     if relay.next_discover <= now {
-                        relay.next_discover = now + DISCOVER_INTERVAL;
+                        relay.next_discover = now + relay.discover_backoff.next();
                         due.discover.push((relay.peer, day));
                     }
                 }
@@ -264,6 +270,7 @@ impl Relays {
         let relay = self.relays.iter_mut().find(|r| r.listener == Some(id))?;
         relay.reserved = true;
         relay.next_discover = Instant::now();
+        relay.discover_backoff.reset();
         Some(relay.address.clone())
     }
 
@@ -339,7 +346,7 @@ mod tests {
     fn a_refused_reservation_is_asked_for_again_after_a_wait() {
         let now = Instant::now();
         let address = relay_address();
-        let mut relays = Relays::new(&[address.clone()], now);
+        let mut relays = Relays::new(std::slice::from_ref(&address), now);
         relays.connected(relay_peer(&address).unwrap());
         let listener = ListenerId::next();
         relays.listening(0, listener);

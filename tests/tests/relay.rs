@@ -43,33 +43,70 @@ async fn start_relay(dir: &std::path::Path) -> anyhow::Result<(Relay, Multiaddr)
     Ok((relay, address))
 }
 
-/// A node in `room` that knows only the relay at `relay`.
-async fn start_member(name: &str, room: Room, relay: &Multiaddr) -> anyhow::Result<Node> {
-    Ok(Node::builder()
+/// A node in `room` that knows only the relay at `relay`, listening on 127.0.0.1 if `listen`
+/// (else reachable through the relay only, as behind a NAT that punches no hole).
+async fn start_member(
+    name: &str,
+    room: Room,
+    relay: &Multiaddr,
+    listen: bool,
+) -> anyhow::Result<Node> {
+    let mut builder = Node::builder()
         .name(name)
         .in_memory()
         .mdns(false)
-        .listen("/ip4/127.0.0.1/tcp/0".parse()?)
         .room(room)
-        .relay(relay.clone())
-        .spawn()
-        .await?)
+        .relay(relay.clone());
+    if listen {
+        builder = builder.listen("/ip4/127.0.0.1/tcp/0".parse()?);
+    }
+    Ok(builder.spawn().await?)
+}
+
+/// Waits until `events` show `other` connected directly: connected through the relay and then
+/// a `DirectConnection`, or (when AutoNAT confirmed a direct address before the registration,
+/// as it may on one host) connected directly from the start. Never a disconnection meanwhile.
+async fn wait_direct(
+    events: &mut broadcast::Receiver<Event>,
+    other: libp2p::PeerId,
+) -> anyhow::Result<()> {
+    let first = wait_for(
+        events,
+        "connection",
+        FIND_DEADLINE,
+        |event| matches!(event, Event::Connected { peer, .. } if *peer == other),
+    )
+    .await?;
+    if matches!(
+        first,
+        Event::Connected {
+            path: Path::Direct,
+            ..
+        }
+    ) {
+        return Ok(());
+    }
+    let event = wait_for(events, "direct connection", FIND_DEADLINE, |event| {
+        matches!(event, Event::DirectConnection { peer, .. } | Event::Disconnected { peer, .. } if *peer == other)
+    })
+    .await?;
+    assert!(matches!(event, Event::DirectConnection { .. }), "{event:?}");
+    Ok(())
 }
 
 #[tokio::test]
-async fn members_find_each_other_at_the_relay_chat_through_it_and_go_direct() -> anyhow::Result<()>
+async fn members_behind_nats_find_each_other_at_the_relay_and_chat_through_it() -> anyhow::Result<()>
 {
     let dir = tempfile::tempdir()?;
     let (relay, address) = start_relay(dir.path()).await?;
     let key = [42; 32];
-    let alice = start_member("alice", Room::private(&key, "team"), &address).await?;
-    let bob = start_member("bob", Room::private(&key, "team"), &address).await?;
-    let carol = start_member("carol", Room::open("other")?, &address).await?;
+    let alice = start_member("alice", Room::private(&key, "team"), &address, false).await?;
+    let bob = start_member("bob", Room::private(&key, "team"), &address, false).await?;
+    let carol = start_member("carol", Room::open("other")?, &address, false).await?;
     let (mut alice_events, mut bob_events) = (alice.events(), bob.events());
     let mut carol_events = carol.events();
     let (mut alice_feed, mut bob_feed) = (alice.messages(), bob.messages());
     let mut carol_feed = carol.messages();
-
     for (events, other) in [
         (&mut alice_events, bob.peer_id()),
         (&mut bob_events, alice.peer_id()),
@@ -81,51 +118,27 @@ async fn members_find_each_other_at_the_relay_chat_through_it_and_go_direct() ->
             |event| matches!(event, Event::Connected { peer, .. } if *peer == other),
         )
         .await?;
-        let Event::Connected { path, .. } = connected else {
-            unreachable!("picked above");
-        };
-        assert_eq!(
-            path,
-            Path::Relayed,
-            "found at the rendezvous: through the relay first"
+        assert!(
+            matches!(
+                connected,
+                Event::Connected {
+                    path: Path::Relayed,
+                    ..
+                }
+            ),
+            "reachable through the relay only: {connected:?}"
         );
     }
     alice.send("hello bob")?;
     assert_eq!(texts(&take(&mut bob_feed, 1).await?), ["alice> hello bob"]);
-
-    // On one host the hole punch succeeds: both say so, and neither sees a disconnection.
-    for (events, other) in [
-        (&mut alice_events, bob.peer_id()),
-        (&mut bob_events, alice.peer_id()),
-    ] {
-        let event = wait_for(events, "direct connection", FIND_DEADLINE, |event| {
-            matches!(event, Event::DirectConnection { peer, .. } | Event::Disconnected { peer, .. } if *peer == other)
-        })
-        .await?;
-        assert!(matches!(event, Event::DirectConnection { .. }), "{event:?}");
-    }
+    bob.send("hi alice")?;
+    assert!(texts(&take(&mut alice_feed, 2).await?).contains(&"bob> hi alice".to_owned()));
     let bob_seen = alice
         .contacts()
         .into_iter()
         .find(|contact| contact.peer == Some(bob.peer_id()))
         .context("bob among alice's contacts")?;
-    assert_eq!(bob_seen.path, Some(Path::Direct), "/peers says direct");
-    bob.send("hi alice, directly")?;
-    let got = take(&mut alice_feed, 2).await?;
-    assert!(
-        texts(&got).contains(&"bob> hi alice, directly".to_owned()),
-        "{:?}",
-        texts(&got)
-    );
-
-    // The relay gone, the direct connection stays.
-    relay.shutdown().await;
-    alice.send("still here")?;
-    // Bob's feed has his own line first.
-    assert!(texts(&take(&mut bob_feed, 2).await?).contains(&"alice> still here".to_owned()));
-    while let Ok(event) = bob_events.try_recv() {
-        assert!(!matches!(event, Event::Disconnected { .. }), "{event:?}");
-    }
+    assert_eq!(bob_seen.path, Some(Path::Relayed), "/peers says relayed");
 
     // The stranger in another room found nobody and got nothing.
     expect_silence(&mut carol_feed, Duration::from_millis(200)).await?;
@@ -139,9 +152,37 @@ async fn members_find_each_other_at_the_relay_chat_through_it_and_go_direct() ->
             .any(|contact| contact.peer == Some(carol.peer_id())),
         "alice never heard of carol"
     );
+    relay.shutdown().await;
     for node in [alice, bob, carol] {
         node.shutdown().await;
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn reachable_members_go_direct_and_keep_chatting_without_the_relay() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (relay, address) = start_relay(dir.path()).await?;
+    let alice = start_member("alice", Room::open("team")?, &address, true).await?;
+    let bob = start_member("bob", Room::open("team")?, &address, true).await?;
+    let (mut alice_events, mut bob_events) = (alice.events(), bob.events());
+    let mut bob_feed = bob.messages();
+    wait_direct(&mut alice_events, bob.peer_id()).await?;
+    wait_direct(&mut bob_events, alice.peer_id()).await?;
+    let bob_seen = alice
+        .contacts()
+        .into_iter()
+        .find(|contact| contact.peer == Some(bob.peer_id()))
+        .context("bob among alice's contacts")?;
+    assert_eq!(bob_seen.path, Some(Path::Direct), "/peers says direct");
+    relay.shutdown().await;
+    alice.send("still here")?;
+    assert_eq!(texts(&take(&mut bob_feed, 1).await?), ["alice> still here"]);
+    while let Ok(event) = bob_events.try_recv() {
+        assert!(!matches!(event, Event::Disconnected { .. }), "{event:?}");
+    }
+    alice.shutdown().await;
+    bob.shutdown().await;
     Ok(())
 }
 
@@ -150,8 +191,8 @@ async fn a_stranger_at_the_relay_in_another_room_finds_nobody() -> anyhow::Resul
     let dir = tempfile::tempdir()?;
     let (relay, address) = start_relay(dir.path()).await?;
     let key = [7; 32];
-    let alice = start_member("alice", Room::private(&key, "team"), &address).await?;
-    let mallory = start_member("mallory", Room::private(&[8; 32], "team"), &address).await?;
+    let alice = start_member("alice", Room::private(&key, "team"), &address, true).await?;
+    let mallory = start_member("mallory", Room::private(&[8; 32], "team"), &address, true).await?;
     let mut mallory_events = mallory.events();
     let mut alice_events = alice.events();
     let mut mallory_feed = mallory.messages();
@@ -217,5 +258,77 @@ async fn two_nodes_chat_over_quic_alone() -> anyhow::Result<()> {
     assert_eq!(texts(&take(&mut ann_feed, 1).await?), ["ben> over QUIC"]);
     ann.shutdown().await;
     ben.shutdown().await;
+    Ok(())
+}
+
+/// The binary: `p2pchat relay` prints its address, and two users who give only names and that
+/// address (`--no-mdns --peer NAME --relay ADDR`) connect via the relay, say so, go direct, and
+/// chat; the relay says a line per reservation and circuit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_connects_via_relay_then_directly() -> anyhow::Result<()> {
+    use p2pchat_tests::{Chat, p2pchat_binary};
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let dirs = tempfile::tempdir()?;
+    let relay_dir = dirs.path().join("relay");
+    let mut relay = tokio::process::Command::new(p2pchat_binary())
+        .args(["relay", "--listen", "/ip4/127.0.0.1/tcp/0", "--data-dir"])
+        .arg(&relay_dir)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut relay_lines = BufReader::new(relay.stderr.take().context("relay stderr")?).lines();
+    let first = tokio::time::timeout(DEADLINE, relay_lines.next_line())
+        .await??
+        .context("the relay said nothing")?;
+    let address = first
+        .strip_prefix("info> relay listening on ")
+        .with_context(|| format!("not an address line: {first:?}"))?
+        .to_owned();
+    assert!(address.contains("/p2p/12D3KooW"), "{address}");
+    assert!(
+        relay_dir.join("identity.key").exists(),
+        "its identity is kept"
+    );
+
+    let dir = |name: &str| dirs.path().join(name).display().to_string();
+    let (alice_dir, bob_dir) = (dir("alice"), dir("bob"));
+    let mut alice = Chat::start_user("alice", &alice_dir, &["bob"], &["--relay", &address])?;
+    let mut bob = Chat::start_user("bob", &bob_dir, &["alice"], &["--relay", &address])?;
+    for (chat, other) in [(&mut alice, "bob"), (&mut bob, "alice")] {
+        let line = chat
+            .wait_stderr_within(&format!("info> connected to {other} ("), FIND_DEADLINE)
+            .await?;
+        // Via the relay and then direct; or, when AutoNAT confirmed the peer's 127.0.0.1
+        // address before it registered, direct from the start (no "via relay").
+        if line.ends_with(") via relay") {
+            chat.wait_stderr(&format!("info> direct connection to {other}"))
+                .await?;
+        } else {
+            assert!(line.ends_with(')'), "{line}");
+        }
+    }
+    alice.say("hello through the NATs").await?;
+    bob.wait_line("alice> hello through the NATs").await?;
+    bob.say("hi back").await?;
+    alice.wait_line("bob> hi back").await?;
+    for chat in [&alice, &bob] {
+        let lines = chat.stderr_lines();
+        assert!(
+            !lines.iter().any(|l| l.starts_with("info> disconnected")),
+            "the relayed connection's close is no disconnection: {lines:#?}"
+        );
+    }
+    assert!(alice.interrupt().await?);
+    assert!(bob.interrupt().await?);
+    let said = tokio::time::timeout(DEADLINE, relay_lines.next_line())
+        .await??
+        .context("the relay said no more")?;
+    assert!(
+        said.starts_with("info> relay listening on ")
+            || said.starts_with("info> reservation accepted for "),
+        "{said}"
+    );
+    relay.kill().await?;
     Ok(())
 }

@@ -646,6 +646,10 @@ mod tests {
             peer("/ip4/127.0.0.1/tcp/1/p2p/12D3KooWE8YkWfkZjeqwUBDtDr1kap6GzR3YrkSWFR8tZzqkmyQv"),
             Ok(PeerSpec::Addr(_))
         ));
+        assert!(matches!(
+            peer("/ip4/127.0.0.1/udp/4001/quic-v1"),
+            Ok(PeerSpec::Addr(_))
+        ));
         for (value, why) in [
             (
                 "/ip4/1.2.3/tcp/1",
@@ -661,7 +665,8 @@ mod tests {
             ("/ip4/127.0.0.1", "p2pchat cannot dial /ip4/127.0.0.1"),
             ("/ip4/127.0.0.1/tcp/0", "p2pchat cannot dial"),
             ("/dns4/example.org/tcp/4001", "p2pchat cannot dial"),
-            ("/ip4/127.0.0.1/udp/4001/quic-v1", "p2pchat cannot dial"),
+            ("/ip4/127.0.0.1/udp/4001", "p2pchat cannot dial"),
+            ("/ip4/127.0.0.1/udp/0/quic-v1", "p2pchat cannot dial"),
             ("", "is not a valid name"),
             ("bob ", "is not a valid name"),
             (&"n".repeat(100), "is not a valid name"),

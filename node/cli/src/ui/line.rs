@@ -746,7 +746,7 @@ mod tests {
             format!("looking for bob on the LAN and at {relay}…")
         );
         assert_eq!(
-            looking_for("bob", false, &[relay.clone()]),
+            looking_for("bob", false, std::slice::from_ref(&relay)),
             format!("looking for bob at {relay}…")
         );
     }

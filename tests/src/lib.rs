@@ -4,6 +4,7 @@
 
 pub mod adversary;
 pub mod generate;
+pub mod natlab;
 pub mod netns;
 pub mod sim;
 pub mod tmux;
@@ -302,8 +303,9 @@ impl Chat {
         Self::spawn(command, args)
     }
 
-    /// Starts `p2pchat` with `args` inside the network namespace `netns`, mDNS on.
-    pub fn start_in(netns: &netns::Netns, args: &[&str]) -> anyhow::Result<Self> {
+    /// Starts `p2pchat` with `args` inside the network namespace `netns` (mDNS on unless
+    /// `args` turn it off).
+    pub fn start_in(netns: &netns::Namespace, args: &[&str]) -> anyhow::Result<Self> {
         let mut command = Command::new("ip");
         command
             .args(["netns", "exec", netns.name()])

@@ -114,11 +114,10 @@ impl Node {
     /// them).
     pub(crate) fn contact(&self, room: usize, author: Author) -> Contact {
         let shared = &self.shared;
-        let link = identity::peer_id_of(&author)
-            .and_then(|peer| {
-                let view = shared.peers().get(&peer)?.clone();
-                Some((peer, view.sync, view.path))
-            });
+        let link = identity::peer_id_of(&author).and_then(|peer| {
+            let view = shared.peers().get(&peer)?.clone();
+            Some((peer, view.sync, view.path))
+        });
         Contact {
             author,
             peer: identity::peer_id_of(&author),

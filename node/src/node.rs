@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use libp2p::{Multiaddr, PeerId};
-use p2pchat_protocol::dm::Letter;
+use p2pchat_protocol::dm::{Letter, NONCE_BYTES};
 use p2pchat_protocol::entry::{GENERAL, check_channel, check_name};
 use p2pchat_protocol::membership::MAX_ROOMS;
 use p2pchat_protocol::room::Room;
@@ -790,11 +790,11 @@ impl NodeBuilder {
     }
 }
 
-/// Fresh random bytes for a [`Letter`], from the operating system.
-fn fresh_randomness() -> [u8; 64] {
-    let mut randomness = [0; 64];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut randomness);
-    randomness
+/// A fresh random nonce for a [`Letter`], from the operating system.
+fn fresh_nonce() -> [u8; NONCE_BYTES] {
+    let mut nonce = [0; NONCE_BYTES];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
+    nonce
 }
 
 /// Checks that `rooms` can be joined together: at most [`MAX_ROOMS`], each once, each label
@@ -1289,19 +1289,18 @@ impl Node {
                 room: room.to_owned(),
             });
         };
-        let letter = |randomness| Letter {
+        // An unusable key is refused now, in the agreement: the letter then always seals (its
+        // text is checked), so a held one never holds up the lines after it.
+        let pair = reader
+            .pair(&to_key)
+            .map_err(|e| NodeError::Invalid(DecodeError::Seal(e)))?;
+        let letter = Letter {
             to,
-            to_key,
-            from_key: reader.enc_key(),
+            pair,
             text: text.to_owned(),
-            randomness,
+            nonce: fresh_nonce(),
         };
-        // A trial letter (other randomness, a seq no entry has) refuses an unusable key now:
-        // a held letter that cannot be sealed would hold up every line after it.
-        Outgoing::Letter(letter(fresh_randomness()))
-            .into_body(&state.store.room(), &reader.me(), 0)
-            .map_err(NodeError::Invalid)?;
-        self.append_one(index, Outgoing::Letter(letter(fresh_randomness())))
+        self.append_one(index, Outgoing::Letter(letter))
     }
 
     /// Appends several lines at once to the first room, in one durable write (group commit),

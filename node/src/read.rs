@@ -3,17 +3,26 @@
 //! Every place that shows messages (the feed, history, export) goes through
 //! [`Message::of`](crate::Message::of).
 
-use p2pchat_protocol::dm::{DmSecret, EncKey};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use p2pchat_protocol::dm::{DmSecret, EncKey, OpenError, PairKey, SealError, Sealed};
 use p2pchat_protocol::entry::GENERAL;
 use p2pchat_protocol::{Author, Body, Entry, RoomId, SigningKey};
 
 use crate::{Message, Place};
 
-/// The node's user as a reader of direct messages: their key, and the secret that opens the
-/// messages sealed to them (or sent by them).
+/// Most correspondents' keys a [`Reader`] keeps the agreement with; past that it starts
+/// again (an agreement costs one X25519, ~60 µs, so this bounds memory, not speed).
+const MAX_PAIRS: usize = 4096;
+
+/// The node's user as a reader of direct messages: their key, the secret that opens the
+/// messages sealed to them (or sent by them), and the agreement with each correspondent's
+/// key, kept so that a catch-up costs one X25519 per correspondent, not per message.
 pub(crate) struct Reader {
     me: Author,
     secret: DmSecret,
+    pairs: Mutex<HashMap<EncKey, PairKey>>,
 }
 
 impl Reader {
@@ -22,7 +31,43 @@ impl Reader {
         Self {
             me: Author::of(key),
             secret: DmSecret::derive(key),
+            pairs: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The key shared with the holder of `other` (kept once agreed); refused when `other` is
+    /// of small order.
+    pub(crate) fn pair(&self, other: &EncKey) -> Result<PairKey, SealError> {
+        if let Some(pair) = self.kept_pairs().get(other) {
+            return Ok(pair.clone());
+        }
+        let pair = self.secret.agree(other)?;
+        let mut pairs = self.kept_pairs();
+        if pairs.len() >= MAX_PAIRS {
+            pairs.clear();
+        }
+        pairs.insert(*other, pair.clone());
+        Ok(pair)
+    }
+
+    /// The agreements kept (a panic while holding them leaves them whole: only inserts).
+    fn kept_pairs(&self) -> std::sync::MutexGuard<'_, HashMap<EncKey, PairKey>> {
+        self.pairs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The text of `sealed`, entry `seq` of `author`'s log in `room`, for this reader.
+    pub(crate) fn open(
+        &self,
+        sealed: &Sealed,
+        room: &RoomId,
+        author: &Author,
+        seq: u64,
+    ) -> Result<String, OpenError> {
+        let other = sealed.other_key(&self.me, author)?;
+        let pair = self.pair(&other).map_err(|_| OpenError::Undecryptable)?;
+        sealed.open_with(&pair, &self.me, room, author, seq)
     }
 
     /// The user's key.
@@ -46,7 +91,7 @@ pub(crate) enum Said<'a> {
         /// The other party.
         with: Author,
         /// The sealed message.
-        sealed: &'a p2pchat_protocol::dm::Sealed,
+        sealed: &'a Sealed,
     },
 }
 
@@ -103,13 +148,7 @@ impl Message {
             Said::Channel(channel, text) => (Place::Channel(channel.to_owned()), text.to_owned()),
             Said::Direct { with, sealed } => {
                 let reader = reader?;
-                let opened = sealed.open(
-                    &reader.secret,
-                    &reader.me,
-                    room,
-                    &entry.author(),
-                    entry.seq(),
-                );
+                let opened = reader.open(sealed, room, &entry.author(), entry.seq());
                 let text = match opened {
                     Ok(text) => text,
                     Err(e) => {

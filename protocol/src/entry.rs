@@ -224,9 +224,9 @@ impl Body {
             Body::Direct(sealed) => {
                 head(out, 6, "dm");
                 cbor::write_bytes(out, sealed.to.as_bytes());
-                cbor::write_bytes(out, &sealed.ephemeral);
-                cbor::write_bytes(out, &sealed.to_wrap);
-                cbor::write_bytes(out, &sealed.from_wrap);
+                cbor::write_bytes(out, sealed.to_key.as_bytes());
+                cbor::write_bytes(out, sealed.from_key.as_bytes());
+                cbor::write_bytes(out, &sealed.nonce);
                 cbor::write_bytes(out, &sealed.ciphertext);
             }
             Body::Unknown { .. } => return Err(DecodeError::InvalidBody),
@@ -266,9 +266,9 @@ impl Body {
             },
             ("dm", 6) => Body::Direct(crate::dm::Sealed {
                 to: Author::from_bytes(reader.bytes().ok()?.try_into().ok()?),
-                ephemeral: reader.bytes().ok()?.try_into().ok()?,
-                to_wrap: reader.bytes().ok()?.try_into().ok()?,
-                from_wrap: reader.bytes().ok()?.try_into().ok()?,
+                to_key: crate::dm::EncKey::from_bytes(reader.bytes().ok()?.try_into().ok()?),
+                from_key: crate::dm::EncKey::from_bytes(reader.bytes().ok()?.try_into().ok()?),
+                nonce: reader.bytes().ok()?.try_into().ok()?,
                 ciphertext: reader.bytes().ok()?.to_vec(),
             }),
             _ => return None,
@@ -309,16 +309,16 @@ impl Body {
                 "dm",
                 [
                     Value::Bytes(to),
-                    Value::Bytes(ephemeral),
-                    Value::Bytes(to_wrap),
-                    Value::Bytes(from_wrap),
+                    Value::Bytes(to_key),
+                    Value::Bytes(from_key),
+                    Value::Bytes(nonce),
                     Value::Bytes(ciphertext),
                 ],
             ) => Body::Direct(crate::dm::Sealed {
                 to: Author::from_bytes(fixed(to)?),
-                ephemeral: fixed(ephemeral)?,
-                to_wrap: fixed(to_wrap)?,
-                from_wrap: fixed(from_wrap)?,
+                to_key: crate::dm::EncKey::from_bytes(fixed(to_key)?),
+                from_key: crate::dm::EncKey::from_bytes(fixed(from_key)?),
+                nonce: fixed(nonce)?,
                 ciphertext: ciphertext.clone(),
             }),
             ("profile" | "text" | "post" | "enckey" | "dm", _) => {
@@ -1052,9 +1052,9 @@ mod tests {
     fn sealed() -> crate::dm::Sealed {
         crate::dm::Sealed {
             to: Author::of(&key(2)),
-            ephemeral: [0xe1; 32],
-            to_wrap: [0x77; 48],
-            from_wrap: [0xf4; 48],
+            to_key: crate::dm::EncKey::from_bytes([0x77; 32]),
+            from_key: crate::dm::EncKey::from_bytes([0xf4; 32]),
+            nonce: [0xe1; 24],
             ciphertext: vec![0xcc; 20],
         }
     }
@@ -1103,11 +1103,11 @@ mod tests {
             &[0x58, 0x20],
             Author::of(&key(2)).as_bytes(),
             &[0x58, 0x20],
-            &[0xe1; 32],
-            &[0x58, 0x30],
-            &[0x77; 48],
-            &[0x58, 0x30],
-            &[0xf4; 48],
+            &[0x77; 32],
+            &[0x58, 0x20],
+            &[0xf4; 32],
+            &[0x58, 0x18],
+            &[0xe1; 24],
             &[0x54],
             &[0xcc; 20],
         ]
@@ -1142,17 +1142,22 @@ mod tests {
             generic("enckey", vec![bytes(33)]),
             generic("enckey", vec![text("key")]),
             generic("enckey", vec![bytes(32), bytes(32)]),
-            generic("dm", dm([32, 32, 48, 48, 16])[..4].to_vec()),
-            generic("dm", [dm([32, 32, 48, 48, 16]), vec![bytes(1)]].concat()),
-            generic("dm", dm([31, 32, 48, 48, 16])),
-            generic("dm", dm([32, 33, 48, 48, 16])),
-            generic("dm", dm([32, 32, 47, 48, 16])),
-            generic("dm", dm([32, 32, 48, 49, 16])),
-            generic("dm", dm([32, 32, 48, 48, 15])),
-            generic("dm", dm([32, 32, 48, 48, MAX_TEXT_BYTES + 17])),
+            generic("dm", dm([32, 32, 32, 24, 16])[..4].to_vec()),
+            generic("dm", [dm([32, 32, 32, 24, 16]), vec![bytes(1)]].concat()),
+            generic("dm", dm([31, 32, 32, 24, 16])),
+            generic("dm", dm([33, 32, 32, 24, 16])),
+            generic("dm", dm([32, 31, 32, 24, 16])),
+            generic("dm", dm([32, 33, 32, 24, 16])),
+            generic("dm", dm([32, 32, 31, 24, 16])),
+            generic("dm", dm([32, 32, 33, 24, 16])),
+            generic("dm", dm([32, 32, 32, 23, 16])),
+            generic("dm", dm([32, 32, 32, 25, 16])),
+            generic("dm", dm([32, 32, 32, 12, 16])),
+            generic("dm", dm([32, 32, 32, 24, 15])),
+            generic("dm", dm([32, 32, 32, 24, MAX_TEXT_BYTES + 17])),
             generic(
                 "dm",
-                [vec![text("to")], dm([32, 48, 48, 16, 0])[..4].to_vec()].concat(),
+                [vec![text("to")], dm([32, 32, 24, 16, 0])[..4].to_vec()].concat(),
             ),
         ];
         for body in wrong {
@@ -1164,7 +1169,7 @@ mod tests {
         }
         // The same sizes at the edges are fine.
         for len in [16, MAX_TEXT_BYTES + 16] {
-            let body = generic("dm", dm([32, 32, 48, 48, len]));
+            let body = generic("dm", dm([32, 32, 32, 24, len]));
             assert!(matches!(decode_body(&body), Ok(Body::Direct(_))));
         }
         // And a post's text has the text limit.
@@ -1251,14 +1256,15 @@ mod tests {
 
     #[test]
     fn an_outgoing_letter_is_sealed_at_its_place() {
-        use crate::dm::{DmSecret, EncKey, Letter, SealError};
+        use crate::dm::{DmSecret, Letter, SealError};
         let (alice, bob) = (Author::of(&key(1)), Author::of(&key(2)));
         let letter = Letter {
             to: bob,
-            to_key: DmSecret::derive(&key(2)).public(),
-            from_key: DmSecret::derive(&key(1)).public(),
+            pair: DmSecret::derive(&key(1))
+                .agree(&DmSecret::derive(&key(2)).public())
+                .unwrap(),
             text: "psst".into(),
-            randomness: [9; 64],
+            nonce: [9; 24],
         };
         let body = Outgoing::Letter(letter.clone())
             .into_body(&room(), &alice, 7)
@@ -1281,13 +1287,15 @@ mod tests {
             Ok(plain)
         );
 
-        let weak = Letter {
-            to_key: EncKey::from_bytes([0; 32]),
+        let long = Letter {
+            text: "x".repeat(MAX_TEXT_BYTES + 1),
             ..letter
         };
         assert_eq!(
-            Outgoing::Letter(weak).into_body(&room(), &alice, 7),
-            Err(DecodeError::Seal(SealError::WeakKey))
+            Outgoing::Letter(long).into_body(&room(), &alice, 7),
+            Err(DecodeError::Seal(SealError::TooLong {
+                len: MAX_TEXT_BYTES + 1
+            }))
         );
     }
 }

@@ -40,16 +40,19 @@ fn body() -> impl Strategy<Value = Body> {
         (
             any::<[u8; 32]>(),
             any::<[u8; 32]>(),
-            any::<u8>(),
+            any::<[u8; 32]>(),
+            any::<[u8; 24]>(),
             proptest::collection::vec(any::<u8>(), 16..300)
         )
-            .prop_map(|(to, ephemeral, wrap, ciphertext)| Body::Direct(Sealed {
-                to: Author::from_bytes(to),
-                ephemeral,
-                to_wrap: [wrap; 48],
-                from_wrap: [!wrap; 48],
-                ciphertext,
-            })),
+            .prop_map(
+                |(to, to_key, from_key, nonce, ciphertext)| Body::Direct(Sealed {
+                    to: Author::from_bytes(to),
+                    to_key: EncKey::from_bytes(to_key),
+                    from_key: EncKey::from_bytes(from_key),
+                    nonce,
+                    ciphertext,
+                })
+            ),
     ]
 }
 
@@ -353,8 +356,8 @@ mod oracle {
                     .collect();
                 let sizes_ok = fields[0].len() == 32
                     && fields[1].len() == 32
-                    && fields[2].len() == 48
-                    && fields[3].len() == 48
+                    && fields[2].len() == 32
+                    && fields[3].len() == 24
                     && (16..=4112).contains(&fields[4].len());
                 sizes_ok
                     .then(|| {
@@ -396,9 +399,9 @@ fn fields_of(entry: &Entry) -> oracle::Fields {
         Body::Direct(sealed) => {
             let fields: [&[u8]; 5] = [
                 sealed.to.as_bytes(),
-                &sealed.ephemeral,
-                &sealed.to_wrap,
-                &sealed.from_wrap,
+                sealed.to_key.as_bytes(),
+                sealed.from_key.as_bytes(),
+                &sealed.nonce,
                 &sealed.ciphertext,
             ];
             let field = fields.map(hex).join("/");

@@ -414,10 +414,10 @@ fn the_small_order_forgery_of_section_3_1_is_refused() {
     );
 }
 
-/// The context of the dm secret, and the prefixes of the binding and the wrap info (2.7).
+/// The context of the dm secret, and the prefixes of the binding and the key info (2.7).
 const DM_SECRET: &str = "p2pchat 2026-12-01 dm secret";
-const DM_BINDING: &[u8] = b"p2pchat/dm/v1";
-const DM_WRAP_INFO: &[u8] = b"p2pchat/dm/wrap/v1";
+const DM_BINDING: &[u8] = b"p2pchat/dm/v2";
+const DM_KEY_INFO: &[u8] = b"p2pchat/dm/v2";
 
 /// Checks `bytes` against the vector `label` (printed first, so a changed recipe shows the
 /// values a new document needs).
@@ -431,16 +431,9 @@ fn x25519_public(secret: [u8; 32]) -> [u8; 32] {
     x25519_dalek::x25519(secret, x25519_dalek::X25519_BASEPOINT_BYTES)
 }
 
-/// ChaCha20-Poly1305 with the zero nonce, as section 2.7 uses it.
-fn seal_with(key: &[u8; 32], aad: &[u8], msg: &[u8]) -> Vec<u8> {
-    use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-    chacha20poly1305::ChaCha20Poly1305::new(key.into())
-        .encrypt(&Default::default(), Payload { msg, aad })
-        .expect("a short message")
-}
-
 #[test]
 fn enc_keys_and_direct_messages_follow_section_2_7() {
+    use chacha20poly1305::aead::{Aead, KeyInit, Payload};
     use p2pchat_protocol::dm::{DmSecret, Letter};
     assert!(PROTOCOL_MD.contains(&format!("`\"{DM_SECRET}\"`")));
     let (alice_key, bob_key) = (
@@ -453,16 +446,23 @@ fn enc_keys_and_direct_messages_follow_section_2_7() {
     let alice_secret = blake3::derive_key(DM_SECRET, &[1; 32]);
     let bob_secret = blake3::derive_key(DM_SECRET, &[2; 32]);
     check("dm secret of alice", &alice_secret);
-    check("enc key of alice", &x25519_public(alice_secret));
-    check("enc key of bob", &x25519_public(bob_secret));
+    check("dm secret of bob", &bob_secret);
+    let (alice_enc, bob_enc) = (x25519_public(alice_secret), x25519_public(bob_secret));
+    check("enc key of alice", &alice_enc);
+    check("enc key of bob", &bob_enc);
     let alice_dm = DmSecret::derive(&alice_key);
     let bob_dm = DmSecret::derive(&bob_key);
-    assert_eq!(alice_dm.public().as_bytes(), &x25519_public(alice_secret));
-    assert_eq!(bob_dm.public().as_bytes(), &x25519_public(bob_secret));
+    assert_eq!(alice_dm.public().as_bytes(), &alice_enc);
+    assert_eq!(bob_dm.public().as_bytes(), &bob_enc);
 
-    // Entry 5 of alice's log in the team room: "meet at noon" to bob, randomness 00 01 … 3f.
+    // One agreement per pair: both sides get the same secret.
+    let shared = x25519_dalek::x25519(alice_secret, bob_enc);
+    assert_eq!(shared, x25519_dalek::x25519(bob_secret, alice_enc));
+    check("shared secret of alice and bob", &shared);
+
+    // Entry 5 of alice's log in the team room: "meet at noon" to bob, nonce 00 01 … 17.
     let team = Room::private(&vector_32("team.key bytes"), "team").id();
-    let randomness: [u8; 64] = std::array::from_fn(|i| i as u8);
+    let nonce: [u8; 24] = std::array::from_fn(|i| i as u8);
     let text = "meet at noon";
     let binding = [
         DM_BINDING,
@@ -472,41 +472,33 @@ fn enc_keys_and_direct_messages_follow_section_2_7() {
     ]
     .concat();
     check("binding of entry 5", &binding);
-    let e: [u8; 32] = randomness[..32].try_into().expect("32 bytes");
-    let content_key: [u8; 32] = randomness[32..].try_into().expect("32 bytes");
-    let ephemeral = x25519_public(e);
-    check("ephemeral of entry 5", &ephemeral);
-    let ciphertext = seal_with(&content_key, &binding, text.as_bytes());
+    let mut message_key = [0; 32];
+    hkdf::Hkdf::<sha2::Sha256>::new(Some(&[alice_enc, bob_enc].concat()), &shared)
+        .expand(&[DM_KEY_INFO, &binding].concat(), &mut message_key)
+        .expect("32 bytes");
+    check("message key of entry 5", &message_key);
+    let ciphertext = chacha20poly1305::XChaCha20Poly1305::new(&message_key.into())
+        .encrypt(
+            &nonce.into(),
+            Payload {
+                msg: text.as_bytes(),
+                aad: &binding,
+            },
+        )
+        .expect("a short message");
     check("ciphertext of entry 5", &ciphertext);
-    let mut wraps = Vec::new();
-    for (party, enc_key) in [
-        ("bob", x25519_public(bob_secret)),
-        ("alice", x25519_public(alice_secret)),
-    ] {
-        let shared = x25519_dalek::x25519(e, enc_key);
-        let salt = [ephemeral, enc_key].concat();
-        let mut wrap_key = [0; 32];
-        hkdf::Hkdf::<sha2::Sha256>::new(Some(&salt), &shared)
-            .expand(&[DM_WRAP_INFO, &binding].concat(), &mut wrap_key)
-            .expect("32 bytes");
-        check(&format!("wrap key for {party}"), &wrap_key);
-        let wrap = seal_with(&wrap_key, &binding, &content_key);
-        check(&format!("wrap for {party}"), &wrap);
-        wraps.push(wrap);
-    }
 
     // The code seals the same bytes, and both parties read the line back.
     let letter = Letter {
         to: bob,
-        to_key: bob_dm.public(),
-        from_key: alice_dm.public(),
+        pair: alice_dm.agree(&bob_dm.public()).expect("a usable key"),
         text: text.into(),
-        randomness,
+        nonce,
     };
     let sealed = letter.seal(&team, &alice, 5).expect("a valid letter");
-    assert_eq!(sealed.ephemeral, ephemeral);
-    assert_eq!(hex(&sealed.to_wrap), hex(&wraps[0]));
-    assert_eq!(hex(&sealed.from_wrap), hex(&wraps[1]));
+    assert_eq!(sealed.to_key, bob_dm.public());
+    assert_eq!(sealed.from_key, alice_dm.public());
+    assert_eq!(sealed.nonce, nonce);
     assert_eq!(hex(&sealed.ciphertext), hex(&ciphertext));
     assert_eq!(
         sealed.open(&bob_dm, &bob, &team, &alice, 5).as_deref(),
@@ -517,15 +509,14 @@ fn enc_keys_and_direct_messages_follow_section_2_7() {
         Ok(text)
     );
 
-    // The body: ["dm", to, ephemeral, to_wrap, from_wrap, ciphertext].
-    let mut body = vec![0x86, 0x62, b'd', b'm', 0x58, 0x20];
-    body.extend_from_slice(bob.as_bytes());
-    body.extend_from_slice(&[0x58, 0x20]);
-    body.extend_from_slice(&ephemeral);
-    for wrap in &wraps {
-        body.extend_from_slice(&[0x58, 0x30]);
-        body.extend_from_slice(wrap);
+    // The body: ["dm", to, to_key, from_key, nonce, ciphertext].
+    let mut body = vec![0x86, 0x62, b'd', b'm'];
+    for key in [bob.as_bytes(), &bob_enc, &alice_enc] {
+        body.extend_from_slice(&[0x58, 0x20]);
+        body.extend_from_slice(key);
     }
+    body.extend_from_slice(&[0x58, 0x18]);
+    body.extend_from_slice(&nonce);
     body.extend_from_slice(&[
         0x58,
         u8::try_from(ciphertext.len()).expect("24 to 255 bytes"),
@@ -552,10 +543,11 @@ fn the_channel_and_key_entries_of_section_7_3_are_what_entry_sign_writes() {
     let now_ms = 1_800_000_000_000;
     let letter = Letter {
         to: Author::of(&bob),
-        to_key: DmSecret::derive(&bob).public(),
-        from_key: DmSecret::derive(&key).public(),
+        pair: DmSecret::derive(&key)
+            .agree(&DmSecret::derive(&bob).public())
+            .expect("a usable key"),
         text: "meet at noon".into(),
-        randomness: std::array::from_fn(|i| i as u8),
+        nonce: std::array::from_fn(|i| i as u8),
     };
     let bodies = [
         p2pchat_protocol::Outgoing::Body(Body::EncKey {

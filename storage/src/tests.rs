@@ -1102,10 +1102,11 @@ fn a_letter_is_sealed_at_the_seq_it_is_stored_at() {
         store.append_own(&alice, profile("alice"), 1).unwrap();
         let letter = Letter {
             to: Author::of(&bob),
-            to_key: DmSecret::derive(&bob).public(),
-            from_key: DmSecret::derive(&alice).public(),
+            pair: DmSecret::derive(&alice)
+                .agree(&DmSecret::derive(&bob).public())
+                .unwrap(),
             text: "for bob only".into(),
-            randomness: [3; 64],
+            nonce: [3; 24],
         };
         let stored = store
             .append_own_many(&alice, [Outgoing::from(text("hi")), letter.into()], 2)

@@ -14,7 +14,7 @@
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use p2pchat_protocol::dm::{DmSecret, EncKey, Letter};
+use p2pchat_protocol::dm::{DmSecret, EncKey, Letter, NONCE_BYTES};
 use p2pchat_protocol::{Author, Body, Draft, Entry, Heads, Outgoing, SigningKey};
 use p2pchat_storage::Store;
 
@@ -107,20 +107,23 @@ pub fn generate_mixed(
     }
     let (own, store) = data_dir(dir)?;
     let key = SigningKey::generate(&mut rand::rngs::OsRng);
-    let from_key = DmSecret::derive(&key).public();
+    let secret = DmSecret::derive(&key);
+    let from_key = secret.public();
+    let pair = secret
+        .agree(&to_key)
+        .map_err(|e| anyhow::anyhow!("direct messages to {}: {e}", to.fingerprint()))?;
     let mut lines = 0;
     let bodies = (1..=entries).map(|seq| match seq {
         1 => Outgoing::Body(Body::Profile { name: name(0) }),
         2 => Outgoing::Body(Body::EncKey { key: from_key }),
         seq if seq % 10 == 0 => {
-            let mut randomness = [0; 64];
-            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut randomness);
+            let mut nonce = [0; NONCE_BYTES];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
             Outgoing::Letter(Letter {
                 to,
-                to_key,
-                from_key,
+                pair: pair.clone(),
                 text: text(0, seq),
-                randomness,
+                nonce,
             })
         }
         seq => {

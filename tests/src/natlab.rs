@@ -214,7 +214,7 @@ table inet filter {{
 
 /// Where the first datagram sent from `from` (a UDP socket on `local_port`, 0 for any) to
 /// each of `targets` (listening in `to`) comes from as seen there, in order: `None` where none
-/// arrived within [`PROBE_WAIT`]. Also returns the local port used.
+/// arrived within `PROBE_WAIT` (2 s). Also returns the local port used.
 pub fn udp_sources(
     from: &Namespace,
     local_port: u16,
@@ -261,7 +261,7 @@ pub fn udp_sources(
 
 /// Connects over TCP from `from` to `target` (listening in `to`): the source address the
 /// listener saw and the connection's local port on the connecting side, or `None` if it could
-/// not connect within [`PROBE_WAIT`].
+/// not connect within `PROBE_WAIT` (2 s).
 pub fn tcp_source(
     from: &Namespace,
     to: &Namespace,

@@ -31,14 +31,15 @@ fn entry(key: &SigningKey, room: RoomId, seq: u64, body: Body) -> Entry {
     Entry::sign(key, draft).expect("a valid entry")
 }
 
-/// A letter from `from` to `to`, with fixed randomness.
+/// A letter from `from` to `to`, with a fixed nonce.
 fn letter(from: &SigningKey, to: &SigningKey, text: &str) -> Letter {
     Letter {
         to: Author::of(to),
-        to_key: DmSecret::derive(to).public(),
-        from_key: DmSecret::derive(from).public(),
+        pair: DmSecret::derive(from)
+            .agree(&DmSecret::derive(to).public())
+            .expect("a usable key"),
         text: text.to_owned(),
-        randomness: [9; 64],
+        nonce: [9; 24],
     }
 }
 
@@ -92,6 +93,47 @@ fn a_direct_message_shows_to_its_two_parties_only_and_lines_in_their_channel() {
     }
     let profile = entry(&carol, room, 1, Body::Profile { name: "c".into() });
     assert_eq!(Message::of(&profile, &room, "lan", None, name_of), None);
+}
+
+#[test]
+fn a_reader_agrees_once_per_correspondent_and_keeps_a_bounded_number() {
+    let room = Room::lan().id();
+    let (alice, bob, carol) = (key(1), key(2), key(3));
+    let reader = Reader::new(&bob);
+    let mut shown = Vec::new();
+    // Three lines from alice, one from carol, one of bob's own to alice.
+    let said = [
+        (&alice, &bob, "one"),
+        (&alice, &bob, "two"),
+        (&carol, &bob, "three"),
+        (&alice, &bob, "four"),
+        (&bob, &alice, "five"),
+    ];
+    for (seq, (from, to, text)) in (3..).zip(said) {
+        let sealed = letter(from, to, text)
+            .seal(&room, &Author::of(from), seq)
+            .unwrap();
+        let dm = entry(from, room, seq, Body::Direct(sealed));
+        let message = Message::of(&dm, &room, "lan", Some(&reader), name_of);
+        shown.push(message.expect("bob reads it").text);
+    }
+    assert_eq!(shown, ["one", "two", "three", "four", "five"]);
+    let kept = reader.kept_pairs();
+    assert_eq!(kept.len(), 2, "alice's key and carol's: {kept:?}");
+    let alice_key = DmSecret::derive(&alice).public();
+    assert_eq!(kept[&alice_key].other(), alice_key);
+    drop(kept);
+
+    // Past the bound it starts again, and what it agrees is still right.
+    for seed in 0..=MAX_PAIRS {
+        let mut identity = [7; 32];
+        identity[..8].copy_from_slice(&(seed as u64).to_le_bytes());
+        let other = DmSecret::derive(&SigningKey::from_bytes(&identity));
+        reader.pair(&other.public()).unwrap();
+        assert!(reader.kept_pairs().len() <= MAX_PAIRS);
+    }
+    let again = reader.pair(&alice_key).unwrap();
+    assert_eq!(again, DmSecret::derive(&bob).agree(&alice_key).unwrap());
 }
 
 #[test]

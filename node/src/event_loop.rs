@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use crate::backoff::Backoff;
 use crate::behaviour::{Behaviour, BehaviourEvent};
 use crate::dial::{Redialer, dial_failure, incoming_failure};
-use crate::discovery::{Discovery, keep_connection};
+use crate::discovery::{Discovery, Link, dialed_by_us, keep_link};
 use crate::handover::{Handovers, Held};
 use crate::lanes::{self, LANE_QUEUE, LaneEvent, TaskId};
 use crate::relays::{self, DISCOVER_LIMIT, REGISTRATION_TTL, Relays};
@@ -1210,7 +1210,7 @@ impl EventLoop {
                         .then(|| self.path_to(peer_id)),
                 };
                 let connections = self.connections.entry(peer_id).or_default();
-                connections.push((connection_id, endpoint.is_dialer()));
+                connections.push((connection_id, dialed_by_us(&endpoint)));
                 let keep = self.kept(peer_id);
                 let kept_relayed = keep.is_some_and(|id| self.relayed.contains(&id));
                 let now = Instant::now();
@@ -1362,20 +1362,27 @@ impl EventLoop {
         }
     }
 
-    /// The connection kept with `peer`: a direct one if there is one (see [`keep_connection`]:
-    /// both sides choose the same).
+    /// The connection kept with `peer`: a direct one if there is one (see [`keep_link`]: both
+    /// sides choose the same).
     fn kept(&self, peer: PeerId) -> Option<ConnectionId> {
-        let connections = self.connections.get(&peer)?;
-        let direct: Vec<(ConnectionId, bool)> = connections
+        let links: Vec<Link> = self
+            .connections
+            .get(&peer)?
             .iter()
-            .filter(|(id, _)| !self.relayed.contains(id))
-            .copied()
+            .map(|&(id, dialed)| Link {
+                id,
+                dialed,
+                path: match self.relayed.contains(&id) {
+                    true => Path::Relayed,
+                    false => Path::Direct,
+                },
+                quic: self
+                    .remote_addresses
+                    .get(&id)
+                    .is_some_and(|address| address.iter().any(|p| p == Protocol::QuicV1)),
+            })
             .collect();
-        let local = *self.swarm.local_peer_id();
-        match direct.is_empty() {
-            true => keep_connection(local, peer, connections),
-            false => keep_connection(local, peer, &direct),
-        }
+        keep_link(*self.swarm.local_peer_id(), peer, &links)
     }
 
     /// The path of the connection kept with `peer`.

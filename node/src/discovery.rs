@@ -17,6 +17,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use libp2p::core::{ConnectedPoint, Endpoint};
 use libp2p::swarm::ConnectionId;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{Multiaddr, PeerId};
@@ -24,7 +25,7 @@ use p2pchat_protocol::Author;
 use tokio::time::Instant;
 
 use crate::backoff::Backoff;
-use crate::identity;
+use crate::{Path, identity};
 
 /// How long the peer with the larger id waits before dialing a discovered peer.
 pub const TIE_BREAK_DELAY: Duration = Duration::from_millis(1500);
@@ -232,6 +233,48 @@ impl Discovery {
             .map(String::as_str)
             .collect()
     }
+}
+
+/// Whether a connection counts as dialed by us in [`keep_connection`]. Both sides of a hole
+/// punch dial (DCUtR): the connection counts as dialed by the side that kept its role, not by
+/// the one that overrode it to act as the listener, so the two sides agree on who dialed it.
+pub fn dialed_by_us(endpoint: &ConnectedPoint) -> bool {
+    matches!(
+        endpoint,
+        ConnectedPoint::Dialer {
+            role_override: Endpoint::Dialer,
+            ..
+        }
+    )
+}
+
+/// One open connection to a peer, as [`keep_link`] weighs it.
+#[derive(Clone, Copy, Debug)]
+pub struct Link {
+    pub id: ConnectionId,
+    /// Whether we dialed it ([`dialed_by_us`]).
+    pub dialed: bool,
+    pub path: Path,
+    /// Whether it runs over QUIC (else over TCP, or in memory).
+    pub quic: bool,
+}
+
+/// Which of several connections to one peer both sides keep: a direct one over a relayed one,
+/// then one over QUIC over one over TCP (both sides see the same path and transport of a
+/// connection, not always the same order: a hole punch tried over both may give each side
+/// another connection first), then as [`keep_connection`]. `links` are in the order they were
+/// established.
+pub fn keep_link(local: PeerId, remote: PeerId, links: &[Link]) -> Option<ConnectionId> {
+    let best = links
+        .iter()
+        .map(|link| (link.path == Path::Direct, link.quic))
+        .max()?;
+    let connections: Vec<(ConnectionId, bool)> = links
+        .iter()
+        .filter(|link| (link.path == Path::Direct, link.quic) == best)
+        .map(|link| (link.id, link.dialed))
+        .collect();
+    keep_connection(local, remote, &connections)
 }
 
 /// Which of several connections to one peer both sides keep: the oldest one dialed by the peer
@@ -473,6 +516,52 @@ mod tests {
                 "both keep P or both keep Q"
             );
         }
+    }
+
+    /// The race of a hole punch over both transports: each side's dial kept whichever came
+    /// first, so a holds P (QUIC) only, while b holds Q (TCP, dialed with its role
+    /// overridden) and then P (a's, taken in as a listener). Both sides keep P.
+    #[test]
+    fn both_sides_keep_the_same_hole_punched_connection() {
+        let (a, b) = (peer(1), peer(2));
+        let address = addr(1);
+        let dialer = |role_override| ConnectedPoint::Dialer {
+            address: address.clone(),
+            role_override,
+            port_use: libp2p::core::transport::PortUse::Reuse,
+        };
+        let listened = ConnectedPoint::Listener {
+            local_addr: address.clone(),
+            send_back_addr: address.clone(),
+        };
+        // DCUtR: one side dials as itself, the other overrides its role to the listener's.
+        let (keeps_role, overrides) = (dialer(Endpoint::Dialer), dialer(Endpoint::Listener));
+        assert!(dialed_by_us(&keeps_role) && !dialed_by_us(&overrides));
+        assert!(!dialed_by_us(&listened));
+        let id = ConnectionId::new_unchecked;
+        let link = |id, endpoint: &ConnectedPoint, quic| Link {
+            id,
+            dialed: dialed_by_us(endpoint),
+            path: Path::Direct,
+            quic,
+        };
+        let (a_p, b_q, b_p) = (id(1), id(2), id(3));
+        for (a, b) in [(a, b), (b, a)] {
+            let at_a = [link(a_p, &keeps_role, true)];
+            let at_b = [link(b_q, &overrides, false), link(b_p, &listened, true)];
+            assert_eq!(keep_link(a, b, &at_a), Some(a_p));
+            assert_eq!(keep_link(b, a, &at_b), Some(b_p), "the one a keeps too");
+        }
+        let relayed = Link {
+            path: Path::Relayed,
+            ..link(id(4), &keeps_role, true)
+        };
+        let over_tcp = link(id(5), &listened, false);
+        assert_eq!(
+            keep_link(a, b, &[relayed, over_tcp]),
+            Some(id(5)),
+            "a direct one over a relayed one"
+        );
     }
 
     #[test]

@@ -29,7 +29,8 @@ use tokio::time::Instant;
 use crate::backoff::Backoff;
 use crate::behaviour::{Behaviour, BehaviourEvent};
 use crate::dial::{Redialer, dial_failure, incoming_failure};
-use crate::discovery::{Discovery, keep_connection};
+use crate::discovery::{Discovery, Link, dialed_by_us, keep_link};
+use crate::handover::{Handovers, Held};
 use crate::lanes::{self, LANE_QUEUE, LaneEvent, TaskId};
 use crate::relays::{self, DISCOVER_LIMIT, REGISTRATION_TTL, Relays};
 use crate::shared::{PeerView, SharedRef};
@@ -222,7 +223,8 @@ pub struct EventLoop {
     /// The open connections that go through a relay.
     relayed: HashSet<ConnectionId>,
     /// The path of each connected peer's first connection, until it is told to the user (with
-    /// the peer's `Connected`, and a `DirectConnection` when it changes to direct).
+    /// the peer's `Connected`, and a `DirectConnection` when it changes to direct); it stays
+    /// while the peer's departure is held (see [`Handovers`]).
     told_path: HashMap<PeerId, Path>,
     /// Until when a hole punch may be under way (the failures of its losing dials are not said).
     punching_until: Option<Instant>,
@@ -230,6 +232,8 @@ pub struct EventLoop {
     close_later: HashMap<ConnectionId, Instant>,
     /// Peers connected through a relay only, with when to try a hole punch again.
     upgrade_retry: HashMap<PeerId, (Instant, Backoff)>,
+    /// Dials under way, and peers between their relayed connection and a direct one.
+    handovers: Handovers,
     next_task: TaskId,
     tasks: JoinSet<()>,
 }
@@ -282,6 +286,7 @@ impl EventLoop {
             punching_until: None,
             close_later: HashMap::new(),
             upgrade_retry: HashMap::new(),
+            handovers: Handovers::default(),
             shared,
             commands,
             core,
@@ -481,8 +486,10 @@ impl EventLoop {
             Some((false, address)) => (crate::Direction::Listened, address),
             None => (crate::Direction::Listened, Multiaddr::empty()),
         };
-        let now_path = self.path_to(peer);
-        let path = *self.told_path.entry(peer).or_insert(now_path);
+        // Said with the path it has now; one that went direct since its first connection
+        // (relayed) came is said direct, then that the hole punch worked.
+        let path = self.path_to(peer);
+        let first_path = self.told_path.insert(peer, path).unwrap_or(path);
         let name = announcing.name;
         self.shared.emit(Event::Connected {
             peer,
@@ -492,8 +499,7 @@ impl EventLoop {
             address,
             path,
         });
-        if path != now_path {
-            self.told_path.insert(peer, now_path);
+        if first_path == Path::Relayed && path == Path::Direct {
             self.shared.emit(Event::DirectConnection { peer, name });
         }
         for event in announcing.held {
@@ -1187,18 +1193,24 @@ impl EventLoop {
                 drop(warnings);
                 self.discovery.connected(peer_id);
                 self.relays.connected(peer_id);
+                self.handovers.dial_connected(connection_id);
+                // A peer held since its relayed connection closed goes on (see `Handovers`).
+                let resumed = self.handovers.connected(&peer_id);
                 self.remote_addresses
                     .insert(connection_id, endpoint.get_remote_address().clone());
                 if endpoint.is_relayed() {
                     self.relayed.insert(connection_id);
                     self.punching_until = Some(Instant::now() + RELAYED_DUPLICATE_GRACE);
                 }
-                let was = self
-                    .connections
-                    .contains_key(&peer_id)
-                    .then(|| self.path_to(peer_id));
+                let was = match resumed {
+                    Some(_) => Some(Path::Relayed),
+                    None => self
+                        .connections
+                        .contains_key(&peer_id)
+                        .then(|| self.path_to(peer_id)),
+                };
                 let connections = self.connections.entry(peer_id).or_default();
-                connections.push((connection_id, endpoint.is_dialer()));
+                connections.push((connection_id, dialed_by_us(&endpoint)));
                 let keep = self.kept(peer_id);
                 let kept_relayed = keep.is_some_and(|id| self.relayed.contains(&id));
                 let now = Instant::now();
@@ -1216,7 +1228,6 @@ impl EventLoop {
                         self.swarm.close_connection(id);
                     }
                 }
-                self.path_changed(peer_id, was);
                 // A session starts on the first kept connection, or anew on one that came
                 // while the peer was being disconnected.
                 let idle = self
@@ -1227,6 +1238,12 @@ impl EventLoop {
                 if keep == Some(connection_id) && idle && !self.relays.is_relay(&peer_id) {
                     self.start_session(peer_id);
                 }
+                if let Some(held) = resumed
+                    && let Some(session) = self.sessions.get_mut(&peer_id)
+                {
+                    session.shown = held.shown;
+                }
+                self.path_changed(peer_id, was);
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -1235,7 +1252,7 @@ impl EventLoop {
                 ..
             } => {
                 self.remote_addresses.remove(&connection_id);
-                self.relayed.remove(&connection_id);
+                let relayed = self.relayed.remove(&connection_id);
                 self.close_later.remove(&connection_id);
                 if let Some(connections) = self.connections.get_mut(&peer_id) {
                     connections.retain(|(id, _)| *id != connection_id);
@@ -1245,7 +1262,11 @@ impl EventLoop {
                     for listener in self.relays.disconnected(peer_id, Instant::now()) {
                         self.swarm.remove_listener(listener);
                     }
-                    self.on_peer_gone(peer_id);
+                    if self.handovers.waits(&peer_id, relayed) {
+                        self.hold(peer_id);
+                    } else {
+                        self.on_peer_gone(peer_id, None);
+                    }
                 } else {
                     let path = self.path_to(peer_id);
                     if let Some(view) = self.shared.peers().get_mut(&peer_id) {
@@ -1253,6 +1274,10 @@ impl EventLoop {
                     }
                 }
             }
+            SwarmEvent::Dialing {
+                peer_id: Some(peer),
+                connection_id,
+            } => self.handovers.dialing(connection_id, peer),
             SwarmEvent::OutgoingConnectionError {
                 connection_id,
                 peer_id,
@@ -1260,6 +1285,9 @@ impl EventLoop {
             } => {
                 tracing::debug!(?peer_id, "dial failed: {error}");
                 self.dial_failed(connection_id, peer_id, &error);
+                if let Some((peer, held)) = self.handovers.dial_failed(connection_id) {
+                    self.on_peer_gone(peer, Some(held));
+                }
             }
             SwarmEvent::IncomingConnectionError {
                 send_back_addr,
@@ -1334,20 +1362,27 @@ impl EventLoop {
         }
     }
 
-    /// The connection kept with `peer`: a direct one if there is one (see [`keep_connection`]:
-    /// both sides choose the same).
+    /// The connection kept with `peer`: a direct one if there is one (see [`keep_link`]: both
+    /// sides choose the same).
     fn kept(&self, peer: PeerId) -> Option<ConnectionId> {
-        let connections = self.connections.get(&peer)?;
-        let direct: Vec<(ConnectionId, bool)> = connections
+        let links: Vec<Link> = self
+            .connections
+            .get(&peer)?
             .iter()
-            .filter(|(id, _)| !self.relayed.contains(id))
-            .copied()
+            .map(|&(id, dialed)| Link {
+                id,
+                dialed,
+                path: match self.relayed.contains(&id) {
+                    true => Path::Relayed,
+                    false => Path::Direct,
+                },
+                quic: self
+                    .remote_addresses
+                    .get(&id)
+                    .is_some_and(|address| address.iter().any(|p| p == Protocol::QuicV1)),
+            })
             .collect();
-        let local = *self.swarm.local_peer_id();
-        match direct.is_empty() {
-            true => keep_connection(local, peer, connections),
-            false => keep_connection(local, peer, &direct),
-        }
+        keep_link(*self.swarm.local_peer_id(), peer, &links)
     }
 
     /// The path of the connection kept with `peer`.
@@ -1411,6 +1446,9 @@ impl EventLoop {
         for id in due {
             self.close_later.remove(&id);
             self.swarm.close_connection(id);
+        }
+        for (peer, held) in self.handovers.due(now) {
+            self.on_peer_gone(peer, Some(held));
         }
         let retry: Vec<PeerId> = self
             .upgrade_retry
@@ -1548,21 +1586,41 @@ impl EventLoop {
         }
     }
 
-    /// The last connection to `peer` closed.
-    fn on_peer_gone(&mut self, peer: PeerId) {
-        self.redialer.disconnected(peer, Instant::now());
-        self.early.remove(&peer);
-        self.told_path.remove(&peer);
+    /// The last connection to `peer`, a relayed one, closed while a dial to it is under way:
+    /// its session ends, but its departure waits for that dial (see [`Handovers`]); it stays
+    /// listed meanwhile.
+    fn hold(&mut self, peer: PeerId) {
+        tracing::debug!(%peer, "relayed connection closed while dialing; holding the peer");
         self.upgrade_retry.remove(&peer);
-        let Some(mut session) = self.sessions.remove(&peer) else {
-            return;
-        };
+        let shown = self
+            .sessions
+            .remove(&peer)
+            .and_then(|session| self.end_session(peer, session));
+        self.handovers.hold(peer, shown, Instant::now());
+    }
+
+    /// Stops `peer`'s session; returns the name it was shown with.
+    fn end_session(&mut self, peer: PeerId, mut session: Session) -> Option<String> {
         session.end_lanes();
         if session.in_core {
             self.input(RoomsInput::Closed { peer });
         }
+        session.shown
+    }
+
+    /// The last connection to `peer` closed, or the wait of its `held` departure ended.
+    fn on_peer_gone(&mut self, peer: PeerId, held: Option<Held>) {
+        self.redialer.disconnected(peer, Instant::now());
+        self.early.remove(&peer);
+        self.told_path.remove(&peer);
+        self.upgrade_retry.remove(&peer);
+        let shown = match (self.sessions.remove(&peer), held) {
+            (Some(session), _) => self.end_session(peer, session),
+            (None, Some(held)) => held.shown,
+            (None, None) => return,
+        };
         self.shared.peers().remove(&peer);
-        if let Some(name) = session.shown {
+        if let Some(name) = shown {
             self.shared.emit(Event::Disconnected {
                 peer,
                 name: Some(name),

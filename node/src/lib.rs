@@ -78,6 +78,7 @@ mod doctor;
 mod event_loop;
 mod feed;
 mod frames;
+mod handover;
 pub mod identity;
 mod import;
 mod lanes;

@@ -4,15 +4,18 @@
 //!
 //!     cargo run --release -p p2pchat-tests --bin bench -- all
 //!
-//! or name scenarios: `catchup catchup_mixed live transitive reconnect startup mesh authors
-//! live_under_catchup liveness sim1000`. Options: `--n N` (catch-up size, default 100000, also
-//! of `catchup_mixed`),
+//! or name scenarios: `catchup catchup_mixed live transitive relay100k reconnect startup mesh
+//! authors live_under_catchup liveness sim1000`. Options: `--n N` (catch-up size, default
+//! 100000, also of `catchup_mixed` and `relay100k`),
 //! `--big N` (size of the reconnect/start-up store, default 1000000), `--authors N` (authors of
 //! the `authors` store, 10 entries each, default 10000), `--backlog N` (the catch-up under which
 //! `live_under_catchup` measures live lines, default 20000), `--nodes N` (simulated nodes of
 //! `sim1000`, default 1000), `--scuttleup DIR` (also run the
 //! scuttleup baseline from DIR, a writable copy of shared/peers/scuttleup with `npm install`
 //! done, and print its figures beside ours).
+//!
+//! `bench compare BASE.jsonl NEW.jsonl` reads two such outputs and prints, for every numeric
+//! figure of a scenario in both, `scenario figure base new new/base`, one per line.
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -37,11 +40,12 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
 /// The scenarios, in the order `all` runs them.
-const SCENARIOS: [&str; 11] = [
+const SCENARIOS: [&str; 12] = [
     "catchup",
     "catchup_mixed",
     "live",
     "transitive",
+    "relay100k",
     "reconnect",
     "startup",
     "mesh",
@@ -52,14 +56,16 @@ const SCENARIOS: [&str; 11] = [
 ];
 
 /// What `bench --help` prints.
-const USAGE: &str = "usage: bench [all|catchup|catchup_mixed|live|transitive|reconnect|startup|mesh|authors|live_under_catchup|liveness|sim1000]...
+const USAGE: &str = "usage: bench [all|catchup|catchup_mixed|live|transitive|relay100k|reconnect|startup|mesh|authors|live_under_catchup|liveness|sim1000]...
              [--n N] [--big N] [--authors N] [--backlog N] [--nodes N] [--scuttleup DIR]
-  --n N             catch-up size, also of catchup_mixed (default 100000)
+       bench compare BASE.jsonl NEW.jsonl
+  --n N             catch-up size, also of catchup_mixed and relay100k (default 100000)
   --big N           size of the reconnect/start-up store (default 1000000)
   --authors N       authors in the `authors` store, 10 entries each (default 10000)
   --backlog N       entries of the catch-up in `live_under_catchup` (default 20000)
   --nodes N         simulated nodes in `sim1000`, 10 lines each (default 1000)
   --scuttleup DIR   also run the scuttleup baseline from DIR (see docs/benchmarks.md)
+  compare           for every figure of a scenario in both files: base, new and new/base
 Build it with --release: cargo run --release -p p2pchat-tests --bin bench -- all";
 
 /// Longest any scenario step may take.
@@ -70,7 +76,17 @@ const ONE_MBIT: u64 = 125_000;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().is_some_and(|a| a == "compare") {
+        let files: Vec<String> = args.skip(1).collect();
+        let [base, new] = files.as_slice() else {
+            bail!("compare needs two files: bench compare BASE.jsonl NEW.jsonl");
+        };
+        for line in compare_files(Path::new(base), Path::new(new))? {
+            println!("{line}");
+        }
+        return Ok(());
+    }
     let mut scenarios = Vec::new();
     let (mut n, mut big, mut scuttleup) = (100_000u64, 1_000_000u64, None);
     let (mut authors, mut backlog, mut nodes) = (10_000usize, 20_000u64, 1_000usize);
@@ -110,6 +126,7 @@ async fn main() -> anyhow::Result<()> {
             "catchup_mixed" => bench.catchup_mixed(n, 5).await,
             "live" => bench.live(1000, Duration::from_millis(10)).await,
             "transitive" => bench.transitive(10_000).await,
+            "relay100k" => bench.relay(n).await,
             "reconnect" => bench.reconnect(big).await,
             "startup" => bench.startup(big).await,
             "mesh" => bench.mesh(16, 100).await,
@@ -695,6 +712,36 @@ impl Bench {
         }))
     }
 
+    /// A already holds `n` lines; B connects to A and, as soon as B listens, C connects only
+    /// to B (A–B–C in a line): until B, and until C (everything relayed by B), printed all of
+    /// them, both from B's spawn.
+    async fn relay(&self, n: u64) -> anyhow::Result<Value> {
+        let (a, b, c) = (format!("xa{n}"), format!("xb{n}"), format!("xc{n}"));
+        self.fill(&a, n).await?;
+        let mut alice = self.start(&a, &[]).await?;
+        alice.wait_messages("", n).await?;
+        let started = Instant::now();
+        let mut bob = self.start(&b, &[&alice.addr.clone()]).await?;
+        let mut carol = self.start(&c, &[&bob.addr.clone()]).await?;
+        let prefix = format!("{a} says");
+        let (at_bob, at_carol) = tokio::try_join!(
+            bob.wait_messages(&prefix, n),
+            carol.wait_messages(&prefix, n)
+        )?;
+        let rss =
+            json!({"a": alice.peak_rss_mb(), "b": bob.peak_rss_mb(), "c": carol.peak_rss_mb()});
+        for peer in [carol, bob, alice] {
+            peer.stop().await?;
+        }
+        let (b_took, c_took) = (at_bob - started, at_carol - started);
+        Ok(json!({
+            "scenario": "relay100k", "n": n, "b_all_ms": ms(b_took), "c_all_ms": ms(c_took),
+            "c_over_b": round(c_took.as_secs_f64() / b_took.as_secs_f64()),
+            "b_entries_per_s": (n as f64 / b_took.as_secs_f64()).round(),
+            "c_entries_per_s": (n as f64 / c_took.as_secs_f64()).round(), "peak_rss_mb": rss,
+        }))
+    }
+
     /// Both hold `n` entries; B restarts and reconnects with nothing new: time and bytes to sync.
     async fn reconnect(&self, n: u64) -> anyhow::Result<Value> {
         let (a, b) = ("ra", "rb");
@@ -1089,4 +1136,233 @@ async fn scuttleup_baseline(dir: &Path, scenario: &str, n: u64) -> anyhow::Resul
     let mut value: Value = serde_json::from_str(line)?;
     value["baseline"] = json!("scuttleup");
     Ok(Some(value))
+}
+
+/// The top-level fields that tell runs of a scenario apart: a line matches only the line of
+/// the other file with the same `scenario` and the same values of those it has.
+const PARAMETERS: [&str; 7] = [
+    "baseline", "n", "nodes", "stored", "authors", "backlog", "messages",
+];
+
+/// A scenario's line of `bench` output: its label (`scenario` and parameters, as
+/// `catchup(n=100000)`) and its numeric figures by dotted path.
+struct Run {
+    label: String,
+    figures: Vec<(String, f64)>,
+}
+
+impl Run {
+    fn of(line: &Value) -> anyhow::Result<Run> {
+        let scenario = line["scenario"].as_str().context("no \"scenario\" field")?;
+        let parameters: Vec<String> = PARAMETERS
+            .iter()
+            .filter_map(|key| {
+                let value = line.get(key)?;
+                Some(match value.as_str() {
+                    Some(text) => format!("{key}={text}"),
+                    None => format!("{key}={value}"),
+                })
+            })
+            .collect();
+        let label = if parameters.is_empty() {
+            scenario.to_owned()
+        } else {
+            format!("{scenario}({})", parameters.join(","))
+        };
+        let mut figures = Vec::new();
+        if let Some(fields) = line.as_object() {
+            for (key, value) in fields {
+                if !PARAMETERS.contains(&key.as_str()) {
+                    collect_figures(key, value, &mut figures);
+                }
+            }
+        }
+        Ok(Run { label, figures })
+    }
+}
+
+/// Every number in `value`, by its dotted path under `path` (array items by index).
+fn collect_figures(path: &str, value: &Value, figures: &mut Vec<(String, f64)>) {
+    match value {
+        Value::Number(number) => figures.extend(number.as_f64().map(|x| (path.to_owned(), x))),
+        Value::Object(fields) => {
+            for (key, value) in fields {
+                collect_figures(&format!("{path}.{key}"), value, figures);
+            }
+        }
+        Value::Array(items) => {
+            for (i, value) in items.iter().enumerate() {
+                collect_figures(&format!("{path}.{i}"), value, figures);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Reads a file of `bench` output: one run per non-empty line.
+fn read_runs(path: &Path) -> anyhow::Result<Vec<Run>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    parse_runs(&path.display().to_string(), &text)
+}
+
+/// The runs of `text`, `name` naming it in errors (`name:line: …`).
+fn parse_runs(name: &str, text: &str) -> anyhow::Result<Vec<Run>> {
+    let mut runs = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let parsed = serde_json::from_str::<Value>(line)
+            .map_err(anyhow::Error::from)
+            .and_then(|value| Run::of(&value));
+        let run = parsed.with_context(|| {
+            format!(
+                "{name}:{}: not a line of bench output (one JSON object per scenario)",
+                i + 1
+            )
+        })?;
+        runs.push(run);
+    }
+    Ok(runs)
+}
+
+/// The comparison of `base` and `new`, one line per figure both have, in the order of `base`:
+/// `scenario figure base new new/base` (`-` where the base is 0). A scenario only one side
+/// ran is said once, without figures; of a scenario run twice in one file, the first counts.
+fn compare(base: &[Run], new: &[Run]) -> Vec<String> {
+    let find = |runs: &[Run], label: &str| -> Option<usize> {
+        runs.iter().position(|run| run.label == label)
+    };
+    let mut lines = Vec::new();
+    for (i, run) in base.iter().enumerate() {
+        if find(base, &run.label) != Some(i) {
+            continue;
+        }
+        let Some(other) = find(new, &run.label).map(|j| &new[j]) else {
+            lines.push(format!("{} only in base", run.label));
+            continue;
+        };
+        for (figure, was) in &run.figures {
+            let Some((_, now)) = other.figures.iter().find(|(f, _)| f == figure) else {
+                continue;
+            };
+            let ratio = if *was == 0.0 {
+                "-".to_owned()
+            } else {
+                format!("{:.2}", now / was)
+            };
+            lines.push(format!("{} {figure} {was} {now} {ratio}", run.label));
+        }
+    }
+    for (j, run) in new.iter().enumerate() {
+        if find(new, &run.label) == Some(j) && find(base, &run.label).is_none() {
+            lines.push(format!("{} only in new", run.label));
+        }
+    }
+    lines
+}
+
+/// [`compare`] of two files of `bench` output.
+fn compare_files(base: &Path, new: &Path) -> anyhow::Result<Vec<String>> {
+    Ok(compare(&read_runs(base)?, &read_runs(new)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runs(text: &str) -> Vec<Run> {
+        match parse_runs("test", text) {
+            Ok(runs) => runs,
+            Err(e) => panic!("{e:#}"),
+        }
+    }
+
+    #[test]
+    fn matches_by_scenario_and_parameters() {
+        let base = runs(concat!(
+            r#"{"scenario":"catchup","n":1000,"catchup_ms":10.0}"#,
+            "\n",
+            r#"{"scenario":"catchup","n":100000,"catchup_ms":400.0}"#,
+            "\n",
+            r#"{"scenario":"catchup","n":100000,"baseline":"scuttleup","catchup_ms":9000}"#,
+            "\n",
+            r#"{"scenario":"live","p50_ms":1.0}"#,
+        ));
+        let new = runs(concat!(
+            r#"{"scenario":"catchup","n":100000,"catchup_ms":200.0}"#,
+            "\n\n",
+            r#"{"scenario":"catchup","n":100000,"baseline":"scuttleup","catchup_ms":9000}"#,
+            "\n",
+            r#"{"scenario":"mesh","nodes":16,"all_hold_all_ms":138}"#,
+        ));
+        assert_eq!(
+            compare(&base, &new),
+            [
+                "catchup(n=1000) only in base",
+                "catchup(n=100000) catchup_ms 400 200 0.50",
+                "catchup(baseline=scuttleup,n=100000) catchup_ms 9000 9000 1.00",
+                "live only in base",
+                "mesh(nodes=16) only in new",
+            ]
+        );
+    }
+
+    #[test]
+    fn nested_figures_by_dotted_path_and_only_those_in_both() {
+        let base = runs(
+            r#"{"scenario":"transitive","n":10,"peak_rss_mb":{"a":20.0,"b":30.0},"old":1,"runs":[4,"x"],"label":"x"}"#,
+        );
+        let new = runs(
+            r#"{"scenario":"transitive","n":10,"peak_rss_mb":{"b":33.0,"c":5.0},"new":2,"runs":[6]}"#,
+        );
+        assert_eq!(
+            compare(&base, &new),
+            [
+                "transitive(n=10) peak_rss_mb.b 30 33 1.10",
+                "transitive(n=10) runs.0 4 6 1.50",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_zero_base_has_no_ratio() {
+        let base = runs(r#"{"scenario":"reconnect","stored":5,"wire_bytes":0}"#);
+        let new = runs(r#"{"scenario":"reconnect","stored":5,"wire_bytes":12}"#);
+        assert_eq!(
+            compare(&base, &new),
+            ["reconnect(stored=5) wire_bytes 0 12 -"]
+        );
+    }
+
+    #[test]
+    fn a_line_that_is_not_json_is_named_by_file_and_line() {
+        let text = "{\"scenario\":\"live\"}\nCompiling p2pchat\n";
+        let error = parse_runs("base.jsonl", text)
+            .err()
+            .map(|e| format!("{e:#}"));
+        let error = error.unwrap_or_default();
+        assert!(
+            error.starts_with("base.jsonl:2: not a line of bench output"),
+            "{error}"
+        );
+        let missing = parse_runs("x", r#"{"n":3}"#)
+            .err()
+            .map(|e| format!("{e:#}"));
+        assert!(missing.unwrap_or_default().contains("x:1:"));
+    }
+
+    #[test]
+    fn an_unreadable_file_is_named() {
+        let path = Path::new("/nonexistent/base.jsonl");
+        let error = read_runs(path)
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        assert!(
+            error.contains("cannot read /nonexistent/base.jsonl"),
+            "{error}"
+        );
+    }
 }

@@ -714,15 +714,19 @@ impl Bench {
 
     /// A already holds `n` lines; B connects to A and, as soon as B listens, C connects only
     /// to B (A–B–C in a line): until B, and until C (everything relayed by B), printed all of
-    /// them, both from B's spawn.
+    /// them, both from B's `connected` to A (when the catch-up begins).
     async fn relay(&self, n: u64) -> anyhow::Result<Value> {
         let (a, b, c) = (format!("xa{n}"), format!("xb{n}"), format!("xc{n}"));
         self.fill(&a, n).await?;
         let mut alice = self.start(&a, &[]).await?;
         alice.wait_messages("", n).await?;
-        let started = Instant::now();
         let mut bob = self.start(&b, &[&alice.addr.clone()]).await?;
         let mut carol = self.start(&c, &[&bob.addr.clone()]).await?;
+        let (started, _) = bob
+            .wait(|e| {
+                e["type"] == "connected" && e["name"].as_str().is_some_and(|n| n.starts_with(&a))
+            })
+            .await?;
         let prefix = format!("{a} says");
         let (at_bob, at_carol) = tokio::try_join!(
             bob.wait_messages(&prefix, n),

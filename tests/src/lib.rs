@@ -153,6 +153,37 @@ pub fn keygen_room(path: &Path) -> anyhow::Result<()> {
     );
     Ok(())
 }
+/// A test's scratch directory: data directories and key files by name, deleted on drop.
+pub struct Scratch(tempfile::TempDir);
+
+impl Scratch {
+    /// A new, empty scratch directory.
+    pub fn new() -> anyhow::Result<Self> {
+        Ok(Self(tempfile::tempdir()?))
+    }
+
+    /// The directory itself.
+    pub fn dir(&self) -> &Path {
+        self.0.path()
+    }
+
+    /// The path of `name` in it.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.path().join(name)
+    }
+
+    /// The path of `name` as an argument.
+    pub fn arg(&self, name: &str) -> String {
+        self.path(name).to_string_lossy().into_owned()
+    }
+
+    /// A new private room key `NAME.key` (its room's label is NAME), as an argument.
+    pub fn key(&self, name: &str) -> anyhow::Result<String> {
+        let path = self.path(&format!("{name}.key"));
+        keygen_room(&path)?;
+        Ok(path.to_string_lossy().into_owned())
+    }
+}
 
 /// Runs `p2pchat export` of user `name` in `dir` with `args` (room flags, `--format`),
 /// returning its stdout, or an error with its stderr if it fails.

@@ -12,27 +12,10 @@ use p2pchat_protocol::limits::{BATCH_BYTE_BUDGET, MAX_BATCH_ENTRIES};
 use p2pchat_protocol::message::Lane;
 use p2pchat_protocol::{Author, Body, Entry, Room};
 use p2pchat_tests::adversary::Adversary;
-use p2pchat_tests::{Chat, export};
+use p2pchat_tests::{Chat, Scratch, export};
 
 /// How long a node must stay silent to count as having printed nothing more.
 const QUIET: Duration = Duration::from_secs(2);
-
-/// A test's data directories, by name.
-struct Scratch(tempfile::TempDir);
-
-impl Scratch {
-    fn new() -> anyhow::Result<Self> {
-        Ok(Self(tempfile::tempdir()?))
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.path().join(name)
-    }
-
-    fn arg(&self, name: &str) -> String {
-        self.path(name).to_string_lossy().into_owned()
-    }
-}
 
 /// Every file under `dir`, with its bytes.
 fn files(dir: &Path) -> anyhow::Result<Vec<(PathBuf, Vec<u8>)>> {

@@ -8,35 +8,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use p2pchat_tests::{Chat, export, export_events, keygen_room};
+use p2pchat_tests::{Chat, Scratch, export, export_events};
 
 /// How long a node must stay silent to count as having received nothing more.
 const QUIET: Duration = Duration::from_secs(2);
-
-/// A test's scratch directory: data directories and key files by name.
-struct Scratch(tempfile::TempDir);
-
-impl Scratch {
-    fn new() -> anyhow::Result<Self> {
-        Ok(Self(tempfile::tempdir()?))
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.path().join(name)
-    }
-
-    /// The path of `name` as an argument.
-    fn arg(&self, name: &str) -> String {
-        self.path(name).to_string_lossy().into_owned()
-    }
-
-    /// A new private room key `NAME.key` (its room's label is NAME), as an argument.
-    fn key(&self, name: &str) -> anyhow::Result<String> {
-        let path = self.path(&format!("{name}.key"));
-        keygen_room(&path)?;
-        Ok(path.to_string_lossy().into_owned())
-    }
-}
 
 /// Asserts that nothing in `lines` mentions any of `secrets`.
 fn never_mentions(whose: &str, lines: &[String], secrets: &[&str]) {
@@ -426,7 +401,7 @@ async fn logs_of_the_previous_release_go_to_the_first_room_started_and_only_ther
 -> anyhow::Result<()> {
     let scratch = Scratch::new()?;
     let team = scratch.key("team")?;
-    let dir = copy_fixture(scratch.0.path())?;
+    let dir = copy_fixture(scratch.dir())?;
     let dir_arg = dir.to_string_lossy().into_owned();
     let old = [
         "alice> alice line 1",

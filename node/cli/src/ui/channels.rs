@@ -198,11 +198,12 @@ pub fn mentions(text: &str, name: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use p2pchat_protocol::Author;
 
-    fn message(place: Place, text: &str) -> Message {
+    /// A message of bob's at `place` (for the tests of the modules that use conversations).
+    pub(crate) fn message(place: Place, text: &str) -> Message {
         Message {
             author: Author::from_bytes([2; 32]),
             name: "bob".into(),

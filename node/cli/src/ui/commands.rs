@@ -544,16 +544,7 @@ mod tests {
     #[test]
     fn the_channel_list_marks_the_current_one_and_counts_the_others() {
         let mut conversations = Conversations::new(1, "alice");
-        let message = |place: Place, text: &str| Message {
-            author: p2pchat_protocol::Author::from_bytes([2; 32]),
-            name: "bob".into(),
-            room: "lan".into(),
-            seq: 2,
-            clock: 5,
-            timestamp: 0,
-            place,
-            text: text.into(),
-        };
+        let message = crate::ui::channels::tests::message;
         let ops = Place::Channel("ops".into());
         conversations.seen(0, &message(ops.clone(), "alice?"), false);
         conversations.seen(0, &message(ops, "now"), false);

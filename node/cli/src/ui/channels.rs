@@ -6,6 +6,12 @@ use p2pchat_node::{Message, Place};
 
 use super::format::display;
 
+/// Conversations a room lists at most. Past it, the one quiet longest is forgotten, one with
+/// nothing unread first (never `#general` nor the current one): its lines stay stored
+/// (`/history`), and its next line lists it again. Without a bound, a member posting into
+/// thousands of channel names would grow every user interface's memory.
+pub const MAX_CONVERSATIONS: usize = 256;
+
 /// A conversation a room holds, with what the user has not read of it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Conversation {
@@ -15,6 +21,11 @@ pub struct Conversation {
     pub unread: u64,
     /// Whether one of those lines names the user.
     pub mentioned: bool,
+    /// Its own in its room while it is listed (what a view keeps its lines by; positions
+    /// move when a conversation is forgotten).
+    pub id: u64,
+    /// The room's count of lines and switches when it last had one.
+    active: u64,
 }
 
 /// Each room's conversations, by room index, `#general` first, then in the order first seen.
@@ -28,6 +39,10 @@ pub struct Conversations {
 struct RoomConversations {
     current: usize,
     known: Vec<Conversation>,
+    /// Lines and switches so far (when each conversation was last active).
+    clock: u64,
+    /// The id of the next conversation listed.
+    next_id: u64,
 }
 
 /// What a new message is to the user.
@@ -58,7 +73,11 @@ impl Conversations {
                 place: Place::general(),
                 unread: 0,
                 mentioned: false,
+                id: 0,
+                active: 0,
             }],
+            clock: 0,
+            next_id: 1,
         };
         Conversations {
             rooms: vec![room; rooms.max(1)],
@@ -154,16 +173,44 @@ impl Conversations {
 }
 
 impl RoomConversations {
+    /// The position of `place`'s conversation, listed now if it was not (forgetting one
+    /// past [`MAX_CONVERSATIONS`]), made the latest active.
     fn index_or_add(&mut self, place: &Place) -> usize {
-        match self.known.iter().position(|c| same(&c.place, place)) {
+        self.clock += 1;
+        let index = match self.known.iter().position(|c| same(&c.place, place)) {
             Some(index) => index,
             None => {
+                if self.known.len() >= MAX_CONVERSATIONS {
+                    self.forget_one();
+                }
                 self.known.push(Conversation {
                     place: place.clone(),
                     unread: 0,
                     mentioned: false,
+                    id: self.next_id,
+                    active: 0,
                 });
+                self.next_id += 1;
                 self.known.len() - 1
+            }
+        };
+        self.known[index].active = self.clock;
+        index
+    }
+
+    /// Forgets the conversation quiet longest, one with nothing unread first; never
+    /// `#general` (the first) nor the current one.
+    fn forget_one(&mut self) {
+        let oldest = (1..self.known.len())
+            .filter(|&index| index != self.current)
+            .min_by_key(|&index| {
+                let c = &self.known[index];
+                (c.unread > 0 || c.mentioned, c.active)
+            });
+        if let Some(index) = oldest {
+            self.known.remove(index);
+            if index < self.current {
+                self.current -= 1;
             }
         }
     }
@@ -284,5 +331,43 @@ pub(crate) mod tests {
         assert_eq!(shared.current(0), &ops);
         assert_eq!(shared.list(0).len(), 3, "general, lunch, ops");
         assert_eq!(shared.list(0)[1].unread, 1, "counted meanwhile, kept");
+    }
+
+    #[test]
+    fn past_the_bound_the_longest_quiet_read_conversation_is_forgotten() {
+        let mut c = Conversations::new(1, "alice");
+        let channel = |n: usize| Place::Channel(format!("c{n}"));
+        c.switch(0, channel(1)); // current, quiet longest: kept
+        c.seen(0, &message(channel(2), "unread"), false); // unread: kept
+        for n in 3..MAX_CONVERSATIONS {
+            c.seen(0, &message(channel(n), "read"), true);
+        }
+        assert_eq!(c.list(0).len(), MAX_CONVERSATIONS);
+        let third = c.list(0)[3].id;
+        c.seen(0, &message(channel(3), "active again"), true);
+        c.seen(0, &message(channel(1000), "new"), false);
+        let list = c.list(0);
+        assert_eq!(list.len(), MAX_CONVERSATIONS, "bounded");
+        let listed = |p: &Place| list.iter().any(|c| same(&c.place, p));
+        assert!(listed(&Place::general()) && listed(&channel(1)) && listed(&channel(2)));
+        assert!(listed(&channel(3)) && listed(&channel(1000)));
+        assert!(
+            !listed(&channel(4)),
+            "the longest quiet with nothing unread went"
+        );
+        assert_eq!(c.current(0), &channel(1), "the current one stays current");
+        assert_eq!(c.list(0)[2].unread, 1);
+        assert_eq!(c.list(0)[3].id, third, "ids stay while listed");
+        let ids: std::collections::HashSet<u64> = list.iter().map(|x| x.id).collect();
+        assert_eq!(ids.len(), list.len(), "each id its own");
+        for n in 2000..2000 + 2 * MAX_CONVERSATIONS {
+            c.seen(0, &message(channel(n), "all unread"), false);
+        }
+        assert_eq!(
+            c.list(0).len(),
+            MAX_CONVERSATIONS,
+            "bounded when all are unread too"
+        );
+        assert_eq!(c.current(0), &channel(1));
     }
 }

@@ -100,10 +100,12 @@ static EMPTY: Conversation = Conversation {
     anchor: None,
 };
 
-/// One room's conversations, in the order of [`Conversations::list`], and who wrote there.
+/// One room's conversations (by the id of each in [`Conversations::list`]), and who wrote
+/// there.
 #[derive(Default)]
 struct Room {
-    conversations: Vec<Conversation>,
+    /// Only those listed are kept: one the list forgot goes with its lines.
+    conversations: HashMap<u64, Conversation>,
     /// Who wrote here, for the people panel.
     authors: HashSet<Author>,
     /// The newest message stored when the view opened: other lines go after it even while
@@ -210,10 +212,8 @@ impl App {
     /// The current room's current conversation.
     fn current(&self) -> &Conversation {
         let room = self.rooms.current_index();
-        self.lines[room]
-            .conversations
-            .get(self.chats.current_index(room))
-            .unwrap_or(&EMPTY)
+        let id = self.chats.list(room)[self.chats.current_index(room)].id;
+        self.lines[room].conversations.get(&id).unwrap_or(&EMPTY)
     }
 
     fn current_mut(&mut self) -> &mut Conversation {
@@ -222,14 +222,16 @@ impl App {
         self.conversation_mut(room, index)
     }
 
-    /// Conversation `index` of room `room`, made if the view has none yet (commands add
-    /// conversations to the list too).
+    /// Conversation `index` of room `room`'s list, made if the view has none yet (commands add
+    /// conversations to the list too); those the list forgot are let go.
     fn conversation_mut(&mut self, room: usize, index: usize) -> &mut Conversation {
+        let listed = self.chats.list(room);
+        let id = listed.get(index).unwrap_or(&listed[0]).id;
         let conversations = &mut self.lines[room].conversations;
-        if conversations.len() <= index {
-            conversations.resize_with(index + 1, Conversation::default);
+        if conversations.len() >= listed.len() && !conversations.contains_key(&id) {
+            conversations.retain(|kept, _| listed.iter().any(|c| c.id == *kept));
         }
-        &mut conversations[index]
+        conversations.entry(id).or_default()
     }
 
     /// Adds a line: a message at its place in its conversation's merged history, anything else
@@ -1081,6 +1083,39 @@ mod tests {
         assert_eq!(app.target().1, with_bob());
         app.on_key(alt('9'));
         assert_eq!(app.target().1, with_bob(), "no ninth conversation: stays");
+    }
+
+    #[test]
+    fn a_conversation_the_list_forgets_goes_from_the_view_with_its_lines() {
+        use super::super::channels::MAX_CONVERSATIONS;
+        let mut app = App::new(author(1), one_room());
+        app.push(said_at(ops(), 2, "bob", 1, "kept: current"));
+        app.on_key(alt('2'));
+        let channel = |n: usize| Said::Channel(format!("c{n}"));
+        let many = MAX_CONVERSATIONS as u64 * 3;
+        for n in 0..many {
+            app.push(said_at(channel(n as usize), 2, "bob", n + 2, "spam"));
+        }
+        assert_eq!(app.chats.list(0).len(), MAX_CONVERSATIONS);
+        assert!(
+            app.lines[0].conversations.len() <= MAX_CONVERSATIONS,
+            "{} views kept",
+            app.lines[0].conversations.len()
+        );
+        assert_eq!(app.target().1, ops(), "still current");
+        assert_eq!(conversation(&app, 40, 12), ["bob> kept: current"]);
+        app.push(said_at(channel(0), 2, "bob", many + 2, "back"));
+        let back = app.chats.position(0, &channel(0)).expect("listed again");
+        app.on_key(alt('1'));
+        for _ in 0..back {
+            app.on_key(ctrl('n'));
+        }
+        assert_eq!(app.target().1, channel(0));
+        assert_eq!(
+            conversation(&app, 40, 12),
+            ["bob> back"],
+            "its older lines went with it (they stay stored)"
+        );
     }
 
     #[test]

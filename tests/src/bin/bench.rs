@@ -304,7 +304,9 @@ impl Peer {
                         && e["text"].as_str().is_some_and(|t| t.starts_with(prefix))
                 })
                 .await
-                .with_context(|| format!("{seen} of {count} messages starting with {prefix:?} printed"))?;
+                .with_context(|| {
+                    format!("{seen} of {count} messages starting with {prefix:?} printed")
+                })?;
             seen += 1;
             if seen == count {
                 return Ok(at);

@@ -4,14 +4,15 @@
 //!
 //!     cargo run --release -p p2pchat-tests --bin bench -- all
 //!
-//! or name scenarios: `catchup catchup_mixed live transitive relay100k reconnect startup mesh
-//! authors live_under_catchup liveness sim1000`. Options: `--n N` (catch-up size, default
-//! 100000, also of `catchup_mixed` and `relay100k`),
-//! `--big N` (size of the reconnect/start-up store, default 1000000), `--authors N` (authors of
-//! the `authors` store, 10 entries each, default 10000), `--backlog N` (the catch-up under which
-//! `live_under_catchup` measures live lines, default 20000), `--nodes N` (simulated nodes of
-//! `sim1000`, default 1000), `--scuttleup DIR` (also run the
-//! scuttleup baseline from DIR, a writable copy of shared/peers/scuttleup with `npm install`
+//! or name scenarios: `catchup catchup_1m catchup_mixed live transitive relay100k reconnect
+//! startup mesh authors live_under_catchup liveness sim1000`. Options: `--n N` (catch-up size,
+//! default 100000, also of `catchup_mixed` and `relay100k`), `--big N` (size of the
+//! reconnect/start-up store and of `catchup_1m`, the catch-up at that size, printed as
+//! `"scenario":"catchup"` so `bench compare` pairs it; default 1000000), `--authors N` (authors
+//! of the `authors` store, 10 entries each, default 10000), `--backlog N` (the catch-up under
+//! which `live_under_catchup` measures live lines, default 20000), `--nodes N` (simulated nodes
+//! of `sim1000`, default 1000), `--scuttleup DIR` (also run the scuttleup baseline from DIR, a
+//! writable copy of shared/peers/scuttleup with `npm install`
 //! done, and print its figures beside ours).
 //!
 //! `bench compare BASE.jsonl NEW.jsonl` reads two such outputs and prints, for every numeric
@@ -40,8 +41,9 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
 /// The scenarios, in the order `all` runs them.
-const SCENARIOS: [&str; 12] = [
+const SCENARIOS: [&str; 13] = [
     "catchup",
+    "catchup_1m",
     "catchup_mixed",
     "live",
     "transitive",
@@ -56,11 +58,11 @@ const SCENARIOS: [&str; 12] = [
 ];
 
 /// What `bench --help` prints.
-const USAGE: &str = "usage: bench [all|catchup|catchup_mixed|live|transitive|relay100k|reconnect|startup|mesh|authors|live_under_catchup|liveness|sim1000]...
+const USAGE: &str = "usage: bench [all|catchup|catchup_1m|catchup_mixed|live|transitive|relay100k|reconnect|startup|mesh|authors|live_under_catchup|liveness|sim1000]...
              [--n N] [--big N] [--authors N] [--backlog N] [--nodes N] [--scuttleup DIR]
        bench compare BASE.jsonl NEW.jsonl
   --n N             catch-up size, also of catchup_mixed and relay100k (default 100000)
-  --big N           size of the reconnect/start-up store (default 1000000)
+  --big N           size of the reconnect/start-up store and of catchup_1m (default 1000000)
   --authors N       authors in the `authors` store, 10 entries each (default 10000)
   --backlog N       entries of the catch-up in `live_under_catchup` (default 20000)
   --nodes N         simulated nodes in `sim1000`, 10 lines each (default 1000)
@@ -123,6 +125,7 @@ async fn main() -> anyhow::Result<()> {
         settle_disk().await;
         let result = match scenario.as_str() {
             "catchup" => bench.catchup(n).await,
+            "catchup_1m" => bench.catchup(big).await,
             "catchup_mixed" => bench.catchup_mixed(n, 5).await,
             "live" => bench.live(1000, Duration::from_millis(10)).await,
             "transitive" => bench.transitive(10_000).await,

@@ -5,14 +5,15 @@
 //!     cargo run --release -p p2pchat-tests --bin bench -- all
 //!
 //! or name scenarios: `catchup catchup_1m catchup_mixed live transitive relay100k reconnect
-//! startup mesh authors live_under_catchup liveness sim1000`. Options: `--n N` (catch-up size,
-//! default 100000, also of `catchup_mixed` and `relay100k`), `--big N` (size of the
-//! reconnect/start-up store and of `catchup_1m`, the catch-up at that size, printed as
+//! startup mesh authors live_under_catchup liveness sim1000 mesh64 soak`. Options: `--n N`
+//! (catch-up size, default 100000, also of `catchup_mixed` and `relay100k`), `--big N` (size of
+//! the reconnect/start-up store and of `catchup_1m`, the catch-up at that size, printed as
 //! `"scenario":"catchup"` so `bench compare` pairs it; default 1000000), `--authors N` (authors
 //! of the `authors` store, 10 entries each, default 10000), `--backlog N` (the catch-up under
 //! which `live_under_catchup` measures live lines, default 20000), `--nodes N` (simulated nodes
-//! of `sim1000`, default 1000), `--scuttleup DIR` (also run the scuttleup baseline from DIR, a
-//! writable copy of shared/peers/scuttleup with `npm install`
+//! of `sim1000`, default 1000), `--minutes N` (length of `soak`, default 10), `--scuttleup DIR`
+//! (also run the scuttleup baseline from DIR, a writable copy of shared/peers/scuttleup with
+//! `npm install`
 //! done, and print its figures beside ours).
 //!
 //! `bench compare BASE.jsonl NEW.jsonl` reads two such outputs and prints, for every numeric
@@ -41,7 +42,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
 /// The scenarios, in the order `all` runs them.
-const SCENARIOS: [&str; 13] = [
+const SCENARIOS: [&str; 15] = [
     "catchup",
     "catchup_1m",
     "catchup_mixed",
@@ -55,17 +56,21 @@ const SCENARIOS: [&str; 13] = [
     "live_under_catchup",
     "liveness",
     "sim1000",
+    "mesh64",
+    "soak",
 ];
 
 /// What `bench --help` prints.
-const USAGE: &str = "usage: bench [all|catchup|catchup_1m|catchup_mixed|live|transitive|relay100k|reconnect|startup|mesh|authors|live_under_catchup|liveness|sim1000]...
-             [--n N] [--big N] [--authors N] [--backlog N] [--nodes N] [--scuttleup DIR]
+const USAGE: &str = "usage: bench [all|catchup|catchup_1m|catchup_mixed|live|transitive|relay100k|reconnect|startup|mesh|authors|live_under_catchup|liveness|sim1000|mesh64|soak]...
+             [--n N] [--big N] [--authors N] [--backlog N] [--nodes N] [--minutes N]
+             [--scuttleup DIR]
        bench compare BASE.jsonl NEW.jsonl
   --n N             catch-up size, also of catchup_mixed and relay100k (default 100000)
   --big N           size of the reconnect/start-up store and of catchup_1m (default 1000000)
   --authors N       authors in the `authors` store, 10 entries each (default 10000)
   --backlog N       entries of the catch-up in `live_under_catchup` (default 20000)
   --nodes N         simulated nodes in `sim1000`, 10 lines each (default 1000)
+  --minutes N       length of `soak` (default 10)
   --scuttleup DIR   also run the scuttleup baseline from DIR (see docs/benchmarks.md)
   compare           for every figure of a scenario in both files: base, new and new/base
 Build it with --release: cargo run --release -p p2pchat-tests --bin bench -- all";
@@ -92,6 +97,7 @@ async fn main() -> anyhow::Result<()> {
     let mut scenarios = Vec::new();
     let (mut n, mut big, mut scuttleup) = (100_000u64, 1_000_000u64, None);
     let (mut authors, mut backlog, mut nodes) = (10_000usize, 20_000u64, 1_000usize);
+    let mut minutes = 10u64;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--n" => n = args.next().context("--n needs a number")?.parse()?,
@@ -99,6 +105,7 @@ async fn main() -> anyhow::Result<()> {
             "--authors" => authors = args.next().context("--authors needs a number")?.parse()?,
             "--backlog" => backlog = args.next().context("--backlog needs a number")?.parse()?,
             "--nodes" => nodes = args.next().context("--nodes needs a number")?.parse()?,
+            "--minutes" => minutes = args.next().context("--minutes needs a number")?.parse()?,
             "--scuttleup" => {
                 scuttleup = Some(PathBuf::from(
                     args.next().context("--scuttleup needs a dir")?,
@@ -141,6 +148,8 @@ async fn main() -> anyhow::Result<()> {
             }
             "liveness" => bench.liveness(3).await,
             "sim1000" => sim(nodes, 10).await,
+            "mesh64" => bench.mesh(64, 20).await,
+            "soak" => bench.soak(8, minutes, 2).await,
             other => bail!("unknown scenario {other}"),
         };
         let mut line = result.with_context(|| format!("scenario {scenario}"))?;
@@ -324,13 +333,23 @@ impl Peer {
 
     /// Peak resident memory so far, in MB.
     fn peak_rss_mb(&self) -> f64 {
+        self.status_mb("VmHWM:")
+    }
+
+    /// Resident memory now, in MB.
+    fn rss_mb(&self) -> f64 {
+        self.status_mb("VmRSS:")
+    }
+
+    /// A memory figure of /proc/PID/status (`field` with its colon), in MB; 0 if unknown.
+    fn status_mb(&self, field: &str) -> f64 {
         let status = self
             .child
             .id()
             .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok());
         let kb = status
             .as_deref()
-            .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")))
+            .and_then(|s| s.lines().find(|l| l.starts_with(field)))
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|kb| kb.parse::<f64>().ok())
             .unwrap_or(0.0);
@@ -790,32 +809,37 @@ impl Bench {
             peer.stop().await?;
         }
         samples.sort();
+        // The same store with its active journal full, killed (as after a crash): each
+        // counted start follows a kill; then closed cleanly (a first start and stop, not
+        // counted, closes it): each counted start follows a clean close.
+        let (mut peer, added, journal_bytes) = self.fill_journal(name).await?;
+        peer.child.kill().await?;
+        let (killed, killed_rss) = self.startups(name, 5, true).await?;
+        self.startups(name, 1, false).await?;
+        let closed_journal_bytes = active_journal_bytes(&self.dir(name).join("store"))?;
+        let (full, full_rss) = self.startups(name, 5, false).await?;
+        let median = |samples: &[Duration]| ms(samples[samples.len() / 2]);
         Ok(json!({
             "scenario": "startup", "stored": n, "ready_ms_median": ms(samples[samples.len() / 2]),
             "ready_ms_min": ms(samples[0]), "peak_rss_mb": rss,
+            "full_journal_lines_added": added, "full_journal_bytes": journal_bytes,
+            "full_journal_closed_bytes": closed_journal_bytes,
+            "full_journal_ms": median(&full), "full_journal_ms_min": ms(full[0]),
+            "full_journal_after_kill_ms": median(&killed),
+            "full_journal_after_kill_ms_min": ms(killed[0]),
+            "full_journal_peak_rss_mb": full_rss.max(killed_rss),
         }))
     }
 
     /// `nodes` nodes, each dialing a few others; each appends `lines` at once.
     async fn mesh(&self, nodes: usize, lines: u64) -> anyhow::Result<Value> {
-        let mut peers: Vec<Peer> = Vec::new();
-        for i in 0..nodes {
-            // Node i dials nodes i-1, i-2 and i-5 (mod the ones already started): every node
-            // ends with 3 to 6 neighbours, and the mesh has many paths.
-            let targets: Vec<String> = [1, 2, 5]
-                .iter()
-                .filter(|&&d| d <= i)
-                .map(|&d| peers[i - d].addr.clone())
-                .collect();
-            let refs: Vec<&str> = targets.iter().map(String::as_str).collect();
-            peers.push(self.start(&format!("m{i:02}"), &refs).await?);
-        }
-        for (i, peer) in peers.iter_mut().enumerate() {
-            let expected = [1, 2, 5].iter().filter(|&&d| d <= i).count();
-            for _ in 0..expected {
-                peer.wait(|e| e["type"] == "sync_complete").await?;
-            }
-        }
+        // Node names as before for 16 nodes; other sizes get their own directories.
+        let prefix = if nodes == 16 {
+            "m".to_owned()
+        } else {
+            format!("m{nodes}-")
+        };
+        let mut peers = self.start_mesh(&prefix, nodes).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let started = Instant::now();
         for (i, peer) in peers.iter_mut().enumerate() {
@@ -828,10 +852,32 @@ impl Bench {
         }
         let total = nodes as u64 * lines;
         let mut last = started;
-        for peer in peers.iter_mut() {
-            last = last.max(peer.wait_messages("mesh ", total).await?);
+        let mut printed = vec![0u64; nodes];
+        let all_printed = async {
+            for (peer, printed) in peers.iter_mut().zip(&mut printed) {
+                while *printed < total {
+                    let (at, _) = peer
+                        .wait(|e| {
+                            e["type"] == "message"
+                                && e["text"].as_str().is_some_and(|t| t.starts_with("mesh "))
+                        })
+                        .await?;
+                    *printed += 1;
+                    last = last.max(at);
+                }
+            }
+            anyhow::Ok(())
+        };
+        let outcome = tokio::time::timeout(MESH_LIMIT, all_printed).await;
+        match outcome {
+            Ok(result) => result?,
+            Err(_) => bail!(
+                "not all of {total} lines printed in {MESH_LIMIT:?}; printed per node (read in \
+                 order, the first short one stops the count): {printed:?}"
+            ),
         }
-        let rss = peers.iter().map(Peer::peak_rss_mb).fold(0.0, f64::max);
+        let each: Vec<f64> = peers.iter().map(Peer::peak_rss_mb).collect();
+        let rss = each.iter().copied().fold(0.0, f64::max);
         let (mut received, mut duplicates) = (0, 0);
         for peer in peers {
             let stats = peer.stop().await?;
@@ -841,9 +887,11 @@ impl Bench {
         // Each node needs the lines of every other node (profiles were exchanged before).
         let unique = (nodes as u64 - 1) * total;
         Ok(json!({
-            "scenario": "mesh", "nodes": nodes, "lines_each": lines, "all_hold_all_ms": ms(last - started),
+            "scenario": "mesh", "nodes": nodes, "lines_each": lines, "lines": total,
+            "all_hold_all_ms": ms(last - started),
             "entries_received": received, "duplicates": duplicates, "unique_needed": unique,
             "received_over_unique": round(received as f64 / unique as f64), "max_peak_rss_mb": rss,
+            "peak_rss_mb": rss_of_many(&each),
         }))
     }
 }
@@ -1061,6 +1109,297 @@ impl Bench {
     }
 }
 
+// ---- mesh64, soak and start-up at a full journal (issue 17) ----
+
+/// Longest the mesh may take until every node printed every line.
+const MESH_LIMIT: Duration = Duration::from_secs(60);
+
+/// How long the soak waits after its last line for every node to print everything.
+const SOAK_DRAIN_LIMIT: Duration = Duration::from_secs(60);
+
+/// Journal bytes that count as a full journal: fjall rotates its active journal only at the
+/// first flush after it passed 64 MB (a constant in fjall's worker).
+const FULL_JOURNAL: u64 = 56 << 20;
+
+/// Lines written at once while the journal is filled up to [`FULL_JOURNAL`].
+const JOURNAL_CHUNK: u64 = 20_000;
+
+impl Bench {
+    /// Starts `nodes` nodes named `{prefix}00`, `{prefix}01`, …, node i dialing nodes i−1,
+    /// i−2 and i−5 (of those already started): every node ends with 3 to 6 neighbours, and
+    /// the mesh has many paths. Returns once every node finished its first sync with each
+    /// node it dialed.
+    async fn start_mesh(&self, prefix: &str, nodes: usize) -> anyhow::Result<Vec<Peer>> {
+        raise_open_files_limit(nodes)?;
+        let mut peers: Vec<Peer> = Vec::new();
+        for i in 0..nodes {
+            let targets: Vec<String> = [1, 2, 5]
+                .iter()
+                .filter(|&&d| d <= i)
+                .map(|&d| peers[i - d].addr.clone())
+                .collect();
+            let refs: Vec<&str> = targets.iter().map(String::as_str).collect();
+            peers.push(self.start(&format!("{prefix}{i:02}"), &refs).await?);
+        }
+        for (i, peer) in peers.iter_mut().enumerate() {
+            let expected = [1, 2, 5].iter().filter(|&&d| d <= i).count();
+            for _ in 0..expected {
+                peer.wait(|e| e["type"] == "sync_complete").await?;
+            }
+        }
+        Ok(peers)
+    }
+
+    /// `nodes` nodes in a mesh ([`Bench::start_mesh`]); each writes `per_second` lines a
+    /// second (the writers in turn, evenly spaced) for `minutes` minutes. Per minute: the
+    /// delay from writing a line to each other node printing it (p50, p99, of the lines
+    /// written that minute) and every node's resident memory at the minute's end (`VmRSS`);
+    /// `disconnected` events over the whole run.
+    async fn soak(&self, nodes: usize, minutes: u64, per_second: u32) -> anyhow::Result<Value> {
+        anyhow::ensure!(minutes > 0 && nodes > 1 && per_second > 0, "nothing to soak");
+        let mut peers = self.start_mesh("s", nodes).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let minute = Duration::from_secs(60);
+        let mut ticker = tokio::time::interval(Duration::from_secs(1) / (per_second * nodes as u32));
+        let mut drain = tokio::time::interval(Duration::from_millis(100));
+        let begin = Instant::now();
+        let end = begin + minute * minutes as u32;
+        // When each node wrote each of its lines.
+        let mut sent: Vec<Vec<Instant>> = vec![Vec::new(); nodes];
+        // Delays of the lines written in each minute, at every other node.
+        let mut delays: Vec<Vec<Duration>> = vec![Vec::new(); minutes as usize];
+        let mut rss: Vec<Vec<f64>> = Vec::new();
+        let mut printed = vec![0u64; nodes];
+        let (mut disconnects, mut writes) = (0u64, 0usize);
+        loop {
+            tokio::select! {
+                _ = ticker.tick(), if Instant::now() < end => {
+                    let writer = writes % nodes;
+                    writes += 1;
+                    let k = sent[writer].len();
+                    sent[writer].push(Instant::now());
+                    peers[writer].say(&format!("soak {writer:02} {k}")).await?;
+                }
+                _ = drain.tick() => {
+                    for (receiver, peer) in peers.iter_mut().enumerate() {
+                        while let Ok((at, event)) = peer.events.try_recv() {
+                            match event["type"].as_str() {
+                                Some("error") => bail!("{}: {}", peer.name, event["message"]),
+                                Some("disconnected") => disconnects += 1,
+                                _ => {}
+                            }
+                            let Some((writer, k)) = soak_line(&event) else { continue };
+                            let Some(&at_writer) = sent.get(writer).and_then(|s| s.get(k)) else {
+                                bail!("{}: printed a line never written: {}", peer.name, event["text"]);
+                            };
+                            if writer != receiver {
+                                printed[receiver] += 1;
+                                let m = ((at_writer - begin).as_secs() / 60) as usize;
+                                delays[m.min(minutes as usize - 1)].push(at - at_writer);
+                            }
+                        }
+                    }
+                    let now = Instant::now();
+                    if rss.len() < minutes as usize && now >= begin + minute * (rss.len() as u32 + 1) {
+                        rss.push(peers.iter().map(Peer::rss_mb).collect());
+                    }
+                    let total: u64 = sent.iter().map(|s| s.len() as u64).sum();
+                    let all = (0..nodes).all(|i| printed[i] == total - sent[i].len() as u64);
+                    if now >= end && rss.len() == minutes as usize && all {
+                        break;
+                    }
+                    if now >= end + SOAK_DRAIN_LIMIT {
+                        bail!("soak: {SOAK_DRAIN_LIMIT:?} after the last line, not every node printed all {total}: {printed:?}");
+                    }
+                }
+            }
+        }
+        let each: Vec<f64> = peers.iter().map(Peer::peak_rss_mb).collect();
+        let (mut received, mut duplicates) = (0, 0);
+        for peer in peers {
+            let stats = peer.stop().await?;
+            received += stats["received"].as_u64().unwrap_or(0);
+            duplicates += stats["duplicates"].as_u64().unwrap_or(0);
+        }
+        let lines: u64 = sent.iter().map(|s| s.len() as u64).sum();
+        let per_minute: Vec<Value> = delays
+            .iter_mut()
+            .zip(&rss)
+            .enumerate()
+            .map(|(m, (delays, rss))| {
+                delays.sort();
+                json!({
+                    "minute": m + 1, "delays": delays.len(),
+                    "p50_ms": percentile_ms(delays, 0.5), "p99_ms": percentile_ms(delays, 0.99),
+                    "max_ms": percentile_ms(delays, 1.0),
+                    "rss_mb": rss, "rss_max_mb": rss.iter().copied().fold(0.0, f64::max),
+                })
+            })
+            .collect();
+        // Of each node, its memory at the last minute over that at the first, less one.
+        let (first, last) = (&rss[0], &rss[rss.len() - 1]);
+        let growth = first
+            .iter()
+            .zip(last)
+            .filter(|(first, _)| **first > 0.0)
+            .map(|(first, last)| last / first - 1.0)
+            .fold(f64::MIN, f64::max);
+        let unique = (nodes as u64 - 1) * lines;
+        Ok(json!({
+            "scenario": "soak", "nodes": nodes, "minutes": minutes,
+            "lines_per_s_each": per_second, "lines": lines, "disconnects": disconnects,
+            "rss_growth_after_first_minute": (growth * 10_000.0).round() / 10_000.0,
+            "p50_first_minute_ms": per_minute[0]["p50_ms"],
+            "p99_first_minute_ms": per_minute[0]["p99_ms"],
+            "p50_last_minute_ms": per_minute[per_minute.len() - 1]["p50_ms"],
+            "p99_last_minute_ms": per_minute[per_minute.len() - 1]["p99_ms"],
+            "entries_received": received, "duplicates": duplicates, "unique_needed": unique,
+            "received_over_unique": round(received as f64 / unique.max(1) as f64),
+            "per_minute": per_minute, "peak_rss_mb": rss_of_many(&each),
+        }))
+    }
+
+    /// Starts `name` (which holds `stored` lines) and writes lines to it until its active
+    /// journal holds at least [`FULL_JOURNAL`] bytes: what a store looks like after a big
+    /// import or catch-up, just before fjall rotates the journal. Returns the running node,
+    /// the lines added and the journal's size.
+    async fn fill_journal(&self, name: &str) -> anyhow::Result<(Peer, u64, u64)> {
+        let store = self.dir(name).join("store");
+        let mut peer = self.start(name, &[]).await?;
+        let mut added = 0;
+        // 64 MB of journal is some 300k lines; a rotation on the way starts it again.
+        for _ in 0..60 {
+            let size = active_journal_bytes(&store)?;
+            if size >= FULL_JOURNAL {
+                return Ok((peer, added, size));
+            }
+            let mut text = String::new();
+            for i in added..added + JOURNAL_CHUNK {
+                text.push_str(&format!("{name} fills its journal, line {i:07}, about sixty bytes.\n"));
+            }
+            peer.stdin.write_all(text.as_bytes()).await?;
+            peer.stdin.flush().await?;
+            // Own lines are printed once durable.
+            peer.wait_messages(&format!("{name} fills"), JOURNAL_CHUNK).await?;
+            added += JOURNAL_CHUNK;
+        }
+        bail!(
+            "{}: the journal did not reach {FULL_JOURNAL} bytes after {added} more lines",
+            store.display()
+        )
+    }
+
+    /// `runs` start-ups of `name` (process start → listening), each stopped cleanly, or with
+    /// `kill`, killed (SIGKILL: the store is not closed, as after a crash): the sorted times
+    /// and the last run's peak RSS.
+    async fn startups(
+        &self,
+        name: &str,
+        runs: usize,
+        kill: bool,
+    ) -> anyhow::Result<(Vec<Duration>, f64)> {
+        let mut samples = Vec::new();
+        let mut rss = 0.0;
+        for _ in 0..runs {
+            let spawned = Instant::now();
+            let mut peer = self.start(name, &[]).await?;
+            samples.push(spawned.elapsed());
+            rss = peer.peak_rss_mb();
+            if kill {
+                peer.child.kill().await?;
+            } else {
+                peer.stop().await?;
+            }
+        }
+        samples.sort();
+        Ok((samples, rss))
+    }
+}
+
+/// `soak WW K` (line K of writer WW) of a message event.
+fn soak_line(event: &Value) -> Option<(usize, usize)> {
+    if event["type"] != "message" {
+        return None;
+    }
+    let (writer, k) = event["text"].as_str()?.strip_prefix("soak ")?.split_once(' ')?;
+    Some((writer.parse().ok()?, k.parse().ok()?))
+}
+
+/// The `p` quantile of `sorted`, in ms (0 if empty).
+fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    let Some(last) = sorted.len().checked_sub(1) else {
+        return 0.0;
+    };
+    ms(sorted[((sorted.len() as f64 * p) as usize).min(last)])
+}
+
+/// The peak RSS of many nodes: the largest, the median, and each node's (in start order).
+fn rss_of_many(each: &[f64]) -> Value {
+    let mut sorted = each.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    json!({
+        "max": sorted.last().copied().unwrap_or(0.0),
+        "median": sorted.get(sorted.len() / 2).copied().unwrap_or(0.0),
+        "each": each,
+    })
+}
+
+/// The bytes written to the newest (active) fjall journal in `store`: fjall makes a journal
+/// file 64 MiB long (zeros) when it starts one, so what counts is up to its last non-zero byte.
+fn active_journal_bytes(store: &Path) -> anyhow::Result<u64> {
+    let mut newest: Option<(u64, PathBuf)> = None;
+    let entries =
+        std::fs::read_dir(store).with_context(|| format!("cannot read {}", store.display()))?;
+    for entry in entries {
+        let path = entry?.path();
+        let Some(id) = path
+            .file_name()
+            .and_then(|n| n.to_str()?.strip_suffix(".jnl")?.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if newest.as_ref().is_none_or(|(newest, _)| id > *newest) {
+            newest = Some((id, path));
+        }
+    }
+    let Some((_, path)) = newest else {
+        return Ok(0);
+    };
+    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(bytes.iter().rposition(|b| *b != 0).map_or(0, |last| last as u64 + 1))
+}
+
+/// Raises this process's soft limit of open files (which its children inherit) to what
+/// `nodes` processes and their pipes need, if the hard limit allows.
+fn raise_open_files_limit(nodes: usize) -> anyhow::Result<()> {
+    // Per node: its three pipes and the reader's handles, with room to spare.
+    let needed = (64 + nodes * 16) as libc::rlim_t;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            bail!("cannot read the open files limit: {}", std::io::Error::last_os_error());
+        }
+        if limit.rlim_cur >= needed {
+            return Ok(());
+        }
+        if limit.rlim_max < needed {
+            bail!(
+                "{nodes} nodes need {needed} open files, the hard limit is {}: raise it (ulimit -Hn)",
+                limit.rlim_max
+            );
+        }
+        limit.rlim_cur = needed;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+            bail!("cannot raise the open files limit: {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// `nodes` replicas in the deterministic simulator (`p2pchat_tests::sim`), on a simulated LAN,
 /// each dialing 3 others and writing `lines` lines in the first 2 s: the simulator's report
 /// (virtual convergence time, entries received over those needed, events per second).
@@ -1150,8 +1489,8 @@ async fn scuttleup_baseline(dir: &Path, scenario: &str, n: u64) -> anyhow::Resul
 
 /// The top-level fields that tell runs of a scenario apart: a line matches only the line of
 /// the other file with the same `scenario` and the same values of those it has.
-const PARAMETERS: [&str; 7] = [
-    "baseline", "n", "nodes", "stored", "authors", "backlog", "messages",
+const PARAMETERS: [&str; 8] = [
+    "baseline", "n", "nodes", "stored", "authors", "backlog", "messages", "minutes",
 ];
 
 /// A scenario's line of `bench` output: its label (`scenario` and parameters, as

@@ -1156,11 +1156,15 @@ impl Bench {
     /// written that minute) and every node's resident memory at the minute's end (`VmRSS`);
     /// `disconnected` events over the whole run.
     async fn soak(&self, nodes: usize, minutes: u64, per_second: u32) -> anyhow::Result<Value> {
-        anyhow::ensure!(minutes > 0 && nodes > 1 && per_second > 0, "nothing to soak");
+        anyhow::ensure!(
+            minutes > 0 && nodes > 1 && per_second > 0,
+            "nothing to soak"
+        );
         let mut peers = self.start_mesh("s", nodes).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let minute = Duration::from_secs(60);
-        let mut ticker = tokio::time::interval(Duration::from_secs(1) / (per_second * nodes as u32));
+        let mut ticker =
+            tokio::time::interval(Duration::from_secs(1) / (per_second * nodes as u32));
         let mut drain = tokio::time::interval(Duration::from_millis(100));
         let begin = Instant::now();
         let end = begin + minute * minutes as u32;
@@ -1275,12 +1279,15 @@ impl Bench {
             }
             let mut text = String::new();
             for i in added..added + JOURNAL_CHUNK {
-                text.push_str(&format!("{name} fills its journal, line {i:07}, about sixty bytes.\n"));
+                text.push_str(&format!(
+                    "{name} fills its journal, line {i:07}, about sixty bytes.\n"
+                ));
             }
             peer.stdin.write_all(text.as_bytes()).await?;
             peer.stdin.flush().await?;
             // Own lines are printed once durable.
-            peer.wait_messages(&format!("{name} fills"), JOURNAL_CHUNK).await?;
+            peer.wait_messages(&format!("{name} fills"), JOURNAL_CHUNK)
+                .await?;
             added += JOURNAL_CHUNK;
         }
         bail!(
@@ -1321,7 +1328,10 @@ fn soak_line(event: &Value) -> Option<(usize, usize)> {
     if event["type"] != "message" {
         return None;
     }
-    let (writer, k) = event["text"].as_str()?.strip_prefix("soak ")?.split_once(' ')?;
+    let (writer, k) = event["text"]
+        .as_str()?
+        .strip_prefix("soak ")?
+        .split_once(' ')?;
     Some((writer.parse().ok()?, k.parse().ok()?))
 }
 
@@ -1366,7 +1376,10 @@ fn active_journal_bytes(store: &Path) -> anyhow::Result<u64> {
         return Ok(0);
     };
     let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(bytes.iter().rposition(|b| *b != 0).map_or(0, |last| last as u64 + 1))
+    Ok(bytes
+        .iter()
+        .rposition(|b| *b != 0)
+        .map_or(0, |last| last as u64 + 1))
 }
 
 /// Raises this process's soft limit of open files (which its children inherit) to what
@@ -1381,7 +1394,10 @@ fn raise_open_files_limit(nodes: usize) -> anyhow::Result<()> {
     // SAFETY: getrlimit and setrlimit only read and write the struct passed.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            bail!("cannot read the open files limit: {}", std::io::Error::last_os_error());
+            bail!(
+                "cannot read the open files limit: {}",
+                std::io::Error::last_os_error()
+            );
         }
         if limit.rlim_cur >= needed {
             return Ok(());
@@ -1394,7 +1410,10 @@ fn raise_open_files_limit(nodes: usize) -> anyhow::Result<()> {
         }
         limit.rlim_cur = needed;
         if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-            bail!("cannot raise the open files limit: {}", std::io::Error::last_os_error());
+            bail!(
+                "cannot raise the open files limit: {}",
+                std::io::Error::last_os_error()
+            );
         }
     }
     Ok(())

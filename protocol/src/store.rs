@@ -5,13 +5,14 @@
 //! plans the insert with [`plan_insert`], commits the plan atomically, syncs, and reports the
 //! [`Inserted`] outcome back.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::convert::Infallible;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 
 use crate::clock;
-use crate::entry::{Author, Body, DecodeError, Draft, Entry, SigningKey};
+use crate::entry::{Author, Body, DecodeError, Draft, Entry, Hash, SigningKey};
 use crate::message::HeadInfo;
 use crate::room::RoomId;
 use crate::validate::{
@@ -107,6 +108,17 @@ pub fn plan_insert<L: Logs>(
     author: Author,
     envelopes: impl IntoIterator<Item = Bytes>,
 ) -> Result<InsertPlan, PlanError<L::Error>> {
+    plan_insert_vouched(logs, author, envelopes, |_| false)
+}
+
+/// [`plan_insert`], where `vouched` says of the run's newest entry whether its signature is
+/// known to verify already (then it is not checked again).
+fn plan_insert_vouched<L: Logs>(
+    logs: &L,
+    author: Author,
+    envelopes: impl IntoIterator<Item = Bytes>,
+    vouched: impl Fn(&Entry) -> bool,
+) -> Result<InsertPlan, PlanError<L::Error>> {
     let mut outcome = Inserted::default();
     if logs.is_frozen(&author) {
         outcome.rejected = Some(ValidationError::AuthorFrozen);
@@ -166,7 +178,10 @@ pub fn plan_insert<L: Logs>(
         last = Some(entry.clone());
         run.push(entry);
     }
-    let (valid, bad_signature) = newest_vouches_for_run(&run);
+    let (valid, bad_signature) = match run.last() {
+        Some(newest) if vouched(newest) => (run.len(), None),
+        _ => newest_vouches_for_run(&run),
+    };
     run.truncate(valid);
     if bad_signature.is_some() {
         outcome.rejected = bad_signature;
@@ -190,6 +205,39 @@ pub struct BrokenLog {
     pub error: ValidationError,
 }
 
+/// Most envelopes a [`SignatureCache`] remembers; past it, it starts over empty.
+pub const MAX_CACHED_SIGNATURES: usize = 1 << 20;
+
+/// The hashes of envelopes whose signatures verified, shared by the [`MemoryStore`]s of a
+/// simulated world, so that each entry's signature is checked once in the world, not once
+/// per node that stores it. An envelope's hash covers its payload and its signature, so an
+/// envelope with a hash in the cache is one that verified: the rules are unchanged, only
+/// their cost. Bounded by [`MAX_CACHED_SIGNATURES`].
+#[derive(Clone, Debug, Default)]
+pub struct SignatureCache(Arc<Mutex<HashSet<Hash>>>);
+
+impl SignatureCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether `entry`'s envelope verified before.
+    pub fn contains(&self, entry: &Entry) -> bool {
+        let set = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        set.contains(&entry.hash())
+    }
+
+    /// Remembers that `entry`'s envelope verifies.
+    fn insert(&self, entry: &Entry) {
+        let mut set = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if set.len() >= MAX_CACHED_SIGNATURES {
+            set.clear();
+        }
+        set.insert(entry.hash());
+    }
+}
+
 /// An in-memory store of one room's logs, with the same insert rules as the fjall store: for
 /// tests and the simulator. It holds what it is given, nothing more.
 #[derive(Clone, Debug)]
@@ -202,6 +250,8 @@ pub struct MemoryStore {
     forks: BTreeMap<Author, Entry>,
     /// The largest clock of any stored entry.
     max_clock: u64,
+    /// Signatures already checked, if shared with other stores.
+    signatures: Option<SignatureCache>,
 }
 
 impl MemoryStore {
@@ -212,6 +262,16 @@ impl MemoryStore {
             logs: BTreeMap::new(),
             forks: BTreeMap::new(),
             max_clock: 0,
+            signatures: None,
+        }
+    }
+
+    /// An empty store of `room`'s logs that checks a signature only if no store sharing
+    /// `signatures` checked it before.
+    pub fn with_signature_cache(room: RoomId, signatures: SignatureCache) -> Self {
+        Self {
+            signatures: Some(signatures),
+            ..Self::new(room)
         }
     }
 
@@ -222,13 +282,18 @@ impl MemoryStore {
         author: Author,
         envelopes: impl IntoIterator<Item = Bytes>,
     ) -> Inserted {
-        let plan = match plan_insert(self, author, envelopes) {
+        let signatures = self.signatures.clone();
+        let vouched = |entry: &Entry| signatures.as_ref().is_some_and(|c| c.contains(entry));
+        let plan = match plan_insert_vouched(self, author, envelopes, vouched) {
             Ok(plan) => plan,
             Err(PlanError::Read(never)) => match never {},
             // Logs here are vectors without gaps: every seq up to the head is held.
             Err(PlanError::Missing { seq }) => unreachable!("a memory log lacks entry {seq}"),
         };
         self.remember(author, plan.run());
+        if let (Some(signatures), Some(newest)) = (&self.signatures, plan.run().last()) {
+            signatures.insert(newest);
+        }
         if let Some(fork) = plan.fork {
             self.forks.insert(author, fork);
         }
@@ -256,6 +321,9 @@ impl MemoryStore {
             body,
         };
         let entry = Entry::sign(key, draft)?;
+        if let Some(signatures) = &self.signatures {
+            signatures.insert(&entry);
+        }
         self.remember(author, std::slice::from_ref(&entry));
         Ok(entry)
     }

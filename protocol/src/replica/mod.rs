@@ -425,7 +425,6 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
         let Some(peer_author) = self.peers.get(&peer).map(|p| p.author) else {
             return;
         };
-        let mut changed = BTreeSet::new();
         let mut ask = Vec::new();
         for note in notes {
             let author = note.author;
@@ -445,7 +444,9 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
                 continue;
             }
             if self.router.source(&author).is_none() {
-                changed.extend(self.router.received(peer, peer_author, author));
+                // One log's source changed: only that log's skip entries can move.
+                let changed = self.router.received(peer, peer_author, author);
+                self.reroute(author, changed);
             } else {
                 self.router.noted(peer, author, note.seq, ours, now);
             }
@@ -454,7 +455,6 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
                 ask.push(author);
             }
         }
-        self.route(changed.into_iter().collect());
         for unskip in ask.chunks(MAX_ROUTE_AUTHORS) {
             let message = Message::Route {
                 skip: Vec::new(),

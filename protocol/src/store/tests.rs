@@ -237,6 +237,38 @@ fn the_valid_prefix_before_a_bad_signature_is_stored() {
 }
 
 #[test]
+fn stores_sharing_a_signature_cache_check_each_signature_once_and_refuse_the_same() {
+    let k = key(1);
+    let author = Author::of(&k);
+    let entries = log(&k, 3);
+    let cache = SignatureCache::new();
+    let mut first = MemoryStore::with_signature_cache(room(), cache.clone());
+    assert!(!cache.contains(&entries[2]));
+    assert_eq!(first.insert(author, envelopes(&entries)).stored, entries);
+    assert!(
+        cache.contains(&entries[2]),
+        "the run's newest entry verified"
+    );
+    // Another store of the world takes the same run as vouched for.
+    let mut second = MemoryStore::with_signature_cache(room(), cache.clone());
+    assert_eq!(second.insert(author, envelopes(&entries)).stored, entries);
+    // A forgery after it is never in the cache: still refused, and not remembered.
+    let forged = forged_after(&k, &entries[2]);
+    let inserted = second.insert(author, [forged.envelope().clone()]);
+    assert_eq!(
+        inserted.rejected,
+        Some(ValidationError::BadSignature { seq: 4 })
+    );
+    assert!(!cache.contains(&forged));
+    // Own entries are signed here, so they verify.
+    let mine = first
+        .append(&key(2), Body::Profile { name: "bob".into() }, 7)
+        .unwrap();
+    assert!(cache.contains(&mine));
+    second.verify_chains().unwrap();
+}
+
+#[test]
 fn undecodable_bytes_end_the_batch() {
     let k = key(1);
     let author = Author::of(&k);

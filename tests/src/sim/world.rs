@@ -17,7 +17,7 @@ use p2pchat_protocol::membership::{Nonce, Transcript};
 use p2pchat_protocol::message::{Batch, Frame, Lane, Message, MessageError};
 use p2pchat_protocol::replica::{Disconnect, Event, TICK};
 use p2pchat_protocol::rooms::{Rooms, RoomsEvent, RoomsInput, RoomsOutput};
-use p2pchat_protocol::store::{Logs, MemoryStore};
+use p2pchat_protocol::store::{Logs, MemoryStore, SignatureCache};
 use p2pchat_protocol::{Author, Body, Entry, Room, SigningKey};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -237,7 +237,10 @@ impl Sim {
         }
         let mut expected = vec![BTreeMap::new(); room_count];
         // Preloaded logs are of the first room.
-        let mut preloaded = MemoryStore::new(rooms[0].id());
+        // Each entry's signature is checked once in the world, not once per node storing it
+        // (the same rules, at the cost of one check per entry).
+        let signatures = SignatureCache::new();
+        let mut preloaded = MemoryStore::with_signature_cache(rooms[0].id(), signatures.clone());
         if let Some(preload) = &scenario.preload {
             for a in 0..preload.authors {
                 let key = SigningKey::from_bytes(&rng.r#gen());
@@ -275,7 +278,7 @@ impl Sim {
                 let mut store = if r == 0 && holders.contains(&id) {
                     preloaded.clone()
                 } else {
-                    MemoryStore::new(rooms[r].id())
+                    MemoryStore::with_signature_cache(rooms[r].id(), signatures.clone())
                 };
                 let profile = Body::Profile { name: name.clone() };
                 if let Err(e) = store.append(&key, profile, BASE_UNIX_MS) {

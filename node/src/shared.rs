@@ -246,10 +246,12 @@ impl Shared {
             Appended::Stored(entries) => {
                 self.notify_written();
                 self.notify_own_appended();
+                self.record_appended(room);
                 Ok(entries)
             }
             Appended::Restored { entries, restored } => {
                 self.own_log_restored(restored);
+                self.record_appended(room);
                 Ok(entries)
             }
             Appended::Held { waiting, .. } => {
@@ -263,6 +265,14 @@ impl Shared {
                 self.check_own(room);
                 Ok(Vec::new())
             }
+        }
+    }
+
+    /// Records the heads an own append in `room` made durable, once the event loop and the
+    /// feeds were woken: the record is not on the way of a line to its peers.
+    fn record_appended(&self, room: usize) {
+        if let Err(e) = self.rooms[room].store.record_appended() {
+            self.store_failed("writing the heads record", &e);
         }
     }
 

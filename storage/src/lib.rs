@@ -258,6 +258,8 @@ pub struct Store {
     writer: Mutex<()>,
     /// Serialises writes of the heads record.
     record: Mutex<()>,
+    /// The heads an own append made durable, not recorded yet ([`Store::record_appended`]).
+    unrecorded: Mutex<Option<Heads>>,
     /// What the open found damaged and repaired, if anything.
     damage: Option<Damage>,
     /// Set once damage was found while running (and marked for repair at the next start).
@@ -364,6 +366,7 @@ impl Store {
             cache: RwLock::default(),
             writer: Mutex::new(()),
             record: Mutex::new(()),
+            unrecorded: Mutex::new(None),
             damage: None,
             damaged_while_running: Default::default(),
         }
@@ -687,7 +690,9 @@ impl Store {
 
     /// Signs `bodies` as the next entries of `key`'s own log and stores them all in one atomic,
     /// fsynced batch (group commit): one disk sync however many entries. A body that breaks a
-    /// limit fails the whole call and nothing is stored.
+    /// limit fails the whole call and nothing is stored. The heads record is not rewritten
+    /// here, so that nothing but the sync stands between an own line and its sending: call
+    /// [`Store::record_appended`] after (the next [`Store::sync`] and the close record too).
     pub fn append_own_many(
         &self,
         key: &SigningKey,
@@ -728,7 +733,7 @@ impl Store {
         self.engine(batch.commit())?;
         self.update_cache(author, &entries, false, new_pins);
         // Synced: every head in the cache is on disk now.
-        self.write_record(self.heads())?;
+        *lock(&self.unrecorded) = Some(self.heads());
         Ok(entries)
     }
 
@@ -799,6 +804,14 @@ impl Store {
         let heads = self.heads();
         self.engine(self.tables.persist(PersistMode::SyncData))?;
         self.write_record(heads)
+    }
+
+    /// Records the heads the last own append made durable in the heads record, if they are not
+    /// recorded yet. A record that lags behind the disk is safe (it only counts less as lost
+    /// after damage); one ahead of it would count entries never written as lost.
+    pub fn record_appended(&self) -> Result<(), StoreError> {
+        let heads = lock(&self.unrecorded).take();
+        heads.map_or(Ok(()), |heads| self.write_record(heads))
     }
 
     /// Records `heads`, which must be on disk, in the heads record: the next open compares

@@ -16,6 +16,9 @@
 //! `npm install`
 //! done, and print its figures beside ours).
 //!
+//! `BENCH_P2PCHAT=PATH` runs that `p2pchat` binary instead of building one (a base build, to
+//! alternate base and new runs in one session).
+//!
 //! `bench compare BASE.jsonl NEW.jsonl` reads two such outputs and prints, for every numeric
 //! figure of a scenario in both, `scenario figure base new new/base`, one per line.
 
@@ -73,6 +76,7 @@ const USAGE: &str = "usage: bench [all|catchup|catchup_1m|catchup_mixed|live|tra
   --minutes N       length of `soak` (default 10)
   --scuttleup DIR   also run the scuttleup baseline from DIR (see docs/benchmarks.md)
   compare           for every figure of a scenario in both files: base, new and new/base
+  BENCH_P2PCHAT=PATH (environment) runs that p2pchat binary, e.g. a base build to alternate with
 Build it with --release: cargo run --release -p p2pchat-tests --bin bench -- all";
 
 /// Longest any scenario step may take.
@@ -125,7 +129,9 @@ async fn main() -> anyhow::Result<()> {
     }
     let work = tempfile::tempdir()?;
     let bench = Bench {
-        binary: p2pchat_tests::p2pchat_binary().to_owned(),
+        // `BENCH_P2PCHAT` runs another build (a base to compare with, in the same session).
+        binary: std::env::var_os("BENCH_P2PCHAT")
+            .map_or_else(|| p2pchat_tests::p2pchat_binary().to_owned(), PathBuf::from),
         work: work.path().to_owned(),
     };
     for scenario in &scenarios {

@@ -45,6 +45,10 @@ const LOOKING_FOR_INTERVAL: Duration = Duration::from_secs(10);
 const CLOSE_GRACE: Duration = Duration::from_millis(500);
 /// Wait before reopening the lanes of a peer that stays connected after they broke.
 const REOPEN_DELAY: Duration = Duration::from_millis(200);
+/// Sessions in a row whose lanes broke before a frame was read, after which the peer's
+/// connections are closed (and it is dialed anew) instead of reopening the lanes once more: a
+/// connection whose streams are all refused (the other side stuck closing it) never heals.
+const MAX_FUTILE_SESSIONS: u32 = 5;
 /// Lane events (messages read) waiting for the loop; a reader waits while it is full.
 const INBOX: usize = 256;
 /// Answers of the storage worker waiting for the loop.
@@ -115,6 +119,11 @@ struct Session {
     shown: Option<String>,
     /// Accepted, but not shown as connected yet: see [`Announcement`].
     announcing: Option<Announcement>,
+    /// Whether a frame was read on its lanes.
+    read: bool,
+    /// The sessions right before it (on the same connections) whose lanes broke before a
+    /// frame was read; see [`MAX_FUTILE_SESSIONS`].
+    futile: u32,
 }
 
 /// A peer accepted for the first time is shown as connected once the core has compared heads
@@ -850,15 +859,15 @@ impl EventLoop {
             let _ = self.swarm.disconnect_peer_id(peer);
             return;
         };
-        let shown = match self.sessions.remove(&peer) {
+        let (shown, futile) = match self.sessions.remove(&peer) {
             Some(mut old) => {
                 old.end_lanes();
                 if old.in_core {
                     self.input(RoomsInput::Closed { peer });
                 }
-                old.shown
+                (old.shown, if old.read { 0 } else { old.futile + 1 })
             }
-            None => None,
+            None => (None, 0),
         };
         let writers = LANES.map(|lane| self.spawn_writer(peer, lane));
         self.sessions.insert(
@@ -876,6 +885,8 @@ impl EventLoop {
                 name: None,
                 shown,
                 announcing: None,
+                read: false,
+                futile,
             },
         );
         for (lane, stream, _) in self.early.remove(&peer).unwrap_or_default() {
@@ -985,6 +996,9 @@ impl EventLoop {
         match event {
             LaneEvent::Received { frame, .. } => {
                 if lanes.reads(task) {
+                    if let Some(session) = self.sessions.get_mut(&peer) {
+                        session.read = true;
+                    }
                     self.input(match frame {
                         Ok(frame) => RoomsInput::Received { peer, frame },
                         Err(error) => RoomsInput::Malformed { peer, error },
@@ -1021,6 +1035,10 @@ impl EventLoop {
         };
         if session.close_at.is_some() {
             // Being closed: the peer is done too.
+            return self.drop_peer(peer);
+        }
+        if !session.read && session.futile + 1 >= MAX_FUTILE_SESSIONS {
+            tracing::debug!(%peer, "its lanes keep breaking before a frame is read; reconnecting");
             return self.drop_peer(peer);
         }
         session.end_lanes();

@@ -123,6 +123,9 @@ struct State {
     batches: u64,
     bad_messages: Vec<String>,
     dropped: u64,
+    /// Whether the node's lanes are dropped as they come (unread): see
+    /// [`Adversary::refuse_lanes`].
+    refusing: bool,
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -188,6 +191,7 @@ impl Adversary {
             batches: 0,
             bad_messages: Vec::new(),
             dropped: 0,
+            refusing: false,
         }));
         let (dials, mut dial_rx) = mpsc::channel::<Multiaddr>(16);
         let (seen_tx, seen) = mpsc::channel(256);
@@ -197,8 +201,13 @@ impl Adversary {
         for (lane, protocol) in [(Lane::Live, LIVE_PROTOCOL), (Lane::Bulk, BULK_PROTOCOL)] {
             let mut incoming = control.accept(StreamProtocol::new(protocol))?;
             let received = received_tx.clone();
+            let refusing = state.clone();
             tokio::spawn(async move {
                 while let Some((_, stream)) = incoming.next().await {
+                    if lock(&refusing).refusing {
+                        drop(stream);
+                        continue;
+                    }
                     tokio::spawn(read_lane(stream, lane, received.clone()));
                 }
             });
@@ -504,6 +513,12 @@ impl Adversary {
     /// Whether it answers the node's queries (it does at first).
     pub fn answer_queries(&self, answering: bool) {
         lock(&self.state).answering = answering;
+    }
+
+    /// Whether it drops the node's lanes as they come, unread (as a side stuck closing the
+    /// connection does), while the connection stays up.
+    pub fn refuse_lanes(&self, refusing: bool) {
+        lock(&self.state).refusing = refusing;
     }
 
     /// Whether it pings while it has nothing to say (it does from its hello on).

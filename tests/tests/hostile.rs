@@ -1267,3 +1267,20 @@ async fn thousands_of_fake_notes_do_not_push_real_logs_off_the_routing() -> anyh
     }
     Ok(())
 }
+
+/// A connection on which every lane the node opens is dropped unread (the other side stuck
+/// closing it, say) never heals by reopening the lanes: after a few sessions in a row that
+/// broke before a frame was read, the node closes the connection, so that a fresh one is made.
+#[tokio::test]
+async fn a_connection_refusing_every_lane_is_closed_after_a_few_tries() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let alice = start_node("alice", dir.path(), &[]).await?;
+    let mut mallory = Adversary::spawn("mallory")?;
+    mallory.refuse_lanes(true);
+    mallory.dial(&address_of(&alice)).await?;
+    assert!(
+        mallory.disconnected_within(DEADLINE).await,
+        "the node keeps a connection whose lanes all break"
+    );
+    Ok(())
+}

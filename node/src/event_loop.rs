@@ -121,8 +121,9 @@ struct Session {
     announcing: Option<Announcement>,
     /// Whether a frame was read on its lanes.
     read: bool,
-    /// The sessions right before it (on the same connections) whose lanes broke before a
-    /// frame was read; see [`MAX_FUTILE_SESSIONS`].
+    /// Sessions in a row (this one included, once its lanes broke) whose lanes broke before a
+    /// frame was read; a session the peer replaced by reopening its lanes does not count. See
+    /// [`MAX_FUTILE_SESSIONS`].
     futile: u32,
 }
 
@@ -865,7 +866,7 @@ impl EventLoop {
                 if old.in_core {
                     self.input(RoomsInput::Closed { peer });
                 }
-                (old.shown, if old.read { 0 } else { old.futile + 1 })
+                (old.shown, if old.read { 0 } else { old.futile })
             }
             None => (None, 0),
         };
@@ -1037,7 +1038,10 @@ impl EventLoop {
             // Being closed: the peer is done too.
             return self.drop_peer(peer);
         }
-        if !session.read && session.futile + 1 >= MAX_FUTILE_SESSIONS {
+        if !session.read {
+            session.futile += 1;
+        }
+        if session.futile >= MAX_FUTILE_SESSIONS {
             tracing::debug!(%peer, "its lanes keep breaking before a frame is read; reconnecting");
             return self.drop_peer(peer);
         }

@@ -85,6 +85,13 @@ pub(crate) fn items(path: &Path) -> std::io::Result<(Vec<Item>, Finding)> {
     Ok((items, finding))
 }
 
+/// About how many bytes were written to the journal at `path`: its allocated blocks (fjall
+/// sets a new journal's length to 64 MiB without writing it, so the rest is a hole).
+pub(crate) fn written_len(path: &Path) -> std::io::Result<u64> {
+    let meta = std::fs::metadata(path)?;
+    Ok(meta.len().min(meta.blocks().saturating_mul(512)))
+}
+
 /// The file's bytes up to where data was written. Journals are preallocated with a hole of
 /// zeros after what was written; the hole is not read.
 fn read_written(path: &Path) -> std::io::Result<Vec<u8>> {

@@ -280,6 +280,27 @@ fn journals(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
     Ok(found.into_iter().map(|(_, path)| path).collect())
 }
 
+/// The active (newest) journal in `dir`, if any.
+pub(crate) fn active_journal(dir: &Path) -> Option<PathBuf> {
+    journals(dir).ok()?.pop()
+}
+
+/// The bytes written to the journal at `path` (fjall starts a journal file as 64 MiB of
+/// zeros); 0 if it cannot be read.
+pub(crate) fn written_len(path: &Path) -> u64 {
+    journal::written_len(path).unwrap_or(0)
+}
+
+/// Empties the journal at `path`, once fjall has closed the store in `dir` (its lock is
+/// free); only for a journal that holds nothing the tables do not.
+pub(crate) fn empty_journal(dir: &Path, path: &Path) -> std::io::Result<()> {
+    let lock = std::fs::File::open(dir.join("lock"))?;
+    lock.try_lock().map_err(std::io::Error::other)?;
+    let journal = std::fs::OpenOptions::new().write(true).open(path)?;
+    journal.set_len(0)?;
+    journal.sync_all()
+}
+
 fn file_name(path: &Path) -> String {
     path.file_name()
         .map_or_else(String::new, |name| name.to_string_lossy().into_owned())

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::{Bound, RangeBounds};
 use std::sync::RwLock;
+use std::time::{Duration, Instant};
 
 use fjall::{Database, Keyspace, KvPair, PersistMode, Slice};
 
@@ -126,6 +127,40 @@ impl Tables {
         match self {
             Tables::Fjall { db, .. } => db.persist(mode),
             Tables::Memory(_) => Ok(()),
+        }
+    }
+
+    /// Waits, up to `patience`, while the memtables hold more than `limit` bytes: a writer
+    /// faster than the flushes would otherwise grow them to several times `limit` (fjall
+    /// only halts writes at four sealed memtables a keyspace). Nothing to wait for in memory.
+    pub(crate) fn wait_for_flushes(&self, limit: u64, patience: Duration) {
+        let Tables::Fjall { db, .. } = self else {
+            return;
+        };
+        let deadline = Instant::now() + patience;
+        while db.write_buffer_size() > limit && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Writes every keyspace's memtable into its tables and waits, up to `patience`, until
+    /// that is done: `true` if then no memtable holds anything (the journals hold nothing that
+    /// is not in a table); `false` if the flushes did not end in time (a full disk fails them
+    /// again and again), and in memory. fjall's own `rotate_memtable_and_wait` waits without
+    /// a bound, so only the rotation is asked of it.
+    pub(crate) fn flush_memtables(&self, patience: Duration) -> fjall::Result<bool> {
+        match self {
+            Tables::Fjall { db, keyspaces } => {
+                for keyspace in keyspaces {
+                    keyspace.rotate_memtable()?;
+                }
+                let deadline = Instant::now() + patience;
+                while db.write_buffer_size() > 0 && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Ok(db.write_buffer_size() == 0)
+            }
+            Tables::Memory(_) => Ok(false),
         }
     }
 }

@@ -1126,3 +1126,36 @@ fn a_letter_is_sealed_at_the_seq_it_is_stored_at() {
         assert_eq!((inserted.stored.len(), inserted.rejected), (3, None));
     });
 }
+
+#[test]
+fn a_clean_close_empties_a_big_journal_and_the_store_reopens_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let alice = key(1);
+    let lines = 20_000;
+    {
+        let store = Store::open(dir.path(), room()).unwrap();
+        store.append_own(&alice, profile("alice"), 1).unwrap();
+        for chunk in 0..lines / 1000 {
+            let texts = (0..1000).map(|i| text(&format!("line {chunk} {i} of a big import")));
+            store.append_own_many(&alice, texts, 2).unwrap();
+        }
+        let journal = journal_of(dir.path());
+        assert!(written_len(&journal) as u64 >= EMPTY_JOURNAL_AT);
+    }
+    // Emptied at close: the next open replays nothing.
+    assert_eq!(written_len(&journal_of(dir.path())), 0);
+    let store = Store::open(dir.path(), room()).unwrap();
+    assert_eq!(store.damage(), None);
+    let author = Author::of(&alice);
+    assert_eq!(store.heads()[&author], lines + 1);
+    let last = store.range(&author, lines + 1, 1, usize::MAX).unwrap();
+    assert_eq!(last.len(), 1, "the last entry is read back from the tables");
+    drop(store);
+    // A small journal is left as it is.
+    let store = Store::open(dir.path(), room()).unwrap();
+    store.append_own(&alice, text("one more"), 3).unwrap();
+    drop(store);
+    assert!(written_len(&journal_of(dir.path())) > 0);
+    let store = Store::open(dir.path(), room()).unwrap();
+    assert_eq!(store.heads()[&author], lines + 2);
+}

@@ -144,12 +144,28 @@ impl StoreError {
                 what: "it was written in a storage format this version cannot read".into(),
                 hint: "use the p2pchat version that wrote it",
             },
-            e => StoreError::Io {
-                path: path.to_owned(),
-                what: match e {
-                    F::Poisoned => "an earlier write to the disk failed".into(),
-                    other => format!("the storage engine failed ({other:?})"),
+            // fjall's flush or compaction thread failed a write and poisoned the store; what
+            // failed is not kept, but a disk with almost nothing left is what it was.
+            F::Poisoned => match nearly_full(path) {
+                Some(left) => {
+                    let e = std::io::Error::new(
+                        std::io::ErrorKind::StorageFull,
+                        format!(
+                            "a write failed with {} KiB left: No space left on device",
+                            left >> 10
+                        ),
+                    );
+                    StoreError::from_io(path, e)
+                }
+                None => StoreError::Io {
+                    path: path.to_owned(),
+                    what: "an earlier write to the disk failed".into(),
+                    hint: "check the disk (free space, `dmesg`) and start p2pchat again",
                 },
+            },
+            other => StoreError::Io {
+                path: path.to_owned(),
+                what: format!("the storage engine failed ({other:?})"),
                 hint: "check the disk (free space, `dmesg`) and start p2pchat again",
             },
         }
@@ -175,6 +191,17 @@ impl StoreError {
             },
         }
     }
+}
+
+/// Space left on a disk below which a failed write in fjall's background is taken for a full
+/// disk: less than two memtables' worth, what a flush writes.
+const NEARLY_FULL: u64 = 2 * MEMTABLE_BYTES;
+
+/// The bytes an unprivileged writer may still use on the file system holding `path`, if
+/// they are fewer than [`NEARLY_FULL`].
+fn nearly_full(path: &Path) -> Option<u64> {
+    let stat = rustix::fs::statvfs(path).ok()?;
+    Some(stat.f_bavail.saturating_mul(stat.f_frsize)).filter(|left| *left < NEARLY_FULL)
 }
 
 /// A log found on disk whose author's key cannot sign (docs/protocol.md, section 3): written

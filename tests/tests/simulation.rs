@@ -347,3 +347,24 @@ fn three_rooms_with_overlapping_members_each_converge_and_keep_their_entries() {
         }
     }
 }
+
+/// A benchmark's wall-clock bound stops a run that is not done, and the report says so (a
+/// test's run never has one: it must replay the same on any machine).
+#[test]
+fn a_wall_clock_limit_stops_an_unfinished_run_and_the_report_says_so() {
+    let mut scenario = Scenario::new("wall-limited", 1, 20);
+    scenario.wall_limit = Some(Duration::ZERO);
+    let report = sim::run(scenario);
+    assert!(report.wall_limited);
+    assert_eq!(report.converged_at, None);
+    assert!(
+        report
+            .to_string()
+            .contains("stopped by the wall-clock limit")
+    );
+    assert!(report.json().contains("\"wall_limited\":true"));
+
+    let report = sim::run(Scenario::new("unlimited", 1, 20));
+    assert!(!report.wall_limited);
+    assert!(report.converged_at.is_some());
+}

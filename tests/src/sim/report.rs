@@ -144,6 +144,8 @@ pub struct Report {
     pub events: u64,
     /// Wall-clock time of the run.
     pub wall: Duration,
+    /// Whether the run was stopped by the scenario's `wall_limit`.
+    pub wall_limited: bool,
     /// A hash of every frame delivered (with its time and endpoints): equal runs, equal traces.
     pub trace: u64,
     /// Entries delivered to (or stored by) a node in a room they are not of (must stay 0).
@@ -213,6 +215,7 @@ impl Report {
             "misplaced_entries": self.misplaced_entries,
             "events": self.events,
             "wall_ms": self.wall.as_secs_f64() * 1000.0,
+            "wall_limited": self.wall_limited,
             "events_per_s": self.events_per_second(),
             "trace": format!("{:016x}", self.trace),
             "problems": self.problems,
@@ -232,6 +235,11 @@ impl fmt::Display for Report {
         )?;
         match self.converged_at {
             Some(at) => writeln!(f, "  converged at {} (virtual)", ms(at))?,
+            None if self.wall_limited => writeln!(
+                f,
+                "  did not converge; stopped by the wall-clock limit at {} (virtual)",
+                ms(self.ended_at)
+            )?,
             None => writeln!(f, "  did not converge; ended at {}", ms(self.ended_at))?,
         }
         writeln!(

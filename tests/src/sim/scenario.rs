@@ -129,6 +129,9 @@ pub struct Scenario {
     pub until: Until,
     /// A run still going at this virtual time stops (unconverged).
     pub time_limit: Duration,
+    /// A run still going after this much real time stops (unconverged, the report says so):
+    /// for benchmarks only, since a test's run must replay the same on any machine.
+    pub wall_limit: Option<Duration>,
     /// Check every signature of every chain of this many honest nodes at the end (all if
     /// larger than the run).
     pub verify_nodes: usize,
@@ -160,6 +163,7 @@ impl Scenario {
             hostile_targets: 0,
             until: Until::Converged,
             time_limit: Duration::from_secs(60),
+            wall_limit: None,
             verify_nodes: usize::MAX,
         }
     }

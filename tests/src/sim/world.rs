@@ -423,6 +423,13 @@ impl Sim {
             if at > self.scenario.time_limit {
                 break;
             }
+            if let Some(limit) = self.scenario.wall_limit
+                && self.report.events.is_multiple_of(4096)
+                && wall.elapsed() >= limit
+            {
+                self.report.wall_limited = true;
+                break;
+            }
             if let Until::Time(end) = self.scenario.until
                 && at > end
             {

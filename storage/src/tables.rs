@@ -154,10 +154,7 @@ impl Tables {
                 for keyspace in keyspaces {
                     keyspace.rotate_memtable()?;
                 }
-                let deadline = Instant::now() + patience;
-                while db.write_buffer_size() > 0 && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
+                self.wait_for_flushes(0, patience);
                 Ok(db.write_buffer_size() == 0)
             }
             Tables::Memory(_) => Ok(false),

@@ -8,11 +8,19 @@ use std::path::Path;
 
 use p2pchat_tests::{Chat, verify_store};
 
-/// A free 127.0.0.1 port, so alice can come back on the address bob dials.
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// A free 127.0.0.1 port below the kernel's ephemeral range (32768 up), so alice can come back
+/// on the address bob dials: a port `bind(0)` handed out can be taken, while alice is down, as
+/// the local end of any outgoing connection on the machine. Each test starts its scan at its
+/// own offset (from its process) and keeps to its own ports (by its damage, modulo 3), so the
+/// three tests here never pick one port.
+fn free_port(damage: Damage) -> anyhow::Result<u16> {
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let start = (std::process::id() * 3 + damage as u32) % SPAN;
+    (0..SPAN / 3)
+        .map(|i| (LOW + (start + i * 3) % SPAN) as u16)
+        .find(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .ok_or_else(|| anyhow::anyhow!("no free port in {LOW}..{}", LOW + SPAN))
 }
 
 fn start_alice(dir: &str, port: u16) -> anyhow::Result<Chat> {
@@ -35,6 +43,7 @@ fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
 }
 
 /// How bob's data directory is damaged while he is down.
+#[derive(Clone, Copy)]
 enum Damage {
     /// `store/` deleted; `identity.key` and the mark beside it kept.
     Wiped,
@@ -58,7 +67,7 @@ async fn bob_recovers(damage: Damage) -> anyhow::Result<Vec<String>> {
     let dir = |d: &Path| d.to_str().map(str::to_owned).unwrap_or_default();
     let (alice_dir, bob_dir) = (dir(dirs.0.path()), dir(dirs.1.path()));
     let backup = dirs.2.path().join("bob");
-    let port = free_port()?;
+    let port = free_port(damage)?;
 
     let mut alice = start_alice(&alice_dir, port)?;
     let alice_addr = alice.listen_addr().await?;

@@ -2,8 +2,8 @@
 //! the user's direct messages), stored history first (room after room), then live.
 //!
 //! The feed follows the rooms' stores rather than a queue of events. For each room in turn, it
-//! first pages through the merged history as it stood when it began that room (up to the
-//! heads of that moment); then, once every room's history is delivered, it keeps, per room and
+//! first pages through the merged history as it stood when it began that room (a
+//! [`HistoryWalk`] up to the heads of that moment, which reads each log once); then, once every room's history is delivered, it keeps, per room and
 //! for each author, the last seq it has delivered and, on every store change, reads what lies
 //! beyond. Nothing can be missed or repeated, however fast entries arrive or however slowly the
 //! reader reads, and memory stays at one page.
@@ -12,7 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Weak;
 
 use p2pchat_protocol::{Author, Entry, Heads};
-use p2pchat_storage::{HistoryKey, HistoryPos, Store};
+use p2pchat_storage::{HistoryKey, HistoryWalk, Store};
 use tokio::sync::watch;
 
 use crate::Message;
@@ -24,12 +24,12 @@ const PAGE: usize = 1024;
 enum Phase {
     /// Not started: the heads are taken at the first read.
     Start,
-    /// Paging through the history up to `heads`, after `pos`; each author's log has been
+    /// Paging through the history up to `heads` with `walk`; each author's log has been
     /// delivered up to `delivered` (the merged order keeps each log in seq order).
     History {
         heads: Heads,
         since: u64,
-        pos: Option<HistoryPos>,
+        walk: Box<HistoryWalk>,
         delivered: Heads,
     },
     /// Following the store; everything up to `delivered` has been delivered, and every log
@@ -114,9 +114,9 @@ fn step(shared: &Shared, store: &Store, phase: &mut Phase) -> Option<(Vec<Entry>
         Phase::Start => {
             let (heads, since) = store.heads_with_version();
             *phase = Phase::History {
+                walk: Box::new(store.history_walk(&heads)),
                 heads,
                 since,
-                pos: None,
                 delivered: Heads::new(),
             };
             return Some((Vec::new(), true));
@@ -124,10 +124,10 @@ fn step(shared: &Shared, store: &Store, phase: &mut Phase) -> Option<(Vec<Entry>
         Phase::History {
             heads,
             since,
-            pos,
+            mut walk,
             mut delivered,
         } => {
-            let (page, last) = match store.history_page(pos.as_ref(), PAGE) {
+            let page = match walk.page(store, PAGE) {
                 Ok(read) => read,
                 Err(e) if e.is_damage() => {
                     // The rest of the merged history cannot be read: go on log by log from
@@ -138,24 +138,22 @@ fn step(shared: &Shared, store: &Store, phase: &mut Phase) -> Option<(Vec<Entry>
                 }
                 Err(_) => return None,
             };
-            let held = |e: &Entry| e.seq() <= heads.get(&e.author()).copied().unwrap_or(0);
-            let entries: Vec<Entry> = page.into_iter().filter(held).collect();
-            for entry in &entries {
+            for entry in &page {
                 delivered.insert(entry.author(), entry.seq());
             }
-            *phase = match last {
-                Some(pos) => Phase::History {
+            *phase = match page.is_empty() {
+                false => Phase::History {
                     heads,
                     since,
-                    pos: Some(pos),
+                    walk,
                     delivered,
                 },
-                None => Phase::Live {
+                true => Phase::Live {
                     delivered: heads,
                     since,
                 },
             };
-            (entries, true)
+            (page, true)
         }
         Phase::Live {
             mut delivered,

@@ -1454,6 +1454,17 @@ impl Node {
             .collect()
     }
 
+    /// The connected peers with a catch-up under way (their `SyncProgress` said, their
+    /// `SyncComplete` not yet).
+    pub fn catching_up(&self) -> Vec<PeerId> {
+        self.shared
+            .peers()
+            .iter()
+            .filter(|(_, view)| view.sync.is_some())
+            .map(|(peer, _)| *peer)
+            .collect()
+    }
+
     /// Counts of entries received from peers since the node started.
     pub fn stats(&self) -> Stats {
         let counters = &self.shared.stats;

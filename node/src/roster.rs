@@ -14,7 +14,7 @@ use p2pchat_protocol::room::Room;
 use crate::node::check_not_a_file;
 use crate::read::{Reader, said};
 use crate::shared::display_name;
-use crate::{Message, Node, NodeError, Place, identity};
+use crate::{HistoryKey, Message, Node, NodeError, Place, identity};
 
 /// Someone this node knows: an author whose log it holds, or a peer connected to it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,7 +22,7 @@ pub struct Contact {
     /// Their key.
     pub author: Author,
     /// Their peer id (the same key).
-    pub peer: Option<PeerId>,
+    pub peer: PeerId,
     /// The name to show (`name#fingerprint` when ambiguous, `#fingerprint` before a profile).
     pub name: String,
     /// Whether this is the node's own user.
@@ -89,9 +89,7 @@ impl Node {
                     .unwrap_or(0);
                 Contact {
                     author,
-                    peer: link
-                        .map(|(_, peer, ..)| *peer)
-                        .or_else(|| identity::peer_id_of(&author)),
+                    peer: link.map_or_else(|| identity::peer_id_of(&author), |(_, peer, ..)| *peer),
                     name: shared.display_name(room, &author),
                     is_self: author == me,
                     connected: link.is_some(),
@@ -114,13 +112,11 @@ impl Node {
     /// them).
     pub(crate) fn contact(&self, room: usize, author: Author) -> Contact {
         let shared = &self.shared;
-        let link = identity::peer_id_of(&author).and_then(|peer| {
-            let view = shared.peers().get(&peer)?.clone();
-            Some((peer, view.sync, view.path))
-        });
+        let peer = identity::peer_id_of(&author);
+        let link = shared.peers().get(&peer).map(|view| (view.sync, view.path));
         Contact {
             author,
-            peer: identity::peer_id_of(&author),
+            peer,
             name: shared.display_name(room, &author),
             is_self: author == shared.author(),
             connected: link.is_some(),
@@ -129,8 +125,8 @@ impl Node {
                 .iter()
                 .map(|state| state.store.head_seq(&author))
                 .sum(),
-            sync: link.and_then(|(_, sync, _)| sync),
-            path: link.map(|(.., path)| path),
+            sync: link.and_then(|(sync, _)| sync),
+            path: link.map(|(_, path)| path),
         }
     }
 
@@ -183,6 +179,13 @@ impl Node {
     /// them; see [`Node::history_in`].
     pub async fn history(&self, n: usize) -> Result<Vec<Message>, NodeError> {
         self.history_of(0, n).await
+    }
+
+    /// Where the newest entry stored in the room labelled `room` sits in the merged history
+    /// (`None` if it holds none): every message whose [`Message::history_key`] comes before
+    /// it was stored before it. Kept by the store, so it costs a lookup however many logs.
+    pub fn newest_in(&self, room: &str) -> Result<Option<HistoryKey>, NodeError> {
+        Ok(self.shared.rooms[self.room_index(room)?].store.newest())
     }
 
     /// The last `n` messages of the room labelled `room`, in merged order. Read on a blocking

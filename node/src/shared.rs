@@ -389,15 +389,10 @@ pub fn display_name(store: &Store, author: &Author) -> String {
 
 /// [`Shared::qualified`] for any store.
 pub fn qualified(store: &Store, name: &str, author: &Author) -> String {
-    let pinned_elsewhere = store.pinned(name).is_some_and(|owner| owner != *author);
-    let shared = store
-        .authors_named(name)
-        .iter()
-        .any(|other| other != author);
-    if pinned_elsewhere || shared {
-        format!("{name}#{}", author.fingerprint())
-    } else {
+    if store.alone_named(name, author) {
         name.to_owned()
+    } else {
+        format!("{name}#{}", author.fingerprint())
     }
 }
 

@@ -3,9 +3,9 @@
 //!
 //! A log's clocks grow with its seq (a validation rule), so each log is already in
 //! history order and the history is their k-way merge. Nothing is indexed when entries are
-//! written; a position in the history is how far it has gone into each log.
+//! written; a walk through it keeps how far it has gone into each log.
 //!
-//! [`Store::history`] and [`Store::history_page`] walk it oldest first,
+//! [`Store::history`] and [`Store::history_walk`] walk it oldest first,
 //! [`Store::history_newest_first`] from the end.
 
 use std::cmp::Ordering;
@@ -14,10 +14,6 @@ use std::collections::{BinaryHeap, VecDeque};
 use p2pchat_protocol::{Author, Entry, Heads};
 
 use crate::{Store, StoreError};
-
-/// A position in the merged history: for each log, the last seq that comes before it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct HistoryPos(Heads);
 
 /// Where an entry sits in the merged history: ordered by clock (the hybrid logical clock of
 /// format 2, the lamport clock of format 1: small, so pre-rooms history sorts first), then
@@ -40,6 +36,11 @@ impl HistoryKey {
     /// The key of `entry`.
     pub fn of(entry: &Entry) -> Self {
         HistoryKey::new(entry.clock(), entry.author(), entry.seq())
+    }
+
+    /// The entry's clock, the first thing the order looks at.
+    pub fn clock(&self) -> u64 {
+        self.clock
     }
 }
 
@@ -84,28 +85,25 @@ impl PartialOrd for Next {
 }
 
 /// A walk through the merged history, oldest first or newest first, reading each log in
-/// chunks: memory stays at a few chunks per log however long the history.
-pub(crate) struct Merge<'s> {
-    store: &'s Store,
+/// chunks: memory stays at a few chunks per log however long the history. It holds no borrow
+/// of the store (each step is given it), so a [`HistoryWalk`] can be kept between reads.
+struct Walk {
     newest_first: bool,
     runs: Vec<Run>,
     heap: BinaryHeap<Next>,
-    /// An error met before the first `next`, which reports it (the merge then ends).
+    /// An error met before the first `next`, which reports it (the walk then ends).
     pending: Option<StoreError>,
 }
 
-impl<'s> Merge<'s> {
-    /// Oldest first, from just after `after`.
-    pub(crate) fn oldest_first(store: &'s Store, after: &HistoryPos) -> Self {
-        let runs = store
-            .heads()
-            .into_iter()
-            .map(|(author, head)| (author, after.0.get(&author).map_or(1, |seq| seq + 1), head));
+impl Walk {
+    /// Oldest first through `heads` (each log from seq 1 up to its head there).
+    fn oldest_first(store: &Store, heads: &Heads) -> Self {
+        let runs = heads.iter().map(|(author, head)| (*author, 1, *head));
         Self::new(store, false, runs)
     }
 
     /// Newest first, from the end.
-    pub(crate) fn newest_first(store: &'s Store) -> Self {
+    fn newest_first(store: &Store) -> Self {
         let runs = store
             .heads()
             .into_iter()
@@ -114,7 +112,7 @@ impl<'s> Merge<'s> {
     }
 
     fn new(
-        store: &'s Store,
+        store: &Store,
         newest_first: bool,
         runs: impl Iterator<Item = (Author, u64, u64)>,
     ) -> Self {
@@ -127,27 +125,40 @@ impl<'s> Merge<'s> {
                 chunk: FIRST_CHUNK,
             })
             .collect();
-        let mut merge = Self {
-            store,
+        let mut walk = Self {
             newest_first,
             runs,
             heap: BinaryHeap::new(),
             pending: None,
         };
-        for run in 0..merge.runs.len() {
-            if let Err(e) = merge.queue_next(run) {
-                merge.pending = Some(e);
-                merge.heap.clear();
+        for run in 0..walk.runs.len() {
+            if let Err(e) = walk.queue_next(store, run) {
+                walk.pending = Some(e);
+                walk.heap.clear();
                 break;
             }
         }
-        merge
+        walk
+    }
+
+    /// The next entry; `None` at the end (and after an error).
+    fn next(&mut self, store: &Store) -> Option<Result<Entry, StoreError>> {
+        if let Some(e) = self.pending.take() {
+            return Some(Err(e));
+        }
+        let Next { run, .. } = self.heap.pop()?;
+        let entry = self.runs[run].ahead.pop_front()?;
+        if let Err(e) = self.queue_next(store, run) {
+            self.heap.clear(); // nothing after an error
+            return Some(Err(e));
+        }
+        Some(Ok(entry))
     }
 
     /// Puts run `run`'s next entry on the heap, reading a chunk if none is read ahead.
-    fn queue_next(&mut self, run: usize) -> Result<(), StoreError> {
+    fn queue_next(&mut self, store: &Store, run: usize) -> Result<(), StoreError> {
         if self.runs[run].ahead.is_empty() {
-            self.read_chunk(run)?;
+            self.read_chunk(store, run)?;
         }
         if let Some(entry) = self.runs[run].ahead.front() {
             self.heap.push(Next {
@@ -159,7 +170,7 @@ impl<'s> Merge<'s> {
         Ok(())
     }
 
-    fn read_chunk(&mut self, run: usize) -> Result<(), StoreError> {
+    fn read_chunk(&mut self, store: &Store, run: usize) -> Result<(), StoreError> {
         let newest_first = self.newest_first;
         let Run {
             author,
@@ -176,10 +187,10 @@ impl<'s> Merge<'s> {
         } else {
             (*from, *from + want - 1)
         };
-        let entries = self.store.range(author, first, want as usize, usize::MAX)?;
+        let entries = store.range(author, first, want as usize, usize::MAX)?;
         if entries.len() as u64 != want || entries.last().map(Entry::seq) != Some(last) {
             return Err(StoreError::Damaged {
-                path: self.store.path(),
+                path: store.path(),
                 what: format!("entries {first} to {last} of {author:?} are not all stored"),
             });
         }
@@ -195,52 +206,57 @@ impl<'s> Merge<'s> {
     }
 }
 
+/// A [`Walk`] with the store it reads, as an iterator.
+struct Merge<'s> {
+    store: &'s Store,
+    walk: Walk,
+}
+
 impl Iterator for Merge<'_> {
     type Item = Result<Entry, StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if let Some(e) = self.pending.take() {
-            return Some(Err(e));
-        }
-        let Next { run, .. } = self.heap.pop()?;
-        let entry = self.runs[run].ahead.pop_front()?;
-        if let Err(e) = self.queue_next(run) {
-            self.heap.clear(); // nothing after an error
-            return Some(Err(e));
-        }
-        Some(Ok(entry))
+        self.walk.next(self.store)
+    }
+}
+
+/// The merged history oldest first, up to the heads it began with, read a page at a time
+/// ([`Store::history_walk`]). It is kept between pages, so each log is read once in all: a
+/// page read afresh from a position would read ahead in every log again (with 10,000 logs,
+/// 10,000 reads for each page of 1,024 entries).
+pub struct HistoryWalk(Walk);
+
+impl HistoryWalk {
+    /// The next (up to) `limit` entries of `store`'s merged history, the store this walk
+    /// began on; empty at the end. After an error the walk is over.
+    pub fn page(&mut self, store: &Store, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        std::iter::from_fn(|| self.0.next(store))
+            .take(limit)
+            .collect()
     }
 }
 
 impl Store {
-    /// Up to `limit` entries of the merged history that come after position `after` (from the
-    /// start if `None`), with the position after the last one returned (to pass as the next
-    /// `after`; `None` when the page is empty). Pages keep memory flat however long the
-    /// history.
-    pub fn history_page(
-        &self,
-        after: Option<&HistoryPos>,
-        limit: usize,
-    ) -> Result<(Vec<Entry>, Option<HistoryPos>), StoreError> {
-        let mut pos = after.cloned().unwrap_or_default();
-        let page = Merge::oldest_first(self, &pos)
-            .take(limit)
-            .collect::<Result<Vec<_>, _>>()?;
-        for entry in &page {
-            pos.0.insert(entry.author(), entry.seq());
-        }
-        let last = (!page.is_empty()).then_some(pos);
-        Ok((page, last))
+    /// A walk through the merged history of the logs in `heads` (as [`Store::heads`] gave
+    /// them), each up to its head there: entries stored after that are not in it.
+    pub fn history_walk(&self, heads: &Heads) -> HistoryWalk {
+        HistoryWalk(Walk::oldest_first(self, heads))
     }
 
     /// Every stored entry in merged order: by clock, then author, then seq.
     pub fn history(&self) -> impl Iterator<Item = Result<Entry, StoreError>> + '_ {
-        Merge::oldest_first(self, &HistoryPos::default())
+        Merge {
+            store: self,
+            walk: Walk::oldest_first(self, &self.heads()),
+        }
     }
 
     /// The merged history from the newest entry backwards (for "the last N messages", without
     /// reading the rest).
     pub fn history_newest_first(&self) -> impl Iterator<Item = Result<Entry, StoreError>> + '_ {
-        Merge::newest_first(self)
+        Merge {
+            store: self,
+            walk: Walk::newest_first(self),
+        }
     }
 }

@@ -39,7 +39,7 @@ mod journal;
 mod locate;
 mod repair;
 mod tables;
-pub use history::{HistoryKey, HistoryPos};
+pub use history::{HistoryKey, HistoryWalk};
 pub use locate::{Located, REGISTRY, find, locate, store_claimed};
 pub use p2pchat_protocol::store::Inserted;
 pub use repair::{Damage, LogCheck, LogLoss};
@@ -221,7 +221,8 @@ pub struct RefusedLog {
 struct Cache {
     heads: Heads,
     refused: BTreeMap<Author, RefusedLog>,
-    max_clock: u64,
+    /// Where the newest stored entry sits in the merged history (its clock is the largest).
+    newest: Option<HistoryKey>,
     frozen: BTreeSet<Author>,
     names: BTreeMap<Author, String>,
     /// `names` turned around: the authors whose latest name is each name (so showing a name
@@ -488,10 +489,10 @@ impl Store {
                 }
             }
         }
-        // A log's clocks grow with its seq: the largest clock is on one of the heads.
+        // A log's clocks grow with its seq: the newest entry is one of the heads.
         for (author, seq) in &cache.heads {
-            let head = self.head_entry(author, *seq)?;
-            cache.max_clock = cache.max_clock.max(head.clock());
+            let head = HistoryKey::of(&self.head_entry(author, *seq)?);
+            cache.newest = cache.newest.max(Some(head));
         }
         for row in self.tables.rows(Table::Forks, ..) {
             let (key, _) = self.engine(row)?;
@@ -546,8 +547,8 @@ impl Store {
             cache.heads.insert(author, last.seq());
             cache.head_moved(author);
         }
-        let max = stored.iter().map(Entry::clock).max().unwrap_or(0);
-        cache.max_clock = cache.max_clock.max(max);
+        // The last entry stored is its log's newest (clocks grow with seq).
+        cache.newest = cache.newest.max(stored.last().map(HistoryKey::of));
         if frozen {
             cache.frozen.insert(author);
         }
@@ -584,7 +585,13 @@ impl Store {
 
     /// The largest clock of any stored entry.
     pub fn max_clock(&self) -> u64 {
-        self.cache().max_clock
+        self.cache().newest.map_or(0, |newest| newest.clock())
+    }
+
+    /// Where the newest stored entry sits in the merged history (`None` when the store is
+    /// empty): whatever comes before it in [`HistoryKey`] order was stored before it.
+    pub fn newest(&self) -> Option<HistoryKey> {
+        self.cache().newest
     }
 
     /// Logs on disk whose author's key cannot sign, found at open; they are ignored.
@@ -661,6 +668,19 @@ impl Store {
             .get(name)
             .map(|authors| authors.iter().copied().collect())
             .unwrap_or_default()
+    }
+
+    /// Whether `author` alone claims `name`: no other key is pinned to it, and no other
+    /// author's current name is it (one lookup each, nothing copied: a user interface asks
+    /// this for every name it shows).
+    pub fn alone_named(&self, name: &str, author: &Author) -> bool {
+        let cache = self.cache();
+        let pinned_elsewhere = cache.pins.get(name).is_some_and(|owner| owner != author);
+        let shared = cache
+            .named
+            .get(name)
+            .is_some_and(|authors| authors.iter().any(|other| other != author));
+        !pinned_elsewhere && !shared
     }
 
     /// The author a name is pinned to: the first key seen claiming it (trust on first use).

@@ -151,10 +151,7 @@ async fn a_forged_signature_gets_the_sender_disconnected_and_its_valid_prefix_ke
         _ => None,
     })
     .await?;
-    assert_eq!(
-        Some(peer),
-        p2pchat_node::identity::peer_id_of(&mallory.author())
-    );
+    assert_eq!(peer, p2pchat_node::identity::peer_id_of(&mallory.author()));
     assert_eq!(
         reason,
         PenaltyReason::InvalidEntry {

@@ -217,13 +217,7 @@ pub async fn run(
             found => Reply::Lines(
                 found
                     .iter()
-                    .map(|c| {
-                        format!(
-                            "{}, peer id {}",
-                            describe(c),
-                            c.peer.map(|p| p.to_string()).unwrap_or_default()
-                        )
-                    })
+                    .map(|c| format!("{}, peer id {}", describe(c), c.peer))
                     .collect(),
             ),
         },

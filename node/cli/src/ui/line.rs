@@ -98,23 +98,22 @@ pub async fn run(node: Node, format: Format, mut signals: Signals) -> ExitCode {
         status.info(&rooms.list());
     }
 
-    // The newest message stored in each room at start: what the feed brings up to it was
-    // there before, and is not new (as in the chat window).
-    let mut stored = Vec::new();
-    for label in rooms.labels() {
-        let newest = node
-            .history_in(label, 1)
-            .await
-            .ok()
-            .and_then(|m| m.last().map(Message::history_key));
-        stored.push(newest);
-    }
+    // The newest entry stored in each room at start: what the feed brings up to it was there
+    // before, and is not new (as in the chat window).
+    let stored = rooms
+        .labels()
+        .iter()
+        .map(|label| node.newest_in(label).ok().flatten())
+        .collect();
     let mut printer = tokio::spawn(
         Printer::new(&node, format, out, rooms, conversations, stored).run(node.messages()),
     );
 
+    // Only plain output tells of renames (JSON shows each message's name as it is).
     let mut names = Names::default();
-    names.update(&node.contacts());
+    if format == Format::Plain {
+        names.update(&node.contacts());
+    }
     let mut renames = tokio::time::interval(Duration::from_secs(1));
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut stdin_open = true;
@@ -254,10 +253,8 @@ impl Printer {
         // Subscribed before looking at the catch-ups under way, so none is missed in between.
         let events = node.events();
         let running = node
-            .contacts()
+            .catching_up()
             .into_iter()
-            .filter(|contact| contact.sync.is_some())
-            .filter_map(|contact| contact.peer)
             .map(|peer| (peer, HashSet::new()))
             .collect();
         Printer {

@@ -147,7 +147,7 @@ mod tests {
     fn renames_are_noticed_once() {
         let contact = |name: &str| Contact {
             author: Author::from_bytes([7; 32]),
-            peer: None,
+            peer: p2pchat_node::identity::peer_id_of(&Author::from_bytes([7; 32])),
             name: name.into(),
             is_self: false,
             connected: true,

@@ -63,10 +63,8 @@ pub async fn run(node: Node, mut signals: Signals, bell: bool) -> ExitCode {
     // The stored history comes through the feed after the start-up notices: they go below
     // it, where they are seen. (A store that cannot be read fails the feed too.)
     for room in node.rooms() {
-        if let Ok(newest) = node.history_in(room.label(), 1).await
-            && let Some(newest) = newest.last()
-        {
-            app.history_ends_at(room.label(), newest.history_key());
+        if let Ok(Some(newest)) = node.newest_in(room.label()) {
+            app.history_ends_at(room.label(), newest);
         }
     }
     app.set_contacts(node.contacts());

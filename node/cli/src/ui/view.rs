@@ -171,8 +171,9 @@ impl App {
         }
     }
 
-    /// Tells the view the newest message already stored in room `label` (`newest`), which the
-    /// feed has yet to bring: lines other than messages are placed after it from now on.
+    /// Tells the view where the newest entry already stored in room `label` sits (`newest`):
+    /// the feed has yet to bring the messages up to it, and lines other than messages are
+    /// placed after it from now on.
     pub fn history_ends_at(&mut self, label: &str, newest: HistoryKey) {
         if let Some(room) = self.rooms.index_of(label) {
             self.lines[room].stored = Some(newest);
@@ -699,9 +700,9 @@ impl App {
                     return Some((contact, contact.connected));
                 }
                 let here = contact.connected
-                    && contact
-                        .peer
-                        .and_then(|peer| self.shared.get(&peer))
+                    && self
+                        .shared
+                        .get(&contact.peer)
                         .is_some_and(|rooms| rooms.iter().any(|r| r == room));
                 (contact.is_self || here || authors.contains(&contact.author))
                     .then_some((contact, here))
@@ -842,7 +843,7 @@ mod tests {
     fn contact(n: u8, name: &str, connected: bool, sync: Option<SyncProgress>) -> Contact {
         Contact {
             author: author(n),
-            peer: None,
+            peer: p2pchat_node::identity::peer_id_of(&author(n)),
             name: name.into(),
             is_self: n == 1,
             connected,
@@ -934,7 +935,7 @@ mod tests {
         app.set_contacts(vec![
             contact(1, "alice", false, None),
             Contact {
-                peer: Some(bob),
+                peer: bob,
                 ..contact(2, "bob", true, None)
             },
             contact(3, "carol", false, None),

@@ -437,7 +437,7 @@ impl Store {
             keyspace(Table::Pins)?,
             keyspace(Table::EncKeys)?,
         ];
-        let store = Self::new(Some(dir.to_owned()), room, Tables::Fjall { db, keyspaces });
+        let store = Self::new(Some(dir.to_owned()), room, Tables::fjall(db, keyspaces));
         if load {
             store.load_cache()?;
         }

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::{Bound, RangeBounds};
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use fjall::{Database, Keyspace, KvPair, PersistMode, Slice};
@@ -39,6 +39,19 @@ impl Table {
     }
 }
 
+/// How long entries may sit in the memtables of a store that writes slowly before they are
+/// sealed and flushed to tables: a chat node that stores a line now and then would otherwise
+/// hold every line in memory until a memtable fills (4 MiB, an hour or more of a busy room),
+/// and its memory would grow all that time. A fast writer fills them long before.
+pub(crate) const SEAL_AFTER: Duration = if cfg!(test) {
+    Duration::from_millis(300)
+} else {
+    Duration::from_secs(60)
+};
+/// Memtable bytes below which nothing is sealed at [`SEAL_AFTER`] (one small table per
+/// keyspace for a few lines is not worth it).
+pub(crate) const SEAL_FROM: u64 = 64 << 10;
+
 /// An ordered map from key bytes to value bytes, per table.
 type Maps = [BTreeMap<Slice, Slice>; 6];
 
@@ -48,12 +61,23 @@ pub(crate) enum Tables {
     Fjall {
         db: Database,
         keyspaces: [Keyspace; 6],
+        /// When the memtables were last looked at for [`SEAL_AFTER`].
+        sealed_at: Mutex<Instant>,
     },
     /// Ordered maps in memory, behind one lock, so a batch is seen whole or not at all.
     Memory(RwLock<Maps>),
 }
 
 impl Tables {
+    /// The tables in `keyspaces` of `db`, in the order of [`Table`]'s variants.
+    pub(crate) fn fjall(db: Database, keyspaces: [Keyspace; 6]) -> Self {
+        Tables::Fjall {
+            db,
+            keyspaces,
+            sealed_at: Mutex::new(Instant::now()),
+        }
+    }
+
     /// Empty tables in memory.
     pub(crate) fn memory() -> Self {
         Tables::Memory(RwLock::default())
@@ -130,6 +154,44 @@ impl Tables {
         }
     }
 
+    /// Seals every memtable (fjall then flushes them to tables in the background) if
+    /// [`SEAL_AFTER`] has passed since they were last looked at and they hold at least
+    /// [`SEAL_FROM`] bytes.
+    fn seal_when_due(&self) -> fjall::Result<()> {
+        let Tables::Fjall {
+            db,
+            keyspaces,
+            sealed_at,
+        } = self
+        else {
+            return Ok(());
+        };
+        {
+            let mut at = sealed_at
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if at.elapsed() < SEAL_AFTER {
+                return Ok(());
+            }
+            *at = Instant::now();
+        }
+        if db.write_buffer_size() >= SEAL_FROM {
+            for keyspace in keyspaces {
+                keyspace.rotate_memtable()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// What the memtables hold (sealed ones waiting for their flush included).
+    #[cfg(test)]
+    pub(crate) fn memtable_bytes(&self) -> u64 {
+        match self {
+            Tables::Fjall { db, .. } => db.write_buffer_size(),
+            Tables::Memory(_) => 0,
+        }
+    }
+
     /// Waits, up to `patience`, while the memtables hold more than `limit` bytes: a writer
     /// faster than the flushes would otherwise grow them to several times `limit` (fjall
     /// only halts writes at four sealed memtables a keyspace). Nothing to wait for in memory.
@@ -150,7 +212,7 @@ impl Tables {
     /// a bound, so only the rotation is asked of it.
     pub(crate) fn flush_memtables(&self, patience: Duration) -> fjall::Result<bool> {
         match self {
-            Tables::Fjall { db, keyspaces } => {
+            Tables::Fjall { db, keyspaces, .. } => {
                 for keyspace in keyspaces {
                     keyspace.rotate_memtable()?;
                 }
@@ -244,12 +306,13 @@ impl Batch<'_> {
     /// Writes the batch.
     pub(crate) fn commit(self) -> fjall::Result<()> {
         match self.tables {
-            Tables::Fjall { db, keyspaces } => {
+            Tables::Fjall { db, keyspaces, .. } => {
                 let mut batch = db.batch().durability(Some(self.durability));
                 for (table, key, value) in self.rows {
                     batch.insert(&keyspaces[table.index()], key, value);
                 }
-                batch.commit()
+                batch.commit()?;
+                self.tables.seal_when_due()
             }
             Tables::Memory(maps) => {
                 let mut maps = maps

@@ -43,11 +43,7 @@ impl Table {
 /// sealed and flushed to tables: a chat node that stores a line now and then would otherwise
 /// hold every line in memory until a memtable fills (4 MiB, an hour or more of a busy room),
 /// and its memory would grow all that time. A fast writer fills them long before.
-pub(crate) const SEAL_AFTER: Duration = if cfg!(test) {
-    Duration::from_millis(300)
-} else {
-    Duration::from_secs(60)
-};
+const SEAL_AFTER: Duration = Duration::from_secs(60);
 /// Memtable bytes below which nothing is sealed at [`SEAL_AFTER`] (one small table per
 /// keyspace for a few lines is not worth it).
 pub(crate) const SEAL_FROM: u64 = 64 << 10;
@@ -181,6 +177,17 @@ impl Tables {
             }
         }
         Ok(())
+    }
+
+    /// Makes the memtables look last looked at [`SEAL_AFTER`] ago (tests do not wait a minute).
+    #[cfg(test)]
+    pub(crate) fn seal_due_now(&self) {
+        if let Tables::Fjall { sealed_at, .. } = self {
+            let mut at = sealed_at
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            *at = at.checked_sub(SEAL_AFTER).unwrap_or(*at);
+        }
     }
 
     /// What the memtables hold (sealed ones waiting for their flush included).

@@ -1162,7 +1162,7 @@ fn a_clean_close_empties_a_big_journal_and_the_store_reopens_whole() {
 
 #[test]
 fn a_store_that_writes_slowly_has_its_memtables_flushed_after_a_while() {
-    use crate::tables::{SEAL_AFTER, SEAL_FROM};
+    use crate::tables::SEAL_FROM;
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), room()).unwrap();
     let alice = key(1);
@@ -1170,9 +1170,14 @@ fn a_store_that_writes_slowly_has_its_memtables_flushed_after_a_while() {
     let texts = (0..1000).map(|i| text(&format!("line {i} of a room that talks slowly")));
     store.append_own_many(&alice, texts, 2).unwrap();
     // ~150 KB, far below a memtable's 4 MiB: without the timed seal they stay in memory.
-    // After SEAL_AFTER, the next write seals them and fjall flushes them.
-    std::thread::sleep(SEAL_AFTER);
-    store.append_own(&alice, text("later"), 3).unwrap();
+    let held = store.tables.memtable_bytes();
+    assert!(held >= SEAL_FROM, "{held} bytes in the memtables");
+    // Before its time a write seals nothing...
+    store.append_own(&alice, text("soon"), 3).unwrap();
+    assert!(store.tables.memtable_bytes() > held);
+    // ...and the first write after it seals them, and fjall flushes them.
+    store.tables.seal_due_now();
+    store.append_own(&alice, text("later"), 4).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while store.tables.memtable_bytes() >= SEAL_FROM {
         assert!(std::time::Instant::now() < deadline, "never flushed");
@@ -1180,5 +1185,5 @@ fn a_store_that_writes_slowly_has_its_memtables_flushed_after_a_while() {
     }
     drop(store);
     let store = Store::open(dir.path(), room()).unwrap();
-    assert_eq!(store.heads()[&Author::of(&alice)], 1002);
+    assert_eq!(store.heads()[&Author::of(&alice)], 1003);
 }

@@ -3,10 +3,11 @@
 //!
 //! The feed follows the rooms' stores rather than a queue of events. For each room in turn, it
 //! first pages through the merged history as it stood when it began that room (a
-//! [`HistoryWalk`] up to the heads of that moment, which reads each log once); then, once every room's history is delivered, it keeps, per room and
-//! for each author, the last seq it has delivered and, on every store change, reads what lies
-//! beyond. Nothing can be missed or repeated, however fast entries arrive or however slowly the
-//! reader reads, and memory stays at one page.
+//! [`HistoryWalk`] up to the heads of that moment, which reads each log once); then, once every
+//! room's history is delivered, it keeps, per room and for each author, the last seq it has
+//! delivered and, on every store change, reads what lies beyond. Nothing can be missed or
+//! repeated, however fast entries arrive or however slowly the reader reads, and memory stays
+//! at one page (and, during the history, the walk's chunk read ahead in each log).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Weak;

@@ -206,20 +206,6 @@ impl Walk {
     }
 }
 
-/// A [`Walk`] with the store it reads, as an iterator.
-struct Merge<'s> {
-    store: &'s Store,
-    walk: Walk,
-}
-
-impl Iterator for Merge<'_> {
-    type Item = Result<Entry, StoreError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        self.walk.next(self.store)
-    }
-}
-
 /// The merged history oldest first, up to the heads it began with, read a page at a time
 /// ([`Store::history_walk`]). It is kept between pages, so each log is read once in all: a
 /// page read afresh from a position would read ahead in every log again (with 10,000 logs,
@@ -245,18 +231,14 @@ impl Store {
 
     /// Every stored entry in merged order: by clock, then author, then seq.
     pub fn history(&self) -> impl Iterator<Item = Result<Entry, StoreError>> + '_ {
-        Merge {
-            store: self,
-            walk: Walk::oldest_first(self, &self.heads()),
-        }
+        let mut walk = Walk::oldest_first(self, &self.heads());
+        std::iter::from_fn(move || walk.next(self))
     }
 
     /// The merged history from the newest entry backwards (for "the last N messages", without
     /// reading the rest).
     pub fn history_newest_first(&self) -> impl Iterator<Item = Result<Entry, StoreError>> + '_ {
-        Merge {
-            store: self,
-            walk: Walk::newest_first(self),
-        }
+        let mut walk = Walk::newest_first(self);
+        std::iter::from_fn(move || walk.next(self))
     }
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::entry::{Body, SigningKey};
 use crate::message::MessageError;
+use crate::route::STALL_TIMEOUT;
 use crate::store::MemoryStore;
 
 struct Node {
@@ -31,8 +32,9 @@ struct Net {
     /// Inputs waiting to be given, per node.
     inputs: VecDeque<(usize, Input<usize>)>,
     log: Log,
-    /// Whether stores answer at once (else [`Net::finish_stores`] does).
-    stores_answer: bool,
+    /// Nodes whose stores answer only when [`Net::finish_stores`] is called (the others at
+    /// once).
+    late_stores: Vec<usize>,
     stored_later: Vec<(usize, Input<usize>)>,
 }
 
@@ -64,7 +66,7 @@ impl Net {
             wire: VecDeque::new(),
             inputs: VecDeque::new(),
             log: Log::default(),
-            stores_answer: true,
+            late_stores: Vec::new(),
             stored_later: Vec::new(),
         }
     }
@@ -101,10 +103,10 @@ impl Net {
                         author: batch.author,
                         outcome: Ok(outcome),
                     };
-                    if self.stores_answer {
-                        self.inputs.push_back((n, stored));
-                    } else {
+                    if self.late_stores.contains(&n) {
                         self.stored_later.push((n, stored));
+                    } else {
+                        self.inputs.push_back((n, stored));
                     }
                 }
                 Output::Disconnect { peer, reason } => {
@@ -357,7 +359,7 @@ fn batches_beyond_the_window_are_a_flood() {
     net.settle();
     // Node 1 replays one of node 0's batches far more often than any window allows, while its
     // store takes its time.
-    net.stores_answer = false;
+    net.late_stores.push(1);
     let batch = net
         .log
         .sent
@@ -451,6 +453,79 @@ fn in_a_mesh_each_entry_arrives_about_once() {
         entries <= 60 * 13 / 10,
         "{entries} entries sent for 60 needed"
     );
+}
+
+#[test]
+fn a_peer_asked_to_stop_skipping_a_log_hears_first_how_far_we_hold_it() {
+    let mut net = Net::new(3);
+    net.connect(0, 1);
+    net.connect(0, 2);
+    net.connect(1, 2);
+    net.settle();
+    for i in 0..5 {
+        net.say(0, &format!("line {i}"));
+        net.settle();
+    }
+    // Node 1 gets node 0's log from node 0 in person, and node 2 skips it. Node 0 leaves
+    // node 1: node 2 becomes the source, and pushes from what it believes node 1 holds.
+    let before = net.log.sent.len();
+    net.give(0, Input::Closed { peer: 1 });
+    net.give(1, Input::Closed { peer: 0 });
+    net.settle();
+    let zero = net.author(0);
+    let held = net.nodes[1].store.head_seq(&zero);
+    let to_2: Vec<&Message> = net.log.sent[before..]
+        .iter()
+        .filter(|(from, to, _, _)| (*from, *to) == (1, 2))
+        .map(|(_, _, _, message)| message)
+        .collect();
+    let unskip = to_2
+        .iter()
+        .position(|m| matches!(m, Message::Route { unskip, .. } if unskip.contains(&zero)));
+    let note = to_2.iter().position(|m| {
+        matches!(m, Message::Have(notes) if notes.contains(&HeadNote { author: zero, seq: held }))
+    });
+    let (Some(note), Some(unskip)) = (note, unskip) else {
+        panic!("node 2 is asked for node 0's log, after a note of node 1's head: {to_2:?}");
+    };
+    assert!(note < unskip, "the note comes first: {to_2:?}");
+    net.say(0, "after");
+    net.settle();
+    assert!(net.same_heads());
+    let batches_to_1 = net.log.sent[before..]
+        .iter()
+        .filter(|(_, to, _, m)| *to == 1 && matches!(m, Message::Batch(_)))
+        .count();
+    assert_eq!(batches_to_1, 1, "only the new line reaches node 1");
+}
+
+#[test]
+fn a_source_whose_entries_wait_for_the_store_has_not_stalled() {
+    let mut net = Net::new(4);
+    // Node 3's log reaches node 2 through node 1 (its source) and node 0 (skipped).
+    net.connect(3, 1);
+    net.connect(3, 0);
+    net.settle();
+    net.connect(1, 2);
+    net.settle();
+    net.connect(0, 2);
+    net.settle();
+    let three = net.author(3);
+    assert_eq!(net.nodes[2].replica.source_of(&three), Some(1));
+    // Node 2's store is slow: node 1's batch waits in it while node 0 notes being ahead.
+    net.late_stores.push(2);
+    net.say(3, "new");
+    net.settle();
+    net.tick(STALL_TIMEOUT + Duration::from_millis(100));
+    net.settle();
+    assert_eq!(
+        net.nodes[2].replica.source_of(&three),
+        Some(1),
+        "what the store was given is coming: the source did not stall"
+    );
+    net.finish_stores();
+    net.settle();
+    assert!(net.same_heads());
 }
 
 #[test]

@@ -119,6 +119,9 @@ pub struct Report {
     pub entries_received_live: u64,
     /// Entries the storage workers were given that their stores already held.
     pub duplicates_stored: u64,
+    /// Entries received again, by lane (`[0]` live, `[1]` bulk), and by whether the sender
+    /// was the receiver's source of the log (`[_][1]`) or not (`[_][0]`).
+    pub redundant: [[Redundant; 2]; 2],
     /// Entries the honest nodes lacked at the start or did not write themselves: what they
     /// had to receive at least.
     pub unique_needed: u64,
@@ -156,6 +159,25 @@ pub struct Report {
     pub notes: Vec<String>,
     /// What the run found wrong (empty: nothing).
     pub problems: Vec<String>,
+}
+
+/// Entries an honest node received from an honest peer that it already had.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Redundant {
+    /// Already stored when they arrived.
+    pub held: u64,
+    /// Not stored yet, but queued for the store (from another peer, or earlier).
+    pub queued: u64,
+    /// Of `queued`, those of a log the node held nothing of yet.
+    pub queued_new_log: u64,
+}
+
+impl Redundant {
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "held": self.held, "queued": self.queued, "queued_new_log": self.queued_new_log,
+        })
+    }
 }
 
 impl Report {
@@ -199,6 +221,10 @@ impl Report {
             "entries_received": self.entries_received,
             "entries_received_live": self.entries_received_live,
             "duplicates_stored": self.duplicates_stored,
+            "redundant": {
+                "live": {"other": self.redundant[0][0].json(), "source": self.redundant[0][1].json()},
+                "bulk": {"other": self.redundant[1][0].json(), "source": self.redundant[1][1].json()},
+            },
             "unique_needed": self.unique_needed,
             "duplicate_ratio": self.duplicate_ratio(),
             "bytes_sent": self.bytes_sent,

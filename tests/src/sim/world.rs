@@ -622,6 +622,7 @@ impl Sim {
                                 && !self.is_hostile(peer)
                             {
                                 self.check_delivery(node, peer, *slot, batch);
+                                self.count_redundant(node, peer, *slot, lane, batch);
                                 let n = batch.entries.len() as u64;
                                 self.report.entries_received += n;
                                 if lane == Lane::Live {
@@ -667,6 +668,46 @@ impl Sim {
                     ));
                 }
             }
+        }
+    }
+
+    /// Counts the entries of `batch` (from honest `peer` on `lane`) that `node` already
+    /// holds, or has queued for its store: received again, split by lane and by whether
+    /// `peer` is the node's source of the log, to tell where duplicates come from.
+    fn count_redundant(&mut self, node: NodeId, peer: NodeId, slot: u8, lane: Lane, batch: &Batch) {
+        let seqs = |batch: &Batch| -> Option<(u64, u64)> {
+            let seq = |bytes: &serde_bytes::ByteBuf| {
+                Entry::decode(Bytes::copy_from_slice(bytes))
+                    .ok()
+                    .map(|e| e.seq())
+            };
+            Some((seq(batch.entries.first()?)?, seq(batch.entries.last()?)?))
+        };
+        let h = &self.honest[node.index()];
+        let Some(&local) = h.core.shared_rooms(&peer).get(usize::from(slot)) else {
+            return;
+        };
+        let Some((first, last)) = seqs(batch) else {
+            return;
+        };
+        let held = h.stores[local].head_seq(&batch.author);
+        let queued = h
+            .jobs
+            .iter()
+            .filter(|(room, _, job)| *room == local && job.author == batch.author)
+            .filter_map(|(_, _, job)| seqs(job))
+            .map(|(_, last)| last)
+            .max()
+            .unwrap_or(0)
+            .max(held);
+        let count = |upto: u64| (upto.min(last) + 1).saturating_sub(first);
+        let from_source = h.core.replica(local).source_of(&batch.author) == Some(peer);
+        let split =
+            &mut self.report.redundant[usize::from(lane == Lane::Bulk)][usize::from(from_source)];
+        split.held += count(held);
+        split.queued += count(queued) - count(held);
+        if held == 0 {
+            split.queued_new_log += count(queued);
         }
     }
 

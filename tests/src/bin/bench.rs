@@ -66,7 +66,7 @@ const SCENARIOS: [&str; 15] = [
 /// What `bench --help` prints.
 const USAGE: &str = "usage: bench [all|catchup|catchup_1m|catchup_mixed|live|transitive|relay100k|reconnect|startup|mesh|authors|live_under_catchup|liveness|sim1000|mesh64|soak]...
              [--n N] [--big N] [--authors N] [--backlog N] [--nodes N] [--minutes N]
-             [--scuttleup DIR]
+             [--rate N] [--scuttleup DIR]
        bench compare BASE.jsonl NEW.jsonl
   --n N             catch-up size, also of catchup_mixed and relay100k (default 100000)
   --big N           size of the reconnect/start-up store and of catchup_1m (default 1000000)
@@ -74,6 +74,7 @@ const USAGE: &str = "usage: bench [all|catchup|catchup_1m|catchup_mixed|live|tra
   --backlog N       entries of the catch-up in `live_under_catchup` (default 20000)
   --nodes N         simulated nodes in `sim1000`, 10 lines each (default 1000)
   --minutes N       length of `soak` (default 10)
+  --rate N          lines a second each `soak` node writes (default 2)
   --scuttleup DIR   also run the scuttleup baseline from DIR (see docs/benchmarks.md)
   compare           for every figure of a scenario in both files: base, new and new/base
   BENCH_P2PCHAT=PATH (environment) runs that p2pchat binary, e.g. a base build to alternate with
@@ -101,7 +102,7 @@ async fn main() -> anyhow::Result<()> {
     let mut scenarios = Vec::new();
     let (mut n, mut big, mut scuttleup) = (100_000u64, 1_000_000u64, None);
     let (mut authors, mut backlog, mut nodes) = (10_000usize, 20_000u64, 1_000usize);
-    let mut minutes = 10u64;
+    let (mut minutes, mut rate) = (10u64, 2u32);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--n" => n = args.next().context("--n needs a number")?.parse()?,
@@ -110,6 +111,7 @@ async fn main() -> anyhow::Result<()> {
             "--backlog" => backlog = args.next().context("--backlog needs a number")?.parse()?,
             "--nodes" => nodes = args.next().context("--nodes needs a number")?.parse()?,
             "--minutes" => minutes = args.next().context("--minutes needs a number")?.parse()?,
+            "--rate" => rate = args.next().context("--rate needs a number")?.parse()?,
             "--scuttleup" => {
                 scuttleup = Some(PathBuf::from(
                     args.next().context("--scuttleup needs a dir")?,
@@ -155,7 +157,7 @@ async fn main() -> anyhow::Result<()> {
             "liveness" => bench.liveness(3).await,
             "sim1000" => sim(nodes, 10).await,
             "mesh64" => bench.mesh(64, 20).await,
-            "soak" => bench.soak(8, minutes, 2).await,
+            "soak" => bench.soak(8, minutes, rate).await,
             other => bail!("unknown scenario {other}"),
         };
         let mut line = result.with_context(|| format!("scenario {scenario}"))?;
@@ -345,6 +347,12 @@ impl Peer {
     /// Resident memory now, in MB.
     fn rss_mb(&self) -> f64 {
         self.status_mb("VmRSS:")
+    }
+
+    /// Of the resident memory now, the process's own (heap, stacks), in MB: the rest is
+    /// mapped files, mostly the binary's code, which processes of one binary share.
+    fn rss_anon_mb(&self) -> f64 {
+        self.status_mb("RssAnon:")
     }
 
     /// A memory figure of /proc/PID/status (`field` with its colon), in MB; 0 if unknown.
@@ -883,6 +891,7 @@ impl Bench {
             ),
         }
         let each: Vec<f64> = peers.iter().map(Peer::peak_rss_mb).collect();
+        let anon: Vec<f64> = peers.iter().map(Peer::rss_anon_mb).collect();
         let rss = each.iter().copied().fold(0.0, f64::max);
         let (mut received, mut duplicates) = (0, 0);
         for peer in peers {
@@ -897,7 +906,7 @@ impl Bench {
             "all_hold_all_ms": ms(last - started),
             "entries_received": received, "duplicates": duplicates, "unique_needed": unique,
             "received_over_unique": round(received as f64 / unique as f64), "max_peak_rss_mb": rss,
-            "peak_rss_mb": rss_of_many(&each),
+            "peak_rss_mb": rss_of_many(&each), "rss_anon_mb_at_end": rss_of_many(&anon),
         }))
     }
 }
@@ -1178,7 +1187,8 @@ impl Bench {
         let mut sent: Vec<Vec<Instant>> = vec![Vec::new(); nodes];
         // Delays of the lines written in each minute, at every other node.
         let mut delays: Vec<Vec<Duration>> = vec![Vec::new(); minutes as usize];
-        let mut rss: Vec<Vec<f64>> = Vec::new();
+        // Every node's resident memory at the end of each minute, and of it its own.
+        let (mut rss, mut anon): (Vec<Vec<f64>>, Vec<Vec<f64>>) = (Vec::new(), Vec::new());
         let mut printed = vec![0u64; nodes];
         let (mut disconnects, mut writes) = (0u64, 0usize);
         loop {
@@ -1212,6 +1222,7 @@ impl Bench {
                     let now = Instant::now();
                     if rss.len() < minutes as usize && now >= begin + minute * (rss.len() as u32 + 1) {
                         rss.push(peers.iter().map(Peer::rss_mb).collect());
+                        anon.push(peers.iter().map(Peer::rss_anon_mb).collect());
                     }
                     let total: u64 = sent.iter().map(|s| s.len() as u64).sum();
                     let all = (0..nodes).all(|i| printed[i] == total - sent[i].len() as u64);
@@ -1234,31 +1245,37 @@ impl Bench {
         let lines: u64 = sent.iter().map(|s| s.len() as u64).sum();
         let per_minute: Vec<Value> = delays
             .iter_mut()
-            .zip(&rss)
+            .zip(rss.iter().zip(&anon))
             .enumerate()
-            .map(|(m, (delays, rss))| {
+            .map(|(m, (delays, (rss, anon)))| {
                 delays.sort();
                 json!({
                     "minute": m + 1, "delays": delays.len(),
                     "p50_ms": percentile_ms(delays, 0.5), "p99_ms": percentile_ms(delays, 0.99),
                     "max_ms": percentile_ms(delays, 1.0),
                     "rss_mb": rss, "rss_max_mb": rss.iter().copied().fold(0.0, f64::max),
+                    "rss_anon_mb": anon,
                 })
             })
             .collect();
-        // Of each node, its memory at the last minute over that at the first, less one.
-        let (first, last) = (&rss[0], &rss[rss.len() - 1]);
-        let growth = first
-            .iter()
-            .zip(last)
-            .filter(|(first, _)| **first > 0.0)
-            .map(|(first, last)| last / first - 1.0)
-            .fold(f64::MIN, f64::max);
+        // Of each node, its memory at the last minute over that at the first, less one (the
+        // largest), and the same of its own memory alone.
+        let growth = |rss: &[Vec<f64>]| {
+            let (first, last) = (&rss[0], &rss[rss.len() - 1]);
+            let growth = first
+                .iter()
+                .zip(last)
+                .filter(|(first, _)| **first > 0.0)
+                .map(|(first, last)| last / first - 1.0)
+                .fold(f64::MIN, f64::max);
+            (growth * 10_000.0).round() / 10_000.0
+        };
         let unique = (nodes as u64 - 1) * lines;
         Ok(json!({
             "scenario": "soak", "nodes": nodes, "minutes": minutes,
             "lines_per_s_each": per_second, "lines": lines, "disconnects": disconnects,
-            "rss_growth_after_first_minute": (growth * 10_000.0).round() / 10_000.0,
+            "rss_growth_after_first_minute": growth(&rss),
+            "rss_anon_growth_after_first_minute": growth(&anon),
             "p50_first_minute_ms": per_minute[0]["p50_ms"],
             "p99_first_minute_ms": per_minute[0]["p99_ms"],
             "p50_last_minute_ms": per_minute[per_minute.len() - 1]["p50_ms"],

@@ -1546,7 +1546,11 @@ struct Run {
 
 impl Run {
     fn of(line: &Value) -> anyhow::Result<Run> {
-        let scenario = line["scenario"].as_str().context("no \"scenario\" field")?;
+        // The scuttleup baseline's own harness names its scenario `bench`.
+        let scenario = line["scenario"]
+            .as_str()
+            .or_else(|| line.get("baseline").and(line["bench"].as_str()))
+            .context("no \"scenario\" field")?;
         let parameters: Vec<String> = PARAMETERS
             .iter()
             .filter_map(|key| {
@@ -1686,7 +1690,8 @@ mod tests {
         let new = runs(concat!(
             r#"{"scenario":"catchup","n":100000,"catchup_ms":200.0}"#,
             "\n\n",
-            r#"{"scenario":"catchup","n":100000,"baseline":"scuttleup","catchup_ms":9000}"#,
+            // As scuttleup's harness prints it.
+            r#"{"bench":"catchup","n":100000,"baseline":"scuttleup","catchup_ms":9000}"#,
             "\n",
             r#"{"scenario":"mesh","nodes":16,"all_hold_all_ms":138}"#,
         ));

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 pub use api::{Disconnect, Event, Input, Output, Penalty};
 pub use session::{
     BULK_QUEUE_TIME, BULK_WINDOW_BATCHES, LIVE_WINDOW_BATCHES, MAX_STASHED_BATCHES,
-    MAX_UNKNOWN_CLAIMS, MAX_UNKNOWN_NOTES, MIN_BULK_WINDOW,
+    MAX_UNKNOWN_CLAIMS, MAX_UNKNOWN_NOTES, MIN_BULK_WINDOW, batch_seqs,
 };
 
 use crate::entry::{Author, Body};
@@ -33,7 +33,7 @@ use crate::reconcile::{HeadSet, Learned, Reconciler};
 use crate::route::Router;
 use crate::store::{Inserted, Logs};
 use crate::validate::ValidationError;
-use session::{InFlight, Session, batch_seqs, route_delta};
+use session::{InFlight, Session, route_delta};
 
 /// How often the driver should give the core an [`Input::Tick`].
 pub const TICK: Duration = Duration::from_millis(100);
@@ -449,7 +449,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
                 continue;
             }
             // What the store is given is coming: not a reason to ask again, nor a stall.
-            let coming = self.storing.get(&author).map_or(0, |s| s.0).max(ours);
+            let coming = coming(&self.heads, &self.storing, &author);
             if self.router.source(&author).is_none() {
                 // One log's source changed: only that log's skip entries can move.
                 let changed = self.router.received(peer, peer_author, author);
@@ -579,8 +579,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
 
     fn on_batch(&mut self, now: Instant, peer: P, batch: Batch) {
         let author = batch.author;
-        let ours = self.heads.get(&author).map_or(0, |h| h.seq);
-        let expected = self.storing.get(&author).map_or(0, |s| s.0).max(ours);
+        let expected = coming(&self.heads, &self.storing, &author);
         let Some(session) = self.session_mut(&peer) else {
             return;
         };
@@ -899,10 +898,9 @@ impl<P: Copy + Ord + std::fmt::Debug> Replica<P> {
         }
         // Entries given to the store are coming: a source that sent them did not stall.
         let (heads, storing) = (&self.heads, &self.storing);
-        let changed = self.router.check_stalls(now, |author| {
-            let coming = storing.get(author).map_or(0, |s| s.0);
-            heads.get(author).map_or(0, |h| h.seq).max(coming)
-        });
+        let changed = self
+            .router
+            .check_stalls(now, |author| coming(heads, storing, author));
         self.route(changed);
     }
 
@@ -1047,6 +1045,13 @@ impl<L: Logs> Pusher<'_, L> {
         self.sends.push((lane, Message::Batch(batch)));
         last < ours
     }
+}
+
+/// The highest seq of `author`'s log we hold or have given to the store (`storing`, by log:
+/// the highest seq its batches reach and how many): what is coming needs no asking.
+fn coming(heads: &HeadSet, storing: &BTreeMap<Author, (u64, usize)>, author: &Author) -> u64 {
+    let held = heads.get(author).map_or(0, |h| h.seq);
+    storing.get(author).map_or(held, |s| s.0.max(held))
 }
 
 /// The session of `peer` in `peers`, if accepted (borrowing only the peer table, so the rest

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use p2pchat_protocol::limits::MAX_FRAME_BYTES;
 use p2pchat_protocol::membership::{Nonce, Transcript};
 use p2pchat_protocol::message::{Batch, Frame, Lane, Message, MessageError};
-use p2pchat_protocol::replica::{Disconnect, Event, TICK};
+use p2pchat_protocol::replica::{Disconnect, Event, TICK, batch_seqs};
 use p2pchat_protocol::rooms::{Rooms, RoomsEvent, RoomsInput, RoomsOutput};
 use p2pchat_protocol::store::{Logs, MemoryStore, SignatureCache};
 use p2pchat_protocol::{Author, Body, Entry, Room, SigningKey};
@@ -675,19 +675,11 @@ impl Sim {
     /// holds, or has queued for its store: received again, split by lane and by whether
     /// `peer` is the node's source of the log, to tell where duplicates come from.
     fn count_redundant(&mut self, node: NodeId, peer: NodeId, slot: u8, lane: Lane, batch: &Batch) {
-        let seqs = |batch: &Batch| -> Option<(u64, u64)> {
-            let seq = |bytes: &serde_bytes::ByteBuf| {
-                Entry::decode(Bytes::copy_from_slice(bytes))
-                    .ok()
-                    .map(|e| e.seq())
-            };
-            Some((seq(batch.entries.first()?)?, seq(batch.entries.last()?)?))
-        };
         let h = &self.honest[node.index()];
         let Some(&local) = h.core.shared_rooms(&peer).get(usize::from(slot)) else {
             return;
         };
-        let Some((first, last)) = seqs(batch) else {
+        let Some((first, last)) = batch_seqs(batch) else {
             return;
         };
         let held = h.stores[local].head_seq(&batch.author);
@@ -695,7 +687,7 @@ impl Sim {
             .jobs
             .iter()
             .filter(|(room, _, job)| *room == local && job.author == batch.author)
-            .filter_map(|(_, _, job)| seqs(job))
+            .filter_map(|(_, _, job)| batch_seqs(job))
             .map(|(_, last)| last)
             .max()
             .unwrap_or(0)
